@@ -1,0 +1,51 @@
+# deltawire — see README.md. `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
+
+.PHONY: install run test test-fast bench lint clean services-up services-down envsample
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the collector on the embedded SQLite store (ingest 127.0.0.1:7700, HTTP 127.0.0.1:8080)
+run: install
+	$(VENV)/bin/collector serve
+
+## test: everything, installing what it needs (redis-server, the MongoDB-compatible server)
+test: install
+	@bash deploy/install-test-deps.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## bench: codec, ingest, agent and store benchmarks, printed beside their baselines
+bench: install
+	@bash deploy/install-test-deps.sh
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check protocol collector watchdog deltawire tests bench
+	$(VENV)/bin/ruff format --check protocol collector watchdog deltawire tests bench
+	$(VENV)/bin/mypy
+
+envsample: install
+	$(PY) -m deltawire.envsample > .env.sample
+
+services-up:
+	bash deploy/dev-services.sh up
+
+services-down:
+	bash deploy/dev-services.sh down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info .run

@@ -1,0 +1,152 @@
+"""The store contract: what the collector's pipeline and HTTP API need from a database.
+
+Stores are blocking objects (sqlite3, pymongo); the collector calls them from
+worker threads, never from the trio loop. Every store passes the same contract
+suite (tests/test_store_contract.py) and behaves the same behind the HTTP API.
+
+Documents leave a store as plain dicts in the API's shape, with ``ts`` as epoch
+seconds (the API formats it as RFC 3339):
+``{"id", "session", "seq", "kind", "name", "host", "tags", "ts", "value"?, "data"?}``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import orjson
+
+from protocol import Document, Hello
+
+__all__ = [
+    "API_SESSION",
+    "AggQuery",
+    "MetricQuery",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+#: Points created through ``POST /metrics`` belong to this pseudo-session, so
+#: the unique (session, seq) index stays total; their seq is a fresh integer.
+API_SESSION = "api"
+
+
+class StoreError(Exception):
+    """A store failed in a way that retrying will not fix (bad data, bad query)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or is locked: retry later, nothing was lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricQuery:
+    """Filters of ``GET /metrics``: every given filter must match."""
+
+    session: str | None = None
+    name: str | None = None
+    kind: str | None = None
+    host: str | None = None
+    tags: tuple[str, ...] = ()
+    ts_from: float | None = None  # inclusive
+    ts_to: float | None = None  # exclusive
+    limit: int = 100
+    descending: bool = False
+    after: tuple[float, str] | None = None  # (ts, id) of the last item of the previous page
+
+
+@dataclass(frozen=True, slots=True)
+class AggQuery:
+    """An aggregation for ``/query``: ``func`` of ``path`` over matching documents.
+
+    ``path`` is ``"value"`` or a dotted path into ``data`` (``"cpu.percent"``);
+    with ``func="count"`` it may be None. ``group_by`` is a document field
+    (``name``, ``host``, ``session``, ``kind``) or None for one row. Rows are
+    ``{"group": <value or None>, "value": <number>, "count": <int>}`` ordered by
+    value (descending unless ``ascending``), at most ``limit`` rows.
+    """
+
+    func: Literal["count", "avg", "min", "max", "sum"]
+    path: str | None = None
+    where: MetricQuery = field(default_factory=MetricQuery)
+    group_by: str | None = None
+    limit: int = 100
+    ascending: bool = False
+
+
+@runtime_checkable
+class Store(Protocol):
+    uri: str
+
+    # -- lifecycle --------------------------------------------------------
+    def open(self) -> None:
+        """Connect, create or migrate the schema and indexes. Idempotent."""
+
+    def close(self) -> None: ...
+
+    def ping(self) -> bool:
+        """True if the store answers now (readiness)."""
+
+    # -- ingest -------------------------------------------------------------
+    def write_batch(self, docs: Sequence[Document]) -> None:
+        """Durably store documents, idempotent on (session, seq).
+
+        Documents already stored are skipped silently. A bye document
+        (kind ``session``) also marks its session ended with its exit code.
+        Updates the sessions' ``last_seen``. Raises ``StoreUnavailable`` when
+        the store is down or locked: then nothing or only a prefix of whole
+        documents was stored, and retrying the same batch is safe.
+        """
+
+    def acked(self, session: str) -> int:
+        """Highest stored seq of ``session``; -1 if none."""
+
+    def session_connected(self, hello: Hello, ts: float) -> None:
+        """Upsert the session: host, agent, tags, first/last seen, connected."""
+
+    def session_disconnected(self, session: str, ts: float) -> None: ...
+
+    # -- API ----------------------------------------------------------------
+    def find(self, q: MetricQuery) -> list[dict[str, Any]]:
+        """Up to ``q.limit`` documents, ordered by (ts, id) per ``q.descending``."""
+
+    def get(self, doc_id: str) -> dict[str, Any] | None: ...
+
+    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store an API-created point: ``name``, ``value``, ``tags``, ``ts``, ``data``.
+
+        Assigns ``session=API_SESSION``, a fresh ``seq`` and ``kind="metric"``.
+        """
+
+    def replace(self, doc_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace ``name``, ``value``, ``tags``, ``ts``, ``data``; None if absent."""
+
+    def delete(self, doc_id: str) -> bool: ...
+
+    def aggregate(self, q: AggQuery) -> list[dict[str, Any]]: ...
+
+    def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Sessions, most recently seen first: ``session, host, agent, tags,
+        first_seen, last_seen, connected, ended, exit_code``."""
+
+
+def encode_cursor(ts: float, doc_id: str) -> str:
+    """An opaque, URL-safe page cursor for keyset pagination on (ts, id)."""
+    return base64.urlsafe_b64encode(orjson.dumps([ts, doc_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of ``encode_cursor``; ``ValueError`` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, doc_id = orjson.loads(raw)
+    except Exception:
+        raise ValueError("not a cursor from a previous page") from None
+    if type(ts) not in (int, float) or type(doc_id) is not str:
+        raise ValueError("not a cursor from a previous page")
+    return float(ts), doc_id

@@ -1,0 +1,132 @@
+"""The delta chain: full samples -> snap/delta frames -> full documents.
+
+``DeltaEncoder`` runs on the client, ``Reassembler`` on the collector. Both
+hold one chain per stream name and per connection: the chain restarts with a
+snap on every connection, which is what lets any collector pick a session up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+from .errors import BadFrame, BadSeq, NoBase
+from .frames import Bye, ClientFrame, Delta, Event, Hello, Snap
+from .merge_patch import apply_patch, make_patch
+
+__all__ = ["DEFAULT_KEYFRAME_EVERY", "DeltaEncoder", "Document", "Kind", "Reassembler"]
+
+#: A snap every this many samples of a name bounds how much one lost or
+#: corrupt frame can cost a reader, at ~1% extra bytes for 1 s samples.
+DEFAULT_KEYFRAME_EVERY: Final = 100
+
+Kind = Literal["sample", "event", "session"]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One stored document, fully reconstructed (PROTOCOL.md, "What is stored")."""
+
+    session: str
+    seq: int
+    kind: Kind
+    name: str
+    ts: float
+    host: str | None
+    tags: tuple[str, ...]
+    data: dict[str, Any] | None
+
+
+class DeltaEncoder:
+    """Full samples in, snap or delta frames out, for one connection."""
+
+    __slots__ = ("_last", "_since_snap", "keyframe_every")
+
+    def __init__(self, keyframe_every: int = DEFAULT_KEYFRAME_EVERY) -> None:
+        if keyframe_every < 1:
+            raise ValueError("keyframe_every must be >= 1")
+        self.keyframe_every = keyframe_every
+        self._last: dict[str, dict[str, Any]] = {}
+        self._since_snap: dict[str, int] = {}
+
+    def reset(self) -> None:
+        """Forget every chain: call on each new connection."""
+        self._last.clear()
+        self._since_snap.clear()
+
+    def encode(self, seq: int, ts: float, name: str, data: dict[str, Any]) -> Snap | Delta:
+        """The frame for one sample. ``data`` must not be mutated afterwards."""
+        last = self._last.get(name)
+        count = self._since_snap.get(name, 0)
+        frame: Snap | Delta
+        if last is None or count + 1 >= self.keyframe_every:
+            frame = self._snap(seq, ts, name, data)
+        else:
+            patch = make_patch(last, data)
+            # A patch is only worth sending if it is smaller than the sample
+            # (many deletions can make it larger).
+            if len(orjson.dumps(patch)) >= len(orjson.dumps(data)):
+                frame = self._snap(seq, ts, name, data)
+            else:
+                frame = Delta(seq, ts, name, patch)
+                self._since_snap[name] = count + 1
+        self._last[name] = data
+        return frame
+
+    def _snap(self, seq: int, ts: float, name: str, data: dict[str, Any]) -> Snap:
+        make_patch(None, data)  # rejects null members before they reach the wire
+        self._since_snap[name] = 0
+        return Snap(seq, ts, name, data)
+
+
+class Reassembler:
+    """Client frames in, full documents out, for one connection of one session.
+
+    Enforces the ordering rules: seq strictly increasing across all frames,
+    a snap before the first delta of a name. A rejected frame raises and
+    leaves every chain and the last seq exactly as they were.
+    """
+
+    __slots__ = ("_last", "host", "last_seq", "session", "tags")
+
+    def __init__(self, session: str, host: str | None = None, tags: tuple[str, ...] = ()) -> None:
+        self.session = session
+        self.host = host
+        self.tags = tags
+        self.last_seq = -1
+        self._last: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def for_hello(cls, hello: Hello) -> Reassembler:
+        return cls(hello.session, hello.host, hello.tags)
+
+    def feed(self, frame: ClientFrame) -> Document:
+        t = type(frame)
+        if t is Hello:
+            raise BadFrame("hello was already received on this connection")
+        seq = frame.seq  # type: ignore[union-attr]
+        if seq <= self.last_seq:
+            raise BadSeq(f"seq {seq} is not greater than the previous seq {self.last_seq}", seq=seq)
+        if t is Delta:
+            base = self._last.get(frame.name)  # type: ignore[union-attr]
+            if base is None:
+                raise NoBase(f"delta for {frame.name!r} without a snap on this connection", seq=seq)  # type: ignore[union-attr]
+            data = apply_patch(base, frame.data)  # type: ignore[union-attr]
+            self._last[frame.name] = data  # type: ignore[union-attr]
+            kind: Kind = "sample"
+        elif t is Snap:
+            data = frame.data  # type: ignore[union-attr]
+            self._last[frame.name] = data  # type: ignore[union-attr]
+            kind = "sample"
+        elif t is Event:
+            data = frame.data  # type: ignore[union-attr]
+            kind = "event"
+        else:
+            assert t is Bye
+            self.last_seq = seq
+            return Document(self.session, seq, "session", "end", frame.ts, self.host, self.tags,
+                            frame.data)  # type: ignore[union-attr]
+        self.last_seq = seq
+        return Document(self.session, seq, kind, frame.name, frame.ts, self.host, self.tags, data)  # type: ignore[union-attr]

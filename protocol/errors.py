@@ -1,0 +1,129 @@
+"""The protocol's error codes, as a small exception hierarchy.
+
+Every rule of the wire protocol that a peer can break maps to exactly one
+exception class here, and each class carries the code and the fatality that
+PROTOCOL.md assigns to it, so callers never keep their own table.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AuthFailed",
+    "BadFrame",
+    "BadHello",
+    "BadJson",
+    "BadSeq",
+    "ERROR_CODES",
+    "FrameTooLarge",
+    "IdleTimeout",
+    "NoBase",
+    "Overloaded",
+    "ProtocolError",
+    "TooManyErrors",
+    "UnknownType",
+    "UnsupportedVersion",
+    "error_for_code",
+]
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol. ``code`` and ``fatal`` are what goes on the wire."""
+
+    code: ClassVar[str] = "protocol"
+    fatal: ClassVar[bool] = True
+
+    def __init__(self, msg: str, *, seq: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.seq = seq
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.msg!r}, seq={self.seq!r})"
+
+
+class BadHello(ProtocolError):
+    code = "bad_hello"
+    fatal = True
+
+
+class AuthFailed(ProtocolError):
+    code = "auth"
+    fatal = True
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "version"
+    fatal = True
+
+
+class FrameTooLarge(ProtocolError):
+    code = "frame_too_large"
+    fatal = True
+
+
+class Overloaded(ProtocolError):
+    code = "overloaded"
+    fatal = True
+
+
+class IdleTimeout(ProtocolError):
+    code = "idle"
+    fatal = True
+
+
+class TooManyErrors(ProtocolError):
+    code = "too_many_errors"
+    fatal = True
+
+
+class BadJson(ProtocolError):
+    code = "bad_json"
+    fatal = False
+
+
+class BadFrame(ProtocolError):
+    code = "bad_frame"
+    fatal = False
+
+
+class UnknownType(ProtocolError):
+    code = "unknown_type"
+    fatal = False
+
+
+class BadSeq(ProtocolError):
+    code = "bad_seq"
+    fatal = False
+
+
+class NoBase(ProtocolError):
+    code = "no_base"
+    fatal = False
+
+
+_CLASSES: tuple[type[ProtocolError], ...] = (
+    BadHello,
+    AuthFailed,
+    UnsupportedVersion,
+    FrameTooLarge,
+    Overloaded,
+    IdleTimeout,
+    TooManyErrors,
+    BadJson,
+    BadFrame,
+    UnknownType,
+    BadSeq,
+    NoBase,
+)
+
+#: code -> fatal, exactly the table of PROTOCOL.md.
+ERROR_CODES: dict[str, bool] = {cls.code: cls.fatal for cls in _CLASSES}
+
+_BY_CODE: dict[str, type[ProtocolError]] = {cls.code: cls for cls in _CLASSES}
+
+
+def error_for_code(code: str) -> type[ProtocolError]:
+    """The exception class for a wire error code (``ProtocolError`` if unknown)."""
+    return _BY_CODE.get(code, ProtocolError)

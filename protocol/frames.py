@@ -1,0 +1,344 @@
+"""The frames of protocol v1, as frozen slotted dataclasses.
+
+Parsing (``client_frame_from_dict`` / ``server_frame_from_dict``) validates
+every field the protocol types, and raises the protocol's own errors; unknown
+fields are ignored, as forward compatibility requires.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import BadFrame, BadHello, ProtocolError, UnknownType, UnsupportedVersion
+
+__all__ = [
+    "MAX_NAME_CHARS",
+    "PROTOCOL_VERSION",
+    "SESSION_RE",
+    "TS_MAX",
+    "TS_MIN",
+    "Ack",
+    "Bye",
+    "ClientFrame",
+    "Delta",
+    "ErrorFrame",
+    "Event",
+    "Flow",
+    "Frame",
+    "Hello",
+    "ServerFrame",
+    "Snap",
+    "Welcome",
+    "client_frame_from_dict",
+    "error_frame",
+    "server_frame_from_dict",
+]
+
+PROTOCOL_VERSION = 1
+
+SESSION_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
+#: Stream and event names are short identifiers; a cap keeps indexes sane.
+MAX_NAME_CHARS = 256
+
+#: A timestamp must be representable as an RFC 3339 date (years 1..9999),
+#: because that is how the HTTP API shows it back.
+TS_MIN = -62135596800.0
+TS_MAX = 253402300799.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    t: ClassVar[str] = "hello"
+    session: str
+    v: int = PROTOCOL_VERSION
+    token: str | None = None
+    host: str | None = None
+    agent: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": "hello", "v": self.v, "session": self.session}
+        if self.token is not None:
+            d["token"] = self.token
+        if self.host is not None:
+            d["host"] = self.host
+        if self.agent is not None:
+            d["agent"] = self.agent
+        if self.tags:
+            d["tags"] = list(self.tags)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Snap:
+    t: ClassVar[str] = "snap"
+    seq: int
+    ts: float
+    name: str
+    data: dict[str, Any]
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "snap", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    t: ClassVar[str] = "delta"
+    seq: int
+    ts: float
+    name: str
+    data: dict[str, Any]
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "delta", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t: ClassVar[str] = "event"
+    seq: int
+    ts: float
+    name: str
+    data: dict[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": "event", "seq": self.seq, "ts": self.ts, "name": self.name}
+        if self.data is not None:
+            d["data"] = self.data
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    t: ClassVar[str] = "bye"
+    seq: int
+    ts: float
+    data: dict[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": "bye", "seq": self.seq, "ts": self.ts}
+        if self.data is not None:
+            d["data"] = self.data
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    t: ClassVar[str] = "welcome"
+    session: str
+    acked: int
+    v: int = PROTOCOL_VERSION
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "welcome", "v": self.v, "session": self.session, "acked": self.acked}
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    t: ClassVar[str] = "ack"
+    seq: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "ack", "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    t: ClassVar[str] = "flow"
+    min_interval: float
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "flow", "min_interval": self.min_interval}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    t: ClassVar[str] = "error"
+    code: str
+    msg: str
+    fatal: bool
+    seq: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": "error", "code": self.code, "msg": self.msg, "fatal": self.fatal}
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
+
+
+ClientFrame = Hello | Snap | Delta | Event | Bye
+ServerFrame = Welcome | Ack | Flow | ErrorFrame
+Frame = ClientFrame | ServerFrame
+
+
+# --- parsing -----------------------------------------------------------------
+# Hot path: one dict lookup on ``t``, then a handful of type checks. ``type(x)
+# is int`` (not isinstance) keeps ``true`` from passing as the integer 1.
+
+
+def _seq(d: dict[str, Any]) -> int:
+    seq = d.get("seq")
+    if type(seq) is not int or seq < 0:
+        raise BadFrame("seq must be an integer >= 0")
+    return seq
+
+
+def _ts(d: dict[str, Any], seq: int) -> float:
+    ts = d.get("ts")
+    tt = type(ts)
+    if tt is not float and tt is not int:
+        raise BadFrame("ts must be a number (seconds since the epoch)", seq=seq)
+    if not (TS_MIN <= ts <= TS_MAX) or (tt is float and not math.isfinite(ts)):  # type: ignore[operator,arg-type]
+        raise BadFrame("ts out of range", seq=seq)
+    return ts  # type: ignore[return-value]
+
+
+def _name(d: dict[str, Any], seq: int) -> str:
+    name = d.get("name")
+    if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:
+        raise BadFrame(f"name must be a string of 1-{MAX_NAME_CHARS} characters", seq=seq)
+    return name
+
+
+def _object(d: dict[str, Any], seq: int, *, required: bool) -> dict[str, Any] | None:
+    data = d.get("data")
+    if data is None:
+        if required:
+            raise BadFrame("data must be an object", seq=seq)
+        return None
+    if type(data) is not dict:
+        raise BadFrame("data must be an object", seq=seq)
+    return data
+
+
+def _parse_snap(d: dict[str, Any]) -> Snap:
+    seq = _seq(d)
+    data = _object(d, seq, required=True)
+    assert data is not None
+    if _has_null_member(data):
+        raise BadFrame("a snap cannot hold null members (null only means delete in a delta)", seq=seq)
+    return Snap(seq, _ts(d, seq), _name(d, seq), data)
+
+
+def _parse_delta(d: dict[str, Any]) -> Delta:
+    seq = _seq(d)
+    data = _object(d, seq, required=True)
+    assert data is not None
+    return Delta(seq, _ts(d, seq), _name(d, seq), data)
+
+
+def _parse_event(d: dict[str, Any]) -> Event:
+    seq = _seq(d)
+    return Event(seq, _ts(d, seq), _name(d, seq), _object(d, seq, required=False))
+
+
+def _parse_bye(d: dict[str, Any]) -> Bye:
+    seq = _seq(d)
+    return Bye(seq, _ts(d, seq), _object(d, seq, required=False))
+
+
+def _opt_str(d: dict[str, Any], key: str, limit: int = 1024) -> str | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if type(value) is not str or len(value) > limit:
+        raise BadHello(f"hello.{key} must be a string of at most {limit} characters")
+    return value
+
+
+def _parse_hello(d: dict[str, Any]) -> Hello:
+    v = d.get("v")
+    if type(v) is not int:
+        raise BadHello("hello.v must be an integer")
+    if v != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {v} is not supported (this side speaks 1)")
+    session = d.get("session")
+    if type(session) is not str or not SESSION_RE.fullmatch(session):
+        raise BadHello("hello.session must be 1-128 characters of A-Za-z0-9._:@-")
+    tags = d.get("tags")
+    if tags is None:
+        tag_tuple: tuple[str, ...] = ()
+    elif type(tags) is list and all(type(t) is str for t in tags):
+        tag_tuple = tuple(tags)
+    else:
+        raise BadHello("hello.tags must be a list of strings")
+    return Hello(
+        session=session,
+        v=v,
+        token=_opt_str(d, "token"),
+        host=_opt_str(d, "host", 255),
+        agent=_opt_str(d, "agent", 255),
+        tags=tag_tuple,
+    )
+
+
+def _has_null_member(obj: dict[str, Any]) -> bool:
+    for value in obj.values():
+        if value is None:
+            return True
+        if type(value) is dict and _has_null_member(value):
+            return True
+    return False
+
+
+_CLIENT_PARSERS = {
+    "snap": _parse_snap,
+    "delta": _parse_delta,
+    "event": _parse_event,
+    "bye": _parse_bye,
+    "hello": _parse_hello,
+}
+
+
+def _seq_hint(d: dict[str, Any]) -> int | None:
+    seq = d.get("seq")
+    return seq if type(seq) is int and seq >= 0 else None
+
+
+def client_frame_from_dict(d: dict[str, Any]) -> ClientFrame:
+    """Validate one decoded client->collector object into a frame."""
+    t = d.get("t")
+    parser = _CLIENT_PARSERS.get(t) if type(t) is str else None
+    if parser is None:
+        if type(t) is not str:
+            raise BadFrame("every frame needs a string field 't'", seq=_seq_hint(d))
+        raise UnknownType(f"unknown frame type {t[:64]!r}", seq=_seq_hint(d))
+    return parser(d)  # type: ignore[no-any-return]
+
+
+def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
+    """Validate one decoded collector->client object into a frame."""
+    t = d.get("t")
+    if t == "ack":
+        return Ack(_seq(d))
+    if t == "flow":
+        mi = d.get("min_interval")
+        if type(mi) not in (int, float) or mi < 0 or not math.isfinite(mi):
+            raise BadFrame("flow.min_interval must be a number >= 0")
+        return Flow(float(mi))
+    if t == "welcome":
+        acked = d.get("acked")
+        session = d.get("session")
+        v = d.get("v")
+        if type(acked) is not int or acked < -1 or type(session) is not str or type(v) is not int:
+            raise BadFrame("welcome needs v, session and acked")
+        return Welcome(session=session, acked=acked, v=v)
+    if t == "error":
+        code, msg, fatal = d.get("code"), d.get("msg", ""), d.get("fatal")
+        if type(code) is not str or type(fatal) is not bool or type(msg) is not str:
+            raise BadFrame("error needs code, msg and fatal")
+        return ErrorFrame(code=code, msg=msg, fatal=fatal, seq=_seq_hint(d))
+    if type(t) is not str:
+        raise BadFrame("every frame needs a string field 't'")
+    raise UnknownType(f"unknown frame type {t[:64]!r}")
+
+
+
+
+def error_frame(exc: ProtocolError) -> ErrorFrame:
+    """The wire frame that reports ``exc``."""
+    return ErrorFrame(code=exc.code, msg=exc.msg, fatal=exc.fatal, seq=exc.seq)

@@ -1,0 +1,98 @@
+"""JSON Merge Patch (RFC 7396): make and apply patches.
+
+Both functions treat their inputs as immutable. ``apply_patch`` copies only the
+objects on the paths a patch touches and shares every other subtree with the
+target, which keeps reassembling a long delta chain cheap while the previous
+documents stay valid (they may still sit in a write queue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = ["apply_patch", "json_equal", "make_patch"]
+
+_dumps = orjson.dumps
+
+
+def apply_patch(target: Any, patch: Any) -> Any:
+    """Return ``target`` with the merge patch applied (RFC 7396 section 2)."""
+    if type(patch) is not dict:
+        return patch
+    result: dict[str, Any] = dict(target) if type(target) is dict else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif type(value) is dict:
+            result[key] = apply_patch(result.get(key), value)
+        else:
+            result[key] = value
+    return result
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: ``1``, ``1.0`` and ``true`` are three values.
+
+    Python's ``==`` conflates them, and a patch that skipped such a change
+    would reconstruct a document with the wrong type.
+    """
+    if a is b:
+        return True
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict:
+        if len(a) != len(b):
+            return False
+        for key, value in a.items():
+            if key not in b or not json_equal(value, b[key]):
+                return False
+        return True
+    if ta is list:
+        # Cheap rejection first; the serialised comparison catches 1 vs 1.0 inside.
+        return bool(a == b) and _dumps(a) == _dumps(b)
+    return bool(a == b)
+
+
+def make_patch(source: Any, target: Any) -> Any:
+    """The merge patch that turns ``source`` into ``target``.
+
+    ``target`` must not hold ``null`` as an object member (merge patch cannot
+    express it: ``null`` means delete); a ``ValueError`` says so instead of
+    producing a patch that silently loses the key.
+    """
+    if type(source) is not dict or type(target) is not dict:
+        _check_no_null_members(target)
+        return target
+    patch: dict[str, Any] = {}
+    for key, new in target.items():
+        if key in source:
+            old = source[key]
+            if old is new:
+                continue
+            if type(new) is dict and type(old) is dict:
+                sub = make_patch(old, new)
+                if sub:
+                    patch[key] = sub
+                continue
+            if json_equal(old, new):
+                continue
+        if new is None:
+            raise ValueError(f"null member {key!r}: samples cannot hold null values")
+        if type(new) is dict:
+            _check_no_null_members(new)
+        patch[key] = new
+    for key in source:
+        if key not in target:
+            patch[key] = None
+    return patch
+
+
+def _check_no_null_members(value: Any) -> None:
+    if type(value) is dict:
+        for key, member in value.items():
+            if member is None:
+                raise ValueError(f"null member {key!r}: samples cannot hold null values")
+            _check_no_null_members(member)
