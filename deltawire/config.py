@@ -140,7 +140,9 @@ def load_env_files(
     error messages.
     """
     environ = os.environ if environ is None else environ
-    directory = pathlib.Path(environ.get("DELTAWIRE_CONFIG_DIR", ".")) if directory is None else directory
+    directory = (
+        pathlib.Path(environ.get("DELTAWIRE_CONFIG_DIR", ".")) if directory is None else directory
+    )
     env_name = environ.get("ENVIRONMENT", "local").strip() or "local"
     if env_name not in ENVIRONMENTS:
         raise ConfigError(f"ENVIRONMENT: {env_name!r} must be one of {', '.join(ENVIRONMENTS)}")
@@ -196,8 +198,7 @@ def sample_text(groups: Sequence[tuple[str, Sequence[Var]]]) -> str:
         "# variables override the file; command-line flags override both.",
         "# Generated from the declarations: python -m deltawire.envsample > .env.sample",
         "",
-        "# Which .env.${ENVIRONMENT} file to read (falls back to .env): "
-        + "|".join(ENVIRONMENTS),
+        "# Which .env.${ENVIRONMENT} file to read (falls back to .env): " + "|".join(ENVIRONMENTS),
         "ENVIRONMENT=local",
     ]
     for title, variables in groups:

@@ -12,8 +12,8 @@
 #   DELTAWIRE_RUN_DIR (<repo>/.run)            data, logs and pid files
 #   DELTAWIRE_WAIT_S (30)                      how long `up` waits per service
 #
-# `up` prints shell assignments on stdout, so this works:
-#   eval "$(deploy/dev-services.sh up)"   # sets MONGO_URI and REDIS_URI
+# `up` prints `export MONGO_URI=...` and `export REDIS_URI=...` on stdout:
+#   eval "$(deploy/dev-services.sh up)"
 # Run deploy/install-test-deps.sh first on a fresh machine.
 set -euo pipefail
 
@@ -36,6 +36,13 @@ marker() {
         redis) echo "redis-server" ;;
         mongo) echo "ferretdb-v1.24.2" ;;
     esac
+}
+
+# True while PID exists and is not a zombie.
+alive() { # pid
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z ]]
 }
 
 # Prints the PID from NAME.pid if that process is alive and is ours.
@@ -82,7 +89,7 @@ start() { # name port cmd...
 
     deadline=$((SECONDS + wait_s))
     until port_open "$host" "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             say "$name exited during start-up; last lines of $log:"
             tail -n 20 "$log" >&2 || true
             rm -f "$run_dir/$name.pid" "$run_dir/$name.port"
@@ -110,10 +117,10 @@ stop() { # name
     fi
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+    while alive "$pid" && ((SECONDS < deadline)); do
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         say "$name (pid $pid) did not stop after SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -152,8 +159,8 @@ cmd_up() {
     start mongo "$mongo_port" "$ferretdb" \
         -listen "$host:$mongo_port" -dir "$run_dir/ferretdb-data" -log-level warn
 
-    echo "MONGO_URI=$(uri mongo "$(port_of mongo "$mongo_port")")"
-    echo "REDIS_URI=$(uri redis "$(port_of redis "$redis_port")")"
+    echo "export MONGO_URI=$(uri mongo "$(port_of mongo "$mongo_port")")"
+    echo "export REDIS_URI=$(uri redis "$(port_of redis "$redis_port")")"
 }
 
 cmd_down() {

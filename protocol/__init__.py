@@ -2,7 +2,7 @@
 
 from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, SERVER, Decoder, Encoder, NeedData
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
-from .errors import (  # noqa: I001
+from .errors import (
     ERROR_CODES,
     AuthFailed,
     BadFrame,
@@ -92,4 +92,3 @@ __all__ = [
     "make_patch",
     "server_frame_from_dict",
 ]
-

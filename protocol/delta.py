@@ -7,14 +7,12 @@ snap on every connection, which is what lets any collector pick a session up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import orjson
-
+from ._fastdc import fast_frozen
 from .errors import BadFrame, BadSeq, NoBase
 from .frames import Bye, ClientFrame, Delta, Event, Hello, Snap
-from .merge_patch import apply_patch, make_patch
+from .merge_patch import apply_patch, make_patch, patch_is_smaller
 
 __all__ = ["DEFAULT_KEYFRAME_EVERY", "DeltaEncoder", "Document", "Kind", "Reassembler"]
 
@@ -25,7 +23,7 @@ DEFAULT_KEYFRAME_EVERY: Final = 100
 Kind = Literal["sample", "event", "session"]
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Document:
     """One stored document, fully reconstructed (PROTOCOL.md, "What is stored")."""
 
@@ -64,10 +62,10 @@ class DeltaEncoder:
         if last is None or count + 1 >= self.keyframe_every:
             frame = self._snap(seq, ts, name, data)
         else:
-            patch = make_patch(last, data)
+            patch, smaller = patch_is_smaller(last, data)
             # A patch is only worth sending if it is smaller than the sample
             # (many deletions can make it larger).
-            if len(orjson.dumps(patch)) >= len(orjson.dumps(data)):
+            if not smaller:
                 frame = self._snap(seq, ts, name, data)
             else:
                 frame = Delta(seq, ts, name, patch)
@@ -126,7 +124,8 @@ class Reassembler:
         else:
             assert t is Bye
             self.last_seq = seq
-            return Document(self.session, seq, "session", "end", frame.ts, self.host, self.tags,
-                            frame.data)  # type: ignore[union-attr]
+            return Document(
+                self.session, seq, "session", "end", frame.ts, self.host, self.tags, frame.data
+            )  # type: ignore[union-attr]
         self.last_seq = seq
         return Document(self.session, seq, kind, frame.name, frame.ts, self.host, self.tags, data)  # type: ignore[union-attr]

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ERROR_CODES",
     "AuthFailed",
     "BadFrame",
     "BadHello",
     "BadJson",
     "BadSeq",
-    "ERROR_CODES",
     "FrameTooLarge",
     "IdleTimeout",
     "NoBase",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ._fastdc import fast_frozen
 from .errors import BadFrame, BadHello, ProtocolError, UnknownType, UnsupportedVersion
 
 __all__ = [
@@ -50,7 +50,7 @@ TS_MIN = -62135596800.0
 TS_MAX = 253402300799.0
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Hello:
     t: ClassVar[str] = "hello"
     session: str
@@ -73,7 +73,7 @@ class Hello:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Snap:
     t: ClassVar[str] = "snap"
     seq: int
@@ -85,7 +85,7 @@ class Snap:
         return {"t": "snap", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Delta:
     t: ClassVar[str] = "delta"
     seq: int
@@ -97,7 +97,7 @@ class Delta:
         return {"t": "delta", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Event:
     t: ClassVar[str] = "event"
     seq: int
@@ -112,7 +112,7 @@ class Event:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Bye:
     t: ClassVar[str] = "bye"
     seq: int
@@ -126,7 +126,7 @@ class Bye:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Welcome:
     t: ClassVar[str] = "welcome"
     session: str
@@ -137,7 +137,7 @@ class Welcome:
         return {"t": "welcome", "v": self.v, "session": self.session, "acked": self.acked}
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Ack:
     t: ClassVar[str] = "ack"
     seq: int
@@ -146,7 +146,7 @@ class Ack:
         return {"t": "ack", "seq": self.seq}
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class Flow:
     t: ClassVar[str] = "flow"
     min_interval: float
@@ -155,7 +155,7 @@ class Flow:
         return {"t": "flow", "min_interval": self.min_interval}
 
 
-@dataclass(frozen=True, slots=True)
+@fast_frozen
 class ErrorFrame:
     t: ClassVar[str] = "error"
     code: str
@@ -220,7 +220,9 @@ def _parse_snap(d: dict[str, Any]) -> Snap:
     data = _object(d, seq, required=True)
     assert data is not None
     if _has_null_member(data):
-        raise BadFrame("a snap cannot hold null members (null only means delete in a delta)", seq=seq)
+        raise BadFrame(
+            "a snap cannot hold null members (null only means delete in a delta)", seq=seq
+        )
     return Snap(seq, _ts(d, seq), _name(d, seq), data)
 
 
@@ -335,8 +337,6 @@ def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
     if type(t) is not str:
         raise BadFrame("every frame needs a string field 't'")
     raise UnknownType(f"unknown frame type {t[:64]!r}")
-
-
 
 
 def error_frame(exc: ProtocolError) -> ErrorFrame:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["apply_patch", "json_equal", "make_patch"]
+__all__ = ["apply_patch", "json_equal", "make_patch", "patch_is_smaller"]
 
 _dumps = orjson.dumps
 
@@ -66,27 +66,56 @@ def make_patch(source: Any, target: Any) -> Any:
     if type(source) is not dict or type(target) is not dict:
         _check_no_null_members(target)
         return target
+    return _diff(source, target, [])
+
+
+def patch_is_smaller(source: dict[str, Any], target: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``(make_patch(source, target), whether it serialises shorter than target)``.
+
+    Without deletions a patch is a sub-structure of ``target``, so dropping a
+    whole top-level member makes it strictly shorter: no serialising needed.
+    Only the rare other cases are measured.
+    """
+    deletions: list[str] = []
+    patch = _diff(source, target, deletions)
+    if not deletions and len(patch) < len(target):
+        return patch, True
+    return patch, len(_dumps(patch)) < len(_dumps(target))
+
+
+_MISSING: Any = object()
+
+
+def _diff(source: dict[str, Any], target: dict[str, Any], deletions: list[str]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
+    found = 0
     for key, new in target.items():
-        if key in source:
-            old = source[key]
+        old = source.get(key, _MISSING)
+        if old is not _MISSING:
+            found += 1
             if old is new:
                 continue
-            if type(new) is dict and type(old) is dict:
-                sub = make_patch(old, new)
-                if sub:
-                    patch[key] = sub
-                continue
-            if json_equal(old, new):
-                continue
+            tn = type(new)
+            if tn is type(old):
+                if tn is dict:
+                    sub = _diff(old, new, deletions)
+                    if sub:
+                        patch[key] = sub
+                    continue
+                # Same JSON kind and equal; lists also compared serialised,
+                # since [1] == [1.0] in Python but not in JSON.
+                if old == new and (tn is not list or _dumps(old) == _dumps(new)):
+                    continue
         if new is None:
             raise ValueError(f"null member {key!r}: samples cannot hold null values")
         if type(new) is dict:
             _check_no_null_members(new)
         patch[key] = new
-    for key in source:
-        if key not in target:
-            patch[key] = None
+    if found < len(source):
+        for key in source:
+            if key not in target:
+                patch[key] = None
+                deletions.append(key)
     return patch
 
 

@@ -61,7 +61,9 @@ class ServerConnection:
                 self.reassembler = Reassembler.for_hello(frame)
                 return frame
             if self.ended:
-                raise BadFrame("the session already ended with a bye", seq=getattr(frame, "seq", None))
+                raise BadFrame(
+                    "the session already ended with a bye", seq=getattr(frame, "seq", None)
+                )
             doc = self.reassembler.feed(frame)  # type: ignore[arg-type]
             if type(frame) is Bye:
                 self.ended = True

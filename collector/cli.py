@@ -1,0 +1,188 @@
+"""The ``collector`` command: ``serve`` and ``replay``."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Any
+
+import click
+import trio
+
+from deltawire import __version__
+from deltawire.config import ConfigError, parse_hostport, resolve
+from deltawire.logs import setup_logging
+
+from .settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
+
+__all__ = ["main"]
+
+_DEFAULT_PORT = 7700
+
+
+def _settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return resolve((*COLLECTOR_VARS, *STORE_VARS, *LOG_VARS), overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _hostport(name: str, text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise click.UsageError(f"{name}: {text!r} {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="collector")
+def cli() -> None:
+    """deltawire collector: ingest agent streams, store them, serve them over HTTP.
+
+    Settings come from .env.${ENVIRONMENT} (or .env), then the environment, then
+    flags. See .env.sample for every variable.
+    """
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Ingest address [COLLECTOR_LISTEN; 127.0.0.1:7700 "
+              "without tokens].")  # fmt: skip
+@click.option("--http", "http_addr", metavar="HOST:PORT", help="HTTP API address [COLLECTOR_HTTP].")
+@click.option("--no-http", is_flag=True, help="Do not start the HTTP API process.")
+@click.option("--store", metavar="URI", help="sqlite:///PATH or mongodb://... [STORE_URI].")
+@click.option("--token", "tokens", multiple=True, help="Accepted ingest token (repeatable) "
+              "[INGEST_TOKENS].")  # fmt: skip
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate [TLS_CERT].")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM key [TLS_KEY].")
+@click.option("--capture-dir", type=click.Path(file_okay=False), help="Record each connection's "
+              "inbound bytes here [CAPTURE_DIR].")  # fmt: skip
+@click.option("--max-connections", type=int, help="[MAX_CONNECTIONS]")
+@click.option("--max-frame-bytes", type=str, help="[MAX_FRAME_BYTES]")
+@click.option("--idle-timeout", type=float, help="Seconds [IDLE_TIMEOUT].")
+@click.option("--queue-size", type=int, help="[QUEUE_SIZE]")
+@click.option("--batch-max-docs", type=int, help="[BATCH_MAX_DOCS]")
+@click.option("--batch-max-ms", type=float, help="[BATCH_MAX_MS]")
+@click.option("--redis", "redis_uri", metavar="URI", help="Redis for the query cache [REDIS_URI].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="[LOG_LEVEL]")  # fmt: skip
+def serve(**flags: Any) -> None:
+    """Run the collector until SIGTERM/SIGINT (then drain, ack and stop)."""
+    from .hub import IngestConfig
+    from .pipeline import PipelineConfig
+    from .server import ServeConfig
+    from .server import serve as run_serve
+
+    overrides = {
+        "COLLECTOR_LISTEN": flags["listen"],
+        "COLLECTOR_HTTP": flags["http_addr"],
+        "STORE_URI": flags["store"],
+        "INGEST_TOKENS": tuple(flags["tokens"]) or None,
+        "TLS_CERT": flags["tls_cert"],
+        "TLS_KEY": flags["tls_key"],
+        "CAPTURE_DIR": flags["capture_dir"],
+        "MAX_CONNECTIONS": flags["max_connections"],
+        "MAX_FRAME_BYTES": flags["max_frame_bytes"],
+        "IDLE_TIMEOUT": flags["idle_timeout"],
+        "QUEUE_SIZE": flags["queue_size"],
+        "BATCH_MAX_DOCS": flags["batch_max_docs"],
+        "BATCH_MAX_MS": flags["batch_max_ms"],
+        "REDIS_URI": flags["redis_uri"],
+        "LOG_LEVEL": flags["log_level"],
+    }
+    s = _settings(overrides)
+    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
+    tokens = frozenset(s["INGEST_TOKENS"])
+    listen_text = s["COLLECTOR_LISTEN"] or (f"0.0.0.0:{_DEFAULT_PORT}" if tokens
+                                            else f"127.0.0.1:{_DEFAULT_PORT}")  # fmt: skip
+    listen = _hostport("COLLECTOR_LISTEN", listen_text)
+    http = None if flags["no_http"] else _hostport("COLLECTOR_HTTP", s["COLLECTOR_HTTP"])
+    if bool(s["TLS_CERT"]) != bool(s["TLS_KEY"]):
+        raise click.UsageError("TLS_CERT and TLS_KEY go together: set both or neither")
+    if s["FLOW_LOW_WATER"] >= s["FLOW_HIGH_WATER"] or s["FLOW_HIGH_WATER"] > 1:
+        raise click.UsageError("FLOW_LOW_WATER must be below FLOW_HIGH_WATER, both within 0..1")
+    for name in ("QUEUE_SIZE", "BATCH_MAX_DOCS", "MAX_CONNECTIONS", "MAX_FRAME_BYTES"):
+        if s[name] < 1:
+            raise click.UsageError(f"{name}: must be >= 1")
+    api_args = ["--cache-ttl", str(s["CACHE_TTL"]), "--cache-size", str(s["CACHE_SIZE"]),
+                "--log-level", s["LOG_LEVEL"]]  # fmt: skip
+    if s["REDIS_URI"]:
+        api_args += ["--redis", s["REDIS_URI"]]
+    store_options: dict[str, object] = {}
+    if s["STORE_URI"].startswith("mongodb"):
+        store_options = {"app_env": s["APP_ENV"], "retention_days": s["RETENTION_DAYS"],
+                         "max_pool_size": s["MONGO_MAX_POOL_SIZE"],
+                         "timeout_ms": s["MONGO_TIMEOUT_MS"]}  # fmt: skip
+    cfg = ServeConfig(
+        listen=listen,
+        http=http,
+        store_uri=s["STORE_URI"],
+        store_options=store_options,
+        ingest=IngestConfig(
+            tokens=tokens,
+            max_connections=s["MAX_CONNECTIONS"],
+            max_frame_bytes=s["MAX_FRAME_BYTES"],
+            idle_timeout=s["IDLE_TIMEOUT"],
+            max_errors=s["MAX_ERRORS"],
+            ack_interval=s["ACK_INTERVAL_MS"] / 1000,
+            flow_min_interval=s["FLOW_MIN_INTERVAL"],
+            shutdown_grace=s["SHUTDOWN_GRACE"],
+            capture_dir=pathlib.Path(s["CAPTURE_DIR"]) if s["CAPTURE_DIR"] else None,
+        ),
+        pipeline=PipelineConfig(
+            queue_size=s["QUEUE_SIZE"],
+            batch_max_docs=s["BATCH_MAX_DOCS"],
+            batch_max_ms=s["BATCH_MAX_MS"],
+            high_water=s["FLOW_HIGH_WATER"],
+            low_water=s["FLOW_LOW_WATER"],
+            flow_min_interval=s["FLOW_MIN_INTERVAL"],
+            store_threads=s["STORE_THREADS"],
+        ),
+        tls_cert=s["TLS_CERT"],
+        tls_key=s["TLS_KEY"],
+        api_args=tuple(api_args),
+    )
+    try:
+        trio.run(run_serve, cfg)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve: {exc}") from None
+    except ValueError as exc:  # e.g. an unknown store URI scheme
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--to", "target", required=True, metavar="HOST:PORT", help="Collector ingest address."
+)
+@click.option("--rate", type=float, default=0.0, help="Lines per second (0: as fast as possible).")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the final ack after sending a file.")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def replay(files: tuple[str, ...], target: str, rate: float, timeout: float, quiet: bool) -> None:
+    """Stream captured files (one connection each) to a collector; report acks and errors.
+
+    Exit code 0 when every file's frames were acknowledged, 1 otherwise.
+    """
+    from .replay import replay_files
+
+    host, port = _hostport("--to", target)
+    ok = trio.run(replay_files, [pathlib.Path(f) for f in files], host, port, rate, timeout, quiet)
+    sys.exit(0 if ok else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="collector", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""One agent connection: read, decode, dispatch; acks and flow go out on a sender task.
+
+The reader stays thin: ``receive_some`` under the idle deadline, feed the
+sans-IO ``ServerConnection``, hand documents to the pipeline (which may block:
+that is the backpressure), report rejected frames. Every write to the socket
+happens under one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import IO
+
+import trio
+
+from protocol import (
+    NEED_DATA,
+    Ack,
+    AuthFailed,
+    Document,
+    Encoder,
+    Flow,
+    Frame,
+    Hello,
+    IdleTimeout,
+    Overloaded,
+    ProtocolError,
+    ServerConnection,
+    Welcome,
+    error_frame,
+)
+
+from .acks import AckTracker
+from .hub import Hub
+
+__all__ = ["Connection", "handle_connection"]
+
+log = logging.getLogger("collector.connection")
+
+_ENCODER = Encoder()
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+class _Close(Exception):
+    """Stop serving this connection (after a fatal error was sent, or the peer left)."""
+
+
+class Connection:
+    def __init__(self, stream: trio.abc.Stream, hub: Hub, peer: str) -> None:
+        cfg = hub.config
+        self.stream = stream
+        self.hub = hub
+        self.peer = peer
+        self.id = hub.next_id = hub.next_id + 1
+        self.proto = ServerConnection(
+            max_frame_bytes=cfg.max_frame_bytes, max_errors=cfg.max_errors
+        )
+        self.tracker = AckTracker()
+        self.session: str | None = None
+        self._send_lock = trio.Lock()
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+        self._flow: float | None = None
+        self._read_scope = trio.CancelScope()
+        self._capture: IO[bytes] | None = None
+
+    # -- called by the pipeline and the hub (no awaiting) ---------------------
+    def on_commit(self, seq: int) -> None:
+        self.tracker.commit(seq)
+        self._wake.set()
+        self._progress.set()
+
+    def notify_flow(self, interval: float) -> None:
+        if self.session is not None:
+            self._flow = interval
+            self._wake.set()
+
+    def stop_reading(self) -> None:
+        self._read_scope.cancel()
+
+    # -- the connection's life -------------------------------------------------
+    async def run(self) -> None:
+        hub = self.hub
+        stats = hub.stats
+        if len(hub.connections) >= hub.config.max_connections:
+            stats.connections_refused += 1
+            await self._fatal(Overloaded("the collector is at its connection limit; retry later"))
+            return
+        hub.connections.add(self)
+        stats.connections_open += 1
+        stats.connections_total += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender)
+                try:
+                    await self._read_loop()
+                    await self._drain()
+                except _Close:
+                    pass
+                except _GONE:
+                    pass  # the peer went away: what it sent is stored, unacked parts resent
+                nursery.cancel_scope.cancel()
+        finally:
+            hub.connections.discard(self)
+            stats.connections_open -= 1
+            if self._capture is not None:
+                self._capture.close()
+            if self.session is not None:
+                await self._disconnected(self.session)
+
+    async def _read_loop(self) -> None:
+        cfg = self.hub.config
+        stats = self.hub.stats
+        proto = self.proto
+        tracker = self.tracker
+        pipeline = self.hub.pipeline
+        last_frame = trio.current_time()
+        self._open_capture()
+        while not self.hub.stopping:
+            data = b""
+            with trio.move_on_at(last_frame + cfg.idle_timeout) as idle_scope, self._read_scope:
+                data = await self.stream.receive_some(cfg.recv_size)
+            if self._read_scope.cancelled_caught:
+                return
+            if idle_scope.cancelled_caught:
+                await self._fatal(IdleTimeout(f"no complete frame for {cfg.idle_timeout:g} s"))
+                raise _Close
+            if not data:
+                return  # EOF: the client is done sending; acks still go out
+            stats.bytes_in += len(data)
+            if self._capture is not None:
+                self._capture.write(data)
+            proto.receive_data(data)
+            docs: list[Document] = []
+            ended = False
+            while True:
+                try:
+                    event = proto.next_event()
+                except ProtocolError as exc:
+                    last_frame = trio.current_time()
+                    stats.frames_in += 1
+                    if exc.fatal:
+                        if docs:
+                            await pipeline.submit(self, docs)
+                        await self._fatal(exc)
+                        raise _Close from None
+                    stats.errors[exc.code] += 1
+                    tracker.rejected(exc.seq)
+                    await self._send(error_frame(exc))
+                    if tracker.want_ack:
+                        self._wake.set()
+                    continue
+                if event is NEED_DATA:
+                    break
+                last_frame = trio.current_time()
+                stats.frames_in += 1
+                if type(event) is Document:
+                    docs.append(event)
+                    tracker.accepted(event.seq)
+                    if event.kind == "session":
+                        ended = True  # a bye: nothing after it is read
+                        break
+                else:
+                    assert type(event) is Hello
+                    await self._on_hello(event)
+            if docs:
+                await pipeline.submit(self, docs)
+            if ended:
+                return
+
+    async def _on_hello(self, hello: Hello) -> None:
+        hub = self.hub
+        if hub.config.tokens and hello.token not in hub.config.tokens:
+            await self._fatal(AuthFailed("missing or unknown token"))
+            raise _Close
+        acked = await trio.to_thread.run_sync(self._connect_session, hello)
+        self.session = hello.session
+        hub.session_refs[hello.session] += 1
+        frames: list[Frame] = [Welcome(session=hello.session, acked=acked)]
+        if hub.pipeline.throttled:
+            frames.append(Flow(hub.config.flow_min_interval))
+            hub.stats.flow_frames_sent += 1
+        await self._send(*frames)
+        log.info("session connected",
+                 extra={"session": hello.session, "peer": self.peer, "acked": acked})  # fmt: skip
+
+    def _connect_session(self, hello: Hello) -> int:
+        store = self.hub.store
+        store.session_connected(hello, time.time())
+        return store.acked(hello.session)
+
+    async def _disconnected(self, session: str) -> None:
+        refs = self.hub.session_refs
+        refs[session] -= 1
+        if refs[session] <= 0:
+            del refs[session]
+            try:
+                with trio.move_on_after(5):
+                    await trio.to_thread.run_sync(
+                        self.hub.store.session_disconnected, session, time.time()
+                    )
+            except Exception as exc:  # the store being down must not take the daemon with it
+                log.warning("could not mark session disconnected",
+                            extra={"session": session, "error": repr(exc)})  # fmt: skip
+
+    async def _drain(self) -> None:
+        """Reading is over: wait (bounded) until the store has everything, ack, close."""
+        with trio.move_on_after(self.hub.config.shutdown_grace):
+            while not self.tracker.idle:
+                self._progress = trio.Event()
+                await self._progress.wait()
+        if self.tracker.want_ack:
+            await self._send(Ack(self.tracker.acked))
+            self.tracker.sent = self.tracker.acked
+            self.hub.stats.acks_sent += 1
+
+    async def _sender(self) -> None:
+        """Coalesces acks (at most one per ack_interval) and relays flow changes."""
+        interval = self.hub.config.ack_interval
+        tracker = self.tracker
+        stats = self.hub.stats
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            frames: list[Frame] = []
+            if self._flow is not None:
+                frames.append(Flow(self._flow))
+                self._flow = None
+                stats.flow_frames_sent += 1
+            if tracker.want_ack:
+                frames.append(Ack(tracker.acked))
+                tracker.sent = tracker.acked
+                stats.acks_sent += 1
+            if frames:
+                try:
+                    await self._send(*frames)
+                except _GONE:
+                    return
+                await trio.sleep(interval)
+
+    async def _send(self, *frames: Frame) -> None:
+        data = b"".join(_ENCODER.send(f) for f in frames)
+        async with self._send_lock:
+            with trio.move_on_after(self.hub.config.send_timeout) as scope:
+                await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                raise trio.BrokenResourceError("peer does not read")
+
+    async def _fatal(self, exc: ProtocolError) -> None:
+        self.hub.stats.errors[exc.code] += 1
+        log.info("closing connection", extra={"peer": self.peer, "code": exc.code, "msg": exc.msg})
+        try:
+            await self._send(error_frame(exc))
+        except _GONE:
+            pass
+
+    def _open_capture(self) -> None:
+        directory = self.hub.config.capture_dir
+        if directory is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            safe_peer = "".join(c if c.isalnum() else "_" for c in self.peer)
+            path = directory / f"{stamp}-{self.id:06d}-{safe_peer}.ndjson"
+            self._capture = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - closed in run()
+
+
+async def handle_connection(stream: trio.abc.Stream, hub: Hub) -> None:
+    """The per-connection task the listeners run. Never raises: a bug in one
+    connection is logged, it cannot take the daemon down."""
+    peer = _peer_name(stream)
+    try:
+        await Connection(stream, hub, peer).run()
+    except _GONE:
+        pass
+    except Exception:
+        log.exception("connection handler failed", extra={"peer": peer})
+    finally:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await stream.aclose()
+            except _GONE:
+                pass
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    inner = getattr(stream, "transport_stream", stream)
+    sock = getattr(inner, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("memory", 0)
+    except OSError:
+        return "unknown"
+    return f"{host}:{port}"

@@ -1,0 +1,59 @@
+"""What all connections share: config, stats, the pipeline, the live-connection set."""
+
+from __future__ import annotations
+
+import pathlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .pipeline import Pipeline
+from .stats import Stats
+from .stores.base import Store
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["Hub", "IngestConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    tokens: frozenset[str] = frozenset()
+    max_connections: int = 10000
+    max_frame_bytes: int = 1 << 20
+    idle_timeout: float = 300.0
+    max_errors: int = 100
+    ack_interval: float = 0.1
+    flow_min_interval: float = 5.0
+    shutdown_grace: float = 10.0
+    capture_dir: pathlib.Path | None = None
+    #: Bytes asked of the socket per read: big enough to amortise the loop,
+    #: small enough that one read never holds more than a few hundred frames.
+    recv_size: int = 65536
+    #: A peer that does not read our acks for this long is gone.
+    send_timeout: float = 30.0
+
+
+class Hub:
+    def __init__(
+        self, store: Store, pipeline: Pipeline, stats: Stats, config: IngestConfig
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.stats = stats
+        self.config = config
+        self.connections: set[Connection] = set()
+        self.session_refs: Counter[str] = Counter()
+        self.stopping = False
+        self.next_id = 0
+
+    def broadcast_flow(self, interval: float) -> None:
+        for conn in list(self.connections):
+            conn.notify_flow(interval)
+
+    def stop_reading(self) -> None:
+        """Shutdown, phase one: every connection stops reading and drains."""
+        self.stopping = True
+        for conn in list(self.connections):
+            conn.stop_reading()

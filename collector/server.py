@@ -1,0 +1,160 @@
+"""``collector serve``: listeners, the pipeline, the HTTP API process, signals.
+
+Shutdown on SIGTERM/SIGINT: stop accepting, stop reading, let the writer drain
+the queue, ack what was stored, close. A second signal exits at once (nothing
+acked is lost either way: acks only ever follow a commit).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import signal
+import ssl
+from dataclasses import dataclass, field
+
+import trio
+
+from .api_process import ApiProcess
+from .connection import handle_connection
+from .hub import Hub, IngestConfig
+from .pipeline import Pipeline, PipelineConfig
+from .stats import Stats
+from .stores import open_store
+
+__all__ = ["ServeConfig", "serve"]
+
+log = logging.getLogger("collector.server")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    listen: tuple[str, int]
+    http: tuple[str, int] | None
+    store_uri: str
+    store_options: dict[str, object] = field(default_factory=dict)
+    ingest: IngestConfig = IngestConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    tls_cert: str = ""
+    tls_key: str = ""
+    api_args: tuple[str, ...] = ()
+
+
+async def serve(
+    cfg: ServeConfig, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    store = open_store(cfg.store_uri, **cfg.store_options)
+    await trio.to_thread.run_sync(store.open)
+    stats = Stats()
+    api: ApiProcess | None = None
+    hub_ref: list[Hub] = []
+    pipeline = Pipeline(
+        store,
+        stats,
+        cfg.pipeline,
+        on_flow=lambda interval: hub_ref[0].broadcast_flow(interval),
+        on_commit_batch=lambda docs: api.on_commit(docs) if api is not None else None,
+    )
+    hub = Hub(store, pipeline, stats, cfg.ingest)
+    hub_ref.append(hub)
+    if cfg.ingest.capture_dir is not None:
+        cfg.ingest.capture_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.ingest.tokens:
+        host = cfg.listen[0]
+        loopback = host in ("localhost",) or _is_loopback(host)
+        log.warning(
+            "no INGEST_TOKENS configured: agents are not authenticated"
+            + ("" if loopback else " and the port is open beyond this machine"),
+            extra={"listen": f"{host}:{cfg.listen[1]}"},
+        )
+    handler = functools.partial(handle_connection, hub=hub)
+    try:
+        async with trio.open_nursery() as nursery:
+            writer_done = trio.Event()
+
+            async def writer() -> None:
+                try:
+                    await pipeline.run()
+                finally:
+                    writer_done.set()
+
+            nursery.start_soon(writer)
+            if cfg.http is not None:
+                api = ApiProcess(
+                    [
+                        "--http",
+                        f"{cfg.http[0]}:{cfg.http[1]}",
+                        "--store",
+                        cfg.store_uri,
+                        *cfg.api_args,
+                    ],
+                    stats.render,
+                )
+                await nursery.start(api.run)
+            listeners = await _listeners(cfg)
+            port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+            if cfg.tls_cert:
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+                listeners = [
+                    trio.SSLListener(lst, ctx, https_compatible=False) for lst in listeners
+                ]  # type: ignore[misc]
+            accept_scope = trio.CancelScope()
+            conns_nursery: list[trio.Nursery] = []
+
+            async def accept() -> None:
+                async with trio.open_nursery() as conns:
+                    conns_nursery.append(conns)
+                    with accept_scope:
+                        await trio.serve_listeners(handler, listeners, handler_nursery=conns)
+
+            nursery.start_soon(accept)
+            log.warning("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
+                        "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,
+                        "store": _redact(cfg.store_uri)})  # fmt: skip
+            task_status.started(port)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.warning(
+                        "shutting down: draining", extra={"signal": signal.Signals(signum).name}
+                    )
+                    break
+            # Phase 1: no new connections; readers stop, connections drain and ack.
+            accept_scope.cancel()
+            hub.stop_reading()
+            with trio.move_on_after(cfg.ingest.shutdown_grace + 1) as scope:
+                while hub.connections:
+                    await trio.sleep(0.02)
+            if scope.cancelled_caught:
+                log.warning("closing connections that did not drain in time",
+                            extra={"left": len(hub.connections)})  # fmt: skip
+            # Phase 2: the writer commits whatever is still queued, then stops.
+            pipeline.close()
+            with trio.move_on_after(cfg.ingest.shutdown_grace):
+                await writer_done.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.close)
+    log.warning("collector stopped", extra={"stored": stats.documents_stored})
+
+
+async def _listeners(cfg: ServeConfig) -> list[trio.SocketListener]:
+    host, port = cfg.listen
+    return await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact(uri: str) -> str:
+    """Never log credentials from a store URI."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return uri

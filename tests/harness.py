@@ -1,0 +1,250 @@
+"""Test helpers for the collector: a protocol client written from PROTOCOL.md,
+and a real collector process on free 127.0.0.1 ports, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import trio
+
+from protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Flow, Frame, Welcome
+
+from .servers import free_port, stop_process, wait_port
+
+__all__ = ["Client", "CollectorProcess", "collector_process", "wait_until"]
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Client:
+    """A raw protocol client: send lines, collect what the collector says."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.decoder = Decoder(SERVER)
+        self.frames: list[Frame] = []
+        self.closed = False
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> Client:
+        return cls(await trio.open_tcp_stream(host, port))
+
+    async def send(self, *lines: bytes | dict[str, Any]) -> None:
+        data = b"".join(
+            line if isinstance(line, bytes) else orjson.dumps(line) + b"\n" for line in lines
+        )
+        await self.stream.send_all(data)
+
+    async def pump(self) -> None:
+        """Read one chunk (or EOF) into ``frames``."""
+        data = await self.stream.receive_some(65536)
+        if not data:
+            self.closed = True
+            return
+        self.decoder.receive_data(data)
+        while (frame := self.decoder.next_event()) is not NEED_DATA:
+            self.frames.append(frame)
+
+    async def until(self, predicate: Callable[[Client], Any], timeout: float = 20.0) -> Any:
+        with trio.fail_after(timeout):
+            while not (result := predicate(self)):
+                if self.closed:
+                    raise AssertionError(f"connection closed; frames: {self.frames}")
+                await self.pump()
+            return result
+
+    async def until_closed(self, timeout: float = 20.0) -> None:
+        with trio.fail_after(timeout):
+            while not self.closed:
+                await self.pump()
+
+    @property
+    def acked(self) -> int:
+        return max((f.seq for f in self.frames if isinstance(f, Ack)), default=-1)
+
+    @property
+    def welcome(self) -> Welcome | None:
+        return next((f for f in self.frames if isinstance(f, Welcome)), None)
+
+    @property
+    def errors(self) -> list[ErrorFrame]:
+        return [f for f in self.frames if isinstance(f, ErrorFrame)]
+
+    @property
+    def flows(self) -> list[Flow]:
+        return [f for f in self.frames if isinstance(f, Flow)]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class CollectorProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, http_port: int | None,
+                 store_uri: str, log_path: pathlib.Path) -> None:  # fmt: skip
+        self.proc = proc
+        self.port = port
+        self.http_port = http_port
+        self.store_uri = store_uri
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def collector_process(
+    tmp: pathlib.Path,
+    *args: str,
+    store_uri: str | None = None,
+    http: bool = False,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[CollectorProcess]:
+    """A real ``collector serve`` on free ports; yields once the ingest port accepts."""
+    port = port or free_port()
+    http_port = free_port() if http else None
+    store_uri = store_uri or f"sqlite:///{tmp / 'collector.db'}"
+    log_path = tmp / f"collector-{port}-{time.monotonic_ns()}.log"
+    argv = [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
+            "--store", store_uri, "--log-level", "info"]  # fmt: skip
+    argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
+    argv += list(args)
+    full_env = {**os.environ, "ENVIRONMENT": "test", "DELTAWIRE_CONFIG_DIR": str(tmp), **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=full_env)
+    cp = CollectorProcess(proc, port, http_port, store_uri, log_path)
+    try:
+        try:
+            wait_port("127.0.0.1", port, 30, proc)
+            if http_port:
+                wait_port("127.0.0.1", http_port, 30, proc)
+        except Exception as exc:
+            raise RuntimeError(f"collector did not start: {exc}\n{cp.log()}") from exc
+        yield cp
+    finally:
+        stop_process(proc)
+
+
+def make_samples(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Samples that change a little each time, like real process stats."""
+    out = []
+    for i in range(n):
+        out.append({
+            "cpu": {"percent": round((i * 7 + seed) % 100 / 3, 1), "user": i * 0.01 + seed},
+            "mem": {"rss": 1_000_000 + (i % 13) * 4096, "vms": 9_000_000},
+            "threads": 4 + (i % 3),
+            "status": "running",
+            "io": {"read_bytes": i * 512, "write_bytes": i * 256},
+        })  # fmt: skip
+    return out
+
+
+async def stream_session(
+    port: int,
+    session: str,
+    samples: list[dict[str, Any]],
+    *,
+    chunk: int = 50,
+    deadline: float = 60.0,
+    progress: Callable[[int], Any] | None = None,
+    reconnect: bool = True,
+    pace: float = 0.0,
+) -> int:
+    """An agent written from PROTOCOL.md: send ``samples`` (seq = index) until all
+    are acked, reconnecting and resuming after ``welcome.acked`` whenever the link
+    breaks. ``progress`` gets the acked seq as acks arrive. Returns the number of
+    connections it took."""
+    from protocol import DeltaEncoder, Encoder, Hello
+
+    enc = Encoder()
+    last = len(samples) - 1
+    connections = 0
+    with trio.fail_after(deadline):
+        while True:
+            try:
+                client = await Client.connect(port)
+            except OSError:
+                if not reconnect:
+                    raise
+                await trio.sleep(0.05)  # retry backoff while the collector is down
+                continue
+            connections += 1
+            done = False
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def reader() -> None:
+                        while not client.closed:
+                            await client.pump()
+                            if progress is not None:
+                                progress(client.acked)
+
+                    nursery.start_soon(reader)
+                    await client.send(enc.send(Hello(session=session, host="test-host")))
+                    with trio.fail_after(20):
+                        while client.welcome is None:
+                            if client.closed:
+                                raise trio.BrokenResourceError("closed before welcome")
+                            await trio.sleep(0.005)
+                    assert client.welcome is not None
+                    delta = DeltaEncoder()
+                    pos = client.welcome.acked + 1
+                    while pos <= last:
+                        part = samples[pos : pos + chunk]
+                        await client.send(b"".join(
+                            enc.send(delta.encode(pos + i, 1_700_000_000 + pos + i, "process", s))
+                            for i, s in enumerate(part)
+                        ))  # fmt: skip
+                        pos += len(part)
+                        if pace:
+                            await trio.sleep(pace)  # pacing a stream, not synchronising
+                    while client.acked < last:
+                        if client.closed:
+                            raise trio.BrokenResourceError("closed before the last ack")
+                        await trio.sleep(0.005)
+                    nursery.cancel_scope.cancel()
+                await client.aclose()
+                done = True
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                if not reconnect:
+                    raise
+                done = False
+            if done:
+                return connections
+            await trio.sleep(0.05)
+
+
+__all__ += ["make_samples", "stream_session"]
