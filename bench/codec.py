@@ -28,7 +28,9 @@ def load_recording(path: pathlib.Path = RECORDING) -> list[tuple[str, float, dic
     return out
 
 
-def _encode(samples: list[tuple[str, float, dict[str, Any]]], delta: bool, keyframe_every: int) -> bytes:
+def _encode(
+    samples: list[tuple[str, float, dict[str, Any]]], delta: bool, keyframe_every: int
+) -> bytes:
     enc = Encoder()
     denc = DeltaEncoder(keyframe_every)
     parts = [enc.send(Hello(session="bench"))]
@@ -86,7 +88,9 @@ def run(seconds: float = 2.0, keyframe_every: int = 100) -> Table:
 
     t = Table(f"codec — {n} psutil samples recorded at 1 s (bench/data/recording.ndjson), "
               f"keyframe every {keyframe_every}, one core", ["delta (deltawire)", "full JSON (baseline)"])  # fmt: skip
-    t.row("wire bytes / sample", bps_delta, bps_full, goal="delta >= 5x smaller", lower_is_better=True)
+    t.row(
+        "wire bytes / sample", bps_delta, bps_full, goal="delta >= 5x smaller", lower_is_better=True
+    )
     t.row("encode+decode+reassemble samples/s", rt_delta, rt_full, goal=">= 200k/s")
     t.row("encode samples/s", enc_delta, None)
     t.row("decode+reassemble samples/s", dec_delta, dec_full)

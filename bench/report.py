@@ -23,7 +23,9 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, list[float | None], str, str]] = field(default_factory=list)
 
-    def row(self, label: str, *values: float | None, goal: str = "", lower_is_better: bool = False) -> None:
+    def row(
+        self, label: str, *values: float | None, goal: str = "", lower_is_better: bool = False
+    ) -> None:
         ratio = ""
         a, b = (values + (None, None))[:2]
         if a and b:
@@ -33,9 +35,13 @@ class Table:
 
     def render(self) -> str:
         head = ["", *self.columns, "ratio", "goal"]
-        body = [[label, *(fmt(v) for v in vals), ratio, goal] for label, vals, ratio, goal in self.rows]
+        body = [
+            [label, *(fmt(v) for v in vals), ratio, goal] for label, vals, ratio, goal in self.rows
+        ]
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+        line = lambda r: "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )  # noqa: E731
         out = [f"== {self.title}", line(head), "  ".join("-" * w for w in widths)]
         out += [line(r) for r in body]
         return "\n".join(out)

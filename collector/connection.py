@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 import trio
 
@@ -34,10 +35,13 @@ from protocol import (
 
 from .acks import AckTracker
 from .hub import Hub
+from .stores.base import StoreUnavailable
 
 __all__ = ["Connection", "handle_connection"]
 
 log = logging.getLogger("collector.connection")
+
+T = TypeVar("T")
 
 _ENCODER = Encoder()
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
@@ -64,6 +68,8 @@ class Connection:
         self._progress = trio.Event()
         self._flow: float | None = None
         self._read_scope = trio.CancelScope()
+        self._stopping = False
+        self._nursery: trio.Nursery | None = None
         self._capture: IO[bytes] | None = None
 
     # -- called by the pipeline and the hub (no awaiting) ---------------------
@@ -78,6 +84,7 @@ class Connection:
             self._wake.set()
 
     def stop_reading(self) -> None:
+        self._stopping = True
         self._read_scope.cancel()
 
     # -- the connection's life -------------------------------------------------
@@ -93,6 +100,7 @@ class Connection:
         stats.connections_total += 1
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._sender)
                 try:
                     await self._read_loop()
@@ -118,11 +126,14 @@ class Connection:
         pipeline = self.hub.pipeline
         last_frame = trio.current_time()
         self._open_capture()
-        while not self.hub.stopping:
+        while not self._stopping:
             data = b""
-            with trio.move_on_at(last_frame + cfg.idle_timeout) as idle_scope, self._read_scope:
+            # A fresh scope per read: shutdown cancels the read in progress,
+            # never a hand-over to the pipeline.
+            self._read_scope = read_scope = trio.CancelScope()
+            with trio.move_on_at(last_frame + cfg.idle_timeout) as idle_scope, read_scope:
                 data = await self.stream.receive_some(cfg.recv_size)
-            if self._read_scope.cancelled_caught:
+            if read_scope.cancelled_caught:
                 return
             if idle_scope.cancelled_caught:
                 await self._fatal(IdleTimeout(f"no complete frame for {cfg.idle_timeout:g} s"))
@@ -175,7 +186,9 @@ class Connection:
         if hub.config.tokens and hello.token not in hub.config.tokens:
             await self._fatal(AuthFailed("missing or unknown token"))
             raise _Close
-        acked = await trio.to_thread.run_sync(self._connect_session, hello)
+        acked = await self._retrying(hub.store.acked, hello.session)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._retrying, hub.store.session_connected, hello, time.time())
         self.session = hello.session
         hub.session_refs[hello.session] += 1
         frames: list[Frame] = [Welcome(session=hello.session, acked=acked)]
@@ -186,10 +199,19 @@ class Connection:
         log.info("session connected",
                  extra={"session": hello.session, "peer": self.peer, "acked": acked})  # fmt: skip
 
-    def _connect_session(self, hello: Hello) -> int:
-        store = self.hub.store
-        store.session_connected(hello, time.time())
-        return store.acked(hello.session)
+    async def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call in a worker thread, retried while the store is unavailable.
+
+        A store outage must not cost a connection: the agent simply waits (and
+        keeps spooling) until the store answers.
+        """
+        delay = 0.05
+        while True:
+            try:
+                return await trio.to_thread.run_sync(fn, *args)
+            except StoreUnavailable:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _disconnected(self, session: str) -> None:
         refs = self.hub.session_refs
@@ -198,9 +220,7 @@ class Connection:
             del refs[session]
             try:
                 with trio.move_on_after(5):
-                    await trio.to_thread.run_sync(
-                        self.hub.store.session_disconnected, session, time.time()
-                    )
+                    await self._retrying(self.hub.store.session_disconnected, session, time.time())
             except Exception as exc:  # the store being down must not take the daemon with it
                 log.warning("could not mark session disconnected",
                             extra={"session": session, "error": repr(exc)})  # fmt: skip
@@ -211,46 +231,62 @@ class Connection:
             while not self.tracker.idle:
                 self._progress = trio.Event()
                 await self._progress.wait()
-        if self.tracker.want_ack:
-            await self._send(Ack(self.tracker.acked))
-            self.tracker.sent = self.tracker.acked
-            self.hub.stats.acks_sent += 1
+        await self._send_pending()
 
     async def _sender(self) -> None:
         """Coalesces acks (at most one per ack_interval) and relays flow changes."""
         interval = self.hub.config.ack_interval
-        tracker = self.tracker
-        stats = self.hub.stats
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            frames: list[Frame] = []
-            if self._flow is not None:
-                frames.append(Flow(self._flow))
-                self._flow = None
-                stats.flow_frames_sent += 1
-            if tracker.want_ack:
-                frames.append(Ack(tracker.acked))
-                tracker.sent = tracker.acked
-                stats.acks_sent += 1
-            if frames:
-                try:
-                    await self._send(*frames)
-                except _GONE:
-                    return
+            try:
+                sent = await self._send_pending()
+            except _GONE:
+                return
+            if sent:
                 await trio.sleep(interval)
 
-    async def _send(self, *frames: Frame) -> None:
-        data = b"".join(_ENCODER.send(f) for f in frames)
+    async def _send_pending(self) -> bool:
+        """Send the latest flow value and ack, if any; True if something went out.
+
+        ``tracker.sent`` moves only once the bytes are out, so a send cut short
+        (by shutdown) is retried by whoever flushes next, never lost.
+        """
         async with self._send_lock:
-            with trio.move_on_after(self.hub.config.send_timeout) as scope:
-                await self.stream.send_all(data)
-            if scope.cancelled_caught:
-                raise trio.BrokenResourceError("peer does not read")
+            frames: list[Frame] = []
+            flow = self._flow
+            if flow is not None:
+                frames.append(Flow(flow))
+            acked = self.tracker.acked
+            if acked > self.tracker.sent:
+                frames.append(Ack(acked))
+            if not frames:
+                return False
+            await self._send_locked(frames)
+            if flow is not None and self._flow == flow:
+                self._flow = None
+                self.hub.stats.flow_frames_sent += 1
+            if acked > self.tracker.sent:
+                self.tracker.sent = acked
+                self.hub.stats.acks_sent += 1
+            return True
+
+    async def _send(self, *frames: Frame) -> None:
+        async with self._send_lock:
+            await self._send_locked(list(frames))
+
+    async def _send_locked(self, frames: list[Frame]) -> None:
+        data = b"".join(_ENCODER.send(f) for f in frames)
+        with trio.move_on_after(self.hub.config.send_timeout) as scope:
+            await self.stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError("peer does not read")
 
     async def _fatal(self, exc: ProtocolError) -> None:
         self.hub.stats.errors[exc.code] += 1
-        log.info("closing connection", extra={"peer": self.peer, "code": exc.code, "msg": exc.msg})
+        log.info(
+            "closing connection", extra={"peer": self.peer, "code": exc.code, "detail": exc.msg}
+        )
         try:
             await self._send(error_frame(exc))
         except _GONE:

@@ -107,6 +107,13 @@ class Pipeline:
         self._closing = True
         self._send.close()
 
+    async def monitor(self, period: float = 0.1) -> None:
+        """Re-evaluate flow control periodically: while the store hangs, neither
+        the writer nor the (blocked) readers get to do it."""
+        while True:
+            await trio.sleep(period)
+            self._check_flow()
+
     # -- the writer ----------------------------------------------------------
     async def run(self) -> None:
         """The single writer. Returns once closed and drained."""

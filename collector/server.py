@@ -13,6 +13,7 @@ import logging
 import signal
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -46,6 +47,10 @@ async def serve(
 ) -> None:
     store = open_store(cfg.store_uri, **cfg.store_options)
     await trio.to_thread.run_sync(store.open)
+    if cfg.tls_cert:
+        # Load the certificate up front: a bad file is a start-up error.
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
     stats = Stats()
     api: ApiProcess | None = None
     hub_ref: list[Hub] = []
@@ -69,6 +74,9 @@ async def serve(
             extra={"listen": f"{host}:{cfg.listen[1]}"},
         )
     handler = functools.partial(handle_connection, hub=hub)
+    # Bind before anything else starts, so "address in use" is a plain error.
+    listeners = await _listeners(cfg)
+    port = listeners[0].socket.getsockname()[1]
     try:
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
@@ -80,6 +88,7 @@ async def serve(
                     writer_done.set()
 
             nursery.start_soon(writer)
+            nursery.start_soon(pipeline.monitor)
             if cfg.http is not None:
                 api = ApiProcess(
                     [
@@ -92,14 +101,9 @@ async def serve(
                     stats.render,
                 )
                 await nursery.start(api.run)
-            listeners = await _listeners(cfg)
-            port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+            serving: list[Any] = list(listeners)
             if cfg.tls_cert:
-                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
-                listeners = [
-                    trio.SSLListener(lst, ctx, https_compatible=False) for lst in listeners
-                ]  # type: ignore[misc]
+                serving = [trio.SSLListener(lst, ssl_context) for lst in listeners]
             accept_scope = trio.CancelScope()
             conns_nursery: list[trio.Nursery] = []
 
@@ -107,7 +111,7 @@ async def serve(
                 async with trio.open_nursery() as conns:
                     conns_nursery.append(conns)
                     with accept_scope:
-                        await trio.serve_listeners(handler, listeners, handler_nursery=conns)
+                        await trio.serve_listeners(handler, serving, handler_nursery=conns)
 
             nursery.start_soon(accept)
             log.warning("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",

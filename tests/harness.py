@@ -142,7 +142,12 @@ def collector_process(
             "--store", store_uri, "--log-level", "info"]  # fmt: skip
     argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     argv += list(args)
-    full_env = {**os.environ, "ENVIRONMENT": "test", "DELTAWIRE_CONFIG_DIR": str(tmp), **(env or {})}
+    full_env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "DELTAWIRE_CONFIG_DIR": str(tmp),
+        **(env or {}),
+    }
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=full_env)
     cp = CollectorProcess(proc, port, http_port, store_uri, log_path)

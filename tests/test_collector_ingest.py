@@ -24,7 +24,12 @@ def _stored(uri: str, session: str) -> list[int]:
     store = open_store(uri)
     store.open()
     try:
-        return [d["seq"] for d in store.find(MetricQuery(session=session, limit=10000))]
+        seqs: list[int] = []
+        after = None
+        while page := store.find(MetricQuery(session=session, limit=5000, after=after)):
+            seqs += [d["seq"] for d in page]
+            after = (page[-1]["ts"], page[-1]["id"])
+        return seqs
     finally:
         store.close()
 
@@ -51,7 +56,9 @@ async def test_thousand_concurrent_connections(tmp_path: pathlib.Path) -> None:
             store.close()
 
 
-async def test_stalled_store_pushes_back_then_stores_everything_once(tmp_path: pathlib.Path) -> None:
+async def test_stalled_store_pushes_back_then_stores_everything_once(
+    tmp_path: pathlib.Path,
+) -> None:
     db = tmp_path / "stall.db"
     uri = f"sqlite:///{db}"
     n = 3000

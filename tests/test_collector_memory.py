@@ -21,7 +21,9 @@ from protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Frame, Welcome
 CAPTURES = pathlib.Path(__file__).parent / "captures"
 
 
-def _one_way(max_bytes: int | None) -> tuple[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]:
+def _one_way(
+    max_bytes: int | None,
+) -> tuple[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]:
     send, receive = trio.testing.memory_stream_one_way_pair()
     if max_bytes is not None:
 
@@ -74,7 +76,9 @@ def _expected(capture: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("max_bytes", [None, 1, 13])
 @pytest.mark.parametrize("capture", ["basic_session", "bad_lines", "crlf_blank", "invalid_utf8"])
-async def test_capture_through_the_collector(sqlite_uri: str, capture: str, max_bytes: int | None) -> None:
+async def test_capture_through_the_collector(
+    sqlite_uri: str, capture: str, max_bytes: int | None
+) -> None:
     wire = (CAPTURES / f"{capture}.ndjson").read_bytes()
     frames, stats = await run_session(sqlite_uri, wire, max_bytes=max_bytes)
     expected = _expected(capture)
@@ -92,9 +96,10 @@ async def test_capture_through_the_collector(sqlite_uri: str, capture: str, max_
     store = open_store(sqlite_uri)
     store.open()
     stored = store.find(MetricQuery(session=session, limit=1000))
-    assert [(d["seq"], d["kind"], d["name"], d.get("data")) for d in sorted(stored, key=lambda d: d["seq"])] == [
-        (d["seq"], d["kind"], d["name"], d["data"]) for d in docs
-    ]
+    assert [
+        (d["seq"], d["kind"], d["name"], d.get("data"))
+        for d in sorted(stored, key=lambda d: d["seq"])
+    ] == [(d["seq"], d["kind"], d["name"], d["data"]) for d in docs]
     assert stats.documents_stored == len(docs)
 
     # Replaying the same bytes stores nothing twice; welcome.acked is the last stored seq.

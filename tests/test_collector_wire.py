@@ -46,11 +46,19 @@ async def test_error_codes_over_the_wire(tmp_path: pathlib.Path) -> None:
         c = await Client.connect(port)
         await c.send({**HELLO, "token": "s3cret"})
         await c.until(lambda cl: cl.welcome)
-        with trio.move_on_after(3):
-            while not c.closed:
-                await c.send(b" ")
-                await trio.sleep(0.1)
-        await c.until_closed()
+        async with trio.open_nursery() as nursery:
+
+            async def dribble() -> None:
+                try:
+                    while True:
+                        await c.send(b" ")
+                        await trio.sleep(0.1)  # the pace of the dribble, not synchronisation
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+            nursery.start_soon(dribble)
+            await c.until_closed(timeout=10)
+            nursery.cancel_scope.cancel()
         assert [(e.code, e.fatal) for e in c.errors] == [("idle", True)]
 
         # Non-fatal codes, each answered and acked; then a bye closes cleanly.

@@ -1,0 +1,232 @@
+"""Ingest bench: a real collector process on a fresh SQLite store, loaded by a
+separate load-generator process. Delta frames vs two baselines in the same run:
+the same samples as full JSON frames, and one HTTP POST per sample (the seed's
+REST design)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psutil
+
+from .codec import load_recording
+from .report import Table
+
+__all__ = ["main", "run"]
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("collector exited during start-up")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+class _PeakRss:
+    """Samples a process's RSS every 20 ms in a thread; ``peak`` in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+@contextlib.contextmanager
+def _collector(
+    tmp: pathlib.Path, http: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None, pathlib.Path]]:
+    port = _free_port()
+    http_port = _free_port() if http else None
+    db = tmp / f"bench-{port}.db"
+    argv = [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
+            "--store", f"sqlite:///{db}", "--log-level", "error"]  # fmt: skip
+    argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
+    env = {**os.environ, "DELTAWIRE_CONFIG_DIR": str(tmp)}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc)
+        if http_port:
+            _wait_port(http_port, proc)
+        yield proc, port, http_port, db
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _loadgen(port: int, sessions: int, per_session: int, full: bool) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--sessions", str(sessions),
+            "--per-session", str(per_session)] + (["--full"] if full else [])  # fmt: skip
+    out = subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
+    return orjson.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
+              stall: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    with _collector(tmp) as (proc, port, _http, db):
+        rss = _PeakRss(proc.pid)
+        blocker = None
+        if stall:
+            blocker = sqlite3.connect(db, timeout=5, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            threading.Timer(stall, lambda: blocker.execute("ROLLBACK")).start()
+        result = _loadgen(port, sessions, per_session, full)
+        result["peak_rss"] = rss.stop()
+        if blocker is not None:
+            blocker.close()
+        return result
+
+
+def _http_posts(tmp: pathlib.Path, count: int, concurrency: int = 16) -> dict[str, Any]:
+    import asyncio
+
+    import httpx
+
+    samples = load_recording()
+    with _collector(tmp, http=True) as (proc, _port, http_port, _db):
+        rss = _PeakRss(proc.pid)
+        latencies: list[float] = []
+
+        async def go() -> float:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{http_port}", timeout=30
+            ) as client:
+                queue = list(range(count))
+
+                async def worker() -> None:
+                    while queue:
+                        i = queue.pop()
+                        name, _ts, data = samples[i % len(samples)]
+                        body = {"name": name, "value": float(data.get("cpu", {}).get("percent", 0)),
+                                "data": data, "tags": ["bench"]}  # fmt: skip
+                        t0 = time.perf_counter()
+                        r = await client.post("/metrics", json=body)
+                        latencies.append(time.perf_counter() - t0)
+                        r.raise_for_status()
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                return time.perf_counter() - t0
+
+        elapsed = asyncio.run(go())
+        latencies.sort()
+        return {"samples": count, "seconds": elapsed, "rate": count / elapsed,
+                "p50_ms": latencies[len(latencies) // 2] * 1000,
+                "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+                "peak_rss": rss.stop(), "wire_bytes": None}  # fmt: skip
+
+
+def run(scale: float = 1.0) -> list[Table]:
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
+        tmp = pathlib.Path(tmpname)
+        posts = _http_posts(tmp, max(200, int(2000 * scale)))
+        for sessions, per_session in ((1, int(100_000 * scale)), (100, int(2000 * scale)),
+                                      (1000, max(20, int(200 * scale)))):  # fmt: skip
+            d = _scenario(tmp, sessions, per_session, full=False)
+            f = _scenario(tmp, sessions, per_session, full=True)
+            t = Table(f"ingest — {sessions} session(s) x {per_session} samples, SQLite store",
+                      ["delta frames", "full JSON frames", "HTTP POST/sample"])  # fmt: skip
+            t.row(
+                "samples stored / s",
+                d["rate"],
+                f["rate"],
+                posts["rate"],
+                goal=">= 100k/s (100 sessions)" if sessions == 100 else "",
+            )
+            t.row(
+                "ack latency p50 ms",
+                d["p50_ms"],
+                f["p50_ms"],
+                posts["p50_ms"],
+                lower_is_better=True,
+            )
+            t.row(
+                "ack latency p99 ms",
+                d["p99_ms"],
+                f["p99_ms"],
+                posts["p99_ms"],
+                lower_is_better=True,
+                goal="< 250 ms (100 sessions)" if sessions == 100 else "",
+            )
+            t.row(
+                "collector peak RSS MB",
+                d["peak_rss"] / 2**20,
+                f["peak_rss"] / 2**20,
+                posts["peak_rss"] / 2**20,
+                lower_is_better=True,
+            )
+            t.row(
+                "wire bytes / sample",
+                d["wire_bytes"] / d["samples"],
+                f["wire_bytes"] / f["samples"],
+                None,
+                lower_is_better=True,
+            )
+            tables.append(t)
+        stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
+        t = Table("ingest — 1000 sessions, store write-locked for the first 3 s", ["delta frames"])
+        t.row("collector peak RSS MB", stalled["peak_rss"] / 2**20, goal="< 300 MB")
+        t.row("samples stored / s (incl. stall)", stalled["rate"])
+        t.row("ack latency p99 ms", stalled["p99_ms"])
+        tables.append(t)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply sample counts (0.1 = quick)")
+    args = ap.parse_args(argv)
+    for t in run(args.scale):
+        print(t.render(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
