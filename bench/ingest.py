@@ -113,7 +113,7 @@ def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
         rss = _PeakRss(proc.pid)
         blocker = None
         if stall:
-            blocker = sqlite3.connect(db, timeout=5, isolation_level=None)
+            blocker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
             blocker.execute("BEGIN IMMEDIATE")
             threading.Timer(stall, lambda: blocker.execute("ROLLBACK")).start()
         result = _loadgen(port, sessions, per_session, full)
@@ -162,8 +162,8 @@ def _http_posts(tmp: pathlib.Path, count: int, concurrency: int = 16) -> dict[st
                 "peak_rss": rss.stop(), "wire_bytes": None}  # fmt: skip
 
 
-def run(scale: float = 1.0) -> list[Table]:
-    tables = []
+def run(scale: float = 1.0) -> Iterator[Table]:
+    """Yields each table as soon as its scenarios ran."""
     with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
         tmp = pathlib.Path(tmpname)
         posts = _http_posts(tmp, max(200, int(2000 * scale)))
@@ -209,14 +209,13 @@ def run(scale: float = 1.0) -> list[Table]:
                 None,
                 lower_is_better=True,
             )
-            tables.append(t)
+            yield t
         stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
         t = Table("ingest — 1000 sessions, store write-locked for the first 3 s", ["delta frames"])
         t.row("collector peak RSS MB", stalled["peak_rss"] / 2**20, goal="< 300 MB")
         t.row("samples stored / s (incl. stall)", stalled["rate"])
         t.row("ack latency p99 ms", stalled["p99_ms"])
-        tables.append(t)
-    return tables
+        yield t
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from protocol import (
     AuthFailed,
     Document,
     Encoder,
+    ErrorFrame,
     Flow,
     Frame,
     Hello,
@@ -70,10 +71,19 @@ class Connection:
         self._read_scope = trio.CancelScope()
         self._stopping = False
         self._nursery: trio.Nursery | None = None
+        self._late_errors: list[ErrorFrame] = []
         self._capture: IO[bytes] | None = None
 
     # -- called by the pipeline and the hub (no awaiting) ---------------------
     def on_commit(self, seq: int) -> None:
+        self.tracker.commit(seq)
+        self._wake.set()
+        self._progress.set()
+
+    def on_store_reject(self, seq: int, reason: str) -> None:
+        # The frame counts as rejected: acks may pass it, and the agent is told.
+        self._late_errors.append(ErrorFrame("bad_frame", f"the store refused it: {reason}", False, seq))
+        self.hub.stats.errors["bad_frame"] += 1
         self.tracker.commit(seq)
         self._wake.set()
         self._progress.set()
@@ -127,7 +137,7 @@ class Connection:
         last_frame = trio.current_time()
         self._open_capture()
         while not self._stopping:
-            data = b""
+            data: bytes | bytearray = b""
             # A fresh scope per read: shutdown cancels the read in progress,
             # never a hand-over to the pipeline.
             self._read_scope = read_scope = trio.CancelScope()
@@ -253,7 +263,8 @@ class Connection:
         (by shutdown) is retried by whoever flushes next, never lost.
         """
         async with self._send_lock:
-            frames: list[Frame] = []
+            frames: list[Frame] = list(self._late_errors)
+            self._late_errors.clear()
             flow = self._flow
             if flow is not None:
                 frames.append(Flow(flow))

@@ -23,7 +23,7 @@ import trio
 from protocol import Document
 
 from .stats import Stats
-from .stores.base import Store, StoreUnavailable
+from .stores.base import Store, StoreError, StoreUnavailable
 
 __all__ = ["Committer", "Pipeline", "PipelineConfig"]
 
@@ -34,6 +34,9 @@ class Committer(Protocol):
     """What the pipeline tells about commits: the connection behind a chunk."""
 
     def on_commit(self, seq: int) -> None: ...
+
+    def on_store_reject(self, seq: int, reason: str) -> None:
+        """The store refused this document for good (it will never be stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,32 +152,69 @@ class Pipeline:
 
     async def _write(self, batch: list[Chunk]) -> None:
         docs = [doc for _, chunk_docs in batch for doc in chunk_docs]
-        delay = 0.05
-        outage_logged = False
-        while True:
-            started = time.perf_counter()
-            try:
-                # Not cancellable on purpose: a write in flight must finish so
-                # that what we ack and what is stored never disagree.
-                await trio.to_thread.run_sync(self.store.write_batch, docs, limiter=self._limiter)
-                break
-            except Exception as exc:  # retried, whatever it is: dropping would lose data
-                self.stats.store_retries += 1
-                if not outage_logged:
-                    outage_logged = True
-                    level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
-                    log.log(level, "store write failed; retrying until it succeeds",
-                            extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
-                self._check_flow()
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        elapsed = time.perf_counter() - started
-        if outage_logged:
-            log.warning("store writes resumed", extra={"retries": self.stats.store_retries})
-        self.stats.observe_batch(len(docs), elapsed)
+        started = time.perf_counter()
+        try:
+            await self._write_retrying(docs)
+        except StoreError as exc:
+            # A permanent failure (a value the store cannot represent, ...):
+            # find the culprits one by one so one bad document cannot block
+            # every agent behind it, and report each to its connection.
+            log.error("store refused a batch; isolating the documents it cannot store",
+                      extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
+            await self._write_one_by_one(batch)
+            self.stats.inflight_docs -= len(docs)
+            self._check_flow()
+            return
+        self.stats.observe_batch(len(docs), time.perf_counter() - started)
         self.stats.inflight_docs -= len(docs)
         for committer, chunk_docs in batch:
             committer.on_commit(chunk_docs[-1].seq)
         if self._on_commit_batch is not None:
             self._on_commit_batch(docs)
         self._check_flow()
+
+    async def _write_retrying(self, docs: list[Document]) -> None:
+        """Write until it succeeds; only a permanent ``StoreError`` gets out."""
+        delay = 0.05
+        outage_logged = False
+        while True:
+            try:
+                # Not cancellable on purpose: a write in flight must finish so
+                # that what we ack and what is stored never disagree.
+                await trio.to_thread.run_sync(self.store.write_batch, docs, limiter=self._limiter)
+                break
+            except StoreUnavailable as exc:
+                self.stats.store_retries += 1
+                if not outage_logged:
+                    outage_logged = True
+                    log.warning("store unavailable; retrying until it is back",
+                                extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
+            except StoreError:
+                raise
+            except Exception as exc:  # unknown: retried, dropping would lose data
+                self.stats.store_retries += 1
+                if not outage_logged:
+                    outage_logged = True
+                    log.exception("store write failed unexpectedly; retrying",
+                                  extra={"error": repr(exc)})  # fmt: skip
+            self._check_flow()
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        if outage_logged:
+            log.warning("store writes resumed", extra={"retries": self.stats.store_retries})
+
+    async def _write_one_by_one(self, batch: list[Chunk]) -> None:
+        for committer, chunk_docs in batch:
+            for doc in chunk_docs:
+                try:
+                    await self._write_retrying([doc])
+                except StoreError as exc:
+                    self.stats.store_rejects += 1
+                    log.error("document refused by the store",
+                              extra={"session": doc.session, "seq": doc.seq, "error": repr(exc)})  # fmt: skip
+                    committer.on_store_reject(doc.seq, str(exc)[:200])
+                    continue
+                self.stats.observe_batch(1, 0.0)
+                committer.on_commit(doc.seq)
+                if self._on_commit_batch is not None:
+                    self._on_commit_batch([doc])

@@ -108,7 +108,7 @@ async def replay_file(
                 if interval:
                     await trio.sleep_until(start + (i + len(part)) * interval)
             try:
-                await stream.send_eof()  # type: ignore[attr-defined]
+                await stream.send_eof()
             except (AttributeError, trio.BrokenResourceError):
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):

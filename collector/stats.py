@@ -22,6 +22,7 @@ class Stats:
     batch_seconds_sum: float = 0.0
     batch_seconds_max: float = 0.0
     store_retries: int = 0
+    store_rejects: int = 0
     acks_sent: int = 0
     flow_frames_sent: int = 0
     throttled: int = 0
@@ -66,6 +67,8 @@ class Stats:
         metric("inflight_documents", "gauge", "Documents received but not yet committed.",
                self.inflight_docs)  # fmt: skip
         metric("store_retries_total", "counter", "Failed store writes retried.", self.store_retries)
+        metric("store_rejects_total", "counter", "Documents the store refused for good.",
+               self.store_rejects)  # fmt: skip
         metric("batch_documents", "gauge", "Documents in the last committed batch.",
                self.batch_docs_last)  # fmt: skip
         lines.append(f"# HELP {p}batch_seconds Store commit latency per batch.")

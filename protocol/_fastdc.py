@@ -10,13 +10,14 @@ the dataclass's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 __all__ = ["fast_frozen"]
 
 T = TypeVar("T")
 
 
+@dataclass_transform(frozen_default=True)
 def fast_frozen(cls: type[T]) -> type[T]:
     dc: Any = dataclasses.dataclass(frozen=True, slots=True)(cls)
     fields = dataclasses.fields(dc)
@@ -35,4 +36,4 @@ def fast_frozen(cls: type[T]) -> type[T]:
     init = namespace["__init__"]
     init.__qualname__ = f"{dc.__qualname__}.__init__"
     dc.__init__ = init
-    return dc  # type: ignore[no-any-return]
+    return dc

@@ -70,7 +70,7 @@ class Decoder:
         """Bytes received but not yet turned into frames."""
         return len(self._buf) - self._pos
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
             # Compact lazily: only once the consumed head dominates the buffer,
             # so a burst of small lines is not an O(n^2) series of memmoves.
@@ -119,12 +119,12 @@ class Decoder:
 
 def _loads_object(line: bytes) -> dict[str, Any]:
     try:
-        obj = orjson.loads(line)
+        obj: Any = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise BadJson(f"not valid JSON/UTF-8: {exc}") from None
     if type(obj) is not dict:
         raise BadJson("a frame must be a JSON object")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 class Encoder:

@@ -101,31 +101,27 @@ class Reassembler:
         return cls(hello.session, hello.host, hello.tags)
 
     def feed(self, frame: ClientFrame) -> Document:
-        t = type(frame)
-        if t is Hello:
+        if type(frame) is Hello:
             raise BadFrame("hello was already received on this connection")
-        seq = frame.seq  # type: ignore[union-attr]
+        assert not isinstance(frame, Hello)
+        seq = frame.seq
         if seq <= self.last_seq:
             raise BadSeq(f"seq {seq} is not greater than the previous seq {self.last_seq}", seq=seq)
-        if t is Delta:
-            base = self._last.get(frame.name)  # type: ignore[union-attr]
+        kind: Kind
+        data: dict[str, Any] | None
+        if type(frame) is Delta:
+            base = self._last.get(frame.name)
             if base is None:
-                raise NoBase(f"delta for {frame.name!r} without a snap on this connection", seq=seq)  # type: ignore[union-attr]
-            data = apply_patch(base, frame.data)  # type: ignore[union-attr]
-            self._last[frame.name] = data  # type: ignore[union-attr]
-            kind: Kind = "sample"
-        elif t is Snap:
-            data = frame.data  # type: ignore[union-attr]
-            self._last[frame.name] = data  # type: ignore[union-attr]
-            kind = "sample"
-        elif t is Event:
-            data = frame.data  # type: ignore[union-attr]
-            kind = "event"
+                raise NoBase(f"delta for {frame.name!r} without a snap on this connection", seq=seq)
+            data = self._last[frame.name] = apply_patch(base, frame.data)
+            kind, name = "sample", frame.name
+        elif type(frame) is Snap:
+            data = self._last[frame.name] = frame.data
+            kind, name = "sample", frame.name
+        elif type(frame) is Event:
+            data, kind, name = frame.data, "event", frame.name
         else:
-            assert t is Bye
-            self.last_seq = seq
-            return Document(
-                self.session, seq, "session", "end", frame.ts, self.host, self.tags, frame.data
-            )  # type: ignore[union-attr]
+            assert type(frame) is Bye
+            data, kind, name = frame.data, "session", "end"
         self.last_seq = seq
-        return Document(self.session, seq, kind, frame.name, frame.ts, self.host, self.tags, data)  # type: ignore[union-attr]
+        return Document(self.session, seq, kind, name, frame.ts, self.host, self.tags, data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ._fastdc import fast_frozen
@@ -287,7 +288,7 @@ def _has_null_member(obj: dict[str, Any]) -> bool:
     return False
 
 
-_CLIENT_PARSERS = {
+_CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "snap": _parse_snap,
     "delta": _parse_delta,
     "event": _parse_event,
@@ -309,7 +310,7 @@ def client_frame_from_dict(d: dict[str, Any]) -> ClientFrame:
         if type(t) is not str:
             raise BadFrame("every frame needs a string field 't'", seq=_seq_hint(d))
         raise UnknownType(f"unknown frame type {t[:64]!r}", seq=_seq_hint(d))
-    return parser(d)  # type: ignore[no-any-return]
+    return parser(d)
 
 
 def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
@@ -319,7 +320,7 @@ def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
         return Ack(_seq(d))
     if t == "flow":
         mi = d.get("min_interval")
-        if type(mi) not in (int, float) or mi < 0 or not math.isfinite(mi):
+        if not isinstance(mi, int | float) or isinstance(mi, bool) or not 0 <= mi < math.inf:
             raise BadFrame("flow.min_interval must be a number >= 0")
         return Flow(float(mi))
     if t == "welcome":

@@ -42,7 +42,7 @@ class ServerConnection:
     def buffered(self) -> int:
         return self._decoder.buffered
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
 
     def next_event(self) -> Hello | Document | NeedData:

@@ -1,0 +1,210 @@
+"""``python -m collector.api``: the HTTP API process.
+
+The ingest process (trio) starts this with ``--control-stdin`` and keeps a pipe
+to our stdin (see ``control.py``); started by hand it just serves. Serving runs
+on uvicorn (uvloop + httptools when available), one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from deltawire.config import ConfigError, parse_hostport, resolve
+from deltawire.logs import setup_logging
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("collector.api")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m collector.api",
+        description="Serve the collector's HTTP API (GET /metrics, /query, /sessions, /stats, ...). "
+        "Flags override the environment (COLLECTOR_HTTP, STORE_URI, REDIS_URI, CACHE_TTL, "
+        "CACHE_SIZE, STORE_THREADS, LOG_LEVEL, LOG_FORMAT) and .env files.",
+    )
+    p.add_argument("--http", metavar="HOST:PORT", help="listen address (default 127.0.0.1:8080)")
+    p.add_argument("--store", metavar="URI", help="sqlite:///PATH or mongodb://... (STORE_URI)")
+    p.add_argument("--redis", metavar="URI", help="Redis for the query cache; none: in-process LRU")
+    p.add_argument("--cache-ttl", metavar="S", help="seconds a cached answer may live (default 5)")
+    p.add_argument("--cache-size", metavar="N", help="entries of the in-process LRU (default 1024)")
+    p.add_argument("--store-threads", metavar="N", help="store calls running at once (default 4)")
+    p.add_argument("--log-level", metavar="L", help="debug, info, warning (default) or error")
+    p.add_argument("--log-format", metavar="F", help="json (default) or text")
+    p.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        default=1,
+        help="HTTP worker processes; only 1 is supported for now (the control pipe feeds one process)",
+    )
+    p.add_argument(
+        "--control-stdin",
+        action="store_true",
+        help="read NDJSON control messages (stats, bump) on stdin and exit when it closes; "
+        "the ingest process passes this. Without it stdin is ignored.",
+    )
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    from collector.settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
+    from deltawire.config import Var
+
+    wanted = {
+        "COLLECTOR_HTTP", "STORE_URI", "REDIS_URI", "CACHE_TTL", "CACHE_SIZE", "STORE_THREADS",
+        "APP_ENV", "RETENTION_DAYS", "MONGO_MAX_POOL_SIZE", "MONGO_TIMEOUT_MS",
+    }  # fmt: skip
+    variables: list[Var] = [v for v in (*COLLECTOR_VARS, *STORE_VARS) if v.name in wanted]
+    variables += LOG_VARS
+    settings = resolve(
+        variables,
+        overrides={
+            "COLLECTOR_HTTP": args.http,
+            "STORE_URI": args.store,
+            "REDIS_URI": args.redis,
+            "CACHE_TTL": args.cache_ttl,
+            "CACHE_SIZE": args.cache_size,
+            "STORE_THREADS": args.store_threads,
+            "LOG_LEVEL": args.log_level,
+            "LOG_FORMAT": args.log_format,
+        },
+    )
+    try:
+        settings["HTTP"] = parse_hostport(settings["COLLECTOR_HTTP"])
+    except ValueError as e:
+        raise ConfigError(f"COLLECTOR_HTTP / --http: {settings['COLLECTOR_HTTP']!r} {e}") from None
+    return settings
+
+
+async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
+    import uvicorn
+
+    from collector.stores import open_store
+
+    from .app import create_app
+    from .cache import cache_namespace, make_cache
+    from .control import ControlReader, apply_control
+    from .stats import IngestStats
+
+    uri = settings["STORE_URI"]
+    store_options: dict[str, Any] = {}
+    if uri.startswith("mongodb"):
+        # The same options as the ingest process (collector.cli), from the same
+        # environment: above all APP_ENV, which names the database.
+        store_options = {
+            "app_env": settings["APP_ENV"],
+            "retention_days": settings["RETENTION_DAYS"],
+            "max_pool_size": settings["MONGO_MAX_POOL_SIZE"],
+            "timeout_ms": settings["MONGO_TIMEOUT_MS"],
+        }
+    store = open_store(uri, **store_options)
+    try:
+        store.open()
+    except Exception as e:
+        log.error("cannot open the store: %s", e)
+        return 1
+    cache = make_cache(
+        settings["REDIS_URI"] or None,
+        ttl=settings["CACHE_TTL"],
+        size=settings["CACHE_SIZE"],
+        namespace=cache_namespace(uri, store_options.get("app_env", "")),
+    )
+    ingest = IngestStats()
+    app = create_app(store, cache, ingest, store_threads=settings["STORE_THREADS"])
+    host, port = settings["HTTP"]
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",  # we run the loop (uvloop) ourselves
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # keep deltawire's JSON logging
+        log_level=settings["LOG_LEVEL"],
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def consume() -> None:
+        # Sequential, in arrival order: a bump must not overtake an older one.
+        while (msg := await queue.get()) is not None:
+            try:
+                await apply_control(msg, cache, ingest)
+            except Exception:  # a bad message must not stop the next ones
+                log.exception("control message failed: %r", msg.get("op"))
+        log.info("control pipe closed: the ingest process is gone, shutting down")
+        server.should_exit = True
+
+    consumer = asyncio.create_task(consume())
+    if control_stdin:
+        ControlReader(
+            sys.stdin.fileno(),
+            deliver=lambda msg: loop.call_soon_threadsafe(queue.put_nowait, msg),
+            on_eof=lambda: loop.call_soon_threadsafe(queue.put_nowait, None),
+        ).start()
+
+    # uvicorn handles SIGTERM/SIGINT during serve() (stop accepting, finish open
+    # requests), then restores the previous handlers and re-raises the signal.
+    # With the default handlers that re-raise would kill us before the cleanup
+    # below; these make it (and any later signal) only ask for the shutdown.
+    def on_signal(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        await server.serve()
+    except SystemExit as e:  # uvicorn exits when it cannot bind
+        return int(e.code or 1) if not isinstance(e.code, str) else 1
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await cache.aclose()
+        store.close()
+    return 0 if server.started else 1
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers != 1:
+        print("--workers: only 1 worker is supported for now", file=sys.stderr)
+        return 2
+    try:
+        settings = _settings(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+    if _has("uvloop"):
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_serve(settings, args.control_stdin))
+    return asyncio.run(_serve(settings, args.control_stdin))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The ``watchdog`` command: ``run``, ``emit`` and ``spool status|send|purge``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import click
+import trio
+
+from deltawire import __version__
+from deltawire.config import ConfigError, resolve
+from deltawire.logs import setup_logging
+from protocol.frames import MAX_NAME_CHARS
+
+from .settings import LOG_VARS, WATCHDOG_VARS
+
+__all__ = ["cli", "main"]
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: Flag name for each variable, so a bad flag is reported as the flag.
+_FLAGS = {
+    "WATCHDOG_COLLECTOR": "--collector",
+    "WATCHDOG_INTERVAL": "--interval",
+    "WATCHDOG_PUSH_EVERY": "--push-every",
+    "WATCHDOG_TOKEN": "--token",
+    "WATCHDOG_TAGS": "--tag",
+    "WATCHDOG_SPOOL_DIR": "--spool-dir",
+    "WATCHDOG_SPOOL_MAX_BYTES": "--spool-max-bytes",
+    "WATCHDOG_FSYNC": "--fsync",
+    "WATCHDOG_REPLAY": "--replay",
+    "WATCHDOG_REPLAY_RATE": "--replay-rate",
+    "WATCHDOG_MOUNTS": "--mount",
+    "LOG_LEVEL": "--log-level",
+}
+
+
+def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return resolve((*WATCHDOG_VARS, *LOG_VARS), overrides)
+    except ConfigError as exc:
+        msg = str(exc)
+        name = msg.split(":", 1)[0]
+        if msg.endswith("(from command line)") and name in _FLAGS:
+            msg = _FLAGS[name] + msg[len(name) :].replace(" (from command line)", "")
+        raise click.UsageError(msg) from None
+
+
+def _spool_dir_option(fn: Any) -> Any:
+    return click.option("--spool-dir", metavar="DIR",
+                        help="Spool directory [WATCHDOG_SPOOL_DIR].")(fn)  # fmt: skip
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(__version__, prog_name="watchdog")
+def cli() -> None:
+    """deltawire watchdog: supervise an application, sample it and the host, and
+    stream the samples and the application's events to a collector without loss.
+
+    Settings come from .env.${ENVIRONMENT} (or .env), then the environment, then
+    flags. See docs/watchdog.md and .env.sample for every variable.
+    """
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--collector",
+    metavar="HOST:PORT",
+    help="Collector ingest address [WATCHDOG_COLLECTOR, 127.0.0.1:7700].",
+)
+@click.option("--interval", metavar="S", help="Seconds between samples [WATCHDOG_INTERVAL, 15].")
+@click.option(
+    "--push-every",
+    metavar="N",
+    help="Samples per send [WATCHDOG_PUSH_EVERY, 4]: 15 s x 4 sends every minute.",
+)
+@click.option(
+    "--session",
+    metavar="ID",
+    help="Session id (default: generated per run). Reusing one continues it.",
+)
+@click.option("--token", metavar="T", help="Token for the collector [WATCHDOG_TOKEN].")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="Session tag, repeatable [WATCHDOG_TAGS, comma-separated].",
+)
+@click.option(
+    "--spool-dir",
+    metavar="DIR",
+    help="Spool directory [WATCHDOG_SPOOL_DIR, ~/.local/state/deltawire/spool].",
+)
+@click.option(
+    "--spool-max-bytes", metavar="B", help="Spool bound [WATCHDOG_SPOOL_MAX_BYTES, 256MiB]."
+)
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "batch", "never"]),
+    help="Spool fsync policy [WATCHDOG_FSYNC, batch].",
+)
+@click.option(
+    "--replay",
+    type=click.Choice(["auto", "manual"]),
+    help="Backlogs of earlier runs [WATCHDOG_REPLAY, manual].",
+)
+@click.option("--replay-rate", metavar="B/S", help="Send rate cap [WATCHDOG_REPLAY_RATE, 128KiB].")
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH",
+    help="Mount point whose disk usage is sampled, repeatable [WATCHDOG_MOUNTS, /].",
+)
+@click.option("--pid", type=int, metavar="PID", help="Watch this running process instead.")
+@click.option("--system-only", is_flag=True, help="Sample the host alone.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="[LOG_LEVEL, warning]",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS...]]")
+def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: str | None,
+        **flags: Any) -> int:  # fmt: skip
+    """Supervise COMMAND (or --pid, or --system-only) and stream its telemetry.
+
+    The watchdog exits with COMMAND's exit code (128+N if a signal N killed it);
+    SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 are forwarded to it. COMMAND finds
+    the event socket in $DELTAWIRE_EVENTS (see 'watchdog emit').
+    """
+    from .agent import AgentConfig, AgentError, run_agent
+
+    if sum((bool(command), pid is not None, system_only)) != 1:
+        raise click.UsageError(
+            "give exactly one of: -- COMMAND [ARGS...], --pid PID, --system-only"
+        )
+    s = _settings({
+        "WATCHDOG_COLLECTOR": flags["collector"],
+        "WATCHDOG_INTERVAL": flags["interval"],
+        "WATCHDOG_PUSH_EVERY": flags["push_every"],
+        "WATCHDOG_TOKEN": flags["token"],
+        "WATCHDOG_TAGS": ",".join(flags["tags"]) or None,
+        "WATCHDOG_SPOOL_DIR": flags["spool_dir"],
+        "WATCHDOG_SPOOL_MAX_BYTES": flags["spool_max_bytes"],
+        "WATCHDOG_FSYNC": flags["fsync"],
+        "WATCHDOG_REPLAY": flags["replay"],
+        "WATCHDOG_REPLAY_RATE": flags["replay_rate"],
+        "WATCHDOG_MOUNTS": ",".join(flags["mounts"]) or None,
+        "LOG_LEVEL": flags["log_level"],
+    })  # fmt: skip
+    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
+    cfg = AgentConfig(
+        collector=s["WATCHDOG_COLLECTOR"],
+        interval=s["WATCHDOG_INTERVAL"],
+        push_every=s["WATCHDOG_PUSH_EVERY"],
+        session=session,
+        token=s["WATCHDOG_TOKEN"],
+        tags=s["WATCHDOG_TAGS"],
+        spool_dir=s["WATCHDOG_SPOOL_DIR"],
+        spool_max_bytes=s["WATCHDOG_SPOOL_MAX_BYTES"],
+        fsync=s["WATCHDOG_FSYNC"],
+        replay=s["WATCHDOG_REPLAY"],
+        replay_rate=s["WATCHDOG_REPLAY_RATE"],
+        replay_ask_bytes=s["WATCHDOG_REPLAY_ASK_BYTES"],
+        mounts=s["WATCHDOG_MOUNTS"],
+        keyframe_every=s["WATCHDOG_KEYFRAME_EVERY"],
+        shutdown_grace=s["WATCHDOG_SHUTDOWN_GRACE"],
+        tls=s["WATCHDOG_TLS"],
+        tls_ca=s["WATCHDOG_TLS_CA"],
+        command=command,
+        pid=pid,
+        system_only=system_only,
+    )
+    try:
+        return run_agent(cfg)
+    except AgentError as exc:
+        click.echo(f"watchdog: {exc}", err=True)
+        return exc.exit_code
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", metavar="JSON", help='Event data, a JSON object: \'{"version": "1.2"}\'.')
+@click.option(
+    "--socket",
+    "socket_path",
+    metavar="PATH",
+    help="The watchdog's event socket [default: $DELTAWIRE_EVENTS].",
+)
+def emit(name: str, data: str | None, socket_path: str | None) -> int:
+    """Send event NAME to the watchdog supervising this shell script.
+
+    Exit code 1 if no watchdog listens (e.g. not run under 'watchdog run').
+    """
+    from .client import ENV_VAR
+    from .client import emit as send_event
+
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise click.UsageError(f"NAME must be 1-{MAX_NAME_CHARS} characters")
+    payload: dict[str, Any] | None = None
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise click.UsageError(f"--data: not valid JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise click.UsageError("--data: must be a JSON object, e.g. '{\"key\": 1}'")
+    path = socket_path or os.environ.get(ENV_VAR)
+    if not path:
+        raise click.ClickException(f"${ENV_VAR} is not set: run this under 'watchdog run', "
+                                   "or pass --socket")  # fmt: skip
+    if not send_event(name, payload, path=path):
+        raise click.ClickException(f"no watchdog listens on {path}")
+    return 0
+
+
+@cli.group()
+def spool() -> None:
+    """Inspect, send or drop what waits in the spool.
+
+    Each session has its own directory in the spool. One owned by a running
+    watchdog is 'live'; the others are backlogs of earlier runs, which the next
+    'watchdog run' delivers by itself (WATCHDOG_REPLAY=manual: if small).
+    """
+
+
+@spool.command()
+@_spool_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per session.")
+def status(spool_dir: str | None, as_json: bool) -> int:
+    """List the sessions in the spool and what they hold."""
+    from .spool import session_dirs, summarize
+
+    s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir})
+    root = s["WATCHDOG_SPOOL_DIR"]
+    rows = [summarize(d) for d in session_dirs(root)]
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({
+                "session": r.session, "live": r.owner_pid is not None, "owner_pid": r.owner_pid,
+                "records": r.records, "bytes": r.bytes, "first_seq": r.first_seq,
+                "last_seq": r.last_seq, "oldest_ts": r.oldest_ts, "ended": r.ended,
+                "error": r.error,
+            }))  # fmt: skip
+        return 0
+    if not rows:
+        click.echo(f"{root}: empty")
+        return 0
+    click.echo(f"{'SESSION':44} {'STATE':12} {'RECORDS':>8} {'BYTES':>10} {'SEQS':>17}  OLDEST")
+    total = 0
+    for r in rows:
+        state = f"live:{r.owner_pid}" if r.owner_pid is not None else "backlog"
+        if r.error:
+            state = "unreadable"
+        seqs = f"{r.first_seq}-{r.last_seq}" if r.first_seq is not None else "-"
+        oldest = (datetime.datetime.fromtimestamp(r.oldest_ts).strftime("%Y-%m-%d %H:%M:%S")
+                  if r.oldest_ts is not None else "-")  # fmt: skip
+        ended = " ended" if r.ended else ""
+        click.echo(f"{r.session:44} {state:12} {r.records:>8} {_size(r.bytes):>10} {seqs:>17}  "
+                   f"{oldest}{ended}")  # fmt: skip
+        total += r.bytes
+    click.echo(f"{len(rows)} session(s), {_size(total)}")
+    return 0
+
+
+@spool.command()
+@_spool_dir_option
+@click.option("--collector", metavar="HOST:PORT", help="[WATCHDOG_COLLECTOR]")
+@click.option("--token", metavar="T", help="[WATCHDOG_TOKEN]")
+@click.option(
+    "--session",
+    "sessions",
+    multiple=True,
+    metavar="ID",
+    help="Only this session (repeatable). Default: every backlog.",
+)
+@click.option("--rate", metavar="B/S", help="Send rate cap, 0 for none [WATCHDOG_REPLAY_RATE].")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Give up when nothing was acknowledged for this many seconds.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def send(spool_dir: str | None, collector: str | None, token: str | None,
+         sessions: tuple[str, ...], rate: str | None, timeout: float, quiet: bool) -> int:  # fmt: skip
+    """Deliver backlogs to the collector now (with a progress bar).
+
+    Exit code 0 when everything was acknowledged, 1 otherwise.
+    """
+    from .backlog import backlog_link, deliver, open_backlogs
+    from .link import RateLimiter, tcp_connector
+
+    s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir, "WATCHDOG_COLLECTOR": collector,
+                   "WATCHDOG_TOKEN": token, "WATCHDOG_REPLAY_RATE": rate})  # fmt: skip
+    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
+    try:
+        connect = tcp_connector(*s["WATCHDOG_COLLECTOR"], tls=s["WATCHDOG_TLS"],
+                                ca_file=s["WATCHDOG_TLS_CA"] or None)  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(f"WATCHDOG_TLS_CA: {exc}") from None
+    limiter = RateLimiter(s["WATCHDOG_REPLAY_RATE"])
+    failed = 0
+    with open_backlogs(s["WATCHDOG_SPOOL_DIR"], sessions=sessions) as backlogs:
+        if not backlogs:
+            click.echo("nothing to send", err=True)
+            return 0
+        for sp in backlogs:
+            link = backlog_link(sp, connect, token=s["WATCHDOG_TOKEN"],
+                                keyframe_every=s["WATCHDOG_KEYFRAME_EVERY"], limiter=limiter)  # fmt: skip
+            label = f"{sp.session} ({_size(sp.total_bytes)})"
+            if quiet:
+                ok = trio.run(partial(deliver, link, stall_timeout=timeout))
+            else:
+                with click.progressbar(length=sp.pending, label=label, file=sys.stderr) as bar:
+                    ok = trio.run(
+                        partial(deliver, link, progress=bar.update, stall_timeout=timeout)
+                    )
+            if ok:
+                click.echo(f"sent {sp.session}", err=True)
+            else:
+                failed += 1
+                click.echo(f"watchdog: {sp.session} not delivered: "
+                           f"{link.last_error or 'no progress'}", err=True)  # fmt: skip
+    return 1 if failed else 0
+
+
+@spool.command()
+@_spool_dir_option
+@click.option(
+    "--session",
+    "sessions",
+    multiple=True,
+    metavar="ID",
+    help="Only this session (repeatable). Default: every backlog.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(spool_dir: str | None, sessions: tuple[str, ...], yes: bool) -> int:
+    """Drop backlogs without sending them (live sessions are left alone)."""
+    from .backlog import open_backlogs
+
+    s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir})
+    with open_backlogs(s["WATCHDOG_SPOOL_DIR"], sessions=sessions) as backlogs:
+        if not backlogs:
+            click.echo("nothing to purge", err=True)
+            return 0
+        records = sum(sp.pending for sp in backlogs)
+        size = sum(sp.total_bytes for sp in backlogs)
+        what = f"{len(backlogs)} backlog(s), {records} records, {_size(size)}"
+        if not yes:
+            if not sys.stdin.isatty():
+                raise click.UsageError(f"would drop {what}: pass --yes to confirm")
+            click.confirm(f"Drop {what}?", abort=True)
+        for sp in backlogs:
+            sp.destroy()
+        click.echo(f"purged {what}", err=True)
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="watchdog", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

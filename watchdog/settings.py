@@ -1,0 +1,175 @@
+"""The watchdog's configuration variables (see deltawire.config for the rules).
+
+Every ``watchdog`` flag that has a variable here falls back to it: flags beat
+the environment, which beats ``.env.${ENVIRONMENT}`` / ``.env``, which beats
+the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from collector.settings import LOG_VARS
+from deltawire.config import (
+    Var,
+    choice,
+    parse_bool,
+    parse_bytes,
+    parse_float,
+    parse_hostport,
+    parse_int,
+    parse_list,
+)
+
+__all__ = ["DEFAULT_SPOOL_DIR", "LOG_VARS", "WATCHDOG_VARS", "parse_path", "parse_positive_float"]
+
+_S = "watchdog"
+
+#: XDG's place for state that should survive restarts but is not user data.
+#: Per user, so that two users' watchdogs never share (or fight over) a spool.
+DEFAULT_SPOOL_DIR = "~/.local/state/deltawire/spool"
+
+
+def parse_positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number > 0") from None
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = parse_int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def parse_path(text: str) -> pathlib.Path:
+    text = text.strip()
+    if not text:
+        raise ValueError("must be a path")
+    return pathlib.Path(os.path.expanduser(text))
+
+
+def _parse_max_bytes(text: str) -> int:
+    value = parse_bytes(text)
+    # Below a few records the bound could not hold even one flush.
+    if value < 4096:
+        raise ValueError("must be at least 4k")
+    return value
+
+
+WATCHDOG_VARS: tuple[Var, ...] = (
+    Var(
+        "WATCHDOG_COLLECTOR",
+        "127.0.0.1:7700",
+        "Collector ingest address HOST:PORT.",
+        parse_hostport,
+        _S,
+    ),
+    Var("WATCHDOG_INTERVAL", "15", "Seconds between two samples.", parse_positive_float, _S),
+    Var(
+        "WATCHDOG_PUSH_EVERY",
+        "4",
+        "Samples collected per send: with interval 15 and push_every 4 the watchdog\n"
+        "samples every 15 s and sends every 60 s. Events and the end of the session\n"
+        "are sent at once.",
+        parse_positive_int,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_TOKEN",
+        "",
+        "Token presented to the collector in hello (INGEST_TOKENS there).",
+        str,
+        _S,
+    ),
+    Var("WATCHDOG_TAGS", "", "Comma-separated tags attached to the session.", parse_list, _S),
+    Var(
+        "WATCHDOG_SPOOL_DIR",
+        DEFAULT_SPOOL_DIR,
+        "Where frames wait on disk until the collector acknowledged them. One\n"
+        "subdirectory per session; a restarted watchdog delivers what is left.",
+        parse_path,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_SPOOL_MAX_BYTES",
+        "256MiB",
+        "Bound of one session's spool; beyond it the oldest data is dropped (and the\n"
+        "number dropped is reported as a 'watchdog.spool_dropped' event).",
+        _parse_max_bytes,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_FSYNC",
+        "batch",
+        "When spooled frames are fsynced: always (each frame), batch (each send)\n"
+        "or never (left to the OS: a power loss may lose the last seconds).",
+        choice("always", "batch", "never"),
+        _S,
+    ),
+    Var(
+        "WATCHDOG_REPLAY",
+        "manual",
+        "Backlogs left in the spool by earlier runs: auto sends them all; manual sends\n"
+        "those up to WATCHDOG_REPLAY_ASK_BYTES and leaves bigger ones to\n"
+        "'watchdog spool send' (or 'purge').",
+        choice("auto", "manual"),
+        _S,
+    ),
+    Var(
+        "WATCHDOG_REPLAY_RATE",
+        "128KiB",
+        "Cap on the bytes per second the watchdog sends (a backlog is replayed at\n"
+        "this rate, so it cannot flood a thin link). 0: no cap.",
+        parse_bytes,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_REPLAY_ASK_BYTES",
+        "16MiB",
+        "With WATCHDOG_REPLAY=manual, older backlogs above this size wait for\n"
+        "'watchdog spool send'.",
+        parse_bytes,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_MOUNTS",
+        "/",
+        "Comma-separated mount points whose disk usage is sampled.",
+        parse_list,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_KEYFRAME_EVERY",
+        "100",
+        "A full sample (snap) every this many samples of a stream; deltas between.",
+        parse_positive_int,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_SHUTDOWN_GRACE",
+        "5",
+        "Seconds to wait for the collector to acknowledge the end of the session\n"
+        "before exiting anyway (what is unsent stays in the spool).",
+        parse_float,
+        _S,
+    ),
+    Var("WATCHDOG_TLS", "false", "Connect to the collector over TLS.", parse_bool, _S),
+    Var(
+        "WATCHDOG_TLS_CA",
+        "",
+        "PEM file of the CA that signed the collector's certificate (implies TLS).\n"
+        "Empty: the system's trust store.",
+        str,
+        _S,
+    ),
+)
