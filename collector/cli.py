@@ -62,6 +62,8 @@ def cli() -> None:
 @click.option("--queue-size", type=int, help="[QUEUE_SIZE]")
 @click.option("--batch-max-docs", type=int, help="[BATCH_MAX_DOCS]")
 @click.option("--batch-max-ms", type=float, help="[BATCH_MAX_MS]")
+@click.option("--writer", type=click.Choice(["process", "thread"]), help="Who commits batches "
+              "[STORE_WRITER].")  # fmt: skip
 @click.option("--redis", "redis_uri", metavar="URI", help="Redis for the query cache [REDIS_URI].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[LOG_LEVEL]")  # fmt: skip
@@ -87,6 +89,7 @@ def serve(**flags: Any) -> None:
         "BATCH_MAX_DOCS": flags["batch_max_docs"],
         "BATCH_MAX_MS": flags["batch_max_ms"],
         "REDIS_URI": flags["redis_uri"],
+        "STORE_WRITER": flags["writer"],
         "LOG_LEVEL": flags["log_level"],
     }
     s = _settings(overrides)
@@ -137,6 +140,8 @@ def serve(**flags: Any) -> None:
             flow_min_interval=s["FLOW_MIN_INTERVAL"],
             store_threads=s["STORE_THREADS"],
         ),
+        writer=s["STORE_WRITER"],
+        log_level=s["LOG_LEVEL"],
         tls_cert=s["TLS_CERT"],
         tls_key=s["TLS_KEY"],
         api_args=tuple(api_args),

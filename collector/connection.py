@@ -82,7 +82,9 @@ class Connection:
 
     def on_store_reject(self, seq: int, reason: str) -> None:
         # The frame counts as rejected: acks may pass it, and the agent is told.
-        self._late_errors.append(ErrorFrame("bad_frame", f"the store refused it: {reason}", False, seq))
+        self._late_errors.append(
+            ErrorFrame("bad_frame", f"the store refused it: {reason}", False, seq)
+        )
         self.hub.stats.errors["bad_frame"] += 1
         self.tracker.commit(seq)
         self._wake.set()

@@ -13,7 +13,6 @@ order and an ack is sent only for what the store has committed.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +22,8 @@ import trio
 from protocol import Document
 
 from .stats import Stats
-from .stores.base import Store, StoreError, StoreUnavailable
+from .stores.base import Store
+from .writer import BatchWriter, ThreadWriter
 
 __all__ = ["Committer", "Pipeline", "PipelineConfig"]
 
@@ -61,12 +61,12 @@ class Pipeline:
         config: PipelineConfig = PipelineConfig(),
         on_flow: Callable[[float], None] | None = None,
         on_commit_batch: Callable[[Sequence[Document]], None] | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
-        self.store = store
+        self.writer: BatchWriter = writer if writer is not None else ThreadWriter(store)
         self.stats = stats
         self.config = config
         self._send, self._receive = trio.open_memory_channel[Chunk](config.queue_size)
-        self._limiter = trio.CapacityLimiter(max(1, config.store_threads))
         self._on_flow = on_flow or (lambda _interval: None)
         self._on_commit_batch = on_commit_batch
         self.throttled = False
@@ -152,69 +152,25 @@ class Pipeline:
 
     async def _write(self, batch: list[Chunk]) -> None:
         docs = [doc for _, chunk_docs in batch for doc in chunk_docs]
-        started = time.perf_counter()
-        try:
-            await self._write_retrying(docs)
-        except StoreError as exc:
-            # A permanent failure (a value the store cannot represent, ...):
-            # find the culprits one by one so one bad document cannot block
-            # every agent behind it, and report each to its connection.
-            log.error("store refused a batch; isolating the documents it cannot store",
-                      extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
-            await self._write_one_by_one(batch)
-            self.stats.inflight_docs -= len(docs)
-            self._check_flow()
-            return
-        self.stats.observe_batch(len(docs), time.perf_counter() - started)
+        result = await self.writer.write(docs)
+        self.stats.store_retries += result.retries
         self.stats.inflight_docs -= len(docs)
-        for committer, chunk_docs in batch:
-            committer.on_commit(chunk_docs[-1].seq)
+        rejected = {i for i, _ in result.rejected}
+        self.stats.observe_batch(len(docs) - len(rejected), result.seconds)
+        if rejected:
+            self.stats.store_rejects += len(rejected)
+            reasons = dict(result.rejected)
+            index = 0
+            for committer, chunk_docs in batch:
+                for doc in chunk_docs:
+                    if index in rejected:
+                        committer.on_store_reject(doc.seq, reasons[index])
+                    else:
+                        committer.on_commit(doc.seq)
+                    index += 1
+        else:
+            for committer, chunk_docs in batch:
+                committer.on_commit(chunk_docs[-1].seq)
         if self._on_commit_batch is not None:
             self._on_commit_batch(docs)
         self._check_flow()
-
-    async def _write_retrying(self, docs: list[Document]) -> None:
-        """Write until it succeeds; only a permanent ``StoreError`` gets out."""
-        delay = 0.05
-        outage_logged = False
-        while True:
-            try:
-                # Not cancellable on purpose: a write in flight must finish so
-                # that what we ack and what is stored never disagree.
-                await trio.to_thread.run_sync(self.store.write_batch, docs, limiter=self._limiter)
-                break
-            except StoreUnavailable as exc:
-                self.stats.store_retries += 1
-                if not outage_logged:
-                    outage_logged = True
-                    log.warning("store unavailable; retrying until it is back",
-                                extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
-            except StoreError:
-                raise
-            except Exception as exc:  # unknown: retried, dropping would lose data
-                self.stats.store_retries += 1
-                if not outage_logged:
-                    outage_logged = True
-                    log.exception("store write failed unexpectedly; retrying",
-                                  extra={"error": repr(exc)})  # fmt: skip
-            self._check_flow()
-            await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        if outage_logged:
-            log.warning("store writes resumed", extra={"retries": self.stats.store_retries})
-
-    async def _write_one_by_one(self, batch: list[Chunk]) -> None:
-        for committer, chunk_docs in batch:
-            for doc in chunk_docs:
-                try:
-                    await self._write_retrying([doc])
-                except StoreError as exc:
-                    self.stats.store_rejects += 1
-                    log.error("document refused by the store",
-                              extra={"session": doc.session, "seq": doc.seq, "error": repr(exc)})  # fmt: skip
-                    committer.on_store_reject(doc.seq, str(exc)[:200])
-                    continue
-                self.stats.observe_batch(1, 0.0)
-                committer.on_commit(doc.seq)
-                if self._on_commit_batch is not None:
-                    self._on_commit_batch([doc])

@@ -23,6 +23,7 @@ from .hub import Hub, IngestConfig
 from .pipeline import Pipeline, PipelineConfig
 from .stats import Stats
 from .stores import open_store
+from .writer import BatchWriter, ProcessWriter, ThreadWriter
 
 __all__ = ["ServeConfig", "serve"]
 
@@ -40,6 +41,8 @@ class ServeConfig:
     tls_cert: str = ""
     tls_key: str = ""
     api_args: tuple[str, ...] = ()
+    writer: str = "process"
+    log_level: str = "warning"
 
 
 async def serve(
@@ -54,10 +57,16 @@ async def serve(
     stats = Stats()
     api: ApiProcess | None = None
     hub_ref: list[Hub] = []
+    writer: BatchWriter = (
+        ProcessWriter(cfg.store_uri, cfg.store_options, cfg.log_level)
+        if cfg.writer == "process"
+        else ThreadWriter(store)
+    )
     pipeline = Pipeline(
         store,
         stats,
         cfg.pipeline,
+        writer=writer,
         on_flow=lambda interval: hub_ref[0].broadcast_flow(interval),
         on_commit_batch=lambda docs: api.on_commit(docs) if api is not None else None,
     )
@@ -81,13 +90,13 @@ async def serve(
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
 
-            async def writer() -> None:
+            async def write() -> None:
                 try:
                     await pipeline.run()
                 finally:
                     writer_done.set()
 
-            nursery.start_soon(writer)
+            nursery.start_soon(write)
             nursery.start_soon(pipeline.monitor)
             if cfg.http is not None:
                 api = ApiProcess(
@@ -140,6 +149,7 @@ async def serve(
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await writer.aclose()
             await trio.to_thread.run_sync(store.close)
     log.warning("collector stopped", extra={"stored": stats.documents_stored})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deltawire.config import Var, choice, parse_bytes, parse_float, parse_int, parse_list
+from deltawire.logs import LOG_VARS
 
 __all__ = ["COLLECTOR_VARS", "LOG_VARS", "STORE_VARS"]
 
@@ -143,6 +144,14 @@ STORE_VARS: tuple[Var, ...] = (
         "store",
     ),
     Var(
+        "STORE_WRITER",
+        "process",
+        "Who commits batches: process (a child process: decoding and storing then\n"
+        "use two cores) or thread (a worker thread of the ingest process).",
+        choice("process", "thread"),
+        "store",
+    ),
+    Var(
         "STORE_THREADS",
         "4",
         "Worker threads that may run blocking store calls at once.",
@@ -165,21 +174,4 @@ STORE_VARS: tuple[Var, ...] = (
     ),
     Var("CACHE_SIZE", "1024", "Entries in the in-process LRU cache.", parse_int, "store"),
     Var("HTTP_WORKERS", "1", "HTTP API worker processes.", parse_int, "store"),
-)
-
-LOG_VARS: tuple[Var, ...] = (
-    Var(
-        "LOG_LEVEL",
-        "warning",
-        "debug, info, warning or error.",
-        choice("debug", "info", "warning", "error"),
-        "logging",
-    ),
-    Var(
-        "LOG_FORMAT",
-        "json",
-        "json (one object per line) or text.",
-        choice("json", "text"),
-        "logging",
-    ),
 )

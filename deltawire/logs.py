@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["get_logger", "setup_logging"]
+from .config import Var, choice
+
+__all__ = ["LOG_VARS", "get_logger", "setup_logging"]
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -53,3 +55,21 @@ def setup_logging(level: str = "warning", fmt: str = "json") -> None:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
+
+
+LOG_VARS: tuple[Var, ...] = (
+    Var(
+        "LOG_LEVEL",
+        "warning",
+        "debug, info, warning or error.",
+        choice("debug", "info", "warning", "error"),
+        "logging",
+    ),
+    Var(
+        "LOG_FORMAT",
+        "json",
+        "json (one object per line) or text.",
+        choice("json", "text"),
+        "logging",
+    ),
+)

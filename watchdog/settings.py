@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-from collector.settings import LOG_VARS
 from deltawire.config import (
     Var,
     choice,
@@ -21,6 +20,7 @@ from deltawire.config import (
     parse_int,
     parse_list,
 )
+from deltawire.logs import LOG_VARS
 
 __all__ = ["DEFAULT_SPOOL_DIR", "LOG_VARS", "WATCHDOG_VARS", "parse_path", "parse_positive_float"]
 

@@ -20,6 +20,10 @@ up_to_date() {
 }
 
 if ! up_to_date; then
+    # The usual install location, for shells whose PATH lacks it (CI, sudo).
+    if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+        export PATH="/usr/local/go/bin:$PATH"
+    fi
     if ! command -v go >/dev/null 2>&1; then
         echo "build.sh: 'go' not found on PATH (Go >= 1.24 needed)" >&2
         exit 1

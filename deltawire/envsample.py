@@ -1,0 +1,41 @@
+"""Print ``.env.sample`` from the variable declarations: ``python -m deltawire.envsample``."""
+
+from __future__ import annotations
+
+import sys
+
+from .config import Var, sample_text
+from .logs import LOG_VARS
+
+__all__ = ["groups", "main"]
+
+
+def groups() -> list[tuple[str, tuple[Var, ...]]]:
+    from collector.settings import COLLECTOR_VARS, STORE_VARS
+    from watchdog.settings import WATCHDOG_VARS
+
+    return [
+        ("collector: ingest", COLLECTOR_VARS),
+        ("collector: store, cache and HTTP API", STORE_VARS),
+        ("watchdog (the agent)", WATCHDOG_VARS),
+        ("logging (both commands)", LOG_VARS),
+    ]
+
+
+_TEST_NOTE = """
+# --- tests only (make test) ---
+# Point the store contract tests at a real MongoDB instead of the FerretDB that
+# the test fixtures start by themselves, e.g. make test MONGO_URI=mongodb://127.0.0.1:27017
+# MONGO_URI=
+# Likewise for Redis (otherwise a redis-server is started on a free port):
+# REDIS_URI=
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.stdout.write(sample_text(groups()) + _TEST_NOTE)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
