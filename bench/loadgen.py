@@ -94,10 +94,12 @@ async def _main(port: int, sessions: int, per_session: int, delta: bool) -> dict
     latencies: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     async with trio.open_nursery() as nursery:
         for wire, marks in prepared:
             nursery.start_soon(_run_session, port, wire, marks, latencies, errors)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -109,7 +111,7 @@ async def _main(port: int, sessions: int, per_session: int, delta: bool) -> dict
 
     total = sessions * per_session
     return {"samples": total, "seconds": elapsed, "rate": total / elapsed, "wire_bytes": wire_bytes,
-            "p50_ms": pct(0.50) * 1000, "p99_ms": pct(0.99) * 1000, "errors": errors[:10]}  # fmt: skip
+            "loadgen_cpu_s": cpu, "p50_ms": pct(0.50) * 1000, "p99_ms": pct(0.99) * 1000, "errors": errors[:10]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

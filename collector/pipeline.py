@@ -119,9 +119,24 @@ class Pipeline:
 
     # -- the writer ----------------------------------------------------------
     async def run(self) -> None:
-        """The single writer. Returns once closed and drained."""
-        while (batch := await self._next_batch()) is not None:
-            await self._write(batch)
+        """The writer. Returns once closed and drained.
+
+        Two stages, so the store never waits for us: while one batch is being
+        committed the next is gathered (which frees the queue, so readers keep
+        reading). At most one batch waits between the stages.
+        """
+        send_batch, receive_batch = trio.open_memory_channel[list[Chunk]](1)
+
+        async def gather() -> None:
+            async with send_batch:
+                while (batch := await self._next_batch()) is not None:
+                    await send_batch.send(batch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gather)
+            async with receive_batch:
+                async for batch in receive_batch:
+                    await self._write(batch)
         self._drained.set()
 
     async def _next_batch(self) -> list[Chunk] | None:

@@ -8,6 +8,7 @@ acked is lost either way: acks only ever follow a commit).
 from __future__ import annotations
 
 import functools
+import gc
 import ipaddress
 import logging
 import signal
@@ -41,8 +42,17 @@ class ServeConfig:
     tls_cert: str = ""
     tls_key: str = ""
     api_args: tuple[str, ...] = ()
-    writer: str = "process"
+    writer: str = "thread"
     log_level: str = "warning"
+
+
+def _tune_gc() -> None:
+    """Documents are short-lived and acyclic; full collections over a large
+    heap were measured as 100 ms stalls of the ingest loop. Freeze what start-up
+    allocated and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def serve(
@@ -83,6 +93,7 @@ async def serve(
             extra={"listen": f"{host}:{cfg.listen[1]}"},
         )
     handler = functools.partial(handle_connection, hub=hub)
+    _tune_gc()
     # Bind before anything else starts, so "address in use" is a plain error.
     listeners = await _listeners(cfg)
     port = listeners[0].socket.getsockname()[1]

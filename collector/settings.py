@@ -145,9 +145,11 @@ STORE_VARS: tuple[Var, ...] = (
     ),
     Var(
         "STORE_WRITER",
-        "process",
-        "Who commits batches: process (a child process: decoding and storing then\n"
-        "use two cores) or thread (a worker thread of the ingest process).",
+        "thread",
+        "Who commits batches: thread (a worker thread of the ingest process; SQLite\n"
+        "releases the GIL while it writes) or process (a child process of its own:\n"
+        "costs IPC, pays off when the store's client code is CPU-heavy). make bench\n"
+        "measures both.",
         choice("process", "thread"),
         "store",
     ),

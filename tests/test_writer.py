@@ -1,0 +1,98 @@
+"""The store writers: the child-process writer survives its own death, and a
+document the store refuses for good is isolated instead of blocking the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import pytest
+import trio
+
+from collector.stores import MetricQuery, open_store
+from collector.writer import ProcessWriter, ThreadWriter, commit_batch
+from protocol import Document
+
+
+def _docs(session: str, seqs: range, **data: object) -> list[Document]:
+    return [Document(session, s, "sample", "cpu", 1_700_000_000.0 + s, "h", ("t",), {"v": s, **data})
+            for s in seqs]  # fmt: skip
+
+
+def _stored(uri: str, session: str, **opts: object) -> list[int]:
+    store = open_store(uri, **opts)
+    store.open()
+    try:
+        return sorted(d["seq"] for d in store.find(MetricQuery(session=session, limit=10000)))
+    finally:
+        store.close()
+
+
+async def test_process_writer_restarts_and_resends(sqlite_uri: str) -> None:
+    writer = ProcessWriter(sqlite_uri, {})
+    try:
+        result = await writer.write(_docs("pw", range(0, 100)))
+        assert result.rejected == [] and result.seconds > 0
+        assert writer._proc is not None
+        first_pid = writer._proc.pid
+        os.kill(first_pid, signal.SIGKILL)
+        with trio.fail_after(10):
+            await writer._proc.wait()
+        # The next batch finds the writer dead, starts a new one, and commits.
+        await writer.write(_docs("pw", range(50, 200)))
+        assert writer._proc.pid != first_pid
+    finally:
+        await writer.aclose()
+    assert _stored(sqlite_uri, "pw") == list(range(200))
+
+
+async def test_process_writer_closes_cleanly(sqlite_uri: str) -> None:
+    writer = ProcessWriter(sqlite_uri, {})
+    await writer.write(_docs("close", range(3)))
+    proc = writer._proc
+    await writer.aclose()
+    assert proc is not None and proc.returncode == 0
+
+
+async def test_thread_writer(sqlite_uri: str) -> None:
+    store = open_store(sqlite_uri)
+    store.open()
+    try:
+        result = await ThreadWriter(store).write(_docs("tw", range(10)))
+        assert result.rejected == []
+    finally:
+        store.close()
+    assert _stored(sqlite_uri, "tw") == list(range(10))
+
+
+def test_poison_document_is_isolated(mongo_uri: str) -> None:
+    # 2**64 - 1 is valid JSON (orjson reads it) but no BSON integer holds it:
+    # the store refuses that one document for good; the others must land.
+    app_env = f"w{uuid.uuid4().hex[:10]}"
+    store = open_store(mongo_uri, app_env=app_env)
+    store.open()
+    try:
+        docs = _docs("poison", range(5))
+        bad = docs[2]
+        docs[2] = Document(bad.session, bad.seq, bad.kind, bad.name, bad.ts, bad.host, bad.tags,
+                           {"v": 2**64 - 1})  # fmt: skip
+        result = commit_batch(store, docs)
+        assert [i for i, _ in result.rejected] == [2]
+    finally:
+        store.close()
+    assert _stored(mongo_uri, "poison", app_env=app_env) == [0, 1, 3, 4]
+
+
+@pytest.mark.slow
+async def test_collector_with_process_writer(tmp_path: object) -> None:
+    import pathlib
+
+    from .harness import collector_process, make_samples, stream_session
+
+    assert isinstance(tmp_path, pathlib.Path)
+    uri = f"sqlite:///{tmp_path / 'pw.db'}"
+    with collector_process(tmp_path, "--writer", "process", store_uri=uri) as col:
+        await stream_session(col.port, "via-process", make_samples(3000), reconnect=False)
+        assert col.terminate() == 0
+    assert _stored(uri, "via-process") == list(range(3000))
