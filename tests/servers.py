@@ -21,8 +21,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 HOST = "127.0.0.1"
 FERRETDB_VERSION = "v1.24.2"
@@ -55,7 +56,9 @@ def wait_port(
     deadline = time.monotonic() + deadline_s
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before {host}:{port} opened")
+            raise RuntimeError(
+                f"process {proc.pid} exited with {proc.returncode} before {host}:{port} opened"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -117,7 +120,9 @@ def _run_server(name: str, workdir: Path, argv_for_port, uri_for_port) -> Iterat
         log = workdir / f"{name}-{port}.log"
         argv: Sequence[str] = argv_for_port(port)
         with open(log, "ab") as log_f:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT
+            )
         try:
             try:
                 wait_port(HOST, port, START_TIMEOUT_S, proc)
@@ -176,3 +181,23 @@ def is_ferretdb(client: Any) -> bool:
     """True if the pymongo client talks to FerretDB rather than MongoDB (buildInfo has ferretdbVersion)."""
     info = client.admin.command("buildInfo")
     return "ferretdbVersion" in info or "ferretdbFeatures" in info
+
+
+@contextlib.contextmanager
+def ferretdb_at(port: int, data_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """FerretDB on a given port and data directory, stopped by PID on exit.
+
+    run_ferretdb picks a new port (and data directory) each time; an outage
+    test needs the same server back where it was.
+    """
+    with open(log, "ab") as log_f:
+        proc = subprocess.Popen(
+            [ferretdb_binary(), "-listen", f"{HOST}:{port}", "-dir", str(data_dir),
+             "-log-level", "warn"],
+            stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_port(HOST, port, START_TIMEOUT_S, proc)
+        yield proc
+    finally:
+        stop_process(proc)

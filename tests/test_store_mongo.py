@@ -8,9 +8,7 @@ conftest); the outage test starts and stops a FerretDB of its own.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,12 +25,9 @@ from protocol import Document, Hello
 
 from .servers import (
     HOST,
-    START_TIMEOUT_S,
-    ferretdb_binary,
+    ferretdb_at,
     free_port,
     is_ferretdb,
-    stop_process,
-    wait_port,
 )
 
 pytestmark = pytest.mark.mongo
@@ -352,26 +347,6 @@ def test_open_with_no_server_is_unavailable_promptly() -> None:
     with pytest.raises(StoreUnavailable):
         s.acked("s1")  # not open
     s.close()
-
-
-@contextlib.contextmanager
-def ferretdb_at(port: int, data_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """FerretDB on a given port and data directory, stopped by PID on exit.
-
-    run_ferretdb picks a new port (and data directory) each time; an outage
-    test needs the same server back where it was.
-    """
-    with open(log, "ab") as log_f:
-        proc = subprocess.Popen(
-            [ferretdb_binary(), "-listen", f"{HOST}:{port}", "-dir", str(data_dir),
-             "-log-level", "warn"],
-            stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_port(HOST, port, START_TIMEOUT_S, proc)
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def write_until_stored(store: MongoStore, docs: Sequence[Document], deadline_s: float) -> int:

@@ -1,0 +1,65 @@
+"""MongoDB down for 10 s in the middle of ingest: the collector stops acking,
+pushes back, retries, and once the server is back everything is stored exactly
+once. A real collector process, a real MongoDB-wire server killed by PID."""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+
+import pytest
+import trio
+
+from collector.stores import MetricQuery, open_store
+
+from .harness import collector_process, make_samples, stream_session
+from .servers import ferretdb_at, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.mongo]
+
+OUTAGE_S = 10.0
+
+
+async def test_store_killed_for_ten_seconds_loses_nothing(tmp_path: pathlib.Path) -> None:
+    port = free_port()
+    uri = f"mongodb://127.0.0.1:{port}/"
+    app_env = f"outage{uuid.uuid4().hex[:8]}"
+    data, log = tmp_path / "ferret", tmp_path / "ferret.log"
+    n = 4000
+    samples = make_samples(n)
+    acked = [-1]
+    env = {"APP_ENV": app_env, "MONGO_TIMEOUT_MS": "1000"}
+    server = ferretdb_at(port, data, log)
+    proc = server.__enter__()
+    try:
+        with collector_process(tmp_path, store_uri=uri, env=env) as col:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: stream_session(
+                    col.port, "outage", samples, chunk=20, pace=0.02, deadline=120,
+                    progress=lambda a: acked.__setitem__(0, a)))  # fmt: skip
+                with trio.fail_after(60):
+                    while acked[0] < 500:
+                        await trio.sleep(0.02)
+                proc.kill()  # the store dies mid-stream
+                server.__exit__(None, None, None)
+                frozen = acked[0]
+                await trio.sleep(OUTAGE_S)  # the outage itself: what the test is about
+                assert acked[0] - frozen <= 200, "no acks while the store is gone"
+                server = ferretdb_at(port, data, log)
+                proc = server.__enter__()
+                with trio.fail_after(90):
+                    while acked[0] < n - 1:
+                        await trio.sleep(0.05)
+            assert "store unavailable" in col.log()
+    finally:
+        server.__exit__(None, None, None)
+        if proc.poll() is None:
+            proc.kill()
+    with ferretdb_at(port, data, log):
+        store = open_store(uri, app_env=app_env)
+        store.open()
+        try:
+            seqs = sorted(d["seq"] for d in store.find(MetricQuery(session="outage", limit=10000)))
+        finally:
+            store.close()
+    assert seqs == list(range(n))
