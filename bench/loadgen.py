@@ -46,7 +46,7 @@ def _session_bytes(
 
 
 async def _run_session(port: int, wire: bytes, marks: list[tuple[int, int]], latencies: list[float],
-                       errors: list[str]) -> None:  # fmt: skip
+                       errors: list[str], chunk_interval: float = 0.0) -> None:  # fmt: skip
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     last = marks[-1][1]
     sent_at: list[float] = []  # per mark
@@ -78,7 +78,10 @@ async def _run_session(port: int, wire: bytes, marks: list[tuple[int, int]], lat
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         start = 0
-        for end, _seq in marks:
+        t0 = trio.current_time()
+        for i, (end, _seq) in enumerate(marks):
+            if chunk_interval:
+                await trio.sleep_until(t0 + i * chunk_interval)  # pacing the offered load
             await stream.send_all(wire[start:end])
             sent_at.append(time.perf_counter())
             start = end
@@ -86,7 +89,9 @@ async def _run_session(port: int, wire: bytes, marks: list[tuple[int, int]], lat
         nursery.cancel_scope.cancel()
 
 
-async def _main(port: int, sessions: int, per_session: int, delta: bool) -> dict[str, Any]:
+async def _main(
+    port: int, sessions: int, per_session: int, delta: bool, rate: float = 0.0
+) -> dict[str, Any]:
     samples = load_recording()
     prepared = [_session_bytes(f"bench-{'d' if delta else 'f'}-{time.time_ns()}-{i}", samples,
                                per_session, delta) for i in range(sessions)]  # fmt: skip
@@ -96,8 +101,10 @@ async def _main(port: int, sessions: int, per_session: int, delta: bool) -> dict
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     async with trio.open_nursery() as nursery:
+        # 50 samples per chunk; a session's share of the offered rate sets its pace.
+        chunk_interval = 50 * sessions / rate if rate > 0 else 0.0
         for wire, marks in prepared:
-            nursery.start_soon(_run_session, port, wire, marks, latencies, errors)
+            nursery.start_soon(_run_session, port, wire, marks, latencies, errors, chunk_interval)
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     latencies.sort()
@@ -120,8 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--per-session", type=int, default=1000)
     ap.add_argument("--full", action="store_true", help="full JSON snaps instead of deltas")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered samples/s over all sessions (0: as fast as accepted)",
+    )
     args = ap.parse_args(argv)
-    result = trio.run(_main, args.port, args.sessions, args.per_session, not args.full)
+    result = trio.run(_main, args.port, args.sessions, args.per_session, not args.full, args.rate)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -22,26 +22,42 @@ class Table:
     title: str
     columns: list[str]
     rows: list[tuple[str, list[float | None], str, str]] = field(default_factory=list)
+    #: the column each row's first value is compared with (the baseline)
+    baseline: int = 1
 
     def row(
-        self, label: str, *values: float | None, goal: str = "", lower_is_better: bool = False
+        self,
+        label: str,
+        *values: float | None,
+        goal: str = "",
+        lower_is_better: bool = False,
+        ratio: bool = True,
     ) -> None:
-        ratio = ""
-        a, b = (values + (None, None))[:2]
-        if a and b:
+        text = ""
+        a = values[0] if values else None
+        b = values[self.baseline] if len(values) > self.baseline else None
+        if ratio and a and b:
             r = (b / a) if lower_is_better else (a / b)
-            ratio = f"{r:.1f}x {'smaller' if lower_is_better else 'faster' if r >= 1 else 'slower'}"
-        self.rows.append((label, list(values), ratio, goal))
+            word = "smaller" if lower_is_better else "faster" if r >= 1 else "slower"
+            text = f"{r:.1f}x {word}"
+        self.rows.append((label, list(values), text, goal))
 
     def render(self) -> str:
-        head = ["", *self.columns, "ratio", "goal"]
+        ratio_head = (
+            f"ratio vs {self.columns[self.baseline]}" if len(self.columns) > self.baseline else ""
+        )
+        head = ["", *self.columns, ratio_head, "goal"]
         body = [
-            [label, *(fmt(v) for v in vals), ratio, goal] for label, vals, ratio, goal in self.rows
+            [label, *(fmt(v) for v in vals), text, goal] for label, vals, text, goal in self.rows
         ]
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        line = lambda r: "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-        )  # noqa: E731
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+
         out = [f"== {self.title}", line(head), "  ".join("-" * w for w in widths)]
         out += [line(r) for r in body]
         return "\n".join(out)

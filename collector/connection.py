@@ -137,7 +137,7 @@ class Connection:
         tracker = self.tracker
         pipeline = self.hub.pipeline
         last_frame = trio.current_time()
-        self._open_capture()
+        capture = self.hub.config.capture_dir is not None
         while not self._stopping:
             data: bytes | bytearray = b""
             # A fresh scope per read: shutdown cancels the read in progress,
@@ -153,7 +153,10 @@ class Connection:
             if not data:
                 return  # EOF: the client is done sending; acks still go out
             stats.bytes_in += len(data)
-            if self._capture is not None:
+            if capture:
+                if self._capture is None:
+                    self._open_capture()  # on first data: port probes leave no empty files
+                assert self._capture is not None
                 self._capture.write(data)
             proto.receive_data(data)
             docs: list[Document] = []

@@ -1,0 +1,57 @@
+"""``make bench``: every benchmark, each figure printed beside its baseline.
+
+    python -m bench [--only codec,ingest,agent,store] [--scale 0.2]
+
+--scale multiplies sample counts and durations (1.0: the full run, several
+minutes; 0.1: a quick look)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+__all__ = ["main"]
+
+PARTS = ("codec", "ingest", "agent", "store")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
+    for part in parts:
+        started = time.monotonic()
+        print(f"\n### {part}", flush=True)
+        if part == "codec":
+            from . import codec
+
+            print(codec.run(seconds=max(0.5, 2.0 * args.scale)).render(), flush=True)
+        elif part == "ingest":
+            from . import ingest
+
+            for table in ingest.run(args.scale):
+                print(table.render(), flush=True)
+        elif part == "agent":
+            from . import agent
+
+            seconds = max(10.0, 60.0 * args.scale)
+            for table in agent.run(seconds, (1.0, 0.1)):
+                print(table.render(), flush=True)
+        elif part == "store":
+            from . import store
+
+            for table in store.run(args.scale):
+                print(table.render(), flush=True)
+        print(f"({part}: {time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

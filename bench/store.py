@@ -1,0 +1,160 @@
+"""Store bench: documents/s through the SQLite and MongoDB stores side by side,
+and the HTTP API's GET latency and cache hit rate with no cache, the in-process
+LRU, and Redis. Real servers: FerretDB (MongoDB wire protocol) and redis-server
+on free 127.0.0.1 ports, as the tests use them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from collector.stores import open_store
+from protocol import Document
+
+from .codec import load_recording
+from .report import Table
+
+__all__ = ["main", "run"]
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _documents(n: int, sessions: int = 20) -> list[Document]:
+    samples = load_recording()
+    base = time.time() - n
+    return [
+        Document(f"bench-{i % sessions}", i // sessions, "sample", samples[i % len(samples)][0],
+                 round(base + i, 3), f"host-{i % 5}", ("bench", f"rack-{i % 3}"),
+                 samples[i % len(samples)][2])
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _write_rate(uri: str, docs: list[Document], batch: int = 2000, **opts: Any) -> float:
+    store = open_store(uri, **opts)
+    store.open()
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(docs), batch):
+            store.write_batch(docs[i : i + batch])
+        return len(docs) / (time.perf_counter() - t0)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _api(store_uri: str, *args: str) -> Iterator[int]:
+    from tests.servers import free_port, stop_process, wait_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "collector.api", "--http", f"127.0.0.1:{port}",
+                             "--store", store_uri, "--cache-ttl", "60", *args],
+                            cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_port("127.0.0.1", port, 30, proc)
+        yield port
+    finally:
+        stop_process(proc)
+
+
+def _get_load(port: int, requests: int, concurrency: int = 8, seed: int = 1) -> dict[str, float]:
+    import httpx
+
+    rnd = random.Random(seed)
+    hot = [f"/metrics?session=bench-{i}&limit=100" for i in range(10)]
+    paths = [rnd.choice(hot) if rnd.random() < 0.8 else
+             f"/metrics?session=bench-{rnd.randrange(20)}&limit={rnd.randrange(1, 500)}"
+             for _ in range(requests)]  # fmt: skip
+    latencies: list[float] = []
+    hits = 0
+
+    async def go() -> float:
+        nonlocal hits
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            queue = list(reversed(paths))
+
+            async def worker() -> None:
+                nonlocal hits
+                while queue:
+                    path = queue.pop()
+                    t0 = time.perf_counter()
+                    r = await client.get(path)
+                    latencies.append(time.perf_counter() - t0)
+                    r.raise_for_status()
+                    hits += r.headers.get("x-cache") == "hit"
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - t0
+
+    elapsed = asyncio.run(go())
+    latencies.sort()
+    return {"rps": requests / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "hit": hits / requests}  # fmt: skip
+
+
+def run(scale: float = 1.0) -> list[Table]:
+    from tests.servers import run_ferretdb, run_redis
+
+    n = max(2000, int(40_000 * scale))
+    docs = _documents(n)
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="deltawire-store-bench-") as tmpname:
+        tmp = pathlib.Path(tmpname)
+        with run_ferretdb(tmp / "ferret") as mongo_uri, run_redis(tmp / "redis") as redis_uri:
+            sqlite_rate = _write_rate(f"sqlite:///{tmp / 'w.db'}", docs)
+            mongo_rate = _write_rate(mongo_uri, docs, app_env=f"bench{uuid.uuid4().hex[:8]}")
+            t = Table(f"store writes — {n} docs (~400 B) in batches of 2000",
+                      ["SQLite (embedded)", "MongoDB store on FerretDB"])  # fmt: skip
+            t.row("documents stored / s", sqlite_rate, mongo_rate)
+            tables.append(t)
+
+            api_db = f"sqlite:///{tmp / 'api.db'}"
+            store = open_store(api_db)
+            store.open()
+            store.write_batch(_documents(min(n, 20_000)))
+            store.close()
+            requests = max(500, int(3000 * scale))
+            results = {}
+            for label, args in (("no cache", ["--cache-size", "0"]), ("in-process LRU", []),
+                                ("Redis", ["--redis", redis_uri])):  # fmt: skip
+                with _api(api_db, *args) as port:
+                    results[label] = _get_load(port, requests)
+            t = Table(f"GET /metrics — {requests} requests, 8 concurrent, 80% on 10 hot queries",
+                      ["in-process LRU", "Redis", "no cache"], baseline=2)  # fmt: skip
+            lru, red, none = results["in-process LRU"], results["Redis"], results["no cache"]
+            t.row("requests / s", lru["rps"], red["rps"], none["rps"])
+            t.row("latency p50 ms", lru["p50"], red["p50"], none["p50"], lower_is_better=True)
+            t.row("latency p99 ms", lru["p99"], red["p99"], none["p99"], lower_is_better=True)
+            t.row(
+                "cache hit rate %",
+                lru["hit"] * 100,
+                red["hit"] * 100,
+                none["hit"] * 100,
+                ratio=False,
+            )
+            tables.append(t)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__)
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    for t in run(args.scale):
+        print(t.render(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
