@@ -223,7 +223,7 @@ def run(scale: float = 1.0) -> Iterator[Table]:
             paced = _scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False, rate=offered,
                               writer=writer)  # fmt: skip
             t = Table(f"ingest — 100 sessions, store writer: {writer}",
-                      ["saturated", f"paced at {offered:,.0f}/s"])  # fmt: skip
+                      ["saturated", f"paced at {offered:,.0f}/s"], baseline=9)  # fmt: skip
             t.row("samples stored / s", peak["rate"], paced["rate"], ratio=False, goal=">= 100k/s")
             t.row("ack latency p50 ms", peak["p50_ms"], paced["p50_ms"], ratio=False)
             t.row(
@@ -233,7 +233,7 @@ def run(scale: float = 1.0) -> Iterator[Table]:
                   ratio=False)  # fmt: skip
             yield t
         stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
-        t = Table("ingest — 1000 sessions, store write-locked for the first 3 s", ["delta frames"])
+        t = Table("ingest — 1000 sessions, store write-locked for the first 3 s", ["delta frames"], baseline=9)
         t.row("collector peak RSS MB", stalled["peak_rss"] / 2**20, goal="< 300 MB")
         t.row("samples stored / s (incl. stall)", stalled["rate"], ratio=False)
         t.row("ack latency p99 ms", stalled["p99_ms"])

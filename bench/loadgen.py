@@ -46,7 +46,8 @@ def _session_bytes(
 
 
 async def _run_session(port: int, wire: bytes, marks: list[tuple[int, int]], latencies: list[float],
-                       errors: list[str], chunk_interval: float = 0.0) -> None:  # fmt: skip
+                       errors: list[str], chunk_interval: float = 0.0,
+                       offset: float = 0.0) -> None:  # fmt: skip
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     last = marks[-1][1]
     sent_at: list[float] = []  # per mark
@@ -78,7 +79,9 @@ async def _run_session(port: int, wire: bytes, marks: list[tuple[int, int]], lat
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         start = 0
-        t0 = trio.current_time()
+        # Sessions are staggered over one interval, as real agents are: a
+        # synchronised burst of every session at once is not a steady rate.
+        t0 = trio.current_time() + offset
         for i, (end, _seq) in enumerate(marks):
             if chunk_interval:
                 await trio.sleep_until(t0 + i * chunk_interval)  # pacing the offered load
@@ -103,8 +106,9 @@ async def _main(
     async with trio.open_nursery() as nursery:
         # 50 samples per chunk; a session's share of the offered rate sets its pace.
         chunk_interval = 50 * sessions / rate if rate > 0 else 0.0
-        for wire, marks in prepared:
-            nursery.start_soon(_run_session, port, wire, marks, latencies, errors, chunk_interval)
+        for i, (wire, marks) in enumerate(prepared):
+            offset = chunk_interval * i / sessions
+            nursery.start_soon(_run_session, port, wire, marks, latencies, errors, chunk_interval, offset)
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     latencies.sort()

@@ -68,7 +68,7 @@ COLLECTOR_VARS: tuple[Var, ...] = (
     Var("BATCH_MAX_DOCS", "2000", "Flush a write batch at this many documents...", parse_int, _S),
     Var(
         "BATCH_MAX_MS",
-        "50",
+        "10",
         "...or this many milliseconds after its first document.",
         parse_float,
         _S,
@@ -96,7 +96,7 @@ COLLECTOR_VARS: tuple[Var, ...] = (
     ),
     Var(
         "ACK_INTERVAL_MS",
-        "100",
+        "20",
         "Coalesce acks per connection to at most one per this period.",
         parse_float,
         _S,
