@@ -78,7 +78,7 @@ class _PeakRss:
 
 @contextlib.contextmanager
 def _collector(
-    tmp: pathlib.Path, http: bool = False, writer: str = "thread"
+    tmp: pathlib.Path, http: bool = False, writer: str = "process"
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None, pathlib.Path]]:
     port = _free_port()
     http_port = _free_port() if http else None
@@ -112,7 +112,7 @@ def _loadgen(
 
 
 def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
-              stall: float = 0.0, rate: float = 0.0, writer: str = "thread") -> dict[str, Any]:  # fmt: skip
+              stall: float = 0.0, rate: float = 0.0, writer: str = "process") -> dict[str, Any]:  # fmt: skip
     with _collector(tmp, writer=writer) as (proc, port, _http, db):
         rss = _PeakRss(proc.pid)
         blocker = None
@@ -216,8 +216,8 @@ def run(scale: float = 1.0) -> Iterator[Table]:
             yield t
         # Latency is only meaningful below saturation: offer a fixed rate.
         sat = _scenario(tmp, 100, int(2000 * scale), full=False)
-        for writer in ("thread", "process"):
-            peak = sat if writer == "thread" else _scenario(tmp, 100, int(2000 * scale), full=False,
+        for writer in ("process", "thread"):
+            peak = sat if writer == "process" else _scenario(tmp, 100, int(2000 * scale), full=False,
                                                             writer=writer)  # fmt: skip
             offered = round(peak["rate"] * 0.7, -3)
             paced = _scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False, rate=offered,
@@ -233,7 +233,11 @@ def run(scale: float = 1.0) -> Iterator[Table]:
                   ratio=False)  # fmt: skip
             yield t
         stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
-        t = Table("ingest — 1000 sessions, store write-locked for the first 3 s", ["delta frames"], baseline=9)
+        t = Table(
+            "ingest — 1000 sessions, store write-locked for the first 3 s",
+            ["delta frames"],
+            baseline=9,
+        )
         t.row("collector peak RSS MB", stalled["peak_rss"] / 2**20, goal="< 300 MB")
         t.row("samples stored / s (incl. stall)", stalled["rate"], ratio=False)
         t.row("ack latency p99 ms", stalled["p99_ms"])

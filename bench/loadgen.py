@@ -108,7 +108,9 @@ async def _main(
         chunk_interval = 50 * sessions / rate if rate > 0 else 0.0
         for i, (wire, marks) in enumerate(prepared):
             offset = chunk_interval * i / sessions
-            nursery.start_soon(_run_session, port, wire, marks, latencies, errors, chunk_interval, offset)
+            nursery.start_soon(
+                _run_session, port, wire, marks, latencies, errors, chunk_interval, offset
+            )
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     latencies.sort()

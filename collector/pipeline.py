@@ -23,7 +23,7 @@ from protocol import Document
 
 from .stats import Stats
 from .stores.base import Store
-from .writer import BatchWriter, ThreadWriter
+from .writer import BatchResult, BatchWriter, ThreadWriter, Waiter
 
 __all__ = ["Committer", "Pipeline", "PipelineConfig"]
 
@@ -121,22 +121,31 @@ class Pipeline:
     async def run(self) -> None:
         """The writer. Returns once closed and drained.
 
-        Two stages, so the store never waits for us: while one batch is being
-        committed the next is gathered (which frees the queue, so readers keep
-        reading). At most one batch waits between the stages.
+        Three stages, so the store never waits for us: while one batch is
+        being committed the next is already handed to the writer and a third
+        is being gathered (which frees the queue, so readers keep reading).
+        Results are taken in order, so acks follow the commit order.
         """
-        send_batch, receive_batch = trio.open_memory_channel[list[Chunk]](1)
+        send_batch, receive_batch = trio.open_memory_channel[list[Chunk]](0)
+        send_pending, receive_pending = trio.open_memory_channel[tuple[list[Chunk], Waiter]](1)
 
         async def gather() -> None:
             async with send_batch:
                 while (batch := await self._next_batch()) is not None:
                     await send_batch.send(batch)
 
+        async def submit() -> None:
+            async with receive_batch, send_pending:
+                async for batch in receive_batch:
+                    waiter = await self.writer.submit([d for _, ds in batch for d in ds])
+                    await send_pending.send((batch, waiter))
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gather)
-            async with receive_batch:
-                async for batch in receive_batch:
-                    await self._write(batch)
+            nursery.start_soon(submit)
+            async with receive_pending:
+                async for batch, waiter in receive_pending:
+                    await self._complete(batch, await waiter())
         self._drained.set()
 
     async def _next_batch(self) -> list[Chunk] | None:
@@ -165,9 +174,8 @@ class Pipeline:
                 ndocs += len(chunk[1])
         return batch
 
-    async def _write(self, batch: list[Chunk]) -> None:
+    async def _complete(self, batch: list[Chunk], result: BatchResult) -> None:
         docs = [doc for _, chunk_docs in batch for doc in chunk_docs]
-        result = await self.writer.write(docs)
         self.stats.store_retries += result.retries
         self.stats.inflight_docs -= len(docs)
         rejected = {i for i, _ in result.rejected}

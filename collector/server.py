@@ -42,7 +42,7 @@ class ServeConfig:
     tls_cert: str = ""
     tls_key: str = ""
     api_args: tuple[str, ...] = ()
-    writer: str = "thread"
+    writer: str = "process"
     log_level: str = "warning"
 
 
@@ -68,7 +68,12 @@ async def serve(
     api: ApiProcess | None = None
     hub_ref: list[Hub] = []
     writer: BatchWriter = (
-        ProcessWriter(cfg.store_uri, cfg.store_options, cfg.log_level)
+        ProcessWriter(
+            cfg.store_uri,
+            cfg.store_options,
+            cfg.log_level,
+            encode_rows=getattr(store, "encode_rows", None),
+        )
         if cfg.writer == "process"
         else ThreadWriter(store)
     )

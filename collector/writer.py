@@ -23,7 +23,8 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -34,7 +35,15 @@ from protocol import Document
 
 from .stores.base import Store, StoreError, StoreUnavailable
 
-__all__ = ["BatchResult", "BatchWriter", "ProcessWriter", "ThreadWriter", "commit_batch", "main"]
+__all__ = [
+    "BatchResult",
+    "BatchWriter",
+    "ProcessWriter",
+    "ThreadWriter",
+    "commit_batch",
+    "commit_rows",
+    "main",
+]
 
 log = logging.getLogger("collector.writer")
 
@@ -49,37 +58,68 @@ class BatchResult:
     retries: int = 0
 
 
+Waiter = Callable[[], Awaitable[BatchResult]]
+
+
 class BatchWriter(Protocol):
-    async def write(self, docs: Sequence[Document]) -> BatchResult: ...
+    """Batches in, in order; results out, in the same order.
+
+    ``submit`` hands a batch over and returns an awaitable for its result, so
+    the next batch can be handed over while this one is being committed.
+    Results must be awaited in submission order.
+    """
+
+    async def submit(self, docs: Sequence[Document]) -> Waiter: ...
 
     async def aclose(self) -> None: ...
 
 
 def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep) -> BatchResult:
     """Commit ``docs``, retrying while the store is unavailable (blocking)."""
+    return _commit(lambda items: store.write_batch(items), list(docs), sleep)
+
+
+def commit_rows(
+    store: Any, rows: list[Any], ends: list[Any], sleep: Any = time.sleep
+) -> BatchResult:
+    """``commit_batch`` for rows pre-encoded by the store's ``encode_rows``."""
+    if len(rows) == 1 or not ends:
+        return _commit(lambda items: store.write_rows(items, ends if len(items) == len(rows) else []),
+                       rows, sleep)  # fmt: skip
+
+    def write(items: list[Any]) -> None:
+        if len(items) == len(rows):
+            store.write_rows(items, ends)
+        else:  # isolating: a row carries its own end (a bye) along
+            keys = {(r[0], r[6]) for r in items if r[2] == "session"}
+            store.write_rows(items, [e for e in ends if (e[3], e[0]) in keys])
+
+    return _commit(write, rows, sleep)
+
+
+def _commit(write: Any, items: list[Any], sleep: Any) -> BatchResult:
     result = BatchResult()
     started = time.perf_counter()
     try:
-        result.retries = _retrying(store, docs, sleep)
+        result.retries = _retrying(write, items, sleep)
     except StoreError as exc:
         log.error("store refused a batch; isolating the documents it cannot store",
-                  extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
-        for i, doc in enumerate(docs):
+                  extra={"error": repr(exc), "docs": len(items)})  # fmt: skip
+        for i, item in enumerate(items):
             try:
-                result.retries += _retrying(store, [doc], sleep)
+                result.retries += _retrying(write, [item], sleep)
             except StoreError as one:
-                log.error("document refused by the store",
-                          extra={"session": doc.session, "seq": doc.seq, "error": repr(one)})  # fmt: skip
+                log.error("document refused by the store", extra={"index": i, "error": repr(one)})
                 result.rejected.append((i, str(one)[:200]))
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _retrying(store: Store, docs: Sequence[Document], sleep: Any) -> int:
+def _retrying(write: Any, docs: Sequence[Any], sleep: Any) -> int:
     delay, retries = 0.05, 0
     while True:
         try:
-            store.write_batch(docs)
+            write(docs)
             if retries:
                 log.warning("store writes resumed", extra={"retries": retries})
             return retries
@@ -105,25 +145,29 @@ class ThreadWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    async def submit(self, docs: Sequence[Document]) -> Waiter:
+        async def result() -> BatchResult:
+            # Not cancellable on purpose: a write in flight must finish so
+            # that what we ack and what is stored never disagree.
+            return await trio.to_thread.run_sync(commit_batch, self.store, docs)
+
+        return result
+
     async def write(self, docs: Sequence[Document]) -> BatchResult:
-        # Not cancellable on purpose: a write in flight must finish so that
-        # what we ack and what is stored never disagree.
-        return await trio.to_thread.run_sync(commit_batch, self.store, docs)
+        return await (await self.submit(docs))()
 
     async def aclose(self) -> None:
         pass
 
 
-def _encode_docs(docs: Sequence[Document]) -> bytes:
-    return orjson.dumps(
-        [[d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data] for d in docs]
-    )
+def _doc_lists(docs: Sequence[Document]) -> list[list[Any]]:
+    return [[d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data] for d in docs]
 
 
-def _decode_docs(payload: bytes) -> list[Document]:
+def _docs_from_lists(lists: list[list[Any]]) -> list[Document]:
     return [
         Document(s, seq, kind, name, ts, host, tuple(tags), data)
-        for s, seq, kind, name, ts, host, tags, data in orjson.loads(payload)
+        for s, seq, kind, name, ts, host, tags, data in lists
     ]
 
 
@@ -140,12 +184,22 @@ class ProcessWriter:
     """Commits in a child process; restarts it (and resends) if it dies."""
 
     def __init__(
-        self, store_uri: str, store_options: dict[str, Any], log_level: str = "warning"
+        self,
+        store_uri: str,
+        store_options: dict[str, Any],
+        log_level: str = "warning",
+        encode_rows: Any = None,
     ) -> None:
+        #: the store's row encoder, when it has one: then rows, not documents,
+        #: cross the pipe (serialised once here, never parsed back into dicts)
+        self._encode_rows = encode_rows
         self.argv = [sys.executable, "-m", "collector.writer", "--store", store_uri,
                      "--options", orjson.dumps(store_options).decode(), "--log-level", log_level]  # fmt: skip
         self._proc: trio.Process | None = None
         self._buf = bytearray()
+        self._inflight: deque[bytes] = deque()  # framed batches sent, not yet answered
+        self._send_lock = trio.Lock()
+        self._backoff = 0.1
 
     async def _process(self) -> trio.Process:
         if self._proc is None or self._proc.returncode is not None:
@@ -156,26 +210,66 @@ class ProcessWriter:
             _grow_pipe(self._proc.stdin)
         return self._proc
 
-    async def write(self, docs: Sequence[Document]) -> BatchResult:
-        payload = _encode_docs(docs)
-        delay = 0.1
-        while True:
+    def _payload(self, docs: Sequence[Document]) -> bytes:
+        if self._encode_rows is not None:
+            rows, ends = self._encode_rows(docs)
+            payload = orjson.dumps({"rows": rows, "ends": ends})
+        else:
+            payload = orjson.dumps({"docs": _doc_lists(docs)})
+        return _HEADER.pack(len(payload)) + payload
+
+    async def submit(self, docs: Sequence[Document]) -> Waiter:
+        frame = self._payload(docs)
+        async with self._send_lock:
+            self._inflight.append(frame)
             proc = await self._process()
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
             try:
-                with trio.CancelScope(shield=True):  # see ThreadWriter.write
-                    await proc.stdin.send_all(_HEADER.pack(len(payload)) + payload)
+                # Shielded: a batch handed over is committed, whatever happens
+                # to us, so what we ack and what is stored never disagree.
+                with trio.CancelScope(shield=True):
+                    await proc.stdin.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the writer died: _result notices, restarts it and resends
+        return self._result
+
+    async def write(self, docs: Sequence[Document]) -> BatchResult:
+        return await (await self.submit(docs))()
+
+    async def _result(self) -> BatchResult:
+        """The reply to the oldest unanswered batch (replies come in order)."""
+        while True:
+            proc = self._proc
+            assert proc is not None and proc.stdout is not None
+            try:
+                with trio.CancelScope(shield=True):
                     reply = await self._read_frame(proc.stdout)
-                r = orjson.loads(reply)
-                return BatchResult(
-                    [(i, why) for i, why in r["rejected"]], r["seconds"], r["retries"]
-                )
             except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
-                log.error("the store writer process died; restarting it and resending",
-                          extra={"error": repr(exc)})  # fmt: skip
-                await self._kill(proc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await self._restart(proc, exc)
+                continue
+            self._inflight.popleft()
+            r = orjson.loads(reply)
+            return BatchResult([(i, why) for i, why in r["rejected"]], r["seconds"], r["retries"])
+
+    async def _restart(self, dead: trio.Process, exc: BaseException) -> None:
+        """Replace a dead writer and resend, in order, every unanswered batch."""
+        async with self._send_lock:
+            if self._proc is not dead:
+                return  # someone else already did
+            log.error("the store writer process died; restarting it and resending",
+                      extra={"error": repr(exc), "batches": len(self._inflight)})  # fmt: skip
+            await self._kill(dead)
+            with trio.CancelScope(shield=True):
+                await trio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
+                proc = await self._process()
+                assert proc.stdin is not None
+                try:
+                    for frame in self._inflight:
+                        await proc.stdin.send_all(frame)
+                    self._backoff = 0.1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # died again: the next read finds out
 
     async def _read_frame(self, stream: trio.abc.ReceiveStream) -> bytes:
         buf = self._buf
@@ -235,7 +329,11 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO) -> None:
         payload = _read_exact(inp, size)
         if payload is None:
             raise EOFError("truncated batch")
-        result = commit_batch(store, _decode_docs(payload))
+        batch = orjson.loads(payload)
+        if "rows" in batch:
+            result = commit_rows(store, batch["rows"], batch["ends"])
+        else:
+            result = commit_batch(store, _docs_from_lists(batch["docs"]))
         reply = orjson.dumps({"rejected": result.rejected, "seconds": result.seconds,
                               "retries": result.retries})  # fmt: skip
         out.write(_HEADER.pack(len(reply)) + reply)

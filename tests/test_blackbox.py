@@ -90,7 +90,11 @@ def test_black_box_session(tmp_path: pathlib.Path, store_uri: str) -> None:
         replies = _talk(col.port, payload)
         assert replies[0] == {"t": "welcome", "v": 1, "session": session, "acked": -1}
         errors = [(r["code"], r.get("seq"), r["fatal"]) for r in replies if r["t"] == "error"]
-        assert errors == [("bad_json", None, False), ("no_base", 5, False), ("unknown_type", 8, False)]
+        assert errors == [
+            ("bad_json", None, False),
+            ("no_base", 5, False),
+            ("unknown_type", 8, False),
+        ]
         acks = [r["seq"] for r in replies if r["t"] == "ack"]
         assert acks and acks == sorted(acks) and acks[-1] == 10
 
@@ -117,7 +121,9 @@ def test_black_box_session(tmp_path: pathlib.Path, store_uri: str) -> None:
             again = _talk(col.port, payload)
             assert again[0]["acked"] == 10
             assert [r["seq"] for r in again if r["t"] == "ack"][-1] == 10
-            http_items = http.get("/metrics", params={"session": session, "limit": 1000}).json()["items"]
+            http_items = http.get("/metrics", params={"session": session, "limit": 1000}).json()[
+                "items"
+            ]
             assert len(http_items) == len(EXPECTED)
 
             sessions = {s["session"]: s for s in http.get("/sessions").json()["items"]}

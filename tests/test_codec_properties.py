@@ -42,7 +42,9 @@ def _wire(items: list[tuple[str, str, float, Any]], keyframe_every: int) -> byte
     enc, delta = Encoder(), DeltaEncoder(keyframe_every)
     parts = [enc.send(Hello(session="prop-1", host="h", tags=("a", "b")))]
     for seq, (kind, name, ts, data) in enumerate(items):
-        frame = delta.encode(seq, ts, name, data) if kind == "sample" else Event(seq, ts, name, data)
+        frame = (
+            delta.encode(seq, ts, name, data) if kind == "sample" else Event(seq, ts, name, data)
+        )
         parts.append(enc.send(frame))
     parts.append(enc.send(Bye(len(items), 1.0, {"exit_code": 0})))
     return b"".join(parts)
@@ -72,7 +74,9 @@ def test_round_trip_whole(items: list[tuple[str, str, float, Any]], keyframe_eve
 
 @settings(max_examples=60)
 @given(st.lists(_item, max_size=12), st.integers(1, 5))
-def test_round_trip_byte_by_byte(items: list[tuple[str, str, float, Any]], keyframe_every: int) -> None:
+def test_round_trip_byte_by_byte(
+    items: list[tuple[str, str, float, Any]], keyframe_every: int
+) -> None:
     wire = _wire(items, keyframe_every)
     conn, out = ServerConnection(), []
     for i in range(len(wire)):
@@ -83,7 +87,9 @@ def test_round_trip_byte_by_byte(items: list[tuple[str, str, float, Any]], keyfr
 
 @settings(max_examples=60)
 @given(st.lists(_item, max_size=12), st.data())
-def test_round_trip_random_chunks(items: list[tuple[str, str, float, Any]], data: st.DataObject) -> None:
+def test_round_trip_random_chunks(
+    items: list[tuple[str, str, float, Any]], data: st.DataObject
+) -> None:
     wire = _wire(items, 3)
     conn, out = ServerConnection(), []
     pos = 0

@@ -28,7 +28,9 @@ async def test_tls_ingest(tmp_path: pathlib.Path) -> None:
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    with collector_process(tmp_path, "--tls-cert", str(cert_file), "--tls-key", str(key_file)) as col:
+    with collector_process(
+        tmp_path, "--tls-cert", str(cert_file), "--tls-key", str(key_file)
+    ) as col:
         ctx = ssl.create_default_context()
         ca.configure_trust(ctx)
         tcp = await trio.open_tcp_stream("127.0.0.1", col.port)
@@ -85,7 +87,9 @@ def test_capture_dir_records_inbound_bytes_and_replay_restores_them(tmp_path: pa
             store.close()
     expected = [e["doc"] for e in orjson.loads((CAPTURES / "basic_session.expected.json").read_bytes())
                 if "doc" in e]  # fmt: skip
-    assert sorted((d["seq"], d.get("data")) for d in docs) == [(e["seq"], e["data"]) for e in expected]
+    assert sorted((d["seq"], d.get("data")) for d in docs) == [
+        (e["seq"], e["data"]) for e in expected
+    ]
 
 
 @pytest.mark.parametrize("capture", sorted(CAPTURES.glob("*.ndjson")), ids=lambda p: p.stem)
@@ -109,7 +113,9 @@ def test_replay_reports_an_unreachable_collector(tmp_path: pathlib.Path) -> None
          "--to", f"127.0.0.1:{free_port()}"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 1 and "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 1 and "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+    )
 
 
 def test_watchdog_over_tls(tmp_path: pathlib.Path) -> None:
@@ -120,7 +126,9 @@ def test_watchdog_over_tls(tmp_path: pathlib.Path) -> None:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
-    with collector_process(tmp_path, "--tls-cert", str(cert_file), "--tls-key", str(key_file)) as col:
+    with collector_process(
+        tmp_path, "--tls-cert", str(cert_file), "--tls-key", str(key_file)
+    ) as col:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DELTAWIRE_CONFIG_DIR": str(tmp_path),
                "WATCHDOG_TLS_CA": str(ca_file), "WATCHDOG_SPOOL_DIR": str(tmp_path / "spool")}  # fmt: skip
         proc = subprocess.run(

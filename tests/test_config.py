@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from deltawire.config import ConfigError, Var, load_env_files, parse_bytes, parse_hostport, parse_int, resolve
+from deltawire.config import (
+    ConfigError,
+    Var,
+    load_env_files,
+    parse_bytes,
+    parse_hostport,
+    parse_int,
+    resolve,
+)
 from deltawire.envsample import groups, main
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

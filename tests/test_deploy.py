@@ -24,7 +24,9 @@ def _compose_available() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _compose_available(), reason="the Docker Compose CLI plugin is not installed")
+@pytest.mark.skipif(
+    not _compose_available(), reason="the Docker Compose CLI plugin is not installed"
+)
 def test_compose_file_validates() -> None:
     env = {**os.environ, "DELTAWIRE_INGEST_TOKEN": "test-token"}
     proc = subprocess.run(["docker", "compose", "-f", "deploy/docker-compose.yml", "config", "-q"],
@@ -53,7 +55,9 @@ def test_dev_services_up_status_down(tmp_path: pathlib.Path) -> None:
         assert f"127.0.0.1:{env['MONGO_PORT']}" in up.stdout
         assert run("status").returncode == 0
         redis.Redis(port=int(env["REDIS_PORT"])).ping()
-        client = pymongo.MongoClient(f"mongodb://127.0.0.1:{env['MONGO_PORT']}/", serverSelectionTimeoutMS=5000)
+        client = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{env['MONGO_PORT']}/", serverSelectionTimeoutMS=5000
+        )
         assert client.admin.command("ping")["ok"] == 1
         client.close()
     finally:

@@ -40,7 +40,7 @@ from protocol import Document, Hello
 
 from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
 
-__all__ = ["SqliteStore"]
+__all__ = ["End", "Row", "SqliteStore", "encode_rows"]
 
 _SCHEME: Final = "sqlite://"
 
@@ -440,6 +440,52 @@ def _api_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: A docs row as INSERTed: session, seq, kind, name, host, tags (JSON text),
+#: ts, data (JSON text or None).
+Row = tuple[str, int, str, str, "str | None", str, float, "str | None"]
+#: A session end: ts, exit_code, signal, session.
+End = tuple[float, "int | None", "str | None", str]
+
+
+def encode_rows(docs: Sequence[Document]) -> tuple[list[Row], list[End]]:
+    """Documents as the rows ``SqliteStore.write_rows`` commits.
+
+    Pure and cheap to ship: the collector runs it where the documents are and
+    sends the rows (plain strings and numbers) to its writer process, so the
+    data is serialised once and never parsed again.
+    """
+    rows: list[Row] = []
+    ends: list[End] = []
+    # Tags come from the hello, so a batch holds few distinct tuples.
+    tag_text: dict[tuple[str, ...], str] = {}
+    dumps = orjson.dumps
+    for doc in docs:
+        tags = tag_text.get(doc.tags)
+        if tags is None:
+            tags = tag_text[doc.tags] = _json_text(list(doc.tags), "tags")
+        data = doc.data
+        if data is None:
+            data_text = None
+        else:
+            try:
+                data_text = dumps(data).decode()
+            except orjson.JSONEncodeError as exc:
+                raise StoreError(
+                    f"data of {doc.session}/{doc.seq} cannot be stored as JSON: {exc}"
+                ) from None
+        rows.append((doc.session, doc.seq, doc.kind, doc.name, doc.host, tags, doc.ts, data_text))
+        if doc.kind == "session":
+            exit_code = data.get("exit_code") if data is not None else None
+            signal = data.get("signal") if data is not None else None
+            ends.append((
+                doc.ts,
+                exit_code if type(exit_code) is int else None,
+                signal if type(signal) is str else None,
+                doc.session,
+            ))  # fmt: skip
+    return rows, ends
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file (see the module docstring)."""
 
@@ -596,55 +642,36 @@ class SqliteStore:
 
     # -- ingest ---------------------------------------------------------------
 
+    @staticmethod
+    def encode_rows(docs: Sequence[Document]) -> tuple[list[Row], list[End]]:
+        return encode_rows(docs)
+
     def write_batch(self, docs: Sequence[Document]) -> None:
-        if not docs:
+        if docs:
+            self.write_rows(*encode_rows(docs))
+
+    def write_rows(self, rows: Sequence[Row], ends: Sequence[End] = ()) -> None:
+        """Commit rows made by ``encode_rows`` (possibly in another process).
+
+        Idempotent on (session, seq) like ``write_batch``; touches the
+        sessions' ``last_seen`` and records the ends (byes) in the same
+        transaction.
+        """
+        if not rows:
             return
-        rows: list[tuple[Any, ...]] = []
-        # Tags come from the hello, so a batch holds few distinct tuples:
-        # encode each once.
-        tag_text: dict[tuple[str, ...], str] = {}
         # session -> [min ts, max ts, host, tags] for the sessions table
         seen: dict[str, list[Any]] = {}
-        ends: list[tuple[Any, ...]] = []
         names: set[tuple[str, str]] = set()
-        dumps = orjson.dumps
-        for doc in docs:
-            tags = tag_text.get(doc.tags)
-            if tags is None:
-                tags = tag_text[doc.tags] = _json_text(list(doc.tags), "tags")
-            data = doc.data
-            if data is None:
-                data_text = None
-            else:
-                try:
-                    data_text = dumps(data).decode()
-                except orjson.JSONEncodeError as exc:
-                    raise StoreError(
-                        f"data of {doc.session}/{doc.seq} cannot be stored as JSON: {exc}"
-                    ) from None
-            rows.append(
-                (doc.session, doc.seq, doc.kind, doc.name, doc.host, tags, doc.ts, data_text)
-            )
-            names.add((doc.name, doc.kind))
-            entry = seen.get(doc.session)
+        for session, _seq, kind, name, host, tags, ts, _data in rows:
+            names.add((name, kind))
+            entry = seen.get(session)
             if entry is None:
-                seen[doc.session] = [doc.ts, doc.ts, doc.host, tags]
+                seen[session] = [ts, ts, host, tags]
             else:
-                if doc.ts < entry[0]:
-                    entry[0] = doc.ts
-                if doc.ts > entry[1]:
-                    entry[1] = doc.ts
-            if doc.kind == "session":
-                exit_code = data.get("exit_code") if data is not None else None
-                signal = data.get("signal") if data is not None else None
-                ends.append(
-                    (
-                        doc.ts,
-                        exit_code if type(exit_code) is int else None,
-                        signal if type(signal) is str else None,
-                        doc.session,
-                    )
-                )
+                if ts < entry[0]:
+                    entry[0] = ts
+                if ts > entry[1]:
+                    entry[1] = ts
         touches = [(s, e[2], e[3], e[0], e[1]) for s, e in seen.items()]
         with self._transaction("write_batch") as conn:
             new_names = self._record_names(conn, names)

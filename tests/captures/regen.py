@@ -45,7 +45,9 @@ def outcomes(wire: bytes, *, step: int | None = None) -> list[dict[str, Any]]:
 def main() -> int:
     for capture in sorted(HERE.glob("*.ndjson")):
         expected = capture.with_suffix(".expected.json")
-        expected.write_bytes(orjson.dumps(outcomes(capture.read_bytes()), option=orjson.OPT_INDENT_2))
+        expected.write_bytes(
+            orjson.dumps(outcomes(capture.read_bytes()), option=orjson.OPT_INDENT_2)
+        )
         print(f"wrote {expected.name}", file=sys.stderr)
     return 0
 
