@@ -211,13 +211,13 @@ async def stream_session(
             try:
                 async with trio.open_nursery() as nursery:
 
-                    async def reader() -> None:
+                    async def reader(client: Client) -> None:
                         while not client.closed:
                             await client.pump()
                             if progress is not None:
                                 progress(client.acked)
 
-                    nursery.start_soon(reader)
+                    nursery.start_soon(reader, client)
                     await client.send(enc.send(Hello(session=session, host="test-host")))
                     with trio.fail_after(20):
                         while client.welcome is None:

@@ -70,7 +70,7 @@ async def test_stalled_store_pushes_back_then_stores_everything_once(
         probe = Client(await trio.open_tcp_stream("127.0.0.1", col.port))
         await probe.send({"t": "hello", "v": 1, "session": "probe"})
         await probe.until(lambda c: c.welcome)
-        blocker = sqlite3.connect(db, timeout=0, isolation_level=None)
+        blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         proc = psutil.Process(col.pid)
         rss_before = proc.memory_info().rss
