@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import orjson
 import psutil
 
+from tests.servers import free_port, stop_process, wait_port
+
 from .report import Table
 
 __all__ = ["AgentFigures", "main", "measure", "run"]
@@ -90,24 +92,6 @@ class CountingRelay:
         self.listener.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"collector exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("collector did not start")
-        time.sleep(0.05)
-
-
 def _env(tmp: pathlib.Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHDOG_", "LOG_"))}
     env.update(PYTHONPATH=str(REPO), DELTAWIRE_CONFIG_DIR=str(tmp))
@@ -116,7 +100,7 @@ def _env(tmp: pathlib.Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _collector(tmp: pathlib.Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     with open(tmp / "collector.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
@@ -124,15 +108,10 @@ def _collector(tmp: pathlib.Path) -> Iterator[int]:
             env=_env(tmp), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
     try:
-        _wait_port(port, proc)
+        wait_port("127.0.0.1", port, 30, proc)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 def measure(

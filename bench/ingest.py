@@ -21,36 +21,14 @@ from typing import Any
 import orjson
 import psutil
 
+from tests.servers import free_port, stop_process, wait_port
+
 from .codec import load_recording
 from .report import Table
 
 __all__ = ["main", "run"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("collector exited during start-up")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5),
-        ):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
 
 
 class _PeakRss:
@@ -80,8 +58,8 @@ class _PeakRss:
 def _collector(
     tmp: pathlib.Path, http: bool = False, writer: str = "process"
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None, pathlib.Path]]:
-    port = _free_port()
-    http_port = _free_port() if http else None
+    port = free_port()
+    http_port = free_port() if http else None
     db = tmp / f"bench-{port}.db"
     argv = [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
             "--store", f"sqlite:///{db}", "--log-level", "error", "--writer", writer]  # fmt: skip
@@ -89,17 +67,12 @@ def _collector(
     env = {**os.environ, "DELTAWIRE_CONFIG_DIR": str(tmp)}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc)
+        wait_port("127.0.0.1", port, 30, proc)
         if http_port:
-            _wait_port(http_port, proc)
+            wait_port("127.0.0.1", http_port, 30, proc)
         yield proc, port, http_port, db
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def _loadgen(

@@ -26,6 +26,7 @@ from collector.stores import open_store
 from collector.stores.base import encode_cursor
 from protocol import Document, Hello
 
+from .harness import wait_until
 from .servers import HOST, REPO_ROOT, free_port, redis_binary, stop_process, wait_port
 
 pytestmark = pytest.mark.slow
@@ -133,14 +134,7 @@ class ApiServer:
 
 def wait_for(cond: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
     """Poll ``cond`` until it returns something truthy; fail after the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        result = cond()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        time.sleep(0.02)  # polling interval of a condition wait, not a synchronisation
+    return wait_until(cond, deadline_s, what)
 
 
 def start_api(

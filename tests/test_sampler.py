@@ -182,3 +182,31 @@ def test_bad_mount_is_skipped(tmp_path: Path) -> None:
     only_bad = SystemSampler([missing]).sample()
     assert "disk" not in only_bad
     assert_clean_json(only_bad)
+
+
+def test_new_children_are_found_at_the_next_rescan() -> None:
+    # A parent that starts a child only once told to (a line on stdin).
+    code = (
+        "import subprocess, sys, time\n"
+        "sys.stdin.readline()\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(c.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        lazy = ProcessSampler(proc.pid, children_rescan=3600)
+        eager = ProcessSampler(proc.pid, children_rescan=0)
+        assert lazy.sample()["children"] == 0  # type: ignore[index]
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        child = int(proc.stdout.readline())
+        assert eager.sample()["children"] == 1  # type: ignore[index]
+        # The lazy sampler keeps its cached (empty) list until its next rescan.
+        assert lazy.sample()["children"] == 0  # type: ignore[index]
+        os.kill(child, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

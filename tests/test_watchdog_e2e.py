@@ -20,6 +20,7 @@ from collector.stores import open_store
 from collector.stores.base import MetricQuery
 from watchdog.spool import session_dir, summarize
 
+from .harness import wait_until
 from .servers import free_port, stop_process, wait_port
 
 pytestmark = pytest.mark.slow
@@ -30,14 +31,7 @@ DEADLINE = 60.0
 
 def wait_for(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
     """Poll ``check`` until it returns something truthy, or fail after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(check, deadline, what)
 
 
 def base_env(tmp_path: pathlib.Path) -> dict[str, str]:
