@@ -138,7 +138,6 @@ def serve(**flags: Any) -> None:
             high_water=s["FLOW_HIGH_WATER"],
             low_water=s["FLOW_LOW_WATER"],
             flow_min_interval=s["FLOW_MIN_INTERVAL"],
-            store_threads=s["STORE_THREADS"],
         ),
         writer=s["STORE_WRITER"],
         log_level=s["LOG_LEVEL"],

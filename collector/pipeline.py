@@ -41,13 +41,12 @@ class Committer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    queue_size: int = 64
+    queue_size: int = 16
     batch_max_docs: int = 2000
-    batch_max_ms: float = 50.0
+    batch_max_ms: float = 10.0
     high_water: float = 0.75
     low_water: float = 0.25
     flow_min_interval: float = 5.0
-    store_threads: int = 4
 
 
 Chunk = tuple[Committer, list[Document]]
@@ -70,8 +69,6 @@ class Pipeline:
         self._on_flow = on_flow or (lambda _interval: None)
         self._on_commit_batch = on_commit_batch
         self.throttled = False
-        self._drained = trio.Event()
-        self._closing = False
         stats.queue_capacity = config.queue_size
 
     # -- the readers' side -------------------------------------------------
@@ -107,7 +104,6 @@ class Pipeline:
 
     def close(self) -> None:
         """No more submissions: the writer drains what is queued, then returns."""
-        self._closing = True
         self._send.close()
 
     async def monitor(self, period: float = 0.1) -> None:
@@ -146,7 +142,6 @@ class Pipeline:
             async with receive_pending:
                 async for batch, waiter in receive_pending:
                     await self._complete(batch, await waiter())
-        self._drained.set()
 
     async def _next_batch(self) -> list[Chunk] | None:
         cfg = self.config

@@ -59,7 +59,7 @@ COLLECTOR_VARS: tuple[Var, ...] = (
     ),
     Var(
         "QUEUE_SIZE",
-        "64",
+        "16",
         "Capacity of the ingest queue, in chunks of documents (one chunk = what one\n"
         "read produced). A full queue stops the readers: TCP pushes back on agents.",
         parse_int,
@@ -155,7 +155,7 @@ STORE_VARS: tuple[Var, ...] = (
     Var(
         "STORE_THREADS",
         "4",
-        "Worker threads that may run blocking store calls at once.",
+        "HTTP API: store queries that may run at once (worker threads).",
         parse_int,
         "store",
     ),
