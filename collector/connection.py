@@ -161,11 +161,13 @@ class Connection:
             proto.receive_data(data)
             docs: list[Document] = []
             ended = False
+            now = trio.current_time()  # one clock read per read, not per frame
+            frames = 0
             while True:
                 try:
                     event = proto.next_event()
                 except ProtocolError as exc:
-                    last_frame = trio.current_time()
+                    last_frame = now
                     stats.frames_in += 1
                     if exc.fatal:
                         if docs:
@@ -180,8 +182,7 @@ class Connection:
                     continue
                 if event is NEED_DATA:
                     break
-                last_frame = trio.current_time()
-                stats.frames_in += 1
+                frames += 1
                 if type(event) is Document:
                     docs.append(event)
                     tracker.accepted(event.seq)
@@ -191,6 +192,9 @@ class Connection:
                 else:
                     assert type(event) is Hello
                     await self._on_hello(event)
+            if frames:
+                last_frame = now
+                stats.frames_in += frames
             if docs:
                 await pipeline.submit(self, docs)
             if ended:

@@ -50,6 +50,7 @@ Role = Literal["client", "server"]
 
 # Whitespace a line may consist of and still count as blank.
 _BLANK = b" \t\r"
+_BLANK_BYTES = frozenset(_BLANK)
 
 
 class Decoder:
@@ -84,8 +85,10 @@ class Decoder:
             line = self._next_line()
             if line is None:
                 return NEED_DATA
-            if not line.strip(_BLANK):
-                continue  # blank lines are ignored
+            # Blank lines are ignored; a frame starts with "{", so only a line
+            # starting with whitespace needs the (allocating) strip.
+            if not line or (line[0] in _BLANK_BYTES and not line.strip(_BLANK)):
+                continue
             return self._parse(_loads_object(line))
 
     def next_client_frame(self) -> ClientFrame | NeedData:  # typed convenience
@@ -94,7 +97,7 @@ class Decoder:
     def next_server_frame(self) -> ServerFrame | NeedData:  # typed convenience
         return self.next_event()  # type: ignore[return-value]
 
-    def _next_line(self) -> bytes | None:
+    def _next_line(self) -> bytearray | None:
         if self._error is not None:
             raise self._error
         buf = self._buf
@@ -107,7 +110,7 @@ class Decoder:
                 raise self._error
             self._scan = len(buf)
             return None
-        line = bytes(buf[self._pos : nl])
+        line = buf[self._pos : nl]  # one copy; orjson reads a bytearray as is
         self._pos = self._scan = nl + 1
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -117,7 +120,7 @@ class Decoder:
         return line
 
 
-def _loads_object(line: bytes) -> dict[str, Any]:
+def _loads_object(line: bytes | bytearray) -> dict[str, Any]:
     try:
         obj: Any = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
