@@ -30,6 +30,9 @@ __all__ = ["main", "run"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+#: Issue 3's ingest goal: samples/s stored with 100 sessions, p99 ack < 250 ms.
+GOAL_RATE = 100_000
+
 
 class _PeakRss:
     """Samples the RSS of a process and its children (the store writer, the
@@ -204,7 +207,9 @@ def run(scale: float = 1.0) -> Iterator[Table]:
         for writer in ("process", "thread"):
             peak = sat if writer == "process" else _scenario(tmp, 100, int(2000 * scale), full=False,
                                                             writer=writer)  # fmt: skip
-            offered = round(peak["rate"] * 0.7, -3)
+            # The goal is stated at 100k/s: offer exactly that where the
+            # collector can take it, else 70% of what it took saturated.
+            offered = GOAL_RATE if peak["rate"] > GOAL_RATE else round(peak["rate"] * 0.7, -3)
             paced = _scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False, rate=offered,
                               writer=writer)  # fmt: skip
             t = Table(f"ingest — 100 sessions, store writer: {writer}",

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 import trio
 
-from protocol import Document
+if TYPE_CHECKING:
+    from .pipeline import Chunk
 
 __all__ = ["ApiProcess"]
 
@@ -29,10 +31,10 @@ class ApiProcess:
         self.process: trio.Process | None = None
         self.started = trio.Event()
 
-    def on_commit(self, docs: Sequence[Document]) -> None:
-        for doc in docs:
-            self._sessions.add(doc.session)
-            self._names.add(doc.name)
+    def on_commit(self, batch: list[Chunk]) -> None:
+        for chunk in batch:
+            self._sessions.add(chunk.session)
+            self._names |= chunk.names
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the API process until cancelled; restart it if it dies."""

@@ -17,10 +17,8 @@ from typing import IO, Any, TypeVar
 import trio
 
 from protocol import (
-    NEED_DATA,
     Ack,
     AuthFailed,
-    Document,
     Encoder,
     ErrorFrame,
     Flow,
@@ -60,7 +58,9 @@ class Connection:
         self.peer = peer
         self.id = hub.next_id = hub.next_id + 1
         self.proto = ServerConnection(
-            max_frame_bytes=cfg.max_frame_bytes, max_errors=cfg.max_errors
+            max_frame_bytes=cfg.max_frame_bytes,
+            max_errors=cfg.max_errors,
+            document=hub.pipeline.writer.make_item,
         )
         self.tracker = AckTracker()
         self.session: str | None = None
@@ -135,7 +135,6 @@ class Connection:
         stats = self.hub.stats
         proto = self.proto
         tracker = self.tracker
-        pipeline = self.hub.pipeline
         last_frame = trio.current_time()
         capture = self.hub.config.capture_dir is not None
         while not self._stopping:
@@ -159,46 +158,45 @@ class Connection:
                 assert self._capture is not None
                 self._capture.write(data)
             proto.receive_data(data)
-            docs: list[Document] = []
-            ended = False
             now = trio.current_time()  # one clock read per read, not per frame
-            frames = 0
+            events: list[Any] = []  # a hello, then the writer's items
             while True:
                 try:
-                    event = proto.next_event()
+                    proto.next_events(events)
                 except ProtocolError as exc:
                     last_frame = now
-                    stats.frames_in += 1
+                    stats.frames_in += len(events) + 1
                     if exc.fatal:
-                        if docs:
-                            await pipeline.submit(self, docs)
+                        await self._accept(events)
                         await self._fatal(exc)
                         raise _Close from None
+                    await self._accept(events)
+                    events = []
                     stats.errors[exc.code] += 1
                     tracker.rejected(exc.seq)
                     await self._send(error_frame(exc))
                     if tracker.want_ack:
                         self._wake.set()
                     continue
-                if event is NEED_DATA:
-                    break
-                frames += 1
-                if type(event) is Document:
-                    docs.append(event)
-                    tracker.accepted(event.seq)
-                    if event.kind == "session":
-                        ended = True  # a bye: nothing after it is read
-                        break
-                else:
-                    assert type(event) is Hello
-                    await self._on_hello(event)
-            if frames:
+                break
+            if events:
                 last_frame = now
-                stats.frames_in += frames
-            if docs:
-                await pipeline.submit(self, docs)
-            if ended:
-                return
+                stats.frames_in += len(events)
+                await self._accept(events)
+            if proto.ended:
+                return  # a bye: nothing after it is read
+
+    async def _accept(self, events: list[Any]) -> None:
+        """Hand accepted documents to the pipeline; answer a hello first.
+
+        Documents go in runs: the tracker needs only a run's last seq, since
+        a run commits in order and is acknowledged as a whole.
+        """
+        if events and type(events[0]) is Hello:
+            await self._on_hello(events.pop(0))
+        if events:
+            self.tracker.accepted(events[-1][1])  # items start (session, seq, ...)
+            await self.hub.pipeline.submit(self, events)
 
     async def _on_hello(self, hello: Hello) -> None:
         hub = self.hub

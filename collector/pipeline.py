@@ -8,24 +8,28 @@ low-water mark the limit is lifted.
 Order and durability: one writer commits chunks in arrival order and retries a
 failed batch before anything after it, so a connection's frames are stored in
 order and an ack is sent only for what the store has committed.
+
+Documents arrive already built as the writer's items (``BatchWriter.make_item``
+is the connections' document factory): tuples that start ``(session, seq,
+kind, name, ...)``, for a store with a row encoder the very rows it inserts.
+Encoding happens while a document's data is still in the CPU's caches, and the
+queue holds compact rows rather than trees of dicts.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
-
-from protocol import Document
 
 from .stats import Stats
 from .stores.base import Store
 from .writer import BatchResult, BatchWriter, ThreadWriter, Waiter
 
-__all__ = ["Committer", "Pipeline", "PipelineConfig"]
+__all__ = ["Chunk", "Committer", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("collector.pipeline")
 
@@ -49,7 +53,18 @@ class PipelineConfig:
     flow_min_interval: float = 5.0
 
 
-Chunk = tuple[Committer, list[Document]]
+class Chunk:
+    """One connection's run of documents, as the writer's items."""
+
+    __slots__ = ("committer", "items", "last_seq", "names", "session")
+
+    def __init__(self, committer: Committer, items: list[Any]) -> None:
+        self.committer = committer
+        self.items = items
+        self.last_seq: int = items[-1][1]
+        self.session: str = items[0][0]
+        # what the HTTP API's cache must forget once this is stored
+        self.names: set[str] = {item[3] for item in items}
 
 
 class Pipeline:
@@ -59,7 +74,7 @@ class Pipeline:
         stats: Stats,
         config: PipelineConfig = PipelineConfig(),
         on_flow: Callable[[float], None] | None = None,
-        on_commit_batch: Callable[[Sequence[Document]], None] | None = None,
+        on_commit_batch: Callable[[list[Chunk]], None] | None = None,
         writer: BatchWriter | None = None,
     ) -> None:
         self.writer: BatchWriter = writer if writer is not None else ThreadWriter(store)
@@ -72,11 +87,12 @@ class Pipeline:
         stats.queue_capacity = config.queue_size
 
     # -- the readers' side -------------------------------------------------
-    async def submit(self, committer: Committer, docs: list[Document]) -> None:
-        """Queue a connection's documents; blocks while the queue is full."""
-        self.stats.documents_queued += len(docs)
-        self.stats.inflight_docs += len(docs)
-        await self._send.send((committer, docs))
+    async def submit(self, committer: Committer, items: list[Any]) -> None:
+        """Queue a connection's documents (made by ``writer.make_item``);
+        blocks while the queue is full."""
+        self.stats.documents_queued += len(items)
+        self.stats.inflight_docs += len(items)
+        await self._send.send(Chunk(committer, items))
         self._check_flow()
 
     @property
@@ -133,7 +149,7 @@ class Pipeline:
         async def submit() -> None:
             async with receive_batch, send_pending:
                 async for batch in receive_batch:
-                    waiter = await self.writer.submit([d for _, ds in batch for d in ds])
+                    waiter = await self.writer.submit([i for c in batch for i in c.items])
                     await send_pending.send((batch, waiter))
 
         async with trio.open_nursery() as nursery:
@@ -151,7 +167,7 @@ class Pipeline:
         except trio.EndOfChannel:
             return None
         batch = [first]
-        ndocs = len(first[1])
+        ndocs = len(first.items)
         # Gather more for up to batch_max_ms: one commit (one fsync) per batch,
         # not per chunk, is what makes the store fast.
         with trio.move_on_after(cfg.batch_max_ms / 1000):
@@ -166,29 +182,28 @@ class Pipeline:
                 except trio.EndOfChannel:
                     break
                 batch.append(chunk)
-                ndocs += len(chunk[1])
+                ndocs += len(chunk.items)
         return batch
 
     async def _complete(self, batch: list[Chunk], result: BatchResult) -> None:
-        docs = [doc for _, chunk_docs in batch for doc in chunk_docs]
+        ndocs = sum(len(c.items) for c in batch)
         self.stats.store_retries += result.retries
-        self.stats.inflight_docs -= len(docs)
-        rejected = {i for i, _ in result.rejected}
-        self.stats.observe_batch(len(docs) - len(rejected), result.seconds)
-        if rejected:
-            self.stats.store_rejects += len(rejected)
+        self.stats.inflight_docs -= ndocs
+        self.stats.observe_batch(ndocs - len(result.rejected), result.seconds)
+        if result.rejected:
+            self.stats.store_rejects += len(result.rejected)
             reasons = dict(result.rejected)
             index = 0
-            for committer, chunk_docs in batch:
-                for doc in chunk_docs:
-                    if index in rejected:
-                        committer.on_store_reject(doc.seq, reasons[index])
+            for chunk in batch:
+                for item in chunk.items:
+                    if index in reasons:
+                        chunk.committer.on_store_reject(item[1], reasons[index])
                     else:
-                        committer.on_commit(doc.seq)
+                        chunk.committer.on_commit(item[1])
                     index += 1
         else:
-            for committer, chunk_docs in batch:
-                committer.on_commit(chunk_docs[-1].seq)
+            for chunk in batch:
+                chunk.committer.on_commit(chunk.last_seq)
         if self._on_commit_batch is not None:
-            self._on_commit_batch(docs)
+            self._on_commit_batch(batch)
         self._check_flow()

@@ -72,7 +72,7 @@ async def serve(
             cfg.store_uri,
             cfg.store_options,
             cfg.log_level,
-            encode_rows=getattr(store, "encode_rows", None),
+            encode_row=getattr(store, "encode_row", None),
         )
         if cfg.writer == "process"
         else ThreadWriter(store)
@@ -83,7 +83,7 @@ async def serve(
         cfg.pipeline,
         writer=writer,
         on_flow=lambda interval: hub_ref[0].broadcast_flow(interval),
-        on_commit_batch=lambda docs: api.on_commit(docs) if api is not None else None,
+        on_commit_batch=lambda batch: api.on_commit(batch) if api is not None else None,
     )
     hub = Hub(store, pipeline, stats, cfg.ingest)
     hub_ref.append(hub)

@@ -1,11 +1,13 @@
 """The store writer: where batches become durable.
 
-Decoding and reassembling frames takes a core; so does turning documents into
-rows and committing them. Python gives one core per process, so by default the
-collector commits in a child process of its own (``python -m collector.writer``)
-and the ingest process only ships it batches over a pipe: length-prefixed
-orjson, one reply per batch, in order. ``ThreadWriter`` does the same work in a
-worker thread of the ingest process (tests, small deployments).
+Decoding and reassembling frames takes a core; so does committing rows. Python
+gives one core per process, so by default the collector commits in a child
+process of its own (``python -m collector.writer``) and the ingest process
+only ships it batches over a pipe: length-prefixed pickles (the child is our
+own, and pickle moves a row's JSON text as one copy, where JSON would escape
+every quote in it and the child would unescape them again), one reply per
+batch, in order. ``ThreadWriter`` does the same work in a worker thread of
+the ingest process (tests, small deployments).
 
 Either way a writer retries while the store is unavailable and never returns
 before the batch is committed; a document the store refuses for good (a value
@@ -18,6 +20,8 @@ import argparse
 import fcntl
 import gc
 import logging
+import os
+import pickle
 import signal
 import struct
 import subprocess
@@ -31,7 +35,7 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 import trio
 
-from protocol import Document
+from protocol import Document, DocumentFactory
 
 from .stores.base import Store, StoreError, StoreUnavailable
 
@@ -42,6 +46,7 @@ __all__ = [
     "ThreadWriter",
     "commit_batch",
     "commit_rows",
+    "document_tuple",
     "main",
 ]
 
@@ -64,14 +69,24 @@ Waiter = Callable[[], Awaitable[BatchResult]]
 class BatchWriter(Protocol):
     """Batches in, in order; results out, in the same order.
 
-    ``submit`` hands a batch over and returns an awaitable for its result, so
-    the next batch can be handed over while this one is being committed.
-    Results must be awaited in submission order.
+    ``make_item`` is the ``document`` factory of the connections'
+    ``ServerConnection``: it builds each document directly as the item this
+    writer commits, a tuple that starts ``(session, seq, kind, name, ...)``.
+    ``submit`` hands a batch of items over and returns an awaitable for its
+    result, so the next batch can be handed over while this one is being
+    committed. Results must be awaited in submission order.
     """
 
-    async def submit(self, docs: Sequence[Document]) -> Waiter: ...
+    make_item: DocumentFactory
+
+    async def submit(self, items: list[Any]) -> Waiter: ...
 
     async def aclose(self) -> None: ...
+
+
+def document_tuple(*fields: Any) -> tuple[Any, ...]:
+    """The item of writers that commit ``Document``s: its fields, in order."""
+    return fields
 
 
 def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep) -> BatchResult:
@@ -79,22 +94,9 @@ def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep
     return _commit(lambda items: store.write_batch(items), list(docs), sleep)
 
 
-def commit_rows(
-    store: Any, rows: list[Any], ends: list[Any], sleep: Any = time.sleep
-) -> BatchResult:
+def commit_rows(store: Any, rows: list[Any], sleep: Any = time.sleep) -> BatchResult:
     """``commit_batch`` for rows pre-encoded by the store's ``encode_rows``."""
-    if len(rows) == 1 or not ends:
-        return _commit(lambda items: store.write_rows(items, ends if len(items) == len(rows) else []),
-                       rows, sleep)  # fmt: skip
-
-    def write(items: list[Any]) -> None:
-        if len(items) == len(rows):
-            store.write_rows(items, ends)
-        else:  # isolating: a row carries its own end (a bye) along
-            keys = {(r[0], r[6]) for r in items if r[2] == "session"}
-            store.write_rows(items, [e for e in ends if (e[3], e[0]) in keys])
-
-    return _commit(write, rows, sleep)
+    return _commit(store.write_rows, rows, sleep)
 
 
 def _commit(write: Any, items: list[Any], sleep: Any) -> BatchResult:
@@ -142,10 +144,14 @@ def _retrying(write: Any, docs: Sequence[Any], sleep: Any) -> int:
 class ThreadWriter:
     """Commits in a worker thread of this process."""
 
+    make_item: DocumentFactory = staticmethod(document_tuple)
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def submit(self, docs: Sequence[Document]) -> Waiter:
+    async def submit(self, items: list[Any]) -> Waiter:
+        docs = [Document(*item) for item in items]
+
         async def result() -> BatchResult:
             # Not cancellable on purpose: a write in flight must finish so
             # that what we ack and what is stored never disagree.
@@ -153,22 +159,15 @@ class ThreadWriter:
 
         return result
 
-    async def write(self, docs: Sequence[Document]) -> BatchResult:
-        return await (await self.submit(docs))()
+    async def write(self, docs: list[Document]) -> BatchResult:
+        return await (await self.submit(_doc_tuples(docs)))()
 
     async def aclose(self) -> None:
         pass
 
 
-def _doc_lists(docs: Sequence[Document]) -> list[list[Any]]:
-    return [[d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data] for d in docs]
-
-
-def _docs_from_lists(lists: list[list[Any]]) -> list[Document]:
-    return [
-        Document(s, seq, kind, name, ts, host, tuple(tags), data)
-        for s, seq, kind, name, ts, host, tags, data in lists
-    ]
+def _doc_tuples(docs: Sequence[Document]) -> list[tuple[Any, ...]]:
+    return [(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs]
 
 
 def _grow_pipe(stream: Any) -> None:
@@ -188,13 +187,15 @@ class ProcessWriter:
         store_uri: str,
         store_options: dict[str, Any],
         log_level: str = "warning",
-        encode_rows: Any = None,
+        encode_row: DocumentFactory | None = None,
     ) -> None:
         #: the store's row encoder, when it has one: then rows, not documents,
         #: cross the pipe (serialised once here, never parsed back into dicts)
-        self._encode_rows = encode_rows
+        self.make_item: DocumentFactory = encode_row or document_tuple
+        self._kind = "rows" if encode_row is not None else "docs"
         self.argv = [sys.executable, "-m", "collector.writer", "--store", store_uri,
-                     "--options", orjson.dumps(store_options).decode(), "--log-level", log_level]  # fmt: skip
+                     "--options", orjson.dumps(store_options).decode(), "--log-level", log_level,
+                     "--parent-pid", str(os.getpid())]  # fmt: skip
         self._proc: trio.Process | None = None
         self._buf = bytearray()
         self._inflight: deque[bytes] = deque()  # framed batches sent, not yet answered
@@ -210,16 +211,9 @@ class ProcessWriter:
             _grow_pipe(self._proc.stdin)
         return self._proc
 
-    def _payload(self, docs: Sequence[Document]) -> bytes:
-        if self._encode_rows is not None:
-            rows, ends = self._encode_rows(docs)
-            payload = orjson.dumps({"rows": rows, "ends": ends})
-        else:
-            payload = orjson.dumps({"docs": _doc_lists(docs)})
-        return _HEADER.pack(len(payload)) + payload
-
-    async def submit(self, docs: Sequence[Document]) -> Waiter:
-        frame = self._payload(docs)
+    async def submit(self, items: list[Any]) -> Waiter:
+        payload = pickle.dumps((self._kind, items), protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEADER.pack(len(payload)) + payload
         async with self._send_lock:
             self._inflight.append(frame)
             proc = await self._process()
@@ -233,8 +227,10 @@ class ProcessWriter:
                 pass  # the writer died: _result notices, restarts it and resends
         return self._result
 
-    async def write(self, docs: Sequence[Document]) -> BatchResult:
-        return await (await self.submit(docs))()
+    async def write(self, docs: list[Document]) -> BatchResult:
+        make = self.make_item
+        items = [make(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs]
+        return await (await self.submit(items))()
 
     async def _result(self) -> BatchResult:
         """The reply to the oldest unanswered batch (replies come in order)."""
@@ -322,18 +318,39 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return data
 
 
-def serve(store: Store, inp: BinaryIO, out: BinaryIO) -> None:
+class _ParentGone(Exception):
+    pass
+
+
+def _sleep_while_parent_lives(parent: int) -> Callable[[float], None]:
+    """A retry sleep that gives up once the collector that started us is gone.
+
+    Retrying forever is right while someone waits for the answer (dropping a
+    batch would lose data the agent believes is on its way); once the parent
+    has died nobody will read the answer, the batch was never acked, and its
+    agent resends it to the next collector.
+    """
+
+    def sleep(seconds: float) -> None:
+        if os.getppid() != parent:
+            raise _ParentGone
+        time.sleep(seconds)
+
+    return sleep
+
+
+def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
     """Read batches, commit each, answer each, until EOF."""
     while (header := _read_exact(inp, 4)) is not None:
         (size,) = _HEADER.unpack(header)
         payload = _read_exact(inp, size)
         if payload is None:
             raise EOFError("truncated batch")
-        batch = orjson.loads(payload)
-        if "rows" in batch:
-            result = commit_rows(store, batch["rows"], batch["ends"])
+        kind, items = pickle.loads(payload)  # from our parent only
+        if kind == "rows":
+            result = commit_rows(store, items, sleep)
         else:
-            result = commit_batch(store, _docs_from_lists(batch["docs"]))
+            result = commit_batch(store, [Document(*item) for item in items], sleep)
         reply = orjson.dumps({"rejected": result.rejected, "seconds": result.seconds,
                               "retries": result.retries})  # fmt: skip
         out.write(_HEADER.pack(len(reply)) + reply)
@@ -347,11 +364,18 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m collector.writer",
                                  description="The collector's store writer process (started by "
-                                 "'collector serve'; speaks length-prefixed JSON on stdin/stdout).")  # fmt: skip
+                                 "'collector serve'; reads length-prefixed pickled batches on "
+                                 "stdin, answers with length-prefixed JSON on stdout).")  # fmt: skip
     ap.add_argument("--store", required=True)
     ap.add_argument("--options", default="{}", help="store options as a JSON object")
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="exit instead of retrying once this process is gone (default: our "
+                    "parent at start-up)")  # fmt: skip
     args = ap.parse_args(argv)
+    # Passed by the collector: by the time we read getppid() it may already
+    # have died, and we would wait on whoever adopted us.
+    parent = args.parent_pid if args.parent_pid is not None else os.getppid()
     setup_logging(args.log_level)
     # The parent decides when we stop (it closes our stdin once drained): a
     # Ctrl-C or a SIGTERM to the whole process group must not cut a batch short.
@@ -360,17 +384,20 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.store, **orjson.loads(args.options))
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # see collector.server._tune_gc
+    sleep = _sleep_while_parent_lives(parent)
     delay = 0.1
-    while True:
-        try:
-            store.open()
-            break
-        except StoreUnavailable as exc:
-            log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
     try:
-        serve(store, sys.stdin.buffer, sys.stdout.buffer)
+        while True:
+            try:
+                store.open()
+                break
+            except StoreUnavailable as exc:
+                log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
+                sleep(delay)
+                delay = min(delay * 2, 5.0)
+        serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
+    except _ParentGone:
+        log.error("the collector that started this writer is gone; exiting")
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     finally:

@@ -39,7 +39,7 @@ from .frames import (
     server_frame_from_dict,
 )
 from .merge_patch import apply_patch, json_equal, make_patch
-from .server import DEFAULT_MAX_ERRORS, ServerConnection
+from .server import DEFAULT_MAX_ERRORS, DocumentFactory, ServerConnection
 
 __all__ = [
     "CLIENT",
@@ -63,6 +63,7 @@ __all__ = [
     "Delta",
     "DeltaEncoder",
     "Document",
+    "DocumentFactory",
     "Encoder",
     "ErrorFrame",
     "Event",

@@ -21,12 +21,26 @@ def apply_patch(target: Any, patch: Any) -> Any:
     """Return ``target`` with the merge patch applied (RFC 7396 section 2)."""
     if type(patch) is not dict:
         return patch
-    result: dict[str, Any] = dict(target) if type(target) is dict else {}
+    result: dict[str, Any] = target.copy() if type(target) is dict else {}
     for key, value in patch.items():
-        if value is None:
+        if type(value) is dict:
+            sub = result.get(key)
+            if type(sub) is dict:
+                # The second level inline: samples are objects of objects, and
+                # a call per member object is a good part of the cost.
+                merged = sub.copy()
+                for k, v in value.items():
+                    if type(v) is dict:
+                        merged[k] = apply_patch(merged.get(k), v)
+                    elif v is None:
+                        merged.pop(k, None)
+                    else:
+                        merged[k] = v
+                result[key] = merged
+            else:
+                result[key] = apply_patch(None, value)
+        elif value is None:
             result.pop(key, None)
-        elif type(value) is dict:
-            result[key] = apply_patch(result.get(key), value)
         else:
             result[key] = value
     return result

@@ -4,79 +4,222 @@
 reassembled ``Document``s, enforcing hello-first and the error budget. What
 needs I/O or policy (tokens, the store's ``acked``, timeouts) stays with the
 caller.
+
+Two ways to take events out: ``next_event`` (one at a time, h11 style) and
+``next_events`` (every event the buffered lines make, in one call). The second
+is the collector's hot path: a delta that is valid in the common way (int seq,
+float ts, a known name) is checked and reassembled inline, without building a
+``Delta`` frame; anything else goes through exactly the code ``next_event``
+uses, so both ways accept, reject and reassemble the same bytes identically
+(a property test holds them to it).
+
+What a document becomes is the caller's choice (``document=``): by default a
+``Document``; the collector passes its writer's item maker, so each document
+is built once, directly in the form its store writes, while its data is still
+in the CPU's caches. A maker may raise ``BadFrame`` for data its store cannot
+hold; the frame is then rejected like any bad frame (its delta chain has
+already moved on, as the sender's has).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, Decoder, NeedData
-from .delta import Document, Reassembler
+import orjson
+
+from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, Decoder, NeedData, _loads_object
+from .delta import Document, Kind, Reassembler
 from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
-from .frames import Bye, Hello
+from .frames import MAX_NAME_CHARS, TS_MAX, TS_MIN, Bye, ClientFrame, Hello, client_frame_from_dict
+from .merge_patch import apply_patch
 
-__all__ = ["DEFAULT_MAX_ERRORS", "ServerConnection"]
+__all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
 
 #: Rejected frames tolerated on one connection before it is closed: enough to
 #: ride out a buggy client's odd line, few enough that a garbage stream is cut.
 DEFAULT_MAX_ERRORS: Final = 100
 
+_BLANK: Final = b" \t\r"
+
+Event = Hello | Document
+
+#: Builds what a document is handed out as, from the fields of ``Document``
+#: in their order: session, seq, kind, name, ts, host, tags, data.
+DocumentFactory = Callable[
+    [str, int, Kind, str, float, "str | None", tuple[str, ...], "dict[str, Any] | None"], Any
+]
+
 
 class ServerConnection:
-    __slots__ = ("_decoder", "ended", "errors", "hello", "max_errors", "reassembler")
+    __slots__ = (
+        "_decoder",
+        "_document",
+        "_line_i",
+        "_lines",
+        "ended",
+        "errors",
+        "hello",
+        "max_errors",
+        "reassembler",
+    )
 
     def __init__(
         self,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_errors: int = DEFAULT_MAX_ERRORS,
+        document: DocumentFactory = Document,
     ) -> None:
         self._decoder = Decoder(CLIENT, max_frame_bytes=max_frame_bytes)
+        self._document = document
         self.max_errors = max_errors
         self.errors = 0
         self.hello: Hello | None = None
         self.reassembler: Reassembler | None = None
         self.ended = False
+        # Lines split off by next_events but not yet turned into events (a
+        # bad line or a bye stopped it); both ways take these first.
+        self._lines: list[bytearray] = []
+        self._line_i = 0
 
     @property
     def buffered(self) -> int:
-        return self._decoder.buffered
+        return self._decoder.buffered + sum(len(x) + 1 for x in self._lines[self._line_i :])
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
 
-    def next_event(self) -> Hello | Document | NeedData:
+    def next_event(self) -> Hello | Document | Any | NeedData:
         """The next hello or document; raises ``ProtocolError`` for a bad frame.
 
         After a non-fatal error the caller reports it and calls again.
         """
         try:
+            while self._line_i < len(self._lines):
+                line = self._lines[self._line_i]
+                self._line_i += 1
+                if line and line.strip(_BLANK):
+                    return self._event(client_frame_from_dict(_loads_object(line)))
             frame = self._decoder.next_event()
             if frame is NEED_DATA:
                 return NEED_DATA
-            if self.reassembler is None:
-                if type(frame) is not Hello:
-                    raise BadHello("the first frame must be a hello")
-                self.hello = frame
-                self.reassembler = Reassembler.for_hello(frame)
-                return frame
-            if self.ended:
-                raise BadFrame(
-                    "the session already ended with a bye", seq=getattr(frame, "seq", None)
-                )
-            doc = self.reassembler.feed(frame)  # type: ignore[arg-type]
-            if type(frame) is Bye:
-                self.ended = True
-            return doc
+            return self._event(frame)  # type: ignore[arg-type]
         except ProtocolError as exc:
-            if self.reassembler is None and not exc.fatal:
-                # Nothing but a valid hello may open a connection.
-                raise BadHello(f"the first frame must be a valid hello ({exc.msg})") from None
-            if not exc.fatal:
-                self.errors += 1
-                if self.errors > self.max_errors:
-                    raise TooManyErrors(
-                        f"more than {self.max_errors} rejected frames on this connection",
-                        seq=exc.seq,
-                    ) from None
-            raise
+            raise self._account(exc) from None
+
+    def next_events(self, out: list[Event | Any]) -> None:
+        """Append to ``out`` every event the complete lines buffered now make.
+
+        Raises ``ProtocolError`` at a bad line: the events before it are
+        already in ``out``, and the next call carries on after it (as with
+        ``next_event``). Stops after a bye; a further call rejects what
+        follows it.
+        """
+        try:
+            self._next_events(out)
+        except ProtocolError as exc:
+            raise self._account(exc) from None
+
+    # -- internals -------------------------------------------------------------
+
+    def _next_events(self, out: list[Event | Any]) -> None:
+        lines = self._lines
+        i = self._line_i
+        if i >= len(lines):
+            lines = self._lines = self._decoder.next_lines()
+            i = self._line_i = 0
+        n = len(lines)
+        loads = orjson.loads
+        append = out.append
+        make = self._document
+        while i < n:
+            reasm = self.reassembler
+            if reasm is None or self.ended:
+                line = lines[i]
+                i = self._line_i = i + 1
+                if line and line.strip(_BLANK):
+                    append(self._event(client_frame_from_dict(_loads_object(line))))
+                    if self.ended:
+                        return
+                continue
+            chains = reasm._last
+            session, host, tags = reasm.session, reasm.host, reasm.tags
+            last_seq = reasm.last_seq
+            try:
+                while i < n:
+                    line = lines[i]
+                    i += 1
+                    try:
+                        d = loads(line)
+                    except orjson.JSONDecodeError:
+                        d = None
+                    if type(d) is dict and d.get("t") == "delta":
+                        seq = d.get("seq")
+                        ts = d.get("ts")
+                        name = d.get("name")
+                        patch = d.get("data")
+                        # Only the common, valid shape: NaN and the infinities
+                        # fail the range test, anything unusual takes the
+                        # reference path below and gets its exact error.
+                        if (
+                            type(seq) is int
+                            and seq > last_seq
+                            and type(ts) is float
+                            and TS_MIN <= ts <= TS_MAX
+                            and type(name) is str
+                            and 0 < len(name) <= MAX_NAME_CHARS
+                            and type(patch) is dict
+                            and (base := chains.get(name)) is not None
+                        ):
+                            data = chains[name] = apply_patch(base, patch)
+                            last_seq = seq
+                            append(make(session, seq, "sample", name, ts, host, tags, data))
+                            continue
+                    reasm.last_seq = last_seq
+                    self._line_i = i
+                    if line and line.strip(_BLANK):
+                        append(self._event(client_frame_from_dict(_loads_object(line))))
+                        if self.ended:
+                            return
+                    last_seq = reasm.last_seq
+            finally:
+                if not self.ended:
+                    reasm.last_seq = last_seq
+                self._line_i = i
+        # A line over the limit ended the split: report it now, not at the
+        # next read (which, for a peer that has stopped sending, never comes).
+        pending = self._decoder._error
+        if pending is not None:
+            raise pending
+
+    def _event(self, frame: ClientFrame) -> Event | Any:
+        if self.reassembler is None:
+            if type(frame) is not Hello:
+                raise BadHello("the first frame must be a hello")
+            self.hello = frame
+            self.reassembler = Reassembler.for_hello(frame)
+            return frame
+        if self.ended:
+            raise BadFrame("the session already ended with a bye", seq=getattr(frame, "seq", None))
+        doc = self.reassembler.feed(frame)
+        if type(frame) is Bye:
+            self.ended = True
+        if self._document is Document:
+            return doc
+        return self._document(doc.session, doc.seq, doc.kind, doc.name, doc.ts, doc.host,
+                              doc.tags, doc.data)  # fmt: skip
+
+    def _account(self, exc: ProtocolError) -> ProtocolError:
+        """Apply hello-first and the error budget to a rejected frame."""
+        if self.reassembler is None and not exc.fatal:
+            # Nothing but a valid hello may open a connection.
+            return BadHello(f"the first frame must be a valid hello ({exc.msg})")
+        if not exc.fatal:
+            self.errors += 1
+            if self.errors > self.max_errors:
+                return TooManyErrors(
+                    f"more than {self.max_errors} rejected frames on this connection",
+                    seq=exc.seq,
+                )
+        return exc

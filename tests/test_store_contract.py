@@ -420,9 +420,12 @@ def test_tags_with_json_punctuation(store: Store) -> None:
 
 def test_find_orders_by_ts_then_id(store: Store) -> None:
     docs = mixed_docs()
-    # Written out of ts order, in several batches.
-    store.write_batch(docs[::-1][:20])
-    store.write_batch(docs[::-1][20:])
+    # Written out of ts order, in several batches: session by session, the
+    # last first. Each session's seqs still ascend, as a connection's frames
+    # are stored (a store may take a lower seq arriving later for a resend).
+    written = sorted(docs, key=lambda d: d.session, reverse=True)
+    store.write_batch(written[:20])
+    store.write_batch(written[20:])
     asc = find_all(store)
     desc = find_all(store, descending=True)
     assert len(asc) == len(docs)

@@ -6,19 +6,19 @@ from __future__ import annotations
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from collector.stores import MetricQuery, StoreError, StoreUnavailable, open_store
-from collector.stores.sqlite import SCHEMA_VERSION, SqliteStore
+from collector.stores import API_SESSION, MetricQuery, StoreError, StoreUnavailable, open_store
+from collector.stores.sqlite import SCHEMA_VERSION, SqliteStore, encode_rows
 from protocol import Document
 
 T0 = 1_700_000_000.0
 
 
-def docs(session: str, seqs: range, data: dict[str, Any] | None = None) -> list[Document]:
+def docs(session: str, seqs: Iterable[int], data: dict[str, Any] | None = None) -> list[Document]:
     return [
         Document(session, i, "sample", "cpu", T0 + i, "h1", ("prod",), data or {"i": i})
         for i in seqs
@@ -112,6 +112,207 @@ def test_data_survives_close_and_reopen(sqlite_uri: str) -> None:
         s.close()
 
 
+def test_new_database_layout(store: SqliteStore, other: sqlite3.Connection) -> None:
+    assert SCHEMA_VERSION == 2
+    assert other.execute("PRAGMA page_size").fetchone() == (16384,)
+    # Idempotence no longer rests on a unique (session, seq) index: the only
+    # unique index of docs is the partial one of API points.
+    unique = [r[1] for r in other.execute("PRAGMA index_list(docs)") if r[2]]
+    assert unique == ["docs_api_seq"]
+
+
+# Schema 1 exactly as its migration created it; a copy, so that later edits of
+# the store cannot change what this test upgrades from.
+V1_DDL = [
+    """CREATE TABLE docs (
+        id INTEGER PRIMARY KEY,
+        session TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        host TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        ts REAL NOT NULL,
+        value REAL,
+        data TEXT,
+        UNIQUE (session, seq)
+    )""",
+    "CREATE INDEX docs_ts ON docs (ts)",
+    "CREATE INDEX docs_session_ts ON docs (session, ts)",
+    "CREATE INDEX docs_rare_kind_ts ON docs (kind, ts) WHERE kind != 'sample'",
+    "CREATE INDEX docs_rare_name_ts ON docs (name, ts) WHERE kind != 'sample'",
+    """CREATE TABLE names (
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (name, kind)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE sessions (
+        session TEXT PRIMARY KEY,
+        host TEXT,
+        agent TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        connected INTEGER NOT NULL DEFAULT 0,
+        ended REAL,
+        exit_code INTEGER,
+        signal TEXT
+    )""",
+    "CREATE INDEX sessions_last_seen ON sessions (last_seen)",
+]
+
+
+def make_v1_database(path: str) -> None:
+    """s1: seqs 0, 1, 2, 5, 7 and a sessions row; s2: seqs 3, 4 and, unlike
+    what schema 1 always wrote, no sessions row; API points 0 and 1."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN")
+        for statement in V1_DDL:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO docs (id, session, seq, kind, name, host, tags, ts, value, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (3, "s1", 0, "sample", "cpu", "h1", '["prod"]', T0, None, '{"i":0}'),
+                (4, "s1", 1, "sample", "cpu", "h1", '["prod"]', T0 + 1, None, '{"i":1}'),
+                (5, "s2", 3, "sample", "mem", "h2", '["eu"]', T0 + 3, None, '{"i":3}'),
+                (6, "s1", 2, "event", "deploy", "h1", '["prod"]', T0 + 2, None, None),
+                (7, "api", 0, "metric", "temp", None, "[]", T0, 21.5, None),
+                (9, "s2", 4, "sample", "mem", "h2", '["eu"]', T0 + 4, None, '{"i":4}'),
+                (10, "s1", 5, "sample", "cpu", "h1", '["prod"]', T0 + 5, None, '{"i":5}'),
+                (11, "s1", 7, "session", "end", "h1", '["prod"]', T0 + 7, None, '{"exit_code":0}'),
+                (12, "api", 1, "metric", "temp", None, "[]", T0 + 1, 22.0, '{"unit":"C"}'),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO names (name, kind) VALUES (?, ?)",
+            [("cpu", "sample"), ("mem", "sample"), ("deploy", "event"), ("end", "session"),
+             ("temp", "metric")],
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO sessions VALUES ('s1', 'h1', 'agent/1', '[\"prod\"]', ?, ?, 1, ?, 0, NULL)",
+            (T0 - 10, T0 + 7, T0 + 7),
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_a_v1_database_upgrades_in_place(sqlite_uri: str) -> None:
+    path = db_path(sqlite_uri)
+    make_v1_database(path)
+    conn = sqlite3.connect(path)
+    try:
+        before = conn.execute("SELECT * FROM docs ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+    s = SqliteStore(sqlite_uri)
+    s.open()
+    try:
+        assert s.schema_version() == 2
+        with s._reader("test") as reader:
+            assert reader.execute("SELECT * FROM docs ORDER BY id").fetchall() == before
+            assert reader.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            indexes = {r[1] for r in reader.execute("PRAGMA index_list(docs)")}
+            # An existing file keeps its page size.
+            assert reader.execute("PRAGMA page_size").fetchone() == (4096,)
+        assert indexes == {
+            "docs_ts",
+            "docs_session_ts",
+            "docs_rare_kind_ts",
+            "docs_rare_name_ts",
+            "docs_api_seq",
+        }
+        assert (s.acked("s1"), s.acked("s2"), s.acked(API_SESSION)) == (7, 4, 1)
+        sessions = {r["session"]: r for r in s.sessions()}
+        assert set(sessions) == {"s1", "s2"}  # the API pseudo-session gets no row
+        s1 = sessions["s1"]
+        assert (s1["agent"], s1["first_seen"], s1["connected"], s1["ended"]) == (
+            "agent/1", T0 - 10, True, T0 + 7,
+        )  # fmt: skip
+        s2 = sessions["s2"]
+        assert (s2["host"], s2["tags"], s2["first_seen"], s2["last_seen"]) == (
+            "h2", ["eu"], T0 + 3, T0 + 4,
+        )  # fmt: skip
+
+        # The old rows again (a client resending after the upgrade), and the
+        # gaps below the marks: nothing is stored.
+        s.write_batch(docs("s1", range(8)) + docs("s2", range(5)))
+        assert len(s.find(MetricQuery(limit=100))) == len(before)
+        # New rows are stored; the next API point continues the API sequence.
+        s.write_batch(docs("s1", range(8, 10)) + docs("s2", range(5, 6)))
+        assert [d["seq"] for d in s.find(MetricQuery(session="s1", limit=100))] == [
+            0, 1, 2, 5, 7, 8, 9,
+        ]  # fmt: skip
+        assert (s.acked("s1"), s.acked("s2")) == (9, 5)
+        assert s.create({"name": "temp", "value": 1, "ts": T0})["seq"] == 2
+        assert s.acked(API_SESSION) == 2
+    finally:
+        s.close()
+
+
+# -- idempotence by high-water mark ----------------------------------------------
+
+
+def stored(store: SqliteStore, session: str) -> list[tuple[int, Any]]:
+    return [(d["seq"], d["data"]) for d in store.find(MetricQuery(session=session, limit=1000))]
+
+
+def test_duplicates_within_one_batch_are_dropped(store: SqliteStore) -> None:
+    """A client that reconnected resends what its old connection had in
+    flight, and both connections' frames may land in one batch."""
+    batch = [
+        *docs("s", range(9, 11), {"v": "old connection"}),
+        *docs("t", range(3), {"v": "t"}),
+        *docs("s", range(9, 12), {"v": "new connection"}),
+    ]
+    store.write_rows(encode_rows(batch))
+    assert stored(store, "s") == [
+        (9, {"v": "old connection"}),
+        (10, {"v": "old connection"}),
+        (11, {"v": "new connection"}),
+    ]
+    assert [seq for seq, _ in stored(store, "t")] == [0, 1, 2]
+    assert (store.acked("s"), store.acked("t")) == (11, 2)
+
+
+def test_duplicates_across_batches_are_dropped(store: SqliteStore) -> None:
+    store.write_batch(docs("s", range(9, 11), {"v": "first"}))
+    store.write_batch(docs("s", range(9, 12), {"v": "again"}))
+    assert stored(store, "s") == [(9, {"v": "first"}), (10, {"v": "first"}), (11, {"v": "again"})]
+    assert store.acked("s") == 11
+
+
+def test_a_seq_below_the_high_water_mark_is_not_stored(store: SqliteStore) -> None:
+    """Frames are stored in order, so a lower seq arriving later was already
+    dealt with (stored, or dropped by the client's spool)."""
+    store.write_batch(docs("s", [0, 5], {"v": 1}))
+    store.write_batch(docs("s", [3, 6], {"v": 2}))
+    assert [seq for seq, _ in stored(store, "s")] == [0, 5, 6]
+    assert store.acked("s") == 6
+
+
+def test_a_resent_bye_still_ends_the_session_once(store: SqliteStore) -> None:
+    bye = Document("s", 3, "session", "end", T0 + 3, "h1", (), {"exit_code": 2})
+    store.write_batch([*docs("s", range(3)), bye])
+    store.write_batch([bye])
+    assert [d["seq"] for d in store.find(MetricQuery(session="s", kind="session"))] == [3]
+    [row] = store.sessions()
+    assert (row["ended"], row["exit_code"]) == (T0 + 3, 2)
+
+
+def test_deleting_the_newest_document_keeps_the_resume_point(store: SqliteStore) -> None:
+    store.write_batch(docs("s", range(3)))
+    newest = store.find(MetricQuery(session="s", descending=True, limit=1))[0]
+    assert store.delete(newest["id"])
+    # The client was acked 2: it must not be asked to send 2 again.
+    assert store.acked("s") == 2
+
+
 # -- locking ---------------------------------------------------------------------
 
 
@@ -133,6 +334,20 @@ def test_a_held_write_lock_surfaces_as_unavailable(
     store.write_batch(docs("s1", range(2, 5)))  # the retry of the same batch
     assert store.acked("s1") == 4
     assert len(store.find(MetricQuery(limit=100))) == 5
+
+
+def test_opening_a_current_database_needs_no_write_lock(
+    sqlite_uri: str, store: SqliteStore, other: sqlite3.Connection
+) -> None:
+    """A second process (the API, a tool) opens the file while the collector
+    is writing: no migration to run, so no wait for the writer's lock."""
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        second = SqliteStore(sqlite_uri + "?busy_timeout_ms=0")
+        second.open()
+        second.close()
+    finally:
+        other.execute("ROLLBACK")
 
 
 def test_a_failed_batch_stores_nothing(store: SqliteStore) -> None:

@@ -4,15 +4,22 @@ document the store refuses for good is isolated instead of blocking the rest."""
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
+import subprocess
+import sys
+import textwrap
 import uuid
 
+import psutil
 import pytest
 import trio
 
 from collector.stores import MetricQuery, open_store
 from collector.writer import ProcessWriter, ThreadWriter, commit_batch
 from protocol import Document
+
+from .harness import wait_until
 
 
 def _docs(session: str, seqs: range, **data: object) -> list[Document]:
@@ -96,3 +103,44 @@ async def test_collector_with_process_writer(tmp_path: object) -> None:
         await stream_session(col.port, "via-process", make_samples(3000), reconnect=False)
         assert col.terminate() == 0
     assert _stored(uri, "via-process") == list(range(3000))
+
+
+def test_writer_exits_when_its_collector_dies_mid_retry(tmp_path: pathlib.Path) -> None:
+    """A writer retrying a batch against a locked store gives up once the
+    process that started it is gone, instead of retrying for ever."""
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    uri = f"sqlite:///{db}"
+    store = open_store(uri)
+    store.open()  # the schema
+    store.close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a real lock: every commit of the writer fails
+    # An intermediate "collector": starts the writer, hands it one batch, dies.
+    parent = textwrap.dedent(f"""
+        import os, pickle, struct, subprocess, sys
+        w = subprocess.Popen([sys.executable, "-m", "collector.writer", "--store", {uri!r},
+                              "--parent-pid", str(os.getpid())],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        rows = [("orphan", 0, "sample", "cpu", "h", "[]", 1.7e9, "{{}}")]
+        payload = pickle.dumps(("rows", rows))
+        w.stdin.write(struct.pack(">I", len(payload)) + payload)
+        w.stdin.flush()
+        print(w.pid, flush=True)
+    """)
+    try:
+        out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
+                             cwd=pathlib.Path(__file__).resolve().parent.parent, timeout=30,
+                             check=True)  # fmt: skip
+        writer = psutil.Process(int(out.stdout.split()[0]))
+        try:
+            wait_until(lambda: not writer.is_running() or writer.status() == psutil.STATUS_ZOMBIE,
+                       timeout=15, what="the orphaned writer to exit")  # fmt: skip
+        finally:
+            if writer.is_running():
+                writer.kill()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 #: Points created through ``POST /metrics`` belong to this pseudo-session, so
-#: the unique (session, seq) index stays total; their seq is a fresh integer.
+#: (session, seq) identifies every document, streamed or not; their seq is a
+#: fresh integer, one above the session's highest.
 API_SESSION = "api"
 
 
@@ -96,7 +97,10 @@ class Store(Protocol):
     def write_batch(self, docs: Sequence[Document]) -> None:
         """Durably store documents, idempotent on (session, seq).
 
-        Documents already stored are skipped silently. A bye document
+        Documents already stored are skipped silently. A session's documents
+        must come in seq order, across batches too (PROTOCOL.md: frames are
+        stored in order), so a store may skip any seq at or below the
+        session's ``acked`` as a resend. A bye document
         (kind ``session``) also marks its session ended with its exit code.
         Updates the sessions' ``last_seen``. Raises ``StoreUnavailable`` when
         the store is down or locked: then nothing or only a prefix of whole
