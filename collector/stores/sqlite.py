@@ -56,8 +56,8 @@ _DEFAULT_BUSY_TIMEOUT_MS: Final = 100
 #: Page size of new databases (an existing file keeps its own). A batch
 #: appends to ~100 sessions' regions of the (session, ts) index at once, each
 #: on its own leaf: larger pages mean fewer leaves and interior pages to dirty,
-#: write to the log and checkpoint per batch. Measured ~20% less CPU per row
-#: than 4096 (100 sessions interleaved, batches of 2000).
+#: write to the log and checkpoint per batch. Measured 5-20% less CPU per row
+#: than 4096 (100 sessions interleaved, batches of 2000; the VM is noisy).
 _PAGE_SIZE: Final = 16384
 
 #: Page cache per connection (negative = KiB). The writer gets the large one:
