@@ -139,14 +139,15 @@ class Connection:
         capture = self.hub.config.capture_dir is not None
         while not self._stopping:
             data: bytes | bytearray = b""
-            # A fresh scope per read: shutdown cancels the read in progress,
-            # never a hand-over to the pipeline.
-            self._read_scope = read_scope = trio.CancelScope()
-            with trio.move_on_at(last_frame + cfg.idle_timeout) as idle_scope, read_scope:
+            # One scope per read, for both the idle deadline and shutdown
+            # (which cancels the read in progress, never a hand-over to the
+            # pipeline); _stopping tells which of the two it was.
+            self._read_scope = scope = trio.CancelScope(deadline=last_frame + cfg.idle_timeout)
+            with scope:
                 data = await self.stream.receive_some(cfg.recv_size)
-            if read_scope.cancelled_caught:
-                return
-            if idle_scope.cancelled_caught:
+            if scope.cancelled_caught:
+                if self._stopping:
+                    return
                 await self._fatal(IdleTimeout(f"no complete frame for {cfg.idle_timeout:g} s"))
                 raise _Close
             if not data:

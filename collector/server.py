@@ -77,6 +77,8 @@ async def serve(
         if cfg.writer == "process"
         else ThreadWriter(store)
     )
+    if cfg.writer != "process" and hasattr(store, "start_checkpointer"):
+        store.start_checkpointer()  # this process does the bulk of the writing
     pipeline = Pipeline(
         store,
         stats,

@@ -72,14 +72,20 @@ class BatchWriter(Protocol):
     ``make_item`` is the ``document`` factory of the connections'
     ``ServerConnection``: it builds each document directly as the item this
     writer commits, a tuple that starts ``(session, seq, kind, name, ...)``.
-    ``submit`` hands a batch of items over and returns an awaitable for its
-    result, so the next batch can be handed over while this one is being
+    ``pack`` turns one connection's run of items into what is queued (and
+    ``unpack`` back). ``submit`` hands a batch of packs over and returns an
+    awaitable for its result (indexes in the result count items across the
+    batch), so the next batch can be handed over while this one is being
     committed. Results must be awaited in submission order.
     """
 
     make_item: DocumentFactory
 
-    async def submit(self, items: list[Any]) -> Waiter: ...
+    def pack(self, items: list[Any]) -> Any: ...
+
+    def unpack(self, packed: Any) -> list[Any]: ...
+
+    async def submit(self, packs: list[Any]) -> Waiter: ...
 
     async def aclose(self) -> None: ...
 
@@ -149,8 +155,16 @@ class ThreadWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def submit(self, items: list[Any]) -> Waiter:
-        docs = [Document(*item) for item in items]
+    @staticmethod
+    def pack(items: list[Any]) -> Any:
+        return items
+
+    @staticmethod
+    def unpack(packed: Any) -> list[Any]:
+        return packed
+
+    async def submit(self, packs: list[Any]) -> Waiter:
+        docs = [Document(*item) for items in packs for item in items]
 
         async def result() -> BatchResult:
             # Not cancellable on purpose: a write in flight must finish so
@@ -160,7 +174,7 @@ class ThreadWriter:
         return result
 
     async def write(self, docs: list[Document]) -> BatchResult:
-        return await (await self.submit(_doc_tuples(docs)))()
+        return await (await self.submit([_doc_tuples(docs)]))()
 
     async def aclose(self) -> None:
         pass
@@ -211,8 +225,16 @@ class ProcessWriter:
             _grow_pipe(self._proc.stdin)
         return self._proc
 
-    async def submit(self, items: list[Any]) -> Waiter:
-        payload = pickle.dumps((self._kind, items), protocol=pickle.HIGHEST_PROTOCOL)
+    @staticmethod
+    def pack(items: list[Any]) -> bytes:
+        return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def unpack(packed: Any) -> list[Any]:
+        return pickle.loads(packed)  # our own bytes
+
+    async def submit(self, packs: list[Any]) -> Waiter:
+        payload = pickle.dumps((self._kind, packs), protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(payload)) + payload
         async with self._send_lock:
             self._inflight.append(frame)
@@ -230,7 +252,7 @@ class ProcessWriter:
     async def write(self, docs: list[Document]) -> BatchResult:
         make = self.make_item
         items = [make(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs]
-        return await (await self.submit(items))()
+        return await (await self.submit([self.pack(items)]))()
 
     async def _result(self) -> BatchResult:
         """The reply to the oldest unanswered batch (replies come in order)."""
@@ -346,7 +368,8 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -
         payload = _read_exact(inp, size)
         if payload is None:
             raise EOFError("truncated batch")
-        kind, items = pickle.loads(payload)  # from our parent only
+        kind, packs = pickle.loads(payload)  # from our parent only
+        items = [item for packed in packs for item in pickle.loads(packed)]
         if kind == "rows":
             result = commit_rows(store, items, sleep)
         else:
@@ -395,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
                 sleep(delay)
                 delay = min(delay * 2, 5.0)
+        start_checkpointer = getattr(store, "start_checkpointer", None)
+        if start_checkpointer is not None:
+            start_checkpointer()
         serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
     except _ParentGone:
         log.error("the collector that started this writer is gone; exiting")

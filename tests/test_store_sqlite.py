@@ -518,3 +518,43 @@ def test_queries_use_an_index_in_order(store: SqliteStore, q: MetricQuery, index
         conn.close()
     assert f"INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_background_checkpoints_move_the_wal_into_the_database(sqlite_uri: str) -> None:
+    """With the checkpointer on, committed pages reach the database file
+    without the committing connection checkpointing (its own automatic
+    checkpoint only steps in at a WAL far larger than this test writes)."""
+    import os
+
+    from .harness import wait_until
+
+    path = db_path(sqlite_uri)
+    s = SqliteStore(sqlite_uri)
+    s.open()
+    try:
+        s.start_checkpointer(period=0.05)
+        size = os.path.getsize(path)
+        s.write_batch(docs("ckpt", range(300), {"pad": "x" * 500}))
+        wait_until(lambda: os.path.getsize(path) > size + 100_000, timeout=10,
+                   what="the background checkpoint to copy the batch into the file")  # fmt: skip
+        assert [t.name for t in threading.enumerate()].count("sqlite-checkpoint") == 1
+    finally:
+        s.close()
+    assert "sqlite-checkpoint" not in [t.name for t in threading.enumerate()]
+
+
+def test_without_the_checkpointer_a_small_wal_stays_in_the_log(sqlite_uri: str) -> None:
+    """The control for the test above: the writer's own automatic checkpoint
+    does not run for 300 rows at the backstop setting."""
+    import os
+
+    path = db_path(sqlite_uri)
+    s = SqliteStore(sqlite_uri)
+    s.open()
+    try:
+        s._writer_conn().execute("PRAGMA wal_autocheckpoint = 8192")
+        size = os.path.getsize(path)
+        s.write_batch(docs("ckpt", range(300), {"pad": "x" * 500}))
+        assert os.path.getsize(path) == size
+    finally:
+        s.close()

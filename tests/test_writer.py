@@ -125,7 +125,7 @@ def test_writer_exits_when_its_collector_dies_mid_retry(tmp_path: pathlib.Path) 
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         rows = [("orphan", 0, "sample", "cpu", "h", "[]", 1.7e9, "{{}}")]
-        payload = pickle.dumps(("rows", rows))
+        payload = pickle.dumps(("rows", [pickle.dumps(rows)]))
         w.stdin.write(struct.pack(">I", len(payload)) + payload)
         w.stdin.flush()
         print(w.pid, flush=True)
