@@ -159,6 +159,7 @@ class Connection:
                 assert self._capture is not None
                 self._capture.write(data)
             proto.receive_data(data)
+            data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
             events: list[Any] = []  # a hello, then the writer's items
             while True:

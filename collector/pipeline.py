@@ -96,7 +96,13 @@ class Pipeline:
         # Packed now, while the rows are in the CPU's caches (a whole batch
         # serialised later measured twice the cost); the queue then holds
         # bytes, not thousands of objects.
-        await self._send.send(Chunk(committer, items, self.writer.pack(items)))
+        chunk = Chunk(committer, items, self.writer.pack(items))
+        if chunk.packed is not items:
+            # The caller's list: free the rows now rather than hold them next
+            # to their packed copy while this reader waits for queue space
+            # (1000 blocked readers x a read's worth of rows adds up).
+            items.clear()
+        await self._send.send(chunk)
         self._check_flow()
 
     @property

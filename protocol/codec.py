@@ -114,6 +114,11 @@ class Decoder:
             return []
         lines = buf[self._pos : end].split(b"\n")
         self._pos = self._scan = end + 1
+        if self._pos == len(buf):
+            # All consumed: let the buffer go now, not at the next read, which
+            # may be long in coming (the caller blocks on a full queue).
+            self._buf = bytearray()
+            self._pos = self._scan = 0
         if len(buf) - end - 1 > limit + 1:
             self._error = FrameTooLarge(f"line longer than {limit} bytes")
         if max(map(len, lines)) > limit:  # rare: find the first line truly too long
