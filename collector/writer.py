@@ -101,7 +101,7 @@ def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep
 
 
 def commit_rows(store: Any, rows: list[Any], sleep: Any = time.sleep) -> BatchResult:
-    """``commit_batch`` for rows pre-encoded by the store's ``encode_rows``."""
+    """``commit_batch`` for rows made by the store's ``encode_row``."""
     return _commit(store.write_rows, rows, sleep)
 
 

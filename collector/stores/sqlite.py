@@ -808,7 +808,7 @@ class SqliteStore:
             self.write_rows(encode_rows(docs))
 
     def write_rows(self, rows: Sequence[Row]) -> None:
-        """Commit rows made by ``encode_rows`` (possibly in another process).
+        """Commit rows made by ``encode_row`` (possibly in another process).
 
         Idempotent on (session, seq) like ``write_batch``: a row whose seq is
         not above its session's highest stored seq is a resend and is skipped
