@@ -558,3 +558,26 @@ def test_without_the_checkpointer_a_small_wal_stays_in_the_log(sqlite_uri: str) 
         assert os.path.getsize(path) == size
     finally:
         s.close()
+
+
+def test_data_the_row_encoder_cannot_write_is_a_bad_frame_not_a_crash() -> None:
+    """orjson reads objects nested 300 deep but writes at most 254 levels: such
+    a frame is rejected (non-fatal, with its seq) and the stream carries on."""
+    from collector.stores.sqlite import encode_row
+    from protocol import ProtocolError, ServerConnection
+
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    conn = ServerConnection(document=encode_row)
+    conn.receive_data(
+        b'{"t":"hello","v":1,"session":"s"}\n'
+        + b'{"t":"snap","seq":1,"ts":1.7e9,"name":"p","data":'
+        + deep
+        + b"}\n"
+        + b'{"t":"snap","seq":2,"ts":1.7e9,"name":"p","data":{"x":1}}\n'
+    )
+    events: list[Any] = []
+    with pytest.raises(ProtocolError) as caught:
+        conn.next_events(events)
+    assert (caught.value.code, caught.value.seq, caught.value.fatal) == ("bad_frame", 1, False)
+    conn.next_events(events)
+    assert events[-1][:4] == ("s", 2, "sample", "p")
