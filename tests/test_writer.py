@@ -144,3 +144,36 @@ def test_writer_exits_when_its_collector_dies_mid_retry(tmp_path: pathlib.Path) 
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_collector_reports_a_refused_document_and_stores_the_rest(
+    tmp_path: pathlib.Path, mongo_uri: str, writer: str
+) -> None:
+    """End to end through the pipeline: the store refuses one document for
+    good (2**64 - 1 fits no BSON integer); its agent gets a non-fatal
+    bad_frame for that seq, the ack still covers everything, and every other
+    document is stored."""
+    from protocol import Welcome
+
+    from .harness import Client, collector_process
+
+    app_env = f"r{uuid.uuid4().hex[:10]}"
+    with collector_process(tmp_path, "--writer", writer, store_uri=mongo_uri,
+                           env={"APP_ENV": app_env}) as col:  # fmt: skip
+        c = await Client.connect(col.port)
+        await c.send({"t": "hello", "v": 1, "session": "refused"})
+        await c.until(lambda cl: isinstance(cl.welcome, Welcome))
+        frames: list[bytes | dict[str, object]] = [
+            {"t": "snap", "seq": 0, "ts": 1.7e9, "name": "p", "data": {"v": 0}}
+        ]
+        for seq in range(1, 6):
+            data = b"18446744073709551615" if seq == 3 else str(seq).encode()
+            frames.append(b'{"t":"delta","seq":%d,"ts":1.7e9,"name":"p","data":{"v":%s}}\n'
+                          % (seq, data))  # fmt: skip
+        await c.send(*frames)
+        await c.until(lambda cl: cl.acked >= 5)
+        assert [(e.code, e.seq, e.fatal) for e in c.errors] == [("bad_frame", 3, False)]
+        assert "refused" in c.errors[0].msg
+    assert _stored(mongo_uri, "refused", app_env=app_env) == [0, 1, 2, 4, 5]
