@@ -99,8 +99,9 @@ class ServerConnection:
             while self._line_i < len(self._lines):
                 line = self._lines[self._line_i]
                 self._line_i += 1
-                if line and line.strip(_BLANK):
-                    return self._event(client_frame_from_dict(_loads_object(line)))
+                event = self._line_event(line)
+                if event is not None:
+                    return event
             frame = self._decoder.next_event()
             if frame is NEED_DATA:
                 return NEED_DATA
@@ -136,10 +137,10 @@ class ServerConnection:
         while i < n:
             reasm = self.reassembler
             if reasm is None or self.ended:
-                line = lines[i]
                 i = self._line_i = i + 1
-                if line and line.strip(_BLANK):
-                    append(self._event(client_frame_from_dict(_loads_object(line))))
+                event = self._line_event(lines[i - 1])
+                if event is not None:
+                    append(event)
                     if self.ended:
                         return
                 continue
@@ -178,8 +179,9 @@ class ServerConnection:
                             continue
                     reasm.last_seq = last_seq
                     self._line_i = i
-                    if line and line.strip(_BLANK):
-                        append(self._event(client_frame_from_dict(_loads_object(line))))
+                    event = self._line_event(line)
+                    if event is not None:
+                        append(event)
                         if self.ended:
                             return
                     last_seq = reasm.last_seq
@@ -192,6 +194,12 @@ class ServerConnection:
         pending = self._decoder._error
         if pending is not None:
             raise pending
+
+    def _line_event(self, line: bytearray) -> Event | Any | None:
+        """The reference path for one line: its event, or None if it is blank."""
+        if not line or not line.strip(_BLANK):
+            return None
+        return self._event(client_frame_from_dict(_loads_object(line)))
 
     def _event(self, frame: ClientFrame) -> Event | Any:
         if self.reassembler is None:
