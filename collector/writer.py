@@ -164,12 +164,15 @@ class ThreadWriter:
         return packed
 
     async def submit(self, packs: list[Any]) -> Waiter:
-        docs = [Document(*item) for items in packs for item in items]
+        def commit() -> BatchResult:
+            # Documents are built here, in the worker thread, not in the
+            # event loop that every connection shares.
+            return commit_batch(self.store, [Document(*i) for items in packs for i in items])
 
         async def result() -> BatchResult:
             # Not cancellable on purpose: a write in flight must finish so
             # that what we ack and what is stored never disagree.
-            return await trio.to_thread.run_sync(commit_batch, self.store, docs)
+            return await trio.to_thread.run_sync(commit)
 
         return result
 
