@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from collector.stores import API_SESSION, MetricQuery, StoreError, StoreUnavailable, open_store
-from collector.stores.sqlite import SCHEMA_VERSION, SqliteStore, encode_rows
+from collector.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, encode_rows
 from protocol import Document
 
 T0 = 1_700_000_000.0
@@ -121,47 +121,6 @@ def test_new_database_layout(store: SqliteStore, other: sqlite3.Connection) -> N
     assert unique == ["docs_api_seq"]
 
 
-# Schema 1 exactly as its migration created it; a copy, so that later edits of
-# the store cannot change what this test upgrades from.
-V1_DDL = [
-    """CREATE TABLE docs (
-        id INTEGER PRIMARY KEY,
-        session TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        name TEXT NOT NULL,
-        host TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        ts REAL NOT NULL,
-        value REAL,
-        data TEXT,
-        UNIQUE (session, seq)
-    )""",
-    "CREATE INDEX docs_ts ON docs (ts)",
-    "CREATE INDEX docs_session_ts ON docs (session, ts)",
-    "CREATE INDEX docs_rare_kind_ts ON docs (kind, ts) WHERE kind != 'sample'",
-    "CREATE INDEX docs_rare_name_ts ON docs (name, ts) WHERE kind != 'sample'",
-    """CREATE TABLE names (
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        PRIMARY KEY (name, kind)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE sessions (
-        session TEXT PRIMARY KEY,
-        host TEXT,
-        agent TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        connected INTEGER NOT NULL DEFAULT 0,
-        ended REAL,
-        exit_code INTEGER,
-        signal TEXT
-    )""",
-    "CREATE INDEX sessions_last_seen ON sessions (last_seen)",
-]
-
-
 def make_v1_database(path: str) -> None:
     """s1: seqs 0, 1, 2, 5, 7 and a sessions row; s2: seqs 3, 4 and, unlike
     what schema 1 always wrote, no sessions row; API points 0 and 1."""
@@ -169,7 +128,8 @@ def make_v1_database(path: str) -> None:
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN")
-        for statement in V1_DDL:
+        # Migration 1 is append-only (never edited), so it is schema 1 exactly.
+        for statement in _MIGRATIONS[0]:
             conn.execute(statement)
         conn.executemany(
             "INSERT INTO docs (id, session, seq, kind, name, host, tags, ts, value, data)"
