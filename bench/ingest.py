@@ -32,6 +32,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 #: Issue 3's ingest goal: samples/s stored with 100 sessions, p99 ack < 250 ms.
 GOAL_RATE = 100_000
+#: Paced runs of the default (process) writer; the table shows the median p99.
+PACED_RUNS = 3
 
 
 class _PeakRss:
@@ -210,15 +212,27 @@ def run(scale: float = 1.0) -> Iterator[Table]:
             # The goal is stated at 100k/s: offer exactly that where the
             # collector can take it, else 70% of what it took saturated.
             offered = GOAL_RATE if peak["rate"] > GOAL_RATE else round(peak["rate"] * 0.7, -3)
-            paced = _scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False, rate=offered,
-                              writer=writer)  # fmt: skip
+            # Near saturation on a shared 2-core VM one run's p99 is a coin
+            # toss: the default writer gets several runs, the median shown.
+            runs = sorted((_scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False,
+                                     rate=offered, writer=writer)
+                           for _ in range(PACED_RUNS if writer == "process" else 1)),
+                          key=lambda r: float(r["p99_ms"]))  # fmt: skip
+            paced = runs[len(runs) // 2]
             t = Table(f"ingest — 100 sessions, store writer: {writer}",
                       ["saturated", f"paced at {offered:,.0f}/s"], baseline=9)  # fmt: skip
             t.row("samples stored / s", peak["rate"], paced["rate"], ratio=False, goal=">= 100k/s")
             t.row("ack latency p50 ms", peak["p50_ms"], paced["p50_ms"], ratio=False)
             t.row(
-                "ack latency p99 ms", peak["p99_ms"], paced["p99_ms"], ratio=False, goal="< 250 ms"
+                "ack latency p99 ms" + (f", median of {len(runs)} runs" if len(runs) > 1 else ""),
+                peak["p99_ms"],
+                paced["p99_ms"],
+                ratio=False,
+                goal="< 250 ms",
             )
+            if len(runs) > 1:
+                t.row("ack latency p99 ms, best run", None, runs[0]["p99_ms"], ratio=False)
+                t.row("ack latency p99 ms, worst run", None, runs[-1]["p99_ms"], ratio=False)
             t.row("collector peak RSS MB", peak["peak_rss"] / 2**20, paced["peak_rss"] / 2**20,
                   ratio=False)  # fmt: skip
             yield t

@@ -105,6 +105,9 @@ async def serve(
     listeners = await _listeners(cfg)
     port = listeners[0].socket.getsockname()[1]
     try:
+        # Before the first connection: batches must not wait for the writer
+        # to start (aclose below stops it whatever happens).
+        await writer.start()
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
 

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 import orjson
 import trio
@@ -53,6 +53,8 @@ __all__ = [
 log = logging.getLogger("collector.writer")
 
 _HEADER = struct.Struct(">I")
+#: The child's first frame once its store is open, before any reply.
+_READY: Final = b'{"ready":true}'
 
 
 @dataclass(slots=True)
@@ -84,6 +86,9 @@ class BatchWriter(Protocol):
     def pack(self, items: list[Any]) -> Any: ...
 
     def unpack(self, packed: Any) -> list[Any]: ...
+
+    async def start(self) -> None:
+        """Get ready before the first batch (called once, before ingest starts)."""
 
     async def submit(self, packs: list[Any]) -> Waiter: ...
 
@@ -179,6 +184,9 @@ class ThreadWriter:
     async def write(self, docs: list[Document]) -> BatchResult:
         return await (await self.submit([_doc_tuples(docs)]))()
 
+    async def start(self) -> None:
+        pass  # the store is open already, and threads start in microseconds
+
     async def aclose(self) -> None:
         pass
 
@@ -228,6 +236,30 @@ class ProcessWriter:
             _grow_pipe(self._proc.stdin)
         return self._proc
 
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start the child now and wait, at most ``timeout``, until its store is open.
+
+        Started on the first batch instead, the child's start-up (~0.3 s of
+        imports and opening the store) held that batch, and everything queued
+        behind it, for as long: the worst ack latencies of a whole run.
+        Should the store still be unavailable at ``timeout`` (the child keeps
+        retrying), ingest starts anyway and batches queue as usual.
+        """
+        async with self._send_lock:
+            proc = await self._process()
+        assert proc.stdout is not None
+        with trio.move_on_after(timeout) as scope:
+            try:
+                while await self._read_frame(proc.stdout) != _READY:
+                    pass  # nothing else comes before it: no batch was sent yet
+            except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
+                # Died at start: the first batch restarts it (with backoff).
+                log.error("the store writer exited at start", extra={"error": repr(exc)})
+                return
+        if scope.cancelled_caught:
+            log.warning("the store writer is not ready yet; starting ingest anyway",
+                        extra={"waited_s": timeout})  # fmt: skip
+
     @staticmethod
     def pack(items: list[Any]) -> bytes:
         return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
@@ -268,6 +300,8 @@ class ProcessWriter:
             except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
                 await self._restart(proc, exc)
                 continue
+            if reply == _READY:
+                continue  # a (re)started child is up; its answers follow
             self._inflight.popleft()
             r = orjson.loads(reply)
             return BatchResult([(i, why) for i, why in r["rejected"]], r["seconds"], r["retries"])
@@ -424,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         start_checkpointer = getattr(store, "start_checkpointer", None)
         if start_checkpointer is not None:
             start_checkpointer()
-        serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
+        out = sys.stdout.buffer
+        out.write(_HEADER.pack(len(_READY)) + _READY)
+        out.flush()
+        serve(store, sys.stdin.buffer, out, sleep)
     except _ParentGone:
         log.error("the collector that started this writer is gone; exiting")
     except (BrokenPipeError, KeyboardInterrupt):

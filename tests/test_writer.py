@@ -54,6 +54,66 @@ async def test_process_writer_restarts_and_resends(sqlite_uri: str) -> None:
     assert _stored(sqlite_uri, "pw") == list(range(200))
 
 
+async def test_process_writer_start_waits_until_the_store_is_open(sqlite_uri: str) -> None:
+    import sqlite3
+
+    writer = ProcessWriter(sqlite_uri, {})
+    try:
+        await writer.start()
+        # Ready means the child opened the store: the schema is there before
+        # any batch was sent.
+        db = sqlite3.connect(sqlite_uri.removeprefix("sqlite:///"))
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+        assert {"docs", "sessions"} <= tables
+        assert writer._proc is not None and writer._proc.returncode is None
+        result = await writer.write(_docs("started", range(5)))
+        assert result.rejected == []
+    finally:
+        await writer.aclose()
+    assert _stored(sqlite_uri, "started") == list(range(5))
+
+
+async def test_process_writer_start_gives_up_waiting_on_an_unavailable_store(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A store that cannot open yet does not hold the collector's start for
+    ever; batches then wait for it, and land once it is free."""
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a real lock on a new file: no schema can be made
+    writer = ProcessWriter(f"sqlite:///{db}", {})
+    try:
+        with trio.fail_after(20):
+            await writer.start(timeout=0.5)
+        assert writer._proc is not None and writer._proc.returncode is None
+        holder.execute("ROLLBACK")
+        with trio.fail_after(30):
+            result = await writer.write(_docs("late", range(3)))
+        assert result.rejected == []
+    finally:
+        holder.close()
+        await writer.aclose()
+    assert _stored(f"sqlite:///{db}", "late") == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_collector_starts_its_writer_before_any_connection(tmp_path: pathlib.Path) -> None:
+    from .harness import collector_process
+
+    with collector_process(tmp_path, "--writer", "process") as col:
+        me = psutil.Process(col.proc.pid)
+
+        def writer_running() -> bool:
+            return any("collector.writer" in " ".join(c.cmdline()) for c in me.children())
+
+        wait_until(writer_running, timeout=15, what="the writer child, with no agent connected")
+
+
 async def test_process_writer_closes_cleanly(sqlite_uri: str) -> None:
     writer = ProcessWriter(sqlite_uri, {})
     await writer.write(_docs("close", range(3)))
