@@ -24,7 +24,7 @@ class IngestConfig:
     max_frame_bytes: int = 1 << 20
     idle_timeout: float = 300.0
     max_errors: int = 100
-    ack_interval: float = 0.02
+    ack_interval: float = 0.05
     flow_min_interval: float = 5.0
     shutdown_grace: float = 10.0
     capture_dir: pathlib.Path | None = None

