@@ -187,7 +187,9 @@ def run(scale: float = 1.0) -> Iterator[Table]:
                 f["p99_ms"],
                 posts["p99_ms"],
                 lower_is_better=True,
-                goal="< 250 ms (100 sessions)" if sessions == 100 else "",
+                # unpaced, latency is only how long the backlog is: the goal is
+                # checked paced, in the tables below
+                goal="see paced" if sessions == 100 else "",
             )
             t.row(
                 "collector peak RSS MB",
