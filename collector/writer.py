@@ -398,6 +398,11 @@ def _sleep_while_parent_lives(parent: int) -> Callable[[float], None]:
     return sleep
 
 
+def _write_frame(out: BinaryIO, payload: bytes) -> None:
+    out.write(_HEADER.pack(len(payload)) + payload)
+    out.flush()
+
+
 def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
     """Read batches, commit each, answer each, until EOF."""
     while (header := _read_exact(inp, 4)) is not None:
@@ -413,8 +418,7 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -
             result = commit_batch(store, [Document(*item) for item in items], sleep)
         reply = orjson.dumps({"rejected": result.rejected, "seconds": result.seconds,
                               "retries": result.retries})  # fmt: skip
-        out.write(_HEADER.pack(len(reply)) + reply)
-        out.flush()
+        _write_frame(out, reply)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,10 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         start_checkpointer = getattr(store, "start_checkpointer", None)
         if start_checkpointer is not None:
             start_checkpointer()
-        out = sys.stdout.buffer
-        out.write(_HEADER.pack(len(_READY)) + _READY)
-        out.flush()
-        serve(store, sys.stdin.buffer, out, sleep)
+        _write_frame(sys.stdout.buffer, _READY)
+        serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
     except _ParentGone:
         log.error("the collector that started this writer is gone; exiting")
     except (BrokenPipeError, KeyboardInterrupt):
