@@ -34,8 +34,8 @@ bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check protocol collector watchdog deltawire tests bench
-	$(VENV)/bin/ruff format --check protocol collector watchdog deltawire tests bench
+	$(VENV)/bin/ruff check collector watchdog protocol deltawire tests bench
+	$(VENV)/bin/ruff format --check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/mypy
 
 envsample: install

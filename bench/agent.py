@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import orjson
 import psutil
 
-from tests.servers import free_port, stop_process, wait_port
+from deltawire.testing.servers import free_port, stop_process, wait_port
 
 from .report import Table
 
@@ -103,7 +103,7 @@ def _collector(tmp: pathlib.Path) -> Iterator[int]:
     port = free_port()
     with open(tmp / "collector.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "deltawire.collector", "serve", "--listen", f"127.0.0.1:{port}",
              "--no-http", "--store", f"sqlite:///{tmp / 'bench.db'}"],
             env=_env(tmp), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
@@ -125,7 +125,7 @@ def measure(
     err_path = tmp / f"watchdog-{interval}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watchdog", "run", "--collector", f"127.0.0.1:{relay.port}",
+            [sys.executable, "-m", "deltawire.watchdog", "run", "--collector", f"127.0.0.1:{relay.port}",
              "--interval", str(interval), "--push-every", str(PUSH_EVERY), "--",
              "sleep", str(int(WARMUP_S + seconds + 30))],
             env=env, stdin=subprocess.DEVNULL, stderr=err,

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from protocol import NEED_DATA, DeltaEncoder, Encoder, Hello, ServerConnection, Snap
+from deltawire.protocol import NEED_DATA, DeltaEncoder, Encoder, Hello, ServerConnection, Snap
 
 from .report import Table
 

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psutil
 
-from tests.servers import free_port, stop_process, wait_port
+from deltawire.testing.servers import free_port, stop_process, wait_port
 
 from .codec import load_recording
 from .report import Table
@@ -78,7 +78,7 @@ def _collector(
     port = free_port()
     http_port = free_port() if http else None
     db = tmp / f"bench-{port}.db"
-    argv = [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "deltawire.collector", "serve", "--listen", f"127.0.0.1:{port}",
             "--store", f"sqlite:///{db}", "--log-level", "error", "--writer", writer]  # fmt: skip
     argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     env = {**os.environ, "DELTAWIRE_CONFIG_DIR": str(tmp)}

@@ -19,7 +19,17 @@ from typing import Any
 import orjson
 import trio
 
-from protocol import NEED_DATA, SERVER, Ack, Decoder, DeltaEncoder, Encoder, ErrorFrame, Hello, Snap
+from deltawire.protocol import (
+    NEED_DATA,
+    SERVER,
+    Ack,
+    Decoder,
+    DeltaEncoder,
+    Encoder,
+    ErrorFrame,
+    Hello,
+    Snap,
+)
 
 from .codec import load_recording
 

@@ -36,7 +36,7 @@ import orjson
 # Run as a plain script (sys.path[0] is bench/), so make the repo importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from watchdog.sampler import ProcessSampler, SystemSampler
+from deltawire.watchdog.sampler import ProcessSampler, SystemSampler
 
 PROGRESS_EVERY_S = 10.0
 CHILD_STOP_TIMEOUT_S = 10.0

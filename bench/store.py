@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from collector.stores import open_store
-from protocol import Document
+from deltawire.collector.stores import open_store
+from deltawire.protocol import Document
 
 from .codec import load_recording
 from .report import Table
@@ -54,10 +54,10 @@ def _write_rate(uri: str, docs: list[Document], batch: int = 2000, **opts: Any) 
 
 @contextlib.contextmanager
 def _api(store_uri: str, *args: str) -> Iterator[int]:
-    from tests.servers import free_port, stop_process, wait_port
+    from deltawire.testing.servers import free_port, stop_process, wait_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "collector.api", "--http", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([sys.executable, "-m", "deltawire.collector.api", "--http", f"127.0.0.1:{port}",
                              "--store", store_uri, "--cache-ttl", "60", *args],
                             cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -104,7 +104,7 @@ def _get_load(port: int, requests: int, concurrency: int = 8, seed: int = 1) -> 
 
 
 def run(scale: float = 1.0) -> list[Table]:
-    from tests.servers import run_ferretdb, run_redis
+    from deltawire.testing.servers import run_ferretdb, run_redis
 
     n = max(2000, int(40_000 * scale))
     docs = _documents(n)

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiProcess"]
 
-log = logging.getLogger("collector.api_process")
+log = logging.getLogger("deltawire.collector.api_process")
 
 
 class ApiProcess:
     def __init__(self, argv: list[str], stats_text: Callable[[], str]) -> None:
-        self.argv = [sys.executable, "-m", "collector.api", "--control-stdin", *argv]
+        self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin", *argv]
         self._stats_text = stats_text
         self._sessions: set[str] = set()
         self._names: set[str] = set()

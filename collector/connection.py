@@ -16,7 +16,7 @@ from typing import IO, Any, TypeVar
 
 import trio
 
-from protocol import (
+from deltawire.protocol import (
     Ack,
     AuthFailed,
     Encoder,
@@ -38,7 +38,7 @@ from .stores.base import StoreUnavailable
 
 __all__ = ["Connection", "handle_connection"]
 
-log = logging.getLogger("collector.connection")
+log = logging.getLogger("deltawire.collector.connection")
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from .writer import BatchResult, BatchWriter, ThreadWriter, Waiter
 
 __all__ = ["Chunk", "Committer", "Pipeline", "PipelineConfig"]
 
-log = logging.getLogger("collector.pipeline")
+log = logging.getLogger("deltawire.collector.pipeline")
 
 
 class Committer(Protocol):

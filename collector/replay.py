@@ -11,7 +11,7 @@ import click
 import orjson
 import trio
 
-from protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, ProtocolError, Welcome
+from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, ProtocolError, Welcome
 
 __all__ = ["ReplayResult", "replay_file", "replay_files"]
 

@@ -28,7 +28,7 @@ from .writer import BatchWriter, ProcessWriter, ThreadWriter
 
 __all__ = ["ServeConfig", "serve"]
 
-log = logging.getLogger("collector.server")
+log = logging.getLogger("deltawire.collector.server")
 
 
 @dataclass(frozen=True)

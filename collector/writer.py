@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Final, Protocol
 import orjson
 import trio
 
-from protocol import Document, DocumentFactory
+from deltawire.protocol import Document, DocumentFactory
 
 from .stores.base import Store, StoreError, StoreUnavailable
 
@@ -50,7 +50,7 @@ __all__ = [
     "main",
 ]
 
-log = logging.getLogger("collector.writer")
+log = logging.getLogger("deltawire.collector.writer")
 
 _HEADER = struct.Struct(">I")
 #: The child's first frame once its store is open, before any reply.
@@ -218,7 +218,7 @@ class ProcessWriter:
         #: cross the pipe (serialised once here, never parsed back into dicts)
         self.make_item: DocumentFactory = encode_row or document_tuple
         self._kind = "rows" if encode_row is not None else "docs"
-        self.argv = [sys.executable, "-m", "collector.writer", "--store", store_uri,
+        self.argv = [sys.executable, "-m", "deltawire.collector.writer", "--store", store_uri,
                      "--options", orjson.dumps(store_options).decode(), "--log-level", log_level,
                      "--parent-pid", str(os.getpid())]  # fmt: skip
         self._proc: trio.Process | None = None

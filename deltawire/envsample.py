@@ -11,8 +11,8 @@ __all__ = ["groups", "main"]
 
 
 def groups() -> list[tuple[str, tuple[Var, ...]]]:
-    from collector.settings import COLLECTOR_VARS, STORE_VARS
-    from watchdog.settings import WATCHDOG_VARS
+    from deltawire.collector.settings import COLLECTOR_VARS, STORE_VARS
+    from deltawire.watchdog.settings import WATCHDOG_VARS
 
     return [
         ("collector: ingest", COLLECTOR_VARS),

@@ -15,7 +15,7 @@ def redis_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("REDIS_URI"):
         yield os.environ["REDIS_URI"]
         return
-    from .servers import run_redis
+    from deltawire.testing.servers import run_redis
 
     with run_redis(tmp_path_factory.mktemp("redis")) as uri:
         yield uri
@@ -26,7 +26,7 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("MONGO_URI"):
         yield os.environ["MONGO_URI"]
         return
-    from .servers import run_ferretdb
+    from deltawire.testing.servers import run_ferretdb
 
     with run_ferretdb(tmp_path_factory.mktemp("ferretdb")) as uri:
         yield uri

@@ -22,12 +22,18 @@ import httpx
 import orjson
 import pytest
 
-from collector.stores import open_store
-from collector.stores.base import encode_cursor
-from protocol import Document, Hello
-
-from .harness import wait_until
-from .servers import HOST, REPO_ROOT, free_port, redis_binary, stop_process, wait_port
+from deltawire.collector.stores import open_store
+from deltawire.collector.stores.base import encode_cursor
+from deltawire.protocol import Document, Hello
+from deltawire.testing.harness import wait_until
+from deltawire.testing.servers import (
+    HOST,
+    REPO_ROOT,
+    free_port,
+    redis_binary,
+    stop_process,
+    wait_port,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +151,7 @@ def start_api(
     for _attempt in range(3):  # the free port may be taken before the child binds it
         port = free_port()
         log = workdir / f"api-{port}.log"
-        argv = [sys.executable, "-m", "collector.api", "--http", f"{HOST}:{port}",
+        argv = [sys.executable, "-m", "deltawire.collector.api", "--http", f"{HOST}:{port}",
                 "--store", store_uri, "--log-format", "text", *args]  # fmt: skip
         if control:
             argv.append("--control-stdin")
@@ -817,13 +823,13 @@ def _child_env() -> dict[str, str]:
 
 
 def test_help_and_unsupported_workers(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "collector.api", "--help"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "deltawire.collector.api", "--help"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=60, env=_child_env())  # fmt: skip
     assert r.returncode == 0
     for flag in ("--http", "--store", "--redis", "--cache-ttl", "--cache-size", "--log-level",
                  "--workers", "--control-stdin"):  # fmt: skip
         assert flag in r.stdout
-    r = subprocess.run([sys.executable, "-m", "collector.api", "--workers", "2"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "deltawire.collector.api", "--workers", "2"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=60, env=_child_env())  # fmt: skip
     assert r.returncode == 2 and "workers" in r.stderr
 
@@ -832,7 +838,7 @@ def test_port_in_use_fails_fast(seeded: str, tmp_path: Path) -> None:
     api = start_api(tmp_path, seeded)
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "collector.api", "--http", f"{HOST}:{api.port}", "--store", seeded],
+            [sys.executable, "-m", "deltawire.collector.api", "--http", f"{HOST}:{api.port}", "--store", seeded],
             capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
             env=_child_env(),
         )  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import collector_process
+from deltawire.testing.harness import collector_process
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import (
+from deltawire.protocol import (
     NEED_DATA,
     Bye,
     DeltaEncoder,

@@ -13,9 +13,8 @@ import pytest
 import trio
 import trustme
 
-from collector.stores import MetricQuery, open_store
-
-from .harness import REPO, Client, collector_process
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.testing.harness import REPO, Client, collector_process
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,7 @@ def test_capture_dir_records_inbound_bytes_and_replay_restores_them(tmp_path: pa
     first.mkdir()
     with collector_process(first, "--capture-dir", str(captures)) as col:
         proc = subprocess.run(
-            [sys.executable, "-m", "collector", "replay", str(CAPTURES / "basic_session.ndjson"),
+            [sys.executable, "-m", "deltawire.collector", "replay", str(CAPTURES / "basic_session.ndjson"),
              "--to", f"127.0.0.1:{col.port}", "--quiet"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -74,7 +73,7 @@ def test_capture_dir_records_inbound_bytes_and_replay_restores_them(tmp_path: pa
     second.mkdir()
     with collector_process(second) as col:
         proc = subprocess.run(
-            [sys.executable, "-m", "collector", "replay", *map(str, recorded),
+            [sys.executable, "-m", "deltawire.collector", "replay", *map(str, recorded),
              "--to", f"127.0.0.1:{col.port}", "--rate", "200"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -96,7 +95,7 @@ def test_capture_dir_records_inbound_bytes_and_replay_restores_them(tmp_path: pa
 def test_replay_every_committed_capture(tmp_path: pathlib.Path, capture: pathlib.Path) -> None:
     with collector_process(tmp_path) as col:
         proc = subprocess.run(
-            [sys.executable, "-m", "collector", "replay", str(capture), "--to", f"127.0.0.1:{col.port}"],
+            [sys.executable, "-m", "deltawire.collector", "replay", str(capture), "--to", f"127.0.0.1:{col.port}"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -106,10 +105,10 @@ def test_replay_every_committed_capture(tmp_path: pathlib.Path, capture: pathlib
 
 
 def test_replay_reports_an_unreachable_collector(tmp_path: pathlib.Path) -> None:
-    from .servers import free_port
+    from deltawire.testing.servers import free_port
 
     proc = subprocess.run(
-        [sys.executable, "-m", "collector", "replay", str(CAPTURES / "basic_session.ndjson"),
+        [sys.executable, "-m", "deltawire.collector", "replay", str(CAPTURES / "basic_session.ndjson"),
          "--to", f"127.0.0.1:{free_port()}"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -132,7 +131,7 @@ def test_watchdog_over_tls(tmp_path: pathlib.Path) -> None:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DELTAWIRE_CONFIG_DIR": str(tmp_path),
                "WATCHDOG_TLS_CA": str(ca_file), "WATCHDOG_SPOOL_DIR": str(tmp_path / "spool")}  # fmt: skip
         proc = subprocess.run(
-            [sys.executable, "-m", "watchdog", "run", "--collector", f"127.0.0.1:{col.port}",
+            [sys.executable, "-m", "deltawire.watchdog", "run", "--collector", f"127.0.0.1:{col.port}",
              "--interval", "0.2", "--push-every", "1", "--session", "wd-tls", "--", "sleep", "1"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -12,10 +12,15 @@ import psutil
 import pytest
 import trio
 
-from collector.stores import MetricQuery, open_store
-
-from .harness import Client, collector_process, make_samples, stream_session, wait_until
-from .servers import free_port
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.testing.harness import (
+    Client,
+    collector_process,
+    make_samples,
+    stream_session,
+    wait_until,
+)
+from deltawire.testing.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ import pytest
 import trio
 import trio.testing
 
-from collector.connection import handle_connection
-from collector.hub import Hub, IngestConfig
-from collector.pipeline import Pipeline, PipelineConfig
-from collector.stats import Stats
-from collector.stores import MetricQuery, open_store
-from protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Frame, Welcome
+from deltawire.collector.connection import handle_connection
+from deltawire.collector.hub import Hub, IngestConfig
+from deltawire.collector.pipeline import Pipeline, PipelineConfig
+from deltawire.collector.stats import Stats
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Frame, Welcome
 
 CAPTURES = pathlib.Path(__file__).parent / "captures"
 

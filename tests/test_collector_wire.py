@@ -7,9 +7,8 @@ import pathlib
 import pytest
 import trio
 
-from protocol import Welcome
-
-from .harness import Client, collector_process
+from deltawire.protocol import Welcome
+from deltawire.testing.harness import Client, collector_process
 
 pytestmark = pytest.mark.slow
 

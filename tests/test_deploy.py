@@ -12,7 +12,7 @@ import pymongo
 import pytest
 import redis
 
-from .servers import free_port
+from deltawire.testing.servers import free_port
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

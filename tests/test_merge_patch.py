@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import apply_patch, json_equal, make_patch
+from deltawire.protocol import apply_patch, json_equal, make_patch
 
 from .strategies import samples
 

@@ -10,10 +10,9 @@ import uuid
 import pytest
 import trio
 
-from collector.stores import MetricQuery, open_store
-
-from .harness import collector_process, make_samples, stream_session
-from .servers import ferretdb_at, free_port
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.testing.harness import collector_process, make_samples, stream_session
+from deltawire.testing.servers import ferretdb_at, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mongo]
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from collector.api.nlquery import EXAMPLES, MAX_LIMIT, PromptError, parse_prompt
-from collector.stores.base import AggQuery, MetricQuery
+from deltawire.collector.api.nlquery import EXAMPLES, MAX_LIMIT, PromptError, parse_prompt
+from deltawire.collector.stores.base import AggQuery, MetricQuery
 
 # A Monday, so "this week" starts today.
 NOW = datetime(2026, 11, 23, 8, 30, 15, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from protocol import (
+from deltawire.protocol import (
     ERROR_CODES,
     NEED_DATA,
     SERVER,

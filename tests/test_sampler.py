@@ -15,7 +15,7 @@ import orjson
 import psutil
 import pytest
 
-from watchdog.sampler import ProcessSampler, SystemSampler
+from deltawire.watchdog.sampler import ProcessSampler, SystemSampler
 
 SLEEPER = "import time; time.sleep(30)"
 

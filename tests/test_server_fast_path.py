@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
+from deltawire.protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
 
 from .strategies import samples
 

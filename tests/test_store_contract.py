@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from collector.stores import (
+from deltawire.collector.stores import (
     API_SESSION,
     AggQuery,
     MetricQuery,
@@ -30,7 +30,7 @@ from collector.stores import (
     encode_cursor,
     open_store,
 )
-from protocol import Document, Hello
+from deltawire.protocol import Document, Hello
 
 T0 = 1_700_000_000.0
 
@@ -53,7 +53,7 @@ def ferretdb_gap(reason: str) -> Callable[[_F], _F]:
 def _is_ferretdb(uri: str) -> bool:
     import pymongo
 
-    from .servers import is_ferretdb
+    from deltawire.testing.servers import is_ferretdb
 
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
         return is_ferretdb(client)
@@ -65,7 +65,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
         s = open_store(request.getfixturevalue("sqlite_uri"))
     else:
         try:
-            import collector.stores.mongo  # noqa: F401
+            import deltawire.collector.stores.mongo  # noqa: F401
         except ImportError:
             pytest.skip("mongo store not written yet")
         # A database of its own per test (telemetry_<app_env>): no test sees

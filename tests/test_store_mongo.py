@@ -19,11 +19,16 @@ import pymongo
 import pytest
 from bson.datetime_ms import DatetimeMS
 
-from collector.stores import AggQuery, MetricQuery, StoreError, StoreUnavailable, open_store
-from collector.stores.mongo import MongoStore
-from protocol import Document, Hello
-
-from .servers import (
+from deltawire.collector.stores import (
+    AggQuery,
+    MetricQuery,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+)
+from deltawire.collector.stores.mongo import MongoStore
+from deltawire.protocol import Document, Hello
+from deltawire.testing.servers import (
     HOST,
     ferretdb_at,
     free_port,

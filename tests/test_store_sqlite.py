@@ -11,9 +11,15 @@ from typing import Any
 
 import pytest
 
-from collector.stores import API_SESSION, MetricQuery, StoreError, StoreUnavailable, open_store
-from collector.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, encode_rows
-from protocol import Document
+from deltawire.collector.stores import (
+    API_SESSION,
+    MetricQuery,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+)
+from deltawire.collector.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, encode_rows
+from deltawire.protocol import Document
 
 T0 = 1_700_000_000.0
 
@@ -463,7 +469,7 @@ def test_open_store_dispatch(sqlite_uri: str) -> None:
 )
 def test_queries_use_an_index_in_order(store: SqliteStore, q: MetricQuery, index: str) -> None:
     """No full scan and no sort of all matches: a page costs O(limit)."""
-    from collector.stores.sqlite import _find_sql
+    from deltawire.collector.stores.sqlite import _find_sql
 
     store.write_batch(docs("s1", range(3)))  # cpu: a sample stream
     store.write_batch([Document("s1", 9, "event", "deploy", T0, None, (), None)])
@@ -486,7 +492,7 @@ def test_background_checkpoints_move_the_wal_into_the_database(sqlite_uri: str) 
     checkpoint only steps in at a WAL far larger than this test writes)."""
     import os
 
-    from .harness import wait_until
+    from deltawire.testing.harness import wait_until
 
     path = db_path(sqlite_uri)
     s = SqliteStore(sqlite_uri)
@@ -523,8 +529,8 @@ def test_without_the_checkpointer_a_small_wal_stays_in_the_log(sqlite_uri: str) 
 def test_data_the_row_encoder_cannot_write_is_a_bad_frame_not_a_crash() -> None:
     """orjson reads objects nested 300 deep but writes at most 254 levels: such
     a frame is rejected (non-fatal, with its seq) and the stream carries on."""
-    from collector.stores.sqlite import encode_row
-    from protocol import ProtocolError, ServerConnection
+    from deltawire.collector.stores.sqlite import encode_row
+    from deltawire.protocol import ProtocolError, ServerConnection
 
     deep = b'{"a":' * 300 + b"1" + b"}" * 300
     conn = ServerConnection(document=encode_row)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from protocol import Ack, Document, Hello, Welcome
-from watchdog.agent import AgentConfig, AgentError, open_agent, run_session
-from watchdog.spool import session_dirs
+from deltawire.protocol import Ack, Document, Hello, Welcome
+from deltawire.watchdog.agent import AgentConfig, AgentError, open_agent, run_session
+from deltawire.watchdog.spool import session_dirs
 
 from .test_watchdog_link import Net, Peer
 
@@ -78,9 +78,9 @@ def config(tmp_path: pathlib.Path, net: Net, command: list[str], **kw: Any) -> A
 
 APP = r"""
 import socket, subprocess, sys, os, time
-from watchdog.client import emit
+from deltawire.watchdog.client import emit
 assert emit("app.ready", {"pid": os.getpid()})
-subprocess.run([sys.executable, "-m", "watchdog", "emit", "shell.step", "--data", '{"n": 2}'],
+subprocess.run([sys.executable, "-m", "deltawire.watchdog", "emit", "shell.step", "--data", '{"n": 2}'],
                check=True)
 s = socket.socket(socket.AF_UNIX); s.connect(os.environ["DELTAWIRE_EVENTS"])
 s.sendall(b"this is not json\n"); s.close()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from watchdog.spool import Spool, session_dir, summarize
+from deltawire.watchdog.spool import Spool, session_dir, summarize
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def env_for(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
 
 
 def watchdog(tmp_path: pathlib.Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watchdog", *args], env=env_for(tmp_path, **extra),
+    return subprocess.run([sys.executable, "-m", "deltawire.watchdog", *args], env=env_for(tmp_path, **extra),
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -99,7 +99,7 @@ def test_sigterm_is_forwarded_and_the_childs_code_returned(tmp_path: pathlib.Pat
            "print('ready', flush=True)\n"
            "time.sleep(60)\n")  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watchdog", "run", "--collector", "127.0.0.1:9", "--",
+        [sys.executable, "-m", "deltawire.watchdog", "run", "--collector", "127.0.0.1:9", "--",
          sys.executable, "-c", app],
         env=env_for(tmp_path, WATCHDOG_SHUTDOWN_GRACE="0.2"), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -161,7 +161,7 @@ def test_spool_send_gives_up_on_an_unreachable_collector(tmp_path: pathlib.Path)
 
 def test_system_only_ends_on_sigterm_with_a_bye(tmp_path: pathlib.Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watchdog", "run", "--system-only", "--session", "host-only",
+        [sys.executable, "-m", "deltawire.watchdog", "run", "--system-only", "--session", "host-only",
          "--interval", "0.05", "--collector", "127.0.0.1:9"],
         env=env_for(tmp_path, WATCHDOG_SHUTDOWN_GRACE="0.2"), stderr=subprocess.DEVNULL,
     )  # fmt: skip

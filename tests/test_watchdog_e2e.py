@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from collector.stores import open_store
-from collector.stores.base import MetricQuery
-from watchdog.spool import session_dir, summarize
-
-from .harness import wait_until
-from .servers import free_port, stop_process, wait_port
+from deltawire.collector.stores import open_store
+from deltawire.collector.stores.base import MetricQuery
+from deltawire.testing.harness import wait_until
+from deltawire.testing.servers import free_port, stop_process, wait_port
+from deltawire.watchdog.spool import session_dir, summarize
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +57,7 @@ class Collector:
     def start(self) -> None:
         log = open(self.tmp_path / "collector.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--listen", self.address, "--no-http",
+            [sys.executable, "-m", "deltawire.collector", "serve", "--listen", self.address, "--no-http",
              "--store", self.uri],
             env=base_env(self.tmp_path), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
@@ -115,7 +114,7 @@ class Watchdog:
         self.stderr_path = tmp_path / f"watchdog-{time.monotonic_ns()}.log"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watchdog", "run", "--collector", collector.address, *args],
+                [sys.executable, "-m", "deltawire.watchdog", "run", "--collector", collector.address, *args],
                 env=full_env, stdin=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
 
@@ -239,7 +238,7 @@ def test_spool_bound_respected_and_drops_reported(tmp_path: pathlib.Path,
 
     collector.start()
     send = subprocess.run(
-        [sys.executable, "-m", "watchdog", "spool", "send", "--collector", collector.address,
+        [sys.executable, "-m", "deltawire.watchdog", "spool", "send", "--collector", collector.address,
          "--spool-dir", str(wd.spool_dir), "--timeout", "20"],
         env=base_env(tmp_path), capture_output=True, text=True, timeout=DEADLINE,
     )  # fmt: skip

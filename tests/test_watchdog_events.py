@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from watchdog import client
-from watchdog.events import MAX_EVENT_LINE, EventServer, parse_event_line
+from deltawire.watchdog import client
+from deltawire.watchdog.events import MAX_EVENT_LINE, EventServer, parse_event_line
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ async def test_emit_command_for_shell_scripts(served: tuple[EventServer, Receive
     server, got = served
     env = {**os.environ, client.ENV_VAR: str(server.path), "PYTHONPATH": str(REPO)}
     result = await trio.run_process(
-        [sys.executable, "-m", "watchdog", "emit", "backup.done", "--data", '{"files": 12}'],
+        [sys.executable, "-m", "deltawire.watchdog", "emit", "backup.done", "--data", '{"files": 12}'],
         env=env, capture_stderr=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -112,7 +112,7 @@ def test_emit_command_errors_are_messages(tmp_path: pathlib.Path) -> None:
     env["PYTHONPATH"] = str(REPO)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "watchdog", "emit", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "deltawire.watchdog", "emit", *args], env=env,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
 
     r = run("x")

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from protocol import (
+from deltawire.protocol import (
     CLIENT,
     NEED_DATA,
     Ack,
@@ -35,8 +35,8 @@ from protocol import (
     Snap,
     Welcome,
 )
-from watchdog.link import Link, RateLimiter, backoff_delay
-from watchdog.spool import Spool, session_dir
+from deltawire.watchdog.link import Link, RateLimiter, backoff_delay
+from deltawire.watchdog.spool import Spool, session_dir
 
 META = {"session": "sess-1", "host": "box", "agent": "deltawire-watchdog/test", "tags": ["t1"]}
 

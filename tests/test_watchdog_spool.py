@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from watchdog.spool import (
+from deltawire.watchdog.spool import (
     HEADER,
     Record,
     Spool,

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import trio
 
-from watchdog.supervisor import ExitStatus, SpawnError, Supervisor, wait_pid_exit
+from deltawire.watchdog.supervisor import ExitStatus, SpawnError, Supervisor, wait_pid_exit
 
 
 def test_exit_status_mapping() -> None:

@@ -15,11 +15,10 @@ import psutil
 import pytest
 import trio
 
-from collector.stores import MetricQuery, open_store
-from collector.writer import ProcessWriter, ThreadWriter, commit_batch
-from protocol import Document
-
-from .harness import wait_until
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.writer import ProcessWriter, ThreadWriter, commit_batch
+from deltawire.protocol import Document
+from deltawire.testing.harness import wait_until
 
 
 def _docs(session: str, seqs: range, **data: object) -> list[Document]:
@@ -103,7 +102,7 @@ async def test_process_writer_start_gives_up_waiting_on_an_unavailable_store(
 
 @pytest.mark.slow
 def test_collector_starts_its_writer_before_any_connection(tmp_path: pathlib.Path) -> None:
-    from .harness import collector_process
+    from deltawire.testing.harness import collector_process
 
     with collector_process(tmp_path, "--writer", "process") as col:
         me = psutil.Process(col.proc.pid)
@@ -155,7 +154,7 @@ def test_poison_document_is_isolated(mongo_uri: str) -> None:
 async def test_collector_with_process_writer(tmp_path: object) -> None:
     import pathlib
 
-    from .harness import collector_process, make_samples, stream_session
+    from deltawire.testing.harness import collector_process, make_samples, stream_session
 
     assert isinstance(tmp_path, pathlib.Path)
     uri = f"sqlite:///{tmp_path / 'pw.db'}"
@@ -180,7 +179,7 @@ def test_writer_exits_when_its_collector_dies_mid_retry(tmp_path: pathlib.Path) 
     # An intermediate "collector": starts the writer, hands it one batch, dies.
     parent = textwrap.dedent(f"""
         import os, pickle, struct, subprocess, sys
-        w = subprocess.Popen([sys.executable, "-m", "collector.writer", "--store", {uri!r},
+        w = subprocess.Popen([sys.executable, "-m", "deltawire.collector.writer", "--store", {uri!r},
                               "--parent-pid", str(os.getpid())],
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -215,9 +214,8 @@ async def test_collector_reports_a_refused_document_and_stores_the_rest(
     good (2**64 - 1 fits no BSON integer); its agent gets a non-fatal
     bad_frame for that seq, the ack still covers everything, and every other
     document is stored."""
-    from protocol import Welcome
-
-    from .harness import Client, collector_process
+    from deltawire.protocol import Welcome
+    from deltawire.testing.harness import Client, collector_process
 
     app_env = f"r{uuid.uuid4().hex[:10]}"
     with collector_process(tmp_path, "--writer", writer, store_uri=mongo_uri,

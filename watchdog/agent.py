@@ -30,7 +30,7 @@ import psutil
 import trio
 
 from deltawire import __version__
-from protocol import SESSION_RE
+from deltawire.protocol import SESSION_RE
 
 from .backlog import backlog_link, deliver, open_backlogs
 from .client import ENV_VAR
@@ -52,7 +52,7 @@ __all__ = [
     "run_session",
 ]
 
-log = logging.getLogger("watchdog.agent")
+log = logging.getLogger("deltawire.watchdog.agent")
 
 AGENT = f"deltawire-watchdog/{__version__}"
 #: The child also learns its session id, e.g. to log it next to its own output.

@@ -21,7 +21,7 @@ from .spool import FsyncPolicy, Spool, SpoolError, SpoolLocked, session_dir, ses
 
 __all__ = ["backlog_link", "deliver", "open_backlogs"]
 
-log = logging.getLogger("watchdog.backlog")
+log = logging.getLogger("deltawire.watchdog.backlog")
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import trio
 from deltawire import __version__
 from deltawire.config import ConfigError, resolve
 from deltawire.logs import setup_logging
-from protocol.frames import MAX_NAME_CHARS
+from deltawire.protocol.frames import MAX_NAME_CHARS
 
 from .settings import LOG_VARS, WATCHDOG_VARS
 

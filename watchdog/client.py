@@ -1,6 +1,6 @@
 """The application's side of local events: ``emit("name", {...})``.
 
-    from watchdog.client import emit
+    from deltawire.watchdog.client import emit
     emit("deploy.finished", {"version": "1.4.2"})
 
 Standard library only, so it can also be copied into an application. It never

@@ -24,13 +24,13 @@ from typing import Any, Final
 import orjson
 import trio
 
-from protocol.frames import MAX_NAME_CHARS
+from deltawire.protocol.frames import MAX_NAME_CHARS
 
 from .client import ENV_VAR
 
 __all__ = ["ENV_VAR", "MAX_EVENT_LINE", "EventServer", "parse_event_line"]
 
-log = logging.getLogger("watchdog.events")
+log = logging.getLogger("deltawire.watchdog.events")
 
 #: Far above any sane event; bounds what one client can make us buffer.
 MAX_EVENT_LINE: Final = 256 << 10

@@ -24,7 +24,7 @@ from typing import Final
 
 import trio
 
-from protocol import (
+from deltawire.protocol import (
     NEED_DATA,
     SERVER,
     Ack,
@@ -53,7 +53,7 @@ __all__ = [
     "tcp_connector",
 ]
 
-log = logging.getLogger("watchdog.link")
+log = logging.getLogger("deltawire.watchdog.link")
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 

@@ -58,7 +58,7 @@ __all__ = [
     "summarize",
 ]
 
-log = logging.getLogger("watchdog.spool")
+log = logging.getLogger("deltawire.watchdog.spool")
 
 #: length, crc32 over (seq bytes + payload), seq.
 HEADER: Final = struct.Struct(">IIQ")

@@ -21,7 +21,7 @@ from deltawire.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
 
-log = logging.getLogger("collector.api")
+log = logging.getLogger("deltawire.collector.api")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from collector.settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
+    from deltawire.collector.settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
     from deltawire.config import Var
 
     wanted = {
@@ -88,7 +88,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
     import uvicorn
 
-    from collector.stores import open_store
+    from deltawire.collector.stores import open_store
 
     from .app import create_app
     from .cache import cache_namespace, make_cache

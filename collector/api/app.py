@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from collector.stores.base import (
+from deltawire.collector.stores.base import (
     AggQuery,
     MetricQuery,
     Store,
@@ -61,7 +61,7 @@ __all__ = [
     "rfc3339",
 ]
 
-log = logging.getLogger("collector.api")
+log = logging.getLogger("deltawire.collector.api")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000

@@ -64,7 +64,7 @@ __all__ = [
     "scope_for",
 ]
 
-log = logging.getLogger("collector.api.cache")
+log = logging.getLogger("deltawire.collector.api.cache")
 
 ALL_SCOPE = "all"
 REDIS_PREFIX = "deltawire:cache:"

@@ -24,7 +24,7 @@ from .stats import IngestStats
 
 __all__ = ["MAX_LINE_BYTES", "ControlError", "ControlReader", "apply_control", "parse_control"]
 
-log = logging.getLogger("collector.api.control")
+log = logging.getLogger("deltawire.collector.api.control")
 
 MAX_LINE_BYTES = 8 << 20  # a stats text is tens of KB; anything this long is broken
 

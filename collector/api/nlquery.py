@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from collector.stores.base import AggQuery, MetricQuery
+from deltawire.collector.stores.base import AggQuery, MetricQuery
 
 __all__ = ["EXAMPLES", "MAX_LIMIT", "UNDERSTOOD", "Interpreted", "PromptError", "parse_prompt"]
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from protocol import Document, Hello
+from deltawire.protocol import Document, Hello
 
 __all__ = [
     "API_SESSION",

@@ -72,13 +72,13 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from protocol import Document, Hello
+from deltawire.protocol import Document, Hello
 
 from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
 
 __all__ = ["MongoStore"]
 
-log = logging.getLogger("collector.stores.mongo")
+log = logging.getLogger("deltawire.collector.stores.mongo")
 
 _DUPLICATE_KEY: Final = 11000
 

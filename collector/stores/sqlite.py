@@ -43,13 +43,13 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from protocol import BadFrame, Document, Hello
+from deltawire.protocol import BadFrame, Document, Hello
 
 from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
 
-log = logging.getLogger("collector.stores.sqlite")
+log = logging.getLogger("deltawire.collector.stores.sqlite")
 
 _SCHEME: Final = "sqlite://"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
+from deltawire.protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
 
 HERE = pathlib.Path(__file__).parent
 

@@ -28,7 +28,7 @@ from typing import Any
 HOST = "127.0.0.1"
 FERRETDB_VERSION = "v1.24.2"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FERRETDB_BUILD_SH = REPO_ROOT / "deploy" / "ferretdb" / "build.sh"
 
 START_TIMEOUT_S = 30.0

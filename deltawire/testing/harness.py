@@ -16,13 +16,12 @@ from typing import Any
 import orjson
 import trio
 
-from protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Flow, Frame, Welcome
-
-from .servers import free_port, stop_process, wait_port
+from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Flow, Frame, Welcome
+from deltawire.testing.servers import free_port, stop_process, wait_port
 
 __all__ = ["Client", "CollectorProcess", "collector_process", "wait_until"]
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -138,7 +137,7 @@ def collector_process(
     http_port = free_port() if http else None
     store_uri = store_uri or f"sqlite:///{tmp / 'collector.db'}"
     log_path = tmp / f"collector-{port}-{time.monotonic_ns()}.log"
-    argv = [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "deltawire.collector", "serve", "--listen", f"127.0.0.1:{port}",
             "--store", store_uri, "--log-level", "info"]  # fmt: skip
     argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     argv += list(args)
@@ -192,7 +191,7 @@ async def stream_session(
     are acked, reconnecting and resuming after ``welcome.acked`` whenever the link
     breaks. ``progress`` gets the acked seq as acks arrive. Returns the number of
     connections it took."""
-    from protocol import DeltaEncoder, Encoder, Hello
+    from deltawire.protocol import DeltaEncoder, Encoder, Hello
 
     enc = Encoder()
     last = len(samples) - 1
