@@ -24,7 +24,7 @@ from deltawire.watchdog.spool import session_dir, summarize
 
 pytestmark = pytest.mark.slow
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 DEADLINE = 60.0
 
 

@@ -191,7 +191,7 @@ def test_writer_exits_when_its_collector_dies_mid_retry(tmp_path: pathlib.Path) 
     """)
     try:
         out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
-                             cwd=pathlib.Path(__file__).resolve().parent.parent, timeout=30,
+                             cwd=pathlib.Path(__file__).resolve().parents[2], timeout=30,
                              check=True)  # fmt: skip
         writer = psutil.Process(int(out.stdout.split()[0]))
         try:

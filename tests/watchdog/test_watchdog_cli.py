@@ -13,7 +13,7 @@ import pytest
 
 from deltawire.watchdog.spool import Spool, session_dir, summarize
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def env_for(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:

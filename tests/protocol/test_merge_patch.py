@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deltawire.protocol import apply_patch, json_equal, make_patch
-
-from .strategies import samples
+from tests.strategies import samples
 
 # (original, patch, result), verbatim from RFC 7396 Appendix A.
 RFC7396_APPENDIX_A = [

@@ -20,8 +20,7 @@ from deltawire.protocol import (
     Snap,
     json_equal,
 )
-
-from .strategies import names, samples, timestamps
+from tests.strategies import names, samples, timestamps
 
 _item = st.one_of(
     st.tuples(st.just("sample"), names, timestamps, samples),

@@ -16,7 +16,7 @@ import trio
 from deltawire.watchdog import client
 from deltawire.watchdog.events import MAX_EVENT_LINE, EventServer, parse_event_line
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 class Received:

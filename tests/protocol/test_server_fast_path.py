@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltawire.protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
-
-from .strategies import samples
+from tests.strategies import samples
 
 _names = st.sampled_from(["process"] * 4 + ["system", "x" * 257, "", "ünï"])
 _seqs = st.integers(min_value=-2, max_value=12)

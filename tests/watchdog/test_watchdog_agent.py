@@ -19,7 +19,7 @@ from deltawire.watchdog.spool import session_dirs
 
 from .test_watchdog_link import Net, Peer
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 class MemCollector:

@@ -8,9 +8,9 @@ import pathlib
 import orjson
 import pytest
 
-from .captures.regen import outcomes
+from tests.captures.regen import outcomes
 
-CAPTURES = sorted((pathlib.Path(__file__).parent / "captures").glob("*.ndjson"))
+CAPTURES = sorted((pathlib.Path(__file__).parents[1] / "captures").glob("*.ndjson"))
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.stem)

@@ -18,7 +18,7 @@ from deltawire.testing.harness import REPO, Client, collector_process
 
 pytestmark = pytest.mark.slow
 
-CAPTURES = pathlib.Path(__file__).parent / "captures"
+CAPTURES = pathlib.Path(__file__).parents[1] / "captures"
 
 
 async def test_tls_ingest(tmp_path: pathlib.Path) -> None:

@@ -18,7 +18,7 @@ from deltawire.collector.stats import Stats
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Frame, Welcome
 
-CAPTURES = pathlib.Path(__file__).parent / "captures"
+CAPTURES = pathlib.Path(__file__).parents[1] / "captures"
 
 
 def _one_way(
