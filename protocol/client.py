@@ -118,11 +118,10 @@ class ClientConnection:
         return self._event(frame)  # type: ignore[arg-type]
 
     def _event(self, frame: ServerFrame) -> ServerEvent:
-        t = type(frame)
-        if t is Ack:
-            self.acked = max(self.acked, frame.seq)  # type: ignore[union-attr]
-        elif t is Welcome:
-            self.welcome = frame  # type: ignore[assignment]
-        elif t is ErrorFrame and frame.fatal:  # type: ignore[union-attr]
-            self.error = frame  # type: ignore[assignment]
+        if isinstance(frame, Ack):
+            self.acked = max(self.acked, frame.seq)
+        elif isinstance(frame, Welcome):
+            self.welcome = frame
+        elif isinstance(frame, ErrorFrame) and frame.fatal:
+            self.error = frame
         return frame

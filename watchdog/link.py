@@ -405,5 +405,5 @@ async def _next_event(stream: trio.abc.Stream, conn: ClientConnection) -> Server
         if type(event) is Closed:
             raise LinkError("the collector closed the connection")
         if event is not NEED_DATA:
-            return event  # type: ignore[return-value]
+            return event
         conn.receive_data(await stream.receive_some(_RECV_BYTES))
