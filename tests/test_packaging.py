@@ -28,7 +28,9 @@ def test_wheel_holds_only_the_deltawire_namespace(tmp_path: pathlib.Path) -> Non
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"deltawire"}
     # The mapped folders are really inside: the collector, the agent and the protocol.
-    for module in ("collector/cli.py", "watchdog/cli.py", "protocol/__init__.py"):
+    # ...and the dashboard's built pages, which the collector serves without Node.
+    for module in ("collector/cli.py", "watchdog/cli.py", "protocol/__init__.py",
+                   "collector/api/static/index.html", "collector/api/static/app.js"):  # fmt: skip
         assert f"deltawire/{module}" in names
     assert "collector = deltawire.collector.cli:main" in scripts
     assert "watchdog = deltawire.watchdog.cli:main" in scripts
