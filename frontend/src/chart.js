@@ -22,7 +22,7 @@ export class TimeChart {
       title,
       width: Math.max(300, container.clientWidth || 800),
       height,
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: (u, min, max) => this.xRange(min, max) } },
       legend: { live: true },
       series: [
         {},
@@ -71,7 +71,16 @@ export class TimeChart {
   setMarkers(markers) {
     this.markers = markers;
     // Before its first data a chart has no axes to draw: redrawing then fails.
-    if (this.xs.length) this.u.redraw(false);
+    // Setting the data again recomputes the x range (an `extend` marker widens it).
+    if (this.xs.length) this.sync();
+  }
+
+  /** The x range: the data's, widened to markers marked `extend` (the end of a
+   * session just after its last sample), and never a single instant. */
+  xRange(min, max) {
+    if (min == null || max == null) return [min, max];
+    for (const m of this.markers) if (m.extend && m.ts > max) max = m.ts;
+    return min === max ? [min - 1, max + 1] : [min, max];
   }
 
   sync() {
@@ -94,7 +103,11 @@ export class TimeChart {
       ctx.moveTo(x, bbox.top);
       ctx.lineTo(x, bbox.top + bbox.height);
       ctx.stroke();
-      ctx.fillText(m.label, x + 3 * devicePixelRatio, bbox.top + 12 * devicePixelRatio);
+      // The label right of its line, or left of it where it would leave the plot.
+      const w = ctx.measureText(m.label).width;
+      const gap = 3 * devicePixelRatio;
+      const lx = x + gap + w > bbox.left + bbox.width ? x - gap - w : x + gap;
+      ctx.fillText(m.label, lx, bbox.top + 12 * devicePixelRatio);
     }
     ctx.restore();
   }

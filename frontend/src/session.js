@@ -240,7 +240,7 @@ export function sessionView(root, id, query) {
   function drawMarkers() {
     const marks = events.map((d) => ({ ts: toEpoch(d.timestamp), label: d.name }));
     const end = endOf(session);
-    if (end != null) marks.push({ ts: end, label: exitText(session), color: "#c0392b" });
+    if (end != null) marks.push({ ts: end, label: exitText(session), color: "#c0392b", extend: true });
     for (const c of charts) c.chart.setMarkers(marks);
   }
 
