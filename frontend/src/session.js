@@ -58,6 +58,7 @@ export function sessionView(root, id, query) {
   const chosen = (query.get("fields") || "").split(",").filter(Boolean);
   let windowName = query.get("window") || "";
   let session = null;
+  const dataSpan = { first: null, last: null }; // epoch seconds of the oldest and newest sample
   let charts = []; // {spec: "name:path", name, path, chart, box}
   let events = [];
   let stream = null;
@@ -106,14 +107,25 @@ export function sessionView(root, id, query) {
     const now = Date.now() / 1000;
     const w = WINDOWS.find(([n]) => n === windowName)[1];
     if (w != null) return { from: now - w, to: null, live: w };
-    const first = toEpoch(session && session.first_seen) ?? now - 3600;
+    // The data's own span: a backlog delivered late has samples older than the
+    // session's first_seen, and a session that is not connected stops at its
+    // last document (or its end), not now.
+    const first = dataSpan.first ?? toEpoch(session && session.first_seen) ?? now - 3600;
     const end = endOf(session);
-    return { from: first - 1, to: end != null ? end + 1 : null, live: null };
+    const live = session && session.connected && !session.ended;
+    const last = Math.max(end ?? 0, dataSpan.last ?? 0) || null;
+    return { from: first - 1, to: live || last == null ? null : last + 1, live: null };
   }
 
   async function discoverFields() {
-    // The newest sample of each name tells which numeric fields exist.
-    const recent = await getJSON("/metrics", { session: id, kind: "sample", sort: "-timestamp", limit: 50 });
+    // The newest sample of each name tells which numeric fields exist; the
+    // oldest and newest documents give the session's span.
+    const [recent, oldest] = await Promise.all([
+      getJSON("/metrics", { session: id, kind: "sample", sort: "-timestamp", limit: 50 }),
+      getJSON("/metrics", { session: id, limit: 1 }),
+    ]);
+    dataSpan.first = oldest.items.length ? toEpoch(oldest.items[0].timestamp) : null;
+    dataSpan.last = recent.items.length ? toEpoch(recent.items[0].timestamp) : null;
     const byName = new Map();
     for (const d of recent.items) if (!byName.has(d.name)) byName.set(d.name, numericPaths(d.data));
     return byName;
@@ -218,8 +230,10 @@ export function sessionView(root, id, query) {
     const byName = new Map();
     for (const c of charts) byName.set(c.name, [...(byName.get(c.name) || []), c]);
     try {
-      await Promise.all([...byName].map(([name, list]) => loadName(name, list, r)));
-      const ev = await getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN });
+      const [ev] = await Promise.all([
+        getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN }),
+        ...[...byName].map(([name, list]) => loadName(name, list, r)),
+      ]);
       if (mine !== loading) return;
       events = ev.items;
       renderEvents();
@@ -282,7 +296,8 @@ export function sessionView(root, id, query) {
       header.replaceChildren(h("h1", {}, h("a", { href: "/" }, "Sessions"), " / ", id), h("p", {}, "No such session (yet). It appears here as soon as its watchdog connects."));
     }
     renderHeader();
-    if (!windowName) windowName = session && session.ended ? "session" : "15m";
+    // A live session opens on its last 15 minutes, any other on its whole span.
+    if (!windowName) windowName = session && session.connected && !session.ended ? "15m" : "session";
     windowSel.value = windowName;
     windowSel.addEventListener("change", () => {
       windowName = windowSel.value;

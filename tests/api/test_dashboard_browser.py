@@ -17,12 +17,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
-from deltawire.testing.harness import CollectorProcess, collector_process
+from deltawire.testing.harness import (
+    CollectorProcess,
+    collector_process,
+    make_samples,
+    stream_session,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +183,23 @@ def test_sessions_list_and_collector_health(
     stored = page.inner_text("#t-ingest .tile-label") + page.inner_text("#t-ingest")
     assert "documents stored" in stored
     page.screenshot(path=tmp_path / "health.png", full_page=True)
+
+
+def test_a_long_session_is_charted_from_a_rollup_tier(
+    page: Any, collector: CollectorProcess, tmp_path: pathlib.Path
+) -> None:
+    # Two hours of samples, one a second: the whole-session window reads
+    # GET /aggregate by the minute (a rollup tier), not 7200 raw rows.
+    trio.run(partial(stream_session, collector.port, "two-hours", make_samples(7200), chunk=500))
+    page.goto(f"{base(collector)}/ui/sessions/two-hours")
+    cpu = "process:cpu.percent"
+    page.wait_for_function(f"document.querySelector('.plot[data-field=\"{cpu}\"]')?.dataset.tier")
+    assert page.get_attribute(f'.plot[data-field="{cpu}"]', "data-tier") == "1m"
+    assert 100 <= points(page, cpu) <= 121
+    assert page.input_value("#window") == "session"
+    page.screenshot(path=tmp_path / "session-tier.png", full_page=True)
+    # A short window of the same session reads raw samples.
+    page.select_option("#window", "5m")
+    page.wait_for_function(
+        f"document.querySelector('.plot[data-field=\"{cpu}\"]').dataset.tier === 'raw'"
+    )
