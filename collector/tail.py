@@ -21,7 +21,15 @@ from typing import Any
 
 import click
 
-__all__ = ["StreamFilters", "TailError", "follow", "format_doc", "read_events", "stream_path"]
+__all__ = [
+    "SseEvent",
+    "StreamFilters",
+    "TailError",
+    "follow",
+    "format_doc",
+    "read_events",
+    "stream_path",
+]
 
 #: The server sends a comment line at least every 15 s: silence for longer
 #: than this means the connection is dead even if TCP has not noticed.
@@ -53,17 +61,26 @@ def stream_path(f: StreamFilters) -> str:
     return "/stream" + (f"?{urllib.parse.urlencode(params)}" if params else "")
 
 
-def read_events(lines: Iterator[bytes]) -> Iterator[str]:
-    """The ``data`` of each server-sent event in ``lines`` (comments skipped)."""
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    event: str  # "message" unless the server named it (e.g. "dropped")
+    data: str
+
+
+def read_events(lines: Iterator[bytes]) -> Iterator[SseEvent]:
+    """The server-sent events in ``lines`` (comments skipped)."""
     data: list[str] = []
+    event = "message"
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
-                yield "\n".join(data)
-            data = []
+                yield SseEvent(event, "\n".join(data))
+            data, event = [], "message"
         elif line.startswith("data:"):
             data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif line.startswith("event:"):
+            event = line[6:].strip()
 
 
 def _human_bytes(n: float) -> str:
@@ -160,12 +177,16 @@ def follow(base: str, filters: StreamFilters, on_doc: Callable[[dict[str, Any]],
                 raise OSError(f"HTTP {resp.status}: {detail}")
             on_state("connected")
             down_since, delay = None, _BACKOFF[0]
-            for text in read_events(iter(resp.readline, b"")):
+            for ev in read_events(iter(resp.readline, b"")):
                 try:
-                    doc = json.loads(text)
+                    doc = json.loads(ev.data)
                 except ValueError:
                     continue
-                if isinstance(doc, dict):
+                if ev.event == "dropped":  # we fell behind; the server closes the stream
+                    detail = doc.get("detail", "") if isinstance(doc, dict) else ""
+                    raise OSError(f"the collector dropped this stream, documents were skipped "
+                                  f"({detail})")  # fmt: skip
+                if ev.event == "message" and isinstance(doc, dict):
                     on_doc(doc)
             raise OSError("the collector closed the stream")
         except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors

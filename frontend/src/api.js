@@ -88,6 +88,7 @@ export function openStream(params, onDoc, onState) {
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     let data = [];
+    let event = "message";
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
@@ -98,11 +99,16 @@ export function openStream(params, onDoc, onState) {
         buf = buf.slice(i + 1);
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") {
-          if (data.length) dispatch(data.join("\n"));
+          // "dropped": we fell behind and the server closes; the reconnect
+          // below reloads the page's window, filling what was skipped.
+          if (data.length && event === "message") dispatch(data.join("\n"));
           data = [];
+          event = "message";
         } else if (line.startsWith("data:")) {
           data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
-        } // ":" comments (keep-alives), event:, id: and retry: need nothing here
+        } else if (line.startsWith("event:")) {
+          event = line.slice(6).trim();
+        } // ":" comments (keep-alives), id: and retry: need nothing here
       }
     }
   }

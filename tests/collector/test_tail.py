@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltawire.collector.tail import StreamFilters, format_doc, read_events, stream_path
+from deltawire.collector.tail import SseEvent, StreamFilters, format_doc, read_events, stream_path
 
 SAMPLE = {"id": "1", "session": "web-1-x", "seq": 4, "kind": "sample", "name": "process",
           "host": "web-1", "tags": [], "timestamp": "2026-11-29T12:00:01.250Z",
@@ -42,16 +42,19 @@ def test_times_are_local_with_milliseconds() -> None:
 
 
 def test_sse_reader_joins_data_lines_and_skips_comments() -> None:
-    lines = [b": keep-alive\n", b"data: {\"a\": 1}\r\n", b"\r\n", b"event: x\n", b"data:[1,\n",
-             b"data: 2]\n", b"\n", b"data: unterminated\n"]  # fmt: skip
-    assert list(read_events(iter(lines))) == ['{"a": 1}', "[1,\n2]"]
+    lines = [b": keep-alive\n", b"data: {\"a\": 1}\r\n", b"\r\n", b"event: dropped\n",
+             b"data:[1,\n", b"data: 2]\n", b"\n", b"data: unterminated\n"]  # fmt: skip
+    assert list(read_events(iter(lines))) == [
+        SseEvent("message", '{"a": 1}'),
+        SseEvent("dropped", "[1,\n2]"),
+    ]
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20),
                 min_size=1, max_size=5))  # fmt: skip
 def test_sse_reader_round_trips_any_event(parts: list[str]) -> None:
     raw = [f"data: {p}\n".encode() for p in parts] + [b"\n"]
-    assert list(read_events(iter(raw))) == ["\n".join(parts)]
+    assert list(read_events(iter(raw))) == [SseEvent("message", "\n".join(parts))]
 
 
 def test_filters_become_the_query_of_get_metrics() -> None:
