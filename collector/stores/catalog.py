@@ -48,6 +48,24 @@ class Catalog:
     sessions: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(
+        cls,
+        names: Mapping[str, Iterable[str]],
+        paths: Mapping[str, Iterable[str]],
+        hosts: Iterable[str],
+        sessions: Iterable[str],
+        tags: Iterable[str],
+    ) -> Catalog:
+        """A catalog of the sets a store collected."""
+        return cls(
+            {k: frozenset(v) for k, v in names.items()},
+            {k: frozenset(v) for k, v in paths.items()},
+            frozenset(hosts),
+            frozenset(sessions),
+            frozenset(tags),
+        )
+
 
 def numeric_paths(data: Any, prefix: str = "", depth: int = 0) -> Iterator[str]:
     """Dotted paths of the numeric leaves of ``data`` (booleans are not numbers)."""

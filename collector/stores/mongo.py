@@ -942,13 +942,7 @@ class MongoStore:
                 if raw.get("host"):
                     hosts.add(raw["host"])
                 tags.update(t for t in raw.get("tags") or () if isinstance(t, str))
-        return Catalog(
-            names={k: frozenset(v) for k, v in names.items()},
-            paths={k: frozenset(v) for k, v in paths.items()},
-            hosts=frozenset(hosts),
-            sessions=frozenset(sessions),
-            tags=frozenset(tags),
-        )
+        return Catalog.of(names, paths, hosts, sessions, tags)
 
 
 def _point_entries(row: Mapping[str, Any]) -> set[tuple[str, str, str]]:

@@ -1079,10 +1079,4 @@ class SqliteStore:
                 tags.update(orjson.loads(text))
             for (text,) in conn.execute(_RECENT_POINT_TAGS, (_CATALOG_POINTS,)):
                 tags.update(orjson.loads(text))
-        return Catalog(
-            names={k: frozenset(v) for k, v in names.items()},
-            paths={k: frozenset(v) for k, v in paths.items()},
-            hosts=frozenset(hosts),
-            sessions=frozenset(sessions),
-            tags=frozenset(tags),
-        )
+        return Catalog.of(names, paths, hosts, sessions, tags)
