@@ -44,6 +44,7 @@ from deltawire.collector.stores.base import (
 )
 
 from .cache import QueryCache, scope_for
+from .dashboard import dashboard_routes
 from .nl_run import answer as nl_answer
 from .nl_vocab import VocabCache
 from .nlquery import EXAMPLES, PromptError, parse_prompt
@@ -582,6 +583,7 @@ def create_app(
         route("/healthz", GET=healthz),
         route("/readyz", GET=readyz),
         route("/stats", GET=stats),
+        *dashboard_routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
