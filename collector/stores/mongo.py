@@ -460,6 +460,7 @@ class MongoStore:
         # Catalog entries (what, scope, term) this process has upserted, and
         # the sessions whose data paths it took (see catalog.py).
         self._catalog_known: set[tuple[str, str, str]] = set()
+        self._catalog_lock = threading.Lock()
         self._path_sessions = StreamTracker()
 
     def __repr__(self) -> str:
@@ -638,26 +639,21 @@ class MongoStore:
             self._path_sessions.remember(sessions)
 
     def _add_catalog(self, entries: set[tuple[str, str, str]]) -> None:
-        new = entries - self._catalog_known
-        if not new:
-            return
-        updates = [
-            UpdateOne(
-                {"_id": "\x1f".join(e)},
-                {"$setOnInsert": {"what": e[0], "scope": e[1], "term": e[2]}},
-                upsert=True,
-            )
-            for e in new
-        ]
-        try:
-            with _translated("catalog"):
-                self._database()["catalog"].bulk_write(updates, ordered=False)
-        except StoreError as exc:
-            # Another process upserting the same entry at once: it is there.
-            cause = exc.__cause__
-            if not (isinstance(cause, BulkWriteError) and _only_duplicates(cause)):
-                raise
-        with self._lock:
+        """Insert catalog entries not known to be there. Inserts, not upserts:
+        concurrent upserts of one _id trip FerretDB, while a duplicate insert
+        is a plain duplicate-key error, which means "already there"."""
+        with self._catalog_lock:  # one writer per process: no racing itself
+            new = entries - self._catalog_known
+            if not new:
+                return
+            rows = [{"_id": "\x1f".join(e), "what": e[0], "scope": e[1], "term": e[2]} for e in new]
+            try:
+                with _translated("catalog"):
+                    self._database()["catalog"].insert_many(rows, ordered=False)
+            except StoreError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, BulkWriteError) and _only_duplicates(cause)):
+                    raise
             if len(self._catalog_known) + len(new) > _CATALOG_KNOWN_MAX:
                 self._catalog_known.clear()
             self._catalog_known |= new
