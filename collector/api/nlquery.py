@@ -17,6 +17,7 @@ Pure functions of (prompt, now, vocabulary): no I/O, no clock reads.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
-from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary, edit_distance
+from .nl_vocab import PREFERRED_STREAM, DeleteIndex, Term, TermKind, Vocabulary
 
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
@@ -548,18 +549,14 @@ class _Parser:
     def fix_typos(self) -> None:
         for t in self.toks:
             w = t.low
-            if t.quoted or not w.isalpha() or len(w) < 4 or w in _KEYWORDS or self.v.lookup(w):
+            if t.quoted or not w.isalpha() or len(w) < 4 or w in _KEYWORDS or w in _FILLER:
                 continue
-            if w.endswith("s") and (w[:-1] in _KEYWORDS or self.v.lookup(w[:-1])):
+            if self.v.lookup(w) or (
+                w.endswith("s") and (w[:-1] in _KEYWORDS or self.v.lookup(w[:-1]))
+            ):
                 continue
-            best, dist = None, 3
-            for k in _TYPO_TARGETS:
-                if abs(len(k) - len(w)) > 2:
-                    continue
-                d = edit_distance(w, k, cap=3)
-                if d < dist:
-                    best, dist = k, d
-            if best is not None and dist <= (1 if len(w) < 7 else 2):
+            best = _keyword_typo(w)
+            if best is not None:
                 self.s.notes.append(f"read {t.text!r} as {best!r}")
                 t.low = best
                 t.text = best
@@ -855,7 +852,12 @@ class _Parser:
             w = self.low(i)
             if self.s.rank_desc is None and (
                 w in ("top", "bottom")
-                or (w in _SUPERLATIVES and not grouped and self._group_noun_near(i))
+                or (
+                    w in _SUPERLATIVES
+                    and not grouped
+                    and self._group_noun_near(i)
+                    and self.low(i + 1) not in ("recent", "recently", "latest")  # a listing
+                )
             ):
                 n = self.num(i + 1)
                 self.s.rank_desc = _SUPERLATIVES[w]
@@ -1349,6 +1351,16 @@ _TYPO_TARGETS: Final = tuple(
 )
 
 
+_TYPO_INDEX: Final = DeleteIndex(_TYPO_TARGETS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _keyword_typo(word: str) -> str | None:
+    """The keyword ``word`` misspells: one edit, two from seven letters on."""
+    near = _TYPO_INDEX.near(word, 1 if len(word) < 7 else 2)
+    return near[0][1] if near else None
+
+
 class _Builder:
     """Turns the parsed state into one ``Plan``."""
 
@@ -1473,9 +1485,7 @@ class _Builder:
                     f"{s.fn_word or fn} of what? Name a metric, cpu, memory or a data path."
                 )
         params: dict[str, Any] = {"fn": fn}
-        if (fld is not None and fn != "count") or (
-            fld is not None and s.threshold is None and fld != "value"
-        ):
+        if fld is not None:  # with count: the documents that have it
             params["field"] = fld
         if s.group is None and s.threshold is not None:
             # "hosts with cpu over 80": which hosts, so grouped by them
