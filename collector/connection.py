@@ -48,6 +48,11 @@ _ENCODER = Encoder()
 #: courtesy to a peer that has most likely gone, and the session's new
 #: connection waits for us.
 _REPLACED_SEND_S = 1.0
+#: After a fatal error, how long and how much we read and drop before
+#: closing (see ``_linger``): enough for the error frame to reach a peer
+#: that is still sending, little enough that a hostile one gains nothing.
+_LINGER_S = 1.0
+_LINGER_BYTES = 4 << 20
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -366,8 +371,25 @@ class Connection:
         )
         try:
             await self._send(error_frame(exc))
+            await self._linger()
         except _GONE:
             pass
+
+    async def _linger(self) -> None:
+        """Half-close, then read and drop what the peer still sends, briefly.
+
+        Closing a socket with unread input resets the connection, and a reset
+        can discard our error frame before the peer reads it: a client that
+        was still sending (a 100 MB line, a slowloris) would never learn why.
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            return  # TLS: no half-close
+        with trio.move_on_after(_LINGER_S):
+            await stream.send_eof()
+            dropped = 0
+            while dropped < _LINGER_BYTES and (data := await stream.receive_some(65536)):
+                dropped += len(data)
 
     def _open_capture(self) -> None:
         directory = self.hub.config.capture_dir
