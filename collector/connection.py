@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import trio
 
@@ -48,11 +48,10 @@ _ENCODER = Encoder()
 #: courtesy to a peer that has most likely gone, and the session's new
 #: connection waits for us.
 _REPLACED_SEND_S = 1.0
-#: After a fatal error, how long and how much we read and drop before
-#: closing (see ``_linger``): enough for the error frame to reach a peer
-#: that is still sending, little enough that a hostile one gains nothing.
-_LINGER_S = 1.0
-_LINGER_BYTES = 4 << 20
+#: How long a connection closed for an error waits for its peer to close too:
+#: long enough for a live peer to read the error, short enough that a peer
+#: that never closes cannot keep the slot.
+_LINGER_SECONDS: Final = 1.0
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -90,6 +89,8 @@ class Connection:
         self._reading_done = trio.Event()
         self._stored_lot = trio.lowlevel.ParkingLot()
         self._send_scope: trio.CancelScope | None = None
+        #: A fatal error was sent: let the peer read it before the close.
+        self.linger = False
 
     # -- called by the pipeline and the hub (no awaiting) ---------------------
     def on_commit(self, seq: int) -> None:
@@ -371,25 +372,23 @@ class Connection:
         )
         try:
             await self._send(error_frame(exc))
-            await self._linger()
+            self.linger = True
         except _GONE:
             pass
 
-    async def _linger(self) -> None:
-        """Half-close, then read and drop what the peer still sends, briefly.
+    async def close(self) -> None:
+        """Close the stream; after a fatal error, half-close and read until
+        the peer closes first (bounded).
 
-        Closing a socket with unread input resets the connection, and a reset
-        can discard our error frame before the peer reads it: a client that
-        was still sending (a 100 MB line, a slowloris) would never learn why.
+        Closing a socket that still holds unread input sends a TCP reset,
+        which can reach the peer before the error frame it must read (a
+        client dribbling bytes into an idle cut always has some in flight).
+        Runs after the connection left the hub: it holds no slot.
         """
-        stream = self.stream
-        if not isinstance(stream, trio.abc.HalfCloseableStream):
-            return  # TLS: no half-close
-        with trio.move_on_after(_LINGER_S):
-            await stream.send_eof()
-            dropped = 0
-            while dropped < _LINGER_BYTES and (data := await stream.receive_some(65536)):
-                dropped += len(data)
+        if self.linger:
+            with trio.move_on_after(_LINGER_SECONDS):
+                await _half_close_and_drain(self.stream, self.hub.config.recv_size)
+        await self.stream.aclose()
 
     def _open_capture(self) -> None:
         directory = self.hub.config.capture_dir
@@ -404,19 +403,27 @@ async def handle_connection(stream: trio.abc.Stream, hub: Hub) -> None:
     """The per-connection task the listeners run. Never raises: a bug in one
     connection is logged, it cannot take the daemon down."""
     peer = _peer_name(stream)
+    conn = Connection(stream, hub, peer)
     try:
-        await Connection(stream, hub, peer).run()
+        await conn.run()
     except _GONE:
         pass
     except Exception:
         log.exception("connection handler failed", extra={"peer": peer})
     finally:
-        with trio.move_on_after(1) as scope:
+        with trio.move_on_after(_LINGER_SECONDS + 1) as scope:
             scope.shield = True
             try:
-                await stream.aclose()
+                await conn.close()
             except _GONE:
                 pass
+
+
+async def _half_close_and_drain(stream: trio.abc.Stream, size: int) -> None:
+    if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
+        await stream.send_eof()
+        while await stream.receive_some(size):
+            pass
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
