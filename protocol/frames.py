@@ -337,9 +337,8 @@ def line_needs_limit_check(line: bytes | bytearray) -> bool:
     means only that the exact checks must run (``check_int_literals`` on the
     line, the frame parser on its data).
     """
-    return (
-        line.count(b"{") + line.count(b"[") > _MAX_BRACKETS
-        or _NINETEEN_ZEROS in line.translate(_DIGITS_TO_ZERO)
+    return line.count(b"{") + line.count(b"[") > _MAX_BRACKETS or _NINETEEN_ZEROS in line.translate(
+        _DIGITS_TO_ZERO
     )
 
 
@@ -351,10 +350,9 @@ def lines_need_limit_check(lines: list[bytearray]) -> bool:
     False (nearly always) means no line of them needs the exact checks.
     """
     joined = b"\n".join(lines)
-    return (
-        _NINETEEN_ZEROS in joined.translate(_DIGITS_TO_ZERO)
-        or _TOO_MANY_BRACKETS in joined.translate(_BRACKETS_TO_BRACE, _NOT_BRACKETS)
-    )
+    return _NINETEEN_ZEROS in joined.translate(
+        _DIGITS_TO_ZERO
+    ) or _TOO_MANY_BRACKETS in joined.translate(_BRACKETS_TO_BRACE, _NOT_BRACKETS)
 
 
 def check_int_literals(line: bytes | bytearray, seq: int | None) -> None:
