@@ -20,11 +20,16 @@ Threads: one writer connection behind a lock (SQLite admits one writer at a
 time anyway), and a pool of reader connections, which WAL lets run next to
 the writer without blocking it.
 
-Idempotence: a streamed document is stored only if its seq is above its
-session's high-water mark (``sessions.acked``), which the same transaction
-raises. The collector stores a connection's frames in order (PROTOCOL.md), so
-anything at or below the mark is a resend; a unique (session, seq) index would
-say the same for far more CPU per row (see the comment above ``_MIGRATIONS``).
+Idempotence: a streamed document whose seq is above its session's high-water
+mark (``sessions.acked``, raised by the same transaction) is new: the
+collector stores a connection's frames in order (PROTOCOL.md). One at or below
+the mark is a resend if a document of the same (session, seq) is stored at
+the same ts (a resend is the same frame again), found through the
+(session, ts) index; otherwise it was never stored, and is stored now: a
+later connection of the session may fill a gap the earlier one left (a
+client may drop data), and acking it without storing it would lose it
+(issue 11). A unique (session, seq) index would decide both cases for far
+more CPU per row (see the comment above ``_MIGRATIONS``).
 """
 
 from __future__ import annotations
@@ -261,6 +266,9 @@ _RECENT_POINT_TAGS: Final = (
 )
 _CATALOG_POINTS: Final = 10_000
 _END_SESSION: Final = "UPDATE sessions SET ended = ?, exit_code = ?, signal = ? WHERE session = ?"
+# Is this row (at or below its session's mark) stored already? A resend
+# carries the frame's own ts, so the (session, ts) index finds it at once.
+_STORED: Final = "SELECT 1 FROM docs WHERE session = ? AND ts = ? AND seq = ? LIMIT 1"
 
 
 def _parse_uri(uri: str) -> tuple[str, str, float]:
@@ -587,6 +595,16 @@ def encode_rows(docs: Sequence[Document]) -> list[Row]:
         raise StoreError(exc.msg) from None
 
 
+def _stored(conn: sqlite3.Connection, row: Row, batch: list[Row]) -> bool:
+    """Whether ``row``, at or below its session's mark, is stored already
+    (or about to be, earlier in ``batch``, given only when it holds rows of
+    the session): then it is a resend."""
+    session, seq = row[0], row[1]
+    if any(r[1] == seq and r[0] == session for r in batch):
+        return True
+    return conn.execute(_STORED, (session, row[6], seq)).fetchone() is not None
+
+
 def _end(row: Row) -> End:
     """The ``_END_SESSION`` parameters of a bye's row.
 
@@ -851,16 +869,16 @@ class SqliteStore:
                 if kind == "session":
                     ends.append(_end(row))
                 entry = seen.get(session)
+                # A batch may hold a resend too: a client that reconnected
+                # sends again what the old connection had in flight.
+                high = marks.get(session, -1) if entry is None else entry[4]
+                if seq <= high and _stored(conn, row, fresh if entry is not None else []):
+                    continue
                 if entry is None:
-                    if seq <= marks.get(session, -1):
-                        continue
-                    seen[session] = [ts, ts, host, tags, seq]
+                    seen[session] = [ts, ts, host, tags, max(seq, high)]
                 else:
-                    # A batch may hold a resend too: a client that reconnected
-                    # sends again what the old connection had in flight.
-                    if seq <= entry[4]:
-                        continue
-                    entry[4] = seq
+                    if seq > entry[4]:
+                        entry[4] = seq
                     if ts < entry[0]:
                         entry[0] = ts
                     if ts > entry[1]:
