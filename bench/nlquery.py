@@ -112,7 +112,7 @@ def run(scale: float = 1.0) -> list[Table]:
     acc.row(f"held out once, since fixed ({len(seen)})", seen_pct, tune_pct, ratio=False)
     rounds = max(3, int(20 * scale))
     times = _parse_times([p for p, _ in held + seen + tuning], vocab, rounds)
-    parse = Table("/query parse time per prompt (us, fastest of %d runs)" % rounds,
+    parse = Table(f"/query parse time per prompt (us, fastest of {rounds} runs)",
                   ["deltawire", "goal"])  # fmt: skip
     for label, q in (("median", 0.5), ("p95", 0.95), ("max", 1.0)):
         parse.row(label, _pct(times, q), 1000.0, goal="< 1000 us", lower_is_better=True)
