@@ -7,8 +7,8 @@ import { h, toEpoch, fmtNum, fmtTime, errorText } from "./util.js";
 
 const EXAMPLES = [
   "top 5 events today",
-  "average cpu.percent of name process in the last hour",
-  "max mem.rss of name process in the last 15 minutes",
+  "average cpu of process in the last hour",
+  "how many sessions ended with a non-zero exit code",
   "count samples by host in the last 15 minutes",
 ];
 
@@ -91,6 +91,10 @@ export function queryView(root, query) {
         : null;
       out.replaceChildren(
         h("h2", {}, "Understood as"),
+        // The structured request it stands for, when the API gives one: a link to reuse.
+        res.interpreted && typeof res.interpreted.url === "string" && res.interpreted.url.startsWith("/")
+          ? h("p", {}, "GET ", h("a", { class: "mono", id: "interpreted-url", href: res.interpreted.url, target: "_blank" }, res.interpreted.url))
+          : null,
         h("pre", { id: "interpreted" }, JSON.stringify(res.interpreted, null, 2)),
         h("h2", {}, `${rows.length} row(s) `, toggles),
         view,
@@ -102,6 +106,7 @@ export function queryView(root, query) {
       const body = e.body || {};
       out.replaceChildren(
         h("p", { class: "error", id: "query-error" }, errorText(e)),
+        body.suggestions && body.suggestions.length ? h("p", { id: "suggestions" }, "Did you mean: ", body.suggestions.join(", ")) : null,
         body.examples ? h("p", { class: "examples" }, "Questions it understands: ", ...body.examples.map((x) => h("a", { href: "#", onclick: (ev) => (ev.preventDefault(), (input.value = x), ask()) }, x))) : null,
       );
     }

@@ -83,12 +83,13 @@ export function sessionView(root, id, query) {
 
   function renderHeader() {
     const s = session || { session: id };
+    const waiting = session ? null : h("p", { class: "muted" }, "Not seen yet: it appears here as soon as its watchdog connects.");
     const end = endOf(s);
     const state = s.ended
       ? h("span", { class: `badge ${s.exit_code === 0 ? "ok" : "bad"}`, id: "state" }, exitText(s))
       : s.connected
         ? h("span", { class: "badge live", id: "state" }, "● live")
-        : h("span", { class: "badge", id: "state" }, "disconnected");
+        : h("span", { class: "badge", id: "state" }, session ? "disconnected" : "waiting");
     header.replaceChildren(
       h("h1", {}, h("a", { href: "/" }, "Sessions"), " / ", h("span", { class: "mono" }, id), " ", state),
       h(
@@ -100,6 +101,7 @@ export function sessionView(root, id, query) {
         h("dt", {}, end ? "ended" : "last seen"), h("dd", {}, end ? `${fmtTime(end)} (${exitText(s)})` : fmtAgo(s.last_seen)),
         s.agent ? [h("dt", {}, "agent"), h("dd", {}, s.agent)] : null,
       ),
+      waiting,
     );
   }
 
@@ -270,9 +272,13 @@ export function sessionView(root, id, query) {
           if (c.live.length > LIVE_KEPT) c.live.shift();
         }
       }
-      if (session) {
-        session.last_seen = d.timestamp;
-        if (!session.ended) session.connected = true;
+      // A page opened before its watchdog connected learns the session here.
+      const wasLive = session && session.connected;
+      session = session || { session: id, host: d.host, tags: d.tags, first_seen: d.timestamp };
+      session.last_seen = d.timestamp;
+      if (!session.ended && !wasLive) {
+        session.connected = true;
+        renderHeader();
       }
     } else if (d.kind === "event") {
       events = [d, ...events].slice(0, MAX_EVENTS_SHOWN);
@@ -292,12 +298,10 @@ export function sessionView(root, id, query) {
       note.textContent = errorText(e);
     }
     if (stopped) return;
-    if (!session) {
-      header.replaceChildren(h("h1", {}, h("a", { href: "/" }, "Sessions"), " / ", id), h("p", {}, "No such session (yet). It appears here as soon as its watchdog connects."));
-    }
     renderHeader();
-    // A live session opens on its last 15 minutes, any other on its whole span.
-    if (!windowName) windowName = session && session.connected && !session.ended ? "15m" : "session";
+    // A live session (or one not seen yet: its watchdog is about to connect)
+    // opens on its last 15 minutes, any other on its whole span.
+    if (!windowName) windowName = !session || (session.connected && !session.ended) ? "15m" : "session";
     windowSel.value = windowName;
     windowSel.addEventListener("change", () => {
       windowName = windowSel.value;

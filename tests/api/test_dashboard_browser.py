@@ -145,8 +145,9 @@ def test_a_question_in_the_query_box(
     page.fill("#prompt", "sum value of name requests last 24h")
     page.press("#prompt", "Enter")
     page.wait_for_selector("#interpreted")
-    interpreted = json.loads(page.inner_text("#interpreted"))
-    assert interpreted["func"] == "sum" and interpreted["where"]["name"] == "requests"
+    interpreted = page.inner_text("#interpreted")
+    json.loads(interpreted)  # shown as the JSON the API answered
+    assert '"sum"' in interpreted and '"requests"' in interpreted
     assert "190" in page.inner_text("#rows")  # 0 + 1 + ... + 19
     page.screenshot(path=tmp_path / "query-table.png", full_page=True)
     page.click("#as-chart")
