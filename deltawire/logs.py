@@ -15,7 +15,9 @@ from .config import Var, choice
 
 __all__ = ["LOG_VARS", "get_logger", "log_format", "setup_logging"]
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Record attributes that are not extras; uvicorn's color_message repeats msg with ANSI codes.
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"}  # fmt: skip
 
 
 class _JsonFormatter(logging.Formatter):
