@@ -325,9 +325,9 @@ class _Run:
             f" between {p.get('from', 'the start')} and {p.get('to', 'now')}" if lo or hi else ""
         )
         if plan.endpoint == "/sessions":
-            asked = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
+            wanted = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
             seen = self.vocab.sample_of("session")
-            self.notes.append(f"no session matches {asked or 'anything'}; sessions seen: {seen}")
+            self.notes.append(f"no session matches {wanted or 'anything'}; sessions seen: {seen}")
             return
         live = [
             s
