@@ -44,6 +44,7 @@ from deltawire.collector.stores.base import (
 )
 
 from .cache import QueryCache, scope_for
+from .dashboard import dashboard_routes
 from .nlquery import EXAMPLES, PromptError, parse_prompt
 from .stats import IngestStats, RequestStats, render_stats
 
@@ -580,6 +581,7 @@ def create_app(
         route("/healthz", GET=healthz),
         route("/readyz", GET=readyz),
         route("/stats", GET=stats),
+        *dashboard_routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
