@@ -22,10 +22,12 @@ from deltawire.protocol import Document, Hello
 
 if TYPE_CHECKING:  # rollup.py imports this module
     from .rollup import RollupData, RollupRequest
+from .catalog import Catalog
 
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "Catalog",
     "MetricQuery",
     "Store",
     "StoreError",
@@ -148,6 +150,8 @@ class Store(Protocol):
     def rollup_read(self, req: RollupRequest) -> RollupData:
         """Tier buckets and raw points (the unfolded tail too) for ``req``,
         from one snapshot."""
+    def catalog(self) -> Catalog:
+        """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:
