@@ -150,6 +150,7 @@ class Store(Protocol):
     def rollup_read(self, req: RollupRequest) -> RollupData:
         """Tier buckets and raw points (the unfolded tail too) for ``req``,
         from one snapshot."""
+
     def catalog(self) -> Catalog:
         """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""
 
