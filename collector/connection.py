@@ -12,13 +12,15 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import trio
 
 from deltawire.protocol import (
     Ack,
     AuthFailed,
+    BadFrame,
+    Document,
     Encoder,
     ErrorFrame,
     Flow,
@@ -60,7 +62,6 @@ class Connection:
         self.proto = ServerConnection(
             max_frame_bytes=cfg.max_frame_bytes,
             max_errors=cfg.max_errors,
-            document=hub.pipeline.writer.make_item,
         )
         self.tracker = AckTracker()
         self.session: str | None = None
@@ -134,7 +135,6 @@ class Connection:
         cfg = self.hub.config
         stats = self.hub.stats
         proto = self.proto
-        tracker = self.tracker
         last_frame = trio.current_time()
         capture = self.hub.config.capture_dir is not None
         while not self._stopping:
@@ -161,7 +161,7 @@ class Connection:
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
-            events: list[Any] = []  # a hello, then the writer's items
+            events: list[Hello | Document] = []
             while True:
                 try:
                     proto.next_events(events)
@@ -174,11 +174,7 @@ class Connection:
                         raise _Close from None
                     await self._accept(events)
                     events = []
-                    stats.errors[exc.code] += 1
-                    tracker.rejected(exc.seq)
-                    await self._send(error_frame(exc))
-                    if tracker.want_ack:
-                        self._wake.set()
+                    await self._reject(exc)
                     continue
                 break
             if events:
@@ -188,17 +184,43 @@ class Connection:
             if proto.ended:
                 return  # a bye: nothing after it is read
 
-    async def _accept(self, events: list[Any]) -> None:
+    async def _accept(self, events: list[Hello | Document]) -> None:
         """Hand accepted documents to the pipeline; answer a hello first.
 
         Documents go in runs: the tracker needs only a run's last seq, since
         a run commits in order and is acknowledged as a whole.
         """
-        if events and type(events[0]) is Hello:
-            await self._on_hello(events.pop(0))
-        if events:
-            self.tracker.accepted(events[-1][1])  # items start (session, seq, ...)
-            await self.hub.pipeline.submit(self, events)
+        if events and isinstance(hello := events[0], Hello):
+            del events[0]
+            await self._on_hello(hello)
+        docs = cast(list[Document], events)  # only the first frame is a hello
+        if not docs:
+            return
+        pipeline = self.hub.pipeline
+        try:
+            chunk = pipeline.pack(self, docs)
+        except BadFrame:
+            # A document the store cannot represent (rare): reject it alone,
+            # in its place among the others.
+            for doc in docs:
+                try:
+                    chunk = pipeline.pack(self, [doc])
+                except BadFrame as exc:
+                    await self._reject(exc)
+                    continue
+                self.tracker.accepted(chunk.last_seq)
+                await pipeline.submit(chunk)
+            return
+        self.tracker.accepted(chunk.last_seq)
+        await pipeline.submit(chunk)
+
+    async def _reject(self, exc: ProtocolError) -> None:
+        """A frame that is not stored: count it, tell the agent, let acks pass it."""
+        self.hub.stats.errors[exc.code] += 1
+        self.tracker.rejected(exc.seq)
+        await self._send(error_frame(exc))
+        if self.tracker.want_ack:
+            self._wake.set()
 
     async def _on_hello(self, hello: Hello) -> None:
         hub = self.hub

@@ -18,12 +18,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from deltawire.protocol import Document, Hello
+from deltawire.protocol import Document, Hello, Kind
 
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "DocumentRows",
     "MetricQuery",
+    "Row",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -35,6 +37,10 @@ __all__ = [
 #: (session, seq) identifies every document, streamed or not; their seq is a
 #: fresh integer, one above the session's highest.
 API_SESSION = "api"
+
+#: A document as its store commits it, made by ``Store.encode_row``: plain
+#: strings and numbers that pickle fast, in a layout only the store reads.
+Row = tuple[Any, ...]
 
 
 class StoreError(Exception):
@@ -107,6 +113,28 @@ class Store(Protocol):
         documents was stored, and retrying the same batch is safe.
         """
 
+    def encode_row(
+        self,
+        session: str,
+        seq: int,
+        kind: Kind,
+        name: str,
+        ts: float,
+        host: str | None,
+        tags: tuple[str, ...],
+        data: dict[str, Any] | None,
+    ) -> Row:
+        """One document as the row ``write_rows`` commits (no I/O, may run in
+        another process). Raises ``BadFrame`` for a document the store cannot
+        represent."""
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        """``write_batch`` for rows made by ``encode_row``."""
+
+    def start_checkpointer(self) -> None:
+        """Called by the process that does the bulk of the writing: move
+        housekeeping off the commit path where the store has some to move."""
+
     def acked(self, session: str) -> int:
         """Highest stored seq of ``session``; -1 if none."""
 
@@ -137,6 +165,34 @@ class Store(Protocol):
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions, most recently seen first: ``session, host, agent, tags,
         first_seen, last_seen, connected, ended, exit_code``."""
+
+
+class DocumentRows:
+    """``encode_row``, ``write_rows`` and ``start_checkpointer`` for a store
+    whose rows are simply the documents' fields (its driver encodes dicts
+    itself) and that has no housekeeping to move."""
+
+    @staticmethod
+    def encode_row(
+        session: str,
+        seq: int,
+        kind: Kind,
+        name: str,
+        ts: float,
+        host: str | None,
+        tags: tuple[str, ...],
+        data: dict[str, Any] | None,
+    ) -> Row:
+        return (session, seq, kind, name, ts, host, tags, data)
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        self.write_batch([Document(*row) for row in rows])
+
+    def write_batch(self, docs: Sequence[Document]) -> None:
+        raise NotImplementedError
+
+    def start_checkpointer(self) -> None:
+        pass
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:
