@@ -39,7 +39,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 envsample: install
-	$(PY) -m deltawire.envsample > .env.sample
+	$(PY) -m deltawire.tools.envsample > .env.sample
 
 services-up:
 	bash deploy/dev-services.sh up

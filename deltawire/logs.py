@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .config import Var, choice
+from .config import Var, choice, setting, variables
 
-__all__ = ["LOG_VARS", "get_logger", "setup_logging"]
+__all__ = ["LOG_VARS", "LogSettings", "setup_logging"]
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -53,23 +54,17 @@ def setup_logging(level: str = "warning", fmt: str = "json") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging, the same for every process (each process's settings extend it)."""
 
-
-LOG_VARS: tuple[Var, ...] = (
-    Var(
-        "LOG_LEVEL",
-        "warning",
-        "debug, info, warning or error.",
+    log_level: str = setting(
+        "LOG_LEVEL", "warning", "debug, info, warning or error.",
         choice("debug", "info", "warning", "error"),
-        "logging",
-    ),
-    Var(
-        "LOG_FORMAT",
-        "json",
-        "json (one object per line) or text.",
-        choice("json", "text"),
-        "logging",
-    ),
-)
+    )  # fmt: skip
+    log_format: str = setting(
+        "LOG_FORMAT", "json", "json (one object per line) or text.", choice("json", "text")
+    )
+
+
+LOG_VARS: tuple[Var, ...] = variables(LogSettings)
