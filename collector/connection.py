@@ -19,8 +19,6 @@ import trio
 from deltawire.protocol import (
     Ack,
     AuthFailed,
-    BadFrame,
-    Document,
     Encoder,
     ErrorFrame,
     Flow,
@@ -37,6 +35,7 @@ from deltawire.protocol import (
 from .acks import AckTracker
 from .hub import Hub
 from .stores.base import StoreUnavailable
+from .writer import Item
 
 __all__ = ["Connection", "handle_connection"]
 
@@ -62,6 +61,7 @@ class Connection:
         self.proto = ServerConnection(
             max_frame_bytes=cfg.max_frame_bytes,
             max_errors=cfg.max_errors,
+            document=hub.pipeline.writer.make_item,
         )
         self.tracker = AckTracker()
         self.session: str | None = None
@@ -161,7 +161,7 @@ class Connection:
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
-            events: list[Hello | Document] = []
+            events: list[Any] = []  # a hello, then the writer's Items
             while True:
                 try:
                     proto.next_events(events)
@@ -184,7 +184,7 @@ class Connection:
             if proto.ended:
                 return  # a bye: nothing after it is read
 
-    async def _accept(self, events: list[Hello | Document]) -> None:
+    async def _accept(self, events: list[Any]) -> None:
         """Hand accepted documents to the pipeline; answer a hello first.
 
         Documents go in runs: the tracker needs only a run's last seq, since
@@ -193,26 +193,10 @@ class Connection:
         if events and isinstance(hello := events[0], Hello):
             del events[0]
             await self._on_hello(hello)
-        docs = cast(list[Document], events)  # only the first frame is a hello
-        if not docs:
-            return
-        pipeline = self.hub.pipeline
-        try:
-            chunk = pipeline.pack(self, docs)
-        except BadFrame:
-            # A document the store cannot represent (rare): reject it alone,
-            # in its place among the others.
-            for doc in docs:
-                try:
-                    chunk = pipeline.pack(self, [doc])
-                except BadFrame as exc:
-                    await self._reject(exc)
-                    continue
-                self.tracker.accepted(chunk.last_seq)
-                await pipeline.submit(chunk)
-            return
-        self.tracker.accepted(chunk.last_seq)
-        await pipeline.submit(chunk)
+        if events:
+            items = cast(list[Item], events)  # only the first frame is a hello
+            self.tracker.accepted(items[-1].seq)
+            await self.hub.pipeline.submit(self, items)
 
     async def _reject(self, exc: ProtocolError) -> None:
         """A frame that is not stored: count it, tell the agent, let acks pass it."""

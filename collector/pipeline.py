@@ -9,30 +9,29 @@ Order and durability: one writer commits chunks in arrival order and retries a
 failed batch before anything after it, so a connection's frames are stored in
 order and an ack is sent only for what the store has committed.
 
-Documents arrive as the protocol's typed ``Document``s, one connection's run
-at a time, already packed by the writer (``BatchWriter.pack``: for the
-process writer, the store's rows, pickled). Packing happens as soon as a read
-is decoded, while the documents' data is still in the CPU's caches, and the
-queue holds compact bytes rather than trees of dicts.
+Documents arrive already built as the writer's ``Item``s (``BatchWriter.make_item``
+is the connections' document factory): named tuples of what the pipeline
+reads (session, seq, name) and what the writer commits (for the process
+writer, the store's row). Encoding happens while a document's data is still
+in the CPU's caches, and the queue holds compact packed rows rather than
+trees of dicts.
 """
 
 from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
-from deltawire.protocol import Document
-
 from .stats import Stats
 from .stores.base import Store
-from .writer import BatchResult, BatchWriter, ThreadWriter, Waiter
+from .writer import BatchResult, BatchWriter, Item, ThreadWriter, Waiter
 
-__all__ = ["Chunk", "Committer", "Pipeline", "PipelineConfig"]
+__all__ = ["Chunk", "Committer", "Item", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("deltawire.collector.pipeline")
 
@@ -61,15 +60,15 @@ class Chunk:
 
     __slots__ = ("committer", "names", "packed", "seqs", "session")
 
-    def __init__(self, committer: Committer, docs: Sequence[Document], packed: Any) -> None:
+    def __init__(self, committer: Committer, items: list[Item], packed: Any) -> None:
         self.committer = committer
         self.packed = packed
         #: the documents' seqs in order (8 bytes each): what acks and a
         #: store's refusal of one document are told in
-        self.seqs = array("q", [doc.seq for doc in docs])
-        self.session: str = docs[0].session
+        self.seqs = array("q", [item.seq for item in items])
+        self.session: str = items[0].session
         #: what the HTTP API's cache must forget once this is stored
-        self.names: set[str] = {doc.name for doc in docs}
+        self.names: set[str] = {item.name for item in items}
 
     @property
     def count(self) -> int:
@@ -100,27 +99,20 @@ class Pipeline:
         stats.queue_capacity = config.queue_size
 
     # -- the readers' side -------------------------------------------------
-    def pack(self, committer: Committer, docs: list[Document]) -> Chunk:
-        """A connection's run of documents, packed for the queue (no waiting).
-
-        Packed now, while the documents are in the CPU's caches (a whole batch
-        serialised later measured twice the cost); the queue then holds bytes,
-        not thousands of objects. Raises ``BadFrame`` (with its seq) for a
-        document the store cannot represent: the caller rejects that one and
-        packs the others.
-        """
-        chunk = Chunk(committer, docs, self.writer.pack(docs))
-        if chunk.packed is not docs:
-            # The caller's list: free the documents now rather than hold them
-            # next to their packed copy while this reader waits for queue
-            # space (1000 blocked readers x a read's worth adds up).
-            docs.clear()
-        return chunk
-
-    async def submit(self, chunk: Chunk) -> None:
-        """Queue a packed run; blocks while the queue is full."""
-        self.stats.documents_queued += chunk.count
-        self.stats.inflight_docs += chunk.count
+    async def submit(self, committer: Committer, items: list[Item]) -> None:
+        """Queue a connection's documents (made by ``writer.make_item``);
+        blocks while the queue is full."""
+        self.stats.documents_queued += len(items)
+        self.stats.inflight_docs += len(items)
+        # Packed now, while the rows are in the CPU's caches (a whole batch
+        # serialised later measured twice the cost); the queue then holds
+        # bytes, not thousands of objects.
+        chunk = Chunk(committer, items, self.writer.pack(items))
+        if chunk.packed is not items:
+            # The caller's list: free the rows now rather than hold them next
+            # to their packed copy while this reader waits for queue space
+            # (1000 blocked readers x a read's worth of rows adds up).
+            items.clear()
         await self._send.send(chunk)
         self._check_flow()
 

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final, NamedTuple, Protocol
 
 import orjson
 import trio
@@ -43,10 +43,12 @@ from .stores.base import Row, Store, StoreError, StoreUnavailable
 __all__ = [
     "BatchResult",
     "BatchWriter",
+    "Item",
     "ProcessWriter",
     "ThreadWriter",
     "commit_batch",
     "commit_rows",
+    "item_factory",
     "main",
 ]
 
@@ -55,6 +57,36 @@ log = logging.getLogger("deltawire.collector.writer")
 _HEADER = struct.Struct(">I")
 #: The child's first frame once its store is open, before any reply.
 _READY: Final = b'{"ready":true}'
+
+
+class Item(NamedTuple):
+    """One document as it flows through the pipeline: what the pipeline reads
+    (session, seq, name) beside what the writer commits (``row``: the store's
+    row for the process writer, the ``Document`` for the thread writer).
+
+    Built by the writer's ``make_item`` while the frame is decoded, so the
+    document is encoded while its data is still in the CPU's caches."""
+
+    session: str
+    seq: int
+    name: str
+    row: Any
+
+
+#: ``Item(...)`` without the Python-level ``__new__`` of named tuples: one
+#: per document on the ingest loop
+_new_item = tuple.__new__
+
+
+def item_factory(encode: DocumentFactory) -> DocumentFactory:
+    """A ``make_item``: each document as an ``Item`` whose row is ``encode``'s."""
+
+    def make_item(session, seq, kind, name, ts, host, tags, data):
+        # the DocumentFactory signature; named, not *fields: no index reads
+        row = encode(session, seq, kind, name, ts, host, tags, data)
+        return _new_item(Item, (session, seq, name, row))
+
+    return make_item
 
 
 @dataclass(slots=True)
@@ -71,15 +103,20 @@ Waiter = Callable[[], Awaitable[BatchResult]]
 class BatchWriter(Protocol):
     """Batches in, in order; results out, in the same order.
 
-    ``pack`` turns one connection's run of documents into what is queued; it
-    raises ``BadFrame`` (with the seq) for a document the store cannot
-    represent. ``submit`` hands a batch of packs over and returns an
-    awaitable for its result (indexes in the result count documents across
-    the batch), so the next batch can be handed over while this one is being
-    committed. Results must be awaited in submission order.
+    ``make_item`` is the ``document`` factory of the connections'
+    ``ServerConnection``: it builds each document directly as an ``Item``
+    (raising ``BadFrame`` for one the store cannot represent). ``pack`` turns
+    one connection's run of items into what is queued. ``submit`` hands a
+    batch of packs over and returns an awaitable for its result (indexes in
+    the result count documents across the batch), so the next batch can be
+    handed over while this one is being committed. Results must be awaited
+    in submission order.
     """
 
-    def pack(self, docs: list[Document]) -> Any: ...
+    @property
+    def make_item(self) -> DocumentFactory: ...
+
+    def pack(self, items: list[Item]) -> Any: ...
 
     async def start(self) -> None:
         """Get ready before the first batch (called once, before ingest starts)."""
@@ -144,16 +181,19 @@ def _retrying(write: Any, docs: Sequence[Any], sleep: Any) -> int:
 class ThreadWriter:
     """Commits in a worker thread of this process."""
 
+    #: the row is the Document: the store encodes it in the worker thread
+    make_item: Final = staticmethod(item_factory(Document))
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
     @staticmethod
-    def pack(docs: list[Document]) -> list[Document]:
-        return docs  # the store encodes them in the worker thread
+    def pack(items: list[Item]) -> list[Item]:
+        return items  # the store encodes them in the worker thread
 
-    async def submit(self, packs: list[list[Document]]) -> Waiter:
+    async def submit(self, packs: list[list[Item]]) -> Waiter:
         def commit() -> BatchResult:
-            return commit_batch(self.store, [doc for docs in packs for doc in docs])
+            return commit_batch(self.store, [item.row for items in packs for item in items])
 
         async def result() -> BatchResult:
             # Not cancellable on purpose: a write in flight must finish so
@@ -163,7 +203,7 @@ class ThreadWriter:
         return result
 
     async def write(self, docs: list[Document]) -> BatchResult:
-        return await (await self.submit([list(docs)]))()
+        return await (await self.submit([[Item(d.session, d.seq, d.name, d) for d in docs]]))()
 
     async def start(self) -> None:
         pass  # the store is open already, and threads start in microseconds
@@ -193,7 +233,7 @@ class ProcessWriter:
         #: the store's row encoder: rows, not documents, cross the pipe
         #: (serialised once here, never parsed back into dicts); building
         #: the store object does no I/O
-        self._encode_row: DocumentFactory = open_store(store_uri, **store_options).encode_row
+        self.make_item = item_factory(open_store(store_uri, **store_options).encode_row)
         self.argv = [sys.executable, "-m", "deltawire.collector.writer", "--store", store_uri,
                      "--options", orjson.dumps(store_options).decode(), "--log-level", log_level,
                      "--parent-pid", str(os.getpid())]  # fmt: skip
@@ -236,12 +276,9 @@ class ProcessWriter:
             log.warning("the store writer is not ready yet; starting ingest anyway",
                         extra={"waited_s": timeout})  # fmt: skip
 
-    def pack(self, docs: list[Document]) -> bytes:
-        encode = self._encode_row
-        rows = [
-            encode(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs
-        ]
-        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+    @staticmethod
+    def pack(items: list[Item]) -> bytes:
+        return pickle.dumps([item.row for item in items], protocol=pickle.HIGHEST_PROTOCOL)
 
     async def submit(self, packs: list[bytes]) -> Waiter:
         payload = pickle.dumps(("rows", packs), protocol=pickle.HIGHEST_PROTOCOL)
@@ -260,7 +297,9 @@ class ProcessWriter:
         return self._result
 
     async def write(self, docs: list[Document]) -> BatchResult:
-        return await (await self.submit([self.pack(list(docs))]))()
+        make = self.make_item
+        items = [make(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs]
+        return await (await self.submit([self.pack(items)]))()
 
     async def _result(self) -> BatchResult:
         """The reply to the oldest unanswered batch (replies come in order)."""

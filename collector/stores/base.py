@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from deltawire.protocol import Document, Hello, Kind
+from deltawire.protocol import Document, DocumentFactory, Hello
 
 __all__ = [
     "API_SESSION",
@@ -113,20 +113,11 @@ class Store(Protocol):
         documents was stored, and retrying the same batch is safe.
         """
 
-    def encode_row(
-        self,
-        session: str,
-        seq: int,
-        kind: Kind,
-        name: str,
-        ts: float,
-        host: str | None,
-        tags: tuple[str, ...],
-        data: dict[str, Any] | None,
-    ) -> Row:
-        """One document as the row ``write_rows`` commits (no I/O, may run in
-        another process). Raises ``BadFrame`` for a document the store cannot
-        represent."""
+    @property
+    def encode_row(self) -> DocumentFactory:
+        """One document (its fields) as the ``Row`` that ``write_rows``
+        commits: no I/O, and it may run in another process than the commit.
+        Raises ``BadFrame`` for a document the store cannot represent."""
 
     def write_rows(self, rows: Sequence[Row]) -> None:
         """``write_batch`` for rows made by ``encode_row``."""
@@ -173,17 +164,8 @@ class DocumentRows:
     itself) and that has no housekeeping to move."""
 
     @staticmethod
-    def encode_row(
-        session: str,
-        seq: int,
-        kind: Kind,
-        name: str,
-        ts: float,
-        host: str | None,
-        tags: tuple[str, ...],
-        data: dict[str, Any] | None,
-    ) -> Row:
-        return (session, seq, kind, name, ts, host, tags, data)
+    def encode_row(*fields: Any) -> Row:
+        return fields  # the Document's fields, in order
 
     def write_rows(self, rows: Sequence[Row]) -> None:
         self.write_batch([Document(*row) for row in rows])
