@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
 
-.PHONY: install run test test-fast bench lint clean services-up services-down envsample
+.PHONY: install run test test-fast bench lint clean services-up services-down envsample web
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 ## run: the collector on the embedded SQLite store (ingest 127.0.0.1:7700, HTTP 127.0.0.1:8080)
 run: install
-	$(VENV)/bin/collector serve
+	$(VENV)/bin/collector serve --log-level info
 
 ## test: everything, installing what it needs (redis-server, the MongoDB-compatible server)
 test: install
@@ -37,6 +37,11 @@ lint: install
 	$(VENV)/bin/ruff check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/ruff format --check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/mypy
+
+## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm.
+## Only for changing the dashboard: running the collector needs neither Node nor npm.
+web:
+	cd frontend && npm ci --no-audit --no-fund && node build.mjs
 
 envsample: install
 	$(PY) -m deltawire.tools.envsample > .env.sample

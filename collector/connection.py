@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, Final, TypeVar, cast
 
 import trio
 
@@ -27,6 +27,7 @@ from deltawire.protocol import (
     IdleTimeout,
     Overloaded,
     ProtocolError,
+    Replaced,
     ServerConnection,
     Welcome,
     error_frame,
@@ -44,6 +45,14 @@ log = logging.getLogger("deltawire.collector.connection")
 T = TypeVar("T")
 
 _ENCODER = Encoder()
+#: Send deadline once replaced: the acks and the ``replaced`` error are a
+#: courtesy to a peer that has most likely gone, and the session's new
+#: connection waits for us.
+_REPLACED_SEND_S = 1.0
+#: How long a connection closed for an error waits for its peer to close too:
+#: long enough for a live peer to read the error, short enough that a peer
+#: that never closes cannot keep the slot.
+_LINGER_SECONDS: Final = 1.0
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -74,12 +83,22 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._late_errors: list[ErrorFrame] = []
         self._capture: IO[bytes] | None = None
+        # One connection per session (PROTOCOL.md): a newer hello for our
+        # session replaces us; it waits until we read no more and until
+        # everything we accepted is stored or refused.
+        self._replaced = False
+        self._reading_done = trio.Event()
+        self._stored_lot = trio.lowlevel.ParkingLot()
+        self._send_scope: trio.CancelScope | None = None
+        #: A fatal error was sent: let the peer read it before the close.
+        self.linger = False
 
     # -- called by the pipeline and the hub (no awaiting) ---------------------
     def on_commit(self, seq: int) -> None:
         self.tracker.commit(seq)
         self._wake.set()
         self._progress.set()
+        self._stored_lot.unpark_all()
 
     def on_store_reject(self, seq: int, reason: str) -> None:
         # The frame counts as rejected: acks may pass it, and the agent is told.
@@ -90,6 +109,7 @@ class Connection:
         self.tracker.commit(seq)
         self._wake.set()
         self._progress.set()
+        self._stored_lot.unpark_all()
 
     def notify_flow(self, interval: float) -> None:
         if self.session is not None:
@@ -99,6 +119,23 @@ class Connection:
     def stop_reading(self) -> None:
         self._stopping = True
         self._read_scope.cancel()
+
+    def replace(self) -> None:
+        """A newer connection took our session: read no more, drain, close
+        with ``replaced``. Our peer is most likely gone (that is why its agent
+        reconnected), so sends to it get a short deadline."""
+        self._replaced = True
+        self.stop_reading()
+        if self._send_scope is not None:
+            self._send_scope.deadline = min(
+                self._send_scope.deadline, trio.current_time() + _REPLACED_SEND_S
+            )
+
+    async def handed_over(self) -> None:
+        """Return once we read no more and all we accepted is stored or refused."""
+        await self._reading_done.wait()
+        while not self.tracker.idle:
+            await self._stored_lot.park()
 
     # -- the connection's life -------------------------------------------------
     async def run(self) -> None:
@@ -116,14 +153,22 @@ class Connection:
                 self._nursery = nursery
                 nursery.start_soon(self._sender)
                 try:
-                    await self._read_loop()
+                    try:
+                        await self._read_loop()
+                    finally:
+                        self._reading_done.set()
                     await self._drain()
+                    if self._replaced:
+                        await self._fatal(Replaced("another connection took this session over"))
                 except _Close:
                     pass
                 except _GONE:
                     pass  # the peer went away: what it sent is stored, unacked parts resent
                 nursery.cancel_scope.cancel()
         finally:
+            self._reading_done.set()
+            if self.session is not None and hub.holders.get(self.session) is self:
+                del hub.holders[self.session]
             hub.connections.discard(self)
             stats.connections_open -= 1
             if self._capture is not None:
@@ -211,6 +256,7 @@ class Connection:
         if hub.config.tokens and hello.token not in hub.config.tokens:
             await self._fatal(AuthFailed("missing or unknown token"))
             raise _Close
+        await self._take_over(hello.session)
         acked = await self._retrying(hub.store.acked, hello.session)
         assert self._nursery is not None
         self._nursery.start_soon(self._retrying, hub.store.session_connected, hello, time.time())
@@ -223,6 +269,20 @@ class Connection:
         await self._send(*frames)
         log.info("session connected",
                  extra={"session": hello.session, "peer": self.peer, "acked": acked})  # fmt: skip
+
+    async def _take_over(self, session: str) -> None:
+        """Hold ``session``, replacing its holder: what the older connection
+        accepted is stored (or refused) before our welcome reads ``acked``,
+        so the welcome counts it, and the session's frames stay in order."""
+        hub = self.hub
+        older = hub.holders.get(session)
+        hub.holders[session] = self
+        if older is not None:
+            older.replace()
+            await older.handed_over()
+        if self._replaced:  # a yet newer hello came while we waited
+            await self._fatal(Replaced("another connection took this session over"))
+            raise _Close
 
     async def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
         """A store call in a worker thread, retried while the store is unavailable.
@@ -303,8 +363,11 @@ class Connection:
 
     async def _send_locked(self, frames: list[Frame]) -> None:
         data = b"".join(_ENCODER.send(f) for f in frames)
-        with trio.move_on_after(self.hub.config.send_timeout) as scope:
+        timeout = _REPLACED_SEND_S if self._replaced else self.hub.config.send_timeout
+        with trio.move_on_after(timeout) as scope:
+            self._send_scope = scope
             await self.stream.send_all(data)
+        self._send_scope = None
         if scope.cancelled_caught:
             raise trio.BrokenResourceError("peer does not read")
 
@@ -315,8 +378,23 @@ class Connection:
         )
         try:
             await self._send(error_frame(exc))
+            self.linger = True
         except _GONE:
             pass
+
+    async def close(self) -> None:
+        """Close the stream; after a fatal error, half-close and read until
+        the peer closes first (bounded).
+
+        Closing a socket that still holds unread input sends a TCP reset,
+        which can reach the peer before the error frame it must read (a
+        client dribbling bytes into an idle cut always has some in flight).
+        Runs after the connection left the hub: it holds no slot.
+        """
+        if self.linger:
+            with trio.move_on_after(_LINGER_SECONDS):
+                await _half_close_and_drain(self.stream, self.hub.config.recv_size)
+        await self.stream.aclose()
 
     def _open_capture(self) -> None:
         directory = self.hub.config.capture_dir
@@ -331,19 +409,27 @@ async def handle_connection(stream: trio.abc.Stream, hub: Hub) -> None:
     """The per-connection task the listeners run. Never raises: a bug in one
     connection is logged, it cannot take the daemon down."""
     peer = _peer_name(stream)
+    conn = Connection(stream, hub, peer)
     try:
-        await Connection(stream, hub, peer).run()
+        await conn.run()
     except _GONE:
         pass
     except Exception:
         log.exception("connection handler failed", extra={"peer": peer})
     finally:
-        with trio.move_on_after(1) as scope:
+        with trio.move_on_after(_LINGER_SECONDS + 1) as scope:
             scope.shield = True
             try:
-                await stream.aclose()
+                await conn.close()
             except _GONE:
                 pass
+
+
+async def _half_close_and_drain(stream: trio.abc.Stream, size: int) -> None:
+    if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
+        await stream.send_eof()
+        while await stream.receive_some(size):
+            pass
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -27,6 +27,12 @@ class Reader(Protocol):
     def stop_reading(self) -> None:
         """Shutdown: read no more, drain what was read, ack it."""
 
+    def replace(self) -> None:
+        """A newer connection took this one's session: read no more, drain, close."""
+
+    async def handed_over(self) -> None:
+        """Return once it reads no more and all it accepted is stored or refused."""
+
 
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
@@ -56,6 +62,9 @@ class Hub:
         self.config = config
         self.connections: set[Reader] = set()
         self.session_refs: Counter[str] = Counter()
+        #: session -> the one connection that holds it (PROTOCOL.md, "One
+        #: connection per session"); a newer hello takes it over
+        self.holders: dict[str, Reader] = {}
         self.stopping = False
         self.next_id = 0
 

@@ -21,10 +21,10 @@ __all__ = [
     "NoBase",
     "Overloaded",
     "ProtocolError",
+    "Replaced",
     "TooManyErrors",
     "UnknownType",
     "UnsupportedVersion",
-    "error_for_code",
 ]
 
 
@@ -103,6 +103,13 @@ class NoBase(ProtocolError):
     fatal = False
 
 
+class Replaced(ProtocolError):
+    """Another connection said hello for this session and took it over."""
+
+    code = "replaced"
+    fatal = True
+
+
 _CLASSES: tuple[type[ProtocolError], ...] = (
     BadHello,
     AuthFailed,
@@ -116,14 +123,8 @@ _CLASSES: tuple[type[ProtocolError], ...] = (
     UnknownType,
     BadSeq,
     NoBase,
+    Replaced,
 )
 
 #: code -> fatal, exactly the table of PROTOCOL.md.
 ERROR_CODES: dict[str, bool] = {cls.code: cls.fatal for cls in _CLASSES}
-
-_BY_CODE: dict[str, type[ProtocolError]] = {cls.code: cls for cls in _CLASSES}
-
-
-def error_for_code(code: str) -> type[ProtocolError]:
-    """The exception class for a wire error code (``ProtocolError`` if unknown)."""
-    return _BY_CODE.get(code, ProtocolError)
