@@ -130,7 +130,23 @@ def test_unknown_names_are_422_with_the_closest(world: Any) -> None:
 def test_an_empty_answer_says_why(world: Any) -> None:
     body = ask(world, "avg cpu of web-2 in the last 30 minutes")
     assert body["rows"] == []
-    assert any("host web-2" in n and "hosts seen" in n for n in body["notes"]), body["notes"]
+    assert any("host web-2" in n and "hosts seen: db-1, web-1" in n for n in body["notes"]), body[
+        "notes"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "needle"),
+    [
+        ("max memory of sess-b in the last 20 minutes", "no session sess-b was seen"),
+        ("count request_failed longer than 10 s", "no document matched duration_ms > 10000"),
+        ("count job_error on web-1", "each filter matches documents, but not all"),
+        ("avg cpu tagged canary in the last 10 minutes", "no tag canary was seen"),
+    ],
+)
+def test_every_empty_answer_has_a_note(world: Any, prompt: str, needle: str) -> None:
+    body = ask(world, prompt)
+    assert body["rows"] == [] and any(needle in n for n in body["notes"]), body["notes"]
 
 
 def test_a_name_stored_after_the_vocabulary_was_read(world: Any) -> None:
