@@ -12,17 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deltawire.config import (
-    Var,
-    choice,
-    parse_bytes,
-    parse_float,
-    parse_hostport,
-    parse_int,
-    parse_list,
-    setting,
-    variables,
-)
+from deltawire import config
+from deltawire.config import Var, setting, variables
 from deltawire.logs import LOG_VARS, LogSettings
 
 __all__ = [
@@ -37,7 +28,7 @@ __all__ = [
 
 #: COLLECTOR_HTTP: read by the ingest process (which starts the API process)
 #: and by the API process itself.
-_HTTP = ("COLLECTOR_HTTP", "127.0.0.1:8080", "HTTP API address HOST:PORT.", parse_hostport)
+_HTTP = ("COLLECTOR_HTTP", "127.0.0.1:8080", "HTTP API address HOST:PORT.", config.parse_hostport)
 
 
 @dataclass(frozen=True)
@@ -55,7 +46,7 @@ class IngestSettings:
         "INGEST_TOKENS",
         "",
         "Comma-separated tokens agents must present in hello. Empty: no auth.",
-        parse_list,
+        config.parse_list,
     )
     tls_cert: str = setting(
         "TLS_CERT", "", "PEM certificate file: serve ingest over TLS (with TLS_KEY)."
@@ -65,54 +56,60 @@ class IngestSettings:
         "MAX_CONNECTIONS",
         "10000",
         "Open ingest connections allowed; more get 'overloaded'.",
-        parse_int,
+        config.parse_int,
     )
     max_frame_bytes: int = setting(
         "MAX_FRAME_BYTES",
         "1048576",
         "Longest accepted line (without newline); longer is fatal.",
-        parse_bytes,
+        config.parse_bytes,
     )
     idle_timeout: float = setting(
         "IDLE_TIMEOUT",
         "300",
         "Seconds without a complete frame before a connection is closed ('idle').\n"
         "Keep it above the agents' interval x push_every.",
-        parse_float,
+        config.parse_float,
     )
     max_errors: int = setting(
         "MAX_ERRORS",
         "100",
         "Rejected frames tolerated per connection before 'too_many_errors'.",
-        parse_int,
+        config.parse_int,
     )
     queue_size: int = setting(
         "QUEUE_SIZE",
         "16",
         "Capacity of the ingest queue, in chunks of documents (one chunk = what one\n"
         "read produced). A full queue stops the readers: TCP pushes back on agents.",
-        parse_int,
+        config.parse_int,
     )
     batch_max_docs: int = setting(
-        "BATCH_MAX_DOCS", "2000", "Flush a write batch at this many documents...", parse_int
+        "BATCH_MAX_DOCS", "2000", "Flush a write batch at this many documents...", config.parse_int
     )
     batch_max_ms: float = setting(
-        "BATCH_MAX_MS", "10", "...or this many milliseconds after its first document.", parse_float
+        "BATCH_MAX_MS",
+        "10",
+        "...or this many milliseconds after its first document.",
+        config.parse_float,
     )
     flow_high_water: float = setting(
         "FLOW_HIGH_WATER",
         "0.75",
         "Queue fill ratio above which agents get a 'flow' frame asking them to slow down.",
-        parse_float,
+        config.parse_float,
     )
     flow_low_water: float = setting(
         "FLOW_LOW_WATER",
         "0.25",
         "Queue fill ratio below which the flow limit is lifted.",
-        parse_float,
+        config.parse_float,
     )
     flow_min_interval: float = setting(
-        "FLOW_MIN_INTERVAL", "5", "The min_interval (seconds) sent in 'flow' frames.", parse_float
+        "FLOW_MIN_INTERVAL",
+        "5",
+        "The min_interval (seconds) sent in 'flow' frames.",
+        config.parse_float,
     )
     ack_interval_ms: float = setting(
         "ACK_INTERVAL_MS",
@@ -120,7 +117,7 @@ class IngestSettings:
         "Coalesce acks per connection to at most one per this period. Each ack\n"
         "costs both ends a wakeup and a send: 50 ms (vs 20) took ~6% less\n"
         "ingest CPU at 100k samples/s with 100 sessions, at the same ack p99.",
-        parse_float,
+        config.parse_float,
     )
     capture_dir: str = setting(
         "CAPTURE_DIR", "", "If set, record each connection's inbound bytes to a file here."
@@ -129,7 +126,7 @@ class IngestSettings:
         "SHUTDOWN_GRACE",
         "10",
         "Seconds to drain and ack on SIGTERM before closing anyway.",
-        parse_float,
+        config.parse_float,
     )
 
 
@@ -149,19 +146,19 @@ class StoreSettings:
         "RETENTION_DAYS",
         "0",
         "Delete documents older than this (MongoDB TTL index); 0 keeps all.",
-        parse_int,
+        config.parse_int,
     )
     mongo_max_pool_size: int = setting(
         "MONGO_MAX_POOL_SIZE",
         "32",
         "pymongo connection pool size per collector process.",
-        parse_int,
+        config.parse_int,
     )
     mongo_timeout_ms: int = setting(
         "MONGO_TIMEOUT_MS",
         "5000",
         "pymongo server selection / socket timeout (ms).",
-        parse_int,
+        config.parse_int,
     )
     store_writer: str = setting(
         "STORE_WRITER",
@@ -169,13 +166,13 @@ class StoreSettings:
         "Who commits batches: process (a writer process of its own, so decoding and\n"
         "storing each get a core; measured ~1.6x the throughput) or thread (a worker\n"
         "thread of the ingest process: one process, one core). make bench measures both.",
-        choice("process", "thread"),
+        config.choice("process", "thread"),
     )
     store_threads: int = setting(
         "STORE_THREADS",
         "4",
         "HTTP API: store queries that may run at once (worker threads).",
-        parse_int,
+        config.parse_int,
     )
     redis_uri: str = setting(
         "REDIS_URI",
@@ -186,10 +183,10 @@ class StoreSettings:
         "CACHE_TTL",
         "5",
         "Seconds a cached query answer may live (writes also invalidate it).",
-        parse_float,
+        config.parse_float,
     )
     cache_size: int = setting(
-        "CACHE_SIZE", "1024", "Entries in the in-process LRU cache.", parse_int
+        "CACHE_SIZE", "1024", "Entries in the in-process LRU cache.", config.parse_int
     )
 
     def store_options(self) -> dict[str, Any]:
