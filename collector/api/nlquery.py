@@ -913,10 +913,11 @@ class _Parser:
         if words & {"samples", "sample", "events", "event", "documents", "points"}:
             return False
         # "cpu per session" is about samples, "sessions per host" about sessions.
-        measures = bool(
-            words & {"cpu", "memory", "mem", "ram", "latency", "errors", "error", "failures"}
-        )
-        return not (measures and s.group == "session" and not about)
+        # "errors by session": error events counted per session, not sessions
+        # that exited with an error.
+        measures = bool(words & ({"cpu", "memory", "mem", "ram", "latency"} | ERROR_WORDS))
+        grouped = self.s.group == "session" and not words & {"sessions", "session"}
+        return not (measures and s.group == "session" and (grouped or not about))
 
     def _latest_or_list(self, words: set[str]) -> None:
         s = self.s

@@ -165,3 +165,27 @@ def test_a_name_stored_after_the_vocabulary_was_read(world: Any) -> None:
         what="the new metric in the vocabulary",
     )
     assert r.json()["rows"][0]["value"] == 5
+
+
+def test_current_value_per_host(world: Any) -> None:
+    rows = ask(world, "cpu of each host right now")["rows"]
+    want = {}
+    for d in sorted(docs(world[1], name="process"), key=lambda d: d.ts):
+        want[d.host] = d.data["cpu"]["percent"]
+    assert {r["group"]: r["value"] for r in rows} == want
+
+
+def test_several_names_are_merged(world: Any) -> None:
+    body = ask(world, "errors by session")
+    want: dict[str, int] = {}
+    for d in world[1].docs:
+        if d.name in ("request_failed", "job_error"):
+            want[d.session] = want.get(d.session, 0) + 1
+    assert {r["group"]: r["value"] for r in body["rows"]} == want
+    assert body["interpreted"]["names"] == ["job_error", "request_failed"]
+
+
+def test_listing_and_first(world: Any) -> None:
+    rows = ask(world, "first 2 request_failed events on web-2")["rows"]
+    want = sorted(docs(world[1], name="request_failed", host="web-2"), key=lambda d: d.ts)[:2]
+    assert [(r["session"], r["seq"]) for r in rows] == [(d.session, d.seq) for d in want]
