@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deltawire.collector.aggregate import AggregateError, run_aggregate
 from deltawire.collector.stores.base import (
     MetricQuery,
     Store,
@@ -43,6 +44,7 @@ from deltawire.collector.stores.base import (
     encode_cursor,
 )
 
+from .aggregate import AGGREGATE_PARAMS, FILTER_PARAMS, aggregate_query, answer_json, cache_key
 from .cache import QueryCache, scope_for
 from .dashboard import dashboard_routes
 from .nl_run import answer as nl_answer
@@ -575,10 +577,21 @@ def create_app(
 
         return Route(path, run, methods=list(by_method), name=path)
 
-    from .aggregate import aggregate_endpoint  # here: that module imports this one
+    async def aggregate(request: Request) -> Response:
+        params = _params(request, AGGREGATE_PARAMS, frozenset({"tag"}))
+        where = metric_query({k: v for k, v in params.items() if k in FILTER_PARAMS})
+        try:
+            q = aggregate_query(params, where)
+        except AggregateError as e:
+            raise ApiError(422, "bad_parameter", str(e), parameter=e.parameter) from None
+
+        async def compute() -> bytes:
+            return answer_json(q, await store_call(run_aggregate, store, q), rfc3339)
+
+        return await cached(cache_key(q), scope_for(where.session, where.name), compute)
 
     routes = [
-        route("/aggregate", GET=aggregate_endpoint(store, store_call, cached)),
+        route("/aggregate", GET=aggregate),
         route("/metrics", GET=list_metrics, POST=create_metric),
         route("/metrics/{id}", GET=get_metric, PUT=replace_metric, DELETE=delete_metric),
         route("/query", GET=query),
