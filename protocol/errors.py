@@ -23,6 +23,7 @@ __all__ = [
     "NoBase",
     "Overloaded",
     "ProtocolError",
+    "Replaced",
     "TooManyErrors",
     "UnknownType",
     "UnsupportedVersion",
@@ -113,6 +114,13 @@ class NoBase(ProtocolError):
     fatal = False
 
 
+class Replaced(ProtocolError):
+    """Another connection said hello for this session and took it over."""
+
+    code = "replaced"
+    fatal = True
+
+
 _CLASSES: tuple[type[ProtocolError], ...] = (
     BadHello,
     AuthFailed,
@@ -126,6 +134,7 @@ _CLASSES: tuple[type[ProtocolError], ...] = (
     UnknownType,
     BadSeq,
     NoBase,
+    Replaced,
 )
 
 #: code -> fatal, exactly the table of PROTOCOL.md.

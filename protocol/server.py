@@ -49,6 +49,8 @@ from .frames import (
     ServerFrame,
     Welcome,
     client_frame_from_dict,
+    line_needs_limit_check,
+    lines_need_limit_check,
 )
 from .merge_patch import apply_patch
 from .stream import CODECS, Deflater, choose_codec
@@ -74,6 +76,7 @@ DocumentFactory = Callable[
 class ServerConnection:
     __slots__ = (
         "_accept",
+        "_check_lines",
         "_decoder",
         "_deflater",
         "_document",
@@ -114,6 +117,9 @@ class ServerConnection:
         # bad line or a bye stopped it); both ways take these first.
         self._lines: list[bytearray] = []
         self._line_i = 0
+        # Whether some of _lines may break a limit on what a frame may carry:
+        # then each line is tested before it may take the bulk path.
+        self._check_lines = False
 
     @property
     def buffered(self) -> int:
@@ -184,10 +190,12 @@ class ServerConnection:
         if i >= len(lines):
             lines = self._lines = self._decoder.next_lines()
             i = self._line_i = 0
+            self._check_lines = lines_need_limit_check(lines)
         n = len(lines)
         loads = orjson.loads
         append = out.append
         make = self._document
+        check = self._check_lines
         while i < n:
             reasm = self.reassembler
             if reasm is None or self.ended:
@@ -229,6 +237,7 @@ class ServerConnection:
                             and 0 < len(name) <= MAX_NAME_CHARS
                             and type(patch) is dict
                             and (base := chains.get(name)) is not None
+                            and not (check and line_needs_limit_check(line))
                         ):
                             data = chains[name] = apply_patch(base, patch)
                             last_seq = seq

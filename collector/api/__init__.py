@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from .app import create_app
 from .cache import LocalCache, QueryCache, RedisCache, make_cache
-from .nlquery import Interpreted, PromptError, parse_prompt
+from .nlquery import Plan, PromptError, parse_prompt
 from .stats import IngestStats
 
 __all__ = [
     "IngestStats",
-    "Interpreted",
     "LocalCache",
+    "Plan",
     "PromptError",
     "QueryCache",
     "RedisCache",

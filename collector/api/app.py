@@ -13,6 +13,7 @@ outage. Nothing a client sends can produce a 500 or a traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -34,7 +35,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deltawire.collector.stores.base import (
-    AggQuery,
     MetricQuery,
     Store,
     StoreError,
@@ -45,6 +45,8 @@ from deltawire.collector.stores.base import (
 
 from .cache import QueryCache, scope_for
 from .dashboard import dashboard_routes
+from .nl_run import answer as nl_answer
+from .nl_vocab import VocabCache
 from .nlquery import EXAMPLES, PromptError, parse_prompt
 from .stats import IngestStats, RequestStats, render_stats
 
@@ -498,31 +500,34 @@ def create_app(
         await bump([old.get("session")], [old.get("name")])
         return Response(status_code=204)
 
+    vocab_cache = VocabCache()
+
     async def query(request: Request) -> Response:
         params = _params(request, frozenset({"prompt"}))
         if not params.get("prompt") or not params["prompt"][0].strip():
             _bad_param("prompt", "required: a question such as 'top 5 events today'")
         prompt = " ".join(params["prompt"][0].split())
+        catalog = functools.partial(store_call, store.catalog)
+        vocab = await vocab_cache.get(catalog)
         try:
-            interp = parse_prompt(prompt, datetime.now(UTC))
-        except PromptError as e:
-            raise ApiError(
-                422, "bad_prompt", str(e), parameter="prompt", examples=list(EXAMPLES)
-            ) from None
-        q = interp.query
-        where = q.where if isinstance(q, AggQuery) else q
+            plan = parse_prompt(prompt, datetime.now(UTC), vocab)
+        except PromptError:
+            try:  # a name stored since the vocabulary was read?
+                vocab = await vocab_cache.get(catalog, fresh=True)
+                plan = parse_prompt(prompt, datetime.now(UTC), vocab)
+            except PromptError as e:
+                raise ApiError(422, "bad_prompt", e.reason, parameter="prompt",
+                               suggestions=e.suggestions, examples=list(EXAMPLES)) from None  # fmt: skip
 
         async def compute() -> bytes:
-            rows: list[dict[str, Any]]
-            if isinstance(q, AggQuery):
-                rows = await store_call(store.aggregate, q)
-            else:
-                rows = [_doc_out(d) for d in await store_call(store.find, q)]
-            return orjson.dumps({"prompt": prompt, "interpreted": interp.interpreted, "rows": rows})
+            ans = await store_call(nl_answer, store, vocab, plan, _doc_out, _session_out)
+            return orjson.dumps({"prompt": prompt, "interpreted": plan.interpreted(),
+                                 "rows": ans.rows, "notes": ans.notes})  # fmt: skip
 
         # Keyed by the prompt, not the resolved times: "last hour" stays cacheable,
         # and its window is at most the cache TTL old.
-        return await cached("q:" + prompt, scope_for(where.session, where.name), compute)
+        p = plan.params
+        return await cached("q:" + prompt, scope_for(p.get("session"), p.get("name")), compute)
 
     async def sessions(request: Request) -> Response:
         params = _params(request, frozenset({"limit"}))

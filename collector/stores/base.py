@@ -20,9 +20,12 @@ import orjson
 
 from deltawire.protocol import Document, Hello
 
+from .catalog import Catalog
+
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "Catalog",
     "MetricQuery",
     "Store",
     "StoreError",
@@ -137,6 +140,9 @@ class Store(Protocol):
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions, most recently seen first: ``session, host, agent, tags,
         first_seen, last_seen, connected, ended, exit_code``."""
+
+    def catalog(self) -> Catalog:
+        """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:
