@@ -18,14 +18,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
-<<<<<<< HEAD
 from .errors import BadJson, BadStream, FrameTooLarge, ProtocolError
-from .frames import Frame, client_frame_from_dict, server_frame_from_dict
-from .stream import Inflater
-=======
-from .errors import BadJson, FrameTooLarge, ProtocolError
 from .frames import Frame, check_int_literals, client_frame_from_dict, server_frame_from_dict
->>>>>>> main
+from .stream import Inflater
 
 __all__ = [
     "CLIENT",

@@ -424,7 +424,6 @@ def _parse_hello(d: dict[str, Any]) -> Hello:
     )
 
 
-<<<<<<< HEAD
 #: An offer of codecs or extensions is a short list of short names.
 _MAX_OFFERS = 16
 _MAX_OFFER_CHARS = 32
@@ -446,17 +445,6 @@ def _str_list(d: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _has_null_member(obj: dict[str, Any]) -> bool:
-    for value in obj.values():
-        if value is None:
-            return True
-        if type(value) is dict and _has_null_member(value):
-            return True
-    return False
-
-
-=======
->>>>>>> main
 _CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "snap": _parse_snap,
     "delta": _parse_delta,
