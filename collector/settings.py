@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from deltawire.config import Var, choice, parse_bytes, parse_float, parse_int, parse_list
+from deltawire.config import (
+    Var,
+    choice,
+    parse_bool,
+    parse_bytes,
+    parse_float,
+    parse_int,
+    parse_list,
+)
 from deltawire.logs import LOG_VARS
 
 __all__ = ["COLLECTOR_VARS", "LOG_VARS", "STORE_VARS"]
@@ -101,6 +109,14 @@ COLLECTOR_VARS: tuple[Var, ...] = (
         "costs both ends a wakeup and a send: 50 ms (vs 20) took ~6% less\n"
         "ingest CPU at 100k samples/s with 100 sessions, at the same ack p99.",
         parse_float,
+        _S,
+    ),
+    Var(
+        "INGEST_COMPRESS",
+        "true",
+        "Accept zstd stream compression when an agent offers it (false: every\n"
+        "connection stays plain NDJSON).",
+        parse_bool,
         _S,
     ),
     Var(

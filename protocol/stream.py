@@ -14,7 +14,7 @@ buffered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import zstandard
 
@@ -102,8 +102,9 @@ class Inflater:
 
     def __init__(self, sink: Callable[[bytes], object]) -> None:
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        out: Any = _Sink(sink)  # all stream_writer needs of a file is write()
         self._writer = dctx.stream_writer(
-            _Sink(sink), write_size=INFLATE_PIECE_BYTES, write_return_read=True
+            out, write_size=INFLATE_PIECE_BYTES, write_return_read=True
         )
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
