@@ -106,10 +106,15 @@ class ClientConnection:
             out.append(_ENCODER.send(frame))
         return self.send_raw(b"".join(out))
 
-    def send_raw(self, data: bytes) -> bytes:
+    def send_raw(self, data: bytes, *, hello: Hello | None = None) -> bytes:
         """The bytes for lines the caller encoded itself (a capture replayed),
         compressed as the next block-flushed piece of the stream if a codec
-        was negotiated; as they are otherwise."""
+        was negotiated; as they are otherwise. ``hello``: the hello these
+        lines carry, if they carry one (its offer is then negotiated)."""
+        if hello is not None:
+            if self.hello is not None:
+                raise LocalProtocolError("hello was already sent on this connection")
+            self.hello = hello
         if self._deflater is not None and data:
             return self._deflater.compress(data)
         return data
