@@ -17,6 +17,7 @@ Pure functions of (prompt, now, vocabulary): no I/O, no clock reads.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
-from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary, edit_distance
+from .nl_vocab import PREFERRED_STREAM, DeleteIndex, Term, TermKind, Vocabulary
 
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
@@ -129,7 +130,7 @@ _BUCKET_WORDS: Final = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly"
 _NUMBER_WORDS: Final = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
-    "fifty": 50, "hundred": 100, "a": 1, "an": 1,
+    "fifty": 50, "hundred": 100, "a": 1, "an": 1, "half": 0.5, "quarter": 0.25,
 }  # fmt: skip
 
 _FUNCS: Final = {
@@ -159,6 +160,9 @@ _GROUP_NOUNS: Final = {
     "session": "session", "sessions": "session",
     "name": "name", "names": "name", "metric": "name", "metrics": "name",
     "event": "name", "events": "name", "type": "name", "types": "name",
+    # who uses the most of something: a session (one watched process)
+    "user": "session", "users": "session", "consumer": "session", "consumers": "session",
+    "hog": "session", "hogs": "session",
 }  # fmt: skip
 
 # "op" words of thresholds; some take a second word ("more than").
@@ -203,7 +207,8 @@ _ORDER_WORDS: Final = frozenset(
     {"last", "latest", "recent", "newest", "first", "earliest", "oldest"}
 )
 _ERROR_WORDS: Final = frozenset(
-    {"error", "errors", "failure", "failures", "failed", "fail", "fails", "crash", "crashes",
+    {"error", "errors", "failure", "failures", "failed", "fail", "fails", "failing", "crash",
+     "crashes",
      "exception", "exceptions", "problem", "problems", "incident", "incidents"}
 )  # fmt: skip
 
@@ -548,18 +553,14 @@ class _Parser:
     def fix_typos(self) -> None:
         for t in self.toks:
             w = t.low
-            if t.quoted or not w.isalpha() or len(w) < 4 or w in _KEYWORDS or self.v.lookup(w):
+            if t.quoted or not w.isalpha() or len(w) < 4 or w in _KEYWORDS or w in _FILLER:
+                continue
+            if self.v.lookup(w) or w in self.v.leaves:  # a name, or a path's last part
                 continue
             if w.endswith("s") and (w[:-1] in _KEYWORDS or self.v.lookup(w[:-1])):
                 continue
-            best, dist = None, 3
-            for k in _TYPO_TARGETS:
-                if abs(len(k) - len(w)) > 2:
-                    continue
-                d = edit_distance(w, k, cap=3)
-                if d < dist:
-                    best, dist = k, d
-            if best is not None and dist <= (1 if len(w) < 7 else 2):
+            best = _keyword_typo(w)
+            if best is not None:
                 self.s.notes.append(f"read {t.text!r} as {best!r}")
                 t.low = best
                 t.text = best
@@ -678,7 +679,7 @@ class _Parser:
             if w in _BUCKET_WORDS:
                 self.set_once("bucket", _BUCKET_WORDS[w], "bucket")
                 self.use(i)
-            elif w in ("per", "every", "each", "by", "a", "/", "in") or w.startswith("per-"):
+            elif w in ("per", "every", "each", "by", "/", "in") or w.startswith("per-"):
                 j = i + 1
                 if w.startswith("per-"):
                     j, unit_word = i, w[4:]
@@ -702,11 +703,8 @@ class _Parser:
                     )
                 ):
                     continue
-                if w == "a" and n == 1.0 and self.low(i - 1) not in ("once", "twice"):
-                    # "count per a hour" is rare; "3 times a day" rarer: "a hour" reads as per hour
-                    pass
                 seconds = int(n * _UNITS[unit_word])
-                if seconds == 1 and w in ("per", "/", "a"):
+                if seconds == 1 and w in ("per", "/"):
                     self.s.fn = self.s.fn or "rate"  # "errors per second" is a rate
                     self.s.fn_word = self.s.fn_word or "per second"
                 else:
@@ -758,6 +756,8 @@ class _Parser:
             n = self.num(j)
             if n is None:
                 continue
+            if self.low(j) in ("half", "quarter") and self.low(j + 1) in ("a", "an"):
+                j += 1  # "half a second"
             unit = self.low(j + 1)
             used = [i, *range(i + 1, j + 1)]
             if unit in _TIME_UNITS_MS or unit in _SIZE_UNITS or unit in ("%", "percent"):
@@ -855,14 +855,19 @@ class _Parser:
             w = self.low(i)
             if self.s.rank_desc is None and (
                 w in ("top", "bottom")
-                or (w in _SUPERLATIVES and not grouped and self._group_noun_near(i))
+                or (
+                    w in _SUPERLATIVES
+                    and not grouped
+                    and self._group_noun_near(i)
+                    and self.low(i + 1) not in ("recent", "recently", "latest")  # a listing
+                )
             ):
                 n = self.num(i + 1)
                 self.s.rank_desc = _SUPERLATIVES[w]
                 self.s.rank_word = w
                 self.use(i)
-                if n is not None and w in ("top", "bottom"):
-                    self.s.limit = int(n)
+                if n is not None and (w in ("top", "bottom") or self.low(i + 2) in _GROUP_NOUNS):
+                    self.s.limit = int(n)  # "top 3", "lowest 3 sessions"
                     self.use(i + 1)
             elif w in _SUPERLATIVES and w in _FUNCS:
                 self._fn(_FUNCS[w], w, i)  # "max cpu by host", "highest cpu on web-1"
@@ -991,8 +996,8 @@ class _Parser:
             if t.used:
                 continue
             hits = self.v.lookup(t.text)
-            if not hits and t.low.endswith("s") and len(t.low) > 3:
-                hits = self.v.lookup(t.text[:-1])  # "user_logins"
+            if not hits and t.low.endswith("s") and len(t.low) > 3 and not t.low.endswith("ss"):
+                hits = self.v.lookup(t.text[:-1])  # "user_logins", but not "http_latency_mss"
             if hits:
                 self._assign(self._pick(hits), t.text)
                 self.use(i)
@@ -1066,7 +1071,8 @@ class _Parser:
                 s.synonym = w
                 self.use(i)
             elif w in ("memory", "mem", "ram", "rss", "footprint"):
-                self._memory_field()
+                if self._memory_field(self.low(i + 1)):
+                    self.use(i + 1)
                 s.synonym = w
                 self.use(i)
             elif w in (
@@ -1098,6 +1104,15 @@ class _Parser:
                 self.use(i)
             elif w in _ERROR_WORDS and not s.sessions_q:
                 events = v.names_containing("event", "err", "fail", "exception", "crash")
+                # "job errors": the error events whose name has the word beside it
+                near = {
+                    form
+                    for j in (i - 1, i + 1)
+                    if 0 <= j < len(self.toks)
+                    for form in (self.toks[j].low, self.toks[j].low.removesuffix("s"))
+                }
+                narrowed = [e for e in events if near & set(re.split(r"[_.\-]", e.lower()))]
+                events = narrowed or events
                 if events:
                     for e in events:
                         if e not in s.names:
@@ -1110,7 +1125,19 @@ class _Parser:
                     s.synonym = w
                     self.use(i)
 
-    def _memory_field(self) -> None:
+    def _memory_field(self, nxt: str = "") -> bool:
+        """Set the memory path; True if it used the next word ("memory percent")."""
+        v = self.v
+        qualified = {"percent": "mem.percent", "%": "mem.percent", "pct": "mem.percent",
+                     "used": "mem.used", "available": "mem.available", "free": "mem.available",
+                     "vms": "mem.vms", "virtual": "mem.vms"}.get(nxt)  # fmt: skip
+        if qualified is not None and qualified in v.path_owners:
+            self._set_field(qualified, None)
+            return True
+        self._memory_field_plain()
+        return False
+
+    def _memory_field_plain(self) -> None:
         v = self.v
         stream = self.s.stream
         if stream is not None and stream != PREFERRED_STREAM:
@@ -1271,7 +1298,17 @@ class _Parser:
             and (words & _LIST_WORDS or words & _ORDER_WORDS)
             and (
                 s.kind == "event"
-                or words & {"events", "samples", "documents", "points", "records", "entries"}
+                or words
+                & {
+                    "events",
+                    "samples",
+                    "documents",
+                    "points",
+                    "records",
+                    "entries",
+                    "event",
+                    "sample",
+                }
             )
         ):
             s.listing = True
@@ -1341,12 +1378,28 @@ _KEYWORDS: Final = frozenset(
      "earliest", "oldest", "limit", "samples", "sample", "documents", "points", "than", "least",
      "which", "when", "tag", "tagged", "host", "session", "zero", "with", "without", "not",
      "no", "still", "long", "duration", "response", "time", "times", "week", "month", "hour",
-     "day", "minute", "hours", "days", "minutes", "records", "entries", "many", "how", "count"]
+     "day", "minute", "hours", "days", "minutes", "records", "entries", "many", "how", "count",
+     "percent", "percentage", "pct", "used", "available", "free", "virtual"]
 )  # fmt: skip
 # Words a typo is corrected to: the ones people mistype in questions.
 _TYPO_TARGETS: Final = tuple(
-    sorted({w for w in _KEYWORDS if len(w) >= 4 and w.isalpha()} - {"fewer", "over"})
+    # Not the words that are also parts of data paths: "percnt" is a misspelt
+    # name (refused with cpu.percent suggested), not a keyword to correct.
+    sorted(
+        {w for w in _KEYWORDS if len(w) >= 4 and w.isalpha()}
+        - {"fewer", "over", "percent", "percentage", "used", "available", "free", "virtual"}
+    )
 )
+
+
+_TYPO_INDEX: Final = DeleteIndex(_TYPO_TARGETS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _keyword_typo(word: str) -> str | None:
+    """The keyword ``word`` misspells: one edit, two from seven letters on."""
+    near = _TYPO_INDEX.near(word, 1 if len(word) < 7 else 2)
+    return near[0][1] if near else None
 
 
 class _Builder:
@@ -1459,6 +1512,8 @@ class _Builder:
                     f" cpu, memory or a data path). Metrics: {self.v.sample_of('metric')};"
                     f" events: {self.v.sample_of('event')}; data paths: {self.v.sample_of('path')}."
                 )
+        if fn == "sum" and fld is None and s.kind == "event" and s.fn_word in ("total", "totals"):
+            fn = "count"  # "total deploys": how many, not a sum of some field of theirs
         if fn != "count" and fld is None:
             if len(s.names) == 1 and s.names[0] in self.v.events:
                 owned = sorted(self.v.catalog.paths.get(s.names[0], ()))
@@ -1473,9 +1528,7 @@ class _Builder:
                     f"{s.fn_word or fn} of what? Name a metric, cpu, memory or a data path."
                 )
         params: dict[str, Any] = {"fn": fn}
-        if (fld is not None and fn != "count") or (
-            fld is not None and s.threshold is None and fld != "value"
-        ):
+        if fld is not None:  # with count: the documents that have it
             params["field"] = fld
         if s.group is None and s.threshold is not None:
             # "hosts with cpu over 80": which hosts, so grouped by them
@@ -1546,7 +1599,11 @@ class _Builder:
                 params["kind"] = "sample"
         params.update(self.filters())
         params["sort"] = "timestamp" if s.rank_desc is False else "-timestamp"
-        params["limit"] = str(min(s.limit or _DEFAULT_LIST, MAX_LIMIT))
+        singular = bool(self.all_words & {"event", "sample"}) and not self.all_words & {
+            "events",
+            "samples",
+        }  # "the most recent event": one
+        params["limit"] = str(min(s.limit or (1 if singular else _DEFAULT_LIST), MAX_LIMIT))
         return Plan("/metrics", params, names, notes=tuple(self.notes))
 
     def latest_plan(self) -> Plan:
@@ -1569,9 +1626,11 @@ class _Builder:
     def sessions_plan(self) -> Plan:
         s, w = self.s, self.words
         params = self.filters()
-        negated = bool(w & {"not", "never", "haven't", "hasn't", "still", "yet"})
-        if w & _LIVE_WORDS - {"current"} or (w & {"still"} and w & _START_WORDS):
+        negated = bool(w & {"not", "never", "no", "isn't", "aren't", "anymore", "longer"})
+        if (w & _LIVE_WORDS - {"current"} or (w & {"still"} and w & _START_WORDS)) and not negated:
             params["connected"] = "true"
+        elif w & _LIVE_WORDS - {"current"}:
+            params["connected"] = "false"  # "not running anymore"
         elif w & {"disconnected", "offline", "dead", "gone", "lost"}:
             params["connected"] = "false"
         exit_word = w & (_BAD_EXIT_WORDS | _GOOD_EXIT_WORDS) or (
