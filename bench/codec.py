@@ -60,17 +60,22 @@ def _decode(wire: bytes, chunk: int = 65536) -> int:
     return n - 1  # the hello
 
 
-def _rate(fn: Any, n: int, min_seconds: float) -> float:
-    """Samples per second of ``fn`` (which processes ``n`` samples), best of repeats."""
+def _best(fn: Any, min_seconds: float, clock: Any = time.perf_counter) -> float:
+    """The shortest time ``fn`` took on ``clock``, repeated for ``min_seconds``."""
     best = float("inf")
     total = 0.0
     while total < min_seconds:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         best = min(best, dt)
         total += dt
-    return n / best
+    return best
+
+
+def _rate(fn: Any, n: int, min_seconds: float) -> float:
+    """Samples per second of ``fn`` (which processes ``n`` samples), best of repeats."""
+    return n / _best(fn, min_seconds)
 
 
 def run(seconds: float = 2.0, keyframe_every: int = 100) -> Table:
@@ -202,14 +207,7 @@ def _server_side(pushes: list[bytes], zstd: bool) -> int:
 
 def _cpu_per_sample(fn: Any, n: int, min_seconds: float) -> float:
     """CPU microseconds per sample of ``fn`` (which handles ``n`` samples), best of repeats."""
-    best = float("inf")
-    total = 0.0
-    while total < min_seconds:
-        t0 = time.process_time()
-        fn()
-        dt = time.process_time() - t0
-        best, total = min(best, dt), total + dt
-    return best / n * 1e6
+    return _best(fn, min_seconds, time.process_time) / n * 1e6
 
 
 def bandwidth(seconds: float = 1.0) -> Table:

@@ -39,20 +39,12 @@ def _pieces(data: bytes, step: int) -> list[bytes]:
     return [data[i : i + step] for i in range(0, len(data), step)] or [b""]
 
 
-def _server_events(server: ServerConnection, data: bytes, step: int) -> list[Any]:
+def _events(conn: ServerConnection | ClientConnection, data: bytes, step: int) -> list[Any]:
+    """Feed ``data`` in pieces of ``step`` bytes; every event taken after each."""
     out: list[Any] = []
     for piece in _pieces(data, step):
-        server.receive_data(piece)
-        while (event := server.next_event()) is not NEED_DATA:
-            out.append(event)
-    return out
-
-
-def _client_events(client: ClientConnection, data: bytes, step: int) -> list[Any]:
-    out: list[Any] = []
-    for piece in _pieces(data, step):
-        client.receive_data(piece)
-        while (event := client.next_event()) is not NEED_DATA:
+        conn.receive_data(piece)
+        while (event := conn.next_event()) is not NEED_DATA:
             out.append(event)
     return out
 
@@ -65,16 +57,16 @@ def _session(step: int, offer: tuple[str, ...], accept: tuple[str, ...]) -> dict
     hello_bytes = client.send(Hello(session="s1", compress=offer))
     with pytest.raises(LocalProtocolError) if offer else _null():
         client.send(Snap(0, 1.0, "p", {}))  # nothing before the welcome when offering
-    (hello,) = _server_events(server, hello_bytes, step)
+    (hello,) = _events(server, hello_bytes, step)
     assert isinstance(hello, Hello)
     to_client = server.send(server.welcome(-1))
-    welcome, = _client_events(client, to_client, step)  # fmt: skip
+    welcome, = _events(client, to_client, step)  # fmt: skip
     enc = DeltaEncoder(keyframe_every=25)
     frames = [enc.encode(i, 1000.0 + i, "p", s) for i, s in enumerate(SAMPLES)]
     up = client.send_many(frames[:30]) + client.send_many(frames[30:]) + client.send(Bye(60, 2e3))
-    docs = _server_events(server, up, step)
+    docs = _events(server, up, step)
     down = server.send(Ack(29)) + server.send(Ack(60))
-    acks = _client_events(client, down, step)
+    acks = _events(client, down, step)
     return {"welcome": welcome, "docs": docs, "acks": acks, "up": up, "down": down,
             "hello": hello_bytes, "to_client": to_client, "client": client, "server": server,
             "tapped": bytes(tapped)}  # fmt: skip
@@ -196,7 +188,7 @@ def test_any_split_of_the_stream_gives_the_same_documents(cuts: list[int]) -> No
     server = ServerConnection()
     server.receive_data(client.send(Hello(session="s", compress=("zstd",))))
     assert isinstance(server.next_event(), Hello)
-    _client_events(client, server.send(server.welcome(-1)), 1 << 20)
+    _events(client, server.send(server.welcome(-1)), 1 << 20)
     enc = DeltaEncoder()
     up = b"".join(client.send(enc.encode(i, 1.0 + i, "p", s)) for i, s in enumerate(SAMPLES[:20]))
     docs: list[Any] = []
