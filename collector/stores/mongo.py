@@ -74,7 +74,7 @@ from pymongo.errors import (
 
 from deltawire.protocol import Document, Hello
 
-from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
+from .base import API_SESSION, AggQuery, DocumentRows, MetricQuery, StoreError, StoreUnavailable
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 
 __all__ = ["MongoStore"]
@@ -426,7 +426,7 @@ def _create_missing_indexes(coll: Collection[dict[str, Any]], models: Sequence[I
         coll.create_indexes(missing)
 
 
-class MongoStore:
+class MongoStore(DocumentRows):
     """The Store protocol on MongoDB (see the module docstring)."""
 
     def __init__(
