@@ -74,6 +74,7 @@ from pymongo.errors import (
 
 from deltawire.protocol import Document, Hello
 
+from ..point import PointError, check_fields
 from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
 
 __all__ = ["MongoStore"]
@@ -115,7 +116,6 @@ _TRANSIENT_LABELS: Final = ("RetryableWriteError", "TransientTransactionError")
 
 _GROUP_FIELDS: Final = frozenset({"name", "host", "session", "kind"})
 _AGG_FUNCS: Final = frozenset({"count", "avg", "min", "max", "sum"})
-_REPLACEABLE: Final = frozenset({"name", "value", "tags", "ts", "data"})
 
 # Canonical ObjectId spelling only (what ``str(ObjectId)`` gives): upper-case
 # hex would be a second id for the same document.
@@ -294,39 +294,25 @@ def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _api_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """($set, $unset) for the API-writable fields present in ``fields``."""
-    unknown = set(fields) - _REPLACEABLE
-    if unknown:
-        raise StoreError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_REPLACEABLE)}")
+    """($set, $unset) for the API-writable fields present in ``fields``,
+    validated by the one point model."""
+    try:
+        checked = check_fields(fields)
+    except PointError as exc:
+        raise StoreError(str(exc)) from None
     sets: dict[str, Any] = {}
     unsets: list[str] = []
-    if "name" in fields:
-        name = fields["name"]
-        if type(name) is not str or not name:
-            raise StoreError(f"name must be a non-empty string, got {name!r}")
-        sets["name"] = name
-    if "value" in fields:
-        if fields["value"] is None:
-            unsets.append("value")
-        else:
+    for field, value in checked.items():
+        if value is None:
+            unsets.append(field)
+        elif field == "value":
             # A float like the SQLite store's REAL column, so both stores
             # answer the same JSON.
-            sets["value"] = _finite(fields["value"], "value")
-    if "tags" in fields:
-        tags = fields["tags"]
-        if type(tags) not in (list, tuple) or not all(type(t) is str for t in tags):
-            raise StoreError(f"tags must be a list of strings, got {tags!r}")
-        sets["tags"] = list(tags)
-    if "ts" in fields:
-        sets["ts"] = _ms(fields["ts"])
-    if "data" in fields:
-        data = fields["data"]
-        if data is None:
-            unsets.append("data")
-        elif type(data) is not dict:
-            raise StoreError(f"data must be an object or null, got {type(data).__name__}")
+            sets[field] = float(value)
+        elif field == "ts":
+            sets[field] = _ms(value)
         else:
-            sets["data"] = data
+            sets[field] = value
     return sets, unsets
 
 
@@ -725,7 +711,7 @@ class MongoStore:
             "session": API_SESSION,
             "kind": "metric",
             "name": sets["name"],
-            "host": None,
+            "host": sets.get("host"),
             "tags": sets.get("tags", []),
             "ts": sets["ts"] if "ts" in sets else _ms(time.time()),
         }

@@ -45,6 +45,7 @@ import orjson
 
 from deltawire.protocol import BadFrame, Document, Hello
 
+from ..point import PointError, check_fields
 from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
@@ -200,6 +201,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX docs_rare_name_ts ON docs (name, ts) WHERE kind != 'sample'",
         "CREATE UNIQUE INDEX docs_api_seq ON docs (session, seq) WHERE kind = 'metric'",
     ),
+    # 3: ids are never reused. SQLite gives a new row max(id) + 1, so deleting
+    # the newest document would hand its id to the next one; a delete of the
+    # top id records it here and the next insert starts above it (``_hold_ids``).
+    # Cheaper than AUTOINCREMENT, which updates sqlite_sequence per row.
+    ("CREATE TABLE id_floor (id INTEGER PRIMARY KEY)",),
 )
 
 #: The schema version this code writes and reads.
@@ -211,7 +217,6 @@ _SESSION_COLUMNS: Final = (
 )
 _GROUP_COLUMNS: Final = frozenset({"name", "host", "session", "kind"})
 _AGG_FUNCS: Final = {"count": "count", "avg": "avg", "min": "min", "max": "max", "sum": "total"}
-_REPLACEABLE: Final = frozenset({"name", "value", "tags", "ts", "data"})
 
 # Canonical decimal rowids only: int() would also take " 7", "+7", "0_7" or
 # non-ASCII digits, which would give one document several ids.
@@ -245,6 +250,30 @@ _API_TOP: Final = (
     " coalesce((SELECT acked FROM sessions WHERE session = ?1), -1))"
 )
 _END_SESSION: Final = "UPDATE sessions SET ended = ?, exit_code = ?, signal = ? WHERE session = ?"
+
+
+# After a delete of the top id (?1): remember it, only the highest.
+_RECORD_FLOOR: Final = (
+    "INSERT INTO id_floor (id) SELECT ?1 WHERE ?1 > coalesce((SELECT max(id) FROM docs), 0)"
+)
+_PLACEHOLDER: Final = "INSERT INTO docs (id, session, seq, kind, name, ts) VALUES (?, '', -1, '', '', 0)"
+
+
+@contextmanager
+def _hold_ids(conn: sqlite3.Connection) -> Iterator[None]:
+    """Inserts inside get ids above every id ever deleted: when the highest
+    deleted id is above the top id, a placeholder row holds it for the inserts'
+    duration (same transaction: no reader ever sees it)."""
+    (floor,) = conn.execute("SELECT max(id) FROM id_floor").fetchone()
+    hold = None
+    if floor is not None:
+        (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()
+        if floor > top:
+            hold = floor
+            conn.execute(_PLACEHOLDER, (hold,))
+    yield
+    if hold is not None:
+        conn.execute("DELETE FROM docs WHERE id = ?", (hold,))
 
 
 def _parse_uri(uri: str) -> tuple[str, str, float]:
@@ -493,27 +522,17 @@ def _tags_json(value: Any) -> str:
 
 
 def _api_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Validated column values for the API-writable fields present in ``fields``."""
-    unknown = set(fields) - _REPLACEABLE
-    if unknown:
-        raise StoreError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_REPLACEABLE)}")
-    out: dict[str, Any] = {}
-    if "name" in fields:
-        name = fields["name"]
-        if type(name) is not str or not name:
-            raise StoreError(f"name must be a non-empty string, got {name!r}")
-        out["name"] = name
-    if "value" in fields:
-        out["value"] = None if fields["value"] is None else _number(fields["value"], "value")
-    if "tags" in fields:
-        out["tags"] = _tags_json(fields["tags"])
-    if "ts" in fields:
-        out["ts"] = float(_number(fields["ts"], "ts"))
-    if "data" in fields:
-        data = fields["data"]
-        if data is not None and type(data) is not dict:
-            raise StoreError(f"data must be an object or null, got {type(data).__name__}")
-        out["data"] = None if data is None else _json_text(data, "data")
+    """Column values for the API-writable fields present in ``fields``,
+    validated by the one point model."""
+    try:
+        checked = check_fields(fields)
+    except PointError as exc:
+        raise StoreError(str(exc)) from None
+    out: dict[str, Any] = dict(checked)
+    if "tags" in checked:
+        out["tags"] = _json_text(checked["tags"], "tags")
+    if checked.get("data") is not None:
+        out["data"] = _json_text(checked["data"], "data")
     return out
 
 
@@ -852,7 +871,8 @@ class SqliteStore:
                 fresh.append(row)
             new_names = self._record_names(conn, names)
             if fresh:
-                conn.executemany(_INSERT_DOC, fresh)
+                with _hold_ids(conn):
+                    conn.executemany(_INSERT_DOC, fresh)
                 conn.executemany(
                     _TOUCH_SESSION, [(s, e[2], e[3], e[0], e[1], e[4]) for s, e in seen.items()]
                 )
@@ -956,19 +976,21 @@ class SqliteStore:
             (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
             seq = top + 1
             conn.execute(_INSERT_NAME, (fields["name"], "metric"))
-            cur = conn.execute(
-                "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
-                " VALUES (?, ?, 'metric', ?, NULL, ?, ?, ?, ?)",
-                (
-                    API_SESSION,
-                    seq,
-                    fields["name"],
-                    fields.get("tags", "[]"),
-                    time.time() if ts is None else ts,
-                    fields.get("value"),
-                    fields.get("data"),
-                ),
-            )
+            with _hold_ids(conn):
+                cur = conn.execute(
+                    "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
+                    " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
+                    (
+                        API_SESSION,
+                        seq,
+                        fields["name"],
+                        fields.get("host"),
+                        fields.get("tags", "[]"),
+                        time.time() if ts is None else ts,
+                        fields.get("value"),
+                        fields.get("data"),
+                    ),
+                )
             row = conn.execute(
                 f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
             ).fetchone()
@@ -982,7 +1004,7 @@ class SqliteStore:
             return None
         with self._transaction("replace") as conn:
             if values:
-                # Column names come from _REPLACEABLE only, never from the caller.
+                # Column names come from the point model's fields only, never from the caller.
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
                 if "name" in values:  # keep the names catalog complete
@@ -999,7 +1021,10 @@ class SqliteStore:
         if rowid is None:
             return False
         with self._transaction("delete") as conn:
-            return conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
+            if conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount == 0:
+                return False
+            conn.execute(_RECORD_FLOOR, (rowid,))
+            return True
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):

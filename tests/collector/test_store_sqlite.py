@@ -119,7 +119,7 @@ def test_data_survives_close_and_reopen(sqlite_uri: str) -> None:
 
 
 def test_new_database_layout(store: SqliteStore, other: sqlite3.Connection) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert other.execute("PRAGMA page_size").fetchone() == (16384,)
     # Idempotence no longer rests on a unique (session, seq) index: the only
     # unique index of docs is the partial one of API points.
@@ -179,7 +179,7 @@ def test_a_v1_database_upgrades_in_place(sqlite_uri: str) -> None:
     s = SqliteStore(sqlite_uri)
     s.open()
     try:
-        assert s.schema_version() == 2
+        assert s.schema_version() == SCHEMA_VERSION
         with s._reader("test") as reader:
             assert reader.execute("SELECT * FROM docs ORDER BY id").fetchall() == before
             assert reader.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
