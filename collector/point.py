@@ -32,6 +32,7 @@ __all__ = [
     "PointBody",
     "PointCreate",
     "PointError",
+    "PointPatch",
     "check_data",
     "check_fields",
     "parse_time",
@@ -111,7 +112,9 @@ def parse_time(value: Any, field: str) -> float:
     return ts
 
 
-def check_data(value: Any, field: str = "data") -> dict[str, Any] | None:
+def check_data(
+    value: Any, field: str = "data", max_depth: int = DATA_MAX_DEPTH
+) -> dict[str, Any] | None:
     """``data``: a JSON object (or null) at most ``DATA_MAX_DEPTH`` deep, with
     finite numbers and integers in the int64 range. Iterative: a hostile depth
     can never hit Python's recursion limit."""
@@ -122,8 +125,8 @@ def check_data(value: Any, field: str = "data") -> dict[str, Any] | None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > DATA_MAX_DEPTH:
-            raise PointError(field, f"nests deeper than {DATA_MAX_DEPTH} levels")
+        if depth > max_depth:
+            raise PointError(field, f"nests deeper than {max_depth} levels")
         children = node.values() if type(node) is dict else node
         for child in children:
             kind = type(child)
@@ -166,8 +169,7 @@ def _via(check: Any, field: str) -> BeforeValidator:
 
 
 Name = Annotated[str, _via(_text, "name"), Field(min_length=1, max_length=MAX_TEXT)]
-Host = Annotated[str | None, _via(lambda v, f: None if v is None else _text(v, f), "host"),
-                 Field(max_length=MAX_TEXT)]  # fmt: skip
+Host = Annotated[str, _via(_text, "host"), Field(min_length=1, max_length=MAX_TEXT)]
 Value = Annotated[
     int | float, _via(_number, "value"), Field(description="a finite number (int64 for integers)")
 ]
@@ -181,7 +183,11 @@ Timestamp = Annotated[
     BeforeValidator(lambda v: None if v is None else parse_time(v, "timestamp")),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}, {"type": "null"}],
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number"},
+                {"type": "null"},
+            ],
             "description": "RFC 3339 or epoch seconds; default: now",
         }
     ),
@@ -204,7 +210,7 @@ class PointBody(BaseModel):
     value: Value | None = None
     tags: Tags = Field(default_factory=list)
     timestamp: Timestamp = None
-    host: Host = None
+    host: Host | None = None
     data: Data = None
     id: str | None = Field(default=None, description="ignored (server-assigned)")
     session: str | None = Field(default=None, description="ignored (server-assigned)")
@@ -227,3 +233,18 @@ class PointCreate(PointBody):
     """The body of ``POST /metrics`` and ``PUT /metrics/{id}``: ``value`` is required."""
 
     value: Value
+
+
+class PointPatch(BaseModel):
+    """A JSON Merge Patch (RFC 7386) of a point's writable fields: given fields
+    replace, null removes (``value``, ``host``, ``data`` or a key inside
+    ``data``); the result must still be a valid point."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    value: Value | None = None
+    tags: Tags | None = None
+    timestamp: Timestamp = None
+    host: Host | None = None
+    data: dict[str, Any] | None = Field(None, description="merged into the document's data")

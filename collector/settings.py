@@ -5,7 +5,7 @@ from __future__ import annotations
 from deltawire.config import Var, choice, parse_bytes, parse_float, parse_int, parse_list
 from deltawire.logs import LOG_VARS
 
-__all__ = ["COLLECTOR_VARS", "LOG_VARS", "STORE_VARS"]
+__all__ = ["API_VARS", "COLLECTOR_VARS", "LOG_VARS", "STORE_VARS"]
 
 _S = "collector"
 
@@ -177,4 +177,46 @@ STORE_VARS: tuple[Var, ...] = (
     ),
     Var("CACHE_SIZE", "1024", "Entries in the in-process LRU cache.", parse_int, "store"),
     Var("HTTP_WORKERS", "1", "HTTP API worker processes.", parse_int, "store"),
+)
+
+#: The HTTP API's own knobs (read by ``python -m deltawire.collector.api``).
+API_VARS: tuple[Var, ...] = (
+    Var(
+        "API_KEYS",
+        "",
+        "HTTP API keys, KEY:ROLE,... with ROLE read, write or admin. Empty: no keys,\n"
+        "every request is admin, and the HTTP port binds 127.0.0.1 only.",
+        parse_list,
+        "api",
+    ),
+    Var(
+        "RATE_LIMIT",
+        "0",
+        "HTTP requests/s per key (per address without keys); 0: off.",
+        parse_float,
+        "api",
+    ),
+    Var("RATE_BURST", "200", "HTTP requests a key may make at once.", parse_int, "api"),
+    Var(
+        "QUERY_TIMEOUT",
+        "10",
+        "Seconds a /query or /aggregate may take before 503 query_timeout.",
+        parse_float,
+        "api",
+    ),
+    Var("HEAVY_QUERIES", "2", "/query and /aggregate computations at once.", parse_int, "api"),
+    Var(
+        "PAGE_BYTES",
+        "4MiB",
+        "A listing answer stops before this size (its next continues).",
+        parse_bytes,
+        "api",
+    ),
+    Var(
+        "HEADER_TIMEOUT",
+        "10",
+        "Seconds a client may take to send a request's headers.",
+        parse_float,
+        "api",
+    ),
 )

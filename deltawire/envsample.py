@@ -11,12 +11,13 @@ __all__ = ["groups", "main"]
 
 
 def groups() -> list[tuple[str, tuple[Var, ...]]]:
-    from deltawire.collector.settings import COLLECTOR_VARS, STORE_VARS
+    from deltawire.collector.settings import API_VARS, COLLECTOR_VARS, STORE_VARS
     from deltawire.watchdog.settings import WATCHDOG_VARS
 
     return [
         ("collector: ingest", COLLECTOR_VARS),
         ("collector: store, cache and HTTP API", STORE_VARS),
+        ("collector: HTTP API keys and limits", API_VARS),
         ("watchdog (the agent)", WATCHDOG_VARS),
         ("logging (both commands)", LOG_VARS),
     ]

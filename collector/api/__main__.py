@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from deltawire.collector.settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
+    from deltawire.collector.settings import API_VARS, COLLECTOR_VARS, LOG_VARS, STORE_VARS
     from deltawire.config import Var
 
     wanted = {
@@ -64,7 +64,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "APP_ENV", "RETENTION_DAYS", "MONGO_MAX_POOL_SIZE", "MONGO_TIMEOUT_MS",
     }  # fmt: skip
     variables: list[Var] = [v for v in (*COLLECTOR_VARS, *STORE_VARS) if v.name in wanted]
-    variables += LOG_VARS
+    variables += [*API_VARS, *LOG_VARS]
     settings = resolve(
         variables,
         overrides={
@@ -82,7 +82,31 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["HTTP"] = parse_hostport(settings["COLLECTOR_HTTP"])
     except ValueError as e:
         raise ConfigError(f"COLLECTOR_HTTP / --http: {settings['COLLECTOR_HTTP']!r} {e}") from None
+    from .auth import parse_keys
+
+    try:
+        settings["KEYS"] = parse_keys(settings["API_KEYS"])
+    except ValueError as e:
+        raise ConfigError(f"API_KEYS: {e}") from None
     return settings
+
+
+def _config(settings: dict[str, Any]) -> Any:
+    from .deps import ApiConfig
+
+    return ApiConfig(
+        keys=settings["KEYS"],
+        rate_limit=settings["RATE_LIMIT"],
+        rate_burst=settings["RATE_BURST"],
+        query_timeout=settings["QUERY_TIMEOUT"],
+        heavy_queries=settings["HEAVY_QUERIES"],
+        store_threads=settings["STORE_THREADS"],
+        page_bytes=settings["PAGE_BYTES"],
+        header_timeout=settings["HEADER_TIMEOUT"],
+    )
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
@@ -90,9 +114,10 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
 
     from deltawire.collector.stores import open_store
 
-    from .app import create_app
+    from .app import Deps, create_app
     from .cache import cache_namespace, make_cache
     from .control import ControlReader, apply_control
+    from .http import protocol_class
     from .stats import IngestStats
 
     uri = settings["STORE_URI"]
@@ -119,15 +144,24 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         namespace=cache_namespace(uri, store_options.get("app_env", "")),
     )
     ingest = IngestStats()
-    app = create_app(store, cache, ingest, store_threads=settings["STORE_THREADS"])
+    config_ = _config(settings)
+    deps = Deps(store, cache, ingest, config_)
+    app = create_app(deps)
     host, port = settings["HTTP"]
+    if not config_.keys.enabled and host not in _LOOPBACK:
+        log.warning(
+            "no API_KEYS: every request is admin, so the HTTP API binds 127.0.0.1 instead of %s",
+            host,
+        )
+        host = "127.0.0.1"
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",  # we run the loop (uvloop) ourselves
-        http="httptools" if _has("httptools") else "h11",
-        lifespan="off",
+        # JSON answers for the parser's own errors, a header deadline (http.py)
+        http=protocol_class(config_.header_timeout),
+        lifespan="on",  # runs the /stream hub's task
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging
         log_level=settings["LOG_LEVEL"],
@@ -144,6 +178,8 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         while (msg := await queue.get()) is not None:
             try:
                 await apply_control(msg, cache, ingest)
+                if msg.get("op") == "bump":
+                    deps.hub.wake()  # something was stored: /stream reads it once for all
             except Exception:  # a bad message must not stop the next ones
                 log.exception("control message failed: %r", msg.get("op"))
         log.info("control pipe closed: the ingest process is gone, shutting down")

@@ -75,7 +75,14 @@ from pymongo.errors import (
 from deltawire.protocol import Document, Hello
 
 from ..point import PointError, check_fields
-from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
+from .base import (
+    API_SESSION,
+    AggQuery,
+    MetricQuery,
+    SessionQuery,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = ["MongoStore"]
 
@@ -847,6 +854,64 @@ class MongoStore:
                 .max_time_ms(self.timeout_ms)
             )
             return [_session_dict(raw) for raw in cursor]
+
+    def find_sessions(self, q: SessionQuery) -> list[dict[str, Any]]:
+        clauses: list[dict[str, Any]] = []
+        for field, value in (("host", q.host), ("exit_code", q.exit_code)):
+            if value is not None:
+                clauses.append({field: value})
+        if q.connected is not None:
+            clauses.append({"connected": q.connected})
+        if q.ended is not None:
+            clauses.append({"ended": {"$ne": None}} if q.ended else {"ended": None})
+        if q.tags:
+            clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
+        seen: dict[str, Any] = {}
+        if q.seen_from is not None:
+            seen["$gte"] = _ms_bound(q.seen_from, "from")
+        if q.seen_to is not None:
+            seen["$lt"] = _ms_bound(q.seen_to, "to")
+        if seen:
+            clauses.append({"last_seen": seen})
+        if q.after is not None:
+            at = _ms_bound(q.after[0], "after")
+            clauses.append(
+                {"$or": [{"last_seen": {"$lt": at}}, {"last_seen": at, "_id": {"$gt": q.after[1]}}]}
+            )
+        with _translated("sessions"):
+            cursor = (
+                self._sessions()
+                .find(_and(clauses), {"acked": 0})
+                .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
+                .limit(q.limit)
+                .max_time_ms(self.timeout_ms)
+            )
+            return [_session_dict(raw) for raw in cursor]
+
+    def get_session(self, session: str) -> dict[str, Any] | None:
+        with _translated("sessions"):
+            raw = self._sessions().find_one({"_id": session}, {"acked": 0})
+        return None if raw is None else _session_dict(raw)
+
+    def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        # ObjectIds made by the one writer process grow with time and a
+        # counter, so _id order is the order documents were stored in.
+        with _translated("since"):
+            if after is None:
+                top = self._docs().find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+                return [], str(top["_id"]) if top is not None else "0" * 24
+            oid = _object_id(after)
+            if oid is None:
+                raise StoreError(f"{after!r} is not a document id of this store")
+            raws = list(
+                self._docs()
+                .find({"_id": {"$gt": oid}, "session": {"$ne": API_SESSION}})
+                .sort([("_id", ASCENDING)])
+                .limit(limit)
+                .max_time_ms(self.timeout_ms)
+            )
+        docs = [_doc_dict(raw) for raw in raws]
+        return docs, docs[-1]["id"] if docs else after
 
 
 class _SessionTouch:

@@ -46,7 +46,14 @@ import orjson
 from deltawire.protocol import BadFrame, Document, Hello
 
 from ..point import PointError, check_fields
-from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
+from .base import (
+    API_SESSION,
+    AggQuery,
+    MetricQuery,
+    SessionQuery,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
 
@@ -1039,3 +1046,57 @@ class SqliteStore:
                 (limit,),
             ).fetchall()
         return [_session_dict(row) for row in rows]
+
+    def find_sessions(self, q: SessionQuery) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("host", q.host), ("exit_code", q.exit_code)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if q.connected is not None:
+            clauses.append("connected = ?")
+            params.append(int(q.connected))
+        if q.ended is not None:
+            clauses.append("ended IS NOT NULL" if q.ended else "ended IS NULL")
+        if q.seen_from is not None:
+            clauses.append("last_seen >= ?")
+            params.append(float(q.seen_from))
+        if q.seen_to is not None:
+            clauses.append("last_seen < ?")
+            params.append(float(q.seen_to))
+        for tag in dict.fromkeys(q.tags):
+            clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
+            params.append(tag)
+        if q.after is not None:
+            clauses.append("(last_seen < ? OR (last_seen = ? AND session > ?))")
+            params += [q.after[0], q.after[0], q.after[1]]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {where}"
+            " ORDER BY last_seen DESC, session LIMIT ?"
+        )
+        with self._reader("sessions") as conn:
+            rows = conn.execute(sql, [*params, q.limit]).fetchall()
+        return [_session_dict(row) for row in rows]
+
+    def get_session(self, session: str) -> dict[str, Any] | None:
+        with self._reader("sessions") as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session = ?", (session,)
+            ).fetchone()
+        return None if row is None else _session_dict(row)
+
+    def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        with self._reader("since") as conn:
+            if after is None:
+                (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()
+                return [], str(top)
+            rowid = _rowid(after)
+            if rowid is None and after != "0":
+                raise StoreError(f"{after!r} is not a document id of this store")
+            rows = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM docs WHERE id > ? AND session != ? ORDER BY id LIMIT ?",
+                (rowid or 0, API_SESSION, limit),
+            ).fetchall()
+        return [_doc_dict(row) for row in rows], str(rows[-1][0]) if rows else after
