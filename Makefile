@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
 
-.PHONY: install run test test-fast bench lint clean services-up services-down envsample
+.PHONY: install run test test-fast bench lint clean services-up services-down envsample web
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: install
 	$(VENV)/bin/ruff check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/ruff format --check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/mypy
+
+## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm.
+## Only for changing the dashboard: running the collector needs neither Node nor npm.
+web:
+	cd frontend && npm ci --no-audit --no-fund && node build.mjs
 
 envsample: install
 	$(PY) -m deltawire.envsample > .env.sample

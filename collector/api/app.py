@@ -28,10 +28,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import RateLimiter, Role, require
+from .dashboard import dashboard_routes
 from .deps import ApiConfig, Deps
 from .errors import ApiError, exception_handlers
 from .params import NoParams, parse
@@ -124,7 +125,8 @@ def create_app(
     for ep in endpoints:
         by_path.setdefault(ep.path, {})[ep.method] = ep
     limiter = RateLimiter(deps.config.rate_limit, deps.config.rate_burst)
-    routes = [_dispatcher(path, eps, deps, limiter) for path, eps in by_path.items()]
+    routes: list[BaseRoute] = [_dispatcher(p, eps, deps, limiter) for p, eps in by_path.items()]
+    routes += dashboard_routes()  # static pages: no key needed
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

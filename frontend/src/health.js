@@ -1,0 +1,117 @@
+// The collector's own health, from GET /stats (Prometheus text) polled every
+// two seconds: rates are differences between two polls.
+
+import { getText } from "./api.js";
+import { TimeChart } from "./chart.js";
+import { h, fmtNum, fmtBytes, errorText } from "./util.js";
+
+const POLL_MS = 2000;
+const HISTORY_SEC = 600;
+
+/** Prometheus text -> Map(name -> [{labels, value}]). */
+export function parseProm(text) {
+  const out = new Map();
+  for (const line of text.split("\n")) {
+    if (!line || line[0] === "#") continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    if (m[3]) for (const lm of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[lm[1]] = lm[2];
+    const value = m[4] === "NaN" ? NaN : Number(m[4]);
+    if (!out.has(m[1])) out.set(m[1], []);
+    out.get(m[1]).push({ labels, value });
+  }
+  return out;
+}
+
+const one = (s, name) => (s.get(name) || []).reduce((a, x) => a + (Number.isFinite(x.value) ? x.value : 0), 0);
+const has = (s, name) => s.has(name);
+
+/** A latency in seconds, from the first ack-latency quantile found, else null. */
+function ackLatency(s) {
+  for (const [name, items] of s) {
+    if (!/ack.*(latency|seconds)/.test(name) || /_(sum|count)$/.test(name)) continue;
+    const p99 = items.find((x) => x.labels.quantile === "0.99") || items.find((x) => x.labels.quantile);
+    if (p99) return { label: `ack latency p${Math.round(Number(p99.labels.quantile) * 100)}`, value: p99.value };
+  }
+  return null;
+}
+
+export function healthView(root) {
+  const tiles = h("div", { class: "tiles", id: "tiles" });
+  const status = h("p", { class: "muted" });
+  const plot = h("div", { class: "plot", id: "ingest-chart" });
+  const errors = h("tbody");
+  root.replaceChildren(
+    h("h1", {}, "Collector health"),
+    status,
+    tiles,
+    h("h2", {}, "Ingest rate (documents stored per second)"),
+    plot,
+    h("h2", {}, "Errors by code"),
+    h("table", { class: "grid" }, h("thead", {}, h("tr", {}, h("th", {}, "code"), h("th", {}, "count"))), errors),
+  );
+  const chart = new TimeChart(plot, { title: "", format: fmtNum, height: 180 });
+  chart.windowSec = HISTORY_SEC;
+
+  let prev = null;
+  let timer = null;
+  let stopped = false;
+
+  function tile(id, label, value, hint) {
+    return h("div", { class: "tile", id }, h("div", { class: "tile-value" }, value), h("div", { class: "tile-label" }, label), hint ? h("div", { class: "muted small" }, hint) : null);
+  }
+
+  async function poll() {
+    try {
+      const text = await getText("/stats");
+      const now = Date.now() / 1000;
+      const s = parseProm(text);
+      const cur = {
+        t: now,
+        stored: one(s, "deltawire_documents_stored_total"),
+        frames: one(s, "deltawire_frames_in_total"),
+        bytes: one(s, "deltawire_bytes_in_total"),
+        acks: one(s, "deltawire_acks_sent_total"),
+        batchSum: one(s, "deltawire_batch_seconds_sum"),
+        batchCount: one(s, "deltawire_batch_seconds_count"),
+      };
+      const dt = prev ? cur.t - prev.t : 0;
+      const rate = (k) => (prev && dt > 0 ? Math.max(0, (cur[k] - prev[k]) / dt) : null);
+      const ack = ackLatency(s);
+      const dBatches = prev ? cur.batchCount - prev.batchCount : 0;
+      const commitMs = dBatches > 0 ? (1000 * (cur.batchSum - prev.batchSum)) / dBatches : null;
+      const protoErrors = s.get("deltawire_errors_total") || [];
+      const errorTotal =
+        protoErrors.reduce((a, x) => a + x.value, 0) + one(s, "deltawire_store_rejects_total") + one(s, "deltawire_api_store_errors_total") + one(s, "deltawire_connections_refused_total");
+      const depth = one(s, "deltawire_queue_depth");
+      const cap = one(s, "deltawire_queue_capacity");
+      tiles.replaceChildren(
+        tile("t-ingest", "documents stored / s", fmtNum(rate("stored")), `${fmtNum(cur.stored)} in total`),
+        tile("t-frames", "frames in / s", fmtNum(rate("frames")), `${fmtBytes(rate("bytes"))}/s`),
+        tile("t-conns", "connections open", fmtNum(one(s, "deltawire_connections_open")), `${fmtNum(one(s, "deltawire_connections_total"))} accepted`),
+        tile("t-queue", "queue depth", has(s, "deltawire_queue_depth") ? `${fmtNum(depth)} / ${fmtNum(cap)}` : "–", `${fmtNum(one(s, "deltawire_inflight_documents"))} documents in flight`),
+        ack
+          ? tile("t-ack", ack.label, `${fmtNum(ack.value * 1000)} ms`, `${fmtNum(rate("acks"))} acks / s`)
+          : tile("t-ack", "store commit (acks follow it)", commitMs == null ? "–" : `${fmtNum(commitMs)} ms`, `${fmtNum(rate("acks"))} acks / s`),
+        tile("t-errors", "errors", fmtNum(errorTotal), one(s, "deltawire_throttled") ? "agents asked to slow down" : "not throttling"),
+      );
+      errors.replaceChildren(...protoErrors.map((x) => h("tr", {}, h("td", {}, x.labels.code || "?"), h("td", {}, fmtNum(x.value)))));
+      if (!protoErrors.length) errors.append(h("tr", {}, h("td", { colspan: 2, class: "muted" }, "none")));
+      const r = rate("stored");
+      if (r != null) chart.push(now, r);
+      const age = one(s, "deltawire_api_ingest_stats_age_seconds");
+      status.textContent = has(s, "deltawire_documents_stored_total") ? `updated ${new Date().toLocaleTimeString()}` : "the ingest process has not reported yet" + (Number.isFinite(age) ? ` (${fmtNum(age)} s)` : "");
+      prev = cur;
+    } catch (e) {
+      status.textContent = errorText(e);
+    }
+    if (!stopped) timer = setTimeout(poll, POLL_MS);
+  }
+  poll();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    chart.destroy();
+  };
+}
