@@ -263,7 +263,9 @@ _END_SESSION: Final = "UPDATE sessions SET ended = ?, exit_code = ?, signal = ? 
 _RECORD_FLOOR: Final = (
     "INSERT INTO id_floor (id) SELECT ?1 WHERE ?1 > coalesce((SELECT max(id) FROM docs), 0)"
 )
-_PLACEHOLDER: Final = "INSERT INTO docs (id, session, seq, kind, name, ts) VALUES (?, '', -1, '', '', 0)"
+_PLACEHOLDER: Final = (
+    "INSERT INTO docs (id, session, seq, kind, name, ts) VALUES (?, '', -1, '', '', 0)"
+)
 
 
 @contextmanager
