@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 ## run: the collector on the embedded SQLite store (ingest 127.0.0.1:7700, HTTP 127.0.0.1:8080)
 run: install
-	$(VENV)/bin/collector serve
+	$(VENV)/bin/collector serve --log-level info
 
 ## test: everything, installing what it needs (redis-server, the MongoDB-compatible server)
 test: install

@@ -21,9 +21,9 @@ import trio
 
 from deltawire.protocol import (
     NEED_DATA,
-    SERVER,
     Ack,
-    Decoder,
+    ClientConnection,
+    Closed,
     DeltaEncoder,
     Encoder,
     ErrorFrame,
@@ -80,16 +80,16 @@ class _Session:
 
     async def read_acks(self, latencies: list[float], errors: list[str]) -> None:
         assert self.stream is not None
-        dec = Decoder(SERVER)
+        conn = ClientConnection()
         acked_idx = -1
         last = self.marks[-1][1]
         while True:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                break
+            conn.receive_data(await self.stream.receive_some(65536))
             now = time.perf_counter()
-            dec.receive_data(data)
-            while (frame := dec.next_event()) is not NEED_DATA:
+            while (frame := conn.next_event()) is not NEED_DATA:
+                if type(frame) is Closed:
+                    self.done.set()
+                    return
                 if isinstance(frame, Ack):
                     idx = bisect.bisect_right(self.seqs, frame.seq) - 1
                     for i in range(acked_idx + 1, min(idx + 1, len(self.sent_at))):
@@ -100,7 +100,6 @@ class _Session:
                         return
                 elif isinstance(frame, ErrorFrame):
                     errors.append(frame.code)
-        self.done.set()
 
     async def send_all_chunks(self) -> None:
         """Unpaced: every chunk as fast as the collector takes it."""

@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import trio
 
@@ -43,6 +43,10 @@ log = logging.getLogger("deltawire.collector.connection")
 T = TypeVar("T")
 
 _ENCODER = Encoder()
+#: How long a connection closed for an error waits for its peer to close too:
+#: long enough for a live peer to read the error, short enough that a peer
+#: that never closes cannot keep the slot.
+_LINGER_SECONDS: Final = 1.0
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -73,6 +77,8 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._late_errors: list[ErrorFrame] = []
         self._capture: IO[bytes] | None = None
+        #: A fatal error was sent: let the peer read it before the close.
+        self.linger = False
 
     # -- called by the pipeline and the hub (no awaiting) ---------------------
     def on_commit(self, seq: int) -> None:
@@ -309,8 +315,23 @@ class Connection:
         )
         try:
             await self._send(error_frame(exc))
+            self.linger = True
         except _GONE:
             pass
+
+    async def close(self) -> None:
+        """Close the stream; after a fatal error, half-close and read until
+        the peer closes first (bounded).
+
+        Closing a socket that still holds unread input sends a TCP reset,
+        which can reach the peer before the error frame it must read (a
+        client dribbling bytes into an idle cut always has some in flight).
+        Runs after the connection left the hub: it holds no slot.
+        """
+        if self.linger:
+            with trio.move_on_after(_LINGER_SECONDS):
+                await _half_close_and_drain(self.stream, self.hub.config.recv_size)
+        await self.stream.aclose()
 
     def _open_capture(self) -> None:
         directory = self.hub.config.capture_dir
@@ -325,19 +346,27 @@ async def handle_connection(stream: trio.abc.Stream, hub: Hub) -> None:
     """The per-connection task the listeners run. Never raises: a bug in one
     connection is logged, it cannot take the daemon down."""
     peer = _peer_name(stream)
+    conn = Connection(stream, hub, peer)
     try:
-        await Connection(stream, hub, peer).run()
+        await conn.run()
     except _GONE:
         pass
     except Exception:
         log.exception("connection handler failed", extra={"peer": peer})
     finally:
-        with trio.move_on_after(1) as scope:
+        with trio.move_on_after(_LINGER_SECONDS + 1) as scope:
             scope.shield = True
             try:
-                await stream.aclose()
+                await conn.close()
             except _GONE:
                 pass
+
+
+async def _half_close_and_drain(stream: trio.abc.Stream, size: int) -> None:
+    if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
+        await stream.send_eof()
+        while await stream.receive_some(size):
+            pass
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -11,7 +11,15 @@ import click
 import orjson
 import trio
 
-from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, ProtocolError, Welcome
+from deltawire.protocol import (
+    NEED_DATA,
+    Ack,
+    ClientConnection,
+    Closed,
+    ErrorFrame,
+    ProtocolError,
+    Welcome,
+)
 
 __all__ = ["ReplayResult", "replay_file", "replay_files"]
 
@@ -58,24 +66,23 @@ async def replay_file(
     lines = data.splitlines(keepends=True)
     result = ReplayResult(path, lines=len(lines), last_seq=_last_seq(lines))
     stream = await trio.open_tcp_stream(host, port)
+    conn = ClientConnection()
     done = trio.Event()
 
     async def read() -> None:
-        decoder = Decoder(SERVER)
         try:
             while True:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    result.closed_by_peer = True
-                    return
-                decoder.receive_data(chunk)
+                conn.receive_data(await stream.receive_some(65536))
                 while True:
                     try:
-                        frame = decoder.next_event()
+                        frame = conn.next_event()
                     except ProtocolError:
                         continue
                     if frame is NEED_DATA:
                         break
+                    if type(frame) is Closed:
+                        result.closed_by_peer = True
+                        return
                     if isinstance(frame, Welcome):
                         result.welcome_acked = frame.acked
                     elif isinstance(frame, Ack):
@@ -102,7 +109,7 @@ async def replay_file(
             start = trio.current_time()
             for i in range(0, len(lines), batch):
                 part = lines[i : i + batch]
-                await stream.send_all(b"".join(part))
+                await stream.send_all(conn.send_raw(b"".join(part)))
                 if bar is not None:
                     bar.update(len(part))
                 if interval:

@@ -144,8 +144,9 @@ async def serve(
                         await trio.serve_listeners(handler, serving, handler_nursery=conns)
 
             nursery.start_soon(accept)
-            log.warning("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
+            log.info("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
                         "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,
+                        "dashboard": f"http://{cfg.http[0]}:{cfg.http[1]}/" if cfg.http else None,
                         "store": _redact(cfg.store_uri)})  # fmt: skip
             task_status.started(port)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -107,7 +107,15 @@ def choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-__all__ += ["choice"]
+__all__ += ["choice", "flag_help"]
+
+
+def flag_help(text: str, variables: Iterable[Var], name: str) -> str:
+    """A flag's help that names its variable and shows its default:
+    ``"Seconds between samples [WATCHDOG_INTERVAL; default: 15]."``"""
+    var = next(v for v in variables if v.name == name)
+    default = var.default or "none"
+    return f"{text} [{name}; default: {default}]." if text else f"[{name}; default: {default}]"
 
 
 def _read_env_file(path: pathlib.Path) -> dict[str, str]:

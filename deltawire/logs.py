@@ -1,8 +1,10 @@
-"""Structured logs: one JSON object per line on stderr, quiet (warnings) by default."""
+"""Logs on stderr: readable text with local times at a terminal, one JSON object
+per line otherwise (or when LOG_FORMAT says so)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -11,7 +13,7 @@ import orjson
 
 from .config import Var, choice
 
-__all__ = ["LOG_VARS", "get_logger", "setup_logging"]
+__all__ = ["LOG_VARS", "get_logger", "log_format", "setup_logging"]
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -43,7 +45,20 @@ class _TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()} {extra}".rstrip()
 
 
-def setup_logging(level: str = "warning", fmt: str = "json") -> None:
+def log_format(fmt: str | None = None) -> str:
+    """``json`` or ``text``: what ``fmt`` (``auto``, ``json``, ``text``) means here.
+
+    None: the environment's LOG_FORMAT, so a child process (the collector's
+    writer and API) logs like the parent that set it.
+    """
+    fmt = fmt or os.environ.get("LOG_FORMAT", "").strip().lower() or "auto"
+    if fmt == "auto":  # people read a terminal; programs read what is piped or journaled
+        return "text" if sys.stderr.isatty() else "json"
+    return fmt
+
+
+def setup_logging(level: str = "warning", fmt: str | None = None) -> None:
+    fmt = log_format(fmt)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
@@ -67,9 +82,10 @@ LOG_VARS: tuple[Var, ...] = (
     ),
     Var(
         "LOG_FORMAT",
-        "json",
-        "json (one object per line) or text.",
-        choice("json", "text"),
+        "auto",
+        "auto (text with local times at a terminal, json otherwise), json (one object\n"
+        "per line) or text.",
+        choice("auto", "json", "text"),
         "logging",
     ),
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs, if missing:
-#   - redis-server (Debian package; needs root or sudo)
+#   - redis-server and chromium (Debian packages; need root or sudo). Chromium is
+#     the browser the dashboard tests drive through Playwright.
 #   - the FerretDB test server binary (built from deploy/ferretdb with Go)
 # Idempotent and quick when everything is already present.
 # Progress goes to stderr; the last stdout line is the ferretdb binary path.
@@ -27,6 +28,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
     as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
     # The Debian package may start a system-wide instance on 6379; tests and
     # deploy/dev-services.sh run their own, so leave the system one alone.
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "install-test-deps.sh: installing chromium via apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq >&2
+    as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 "$here/ferretdb/build.sh"

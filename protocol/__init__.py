@@ -1,5 +1,6 @@
 """deltawire's wire protocol v1, sans-IO: frames, codec, merge patch, delta chain."""
 
+from .client import ClientConnection, Closed, LocalProtocolError, ServerEvent
 from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, SERVER, Decoder, Encoder, NeedData
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
 from .errors import (
@@ -17,7 +18,6 @@ from .errors import (
     TooManyErrors,
     UnknownType,
     UnsupportedVersion,
-    error_for_code,
 )
 from .frames import (
     PROTOCOL_VERSION,
@@ -58,7 +58,9 @@ __all__ = [
     "BadJson",
     "BadSeq",
     "Bye",
+    "ClientConnection",
     "ClientFrame",
+    "Closed",
     "Decoder",
     "Delta",
     "DeltaEncoder",
@@ -73,12 +75,14 @@ __all__ = [
     "Hello",
     "IdleTimeout",
     "Kind",
+    "LocalProtocolError",
     "NeedData",
     "NoBase",
     "Overloaded",
     "ProtocolError",
     "Reassembler",
     "ServerConnection",
+    "ServerEvent",
     "ServerFrame",
     "Snap",
     "TooManyErrors",
@@ -87,7 +91,6 @@ __all__ = [
     "Welcome",
     "apply_patch",
     "client_frame_from_dict",
-    "error_for_code",
     "error_frame",
     "json_equal",
     "make_patch",

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from .errors import BadJson, FrameTooLarge, ProtocolError
-from .frames import ClientFrame, Frame, ServerFrame, client_frame_from_dict, server_frame_from_dict
+from .frames import Frame, client_frame_from_dict, server_frame_from_dict
 
 __all__ = [
     "CLIENT",
@@ -70,6 +70,12 @@ class Decoder:
     def buffered(self) -> int:
         """Bytes received but not yet turned into frames."""
         return len(self._buf) - self._pos
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The fatal error that ends this stream, once one was found (an
+        oversize line): every later read raises it."""
+        return self._error
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
@@ -131,12 +137,6 @@ class Decoder:
                     del lines[i:]
                     break
         return lines
-
-    def next_client_frame(self) -> ClientFrame | NeedData:  # typed convenience
-        return self.next_event()  # type: ignore[return-value]
-
-    def next_server_frame(self) -> ServerFrame | NeedData:  # typed convenience
-        return self.next_event()  # type: ignore[return-value]
 
     def _next_line(self) -> bytearray | None:
         if self._error is not None:

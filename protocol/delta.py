@@ -87,14 +87,17 @@ class Reassembler:
     leaves every chain and the last seq exactly as they were.
     """
 
-    __slots__ = ("_last", "host", "last_seq", "session", "tags")
+    __slots__ = ("chains", "host", "last_seq", "session", "tags")
 
     def __init__(self, session: str, host: str | None = None, tags: tuple[str, ...] = ()) -> None:
         self.session = session
         self.host = host
         self.tags = tags
         self.last_seq = -1
-        self._last: dict[str, dict[str, Any]] = {}
+        #: name -> the last full sample of that stream on this connection: the
+        #: base of its next delta (ServerConnection's fast path applies deltas
+        #: to it directly).
+        self.chains: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def for_hello(cls, hello: Hello) -> Reassembler:
@@ -109,13 +112,13 @@ class Reassembler:
         kind: Kind
         data: dict[str, Any] | None
         if type(frame) is Delta:
-            base = self._last.get(frame.name)
+            base = self.chains.get(frame.name)
             if base is None:
                 raise NoBase(f"delta for {frame.name!r} without a snap on this connection", seq=seq)
-            data = self._last[frame.name] = apply_patch(base, frame.data)
+            data = self.chains[frame.name] = apply_patch(base, frame.data)
             kind, name = "sample", frame.name
         elif type(frame) is Snap:
-            data = self._last[frame.name] = frame.data
+            data = self.chains[frame.name] = frame.data
             kind, name = "sample", frame.name
         elif type(frame) is Event:
             data, kind, name = frame.data, "event", frame.name

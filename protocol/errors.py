@@ -24,7 +24,6 @@ __all__ = [
     "TooManyErrors",
     "UnknownType",
     "UnsupportedVersion",
-    "error_for_code",
 ]
 
 
@@ -120,10 +119,3 @@ _CLASSES: tuple[type[ProtocolError], ...] = (
 
 #: code -> fatal, exactly the table of PROTOCOL.md.
 ERROR_CODES: dict[str, bool] = {cls.code: cls.fatal for cls in _CLASSES}
-
-_BY_CODE: dict[str, type[ProtocolError]] = {cls.code: cls for cls in _CLASSES}
-
-
-def error_for_code(code: str) -> type[ProtocolError]:
-    """The exception class for a wire error code (``ProtocolError`` if unknown)."""
-    return _BY_CODE.get(code, ProtocolError)

@@ -144,7 +144,7 @@ class ServerConnection:
                     if self.ended:
                         return
                 continue
-            chains = reasm._last
+            chains = reasm.chains
             session, host, tags = reasm.session, reasm.host, reasm.tags
             last_seq = reasm.last_seq
             try:
@@ -191,7 +191,7 @@ class ServerConnection:
                 self._line_i = i
         # A line over the limit ended the split: report it now, not at the
         # next read (which, for a peer that has stopped sending, never comes).
-        pending = self._decoder._error
+        pending = self._decoder.error
         if pending is not None:
             raise pending
 

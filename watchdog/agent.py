@@ -247,7 +247,9 @@ class Agent:
             if system is not None:
                 self._append("sample", "system", system, ts)
             ticks += 1
-            if ticks % self.cfg.push_every == 0:
+            # The first sample goes out at once (a new session shows data right
+            # away), then every push_every samples.
+            if ticks == 1 or ticks % self.cfg.push_every == 0:
                 self._flush()
             self._check_congestion()
             now = trio.current_time()

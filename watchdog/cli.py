@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -14,8 +15,8 @@ import click
 import trio
 
 from deltawire import __version__
-from deltawire.config import ConfigError, resolve
-from deltawire.logs import setup_logging
+from deltawire.config import ConfigError, flag_help, resolve
+from deltawire.logs import log_format, setup_logging
 from deltawire.protocol.frames import MAX_NAME_CHARS
 
 from .settings import LOG_VARS, WATCHDOG_VARS
@@ -37,8 +38,14 @@ _FLAGS = {
     "WATCHDOG_REPLAY": "--replay",
     "WATCHDOG_REPLAY_RATE": "--replay-rate",
     "WATCHDOG_MOUNTS": "--mount",
+    "WATCHDOG_DASHBOARD": "--dashboard",
     "LOG_LEVEL": "--log-level",
+    "LOG_FORMAT": "--log-format",
 }
+
+
+def _h(text: str, name: str) -> str:
+    return flag_help(text, (*WATCHDOG_VARS, *LOG_VARS), name)
 
 
 def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,7 +61,7 @@ def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 def _spool_dir_option(fn: Any) -> Any:
     return click.option("--spool-dir", metavar="DIR",
-                        help="Spool directory [WATCHDOG_SPOOL_DIR].")(fn)  # fmt: skip
+                        help=_h("Spool directory", "WATCHDOG_SPOOL_DIR"))(fn)  # fmt: skip
 
 
 @click.group(context_settings=_CONTEXT)
@@ -70,72 +77,87 @@ def cli() -> None:
 
 @cli.command(context_settings={"allow_interspersed_args": False})
 @click.option(
-    "--collector",
-    metavar="HOST:PORT",
-    help="Collector ingest address [WATCHDOG_COLLECTOR, 127.0.0.1:7700].",
+    "--collector", metavar="HOST:PORT", help=_h("Collector ingest address", "WATCHDOG_COLLECTOR")
 )
-@click.option("--interval", metavar="S", help="Seconds between samples [WATCHDOG_INTERVAL, 15].")
+@click.option("--interval", metavar="S", help=_h("Seconds between samples", "WATCHDOG_INTERVAL"))
 @click.option(
     "--push-every",
     metavar="N",
-    help="Samples per send [WATCHDOG_PUSH_EVERY, 4]: 15 s x 4 sends every minute.",
+    help=_h("Samples per send (the first goes at once)", "WATCHDOG_PUSH_EVERY"),
 )
 @click.option(
     "--session",
     metavar="ID",
-    help="Session id (default: generated per run). Reusing one continues it.",
+    help="Session id [default: generated per run]. Reusing one continues it.",
 )
-@click.option("--token", metavar="T", help="Token for the collector [WATCHDOG_TOKEN].")
+@click.option("--token", metavar="T", help=_h("Token for the collector", "WATCHDOG_TOKEN"))
 @click.option(
     "--tag",
     "tags",
     multiple=True,
     metavar="TAG",
-    help="Session tag, repeatable [WATCHDOG_TAGS, comma-separated].",
+    help=_h("Session tag, repeatable (the variable: comma-separated)", "WATCHDOG_TAGS"),
 )
-@click.option(
-    "--spool-dir",
-    metavar="DIR",
-    help="Spool directory [WATCHDOG_SPOOL_DIR, ~/.local/state/deltawire/spool].",
-)
-@click.option(
-    "--spool-max-bytes", metavar="B", help="Spool bound [WATCHDOG_SPOOL_MAX_BYTES, 256MiB]."
-)
+@click.option("--spool-dir", metavar="DIR", help=_h("Spool directory", "WATCHDOG_SPOOL_DIR"))
+@click.option("--spool-max-bytes", metavar="B", help=_h("Spool bound", "WATCHDOG_SPOOL_MAX_BYTES"))
 @click.option(
     "--fsync",
     type=click.Choice(["always", "batch", "never"]),
-    help="Spool fsync policy [WATCHDOG_FSYNC, batch].",
+    help=_h("Spool fsync policy", "WATCHDOG_FSYNC"),
 )
 @click.option(
     "--replay",
     type=click.Choice(["auto", "manual"]),
-    help="Backlogs of earlier runs [WATCHDOG_REPLAY, manual].",
+    help=_h("Backlogs of earlier runs", "WATCHDOG_REPLAY"),
 )
-@click.option("--replay-rate", metavar="B/S", help="Send rate cap [WATCHDOG_REPLAY_RATE, 128KiB].")
+@click.option(
+    "--replay-rate", metavar="B/S", help=_h("Send rate cap, 0 for none", "WATCHDOG_REPLAY_RATE")
+)
 @click.option(
     "--mount",
     "mounts",
     multiple=True,
     metavar="PATH",
-    help="Mount point whose disk usage is sampled, repeatable [WATCHDOG_MOUNTS, /].",
+    help=_h("Mount point whose disk usage is sampled, repeatable", "WATCHDOG_MOUNTS"),
 )
-@click.option("--pid", type=int, metavar="PID", help="Watch this running process instead.")
+@click.option(
+    "--dashboard",
+    metavar="URL",
+    help=_h(
+        "Dashboard URL for the printed session link (none: http://<collector host>:8080)",
+        "WATCHDOG_DASHBOARD",
+    ),
+)
+@click.option(
+    "--pid",
+    type=int,
+    metavar="PID",
+    help="Watch this running process instead of a COMMAND [default: none].",
+)
 @click.option("--system-only", is_flag=True, help="Sample the host alone.")
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    help="[LOG_LEVEL, warning]",
+    help=_h("", "LOG_LEVEL"),
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    help=_h("auto: text at a terminal, JSON otherwise", "LOG_FORMAT"),
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Do not print the session id and dashboard link on start."
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS...]]")
 def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: str | None,
-        **flags: Any) -> int:  # fmt: skip
+        quiet: bool, **flags: Any) -> int:  # fmt: skip
     """Supervise COMMAND (or --pid, or --system-only) and stream its telemetry.
 
     The watchdog exits with COMMAND's exit code (128+N if a signal N killed it);
     SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 are forwarded to it. COMMAND finds
     the event socket in $DELTAWIRE_EVENTS (see 'watchdog emit').
     """
-    from .agent import AgentConfig, AgentError, run_agent
+    from .agent import AgentConfig, AgentError, open_agent, run_session
 
     if sum((bool(command), pid is not None, system_only)) != 1:
         raise click.UsageError(
@@ -153,7 +175,9 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
         "WATCHDOG_REPLAY": flags["replay"],
         "WATCHDOG_REPLAY_RATE": flags["replay_rate"],
         "WATCHDOG_MOUNTS": ",".join(flags["mounts"]) or None,
+        "WATCHDOG_DASHBOARD": flags["dashboard"],
         "LOG_LEVEL": flags["log_level"],
+        "LOG_FORMAT": flags["log_format"],
     })  # fmt: skip
     setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
     cfg = AgentConfig(
@@ -179,10 +203,30 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
         system_only=system_only,
     )
     try:
-        return run_agent(cfg)
+        agent = open_agent(cfg)
+        if not quiet:
+            _announce(agent.spool.session, s["WATCHDOG_DASHBOARD"], s["WATCHDOG_COLLECTOR"][0],
+                      s["LOG_FORMAT"])  # fmt: skip
+        return trio.run(run_session, agent)
     except AgentError as exc:
         click.echo(f"watchdog: {exc}", err=True)
         return exc.exit_code
+
+
+def _announce(session: str, dashboard: str, collector_host: str, fmt: str) -> None:
+    """Where to look: the session id and its dashboard page, on stderr (the
+    child owns stdout) before the child starts; whatever LOG_LEVEL says, and
+    as a JSON line where logs are JSON."""
+    from deltawire.links import dashboard_base, session_url
+
+    url = session_url(dashboard or dashboard_base(collector_host), session)
+    if log_format(fmt) == "json":
+        announce = logging.getLogger("deltawire.watchdog.session")
+        announce.setLevel(logging.INFO)
+        announce.info("session", extra={"session": session, "dashboard": url})
+        return
+    click.echo(f"watchdog: session {click.style(session, bold=True)}", err=True)
+    click.echo(f"watchdog: dashboard {click.style(url, fg='cyan')}", err=True)
 
 
 @cli.command()
@@ -192,7 +236,7 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
     "--socket",
     "socket_path",
     metavar="PATH",
-    help="The watchdog's event socket [default: $DELTAWIRE_EVENTS].",
+    help="The watchdog's event socket [default: $DELTAWIRE_EVENTS, set by 'watchdog run'].",
 )
 def emit(name: str, data: str | None, socket_path: str | None) -> int:
     """Send event NAME to the watchdog supervising this shell script.
@@ -272,8 +316,8 @@ def status(spool_dir: str | None, as_json: bool) -> int:
 
 @spool.command()
 @_spool_dir_option
-@click.option("--collector", metavar="HOST:PORT", help="[WATCHDOG_COLLECTOR]")
-@click.option("--token", metavar="T", help="[WATCHDOG_TOKEN]")
+@click.option("--collector", metavar="HOST:PORT", help=_h("", "WATCHDOG_COLLECTOR"))
+@click.option("--token", metavar="T", help=_h("", "WATCHDOG_TOKEN"))
 @click.option(
     "--session",
     "sessions",
@@ -281,7 +325,7 @@ def status(spool_dir: str | None, as_json: bool) -> int:
     metavar="ID",
     help="Only this session (repeatable). Default: every backlog.",
 )
-@click.option("--rate", metavar="B/S", help="Send rate cap, 0 for none [WATCHDOG_REPLAY_RATE].")
+@click.option("--rate", metavar="B/S", help=_h("Send rate cap, 0 for none", "WATCHDOG_REPLAY_RATE"))
 @click.option(
     "--timeout",
     type=float,

@@ -26,18 +26,18 @@ import trio
 
 from deltawire.protocol import (
     NEED_DATA,
-    SERVER,
     Ack,
     Bye,
-    Decoder,
+    ClientConnection,
+    ClientFrame,
+    Closed,
     DeltaEncoder,
-    Encoder,
     ErrorFrame,
     Event,
     Flow,
-    Frame,
     Hello,
     ProtocolError,
+    ServerEvent,
     Welcome,
 )
 
@@ -59,7 +59,6 @@ Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
 #: Error codes that will not go away by retrying soon: back off to the maximum.
 _PERMANENT: Final = frozenset({"auth", "version", "bad_hello"})
-_ENCODER: Final = Encoder()
 _RECV_BYTES: Final = 65536
 
 
@@ -239,14 +238,14 @@ class Link:
             agent=state.get("agent"),
             tags=tuple(state.get("tags") or ()),
         )
-        decoder = Decoder(SERVER)
-        await stream.send_all(_ENCODER.send(hello))
+        conn = ClientConnection()
+        await stream.send_all(conn.send(hello))
         with trio.fail_after(self.hello_timeout):
-            first = await _next_frame(stream, decoder)
+            first = await _next_event(stream, conn)
         if type(first) is ErrorFrame:
             raise CollectorRefused(first.code, first.msg)
         if type(first) is not Welcome:
-            raise LinkError(f"expected welcome, got {first.t}")
+            raise LinkError(f"expected welcome, got {type(first).__name__}")
         self.connections += 1
         if first.acked >= spool.next_seq and not spool.sealed:
             # The collector holds more of this session than we ever wrote (the
@@ -271,8 +270,8 @@ class Link:
         try:
             async with trio.open_nursery() as nursery:
                 scope = nursery.cancel_scope
-                nursery.start_soon(self._guard, scope, self._receiver, stream, decoder)
-                nursery.start_soon(self._guard, scope, self._sender, stream, cursor)
+                nursery.start_soon(self._guard, scope, self._receiver, stream, conn)
+                nursery.start_soon(self._guard, scope, self._sender, stream, conn, cursor)
                 nursery.start_soon(self._guard, scope, self._stall_watch)
         finally:
             cursor.close()
@@ -293,7 +292,9 @@ class Link:
                 self._failure = exc
         scope.cancel()
 
-    async def _sender(self, stream: trio.abc.Stream, cursor: Cursor) -> None:
+    async def _sender(
+        self, stream: trio.abc.Stream, conn: ClientConnection, cursor: Cursor
+    ) -> None:
         delta = DeltaEncoder(self.keyframe_every)
         spool = self.spool
         while True:
@@ -304,7 +305,7 @@ class Link:
             frames = self._frames(batch, delta)
             if not frames:
                 continue
-            data = _ENCODER.send_many(frames)
+            data = conn.send_many(frames)
             await self.limiter.take(len(data))
             self.send_started = trio.current_time()
             await stream.send_all(data)
@@ -318,8 +319,8 @@ class Link:
                 # The collector reads nothing after a bye; what is left is its ack.
                 await trio.sleep_forever()
 
-    def _frames(self, batch: list[Record], delta: DeltaEncoder) -> list[Frame]:
-        frames: list[Frame] = []
+    def _frames(self, batch: list[Record], delta: DeltaEncoder) -> list[ClientFrame]:
+        frames: list[ClientFrame] = []
         for rec in batch:
             if rec.seq in self._rejected:
                 continue
@@ -336,10 +337,10 @@ class Link:
                 break
         return frames
 
-    async def _receiver(self, stream: trio.abc.Stream, decoder: Decoder) -> None:
+    async def _receiver(self, stream: trio.abc.Stream, conn: ClientConnection) -> None:
         spool = self.spool
         while True:
-            frame = await _next_frame(stream, decoder)
+            frame = await _next_event(stream, conn)
             if type(frame) is Ack:
                 spool.ack(frame.seq)
                 if not self.healthy:
@@ -398,12 +399,11 @@ class Link:
         self.last_error = error
 
 
-async def _next_frame(stream: trio.abc.Stream, decoder: Decoder) -> Frame:
+async def _next_event(stream: trio.abc.Stream, conn: ClientConnection) -> ServerEvent:
     while True:
-        frame = decoder.next_event()
-        if frame is not NEED_DATA:
-            return frame
-        data = await stream.receive_some(_RECV_BYTES)
-        if not data:
+        event = conn.next_event()
+        if type(event) is Closed:
             raise LinkError("the collector closed the connection")
-        decoder.receive_data(bytes(data))
+        if event is not NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(_RECV_BYTES))

@@ -79,8 +79,8 @@ WATCHDOG_VARS: tuple[Var, ...] = (
         "WATCHDOG_PUSH_EVERY",
         "4",
         "Samples collected per send: with interval 15 and push_every 4 the watchdog\n"
-        "samples every 15 s and sends every 60 s. Events and the end of the session\n"
-        "are sent at once.",
+        "samples every 15 s and sends every 60 s. The first sample, events and the end\n"
+        "of the session are sent at once.",
         parse_positive_int,
         _S,
     ),
@@ -161,6 +161,14 @@ WATCHDOG_VARS: tuple[Var, ...] = (
         "Seconds to wait for the collector to acknowledge the end of the session\n"
         "before exiting anyway (what is unsent stays in the spool).",
         parse_float,
+        _S,
+    ),
+    Var(
+        "WATCHDOG_DASHBOARD",
+        "",
+        "The collector's dashboard (its HTTP address), for the session link 'watchdog run'\n"
+        "prints. Empty: http://<the collector's host>:8080.",
+        str,
         _S,
     ),
     Var("WATCHDOG_TLS", "false", "Connect to the collector over TLS.", parse_bool, _S),

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", metavar="N", help="entries of the in-process LRU (default 1024)")
     p.add_argument("--store-threads", metavar="N", help="store calls running at once (default 4)")
     p.add_argument("--log-level", metavar="L", help="debug, info, warning (default) or error")
-    p.add_argument("--log-format", metavar="F", help="json (default) or text")
+    p.add_argument("--log-format", metavar="F", help="auto (default), json or text")
     p.add_argument(
         "--workers",
         metavar="N",

@@ -17,16 +17,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-__all__ = ["STATIC_DIR", "dashboard_routes", "session_url"]
+__all__ = ["STATIC_DIR", "dashboard_routes"]
 
 STATIC_DIR = pathlib.Path(__file__).with_name("static")
-
-
-def session_url(base: str, session: str) -> str:
-    """The dashboard page of ``session`` on the API at ``base`` (``http://host:port``)."""
-    from urllib.parse import quote
-
-    return f"{base.rstrip('/')}/ui/sessions/{quote(session, safe='')}"
 
 
 def _index_html() -> bytes:
@@ -46,6 +39,7 @@ def dashboard_routes() -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"cache-control": "no-cache"})
 
+    # /ui/sessions/{id} is deltawire.links.session_url: the link `watchdog run` prints.
     return [
         Route("/", index, methods=["GET"], name="dashboard"),
         Route("/ui", index, methods=["GET"]),

@@ -16,7 +16,16 @@ from typing import Any
 import orjson
 import trio
 
-from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Flow, Frame, Welcome
+from deltawire.protocol import (
+    NEED_DATA,
+    Ack,
+    ClientConnection,
+    Closed,
+    ErrorFrame,
+    Flow,
+    Frame,
+    Welcome,
+)
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
 __all__ = ["Client", "CollectorProcess", "collector_process", "wait_until"]
@@ -41,9 +50,8 @@ class Client:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.decoder = Decoder(SERVER)
+        self.conn = ClientConnection()
         self.frames: list[Frame] = []
-        self.closed = False
 
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1") -> Client:
@@ -53,17 +61,17 @@ class Client:
         data = b"".join(
             line if isinstance(line, bytes) else orjson.dumps(line) + b"\n" for line in lines
         )
-        await self.stream.send_all(data)
+        await self.stream.send_all(self.conn.send_raw(data))
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
 
     async def pump(self) -> None:
         """Read one chunk (or EOF) into ``frames``."""
-        data = await self.stream.receive_some(65536)
-        if not data:
-            self.closed = True
-            return
-        self.decoder.receive_data(data)
-        while (frame := self.decoder.next_event()) is not NEED_DATA:
-            self.frames.append(frame)
+        self.conn.receive_data(await self.stream.receive_some(65536))
+        while (frame := self.conn.next_event()) is not NEED_DATA and type(frame) is not Closed:
+            self.frames.append(frame)  # type: ignore[arg-type]
 
     async def until(self, predicate: Callable[[Client], Any], timeout: float = 20.0) -> Any:
         with trio.fail_after(timeout):

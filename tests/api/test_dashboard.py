@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from deltawire.collector.api import Deps, LocalCache, create_app
-from deltawire.collector.api.dashboard import STATIC_DIR, session_url
+from deltawire.collector.api.dashboard import STATIC_DIR
 from deltawire.collector.stores import open_store
+from deltawire.links import dashboard_base, session_url
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -68,10 +69,12 @@ async def test_the_api_routes_are_untouched(client: httpx.AsyncClient) -> None:
     assert (await client.get("/sessions")).json()["items"] == []
 
 
-def test_session_url_quotes_the_id() -> None:
-    assert session_url("http://127.0.0.1:8080/", "h-1:x@y") == (
-        "http://127.0.0.1:8080/ui/sessions/h-1%3Ax%40y"
-    )
+async def test_the_printed_session_link_is_a_page(client: httpx.AsyncClient) -> None:
+    url = session_url("http://test/", "h-1:x@y")
+    assert url == "http://test/ui/sessions/h-1%3Ax%40y"
+    assert (await client.get(url)).status_code == 200
+    assert dashboard_base("0.0.0.0") == "http://127.0.0.1:8080"
+    assert dashboard_base("::1", 9) == "http://[::1]:9"
 
 
 def test_the_committed_build_matches_the_sources() -> None:

@@ -16,7 +16,7 @@ from deltawire.collector.hub import Hub, IngestConfig
 from deltawire.collector.pipeline import Pipeline, PipelineConfig
 from deltawire.collector.stats import Stats
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.protocol import NEED_DATA, SERVER, Ack, Decoder, ErrorFrame, Frame, Welcome
+from deltawire.protocol import NEED_DATA, Ack, ClientConnection, Closed, ErrorFrame, Frame, Welcome
 
 CAPTURES = pathlib.Path(__file__).parents[1] / "captures"
 
@@ -48,7 +48,7 @@ async def run_session(
     s2c_send, s2c_recv = _one_way(None)
     server_stream = trio.StapledStream(s2c_send, c2s_recv)
     frames: list[Frame] = []
-    decoder = Decoder(SERVER)
+    conn = ClientConnection()
     try:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -60,10 +60,11 @@ async def run_session(
                 nursery.start_soon(connection)
                 await c2s_send.send_all(wire)
                 await c2s_send.aclose()
-                while data := await s2c_recv.receive_some():
-                    decoder.receive_data(data)
-                    while (frame := decoder.next_event()) is not NEED_DATA:
-                        frames.append(frame)
+                while not conn.closed:
+                    conn.receive_data(await s2c_recv.receive_some())
+                    while (frame := conn.next_event()) is not NEED_DATA:
+                        if type(frame) is not Closed:
+                            frames.append(frame)  # type: ignore[arg-type]
                 pipeline.close()
     finally:
         store.close()

@@ -220,3 +220,19 @@ async def test_flow_and_congestion_widen_the_interval(
         assert sum("drains again" in w for w in warnings) == 1
     finally:
         agent.close()
+
+
+async def test_the_first_sample_goes_out_at_once(tmp_path: pathlib.Path, child_env: None) -> None:
+    # An hour between samples and four per send: only the first-sample flush
+    # can deliver anything within the deadline.
+    collector = MemCollector()
+    cfg = config(tmp_path, collector.net, ["sleep", "60"], interval=3600, push_every=4)
+    agent = open_agent(cfg)
+    session = agent.spool.session
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.serve)
+        nursery.start_soon(run_session, agent)
+        with trio.fail_after(10):
+            while not {"process", "system"} <= {d.name for d in collector.session_docs(session)}:
+                await collector.changed.wait()
+        nursery.cancel_scope.cancel()

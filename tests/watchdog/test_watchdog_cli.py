@@ -89,7 +89,8 @@ def test_exit_code_and_quiet_logs_with_no_collector(tmp_path: pathlib.Path) -> N
                  "sh", "-c", "sleep 0.5; exit 3", WATCHDOG_SHUTDOWN_GRACE="0.3")  # fmt: skip
     assert r.returncode == 3
     lines = r.stderr.strip().splitlines()
-    assert 1 <= len(lines) <= 3, r.stderr
+    assert '"dashboard":"http://127.0.0.1:8080/ui/sessions/' in lines[0]  # where to look
+    assert 1 <= len(lines[1:]) <= 3, r.stderr
     assert all(line.startswith("{") for line in lines)  # structured (JSON) logs
 
 
