@@ -27,6 +27,7 @@ from deltawire.protocol import (
     IdleTimeout,
     Overloaded,
     ProtocolError,
+    Replaced,
     ServerConnection,
     Welcome,
     error_frame,
@@ -43,6 +44,10 @@ log = logging.getLogger("deltawire.collector.connection")
 T = TypeVar("T")
 
 _ENCODER = Encoder()
+#: Send deadline once replaced: the acks and the ``replaced`` error are a
+#: courtesy to a peer that has most likely gone, and the session's new
+#: connection waits for us.
+_REPLACED_SEND_S = 1.0
 #: How long a connection closed for an error waits for its peer to close too:
 #: long enough for a live peer to read the error, short enough that a peer
 #: that never closes cannot keep the slot.
@@ -77,6 +82,13 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._late_errors: list[ErrorFrame] = []
         self._capture: IO[bytes] | None = None
+        # One connection per session (PROTOCOL.md): a newer hello for our
+        # session replaces us; it waits until we read no more and until
+        # everything we accepted is stored or refused.
+        self._replaced = False
+        self._reading_done = trio.Event()
+        self._stored_lot = trio.lowlevel.ParkingLot()
+        self._send_scope: trio.CancelScope | None = None
         #: A fatal error was sent: let the peer read it before the close.
         self.linger = False
 
@@ -85,6 +97,7 @@ class Connection:
         self.tracker.commit(seq)
         self._wake.set()
         self._progress.set()
+        self._stored_lot.unpark_all()
 
     def on_store_reject(self, seq: int, reason: str) -> None:
         # The frame counts as rejected: acks may pass it, and the agent is told.
@@ -95,6 +108,7 @@ class Connection:
         self.tracker.commit(seq)
         self._wake.set()
         self._progress.set()
+        self._stored_lot.unpark_all()
 
     def notify_flow(self, interval: float) -> None:
         if self.session is not None:
@@ -104,6 +118,23 @@ class Connection:
     def stop_reading(self) -> None:
         self._stopping = True
         self._read_scope.cancel()
+
+    def replace(self) -> None:
+        """A newer connection took our session: read no more, drain, close
+        with ``replaced``. Our peer is most likely gone (that is why its agent
+        reconnected), so sends to it get a short deadline."""
+        self._replaced = True
+        self.stop_reading()
+        if self._send_scope is not None:
+            self._send_scope.deadline = min(
+                self._send_scope.deadline, trio.current_time() + _REPLACED_SEND_S
+            )
+
+    async def handed_over(self) -> None:
+        """Return once we read no more and all we accepted is stored or refused."""
+        await self._reading_done.wait()
+        while not self.tracker.idle:
+            await self._stored_lot.park()
 
     # -- the connection's life -------------------------------------------------
     async def run(self) -> None:
@@ -121,14 +152,22 @@ class Connection:
                 self._nursery = nursery
                 nursery.start_soon(self._sender)
                 try:
-                    await self._read_loop()
+                    try:
+                        await self._read_loop()
+                    finally:
+                        self._reading_done.set()
                     await self._drain()
+                    if self._replaced:
+                        await self._fatal(Replaced("another connection took this session over"))
                 except _Close:
                     pass
                 except _GONE:
                     pass  # the peer went away: what it sent is stored, unacked parts resent
                 nursery.cancel_scope.cancel()
         finally:
+            self._reading_done.set()
+            if self.session is not None and hub.holders.get(self.session) is self:
+                del hub.holders[self.session]
             hub.connections.discard(self)
             stats.connections_open -= 1
             if self._capture is not None:
@@ -211,6 +250,7 @@ class Connection:
         if hub.config.tokens and hello.token not in hub.config.tokens:
             await self._fatal(AuthFailed("missing or unknown token"))
             raise _Close
+        await self._take_over(hello.session)
         acked = await self._retrying(hub.store.acked, hello.session)
         assert self._nursery is not None
         self._nursery.start_soon(self._retrying, hub.store.session_connected, hello, time.time())
@@ -223,6 +263,20 @@ class Connection:
         await self._send(*frames)
         log.info("session connected",
                  extra={"session": hello.session, "peer": self.peer, "acked": acked})  # fmt: skip
+
+    async def _take_over(self, session: str) -> None:
+        """Hold ``session``, replacing its holder: what the older connection
+        accepted is stored (or refused) before our welcome reads ``acked``,
+        so the welcome counts it, and the session's frames stay in order."""
+        hub = self.hub
+        older = hub.holders.get(session)
+        hub.holders[session] = self
+        if older is not None:
+            older.replace()
+            await older.handed_over()
+        if self._replaced:  # a yet newer hello came while we waited
+            await self._fatal(Replaced("another connection took this session over"))
+            raise _Close
 
     async def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
         """A store call in a worker thread, retried while the store is unavailable.
@@ -303,8 +357,11 @@ class Connection:
 
     async def _send_locked(self, frames: list[Frame]) -> None:
         data = b"".join(_ENCODER.send(f) for f in frames)
-        with trio.move_on_after(self.hub.config.send_timeout) as scope:
+        timeout = _REPLACED_SEND_S if self._replaced else self.hub.config.send_timeout
+        with trio.move_on_after(timeout) as scope:
+            self._send_scope = scope
             await self.stream.send_all(data)
+        self._send_scope = None
         if scope.cancelled_caught:
             raise trio.BrokenResourceError("peer does not read")
 

@@ -45,6 +45,9 @@ class Hub:
         self.config = config
         self.connections: set[Connection] = set()
         self.session_refs: Counter[str] = Counter()
+        #: session -> the one connection that holds it (PROTOCOL.md, "One
+        #: connection per session"); a newer hello takes it over
+        self.holders: dict[str, Connection] = {}
         self.stopping = False
         self.next_id = 0
 

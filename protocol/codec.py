@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from .errors import BadJson, FrameTooLarge, ProtocolError
-from .frames import Frame, client_frame_from_dict, server_frame_from_dict
+from .frames import Frame, check_int_literals, client_frame_from_dict, server_frame_from_dict
 
 __all__ = [
     "CLIENT",
@@ -168,6 +168,8 @@ def _loads_object(line: bytes | bytearray) -> dict[str, Any]:
         raise BadJson(f"not valid JSON/UTF-8: {exc}") from None
     if type(obj) is not dict:
         raise BadJson("a frame must be a JSON object")
+    seq = obj.get("seq")
+    check_int_literals(line, seq if type(seq) is int and seq >= 0 else None)
     return obj
 
 

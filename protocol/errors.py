@@ -21,6 +21,7 @@ __all__ = [
     "NoBase",
     "Overloaded",
     "ProtocolError",
+    "Replaced",
     "TooManyErrors",
     "UnknownType",
     "UnsupportedVersion",
@@ -102,6 +103,13 @@ class NoBase(ProtocolError):
     fatal = False
 
 
+class Replaced(ProtocolError):
+    """Another connection said hello for this session and took it over."""
+
+    code = "replaced"
+    fatal = True
+
+
 _CLASSES: tuple[type[ProtocolError], ...] = (
     BadHello,
     AuthFailed,
@@ -115,6 +123,7 @@ _CLASSES: tuple[type[ProtocolError], ...] = (
     UnknownType,
     BadSeq,
     NoBase,
+    Replaced,
 )
 
 #: code -> fatal, exactly the table of PROTOCOL.md.

@@ -31,7 +31,17 @@ import orjson
 from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, Decoder, NeedData, _loads_object
 from .delta import Document, Kind, Reassembler
 from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
-from .frames import MAX_NAME_CHARS, TS_MAX, TS_MIN, Bye, ClientFrame, Hello, client_frame_from_dict
+from .frames import (
+    MAX_NAME_CHARS,
+    TS_MAX,
+    TS_MIN,
+    Bye,
+    ClientFrame,
+    Hello,
+    client_frame_from_dict,
+    line_needs_limit_check,
+    lines_need_limit_check,
+)
 from .merge_patch import apply_patch
 
 __all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
@@ -53,6 +63,7 @@ DocumentFactory = Callable[
 
 class ServerConnection:
     __slots__ = (
+        "_check_lines",
         "_decoder",
         "_document",
         "_line_i",
@@ -82,6 +93,9 @@ class ServerConnection:
         # bad line or a bye stopped it); both ways take these first.
         self._lines: list[bytearray] = []
         self._line_i = 0
+        # Whether some of _lines may break a limit on what a frame may carry:
+        # then each line is tested before it may take the bulk path.
+        self._check_lines = False
 
     @property
     def buffered(self) -> int:
@@ -130,10 +144,12 @@ class ServerConnection:
         if i >= len(lines):
             lines = self._lines = self._decoder.next_lines()
             i = self._line_i = 0
+            self._check_lines = lines_need_limit_check(lines)
         n = len(lines)
         loads = orjson.loads
         append = out.append
         make = self._document
+        check = self._check_lines
         while i < n:
             reasm = self.reassembler
             if reasm is None or self.ended:
@@ -172,6 +188,7 @@ class ServerConnection:
                             and 0 < len(name) <= MAX_NAME_CHARS
                             and type(patch) is dict
                             and (base := chains.get(name)) is not None
+                            and not (check and line_needs_limit_check(line))
                         ):
                             data = chains[name] = apply_patch(base, patch)
                             last_seq = seq

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from .app import ApiConfig, Deps, create_app
 from .cache import LocalCache, QueryCache, RedisCache, make_cache
-from .nlquery import Interpreted, PromptError, parse_prompt
+from .nlquery import Plan, PromptError, parse_prompt
 from .stats import IngestStats
 
 __all__ = [
     "ApiConfig",
     "Deps",
     "IngestStats",
-    "Interpreted",
     "LocalCache",
+    "Plan",
     "PromptError",
     "QueryCache",
     "RedisCache",

@@ -61,8 +61,9 @@ class SessionPage(BaseModel):
 
 class QueryAnswer(BaseModel):
     prompt: str
-    interpreted: dict[str, Any]
+    interpreted: dict[str, Any] = Field(description="the structured request it was understood as")
     rows: list[dict[str, Any]]
+    notes: list[str] = Field(default_factory=list, description="why rows may be empty")
 
 
 class AggregateAnswer(BaseModel):

@@ -20,9 +20,12 @@ import orjson
 
 from deltawire.protocol import Document, Hello
 
+from .catalog import Catalog
+
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "Catalog",
     "MetricQuery",
     "SessionQuery",
     "Store",
@@ -166,6 +169,9 @@ class Store(Protocol):
         order they were stored (API points excluded: the API publishes its
         own), at most ``limit``; and the id to pass next time. ``after=None``
         returns no documents, only the newest id: where a live tail starts."""
+
+    def catalog(self) -> Catalog:
+        """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:

@@ -83,6 +83,7 @@ from .base import (
     StoreError,
     StoreUnavailable,
 )
+from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 
 __all__ = ["MongoStore"]
 
@@ -136,6 +137,9 @@ _INT64_MAX: Final = 2**63 - 1
 
 _API_SEQ_COUNTER: Final = "api_seq"
 _TTL_INDEX: Final = "ts_ttl"
+#: Catalog entries a process remembers as upserted; bounded like the SQLite
+#: store's names (a stream of ever-new event names must not grow it forever).
+_CATALOG_KNOWN_MAX: Final = 100_000
 
 # Every listing index ends with (ts, _id): find() sorts and pages on exactly
 # that key, so the index yields documents in order and a page stops after
@@ -446,6 +450,11 @@ class MongoStore:
         self._lock = threading.Lock()
         self._client: MongoClient[dict[str, Any]] | None = None
         self._db: Database[dict[str, Any]] | None = None
+        # Catalog entries (what, scope, term) this process has upserted, and
+        # the sessions whose data paths it took (see catalog.py).
+        self._catalog_known: set[tuple[str, str, str]] = set()
+        self._catalog_lock = threading.Lock()
+        self._path_sessions = StreamTracker()
 
     def __repr__(self) -> str:
         return f"MongoStore({_redacted(self.uri)!r}, database={self.database_name!r})"
@@ -606,6 +615,41 @@ class MongoStore:
         # Only now is every document of the batch stored: the resume points
         # may move (see the module docstring).
         self._touch_sessions([t.update() for t in per_session.values()], "write_batch")
+        self._record_catalog(docs)
+
+    def _record_catalog(self, docs: Sequence[Document]) -> None:
+        """Names, and the data paths of new sessions' and streams' first samples."""
+        with self._lock:
+            sessions = self._path_sessions.unseen({d.session for d in docs})
+            known = self._catalog_known
+        entries: set[tuple[str, str, str]] = {("name", str(d.kind), d.name) for d in docs}
+        streams = {n for w, k, n in entries if k in ("sample", "event") and (w, k, n) not in known}
+        if sessions or streams:
+            rows = ((d.session, d.kind, d.name, d.data) for d in docs)
+            entries |= {("path", n, p) for n, p in first_sample_paths(rows, sessions, streams)}
+        self._add_catalog(entries)
+        with self._lock:
+            self._path_sessions.remember(sessions)
+
+    def _add_catalog(self, entries: set[tuple[str, str, str]]) -> None:
+        """Insert catalog entries not known to be there. Inserts, not upserts:
+        concurrent upserts of one _id trip FerretDB, while a duplicate insert
+        is a plain duplicate-key error, which means "already there"."""
+        with self._catalog_lock:  # one writer per process: no racing itself
+            new = entries - self._catalog_known
+            if not new:
+                return
+            rows = [{"_id": "\x1f".join(e), "what": e[0], "scope": e[1], "term": e[2]} for e in new]
+            try:
+                with _translated("catalog"):
+                    self._database()["catalog"].insert_many(rows, ordered=False)
+            except StoreError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, BulkWriteError) and _only_duplicates(cause)):
+                    raise
+            if len(self._catalog_known) + len(new) > _CATALOG_KNOWN_MAX:
+                self._catalog_known.clear()
+            self._catalog_known |= new
 
     def _touch_sessions(self, updates: list[UpdateOne], action: str) -> None:
         sessions = self._sessions()
@@ -760,6 +804,7 @@ class MongoStore:
                             {"$max": {"next": int(top["seq"]) + 1}},
                             upsert=True,
                         )
+        self._add_catalog(_point_entries(row))
         return _doc_dict(row)
 
     def replace(self, doc_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -780,6 +825,8 @@ class MongoStore:
                 raw = self._docs().find_one_and_update(
                     {"_id": oid}, update, return_document=ReturnDocument.AFTER
                 )
+        if raw is not None:
+            self._add_catalog(_point_entries(raw))
         return None if raw is None else _doc_dict(raw)
 
     def delete(self, doc_id: str) -> bool:
@@ -912,6 +959,44 @@ class MongoStore:
             )
         docs = [_doc_dict(raw) for raw in raws]
         return docs, docs[-1]["id"] if docs else after
+
+    def catalog(self) -> Catalog:
+        """The names seen (see catalog.py), from the small catalog collection."""
+        names: dict[str, set[str]] = {}
+        paths: dict[str, set[str]] = {}
+        tags: set[str] = set()
+        with _translated("catalog"):
+            for e in self._database()["catalog"].find({}, {"_id": 0}).max_time_ms(self.timeout_ms):
+                what, scope, term = e.get("what"), str(e.get("scope")), str(e.get("term"))
+                if what == "name":
+                    names.setdefault(scope, set()).add(term)
+                elif what == "path":
+                    paths.setdefault(scope, set()).add(term)
+                elif what == "tag":
+                    tags.add(term)
+            for name in names.get("sample", set()) - set(paths):
+                # Written before the catalog had paths: learn them from its latest sample.
+                raw = self._docs().find_one(
+                    {"name": name, "kind": "sample"}, {"data": 1}, sort=[("ts", DESCENDING)]
+                )
+                if raw is not None and isinstance(raw.get("data"), dict):
+                    paths[name] = set(sample_paths(raw["data"]))
+            hosts: set[str] = set()
+            sessions: set[str] = set()
+            cursor = self._sessions().find({}, {"host": 1, "tags": 1})
+            for raw in cursor.max_time_ms(self.timeout_ms):
+                sessions.add(str(raw["_id"]))
+                if raw.get("host"):
+                    hosts.add(raw["host"])
+                tags.update(t for t in raw.get("tags") or () if isinstance(t, str))
+        return Catalog.of(names, paths, hosts, sessions, tags)
+
+
+def _point_entries(row: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """Catalog entries of an API point: its name and tags."""
+    entries = {("name", str(row.get("kind") or "metric"), str(row["name"]))}
+    entries |= {("tag", "", t) for t in row.get("tags") or () if isinstance(t, str)}
+    return entries
 
 
 class _SessionTouch:

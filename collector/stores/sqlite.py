@@ -20,11 +20,16 @@ Threads: one writer connection behind a lock (SQLite admits one writer at a
 time anyway), and a pool of reader connections, which WAL lets run next to
 the writer without blocking it.
 
-Idempotence: a streamed document is stored only if its seq is above its
-session's high-water mark (``sessions.acked``), which the same transaction
-raises. The collector stores a connection's frames in order (PROTOCOL.md), so
-anything at or below the mark is a resend; a unique (session, seq) index would
-say the same for far more CPU per row (see the comment above ``_MIGRATIONS``).
+Idempotence: a streamed document whose seq is above its session's high-water
+mark (``sessions.acked``, raised by the same transaction) is new: the
+collector stores a connection's frames in order (PROTOCOL.md). One at or below
+the mark is a resend if a document of the same (session, seq) is stored at
+the same ts (a resend is the same frame again), found through the
+(session, ts) index; otherwise it was never stored, and is stored now: a
+later connection of the session may fill a gap the earlier one left (a
+client may drop data), and acking it without storing it would lose it
+(issue 11). A unique (session, seq) index would decide both cases for far
+more CPU per row (see the comment above ``_MIGRATIONS``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -54,6 +59,7 @@ from .base import (
     StoreError,
     StoreUnavailable,
 )
+from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
 
@@ -208,7 +214,15 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX docs_rare_name_ts ON docs (name, ts) WHERE kind != 'sample'",
         "CREATE UNIQUE INDEX docs_api_seq ON docs (session, seq) WHERE kind = 'metric'",
     ),
-    # 3: ids are never reused. SQLite gives a new row max(id) + 1, so deleting
+    # 3: the data paths of sample streams, for the /query vocabulary (catalog.py).
+    (
+        """CREATE TABLE paths (
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (name, path)
+        ) WITHOUT ROWID""",
+    ),
+    # 4: ids are never reused. SQLite gives a new row max(id) + 1, so deleting
     # the newest document would hand its id to the next one; a delete of the
     # top id records it here and the next insert starts above it (``_hold_ids``).
     # Cheaper than AUTOINCREMENT, which updates sqlite_sequence per row.
@@ -256,7 +270,17 @@ _API_TOP: Final = (
     "SELECT max(coalesce((SELECT max(seq) FROM docs WHERE session = ?1 AND kind = 'metric'), -1),"
     " coalesce((SELECT acked FROM sessions WHERE session = ?1), -1))"
 )
+# Tags of API points (streamed documents carry their session's tags): the
+# most recent _CATALOG_POINTS of them, through the partial kind index.
+_RECENT_POINT_TAGS: Final = (
+    "SELECT DISTINCT tags FROM (SELECT tags FROM docs WHERE kind = 'metric' AND kind != 'sample'"
+    " ORDER BY ts DESC LIMIT ?)"
+)
+_CATALOG_POINTS: Final = 10_000
 _END_SESSION: Final = "UPDATE sessions SET ended = ?, exit_code = ?, signal = ? WHERE session = ?"
+# Is this row (at or below its session's mark) stored already? A resend
+# carries the frame's own ts, so the (session, ts) index finds it at once.
+_STORED: Final = "SELECT 1 FROM docs WHERE session = ? AND ts = ? AND seq = ? LIMIT 1"
 
 
 # After a delete of the top id (?1): remember it, only the highest.
@@ -599,6 +623,16 @@ def encode_rows(docs: Sequence[Document]) -> list[Row]:
         raise StoreError(exc.msg) from None
 
 
+def _stored(conn: sqlite3.Connection, row: Row, batch: list[Row]) -> bool:
+    """Whether ``row``, at or below its session's mark, is stored already
+    (or about to be, earlier in ``batch``, given only when it holds rows of
+    the session): then it is a resend."""
+    session, seq = row[0], row[1]
+    if any(r[1] == seq and r[0] == session for r in batch):
+        return True
+    return conn.execute(_STORED, (session, row[6], seq)).fetchone() is not None
+
+
 def _end(row: Row) -> End:
     """The ``_END_SESSION`` parameters of a bye's row.
 
@@ -631,6 +665,7 @@ class SqliteStore:
         # (name, kind) pairs committed to the names table; only touched under
         # the write lock.
         self._known_names: set[tuple[str, str]] = set()
+        self._path_sessions = StreamTracker()  # under the write lock too
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
 
@@ -862,16 +897,16 @@ class SqliteStore:
                 if kind == "session":
                     ends.append(_end(row))
                 entry = seen.get(session)
+                # A batch may hold a resend too: a client that reconnected
+                # sends again what the old connection had in flight.
+                high = marks.get(session, -1) if entry is None else entry[4]
+                if seq <= high and _stored(conn, row, fresh if entry is not None else []):
+                    continue
                 if entry is None:
-                    if seq <= marks.get(session, -1):
-                        continue
-                    seen[session] = [ts, ts, host, tags, seq]
+                    seen[session] = [ts, ts, host, tags, max(seq, high)]
                 else:
-                    # A batch may hold a resend too: a client that reconnected
-                    # sends again what the old connection had in flight.
-                    if seq <= entry[4]:
-                        continue
-                    entry[4] = seq
+                    if seq > entry[4]:
+                        entry[4] = seq
                     if ts < entry[0]:
                         entry[0] = ts
                     if ts > entry[1]:
@@ -879,6 +914,7 @@ class SqliteStore:
                 names.add((name, kind))
                 fresh.append(row)
             new_names = self._record_names(conn, names)
+            path_sessions = self._record_paths(conn, fresh, seen.keys(), new_names)
             if fresh:
                 with _hold_ids(conn):
                     conn.executemany(_INSERT_DOC, fresh)
@@ -890,6 +926,27 @@ class SqliteStore:
             if ends:
                 conn.executemany(_END_SESSION, ends)
         self._names_committed(new_names)
+        with self._write_lock:
+            self._path_sessions.remember(path_sessions)
+
+    def _record_paths(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[Row],
+        sessions: Iterable[str],
+        new_names: set[tuple[str, str]],
+    ) -> set[str]:
+        """Add the data paths of new sessions' and new streams' first samples
+        to the catalog, in the open transaction; returns the sessions to
+        remember once it commits."""
+        new_sessions = self._path_sessions.unseen(sessions)
+        new_streams = {name for name, kind in new_names if kind in ("sample", "event")}
+        if new_sessions or new_streams:
+            pairs = first_sample_paths(
+                ((r[0], r[2], r[3], r[7]) for r in rows), new_sessions, new_streams
+            )
+            conn.executemany("INSERT OR IGNORE INTO paths (name, path) VALUES (?, ?)", pairs)
+        return new_sessions
 
     def _record_names(
         self, conn: sqlite3.Connection, names: set[tuple[str, str]]
@@ -1102,3 +1159,30 @@ class SqliteStore:
                 (rowid or 0, API_SESSION, limit),
             ).fetchall()
         return [_doc_dict(row) for row in rows], str(rows[-1][0]) if rows else after
+
+    def catalog(self) -> Catalog:
+        """The names seen (see catalog.py): a few small indexed queries."""
+        with self._reader("catalog") as conn, _snapshot(conn):
+            names: dict[str, set[str]] = {}
+            for name, kind in conn.execute("SELECT name, kind FROM names"):
+                names.setdefault(kind, set()).add(name)
+            paths: dict[str, set[str]] = {}
+            for name, path in conn.execute("SELECT name, path FROM paths"):
+                paths.setdefault(name, set()).add(path)
+            for name in names.get("sample", set()) - set(paths):
+                # Written before the catalog had paths: learn them from its latest sample.
+                row = conn.execute(
+                    "SELECT data FROM docs WHERE name = ? AND kind = 'sample' AND data IS NOT NULL"
+                    " ORDER BY ts DESC LIMIT 1",
+                    (name,),
+                ).fetchone()
+                if row is not None:
+                    paths[name] = set(sample_paths(orjson.loads(row[0])))
+            hosts = {h for (h,) in conn.execute("SELECT DISTINCT host FROM sessions") if h}
+            sessions = {s for (s,) in conn.execute("SELECT session FROM sessions")}
+            tags: set[str] = set()
+            for (text,) in conn.execute("SELECT DISTINCT tags FROM sessions"):
+                tags.update(orjson.loads(text))
+            for (text,) in conn.execute(_RECENT_POINT_TAGS, (_CATALOG_POINTS,)):
+                tags.update(orjson.loads(text))
+        return Catalog.of(names, paths, hosts, sessions, tags)

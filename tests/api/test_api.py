@@ -488,9 +488,9 @@ def q(api: ApiServer, prompt: str) -> dict[str, Any]:
 
 def test_query_prompts(api: ApiServer) -> None:
     body = q(api, "count events between 2026-11-20 and 2026-11-21")
-    assert body["rows"] == [{"group": None, "value": 30, "count": 30}]
-    assert body["interpreted"]["where"] == {
-        "kind": "event", "from": "2026-11-20T00:00:00.000Z", "to": "2026-11-21T00:00:00.000Z",
+    assert body["rows"] == [{"value": 30, "count": 30}]
+    assert body["interpreted"]["params"] == {
+        "fn": "count", "kind": "event", "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z",
     }  # fmt: skip
 
     rows = q(api, "top 2 events")["rows"]
@@ -509,13 +509,14 @@ def test_query_prompts(api: ApiServer) -> None:
     assert rows[0]["group"] == "web-2" and rows[0]["value"] == pytest.approx(52.0)
 
     body = q(api, "latest 3 events of session s1")
-    assert body["interpreted"]["type"] == "list"
+    assert body["interpreted"]["endpoint"] == "/metrics"
     assert [d["seq"] for d in body["rows"]] == [139, 138, 137]
     assert all(RFC3339_MS.match(d["timestamp"]) for d in body["rows"])
 
     # Relative windows run against the real clock: only their shape is checked.
     body = q(api, "top 5 events today")
-    assert body["interpreted"]["group_by"] == "name" and body["interpreted"]["limit"] == 5
+    assert body["interpreted"]["params"]["by"] == "name"
+    assert body["interpreted"]["params"]["limit"] == "5"
 
 
 def test_query_not_understood_is_422_with_examples(api: ApiServer) -> None:
@@ -523,7 +524,7 @@ def test_query_not_understood_is_422_with_examples(api: ApiServer) -> None:
     assert r.status_code == 422
     body = r.json()
     assert body["error"] == "bad_prompt" and body["parameter"] == "prompt"
-    assert "weather" in body["detail"] and "I understand" in body["detail"]
+    assert "Paris" in body["detail"] and "hosts" in body["detail"]
     assert "top 5 events today" in body["examples"]
 
 

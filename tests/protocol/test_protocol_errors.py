@@ -57,6 +57,7 @@ def test_error_table_matches_protocol_md() -> None:
         "bad_hello": True, "auth": True, "version": True, "frame_too_large": True,
         "overloaded": True, "idle": True, "too_many_errors": True, "bad_json": False,
         "bad_frame": False, "unknown_type": False, "bad_seq": False, "no_base": False,
+        "replaced": True,
     }  # fmt: skip
 
 

@@ -1,0 +1,389 @@
+"""Running a /query ``Plan``: the same store calls as /aggregate, /metrics and
+/sessions, then ``notes`` that say why an answer is empty.
+
+Blocking (store calls): the API runs ``answer`` on a worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from deltawire.collector.stores.base import AggQuery, MetricQuery, Store
+
+from .nl_vocab import Vocabulary
+from .nlquery import Plan, Threshold
+
+__all__ = ["Answer", "answer", "plan_where"]
+
+#: Documents a threshold question reads at most: thresholds need each raw
+#: value (no rollup can say how many values exceeded 100), so this bounds
+#: the scan; the answer says when it was cut.
+MAX_SCANNED: Final = 200_000
+_PAGE: Final = 5000
+#: Groups a "current X per host" question reads the newest document of.
+_MAX_LATEST_GROUPS: Final = 50
+_SESSIONS_READ: Final = 10_000
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    rows: list[Row]
+    notes: list[str]
+
+
+def _ts(text: str | None) -> float | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan_where(plan: Plan, name: str | None = None, *, limit: int = 100) -> MetricQuery:
+    """The /metrics filters of ``plan`` (``name`` for one of several names)."""
+    p = plan.params
+    return MetricQuery(
+        session=p.get("session"),
+        name=name if name is not None else p.get("name"),
+        kind=p.get("kind"),
+        host=p.get("host"),
+        tags=tuple(sorted(set(p.get("tag", ())))),
+        ts_from=_ts(p.get("from")),
+        ts_to=_ts(p.get("to")),
+        limit=limit,
+        descending=p.get("sort") == "-timestamp",
+    )
+
+
+def _field_value(doc: dict[str, Any], fld: str | None) -> float | None:
+    """The number at ``fld`` ("value" or a data path) of a stored document."""
+    if fld is None:
+        return 1.0
+    node: Any = doc.get("value") if fld == "value" else doc.get("data")
+    if fld != "value":
+        for key in fld.split("."):
+            if not isinstance(node, dict):
+                return None
+            node = node.get(key)
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return None
+    return float(node)
+
+
+_OPS: Final[dict[str, Callable[[float, float], bool]]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _fold(fn: str, values: list[float]) -> float | None:
+    if not values:
+        return None
+    if fn == "count":
+        return float(len(values))
+    if fn == "sum":
+        return math.fsum(values)
+    if fn == "avg":
+        return math.fsum(values) / len(values)
+    if fn == "min":
+        return min(values)
+    if fn == "max":
+        return max(values)
+    # Percentiles: the value of rank q * (n - 1), as the engine defines them.
+    q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}[fn]
+    ordered = sorted(values)
+    return ordered[round(q * (len(ordered) - 1))]
+
+
+class _Run:
+    def __init__(self, store: Store, vocab: Vocabulary, plan: Plan) -> None:
+        self.store, self.vocab, self.plan = store, vocab, plan
+        self.notes: list[str] = list(plan.notes)
+
+    # -- /aggregate ---------------------------------------------------------------
+
+    def aggregate(self) -> list[Row]:
+        plan = self.plan
+        names: Iterable[str | None] = plan.names or (None,)
+        fn = plan.params["fn"]
+        if plan.names and fn not in ("count", "sum", "min", "max", "avg"):
+            names = plan.names[:1]
+            self.notes.append(
+                f"{fn} of several names cannot be merged: answered for {plan.names[0]}"
+            )
+        per_name = [self.aggregate_one(name) for name in names]
+        rows = per_name[0] if len(per_name) == 1 else self.merge(fn, per_name)
+        return self.order(rows)
+
+    def aggregate_one(self, name: str | None) -> list[Row]:
+        plan = self.plan
+        p = plan.params
+        fn = p["fn"]
+        if plan.threshold is not None or fn.startswith("p") or "bucket" in p or fn == "rate":
+            return self.scan(name, plan.threshold)
+        q = AggQuery(
+            func=fn,
+            path=p.get("field") if fn != "count" else None,
+            where=plan_where(plan, name),
+            group_by=p.get("by"),
+            limit=10_000,
+            ascending=p.get("order") == "value",
+        )
+        return [
+            {"group": r["group"], "value": r["value"], "count": r["count"]}
+            if p.get("by")
+            else {"value": r["value"], "count": r["count"]}
+            for r in self.store.aggregate(q)
+        ]
+
+    def scan(self, name: str | None, threshold: Threshold | None) -> list[Row]:
+        """Raw documents, filtered by the threshold, folded per group and bucket."""
+        plan = self.plan
+        p = plan.params
+        fn, fld, by = p["fn"], p.get("field"), p.get("by")
+        bucket = _bucket_seconds(p.get("bucket"))
+        if fn == "rate":
+            raise _Unsupported("rate needs the aggregation engine (GET /aggregate)")
+        where = plan_where(plan, name, limit=_PAGE)
+        groups: dict[tuple[Any, Any], list[float]] = {}
+        seen = 0
+        after = None
+        while True:
+            docs = self.store.find(replace(where, after=after))
+            for d in docs:
+                if threshold is not None:
+                    tv = _field_value(d, threshold.field)
+                    if tv is None or not _OPS[threshold.op](tv, threshold.number):
+                        continue
+                v = _field_value(d, fld if fn != "count" else None)
+                if v is None:
+                    continue
+                key = (d.get(by) if by else None, (d["ts"] // bucket) * bucket if bucket else None)
+                groups.setdefault(key, []).append(v)
+            seen += len(docs)
+            if len(docs) < where.limit:
+                break
+            if seen >= MAX_SCANNED:
+                self.notes.append(f"read the first {MAX_SCANNED} matching documents only")
+                break
+            after = (docs[-1]["ts"], docs[-1]["id"])
+        if threshold is not None:
+            self.notes.append(f"threshold {threshold.text()} applied to {seen} raw documents")
+        rows: list[Row] = []
+        for (group, start), values in sorted(
+            groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0)
+        ):
+            row: Row = {}
+            if by:
+                row["group"] = group
+            if bucket:
+                row["bucket"] = _rfc3339(start)
+            row["value"] = _fold(fn, values)
+            row["count"] = len(values)
+            rows.append(row)
+        return rows
+
+    def merge(self, fn: str, parts: list[list[Row]]) -> list[Row]:
+        merged: dict[tuple[Any, Any], Row] = {}
+        for rows in parts:
+            for r in rows:
+                key = (r.get("group"), r.get("bucket"))
+                m = merged.get(key)
+                if m is None:
+                    merged[key] = dict(r)
+                    continue
+                a, b, na, nb = m["value"], r["value"], m["count"], r["count"]
+                if a is None or b is None:
+                    m["value"] = a if b is None else b
+                elif fn in ("count", "sum"):
+                    m["value"] = a + b
+                elif fn == "min":
+                    m["value"] = min(a, b)
+                elif fn == "max":
+                    m["value"] = max(a, b)
+                else:  # avg, weighted by the counts
+                    m["value"] = (a * na + b * nb) / (na + nb)
+                m["count"] = na + nb
+        return list(merged.values())
+
+    def order(self, rows: list[Row]) -> list[Row]:
+        p = self.plan.params
+        order, limit = p.get("order"), p.get("limit")
+        if order in ("value", "-value"):
+            present = [r for r in rows if r.get("value") is not None]
+            present.sort(key=lambda r: (r["value"], str(r.get("group"))), reverse=order == "-value")
+            rows = present
+        elif p.get("bucket") or p.get("by"):
+            rows.sort(key=lambda r: (str(r.get("group")), r.get("bucket") or ""))
+        return rows[: int(limit)] if limit else rows
+
+    # -- /metrics ------------------------------------------------------------------
+
+    def listing(self, doc_out: Callable[[dict[str, Any]], Row]) -> list[Row]:
+        plan = self.plan
+        limit = int(plan.params.get("limit", 20))
+        docs: list[dict[str, Any]] = []
+        for name in plan.names or (None,):
+            docs += self.store.find(plan_where(plan, name, limit=limit))
+        docs.sort(key=lambda d: (d["ts"], d["id"]), reverse=plan.params.get("sort") == "-timestamp")
+        return [doc_out(d) for d in docs[:limit]]
+
+    def latest(self) -> list[Row]:
+        plan = self.plan
+        groups: list[str | None] = [None]
+        if plan.group == "host":
+            groups = [*sorted(self.vocab.hosts)[:_MAX_LATEST_GROUPS]]
+        elif plan.group == "session":
+            groups = [*sorted(self.vocab.sessions)[:_MAX_LATEST_GROUPS]]
+        rows: list[Row] = []
+        for g in groups:
+            where = plan_where(plan, limit=1)
+            if g is not None and plan.group == "session":
+                where = replace(where, session=g)
+            elif g is not None:
+                where = replace(where, host=g)
+            docs = self.store.find(replace(where, descending=True))
+            if not docs:
+                continue
+            d = docs[0]
+            row: Row = {"group": g} if g is not None else {}
+            row.update(
+                value=_field_value(d, plan.project),
+                timestamp=_rfc3339(d["ts"]),
+                session=d.get("session"),
+                host=d.get("host"),
+                name=d.get("name"),
+            )
+            rows.append(row)
+        return rows
+
+    # -- /sessions -----------------------------------------------------------------
+
+    def sessions(self, session_out: Callable[[dict[str, Any]], Row]) -> list[Row]:
+        plan = self.plan
+        p = plan.params
+        lo, hi = _ts(p.get("from")), _ts(p.get("to"))
+        wanted_tags = set(p.get("tag", ()))
+        picked = []
+        for s in self.store.sessions(_SESSIONS_READ):
+            if p.get("session") is not None and s["session"] != p["session"]:
+                continue
+            if p.get("host") is not None and s.get("host") != p["host"]:
+                continue
+            if wanted_tags - set(s.get("tags") or ()):
+                continue
+            if "connected" in p and bool(s.get("connected")) != (p["connected"] == "true"):
+                continue
+            if "ended" in p and (s.get("ended") is not None) != (p["ended"] == "true"):
+                continue
+            code = p.get("exit_code")
+            if code == "!0" and s.get("exit_code") in (None, 0):
+                continue
+            if code not in (None, "!0") and s.get("exit_code") != int(code):
+                continue
+            if (lo is not None and s["last_seen"] < lo) or (
+                hi is not None and s["first_seen"] >= hi
+            ):
+                continue
+            picked.append(s)
+        if plan.answer == "count":
+            return [{"value": len(picked)}]
+        if plan.answer == "count_by_host":
+            counts: dict[str, int] = {}
+            for s in picked:
+                counts[s.get("host") or ""] = counts.get(s.get("host") or "", 0) + 1
+            return [
+                {"group": h, "value": n}
+                for h, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            ]
+        limit = int(p.get("limit", 100))
+        return [session_out(s) for s in picked[:limit]]
+
+    # -- why nothing matched ------------------------------------------------------------
+
+    def explain_empty(self) -> None:
+        """Say which filter matched nothing: "no samples of host web-9 in the last hour"."""
+        plan = self.plan
+        p = plan.params
+        window = ""
+        if "from" in p or "to" in p:
+            window = f" between {p.get('from', 'the start')} and {p.get('to', 'now')}"
+        if plan.endpoint == "/sessions":
+            asked = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
+            self.notes.append(
+                f"no session matches {asked or 'anything'}; sessions seen: {self.vocab.sample_of('session')}"
+            )
+            return
+        base = plan_where(plan, limit=1)
+        bare = MetricQuery(ts_from=base.ts_from, ts_to=base.ts_to, limit=1)
+        if not self.store.find(bare):
+            self.notes.append(f"no documents at all{window}")
+            return
+        checks: list[tuple[str, str, dict[str, Any]]] = []
+        if base.host:
+            checks.append(("host", base.host, {"host": base.host}))
+        if base.session:
+            checks.append(("session", base.session, {"session": base.session}))
+        for tag in base.tags:
+            checks.append(("tag", tag, {"tags": (tag,)}))
+        for name in plan.names or ((base.name,) if base.name else ()):
+            checks.append(("name", name, {"name": name}))
+        for what, value, change in checks:
+            if not self.store.find(replace(bare, **change)):
+                seen_kind = {"host": "host", "session": "session", "tag": "tag"}.get(what)
+                seen = f"; {what}s seen: {self.vocab.sample_of(seen_kind)}" if seen_kind else ""  # type: ignore[arg-type]
+                self.notes.append(f"no documents of {what} {value}{window}{seen}")
+        if plan.threshold is not None:
+            self.notes.append(f"no document has {plan.threshold.text()}")
+        if not self.notes or all(not n.startswith("no ") for n in self.notes):
+            self.notes.append(
+                "each filter matches documents, but not all of them together" + window
+            )
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _bucket_seconds(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def answer(
+    store: Store,
+    vocab: Vocabulary,
+    plan: Plan,
+    doc_out: Callable[[dict[str, Any]], Row],
+    session_out: Callable[[dict[str, Any]], Row],
+) -> Answer:
+    """Run ``plan`` (blocking). Empty rows always come with a note saying why."""
+    run = _Run(store, vocab, plan)
+    try:
+        if plan.endpoint == "/sessions":
+            rows = run.sessions(session_out)
+        elif plan.answer == "latest":
+            rows = run.latest()
+        elif plan.endpoint == "/metrics":
+            rows = run.listing(doc_out)
+        else:
+            rows = run.aggregate()
+    except _Unsupported as e:
+        return Answer([], [*run.notes, str(e)])
+    if not rows or all(
+        r.get("value") is None and "id" not in r and "session" not in r for r in rows
+    ):
+        run.explain_empty()
+    return Answer(rows, run.notes)

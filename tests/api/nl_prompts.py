@@ -1,0 +1,427 @@
+"""Natural prompts and what they must be understood as (the tuning table).
+
+Written as support engineers write: lower case, typos, filler, ambiguity.
+``expect`` is a subset of the plan: ``endpoint`` and the request's params
+("*" = present, any value; None = absent), or ``status: 422`` with the name
+that must be suggested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deltawire.testing.nl_dataset import ANY
+
+A, M, S = "/aggregate", "/metrics", "/sessions"
+
+PROMPTS: list[tuple[str, dict[str, Any]]] = [
+    # -- plain aggregates of metric names (the metric is a noun: its value)
+    (
+        "average http_latency_ms",
+        {"endpoint": A, "fn": "avg", "field": "value", "name": "http_latency_ms"},
+    ),
+    (
+        "avg http_latency_ms",
+        {"endpoint": A, "fn": "avg", "field": "value", "name": "http_latency_ms"},
+    ),
+    ("mean http latency", {"endpoint": A, "fn": "avg", "name": "http_latency_ms"}),
+    (
+        "average queue_depth in the last hour",
+        {"endpoint": A, "fn": "avg", "name": "queue_depth", "from": ANY},
+    ),
+    ("avg queue depth last hour", {"endpoint": A, "fn": "avg", "name": "queue_depth", "from": ANY}),
+    (
+        "sum of errors_total by host",
+        {"endpoint": A, "fn": "sum", "name": "errors_total", "by": "host"},
+    ),
+    ("total errors_total", {"endpoint": A, "fn": "sum", "name": "errors_total"}),
+    ("max queue_depth", {"endpoint": A, "fn": "max", "field": "value", "name": "queue_depth"}),
+    (
+        "maximum http_latency_ms today",
+        {"endpoint": A, "fn": "max", "name": "http_latency_ms", "from": ANY},
+    ),
+    ("min latency", {"endpoint": A, "fn": "min", "name": "http_latency_ms"}),
+    ("what's the lowest queue depth", {"endpoint": A, "fn": "min", "name": "queue_depth"}),
+    (
+        "avg value of name http_latency_ms",
+        {"endpoint": A, "fn": "avg", "field": "value", "name": "http_latency_ms"},
+    ),
+    ("queue_depth average", {"endpoint": A, "fn": "avg", "name": "queue_depth"}),
+    (
+        "whats the average http_latency_ms over the past 2 hours?",
+        {"endpoint": A, "fn": "avg", "name": "http_latency_ms", "from": ANY},
+    ),
+    (
+        "peak queue_depth yesterday",
+        {"endpoint": A, "fn": "max", "name": "queue_depth", "from": ANY, "to": ANY},
+    ),
+    # -- percentiles and median
+    (
+        "p95 of http_latency_ms",
+        {"endpoint": A, "fn": "p95", "field": "value", "name": "http_latency_ms"},
+    ),
+    ("p99 latency", {"endpoint": A, "fn": "p99", "name": "http_latency_ms"}),
+    ("p50 http_latency_ms last 30 minutes", {"endpoint": A, "fn": "p50", "from": ANY}),
+    ("median latency", {"endpoint": A, "fn": "p50", "name": "http_latency_ms"}),
+    ("median http_latency_ms by hour", {"endpoint": A, "fn": "p50", "bucket": "1h"}),
+    (
+        "95th percentile latency today",
+        {"endpoint": A, "fn": "p95", "name": "http_latency_ms", "from": ANY},
+    ),
+    ("90th percentile of queue_depth", {"endpoint": A, "fn": "p90", "name": "queue_depth"}),
+    ("99 percentile http_latency_ms", {"endpoint": A, "fn": "p99"}),
+    ("percentile 95 of latency", {"endpoint": A, "fn": "p95"}),
+    ("p95 cpu on web-1", {"endpoint": A, "fn": "p95", "field": "cpu.percent", "host": "web-1"}),
+    (
+        "median memory of sess-c",
+        {"endpoint": A, "fn": "p50", "field": "mem.rss", "session": "sess-c"},
+    ),
+    (
+        "p95 duration_ms of request_failed",
+        {"endpoint": A, "fn": "p95", "field": "duration_ms", "name": "request_failed"},
+    ),
+    ("p75 latency", {"status": 422}),
+    # -- cpu and memory synonyms
+    (
+        "avg cpu of web-1",
+        {"endpoint": A, "fn": "avg", "field": "cpu.percent", "host": "web-1", "name": "process"},
+    ),
+    ("average cpu", {"endpoint": A, "fn": "avg", "field": "cpu.percent", "name": "process"}),
+    (
+        "average cpu.percent of host web-1 in the last hour",
+        {"endpoint": A, "fn": "avg", "field": "cpu.percent", "host": "web-1", "from": ANY},
+    ),
+    ("cpu usage on db-1", {"endpoint": A, "fn": "avg", "field": "cpu.percent", "host": "db-1"}),
+    (
+        "system cpu on db-1",
+        {"endpoint": A, "field": "cpu.percent", "name": "system", "host": "db-1"},
+    ),
+    ("avg system cpu", {"endpoint": A, "fn": "avg", "field": "cpu.percent", "name": "system"}),
+    ("memory usage of db-1", {"endpoint": A, "field": "mem.rss", "host": "db-1"}),
+    (
+        "what was the peak memory of session sess-a",
+        {"endpoint": A, "fn": "max", "field": "mem.rss", "session": "sess-a"},
+    ),
+    (
+        "max mem.rss of session sess-b since yesterday",
+        {"endpoint": A, "fn": "max", "field": "mem.rss", "session": "sess-b", "from": ANY},
+    ),
+    ("max ram on web-2", {"endpoint": A, "fn": "max", "field": "mem.rss", "host": "web-2"}),
+    ("avg rss per host", {"endpoint": A, "fn": "avg", "field": "mem.rss", "by": "host"}),
+    (
+        "system memory on db-1",
+        {"endpoint": A, "field": "mem.used", "name": "system", "host": "db-1"},
+    ),
+    ("max threads", {"endpoint": A, "fn": "max", "field": "threads"}),
+    (
+        "average cpu.user for sess-d",
+        {"endpoint": A, "fn": "avg", "field": "cpu.user", "session": "sess-d"},
+    ),
+    (
+        "sum of cpu.system by session",
+        {"endpoint": A, "fn": "sum", "field": "cpu.system", "by": "session"},
+    ),
+    ("avg mem.percent", {"endpoint": A, "fn": "avg", "field": "mem.percent", "name": "system"}),
+    (
+        "cpu of sess-c per 10 minutes",
+        {"endpoint": A, "field": "cpu.percent", "session": "sess-c", "bucket": "10m"},
+    ),
+    # -- events and errors
+    (
+        "how many request_failed events in the last 30 minutes",
+        {"endpoint": A, "fn": "count", "name": "request_failed", "from": ANY},
+    ),
+    ("count request_failed", {"endpoint": A, "fn": "count", "name": "request_failed"}),
+    ("number of job_error events", {"endpoint": A, "fn": "count", "name": "job_error"}),
+    (
+        "errors per host today",
+        {"endpoint": A, "fn": "count", "by": "host", "from": ANY, "kind": "event"},
+    ),
+    ("how many errors today", {"endpoint": A, "fn": "count", "kind": "event", "from": ANY}),
+    ("failures by session", {"endpoint": A, "fn": "count", "by": "session", "kind": "event"}),
+    (
+        "count of failures on web-2",
+        {"endpoint": A, "fn": "count", "host": "web-2", "kind": "event"},
+    ),
+    (
+        "user_login count by host",
+        {"endpoint": A, "fn": "count", "name": "user_login", "by": "host"},
+    ),
+    ("how many logins", {"status": 200}),
+    (
+        "request_failed per hour",
+        {"endpoint": A, "fn": "count", "name": "request_failed", "bucket": "1h"},
+    ),
+    (
+        "request_failed events every 10 minutes",
+        {"endpoint": A, "fn": "count", "name": "request_failed", "bucket": "10m"},
+    ),
+    ("hourly errors", {"endpoint": A, "fn": "count", "bucket": "1h"}),
+    ("job_error daily", {"endpoint": A, "fn": "count", "name": "job_error", "bucket": "1d"}),
+    ("count events by name", {"endpoint": A, "fn": "count", "by": "name", "kind": "event"}),
+    ("top 5 events today", {"endpoint": A, "fn": "count", "by": "name", "limit": "5", "from": ANY}),
+    ("most common events", {"endpoint": A, "fn": "count", "by": "name", "order": "-value"}),
+    (
+        "how many deploy_finished events this week",
+        {"endpoint": A, "fn": "count", "name": "deploy_finished", "from": ANY},
+    ),
+    (
+        "avg duration_ms of request_failed",
+        {"endpoint": A, "fn": "avg", "field": "duration_ms", "name": "request_failed"},
+    ),
+    (
+        "max attempts of job_error",
+        {"endpoint": A, "fn": "max", "field": "attempts", "name": "job_error"},
+    ),
+    (
+        "request_failed on web-1 yesterday",
+        {"endpoint": A, "fn": "count", "name": "request_failed", "host": "web-1", "to": ANY},
+    ),
+    (
+        "count samples by host in the last 15 minutes",
+        {"endpoint": A, "fn": "count", "by": "host", "from": ANY},
+    ),
+    ("how many samples from sess-d", {"endpoint": A, "fn": "count", "session": "sess-d"}),
+    # -- rate
+    (
+        "rate of errors_total",
+        {"endpoint": A, "fn": "rate", "field": "value", "name": "errors_total"},
+    ),
+    ("errors_total per second", {"endpoint": A, "fn": "rate", "name": "errors_total"}),
+    ("rate of errors_total per 10 minutes", {"endpoint": A, "fn": "rate", "bucket": "10m"}),
+    ("request rate of cpu.user", {"endpoint": A, "fn": "rate", "field": "cpu.user"}),
+    ("rate of io for sess-a", {"status": 422}),
+    (
+        "errors_total rate in the last hour by host",
+        {"endpoint": A, "fn": "rate", "by": "host", "from": ANY},
+    ),
+    # -- buckets
+    ("avg cpu per hour", {"endpoint": A, "fn": "avg", "field": "cpu.percent", "bucket": "1h"}),
+    (
+        "average cpu every 10 minutes on web-1",
+        {"endpoint": A, "fn": "avg", "bucket": "10m", "host": "web-1"},
+    ),
+    ("max memory per 5 min", {"endpoint": A, "fn": "max", "field": "mem.rss", "bucket": "5m"}),
+    ("avg latency in 15 minute buckets", {"endpoint": A, "fn": "avg", "bucket": "15m"}),
+    ("hourly avg queue_depth", {"endpoint": A, "fn": "avg", "bucket": "1h", "name": "queue_depth"}),
+    (
+        "daily max http_latency_ms this week",
+        {"endpoint": A, "fn": "max", "bucket": "1d", "from": ANY},
+    ),
+    ("p95 latency per minute last hour", {"endpoint": A, "fn": "p95", "bucket": "1m", "from": ANY}),
+    ("count samples every 30 mins", {"endpoint": A, "fn": "count", "bucket": "30m"}),
+    ("average cpu per 2 hours today", {"endpoint": A, "bucket": "2h", "from": ANY}),
+    # -- top / bottom / which
+    (
+        "which host had the highest cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "host", "order": "-value", "limit": "1"},
+    ),
+    (
+        "which host has the lowest cpu",
+        {"endpoint": A, "by": "host", "order": "value", "limit": "1"},
+    ),
+    (
+        "top 3 hosts by avg cpu.percent this week",
+        {
+            "endpoint": A,
+            "fn": "avg",
+            "field": "cpu.percent",
+            "by": "host",
+            "limit": "3",
+            "from": ANY,
+        },
+    ),
+    (
+        "top 5 sessions by memory",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "limit": "5"},
+    ),
+    (
+        "bottom 2 sessions by cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "session", "order": "value", "limit": "2"},
+    ),
+    (
+        "which session used the most cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "session", "limit": "1", "order": "-value"},
+    ),
+    (
+        "host with the most errors",
+        {"endpoint": A, "fn": "count", "by": "host", "limit": "1", "kind": "event"},
+    ),
+    (
+        "which host had the most request_failed events yesterday",
+        {
+            "endpoint": A,
+            "fn": "count",
+            "name": "request_failed",
+            "by": "host",
+            "limit": "1",
+            "to": ANY,
+        },
+    ),
+    ("busiest host", {"endpoint": A, "fn": "count", "by": "host", "limit": "1"}),
+    (
+        "which sessions have the highest memory",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "order": "-value"},
+    ),
+    (
+        "top hosts by request_failed",
+        {"endpoint": A, "fn": "count", "by": "host", "name": "request_failed"},
+    ),
+    ("worst latency by host", {"endpoint": A, "name": "http_latency_ms", "by": "host"}),
+    ("highest cpu on web-1", {"endpoint": A, "fn": "max", "field": "cpu.percent", "host": "web-1"}),
+    (
+        "lowest memory of sess-d",
+        {"endpoint": A, "fn": "min", "field": "mem.rss", "session": "sess-d"},
+    ),
+    (
+        "top 10 sessions by request_failed count",
+        {"endpoint": A, "fn": "count", "by": "session", "limit": "10"},
+    ),
+    (
+        "which host used the least memory",
+        {"endpoint": A, "field": "mem.rss", "by": "host", "order": "value", "limit": "1"},
+    ),
+    ("top 3 hosts by p95 cpu", {"endpoint": A, "fn": "p95", "by": "host", "limit": "3"}),
+    # -- thresholds
+    (
+        "request_failed longer than 100 ms",
+        {"endpoint": A, "fn": "count", "name": "request_failed", "where": "duration_ms > 100"},
+    ),
+    (
+        "how many request_failed took longer than 200ms",
+        {"endpoint": A, "fn": "count", "where": "duration_ms > 200"},
+    ),
+    (
+        "count request_failed slower than 1 s",
+        {"endpoint": A, "fn": "count", "where": "duration_ms > 1000"},
+    ),
+    (
+        "http_latency_ms over 500",
+        {"endpoint": A, "fn": "count", "name": "http_latency_ms", "where": "value > 500"},
+    ),
+    (
+        "how many times was queue_depth above 5",
+        {"endpoint": A, "fn": "count", "name": "queue_depth", "where": "value > 5"},
+    ),
+    ("samples with cpu over 90", {"endpoint": A, "fn": "count", "where": "cpu.percent > 90"}),
+    (
+        "count cpu > 50 by host",
+        {"endpoint": A, "fn": "count", "by": "host", "where": "cpu.percent > 50"},
+    ),
+    (
+        "sessions where memory exceeded 500 mb",
+        {"endpoint": A, "by": "session", "where": "mem.rss > 524288000"},
+    ),
+    ("latency under 20", {"endpoint": A, "name": "http_latency_ms", "where": "value < 20"}),
+    ("queue_depth at least 6 today", {"endpoint": A, "where": "value >= 6", "from": ANY}),
+    ("avg cpu when cpu is over 40", {"endpoint": A, "fn": "avg", "where": "cpu.percent > 40"}),
+    (
+        "job_error with more than 1 attempts",
+        {"endpoint": A, "name": "job_error", "where": "attempts > 1"},
+    ),
+    # -- filters: host, session, tag
+    ("avg cpu for tag prod", {"endpoint": A, "tag": ["prod"]}),
+    ("average cpu of hosts tagged canary", {"endpoint": A, "tag": ["canary"]}),
+    ("count request_failed with tag prod by host", {"endpoint": A, "tag": ["prod"], "by": "host"}),
+    ("avg cpu host=db-1", {"endpoint": A, "host": "db-1"}),
+    ("mean memory session=sess-a", {"endpoint": A, "session": "sess-a"}),
+    ("avg cpu of staging", {"endpoint": A, "tag": ["staging"]}),
+    ("max cpu for sess-b on web-2", {"endpoint": A, "session": "sess-b", "host": "web-2"}),
+    ("count events from db-1", {"endpoint": A, "fn": "count", "host": "db-1", "kind": "event"}),
+    ('avg "queue_depth"', {"endpoint": A, "name": "queue_depth"}),
+    # -- time windows
+    ("avg cpu since 2026-11-23", {"endpoint": A, "from": "2026-11-23T00:00:00Z"}),
+    (
+        "count job_error between 2026-11-22 and 2026-11-23",
+        {"endpoint": A, "from": "2026-11-22T00:00:00Z", "to": "2026-11-23T00:00:00Z"},
+    ),
+    ("avg cpu over the last day", {"endpoint": A, "from": "2026-11-22T12:00:00Z"}),
+    ("max memory in the past 6 hours", {"endpoint": A, "from": "2026-11-23T06:00:00Z"}),
+    ("job_error count 2 days ago", {"endpoint": A, "from": "2026-11-21T12:00:00Z"}),
+    ("avg cpu last 24h", {"endpoint": A, "from": "2026-11-22T12:00:00Z"}),
+    ("avg cpu this hour", {"endpoint": A, "from": "2026-11-23T12:00:00Z"}),
+    ("count errors this month", {"endpoint": A, "from": "2026-11-01T00:00:00Z"}),
+    (
+        "max queue_depth on 2026-11-23",
+        {"endpoint": A, "from": "2026-11-23T00:00:00Z", "to": "2026-11-24T00:00:00Z"},
+    ),
+    # -- sessions
+    (
+        "sessions that ended with a non-zero exit code",
+        {"endpoint": S, "ended": "true", "exit_code": "!0"},
+    ),
+    ("how many sessions are live", {"endpoint": S, "connected": "true", "answer": "count"}),
+    ("when did session sess-a end", {"endpoint": S, "session": "sess-a", "answer": "one"}),
+    ("sessions per host", {"endpoint": S, "by": "host", "answer": "count_by_host"}),
+    ("live sessions", {"endpoint": S, "connected": "true"}),
+    ("which sessions are still running", {"endpoint": S, "connected": "true"}),
+    ("active sessions on web-1", {"endpoint": S, "connected": "true", "host": "web-1"}),
+    ("ended sessions", {"endpoint": S, "ended": "true"}),
+    ("sessions that crashed today", {"endpoint": S, "exit_code": "!0", "from": ANY}),
+    ("failed sessions", {"endpoint": S, "exit_code": "!0"}),
+    ("sessions with exit code 1", {"endpoint": S, "exit_code": "1"}),
+    ("sessions that exited cleanly", {"endpoint": S, "exit_code": "0"}),
+    ("how many sessions per host", {"endpoint": S, "answer": "count_by_host"}),
+    ("how many sessions on db-1", {"endpoint": S, "host": "db-1", "answer": "count"}),
+    ("when did sess-b start", {"endpoint": S, "session": "sess-b"}),
+    ("exit code of session sess-b", {"endpoint": S, "session": "sess-b"}),
+    ("is sess-c still connected", {"endpoint": S, "session": "sess-c"}),
+    ("list sessions", {"endpoint": S}),
+    ("sessions tagged prod", {"endpoint": S, "tag": ["prod"]}),
+    ("count sessions by host", {"endpoint": S, "answer": "count_by_host"}),
+    ("number of ended sessions", {"endpoint": S, "ended": "true", "answer": "count"}),
+    ("disconnected sessions", {"endpoint": S, "connected": "false"}),
+    # -- latest / current / listings
+    (
+        "current memory of session sess-c",
+        {
+            "endpoint": M,
+            "session": "sess-c",
+            "limit": "1",
+            "sort": "-timestamp",
+            "field": "mem.rss",
+        },
+    ),
+    ("latest cpu of db-1", {"endpoint": M, "host": "db-1", "limit": "1", "field": "cpu.percent"}),
+    ("what is the cpu of sess-d right now", {"endpoint": M, "session": "sess-d", "limit": "1"}),
+    ("current queue_depth", {"endpoint": M, "name": "queue_depth", "limit": "1", "field": "value"}),
+    ("latest http_latency_ms", {"endpoint": M, "name": "http_latency_ms", "limit": "1"}),
+    (
+        "show the last 10 request_failed events",
+        {"endpoint": M, "name": "request_failed", "limit": "10", "sort": "-timestamp"},
+    ),
+    (
+        "latest 10 events of session sess-a",
+        {"endpoint": M, "session": "sess-a", "limit": "10", "kind": "event"},
+    ),
+    ("list events on web-2", {"endpoint": M, "host": "web-2", "kind": "event"}),
+    ("show me recent errors", {"endpoint": M, "kind": "event", "sort": "-timestamp"}),
+    (
+        "first 5 job_error events",
+        {"endpoint": M, "name": "job_error", "limit": "5", "sort": "timestamp"},
+    ),
+    ("last 3 user_login", {"endpoint": M, "name": "user_login", "limit": "3"}),
+    ("show samples from sess-c", {"endpoint": M, "session": "sess-c", "kind": "sample"}),
+    (
+        "show 5 most recent deploy_finished",
+        {"endpoint": M, "name": "deploy_finished", "limit": "5"},
+    ),
+    # -- misspellings: keywords are corrected, names are refused with a suggestion
+    ("avrage cpu of web-1", {"endpoint": A, "fn": "avg", "host": "web-1"}),
+    ("maxmum memory", {"endpoint": A, "fn": "max", "field": "mem.rss"}),
+    ("avg cpu.pecent", {"status": 422, "suggest": "cpu.percent"}),
+    ("avg cpu of host web1", {"status": 422, "suggest": "web-1"}),
+    ("avg cpu of web1", {"status": 422, "suggest": "web-1"}),
+    ("how many request_faild events", {"status": 422, "suggest": "request_failed"}),
+    ("count request_faild", {"status": 422, "suggest": "request_failed"}),
+    ("avg http_latncy_ms", {"status": 422, "suggest": "http_latency_ms"}),
+    ("max memory of session sess-q", {"status": 422}),
+    ("average cpu on web-9", {"status": 422, "suggest": "web-1"}),
+    ("avg queue_deph", {"status": 422, "suggest": "queue_depth"}),
+    ("events tagged prd", {"status": 422, "suggest": "prod"}),
+    ("avg gpu.util", {"status": 422}),
+    ("p95 of foo", {"status": 422}),
+    ("", {"status": 422}),
+    ("hello", {"status": 422}),
+    ("blah blah blah", {"status": 422}),
+]

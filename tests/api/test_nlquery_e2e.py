@@ -1,0 +1,151 @@
+"""/query end to end, in process: a data set with known answers in a real SQLite
+store, questions as people ask them, and the numbers checked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from deltawire.collector.api import IngestStats, LocalCache, create_app
+from deltawire.collector.stores import open_store
+from deltawire.testing import nl_dataset
+from deltawire.testing.harness import wait_until
+from deltawire.testing.nl_dataset import Dataset
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Dataset]]:
+    # Half a minute off the minute: "the last 45 minutes" then has a margin on
+    # both sides, whatever the seconds between loading and asking.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=30)
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('nl') / 'store.db'}")
+    store.open()
+    data = nl_dataset.load(store, nl_dataset.build(now))
+    app = create_app(store, LocalCache(size=0), IngestStats())
+    with TestClient(app) as client:
+        yield client, data
+    store.close()
+
+
+def ask(world: tuple[TestClient, Dataset], prompt: str, status: int = 200) -> dict[str, Any]:
+    r = world[0].get("/query", params={"prompt": prompt})
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def docs(data: Dataset, **match: Any) -> list[Any]:
+    return [d for d in data.docs if all(getattr(d, k) == v for k, v in match.items())]
+
+
+def mean(xs: list[float]) -> float:
+    return math.fsum(xs) / len(xs)
+
+
+def test_average_cpu_of_a_host(world: Any) -> None:
+    body = ask(world, "average cpu of web-1")
+    want = mean([d.data["cpu"]["percent"] for d in docs(world[1], name="process", host="web-1")])
+    assert body["rows"][0]["value"] == pytest.approx(want)
+    assert body["interpreted"]["params"] == {
+        "fn": "avg", "field": "cpu.percent", "name": "process", "host": "web-1"
+    }  # fmt: skip
+    assert any("process samples" in n for n in body["notes"])  # cpu was ambiguous: said which
+
+
+def test_metric_name_as_a_noun_and_its_percentile(world: Any) -> None:
+    assert ask(world, "max queue_depth")["rows"][0]["value"] == 6
+    values = sorted(v for n, v, _t, _g in world[1].points if n == "http_latency_ms")
+    p95 = values[round(0.95 * (len(values) - 1))]
+    assert ask(world, "p95 of http latency")["rows"][0]["value"] == pytest.approx(p95, rel=0.02)
+
+
+def test_event_counts_windows_and_groups(world: Any) -> None:
+    data = world[1]
+    n = len(docs(data, name="request_failed"))
+    assert ask(world, "how many request_failed events in the last 4 hours")["rows"][0]["value"] == n
+    rows = ask(world, "errors per host")["rows"]
+    want: dict[str, int] = {}
+    for d in data.docs:
+        if d.name in ("request_failed", "job_error"):
+            want[d.host] = want.get(d.host, 0) + 1
+    assert {r["group"]: r["value"] for r in rows} == want
+
+
+def test_superlatives_and_top(world: Any) -> None:
+    rows = ask(world, "which host had the highest cpu")["rows"]
+    assert [r["group"] for r in rows] == ["db-1"]
+    rows = ask(world, "top 2 sessions by memory")["rows"]
+    assert [r["group"] for r in rows] == ["sess-c", "sess-b"]
+    top_c = max(d.data["mem"]["rss"] for d in docs(world[1], name="process", session="sess-c"))
+    assert rows[0]["value"] == top_c
+
+
+def test_threshold_on_an_event_path(world: Any) -> None:
+    body = ask(world, "count request_failed longer than 150 ms")
+    want = sum(1 for d in docs(world[1], name="request_failed") if d.data["duration_ms"] > 150)
+    assert body["rows"][0]["value"] == want
+    assert body["interpreted"]["params"]["where"] == "duration_ms > 150"
+
+
+def test_buckets(world: Any) -> None:
+    rows = ask(world, "avg cpu of sess-c per hour")["rows"]
+    want: dict[float, list[float]] = {}
+    for d in docs(world[1], name="process", session="sess-c"):
+        want.setdefault(d.ts // 3600 * 3600, []).append(d.data["cpu"]["percent"])
+    got = {
+        datetime.fromisoformat(r["bucket"].replace("Z", "+00:00")).timestamp(): r["value"]
+        for r in rows
+    }
+    assert got == pytest.approx({k: mean(v) for k, v in want.items()})
+
+
+def test_sessions_questions(world: Any) -> None:
+    assert ask(world, "how many sessions are live")["rows"] == [{"value": 2}]
+    rows = ask(world, "sessions that ended with a non-zero exit code")["rows"]
+    assert [(r["session"], r["exit_code"]) for r in rows] == [("sess-b", 1)]
+    rows = ask(world, "sessions per host")["rows"]
+    assert {r["group"]: r["value"] for r in rows} == {"web-1": 2, "web-2": 1, "db-1": 2}
+    (row,) = ask(world, "when did sess-b end")["rows"]
+    assert row["ended"] is not None and row["exit_code"] == 1
+
+
+def test_current_value(world: Any) -> None:
+    last = max(docs(world[1], name="process", session="sess-c"), key=lambda d: d.ts)
+    body = ask(world, "current memory of session sess-c")
+    assert body["rows"][0]["value"] == last.data["mem"]["rss"]
+    assert body["interpreted"]["endpoint"] == "/metrics"
+
+
+def test_unknown_names_are_422_with_the_closest(world: Any) -> None:
+    body = ask(world, "avg cpu of web1", 422)
+    assert body["error"] == "bad_prompt" and "web-1" in body["suggestions"]
+    assert "request_failed" in ask(world, "how many request_faild", 422)["suggestions"]
+    assert "cpu.percent" in ask(world, "avg cpu.pecent", 422)["suggestions"]
+
+
+def test_an_empty_answer_says_why(world: Any) -> None:
+    body = ask(world, "avg cpu of web-2 in the last 30 minutes")
+    assert body["rows"] == []
+    assert any("host web-2" in n and "hosts seen" in n for n in body["notes"]), body["notes"]
+
+
+def test_a_name_stored_after_the_vocabulary_was_read(world: Any) -> None:
+    client, _data = world
+    assert ask(world, "count deploy_finished")["rows"][0]["value"] == 2
+    r = client.post("/metrics", json={"name": "brand_new_metric", "value": 5})
+    assert r.status_code == 201
+    # Refused names reload the vocabulary (at most twice a second): it comes.
+    r = wait_until(
+        lambda: (
+            (a := client.get("/query", params={"prompt": "max brand_new_metric"})).status_code
+            == 200
+            and a
+        ),
+        timeout=10,
+        what="the new metric in the vocabulary",
+    )
+    assert r.json()["rows"][0]["value"] == 5
