@@ -4,7 +4,8 @@
 taking ``deps.Deps``), ``spec`` (the OpenAPI document from the code's types),
 ``params``/``body`` (validation), ``auth`` (keys, roles, rate limits), ``hub``
 (``/stream``), ``http`` (the server's own edges as JSON), ``cache`` (query
-cache, Redis or in-process), ``nlquery`` (the ``/query`` prompt parser),
+cache, Redis or in-process), ``nlquery`` (the ``/query`` prompt parser,
+with ``nl_lexicon``, ``nl_vocab``, ``nl_plan`` and ``nl_run``),
 ``control`` (the control pipe from the ingest process), ``stats``.
 """
 

@@ -8,6 +8,7 @@ misspelled one gets a "did you mean" (edit distance over these names).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -163,7 +164,8 @@ class Vocabulary:
         low = word.lower()
         wanted = set(kinds) if kinds is not None else None
         allowed = _allowed_edits(low)
-        loose = min(allowed + 1, 2, len(low) - 1)
+        # One edit looser only for what looks like a name ("web3"), not a plain word.
+        loose = min(allowed + 1, 2, len(low) - 1) if re.search(r"[\d_.\-]", low) else allowed
         cap = max(allowed, loose) + 1
         scored: list[tuple[int, str, TermKind]] = []
         for target, value, kind, leaf in self._candidates:
