@@ -14,10 +14,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deltawire.config import ConfigError, parse_hostport, resolve
+from deltawire.collector.settings import ApiSettings
+from deltawire.config import ConfigError, load
 from deltawire.logs import setup_logging
+
+if TYPE_CHECKING:
+    from .deps import ApiConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -55,18 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from deltawire.collector.settings import API_VARS, COLLECTOR_VARS, LOG_VARS, STORE_VARS
-    from deltawire.config import Var
-
-    wanted = {
-        "COLLECTOR_HTTP", "STORE_URI", "REDIS_URI", "CACHE_TTL", "CACHE_SIZE", "STORE_THREADS",
-        "APP_ENV", "RETENTION_DAYS", "MONGO_MAX_POOL_SIZE", "MONGO_TIMEOUT_MS",
-    }  # fmt: skip
-    variables: list[Var] = [v for v in (*COLLECTOR_VARS, *STORE_VARS) if v.name in wanted]
-    variables += [*API_VARS, *LOG_VARS]
-    settings = resolve(
-        variables,
+def _settings(args: argparse.Namespace) -> ApiSettings:
+    return load(
+        ApiSettings,
         overrides={
             "COLLECTOR_HTTP": args.http,
             "STORE_URI": args.store,
@@ -78,38 +73,33 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "LOG_FORMAT": args.log_format,
         },
     )
-    try:
-        settings["HTTP"] = parse_hostport(settings["COLLECTOR_HTTP"])
-    except ValueError as e:
-        raise ConfigError(f"COLLECTOR_HTTP / --http: {settings['COLLECTOR_HTTP']!r} {e}") from None
-    from .auth import parse_keys
-
-    try:
-        settings["KEYS"] = parse_keys(settings["API_KEYS"])
-    except ValueError as e:
-        raise ConfigError(f"API_KEYS: {e}") from None
-    return settings
-
-
-def _config(settings: dict[str, Any]) -> Any:
-    from .deps import ApiConfig
-
-    return ApiConfig(
-        keys=settings["KEYS"],
-        rate_limit=settings["RATE_LIMIT"],
-        rate_burst=settings["RATE_BURST"],
-        query_timeout=settings["QUERY_TIMEOUT"],
-        heavy_queries=settings["HEAVY_QUERIES"],
-        store_threads=settings["STORE_THREADS"],
-        page_bytes=settings["PAGE_BYTES"],
-        header_timeout=settings["HEADER_TIMEOUT"],
-    )
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
+def _api_config(settings: ApiSettings) -> ApiConfig:
+    """The API's knobs; ConfigError for keys that do not parse."""
+    from .auth import parse_keys
+    from .deps import ApiConfig
+
+    try:
+        keys = parse_keys(settings.api_keys)
+    except ValueError as e:
+        raise ConfigError(f"API_KEYS: {e}") from None
+    return ApiConfig(
+        keys=keys,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        query_timeout=settings.query_timeout,
+        heavy_queries=settings.heavy_queries,
+        store_threads=settings.store_threads,
+        page_bytes=settings.page_bytes,
+        header_timeout=settings.header_timeout,
+    )
+
+
+async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     import uvicorn
 
     from deltawire.collector.stores import open_store
@@ -120,17 +110,10 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
     from .http import protocol_class
     from .stats import IngestStats
 
-    uri = settings["STORE_URI"]
-    store_options: dict[str, Any] = {}
-    if uri.startswith("mongodb"):
-        # The same options as the ingest process (collector.cli), from the same
-        # environment: above all APP_ENV, which names the database.
-        store_options = {
-            "app_env": settings["APP_ENV"],
-            "retention_days": settings["RETENTION_DAYS"],
-            "max_pool_size": settings["MONGO_MAX_POOL_SIZE"],
-            "timeout_ms": settings["MONGO_TIMEOUT_MS"],
-        }
+    uri = settings.store_uri
+    # The same options as the ingest process, from the same environment:
+    # above all APP_ENV, which names the database.
+    store_options = settings.store_options()
     store = open_store(uri, **store_options)
     try:
         store.open()
@@ -138,17 +121,17 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         log.error("cannot open the store: %s", e)
         return 1
     cache = make_cache(
-        settings["REDIS_URI"] or None,
-        ttl=settings["CACHE_TTL"],
-        size=settings["CACHE_SIZE"],
+        settings.redis_uri or None,
+        ttl=settings.cache_ttl,
+        size=settings.cache_size,
         namespace=cache_namespace(uri, store_options.get("app_env", "")),
     )
     ingest = IngestStats()
-    config_ = _config(settings)
-    deps = Deps(store, cache, ingest, config_)
+    api_config = _api_config(settings)
+    deps = Deps(store, cache, ingest, api_config)
     app = create_app(deps)
-    host, port = settings["HTTP"]
-    if not config_.keys.enabled and host not in _LOOPBACK:
+    host, port = settings.http
+    if not api_config.keys.enabled and host not in _LOOPBACK:
         log.warning(
             "no API_KEYS: every request is admin, so the HTTP API binds 127.0.0.1 instead of %s",
             host,
@@ -160,11 +143,11 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         port=port,
         loop="none",  # we run the loop (uvloop) ourselves
         # JSON answers for the parser's own errors, a header deadline (http.py)
-        http=protocol_class(config_.header_timeout),
+        http=protocol_class(api_config.header_timeout),
         lifespan="on",  # runs the /stream hub's task
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging
-        log_level=settings["LOG_LEVEL"],
+        log_level=settings.log_level,
         server_header=False,
         timeout_graceful_shutdown=5,
     )
@@ -230,10 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = _settings(args)
+        _api_config(settings)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+    setup_logging(settings.log_level, settings.log_format)
     if _has("uvloop"):
         import uvloop
 

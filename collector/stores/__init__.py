@@ -12,7 +12,9 @@ from typing import Any, Final
 from .base import (
     API_SESSION,
     AggQuery,
+    DocumentRows,
     MetricQuery,
+    Row,
     SessionQuery,
     Store,
     StoreError,
@@ -24,7 +26,9 @@ from .base import (
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "DocumentRows",
     "MetricQuery",
+    "Row",
     "SessionQuery",
     "Store",
     "StoreError",

@@ -78,6 +78,7 @@ from ..point import PointError, check_fields
 from .base import (
     API_SESSION,
     AggQuery,
+    DocumentRows,
     MetricQuery,
     SessionQuery,
     StoreError,
@@ -419,7 +420,7 @@ def _create_missing_indexes(coll: Collection[dict[str, Any]], models: Sequence[I
         coll.create_indexes(missing)
 
 
-class MongoStore:
+class MongoStore(DocumentRows):
     """The Store protocol on MongoDB (see the module docstring)."""
 
     def __init__(
