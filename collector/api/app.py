@@ -36,7 +36,7 @@ from .dashboard import dashboard_routes
 from .deps import ApiConfig, Deps
 from .errors import ApiError, exception_handlers
 from .params import NoParams, parse
-from .routes import metrics, ops, query, reference, sessions, stream
+from .routes import aggregate, metrics, ops, query, reference, sessions, stream
 from .spec import Endpoint, openapi
 from .stats import RequestStats
 
@@ -45,6 +45,7 @@ __all__ = ["ROUTE_MODULES", "ApiConfig", "Deps", "create_app"]
 #: Each: ``endpoints(deps) -> list[Endpoint]``. Order is the order of /docs.
 ROUTE_MODULES: list[Callable[[Deps], list[Endpoint]]] = [
     metrics.endpoints,
+    aggregate.endpoints,
     query.endpoints,
     sessions.endpoints,
     stream.endpoints,
