@@ -256,3 +256,18 @@ async def test_every_error_is_json(store: Store) -> None:
             r = await c.request(method, path)
             assert r.headers["content-type"].startswith("application/json"), path
             assert orjson.loads(r.content)["error"]
+
+
+async def test_aggregate_route(store: Store) -> None:
+    async with client(store) as (c, _):
+        r = await c.get("/aggregate", params={"fn": "count", "by": "session"})
+        assert r.status_code == 200, r.text
+        rows = {row["group"]: row["count"] for row in r.json()["rows"]}
+        assert rows == {"s1": 50, "s2": 1}
+        r = await c.get("/aggregate", params={"fn": "max", "field": "cpu.percent",
+                                              "session": "s1"})  # fmt: skip
+        assert r.json()["rows"][0]["value"] == 49.0
+        for params, bad in [({"fn": "median"}, "fn"), ({"fn": "avg", "bucket": "7x"}, "bucket"),
+                            ({"fn": "count", "limit": 0}, "limit")]:  # fmt: skip
+            r = await c.get("/aggregate", params=params)
+            assert r.status_code == 422 and r.json()["parameter"] == bad, r.text
