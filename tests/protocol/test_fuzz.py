@@ -18,16 +18,17 @@ run (``python -m bench.fuzz``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deltawire.protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
+from deltawire.protocol import ProtocolError
 from deltawire.protocol.frames import INT64_MAX, INT64_MIN, MAX_DATA_DEPTH
+from deltawire.testing.fuzzing import check_documents, outcomes
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -106,84 +107,26 @@ def _stream(draw: st.DrawFn) -> bytes:
     return sep.join(parts) + sep
 
 
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        node, d = stack.pop()
-        for child in node.values() if type(node) is dict else node:
-            if type(child) in (dict, list):
-                deepest = max(deepest, d + 1)
-                stack.append((child, d + 1))
-    return deepest
-
-
-def _ints_ok(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if type(node) is int and not INT64_MIN <= node <= INT64_MAX:
-            return False
-        if type(node) is dict:
-            stack.extend(node.values())
-        elif type(node) is list:
-            stack.extend(node)
-    return True
-
-
-def _outcomes(wire: bytes, cuts: list[int], *, bulk: bool) -> list[Any]:
-    """What the connection makes of ``wire`` fed in pieces: events, and errors as
-    (code, fatal, seq); it stops at the first fatal error."""
-    conn = ServerConnection()
-    out: list[Any] = []
-    pos = 0
-    for cut in [*sorted(cuts), len(wire)]:
-        conn.receive_data(wire[pos:cut])
-        pos = max(pos, cut)
-        while True:
-            try:
-                if bulk:
-                    before = len(out)
-                    conn.next_events(out)
-                    if len(out) == before:
-                        break
-                else:
-                    event = conn.next_event()
-                    if event is NEED_DATA:
-                        break
-                    out.append(event)
-            except ProtocolError as exc:
-                out.append((exc.code, exc.fatal, exc.seq))
-                if exc.fatal:
-                    return out
-    return out
-
-
-def _check(out: list[Any]) -> None:
-    last = -1
-    for i, item in enumerate(out):
-        if isinstance(item, Hello):
-            assert i == 0
-        elif isinstance(item, Document):
-            assert item.seq > last
-            last = item.seq
-            if item.data is not None:
-                assert _depth(item.data) <= MAX_DATA_DEPTH
-                assert _ints_ok(item.data)
-                orjson.dumps(item.data)  # servable: the API can write it back
+def _run(wire: bytes, cuts: list[int], *, bulk: bool) -> list[Any]:
+    """The outcomes of ``wire`` fed in pieces; errors as (code, fatal, seq)."""
+    bounds = [0, *sorted(cuts), len(wire)]
+    pieces = [wire[a:b] for a, b in itertools.pairwise(bounds)]
+    out = outcomes(pieces, bulk=bulk)
+    return [(e.code, e.fatal, e.seq) if isinstance(e, ProtocolError) else e for e in out]
 
 
 @FUZZ
 @given(_stream(), st.lists(st.integers(0, 4000), max_size=6))
 def test_connection_survives_hostile_streams(wire: bytes, cuts: list[int]) -> None:
-    one = _outcomes(wire, cuts, bulk=False)
-    _check(one)
-    assert _outcomes(wire, cuts, bulk=True) == one
+    one = _run(wire, cuts, bulk=False)
+    check_documents(one)
+    assert _run(wire, cuts, bulk=True) == one
 
 
 @FUZZ
 @given(st.binary(max_size=512), st.lists(st.integers(0, 512), max_size=4))
 def test_connection_survives_random_bytes(wire: bytes, cuts: list[int]) -> None:
     for prefix in (b"", b'{"t":"hello","v":1,"session":"r"}\n'):
-        one = _outcomes(prefix + wire, cuts, bulk=False)
-        _check(one)
-        assert _outcomes(prefix + wire, cuts, bulk=True) == one
+        one = _run(prefix + wire, cuts, bulk=False)
+        check_documents(one)
+        assert _run(prefix + wire, cuts, bulk=True) == one
