@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, each figure printed beside its baseline.
 
-    python -m bench [--only codec,ingest,agent,store] [--scale 0.2]
+    python -m bench [--only codec,ingest,agent,store,nlquery] [--scale 0.2]
 
 --scale multiplies sample counts and durations (1.0: the full run, several
 minutes; 0.1: a quick look)."""
@@ -13,7 +13,7 @@ import time
 
 __all__ = ["main"]
 
-PARTS = ("codec", "ingest", "agent", "store")
+PARTS = ("codec", "ingest", "agent", "store", "nlquery")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import store
 
             for table in store.run(args.scale):
+                print(table.render(), flush=True)
+        elif part == "nlquery":
+            from . import nlquery
+
+            for table in nlquery.run(args.scale):
                 print(table.render(), flush=True)
         print(f"({part}: {time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     return 0

@@ -1,7 +1,8 @@
 """The collector's HTTP API, served in its own process: ``python -m collector.api``.
 
 ``app`` (endpoints), ``cache`` (query cache, Redis or in-process), ``nlquery``
-(the ``/query`` prompt parser), ``control`` (the control pipe from the ingest
+(the ``/query`` prompt parser, with ``nl_lexicon``, ``nl_vocab``, ``nl_plan`` and
+``nl_run``), ``control`` (the control pipe from the ingest
 process), ``stats`` (``/stats`` text).
 """
 

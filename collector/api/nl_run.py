@@ -312,42 +312,50 @@ class _Run:
     # -- why nothing matched ------------------------------------------------------------
 
     def explain_empty(self) -> None:
-        """Say which filter matched nothing: "no samples of host web-9 in the last hour"."""
+        """Say which filter matched nothing: "no samples of host web-9 in the last hour".
+
+        Hosts, sessions and tags are checked against the sessions table (their
+        first and last seen), not by scanning documents: a host with no
+        documents must not cost a walk through all of them.
+        """
         plan = self.plan
         p = plan.params
-        window = ""
-        if "from" in p or "to" in p:
-            window = f" between {p.get('from', 'the start')} and {p.get('to', 'now')}"
+        lo, hi = _ts(p.get("from")), _ts(p.get("to"))
+        window = (
+            f" between {p.get('from', 'the start')} and {p.get('to', 'now')}" if lo or hi else ""
+        )
         if plan.endpoint == "/sessions":
-            asked = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
-            self.notes.append(
-                f"no session matches {asked or 'anything'}; sessions seen: {self.vocab.sample_of('session')}"
-            )
+            wanted = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
+            seen = self.vocab.sample_of("session")
+            self.notes.append(f"no session matches {wanted or 'anything'}; sessions seen: {seen}")
             return
-        base = plan_where(plan, limit=1)
-        bare = MetricQuery(ts_from=base.ts_from, ts_to=base.ts_to, limit=1)
-        if not self.store.find(bare):
+        live = [
+            s
+            for s in self.store.sessions(_SESSIONS_READ)
+            if (lo is None or s["last_seen"] >= lo) and (hi is None or s["first_seen"] < hi)
+        ]
+        if not live and not self.store.find(MetricQuery(ts_from=lo, ts_to=hi, limit=1)):
             self.notes.append(f"no documents at all{window}")
             return
-        checks: list[tuple[str, str, dict[str, Any]]] = []
-        if base.host:
-            checks.append(("host", base.host, {"host": base.host}))
-        if base.session:
-            checks.append(("session", base.session, {"session": base.session}))
-        for tag in base.tags:
-            checks.append(("tag", tag, {"tags": (tag,)}))
-        for name in plan.names or ((base.name,) if base.name else ()):
-            checks.append(("name", name, {"name": name}))
-        for what, value, change in checks:
-            if not self.store.find(replace(bare, **change)):
-                seen_kind = {"host": "host", "session": "session", "tag": "tag"}.get(what)
-                seen = f"; {what}s seen: {self.vocab.sample_of(seen_kind)}" if seen_kind else ""  # type: ignore[arg-type]
-                self.notes.append(f"no documents of {what} {value}{window}{seen}")
+        seen_in = {
+            "host": sorted({s["host"] for s in live if s.get("host")}),
+            "session": sorted({s["session"] for s in live}),
+            "tag": sorted({t for s in live for t in s.get("tags") or ()}),
+        }
+        asked: list[tuple[str, str]] = [(k, p[k]) for k in ("host", "session") if k in p]
+        asked += [("tag", t) for t in p.get("tag", ())]
+        for what, value in asked:
+            if value not in seen_in[what]:
+                shown = ", ".join(seen_in[what][:8]) or "none"
+                self.notes.append(f"no {what} {value} was seen{window}; {what}s seen: {shown}")
+        for name in plan.names or ((p["name"],) if "name" in p else ()):
+            if not self.store.find(MetricQuery(name=name, ts_from=lo, ts_to=hi, limit=1)):
+                self.notes.append(f"no documents named {name}{window}")
         if plan.threshold is not None:
-            self.notes.append(f"no document has {plan.threshold.text()}")
-        if not self.notes or all(not n.startswith("no ") for n in self.notes):
+            self.notes.append(f"no document matched {plan.threshold.text()}")
+        if not any(n.startswith("no ") for n in self.notes):
             self.notes.append(
-                "each filter matches documents, but not all of them together" + window
+                f"each filter matches documents, but not all of them together{window}"
             )
 
 

@@ -8,6 +8,7 @@ misspelled one gets a "did you mean" (edit distance over these names).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Final, Literal
 
 from deltawire.collector.stores.catalog import Catalog
 
-__all__ = ["Term", "TermKind", "VocabCache", "Vocabulary", "edit_distance"]
+__all__ = ["DeleteIndex", "Term", "TermKind", "VocabCache", "Vocabulary", "edit_distance"]
 
 TermKind = Literal["host", "session", "tag", "metric", "event", "stream", "path"]
 
@@ -59,6 +60,41 @@ def edit_distance(a: str, b: str, cap: int = 4) -> int:
     return min(prev[-1], cap)
 
 
+def _deletes(word: str, depth: int) -> set[str]:
+    out = {word}
+    frontier = {word}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        out |= frontier
+    return out
+
+
+class DeleteIndex:
+    """Words within two edits of a query, found without comparing against every
+    word (the symmetric-delete method): two words within d edits share a string
+    that is each of them with at most d characters deleted."""
+
+    def __init__(self, words: Iterable[str], depth: int = 2) -> None:
+        self.depth = depth
+        self._by_delete: dict[str, set[str]] = {}
+        for w in words:
+            for d in _deletes(w, depth):
+                self._by_delete.setdefault(d, set()).add(w)
+
+    def near(self, word: str, max_edits: int) -> list[tuple[int, str]]:
+        """(distance, word) of indexed words at most ``max_edits`` (<= depth) away."""
+        found: set[str] = set()
+        for d in _deletes(word, min(max_edits, self.depth)):
+            found |= self._by_delete.get(d, set())
+        scored = [(edit_distance(word, w, cap=max_edits + 1), w) for w in found]
+        return sorted(x for x in scored if x[0] <= max_edits)
+
+
+def _leaf(path: str) -> str | None:
+    leaf = path.rsplit(".", 1)[-1]
+    return leaf if leaf != path and len(leaf) > 3 else None
+
+
 def _allowed_edits(word: str) -> int:
     """Edits a misspelling may be away from its name: one per four characters, at
     least one, fewer than the word's length ("web1" ~ "web-1", "db" !~ "ab")."""
@@ -99,6 +135,12 @@ class Vocabulary:
         for kind, values in groups:
             for value in values:
                 self._index.setdefault(value.lower(), []).append(Term(kind, value))
+        #: (lower-cased name, name, kind, lower-cased last part of a path or None)
+        self._candidates: list[tuple[str, str, TermKind, str | None]] = [
+            (low, t.value, t.kind, _leaf(low) if t.kind == "path" else None)
+            for low, terms in self._index.items()
+            for t in terms
+        ]
 
     def lookup(self, word: str) -> list[Term]:
         """The terms ``word`` names exactly (case-insensitive), most specific first."""
@@ -116,17 +158,30 @@ class Vocabulary:
     def closest(
         self, word: str, kinds: Iterable[TermKind] | None = None, n: int = 3
     ) -> list[tuple[str, TermKind]]:
-        """Known names within a few edits of ``word``, closest first."""
+        """Known names within a few edits of ``word``, closest first; failing
+        that, within one more (an unknown "web3" still gets "web-1", "web-2").
+        A path also matches by its last part ("cpu percnt" -> cpu.percent)."""
         low = word.lower()
+        wanted = set(kinds) if kinds is not None else None
         allowed = _allowed_edits(low)
+        # One edit looser only for what looks like a name ("web3"), not a plain word.
+        loose = min(allowed + 1, 2, len(low) - 1) if re.search(r"[\d_.\-]", low) else allowed
+        cap = max(allowed, loose) + 1
         scored: list[tuple[int, str, TermKind]] = []
-        for value, kind in self.all_names(kinds):
-            d = edit_distance(low, value.lower(), cap=allowed + 1)
-            if d <= allowed:
-                scored.append((d, value, kind))
-        scored.sort()
+        for target, value, kind, leaf in self._candidates:
+            if wanted is not None and kind not in wanted:
+                continue
+            if abs(len(target) - len(low)) >= cap and (
+                leaf is None or abs(len(leaf) - len(low)) >= cap
+            ):
+                continue
+            d = edit_distance(low, target, cap=cap)
+            if leaf is not None:
+                d = min(d, edit_distance(low, leaf, cap=cap))
+            scored.append((d, value, kind))
+        best = [x for x in scored if x[0] <= allowed] or [x for x in scored if x[0] <= loose]
         out: list[tuple[str, TermKind]] = []
-        for _d, value, kind in scored:
+        for _d, value, kind in sorted(best):
             if (value, kind) not in out:
                 out.append((value, kind))
         return out[:n]

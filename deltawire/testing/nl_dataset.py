@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from deltawire.collector.api.nl_vocab import Vocabulary
+from deltawire.collector.api.nlquery import Plan, PromptError, parse_prompt
 from deltawire.collector.stores.base import Store
 from deltawire.collector.stores.catalog import Catalog
 from deltawire.protocol import Document, Hello
 
-__all__ = ["NOW", "SESSIONS", "Dataset", "build", "catalog", "load"]
+__all__ = ["ANY", "NOW", "SESSIONS", "Dataset", "build", "catalog", "check", "load"]
 
 NOW: Final = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 T: Final = NOW.timestamp()
@@ -227,3 +229,46 @@ def catalog() -> Catalog:
         sessions=frozenset({"sess-a", "sess-b", "sess-c", "sess-d", "sess-y"}),
         tags=frozenset({"prod", "staging", "canary", "api"}),
     )  # fmt: skip
+
+
+#: In an expectation: the parameter is present, with any value.
+ANY: Final = "*"
+
+
+def check(
+    prompt: str, expect: dict[str, Any], vocab: Vocabulary, now: datetime = NOW
+) -> str | None:
+    """None if ``prompt`` is understood as ``expect``, else what differs.
+
+    ``expect``: ``endpoint`` and the request's params (``ANY`` = present), or
+    ``status: 422`` with the name that must be among the suggestions.
+    """
+    try:
+        plan = parse_prompt(prompt, now, vocab)
+    except PromptError as e:
+        if expect.get("status") == 422:
+            want = expect.get("suggest")
+            return None if want is None or want in e.suggestions else f"suggested {e.suggestions}"
+        return f"422: {e.reason}"
+    if expect.get("status") == 422:
+        return f"200: {plan.interpreted()}"
+    return _compare(plan, expect)
+
+
+def _compare(plan: Plan, expect: dict[str, Any]) -> str | None:
+    got = dict(plan.params, endpoint=plan.endpoint, answer=plan.answer)
+    if plan.project is not None:
+        got.setdefault("field", plan.project)
+    if plan.names and "name" not in got:
+        got["name"] = list(plan.names)
+    for key, want in expect.items():
+        if key == "status":
+            continue
+        have = got.get(key)
+        if want == ANY and have is not None:
+            continue
+        if isinstance(have, list) and len(have) == 1 and have[0] == want:
+            continue  # a repeatable parameter given once ("tag")
+        if have != want:
+            return f"{key}: {have!r} != {want!r} in {plan.interpreted()}"
+    return None

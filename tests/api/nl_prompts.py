@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from deltawire.testing.nl_dataset import ANY
+
 A, M, S = "/aggregate", "/metrics", "/sessions"
-ANY = "*"
 
 PROMPTS: list[tuple[str, dict[str, Any]]] = [
     # -- plain aggregates of metric names (the metric is a noun: its value)

@@ -130,7 +130,23 @@ def test_unknown_names_are_422_with_the_closest(world: Any) -> None:
 def test_an_empty_answer_says_why(world: Any) -> None:
     body = ask(world, "avg cpu of web-2 in the last 30 minutes")
     assert body["rows"] == []
-    assert any("host web-2" in n and "hosts seen" in n for n in body["notes"]), body["notes"]
+    assert any("host web-2" in n and "hosts seen: db-1, web-1" in n for n in body["notes"]), body[
+        "notes"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "needle"),
+    [
+        ("max memory of sess-b in the last 20 minutes", "no session sess-b was seen"),
+        ("count request_failed longer than 10 s", "no document matched duration_ms > 10000"),
+        ("count job_error on web-1", "each filter matches documents, but not all"),
+        ("avg cpu tagged canary in the last 10 minutes", "no tag canary was seen"),
+    ],
+)
+def test_every_empty_answer_has_a_note(world: Any, prompt: str, needle: str) -> None:
+    body = ask(world, prompt)
+    assert body["rows"] == [] and any(needle in n for n in body["notes"]), body["notes"]
 
 
 def test_a_name_stored_after_the_vocabulary_was_read(world: Any) -> None:
@@ -149,3 +165,27 @@ def test_a_name_stored_after_the_vocabulary_was_read(world: Any) -> None:
         what="the new metric in the vocabulary",
     )
     assert r.json()["rows"][0]["value"] == 5
+
+
+def test_current_value_per_host(world: Any) -> None:
+    rows = ask(world, "cpu of each host right now")["rows"]
+    want = {}
+    for d in sorted(docs(world[1], name="process"), key=lambda d: d.ts):
+        want[d.host] = d.data["cpu"]["percent"]
+    assert {r["group"]: r["value"] for r in rows} == want
+
+
+def test_several_names_are_merged(world: Any) -> None:
+    body = ask(world, "errors by session")
+    want: dict[str, int] = {}
+    for d in world[1].docs:
+        if d.name in ("request_failed", "job_error"):
+            want[d.session] = want.get(d.session, 0) + 1
+    assert {r["group"]: r["value"] for r in body["rows"]} == want
+    assert body["interpreted"]["names"] == ["job_error", "request_failed"]
+
+
+def test_listing_and_first(world: Any) -> None:
+    rows = ask(world, "first 2 request_failed events on web-2")["rows"]
+    want = sorted(docs(world[1], name="request_failed", host="web-2"), key=lambda d: d.ts)[:2]
+    assert [(r["session"], r["seq"]) for r in rows] == [(d.session, d.seq) for d in want]

@@ -1,0 +1,194 @@
+"""The words /query understands: units, functions, rankings, filler... and the
+keyword-typo corrector. Data only (plus one cached lookup), shared by the
+parser (``nlquery``) and the plan builder (``nl_plan``)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Final
+
+from .nl_vocab import DeleteIndex, TermKind, Vocabulary
+
+UNITS: Final = {
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "wk": 604800, "wks": 604800, "week": 604800, "weeks": 604800,
+    "month": 2592000, "months": 2592000,
+}  # fmt: skip
+BUCKET_WORDS: Final = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 604800}
+
+NUMBER_WORDS: Final = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
+    "fifty": 50, "hundred": 100, "a": 1, "an": 1, "half": 0.5, "quarter": 0.25,
+}  # fmt: skip
+
+FUNCS: Final = {
+    "avg": "avg", "average": "avg", "averages": "avg", "mean": "avg", "typical": "avg",
+    "max": "max", "maximum": "max", "peak": "max", "highest": "max", "largest": "max",
+    "biggest": "max", "worst": "max",
+    "min": "min", "minimum": "min", "lowest": "min", "smallest": "min",
+    "sum": "sum", "total": "sum", "totals": "sum",
+    "count": "count", "counts": "count", "number": "count", "tally": "count",
+    "median": "p50", "rate": "rate", "throughput": "rate",
+}  # fmt: skip
+PERCENTILES: Final = {"50": "p50", "90": "p90", "95": "p95", "99": "p99"}
+
+# Ranking words, and whether they rank high first.
+SUPERLATIVES: Final = {
+    "top": True, "highest": True, "most": True, "largest": True, "biggest": True,
+    "max": True, "maximum": True, "peak": True, "heaviest": True, "busiest": True,
+    "worst": True, "slowest": True, "greatest": True, "more": True,
+    "bottom": False, "lowest": False, "least": False, "smallest": False, "fewest": False,
+    "min": False, "minimum": False, "fastest": False, "quietest": False,
+}  # fmt: skip
+
+GROUP_NOUNS: Final = {
+    "host": "host", "hosts": "host", "machine": "host", "machines": "host",
+    "server": "host", "servers": "host", "box": "host", "boxes": "host", "node": "host",
+    "nodes": "host",
+    "session": "session", "sessions": "session",
+    "name": "name", "names": "name", "metric": "name", "metrics": "name",
+    "event": "name", "events": "name", "type": "name", "types": "name",
+    # who uses the most of something: a session (one watched process)
+    "user": "session", "users": "session", "consumer": "session", "consumers": "session",
+    "hog": "session", "hogs": "session",
+}  # fmt: skip
+
+# "op" words of thresholds; some take a second word ("more than").
+THRESHOLD_OPS: Final = {
+    ">": ">", "gt": ">", "over": ">", "above": ">", "exceeding": ">", "exceeds": ">",
+    "exceeded": ">", "beyond": ">", ">=": ">=", "<": "<", "lt": "<", "under": "<",
+    "below": "<", "<=": "<=",
+}  # fmt: skip
+THAN_OPS: Final = {
+    "more": ">", "greater": ">", "higher": ">", "longer": ">", "slower": ">", "bigger": ">",
+    "larger": ">", "less": "<", "lower": "<", "shorter": "<", "faster": "<", "smaller": "<",
+    "fewer": "<",
+}  # fmt: skip
+TIME_UNITS_MS: Final = {
+    "ms": 1, "msec": 1, "millisecond": 1, "milliseconds": 1, "s": 1000, "sec": 1000,
+    "secs": 1000, "second": 1000, "seconds": 1000, "min": 60000, "mins": 60000,
+    "minute": 60000, "minutes": 60000,
+}  # fmt: skip
+SIZE_UNITS: Final = {
+    "b": 1, "bytes": 1, "kb": 1 << 10, "k": 1000, "mb": 1 << 20, "mib": 1 << 20,
+    "gb": 1 << 30, "gib": 1 << 30,
+}  # fmt: skip
+
+LIVE_WORDS: Final = frozenset(
+    {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing"}
+)
+ENDED_WORDS: Final = frozenset(
+    {"ended", "end", "ends", "finished", "finish", "exited", "exit", "stopped", "stop",
+     "closed", "done", "terminated", "completed", "over", "died", "quit"}
+)  # fmt: skip
+BAD_EXIT_WORDS: Final = frozenset(
+    {"crashed", "crash", "crashes", "failed", "failing", "nonzero", "non-zero", "bad", "abnormal",
+     "abnormally", "unsuccessful", "unsuccessfully", "error", "errors"}
+)  # fmt: skip
+GOOD_EXIT_WORDS: Final = frozenset(
+    {"ok", "okay", "cleanly", "clean", "successfully", "success", "successful", "normally", "fine"}
+)
+START_WORDS: Final = frozenset({"start", "started", "starts", "begin", "began", "launched"})
+LATEST_WORDS: Final = frozenset({"current", "currently", "latest", "now", "newest", "recent"})
+LIST_WORDS: Final = frozenset({"show", "list", "display", "print", "see", "find", "get"})
+ORDER_WORDS: Final = frozenset(
+    {"last", "latest", "recent", "newest", "first", "earliest", "oldest"}
+)
+ERROR_WORDS: Final = frozenset(
+    {"error", "errors", "failure", "failures", "failed", "fail", "fails", "failing", "crash",
+     "crashes",
+     "exception", "exceptions", "problem", "problems", "incident", "incidents"}
+)  # fmt: skip
+
+# Words that carry no meaning here: a sentence around the question.
+FILLER: Final = frozenset(
+    [
+    "the", "a", "an", "me", "us", "please", "show", "give", "tell", "list", "get", "find",
+    "fetch", "what", "what's", "whats", "which", "is", "are", "was", "were", "be", "been",
+    "being", "of", "for", "in", "on", "at", "to", "and", "or", "with", "all", "any", "do",
+    "does", "did", "there", "has", "have", "had", "how", "much", "many", "it", "its", "this",
+    "that", "these", "those", "from", "by", "per", "each", "every", "my", "our", "i", "we",
+    "you", "can", "could", "would", "should", "will", "just", "only", "also", "about",
+    "across", "within", "during", "into", "value", "values", "data", "recorded", "stored",
+    "seen", "reported", "measured", "so", "far", "hey", "hi", "pls", "thanks", "did", "does",
+    "used", "using", "use", "usage", "utilization", "utilisation", "level", "levels", "amount",
+    "when", "where", "who", "whose", "status", "state", "doing", "happened", "happen",
+    "happening", "took", "take", "takes", "taking", "were", "went", "go", "going", "had",
+    "has", "got", "see", "look", "looking", "check", "give", "giving", "shown", "display",
+    "print", "than", "then", "ago", "since", "some", "same", "overall", "whole", "entire",
+    "right", "now", "currently", "currently", "across", "one", "ones", "number", "numbers",
+    "metric", "metrics", "stats", "statistics", "statistic", "figure", "by", "graph", "chart",
+    "plot", "trend", "trends", "over", "time", "breakdown", "broken", "down", "split",
+    "grouped", "group", "x", "vs", "versus", "compared", "everything", "anything", "something",
+    "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened"
+    ]
+)  # fmt: skip
+
+IDENT_RE: Final = re.compile(r"[A-Za-z0-9][\w.\-:/@]*[\w]|[A-Za-z0-9]")
+NUM_RE: Final = re.compile(r"^-?\d+(?:\.\d+)?$")
+NUM_UNIT_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)([a-z%]+)$")
+ORDINAL_RE: Final = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
+PCT_RE: Final = re.compile(r"^(?:p|pct|perc)(\d{2,3})$")
+DATE_RE: Final = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:z|[+-]\d{2}:?\d{2})?$"
+)
+OP_SPLIT_RE: Final = re.compile(r"^(>=|<=|>|<)(.+)$")
+FIELD_EQ_RE: Final = re.compile(r"^(host|session|name|tag|metric|event)(?:=|:)(.+)$", re.IGNORECASE)
+
+
+# Words that name something measured: a question with one is not about sessions.
+MEASURE_WORDS: Final = frozenset(
+    {
+    "sample", "events", "points", "cpu", "latency", "duration", "ram", "samples", "event",
+    "memory", "documents", "rss", "mem"
+    }
+)  # fmt: skip
+
+
+def NAMED_POOLS(v: Vocabulary) -> tuple[tuple[TermKind, frozenset[str]], ...]:
+    return (("event", v.events), ("metric", v.metrics))
+
+
+KEY_KINDS: Final[dict[str, tuple[TermKind, ...]]] = {
+    "host": ("host",), "session": ("session",), "tag": ("tag",), "event": ("event",),
+    "metric": ("metric", "stream"), "name": ("metric", "event", "stream"), "stream": ("stream",),
+}  # fmt: skip
+
+# Every word some matcher understands (not filler): never "ignored", never
+# a misspelling of a name.
+KEYWORDS: Final = frozenset(
+    [*UNITS, *FUNCS, *SUPERLATIVES, *GROUP_NOUNS, *THRESHOLD_OPS, *THAN_OPS,
+     *LIVE_WORDS, *ENDED_WORDS, *BAD_EXIT_WORDS, *GOOD_EXIT_WORDS, *START_WORDS,
+     *LATEST_WORDS, *LIST_WORDS, *ERROR_WORDS, *BUCKET_WORDS, *TIME_UNITS_MS, *SIZE_UNITS,
+     "today", "yesterday", "this", "last", "past", "since", "between", "ago", "percentile",
+     "median", "cpu", "memory", "mem", "ram", "rss", "latency", "code", "exit", "first",
+     "earliest", "oldest", "limit", "samples", "sample", "documents", "points", "than", "least",
+     "which", "when", "tag", "tagged", "host", "session", "zero", "with", "without", "not",
+     "no", "still", "long", "duration", "response", "time", "times", "week", "month", "hour",
+     "day", "minute", "hours", "days", "minutes", "records", "entries", "many", "how", "count",
+     "percent", "percentage", "pct", "used", "available", "free", "virtual"]
+)  # fmt: skip
+# Words a typo is corrected to: the ones people mistype in questions.
+TYPO_TARGETS: Final = tuple(
+    # Not the words that are also parts of data paths: "percnt" is a misspelt
+    # name (refused with cpu.percent suggested), not a keyword to correct.
+    sorted(
+        {w for w in KEYWORDS if len(w) >= 4 and w.isalpha()}
+        - {"fewer", "over", "percent", "percentage", "used", "available", "free", "virtual"}
+    )
+)
+
+
+TYPO_INDEX: Final = DeleteIndex(TYPO_TARGETS)
+
+
+@functools.lru_cache(maxsize=4096)
+def keyword_typo(word: str) -> str | None:
+    """The keyword ``word`` misspells: one edit, two from seven letters on."""
+    near = TYPO_INDEX.near(word, 1 if len(word) < 7 else 2)
+    return near[0][1] if near else None
