@@ -57,7 +57,7 @@ web:
 	cd frontend && npm ci --no-audit --no-fund && node build.mjs
 
 envsample: install
-	$(PY) -m deltawire.envsample > .env.sample
+	$(PY) -m deltawire.tools.envsample > .env.sample
 
 services-up:
 	bash deploy/dev-services.sh up

@@ -14,10 +14,10 @@ import orjson
 import trio
 
 from deltawire import __version__
-from deltawire.config import ConfigError, flag_help, parse_hostport, resolve
+from deltawire.config import ConfigError, flag_help, load, parse_hostport
 from deltawire.logs import setup_logging
 
-from .settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
+from .settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS, CollectorSettings
 
 __all__ = ["main"]
 
@@ -58,9 +58,9 @@ def check_free(addr: tuple[str, int], what: str, flag: str) -> None:
                                        f"{exc.strerror}") from None  # fmt: skip
 
 
-def _settings(overrides: dict[str, Any]) -> dict[str, Any]:
+def _settings(overrides: dict[str, Any]) -> CollectorSettings:
     try:
-        return resolve((*COLLECTOR_VARS, *STORE_VARS, *LOG_VARS), overrides)
+        return load(CollectorSettings, overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -142,60 +142,57 @@ def serve(**flags: Any) -> None:
     }
     s = _settings(overrides)
     # The writer and API processes inherit the environment: they log alike.
-    os.environ["LOG_FORMAT"] = s["LOG_FORMAT"]
-    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
-    tokens = frozenset(s["INGEST_TOKENS"])
-    listen_text = s["COLLECTOR_LISTEN"] or (f"0.0.0.0:{_DEFAULT_PORT}" if tokens
+    os.environ["LOG_FORMAT"] = s.log_format
+    setup_logging(s.log_level, s.log_format)
+    tokens = frozenset(s.tokens)
+    listen_text = s.listen or (f"0.0.0.0:{_DEFAULT_PORT}" if tokens
                                             else f"127.0.0.1:{_DEFAULT_PORT}")  # fmt: skip
     listen = _hostport("COLLECTOR_LISTEN", listen_text)
-    http = None if flags["no_http"] else _hostport("COLLECTOR_HTTP", s["COLLECTOR_HTTP"])
+    http = None if flags["no_http"] else s.http
     check_free(listen, "ingest", "--listen / COLLECTOR_LISTEN")
     if http is not None:
         check_free(http, "HTTP API", "--http / COLLECTOR_HTTP")
-    if bool(s["TLS_CERT"]) != bool(s["TLS_KEY"]):
+    if bool(s.tls_cert) != bool(s.tls_key):
         raise click.UsageError("TLS_CERT and TLS_KEY go together: set both or neither")
-    if s["FLOW_LOW_WATER"] >= s["FLOW_HIGH_WATER"] or s["FLOW_HIGH_WATER"] > 1:
+    if s.flow_low_water >= s.flow_high_water or s.flow_high_water > 1:
         raise click.UsageError("FLOW_LOW_WATER must be below FLOW_HIGH_WATER, both within 0..1")
-    for name in ("QUEUE_SIZE", "BATCH_MAX_DOCS", "MAX_CONNECTIONS", "MAX_FRAME_BYTES"):
-        if s[name] < 1:
+    for name, value in (("QUEUE_SIZE", s.queue_size), ("BATCH_MAX_DOCS", s.batch_max_docs),
+                        ("MAX_CONNECTIONS", s.max_connections),
+                        ("MAX_FRAME_BYTES", s.max_frame_bytes)):  # fmt: skip
+        if value < 1:
             raise click.UsageError(f"{name}: must be >= 1")
-    api_args = ["--cache-ttl", str(s["CACHE_TTL"]), "--cache-size", str(s["CACHE_SIZE"]),
-                "--log-level", s["LOG_LEVEL"], "--log-format", s["LOG_FORMAT"]]  # fmt: skip
-    if s["REDIS_URI"]:
-        api_args += ["--redis", s["REDIS_URI"]]
-    store_options: dict[str, object] = {}
-    if s["STORE_URI"].startswith("mongodb"):
-        store_options = {"app_env": s["APP_ENV"], "retention_days": s["RETENTION_DAYS"],
-                         "max_pool_size": s["MONGO_MAX_POOL_SIZE"],
-                         "timeout_ms": s["MONGO_TIMEOUT_MS"]}  # fmt: skip
+    api_args = ["--cache-ttl", str(s.cache_ttl), "--cache-size", str(s.cache_size),
+                "--log-level", s.log_level, "--log-format", s.log_format]  # fmt: skip
+    if s.redis_uri:
+        api_args += ["--redis", s.redis_uri]
     cfg = ServeConfig(
         listen=listen,
         http=http,
-        store_uri=s["STORE_URI"],
-        store_options=store_options,
+        store_uri=s.store_uri,
+        store_options=s.store_options(),
         ingest=IngestConfig(
             tokens=tokens,
-            max_connections=s["MAX_CONNECTIONS"],
-            max_frame_bytes=s["MAX_FRAME_BYTES"],
-            idle_timeout=s["IDLE_TIMEOUT"],
-            max_errors=s["MAX_ERRORS"],
-            ack_interval=s["ACK_INTERVAL_MS"] / 1000,
-            flow_min_interval=s["FLOW_MIN_INTERVAL"],
-            shutdown_grace=s["SHUTDOWN_GRACE"],
-            capture_dir=pathlib.Path(s["CAPTURE_DIR"]) if s["CAPTURE_DIR"] else None,
+            max_connections=s.max_connections,
+            max_frame_bytes=s.max_frame_bytes,
+            idle_timeout=s.idle_timeout,
+            max_errors=s.max_errors,
+            ack_interval=s.ack_interval_ms / 1000,
+            flow_min_interval=s.flow_min_interval,
+            shutdown_grace=s.shutdown_grace,
+            capture_dir=pathlib.Path(s.capture_dir) if s.capture_dir else None,
         ),
         pipeline=PipelineConfig(
-            queue_size=s["QUEUE_SIZE"],
-            batch_max_docs=s["BATCH_MAX_DOCS"],
-            batch_max_ms=s["BATCH_MAX_MS"],
-            high_water=s["FLOW_HIGH_WATER"],
-            low_water=s["FLOW_LOW_WATER"],
-            flow_min_interval=s["FLOW_MIN_INTERVAL"],
+            queue_size=s.queue_size,
+            batch_max_docs=s.batch_max_docs,
+            batch_max_ms=s.batch_max_ms,
+            high_water=s.flow_high_water,
+            low_water=s.flow_low_water,
+            flow_min_interval=s.flow_min_interval,
         ),
-        writer=s["STORE_WRITER"],
-        log_level=s["LOG_LEVEL"],
-        tls_cert=s["TLS_CERT"],
-        tls_key=s["TLS_KEY"],
+        writer=s.store_writer,
+        log_level=s.log_level,
+        tls_cert=s.tls_cert,
+        tls_key=s.tls_key,
         api_args=tuple(api_args),
     )
     try:
@@ -259,7 +256,7 @@ def tail(session: str | None, name: str | None, kind: str | None, host: str | No
     if api is None:
         from deltawire.links import dashboard_base
 
-        api = dashboard_base(*_hostport("COLLECTOR_HTTP", _settings({})["COLLECTOR_HTTP"]))
+        api = dashboard_base(*_settings({}).http)
     use_color = sys.stdout.isatty() if color is None else color
     filters = StreamFilters(session, name, kind, host, tags)
 

@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, Final, TypeVar
+from typing import IO, Any, Final, TypeVar, cast
 
 import trio
 
@@ -36,6 +36,7 @@ from deltawire.protocol import (
 from .acks import AckTracker
 from .hub import Hub
 from .stores.base import StoreUnavailable
+from .writer import Item
 
 __all__ = ["Connection", "handle_connection"]
 
@@ -179,7 +180,6 @@ class Connection:
         cfg = self.hub.config
         stats = self.hub.stats
         proto = self.proto
-        tracker = self.tracker
         last_frame = trio.current_time()
         capture = self.hub.config.capture_dir is not None
         while not self._stopping:
@@ -206,7 +206,7 @@ class Connection:
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
-            events: list[Any] = []  # a hello, then the writer's items
+            events: list[Any] = []  # a hello, then the writer's Items
             while True:
                 try:
                     proto.next_events(events)
@@ -219,11 +219,7 @@ class Connection:
                         raise _Close from None
                     await self._accept(events)
                     events = []
-                    stats.errors[exc.code] += 1
-                    tracker.rejected(exc.seq)
-                    await self._send(error_frame(exc))
-                    if tracker.want_ack:
-                        self._wake.set()
+                    await self._reject(exc)
                     continue
                 break
             if events:
@@ -239,11 +235,21 @@ class Connection:
         Documents go in runs: the tracker needs only a run's last seq, since
         a run commits in order and is acknowledged as a whole.
         """
-        if events and type(events[0]) is Hello:
-            await self._on_hello(events.pop(0))
+        if events and isinstance(hello := events[0], Hello):
+            del events[0]
+            await self._on_hello(hello)
         if events:
-            self.tracker.accepted(events[-1][1])  # items start (session, seq, ...)
-            await self.hub.pipeline.submit(self, events)
+            items = cast(list[Item], events)  # only the first frame is a hello
+            self.tracker.accepted(items[-1].seq)
+            await self.hub.pipeline.submit(self, items)
+
+    async def _reject(self, exc: ProtocolError) -> None:
+        """A frame that is not stored: count it, tell the agent, let acks pass it."""
+        self.hub.stats.errors[exc.code] += 1
+        self.tracker.rejected(exc.seq)
+        await self._send(error_frame(exc))
+        if self.tracker.want_ack:
+            self._wake.set()
 
     async def _on_hello(self, hello: Hello) -> None:
         hub = self.hub

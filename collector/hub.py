@@ -1,20 +1,37 @@
-"""What all connections share: config, stats, the pipeline, the live-connection set."""
+"""What all connections share: config, stats, the pipeline, the live-connection set.
+
+The hub knows connections only as ``Reader``s, so ``connection`` depends on
+``hub`` and never the other way round.
+"""
 
 from __future__ import annotations
 
 import pathlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .pipeline import Pipeline
 from .stats import Stats
 from .stores.base import Store
 
-if TYPE_CHECKING:
-    from .connection import Connection
+__all__ = ["Hub", "IngestConfig", "Reader"]
 
-__all__ = ["Hub", "IngestConfig"]
+
+class Reader(Protocol):
+    """What the hub asks of a live connection."""
+
+    def notify_flow(self, interval: float) -> None:
+        """Tell the agent to sample at most every ``interval`` s (0: no limit)."""
+
+    def stop_reading(self) -> None:
+        """Shutdown: read no more, drain what was read, ack it."""
+
+    def replace(self) -> None:
+        """A newer connection took this one's session: read no more, drain, close."""
+
+    async def handed_over(self) -> None:
+        """Return once it reads no more and all it accepted is stored or refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +60,11 @@ class Hub:
         self.pipeline = pipeline
         self.stats = stats
         self.config = config
-        self.connections: set[Connection] = set()
+        self.connections: set[Reader] = set()
         self.session_refs: Counter[str] = Counter()
         #: session -> the one connection that holds it (PROTOCOL.md, "One
         #: connection per session"); a newer hello takes it over
-        self.holders: dict[str, Connection] = {}
+        self.holders: dict[str, Reader] = {}
         self.stopping = False
         self.next_id = 0
 

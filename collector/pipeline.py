@@ -9,16 +9,18 @@ Order and durability: one writer commits chunks in arrival order and retries a
 failed batch before anything after it, so a connection's frames are stored in
 order and an ack is sent only for what the store has committed.
 
-Documents arrive already built as the writer's items (``BatchWriter.make_item``
-is the connections' document factory): tuples that start ``(session, seq,
-kind, name, ...)``, for a store with a row encoder the very rows it inserts.
-Encoding happens while a document's data is still in the CPU's caches, and the
-queue holds compact rows rather than trees of dicts.
+Documents arrive already built as the writer's ``Item``s (``BatchWriter.make_item``
+is the connections' document factory): named tuples of what the pipeline
+reads (session, seq, name) and what the writer commits (for the process
+writer, the store's row). Encoding happens while a document's data is still
+in the CPU's caches, and the queue holds compact packed rows rather than
+trees of dicts.
 """
 
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,9 +29,9 @@ import trio
 
 from .stats import Stats
 from .stores.base import Store
-from .writer import BatchResult, BatchWriter, ThreadWriter, Waiter
+from .writer import BatchResult, BatchWriter, Item, ThreadWriter, Waiter
 
-__all__ = ["Chunk", "Committer", "Pipeline", "PipelineConfig"]
+__all__ = ["Chunk", "Committer", "Item", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("deltawire.collector.pipeline")
 
@@ -56,16 +58,25 @@ class PipelineConfig:
 class Chunk:
     """One connection's run of documents, packed for the writer."""
 
-    __slots__ = ("committer", "count", "last_seq", "names", "packed", "session")
+    __slots__ = ("committer", "names", "packed", "seqs", "session")
 
-    def __init__(self, committer: Committer, items: list[Any], packed: Any) -> None:
+    def __init__(self, committer: Committer, items: list[Item], packed: Any) -> None:
         self.committer = committer
         self.packed = packed
-        self.count = len(items)
-        self.last_seq: int = items[-1][1]
-        self.session: str = items[0][0]
-        # what the HTTP API's cache must forget once this is stored
-        self.names: set[str] = {item[3] for item in items}
+        #: the documents' seqs in order (8 bytes each): what acks and a
+        #: store's refusal of one document are told in
+        self.seqs = array("q", [item.seq for item in items])
+        self.session: str = items[0].session
+        #: what the HTTP API's cache must forget once this is stored
+        self.names: set[str] = {item.name for item in items}
+
+    @property
+    def count(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1]
 
 
 class Pipeline:
@@ -88,7 +99,7 @@ class Pipeline:
         stats.queue_capacity = config.queue_size
 
     # -- the readers' side -------------------------------------------------
-    async def submit(self, committer: Committer, items: list[Any]) -> None:
+    async def submit(self, committer: Committer, items: list[Item]) -> None:
         """Queue a connection's documents (made by ``writer.make_item``);
         blocks while the queue is full."""
         self.stats.documents_queued += len(items)
@@ -105,14 +116,9 @@ class Pipeline:
         await self._send.send(chunk)
         self._check_flow()
 
-    @property
-    def fill(self) -> float:
-        st = self._send.statistics()
-        # Readers blocked in send() count as queued: they hold data too.
-        return (st.current_buffer_used + st.tasks_waiting_send) / max(1, st.max_buffer_size)
-
     def _check_flow(self) -> None:
         st = self._send.statistics()  # once: it builds an object per call
+        # Readers blocked in send() count as queued: they hold data too.
         fill = (st.current_buffer_used + st.tasks_waiting_send) / max(1, st.max_buffer_size)
         self.stats.queue_depth = st.current_buffer_used
         if not self.throttled and fill >= self.config.high_water:
@@ -206,11 +212,11 @@ class Pipeline:
             reasons = dict(result.rejected)
             index = 0
             for chunk in batch:
-                for item in self.writer.unpack(chunk.packed):
+                for seq in chunk.seqs:
                     if index in reasons:
-                        chunk.committer.on_store_reject(item[1], reasons[index])
+                        chunk.committer.on_store_reject(seq, reasons[index])
                     else:
-                        chunk.committer.on_commit(item[1])
+                        chunk.committer.on_commit(seq)
                     index += 1
         else:
             for chunk in batch:

@@ -67,17 +67,11 @@ async def serve(
     stats = Stats()
     api: ApiProcess | None = None
     hub_ref: list[Hub] = []
-    writer: BatchWriter = (
-        ProcessWriter(
-            cfg.store_uri,
-            cfg.store_options,
-            cfg.log_level,
-            encode_row=getattr(store, "encode_row", None),
-        )
-        if cfg.writer == "process"
-        else ThreadWriter(store)
-    )
-    if cfg.writer != "process" and hasattr(store, "start_checkpointer"):
+    writer: BatchWriter
+    if cfg.writer == "process":
+        writer = ProcessWriter(cfg.store_uri, cfg.store_options, cfg.log_level)
+    else:
+        writer = ThreadWriter(store)
         store.start_checkpointer()  # this process does the bulk of the writing
     pipeline = Pipeline(
         store,

@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -30,23 +31,25 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final, NamedTuple, Protocol
 
 import orjson
 import trio
 
 from deltawire.protocol import Document, DocumentFactory
 
-from .stores.base import Store, StoreError, StoreUnavailable
+from .stores import open_store
+from .stores.base import Row, Store, StoreError, StoreUnavailable
 
 __all__ = [
     "BatchResult",
     "BatchWriter",
+    "Item",
     "ProcessWriter",
     "ThreadWriter",
     "commit_batch",
     "commit_rows",
-    "document_tuple",
+    "item_factory",
     "main",
 ]
 
@@ -55,6 +58,36 @@ log = logging.getLogger("deltawire.collector.writer")
 _HEADER = struct.Struct(">I")
 #: The child's first frame once its store is open, before any reply.
 _READY: Final = b'{"ready":true}'
+
+
+class Item(NamedTuple):
+    """One document as it flows through the pipeline: what the pipeline reads
+    (session, seq, name) beside what the writer commits (``row``: the store's
+    row for the process writer, the ``Document`` for the thread writer).
+
+    Built by the writer's ``make_item`` while the frame is decoded, so the
+    document is encoded while its data is still in the CPU's caches."""
+
+    session: str
+    seq: int
+    name: str
+    row: Any
+
+
+#: ``Item(...)`` without the Python-level ``__new__`` of named tuples: one
+#: per document on the ingest loop
+_new_item = tuple.__new__
+
+
+def item_factory(encode: DocumentFactory) -> DocumentFactory:
+    """A ``make_item``: each document as an ``Item`` whose row is ``encode``'s."""
+
+    def make_item(session, seq, kind, name, ts, host, tags, data):
+        # the DocumentFactory signature; named, not *fields: no index reads
+        row = encode(session, seq, kind, name, ts, host, tags, data)
+        return _new_item(Item, (session, seq, name, row))
+
+    return make_item
 
 
 @dataclass(slots=True)
@@ -72,20 +105,19 @@ class BatchWriter(Protocol):
     """Batches in, in order; results out, in the same order.
 
     ``make_item`` is the ``document`` factory of the connections'
-    ``ServerConnection``: it builds each document directly as the item this
-    writer commits, a tuple that starts ``(session, seq, kind, name, ...)``.
-    ``pack`` turns one connection's run of items into what is queued (and
-    ``unpack`` back). ``submit`` hands a batch of packs over and returns an
-    awaitable for its result (indexes in the result count items across the
-    batch), so the next batch can be handed over while this one is being
-    committed. Results must be awaited in submission order.
+    ``ServerConnection``: it builds each document directly as an ``Item``
+    (raising ``BadFrame`` for one the store cannot represent). ``pack`` turns
+    one connection's run of items into what is queued. ``submit`` hands a
+    batch of packs over and returns an awaitable for its result (indexes in
+    the result count documents across the batch), so the next batch can be
+    handed over while this one is being committed. Results must be awaited
+    in submission order.
     """
 
-    make_item: DocumentFactory
+    @property
+    def make_item(self) -> DocumentFactory: ...
 
-    def pack(self, items: list[Any]) -> Any: ...
-
-    def unpack(self, packed: Any) -> list[Any]: ...
+    def pack(self, items: list[Item]) -> Any: ...
 
     async def start(self) -> None:
         """Get ready before the first batch (called once, before ingest starts)."""
@@ -95,17 +127,12 @@ class BatchWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def document_tuple(*fields: Any) -> tuple[Any, ...]:
-    """The item of writers that commit ``Document``s: its fields, in order."""
-    return fields
-
-
 def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep) -> BatchResult:
     """Commit ``docs``, retrying while the store is unavailable (blocking)."""
     return _commit(lambda items: store.write_batch(items), list(docs), sleep)
 
 
-def commit_rows(store: Any, rows: list[Any], sleep: Any = time.sleep) -> BatchResult:
+def commit_rows(store: Store, rows: list[Row], sleep: Any = time.sleep) -> BatchResult:
     """``commit_batch`` for rows made by the store's ``encode_row``."""
     return _commit(store.write_rows, rows, sleep)
 
@@ -155,24 +182,19 @@ def _retrying(write: Any, docs: Sequence[Any], sleep: Any) -> int:
 class ThreadWriter:
     """Commits in a worker thread of this process."""
 
-    make_item: DocumentFactory = staticmethod(document_tuple)
+    #: the row is the Document: the store encodes it in the worker thread
+    make_item: Final = staticmethod(item_factory(Document))
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     @staticmethod
-    def pack(items: list[Any]) -> Any:
-        return items
+    def pack(items: list[Item]) -> list[Item]:
+        return items  # the store encodes them in the worker thread
 
-    @staticmethod
-    def unpack(packed: Any) -> list[Any]:
-        return packed
-
-    async def submit(self, packs: list[Any]) -> Waiter:
+    async def submit(self, packs: list[list[Item]]) -> Waiter:
         def commit() -> BatchResult:
-            # Documents are built here, in the worker thread, not in the
-            # event loop that every connection shares.
-            return commit_batch(self.store, [Document(*i) for items in packs for i in items])
+            return commit_batch(self.store, [item.row for items in packs for item in items])
 
         async def result() -> BatchResult:
             # Not cancellable on purpose: a write in flight must finish so
@@ -182,17 +204,13 @@ class ThreadWriter:
         return result
 
     async def write(self, docs: list[Document]) -> BatchResult:
-        return await (await self.submit([_doc_tuples(docs)]))()
+        return await (await self.submit([[Item(d.session, d.seq, d.name, d) for d in docs]]))()
 
     async def start(self) -> None:
         pass  # the store is open already, and threads start in microseconds
 
     async def aclose(self) -> None:
         pass
-
-
-def _doc_tuples(docs: Sequence[Document]) -> list[tuple[Any, ...]]:
-    return [(d.session, d.seq, d.kind, d.name, d.ts, d.host, d.tags, d.data) for d in docs]
 
 
 def _grow_pipe(stream: Any) -> None:
@@ -212,12 +230,11 @@ class ProcessWriter:
         store_uri: str,
         store_options: dict[str, Any],
         log_level: str = "warning",
-        encode_row: DocumentFactory | None = None,
     ) -> None:
-        #: the store's row encoder, when it has one: then rows, not documents,
-        #: cross the pipe (serialised once here, never parsed back into dicts)
-        self.make_item: DocumentFactory = encode_row or document_tuple
-        self._kind = "rows" if encode_row is not None else "docs"
+        #: the store's row encoder: rows, not documents, cross the pipe
+        #: (serialised once here, never parsed back into dicts); building
+        #: the store object does no I/O
+        self.make_item = item_factory(open_store(store_uri, **store_options).encode_row)
         self.argv = [sys.executable, "-m", "deltawire.collector.writer", "--store", store_uri,
                      "--options", orjson.dumps(store_options).decode(), "--log-level", log_level,
                      "--parent-pid", str(os.getpid())]  # fmt: skip
@@ -261,15 +278,11 @@ class ProcessWriter:
                         extra={"waited_s": timeout})  # fmt: skip
 
     @staticmethod
-    def pack(items: list[Any]) -> bytes:
-        return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+    def pack(items: list[Item]) -> bytes:
+        return pickle.dumps([item.row for item in items], protocol=pickle.HIGHEST_PROTOCOL)
 
-    @staticmethod
-    def unpack(packed: Any) -> list[Any]:
-        return pickle.loads(packed)  # our own bytes
-
-    async def submit(self, packs: list[Any]) -> Waiter:
-        payload = pickle.dumps((self._kind, packs), protocol=pickle.HIGHEST_PROTOCOL)
+    async def submit(self, packs: list[bytes]) -> Waiter:
+        payload = pickle.dumps(("rows", packs), protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(payload)) + payload
         async with self._send_lock:
             self._inflight.append(frame)
@@ -403,19 +416,38 @@ def _write_frame(out: BinaryIO, payload: bytes) -> None:
     out.flush()
 
 
+def _work_while_idle(inp: BinaryIO, work: Callable[[], bool]) -> None:
+    """Call ``work`` (one short slice) while nothing is readable on ``inp``."""
+    try:
+        fd = inp.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests): no idle work
+    try:
+        while not select.select([fd], [], [], 0)[0] and work():
+            pass
+    except StoreError as exc:  # the next idle moment tries again
+        log.warning("idle store work failed", extra={"error": repr(exc)})
+
+
 def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
-    """Read batches, commit each, answer each, until EOF."""
-    while (header := _read_exact(inp, 4)) is not None:
+    """Read batches, commit each, answer each, until EOF. In between, while
+    no batch waits, the store may do its background work (rollup folding)."""
+    idle_work = getattr(store, "fold_idle", None)
+    while True:
+        if idle_work is not None:
+            _work_while_idle(inp, idle_work)
+        header = _read_exact(inp, 4)
+        if header is None:
+            break
         (size,) = _HEADER.unpack(header)
         payload = _read_exact(inp, size)
         if payload is None:
             raise EOFError("truncated batch")
         kind, packs = pickle.loads(payload)  # from our parent only
-        items = [item for packed in packs for item in pickle.loads(packed)]
-        if kind == "rows":
-            result = commit_rows(store, items, sleep)
-        else:
-            result = commit_batch(store, [Document(*item) for item in items], sleep)
+        if kind != "rows":
+            raise ValueError(f"unknown batch kind {kind!r}")
+        rows = [row for packed in packs for row in pickle.loads(packed)]
+        result = commit_rows(store, rows, sleep)
         reply = orjson.dumps({"rejected": result.rejected, "seconds": result.seconds,
                               "retries": result.retries})  # fmt: skip
         _write_frame(out, reply)
@@ -459,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
                 sleep(delay)
                 delay = min(delay * 2, 5.0)
-        start_checkpointer = getattr(store, "start_checkpointer", None)
-        if start_checkpointer is not None:
-            start_checkpointer()
+        store.start_checkpointer()  # this process does the bulk of the writing
         _write_frame(sys.stdout.buffer, _READY)
         serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
     except _ParentGone:

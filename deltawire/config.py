@@ -1,23 +1,31 @@
 """Configuration: ``.env.${ENVIRONMENT}`` falling back to ``.env``, then the
 process environment, then command-line flags (each overriding the one before).
 
-Every variable is declared once, with its default, parser and help; the
-declarations produce ``.env.sample`` and the error messages, so the three can
-never disagree. A bad value is reported as ``NAME: why (from where)``.
+Every variable is declared once, with its default, parser and help, as a
+field of the typed settings class of the process that reads it (``setting``);
+``load`` builds that object once, at start-up, from the env file, the
+environment and the flags. The declarations produce ``.env.sample`` and the
+error messages, so the three can never disagree. A bad value is reported as
+``NAME: why (from where)``.
+
+This module is the shared base: it knows neither the collector nor the
+watchdog (a test walks the imports to keep it so).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ENVIRONMENTS",
     "ConfigError",
     "Var",
+    "load",
     "load_env_files",
     "parse_bool",
     "parse_bytes",
@@ -27,6 +35,8 @@ __all__ = [
     "parse_list",
     "resolve",
     "sample_text",
+    "setting",
+    "variables",
 ]
 
 ENVIRONMENTS = ("local", "dev", "test", "staging", "prod")
@@ -42,7 +52,6 @@ class Var:
     default: str
     help: str
     parse: Callable[[str], Any] = str
-    section: str = "general"
 
 
 def parse_int(text: str) -> int:
@@ -198,13 +207,43 @@ def resolve(
     return settings
 
 
+T = TypeVar("T")
+
+
+def setting(name: str, default: str, help: str, parse: Callable[[str], Any] = str) -> Any:
+    """A field of a settings dataclass, declared by its variable.
+
+    The field has no default of its own: ``default`` (text, as in the env
+    file) is the one place it is declared, and ``load`` always passes a value.
+    """
+    return dataclasses.field(metadata={"var": Var(name, default, help, parse)})
+
+
+def variables(settings_class: type) -> tuple[Var, ...]:
+    """The variables a settings class reads, in declaration order."""
+    return tuple(f.metadata["var"] for f in dataclasses.fields(settings_class))
+
+
+def load(
+    settings_class: type[T],
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    directory: pathlib.Path | None = None,
+) -> T:
+    """The settings object, from the env file, the environment and
+    ``overrides`` (flags, keyed by variable name; see ``resolve``)."""
+    values = resolve(variables(settings_class), overrides, environ, directory)
+    fields = dataclasses.fields(settings_class)  # type: ignore[arg-type]
+    return settings_class(**{f.name: values[f.metadata["var"].name] for f in fields})
+
+
 def sample_text(groups: Sequence[tuple[str, Sequence[Var]]]) -> str:
     """The body of ``.env.sample``: every variable, its default and its meaning."""
     out = [
         "# deltawire configuration. Copy to .env (or .env.local, .env.dev, .env.test,",
         "# .env.staging, .env.prod, picked by ENVIRONMENT) and edit. Real environment",
         "# variables override the file; command-line flags override both.",
-        "# Generated from the declarations: python -m deltawire.envsample > .env.sample",
+        "# Generated from the declarations: make envsample",
         "",
         "# Which .env.${ENVIRONMENT} file to read (falls back to .env): " + "|".join(ENVIRONMENTS),
         "ENVIRONMENT=local",

@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .config import Var, choice
+from .config import Var, choice, setting, variables
 
-__all__ = ["LOG_VARS", "get_logger", "log_format", "setup_logging"]
+__all__ = ["LOG_VARS", "LogSettings", "log_format", "setup_logging"]
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -68,24 +69,21 @@ def setup_logging(level: str = "warning", fmt: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging, the same for every process (each process's settings extend it)."""
 
-
-LOG_VARS: tuple[Var, ...] = (
-    Var(
-        "LOG_LEVEL",
-        "warning",
-        "debug, info, warning or error.",
+    log_level: str = setting(
+        "LOG_LEVEL", "warning", "debug, info, warning or error.",
         choice("debug", "info", "warning", "error"),
-        "logging",
-    ),
-    Var(
+    )  # fmt: skip
+    log_format: str = setting(
         "LOG_FORMAT",
         "auto",
         "auto (text with local times at a terminal, json otherwise), json (one object\n"
         "per line) or text.",
         choice("auto", "json", "text"),
-        "logging",
-    ),
-)
+    )
+
+
+LOG_VARS: tuple[Var, ...] = variables(LogSettings)

@@ -17,7 +17,7 @@ from deltawire.config import (
     parse_int,
     resolve,
 )
-from deltawire.envsample import groups, main
+from deltawire.tools.envsample import groups, main
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VARS = (Var("PORT", "1", "a port", parse_int), Var("NAME", "x", "a name"))

@@ -15,11 +15,11 @@ import click
 import trio
 
 from deltawire import __version__
-from deltawire.config import ConfigError, flag_help, resolve
+from deltawire.config import ConfigError, flag_help, load
 from deltawire.logs import log_format, setup_logging
 from deltawire.protocol.frames import MAX_NAME_CHARS
 
-from .settings import LOG_VARS, WATCHDOG_VARS
+from .settings import LOG_VARS, WATCHDOG_VARS, WatchdogSettings
 
 __all__ = ["cli", "main"]
 
@@ -48,9 +48,9 @@ def _h(text: str, name: str) -> str:
     return flag_help(text, (*WATCHDOG_VARS, *LOG_VARS), name)
 
 
-def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _settings(overrides: Mapping[str, Any]) -> WatchdogSettings:
     try:
-        return resolve((*WATCHDOG_VARS, *LOG_VARS), overrides)
+        return load(WatchdogSettings, overrides)
     except ConfigError as exc:
         msg = str(exc)
         name = msg.split(":", 1)[0]
@@ -179,25 +179,25 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
         "LOG_LEVEL": flags["log_level"],
         "LOG_FORMAT": flags["log_format"],
     })  # fmt: skip
-    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
+    setup_logging(s.log_level, s.log_format)
     cfg = AgentConfig(
-        collector=s["WATCHDOG_COLLECTOR"],
-        interval=s["WATCHDOG_INTERVAL"],
-        push_every=s["WATCHDOG_PUSH_EVERY"],
+        collector=s.collector,
+        interval=s.interval,
+        push_every=s.push_every,
         session=session,
-        token=s["WATCHDOG_TOKEN"],
-        tags=s["WATCHDOG_TAGS"],
-        spool_dir=s["WATCHDOG_SPOOL_DIR"],
-        spool_max_bytes=s["WATCHDOG_SPOOL_MAX_BYTES"],
-        fsync=s["WATCHDOG_FSYNC"],
-        replay=s["WATCHDOG_REPLAY"],
-        replay_rate=s["WATCHDOG_REPLAY_RATE"],
-        replay_ask_bytes=s["WATCHDOG_REPLAY_ASK_BYTES"],
-        mounts=s["WATCHDOG_MOUNTS"],
-        keyframe_every=s["WATCHDOG_KEYFRAME_EVERY"],
-        shutdown_grace=s["WATCHDOG_SHUTDOWN_GRACE"],
-        tls=s["WATCHDOG_TLS"],
-        tls_ca=s["WATCHDOG_TLS_CA"],
+        token=s.token,
+        tags=s.tags,
+        spool_dir=s.spool_dir,
+        spool_max_bytes=s.spool_max_bytes,
+        fsync=s.fsync,
+        replay=s.replay,
+        replay_rate=s.replay_rate,
+        replay_ask_bytes=s.replay_ask_bytes,
+        mounts=s.mounts,
+        keyframe_every=s.keyframe_every,
+        shutdown_grace=s.shutdown_grace,
+        tls=s.tls,
+        tls_ca=s.tls_ca,
         command=command,
         pid=pid,
         system_only=system_only,
@@ -205,8 +205,8 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
     try:
         agent = open_agent(cfg)
         if not quiet:
-            _announce(agent.spool.session, s["WATCHDOG_DASHBOARD"], s["WATCHDOG_COLLECTOR"][0],
-                      s["LOG_FORMAT"])  # fmt: skip
+            _announce(agent.spool.session, s.dashboard, s.collector[0],
+                      s.log_format)  # fmt: skip
         return trio.run(run_session, agent)
     except AgentError as exc:
         click.echo(f"watchdog: {exc}", err=True)
@@ -283,7 +283,7 @@ def status(spool_dir: str | None, as_json: bool) -> int:
     from .spool import session_dirs, summarize
 
     s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir})
-    root = s["WATCHDOG_SPOOL_DIR"]
+    root = s.spool_dir
     rows = [summarize(d) for d in session_dirs(root)]
     if as_json:
         for r in rows:
@@ -345,21 +345,20 @@ def send(spool_dir: str | None, collector: str | None, token: str | None,
 
     s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir, "WATCHDOG_COLLECTOR": collector,
                    "WATCHDOG_TOKEN": token, "WATCHDOG_REPLAY_RATE": rate})  # fmt: skip
-    setup_logging(s["LOG_LEVEL"], s["LOG_FORMAT"])
+    setup_logging(s.log_level, s.log_format)
     try:
-        connect = tcp_connector(*s["WATCHDOG_COLLECTOR"], tls=s["WATCHDOG_TLS"],
-                                ca_file=s["WATCHDOG_TLS_CA"] or None)  # fmt: skip
+        connect = tcp_connector(*s.collector, tls=s.tls, ca_file=s.tls_ca or None)
     except ValueError as exc:
         raise click.UsageError(f"WATCHDOG_TLS_CA: {exc}") from None
-    limiter = RateLimiter(s["WATCHDOG_REPLAY_RATE"])
+    limiter = RateLimiter(s.replay_rate)
     failed = 0
-    with open_backlogs(s["WATCHDOG_SPOOL_DIR"], sessions=sessions) as backlogs:
+    with open_backlogs(s.spool_dir, sessions=sessions) as backlogs:
         if not backlogs:
             click.echo("nothing to send", err=True)
             return 0
         for sp in backlogs:
-            link = backlog_link(sp, connect, token=s["WATCHDOG_TOKEN"],
-                                keyframe_every=s["WATCHDOG_KEYFRAME_EVERY"], limiter=limiter)  # fmt: skip
+            link = backlog_link(sp, connect, token=s.token,
+                                keyframe_every=s.keyframe_every, limiter=limiter)  # fmt: skip
             label = f"{sp.session} ({_size(sp.total_bytes)})"
             if quiet:
                 ok = trio.run(partial(deliver, link, stall_timeout=timeout))
@@ -392,7 +391,7 @@ def purge(spool_dir: str | None, sessions: tuple[str, ...], yes: bool) -> int:
     from .backlog import open_backlogs
 
     s = _settings({"WATCHDOG_SPOOL_DIR": spool_dir})
-    with open_backlogs(s["WATCHDOG_SPOOL_DIR"], sessions=sessions) as backlogs:
+    with open_backlogs(s.spool_dir, sessions=sessions) as backlogs:
         if not backlogs:
             click.echo("nothing to purge", err=True)
             return 0

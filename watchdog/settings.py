@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+from dataclasses import dataclass
+from typing import Literal
 
 from deltawire.config import (
     Var,
@@ -19,12 +21,19 @@ from deltawire.config import (
     parse_hostport,
     parse_int,
     parse_list,
+    setting,
+    variables,
 )
-from deltawire.logs import LOG_VARS
+from deltawire.logs import LOG_VARS, LogSettings
 
-__all__ = ["DEFAULT_SPOOL_DIR", "LOG_VARS", "WATCHDOG_VARS", "parse_path", "parse_positive_float"]
-
-_S = "watchdog"
+__all__ = [
+    "DEFAULT_SPOOL_DIR",
+    "LOG_VARS",
+    "WATCHDOG_VARS",
+    "WatchdogSettings",
+    "parse_path",
+    "parse_positive_float",
+]
 
 #: XDG's place for state that should survive restarts but is not user data.
 #: Per user, so that two users' watchdogs never share (or fight over) a spool.
@@ -66,118 +75,111 @@ def _parse_max_bytes(text: str) -> int:
     return value
 
 
-WATCHDOG_VARS: tuple[Var, ...] = (
-    Var(
+@dataclass(frozen=True)
+class WatchdogSettings(LogSettings):
+    """``watchdog run`` and ``watchdog spool``: one object, built once by
+    ``deltawire.config.load``."""
+
+    collector: tuple[str, int] = setting(
         "WATCHDOG_COLLECTOR",
         "127.0.0.1:7700",
         "Collector ingest address HOST:PORT.",
         parse_hostport,
-        _S,
-    ),
-    Var("WATCHDOG_INTERVAL", "15", "Seconds between two samples.", parse_positive_float, _S),
-    Var(
+    )
+    interval: float = setting(
+        "WATCHDOG_INTERVAL", "15", "Seconds between two samples.", parse_positive_float
+    )
+    push_every: int = setting(
         "WATCHDOG_PUSH_EVERY",
         "4",
         "Samples collected per send: with interval 15 and push_every 4 the watchdog\n"
         "samples every 15 s and sends every 60 s. The first sample, events and the end\n"
         "of the session are sent at once.",
         parse_positive_int,
-        _S,
-    ),
-    Var(
-        "WATCHDOG_TOKEN",
-        "",
-        "Token presented to the collector in hello (INGEST_TOKENS there).",
-        str,
-        _S,
-    ),
-    Var("WATCHDOG_TAGS", "", "Comma-separated tags attached to the session.", parse_list, _S),
-    Var(
+    )
+    token: str = setting(
+        "WATCHDOG_TOKEN", "", "Token presented to the collector in hello (INGEST_TOKENS there)."
+    )
+    tags: tuple[str, ...] = setting(
+        "WATCHDOG_TAGS", "", "Comma-separated tags attached to the session.", parse_list
+    )
+    spool_dir: pathlib.Path = setting(
         "WATCHDOG_SPOOL_DIR",
         DEFAULT_SPOOL_DIR,
         "Where frames wait on disk until the collector acknowledged them. One\n"
         "subdirectory per session; a restarted watchdog delivers what is left.",
         parse_path,
-        _S,
-    ),
-    Var(
+    )
+    spool_max_bytes: int = setting(
         "WATCHDOG_SPOOL_MAX_BYTES",
         "256MiB",
         "Bound of one session's spool; beyond it the oldest data is dropped (and the\n"
         "number dropped is reported as a 'watchdog.spool_dropped' event).",
         _parse_max_bytes,
-        _S,
-    ),
-    Var(
+    )
+    fsync: Literal["always", "batch", "never"] = setting(
         "WATCHDOG_FSYNC",
         "batch",
         "When spooled frames are fsynced: always (each frame), batch (each send)\n"
         "or never (left to the OS: a power loss may lose the last seconds).",
         choice("always", "batch", "never"),
-        _S,
-    ),
-    Var(
+    )
+    replay: Literal["auto", "manual"] = setting(
         "WATCHDOG_REPLAY",
         "manual",
         "Backlogs left in the spool by earlier runs: auto sends them all; manual sends\n"
         "those up to WATCHDOG_REPLAY_ASK_BYTES and leaves bigger ones to\n"
         "'watchdog spool send' (or 'purge').",
         choice("auto", "manual"),
-        _S,
-    ),
-    Var(
+    )
+    replay_rate: int = setting(
         "WATCHDOG_REPLAY_RATE",
         "128KiB",
         "Cap on the bytes per second the watchdog sends (a backlog is replayed at\n"
         "this rate, so it cannot flood a thin link). 0: no cap.",
         parse_bytes,
-        _S,
-    ),
-    Var(
+    )
+    replay_ask_bytes: int = setting(
         "WATCHDOG_REPLAY_ASK_BYTES",
         "16MiB",
         "With WATCHDOG_REPLAY=manual, older backlogs above this size wait for\n"
         "'watchdog spool send'.",
         parse_bytes,
-        _S,
-    ),
-    Var(
+    )
+    mounts: tuple[str, ...] = setting(
         "WATCHDOG_MOUNTS",
         "/",
         "Comma-separated mount points whose disk usage is sampled.",
         parse_list,
-        _S,
-    ),
-    Var(
+    )
+    keyframe_every: int = setting(
         "WATCHDOG_KEYFRAME_EVERY",
         "100",
         "A full sample (snap) every this many samples of a stream; deltas between.",
         parse_positive_int,
-        _S,
-    ),
-    Var(
+    )
+    shutdown_grace: float = setting(
         "WATCHDOG_SHUTDOWN_GRACE",
         "5",
         "Seconds to wait for the collector to acknowledge the end of the session\n"
         "before exiting anyway (what is unsent stays in the spool).",
         parse_float,
-        _S,
-    ),
-    Var(
+    )
+    dashboard: str = setting(
         "WATCHDOG_DASHBOARD",
         "",
         "The collector's dashboard (its HTTP address), for the session link 'watchdog run'\n"
         "prints. Empty: http://<the collector's host>:8080.",
-        str,
-        _S,
-    ),
-    Var("WATCHDOG_TLS", "false", "Connect to the collector over TLS.", parse_bool, _S),
-    Var(
+    )
+    tls: bool = setting("WATCHDOG_TLS", "false", "Connect to the collector over TLS.", parse_bool)
+    tls_ca: str = setting(
         "WATCHDOG_TLS_CA",
         "",
         "PEM file of the CA that signed the collector's certificate (implies TLS).\n"
         "Empty: the system's trust store.",
-        str,
-        _S,
-    ),
+    )
+
+
+WATCHDOG_VARS: tuple[Var, ...] = tuple(
+    var for var in variables(WatchdogSettings) if var not in LOG_VARS
 )

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from deltawire.config import ConfigError, parse_hostport, resolve
+from deltawire.collector.settings import ApiSettings
+from deltawire.config import ConfigError, load
 from deltawire.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -55,18 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from deltawire.collector.settings import COLLECTOR_VARS, LOG_VARS, STORE_VARS
-    from deltawire.config import Var
-
-    wanted = {
-        "COLLECTOR_HTTP", "STORE_URI", "REDIS_URI", "CACHE_TTL", "CACHE_SIZE", "STORE_THREADS",
-        "APP_ENV", "RETENTION_DAYS", "MONGO_MAX_POOL_SIZE", "MONGO_TIMEOUT_MS",
-    }  # fmt: skip
-    variables: list[Var] = [v for v in (*COLLECTOR_VARS, *STORE_VARS) if v.name in wanted]
-    variables += LOG_VARS
-    settings = resolve(
-        variables,
+def _settings(args: argparse.Namespace) -> ApiSettings:
+    return load(
+        ApiSettings,
         overrides={
             "COLLECTOR_HTTP": args.http,
             "STORE_URI": args.store,
@@ -78,14 +70,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "LOG_FORMAT": args.log_format,
         },
     )
-    try:
-        settings["HTTP"] = parse_hostport(settings["COLLECTOR_HTTP"])
-    except ValueError as e:
-        raise ConfigError(f"COLLECTOR_HTTP / --http: {settings['COLLECTOR_HTTP']!r} {e}") from None
-    return settings
 
 
-async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
+async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     import uvicorn
 
     from deltawire.collector.stores import open_store
@@ -95,17 +82,10 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
     from .control import ControlReader, apply_control
     from .stats import IngestStats
 
-    uri = settings["STORE_URI"]
-    store_options: dict[str, Any] = {}
-    if uri.startswith("mongodb"):
-        # The same options as the ingest process (collector.cli), from the same
-        # environment: above all APP_ENV, which names the database.
-        store_options = {
-            "app_env": settings["APP_ENV"],
-            "retention_days": settings["RETENTION_DAYS"],
-            "max_pool_size": settings["MONGO_MAX_POOL_SIZE"],
-            "timeout_ms": settings["MONGO_TIMEOUT_MS"],
-        }
+    uri = settings.store_uri
+    # The same options as the ingest process, from the same environment:
+    # above all APP_ENV, which names the database.
+    store_options = settings.store_options()
     store = open_store(uri, **store_options)
     try:
         store.open()
@@ -113,14 +93,14 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         log.error("cannot open the store: %s", e)
         return 1
     cache = make_cache(
-        settings["REDIS_URI"] or None,
-        ttl=settings["CACHE_TTL"],
-        size=settings["CACHE_SIZE"],
+        settings.redis_uri or None,
+        ttl=settings.cache_ttl,
+        size=settings.cache_size,
         namespace=cache_namespace(uri, store_options.get("app_env", "")),
     )
     ingest = IngestStats()
-    app = create_app(store, cache, ingest, store_threads=settings["STORE_THREADS"])
-    host, port = settings["HTTP"]
+    app = create_app(store, cache, ingest, store_threads=settings.store_threads)
+    host, port = settings.http
     config = uvicorn.Config(
         app,
         host=host,
@@ -130,7 +110,7 @@ async def _serve(settings: dict[str, Any], control_stdin: bool) -> int:
         lifespan="off",
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging
-        log_level=settings["LOG_LEVEL"],
+        log_level=settings.log_level,
         server_header=False,
         timeout_graceful_shutdown=5,
     )
@@ -197,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+    setup_logging(settings.log_level, settings.log_format)
     if _has("uvloop"):
         import uvloop
 

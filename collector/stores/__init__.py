@@ -12,7 +12,9 @@ from typing import Any, Final
 from .base import (
     API_SESSION,
     AggQuery,
+    DocumentRows,
     MetricQuery,
+    Row,
     Store,
     StoreError,
     StoreUnavailable,
@@ -23,7 +25,9 @@ from .base import (
 __all__ = [
     "API_SESSION",
     "AggQuery",
+    "DocumentRows",
     "MetricQuery",
+    "Row",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -14,19 +14,23 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from deltawire.protocol import Document, Hello
+from deltawire.protocol import Document, DocumentFactory, Hello
 
+if TYPE_CHECKING:  # rollup.py imports this module
+    from .rollup import RollupData, RollupRequest
 from .catalog import Catalog
 
 __all__ = [
     "API_SESSION",
     "AggQuery",
     "Catalog",
+    "DocumentRows",
     "MetricQuery",
+    "Row",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -38,6 +42,10 @@ __all__ = [
 #: (session, seq) identifies every document, streamed or not; their seq is a
 #: fresh integer, one above the session's highest.
 API_SESSION = "api"
+
+#: A document as its store commits it, made by ``Store.encode_row``: plain
+#: strings and numbers that pickle fast, in a layout only the store reads.
+Row = tuple[Any, ...]
 
 
 class StoreError(Exception):
@@ -110,6 +118,19 @@ class Store(Protocol):
         documents was stored, and retrying the same batch is safe.
         """
 
+    @property
+    def encode_row(self) -> DocumentFactory:
+        """One document (its fields) as the ``Row`` that ``write_rows``
+        commits: no I/O, and it may run in another process than the commit.
+        Raises ``BadFrame`` for a document the store cannot represent."""
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        """``write_batch`` for rows made by ``encode_row``."""
+
+    def start_checkpointer(self) -> None:
+        """Called by the process that does the bulk of the writing: move
+        housekeeping off the commit path where the store has some to move."""
+
     def acked(self, session: str) -> int:
         """Highest stored seq of ``session``; -1 if none."""
 
@@ -141,8 +162,35 @@ class Store(Protocol):
         """Sessions, most recently seen first: ``session, host, agent, tags,
         first_seen, last_seen, connected, ended, exit_code``."""
 
+    # -- rollup tiers (rollup.py; read by deltawire.collector.aggregate) ----------
+    #: Tier widths in seconds the store keeps, coarsest first; () for none.
+    rollup_tiers: tuple[int, ...]
+
+    def rollup_read(self, req: RollupRequest) -> RollupData:
+        """Tier buckets and raw points (the unfolded tail too) for ``req``,
+        from one snapshot."""
+
     def catalog(self) -> Catalog:
         """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""
+
+
+class DocumentRows:
+    """``encode_row``, ``write_rows`` and ``start_checkpointer`` for a store
+    whose rows are simply the documents' fields (its driver encodes dicts
+    itself) and that has no housekeeping to move."""
+
+    @staticmethod
+    def encode_row(*fields: Any) -> Row:
+        return fields  # the Document's fields, in order
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        self.write_batch([Document(*row) for row in rows])
+
+    def write_batch(self, docs: Sequence[Document]) -> None:
+        raise NotImplementedError
+
+    def start_checkpointer(self) -> None:
+        pass
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:

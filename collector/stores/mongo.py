@@ -74,8 +74,9 @@ from pymongo.errors import (
 
 from deltawire.protocol import Document, Hello
 
-from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
+from .base import API_SESSION, AggQuery, DocumentRows, MetricQuery, StoreError, StoreUnavailable
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
+from .rollup import RollupData, RollupRequest
 
 __all__ = ["MongoStore"]
 
@@ -426,7 +427,7 @@ def _create_missing_indexes(coll: Collection[dict[str, Any]], models: Sequence[I
         coll.create_indexes(missing)
 
 
-class MongoStore:
+class MongoStore(DocumentRows):
     """The Store protocol on MongoDB (see the module docstring)."""
 
     def __init__(
@@ -895,6 +896,17 @@ class MongoStore:
             }
             for row in rows
         ]
+
+    # -- rollup tiers ----------------------------------------------------------
+
+    #: No tiers yet: the engine plans raw reads only.
+    rollup_tiers: tuple[int, ...] = ()
+
+    def rollup_read(self, req: RollupRequest) -> RollupData:
+        from . import mongo_rollup
+
+        with _translated("rollup_read"):
+            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms)
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:

@@ -1,19 +1,22 @@
-"""Print ``.env.sample`` from the variable declarations: ``python -m deltawire.envsample``."""
+"""Print ``.env.sample`` from the settings declarations: ``make envsample``
+(``python -m deltawire.tools.envsample``).
+
+It reads both sides' settings classes, which is why it is a tool and not part
+of the shared base."""
 
 from __future__ import annotations
 
 import sys
 
-from .config import Var, sample_text
-from .logs import LOG_VARS
+from deltawire.collector.settings import COLLECTOR_VARS, STORE_VARS
+from deltawire.config import Var, sample_text
+from deltawire.logs import LOG_VARS
+from deltawire.watchdog.settings import WATCHDOG_VARS
 
 __all__ = ["groups", "main"]
 
 
 def groups() -> list[tuple[str, tuple[Var, ...]]]:
-    from deltawire.collector.settings import COLLECTOR_VARS, STORE_VARS
-    from deltawire.watchdog.settings import WATCHDOG_VARS
-
     return [
         ("collector: ingest", COLLECTOR_VARS),
         ("collector: store, cache and HTTP API", STORE_VARS),
