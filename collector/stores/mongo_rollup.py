@@ -8,17 +8,21 @@ no bools), as ``leaves`` does for the tiers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from pymongo.collection import Collection
 
 from .base import MetricQuery
-from .rollup import DOCS, RAW, RawPoint, RollupData, RollupRequest, SeriesKey
+from .rollup import DOCS, RAW, Filters, RawPoint, RollupData, RollupRequest, SeriesKey
 
 __all__ = ["read_raw"]
 
 _NUMBERS = (int, float)
+
+
+def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
+    """``f``'s filters over ``[lo, hi)``."""
+    return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
 
 
 def _value_at(doc: dict[str, Any], path: str) -> Any:
@@ -54,7 +58,7 @@ def read_raw(
     for seg in req.segments:
         if seg.tier != RAW:
             raise ValueError("the MongoDB store keeps no rollup tiers")
-        where = match(replace(req.where, ts_from=seg.lo, ts_to=seg.hi))
+        where = match(_within(req.where, seg.lo, seg.hi))
         cursor = docs.find(where, projection, max_time_ms=timeout_ms)
         for doc in cursor:
             value = _value_at(doc, req.path)

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -33,6 +33,7 @@ from .rollup import (
     TIERS,
     Bucket,
     Columns,
+    Filters,
     Partial,
     RawPoint,
     RollupData,
@@ -110,6 +111,11 @@ _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 _SERIES_CACHE_MAX: Final = 200_000
 
 
+def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
+    """``f``'s filters over ``[lo, hi)``."""
+    return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
+
+
 def watermark(conn: sqlite3.Connection) -> int:
     (w,) = conn.execute("SELECT value FROM roll_state WHERE key = 'watermark'").fetchone()
     return int(w)
@@ -134,14 +140,14 @@ def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> st
 def _raw_points(
     conn: sqlite3.Connection,
     sql: Sql,
-    where: MetricQuery,
+    where: Filters,
     path: str,
     lo: float | None,
     hi: float | None,
     above: int | None,
     upto: int | None = None,
 ) -> list[RawPoint]:
-    q = replace(where, ts_from=lo, ts_to=hi)
+    q = _within(where, lo, hi)
     clauses, params = sql.filters(q)
     if above is not None:
         clauses.append("id > ?")
@@ -204,7 +210,7 @@ def _buckets(
     hi: float | None,
 ) -> list[Bucket]:
     # The series table is aliased as docs: the filters are the same columns.
-    clauses, params = sql.filters(replace(req.where, ts_from=None, ts_to=None))
+    clauses, params = sql.filters(_within(req.where, None, None))
     # (Its columns and the bucket table's have no name in common.)
     clauses.append("docs.path = ?")
     params.append(req.path)
