@@ -18,7 +18,7 @@ from deltawire.collector.aggregate import (
     parse_bucket,
     run_aggregate,
 )
-from deltawire.collector.stores.base import MetricQuery, Store
+from deltawire.collector.stores.base import MetricQuery, SessionQuery, Store
 
 from .nl_vocab import Vocabulary
 from .nlquery import Plan, Threshold
@@ -284,30 +284,23 @@ class _Run:
     def sessions(self, session_out: Callable[[dict[str, Any]], Row]) -> list[Row]:
         plan = self.plan
         p = plan.params
-        lo, hi = _ts(p.get("from")), _ts(p.get("to"))
-        wanted_tags = set(p.get("tag", ()))
-        picked = []
-        for s in self.store.sessions(_SESSIONS_READ):
-            if p.get("session") is not None and s["session"] != p["session"]:
-                continue
-            if p.get("host") is not None and s.get("host") != p["host"]:
-                continue
-            if wanted_tags - set(s.get("tags") or ()):
-                continue
-            if "connected" in p and bool(s.get("connected")) != (p["connected"] == "true"):
-                continue
-            if "ended" in p and (s.get("ended") is not None) != (p["ended"] == "true"):
-                continue
-            code = p.get("exit_code")
-            if code == "!0" and s.get("exit_code") in (None, 0):
-                continue
-            if code not in (None, "!0") and s.get("exit_code") != int(code):
-                continue
-            if (lo is not None and s["last_seen"] < lo) or (
-                hi is not None and s["first_seen"] >= hi
-            ):
-                continue
-            picked.append(s)
+        if plan.answer == "one":
+            one = self.store.get_session(plan.endpoint.rsplit("/", 1)[1])
+            return [] if one is None else [session_out(one)]
+        code = p.get("exit_code")
+        q = SessionQuery(
+            host=p.get("host"),
+            tags=tuple(sorted(set(p.get("tag", ())))),
+            connected=None if "connected" not in p else p["connected"] == "true",
+            ended=None if "ended" not in p else p["ended"] == "true",
+            exit_code=None if code is None else int(code),
+            seen_from=_ts(p.get("from")),
+            seen_to=_ts(p.get("to")),
+            limit=_SESSIONS_READ,
+        )
+        picked = self.store.find_sessions(q)
+        if p.get("where") == "exit_code != 0":
+            picked = [s for s in picked if s.get("exit_code") not in (None, 0)]
         if plan.answer == "count":
             return [{"value": len(picked)}]
         if plan.answer == "count_by_host":
@@ -336,7 +329,7 @@ class _Run:
         window = (
             f" between {p.get('from', 'the start')} and {p.get('to', 'now')}" if lo or hi else ""
         )
-        if plan.endpoint == "/sessions":
+        if plan.endpoint.startswith("/sessions"):
             wanted = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
             seen = self.vocab.sample_of("session")
             self.notes.append(f"no session matches {wanted or 'anything'}; sessions seen: {seen}")
@@ -392,7 +385,7 @@ def answer(
     """Run ``plan`` (blocking). Empty rows always come with a note saying why."""
     run = _Run(store, vocab, plan)
     try:
-        if plan.endpoint == "/sessions":
+        if plan.endpoint.startswith("/sessions"):
             rows = run.sessions(session_out)
         elif plan.answer == "latest":
             rows = run.latest()

@@ -214,3 +214,18 @@ def test_the_interpreted_request_gives_the_same_rows(world: Any, prompt: str) ->
     again = world[0].get(body["interpreted"]["url"])
     assert again.status_code == 200, again.text
     assert again.json()["rows"] == body["rows"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "count"),
+    [("live sessions", 2), ("sessions on web-1", 2), ("when did sess-b end", None)],
+)
+def test_session_questions_show_a_sessions_request(world: Any, prompt: str, count: int) -> None:
+    body = ask(world, prompt)
+    again = world[0].get(body["interpreted"]["url"])
+    assert again.status_code == 200, again.text
+    got = again.json()
+    items = got["items"] if "items" in got else [got]
+    assert [s["session"] for s in items] == [s["session"] for s in body["rows"]]
+    if count is not None:
+        assert len(items) == count
