@@ -225,7 +225,7 @@ def test_session_questions_show_a_sessions_request(world: Any, prompt: str, coun
     again = world[0].get(body["interpreted"]["url"])
     assert again.status_code == 200, again.text
     got = again.json()
-    items = got["items"] if "items" in got else [got]
+    items = got.get("items", [got])
     assert [s["session"] for s in items] == [s["session"] for s in body["rows"]]
     if count is not None:
         assert len(items) == count
