@@ -121,8 +121,15 @@ class IngestSettings:
         "ingest CPU at 100k samples/s with 100 sessions, at the same ack p99.",
         config.parse_float,
     )
+    compress: bool = setting(
+        "INGEST_COMPRESS",
+        "true",
+        "Accept zstd stream compression when an agent offers it (false: every\n"
+        "connection stays plain NDJSON).",
+        config.parse_bool,
+    )
     capture_dir: str = setting(
-        "CAPTURE_DIR", "", "If set, record each connection's inbound bytes to a file here."
+        "CAPTURE_DIR", "", "If set, record each connection's inbound lines (decompressed) here."
     )
     shutdown_grace: float = setting(
         "SHUTDOWN_GRACE",
