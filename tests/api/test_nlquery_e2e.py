@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from deltawire.collector.api import IngestStats, LocalCache, create_app
+from deltawire.collector.api import Deps, LocalCache, create_app
 from deltawire.collector.stores import open_store
 from deltawire.testing import nl_dataset
 from deltawire.testing.harness import wait_until
@@ -26,7 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('nl') / 'store.db'}")
     store.open()
     data = nl_dataset.load(store, nl_dataset.build(now))
-    app = create_app(store, LocalCache(size=0), IngestStats())
+    app = create_app(Deps(store, LocalCache(size=0)))
     with TestClient(app) as client:
         yield client, data
     store.close()
