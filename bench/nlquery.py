@@ -77,7 +77,7 @@ def _query_latency(rounds: int) -> tuple[list[float], int]:
     """Milliseconds per /query through the app, on a store with the data set."""
     from starlette.testclient import TestClient
 
-    from deltawire.collector.api import IngestStats, LocalCache, create_app
+    from deltawire.collector.api import Deps, LocalCache, create_app
     from deltawire.collector.stores import open_store
 
     prompts = [p for p, e in heldout() if e.get("status") != 422]
@@ -86,7 +86,7 @@ def _query_latency(rounds: int) -> tuple[list[float], int]:
         store.open()
         try:
             nl_dataset.load(store, nl_dataset.build(datetime.now(UTC)))
-            app = create_app(store, LocalCache(size=0), IngestStats())
+            app = create_app(Deps(store, LocalCache(size=0)))
             times: list[float] = []
             failures = 0
             with TestClient(app) as client:
