@@ -81,13 +81,6 @@ def collector(tmp_path: pathlib.Path) -> Iterator[CollectorProcess]:
         yield cp
 
 
-def needs_stream(cp: CollectorProcess) -> None:
-    # TEMPORARY, until GET /stream lands on main with the API issue: then removed.
-    with httpx.stream("GET", f"http://127.0.0.1:{cp.http_port}/stream", timeout=10) as r:
-        if r.status_code == 404:
-            pytest.skip("GET /stream is not on this collector yet")
-
-
 def base(cp: CollectorProcess) -> str:
     return f"http://127.0.0.1:{cp.http_port}"
 
@@ -99,7 +92,6 @@ def points(page: Any, field: str) -> int:
 def test_a_watched_process_charts_live(
     page: Any, collector: CollectorProcess, tmp_path: pathlib.Path
 ) -> None:
-    needs_stream(collector)
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     watchdog = subprocess.Popen(
         [sys.executable, "-m", "deltawire.watchdog", "run",

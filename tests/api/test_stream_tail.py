@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import trio
 
@@ -31,13 +30,6 @@ DEADLINE_S = 20.0
 def collector(tmp_path: pathlib.Path) -> Iterator[CollectorProcess]:
     with collector_process(tmp_path, http=True) as cp:
         yield cp
-
-
-def needs_stream(cp: CollectorProcess) -> None:
-    # TEMPORARY, until GET /stream lands on main with the API issue: then removed.
-    with httpx.stream("GET", f"http://127.0.0.1:{cp.http_port}/stream", timeout=10) as r:
-        if r.status_code == 404:
-            pytest.skip("GET /stream is not on this collector yet")
 
 
 def lines_of(stream: object) -> queue.Queue[str]:
@@ -62,7 +54,6 @@ def tail(cp: CollectorProcess, *args: str) -> subprocess.Popen[str]:
 
 
 def test_tail_prints_a_line_per_stored_document(collector: CollectorProcess) -> None:
-    needs_stream(collector)
     proc = tail(collector, "--session", "tail-me")
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -83,7 +74,6 @@ def test_tail_prints_a_line_per_stored_document(collector: CollectorProcess) -> 
 
 
 def test_a_filter_the_collector_refuses_is_exit_code_2(collector: CollectorProcess) -> None:
-    needs_stream(collector)
     proc = tail(collector, "--session", "x" * 300)
     _, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 2
