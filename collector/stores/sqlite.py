@@ -682,7 +682,7 @@ def _end(row: Row) -> End:
 class SqliteStore:
     """The Store protocol on one SQLite file (see the module docstring)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
         self.path, self.synchronous, self._busy_timeout_s = _parse_uri(uri)
         self._write_lock = threading.Lock()
@@ -700,8 +700,12 @@ class SqliteStore:
         self._folder = sqlite_rollup.Folder()
         self._checkpointed = self._pruned = time.monotonic()
         self._unfolded = 0  # documents written since the last fold
-        #: Seconds each tier keeps its buckets (0: forever).
-        self.rollup_retention: dict[int, float] = dict.fromkeys(TIERS, 0.0)
+        #: Seconds each tier keeps its buckets (0: forever), from days per tier
+        #: finest first (ROLLUP_1M_RETENTION_DAYS, ROLLUP_1H_RETENTION_DAYS).
+        self.rollup_retention: dict[int, float] = {
+            tier: float(days) * 86400
+            for tier, days in zip(sorted(TIERS), rollup_retention_days, strict=True)
+        }
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.uri!r})"

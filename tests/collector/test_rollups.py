@@ -376,3 +376,24 @@ def test_bucket_sizes() -> None:
     for bad in ("", "0", "1w", "-1m", "m"):
         with pytest.raises(AggregateError):
             parse_bucket(bad)
+
+
+def test_tiers_keep_their_retention(tmp_path: pathlib.Path) -> None:
+    from deltawire.collector.stores import sqlite_rollup
+
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}", rollup_retention_days=[1, 10])
+    store.open()
+    try:
+        docs = [Document("s", i, "sample", "p", BASE + i * 3600, "h", (), {"n": i})
+                for i in range(5 * 24)]  # fmt: skip
+        store.write_batch(docs)
+        store.fold_rollups()
+        now = BASE + 5 * 86400
+        with store._transaction("test") as conn:
+            sqlite_rollup.prune(conn, store.rollup_retention, now)
+            minutes = conn.execute("SELECT min(bucket), count(*) FROM roll_60").fetchone()
+            hours = conn.execute("SELECT count(*) FROM roll_3600").fetchone()
+        assert minutes[0] >= now - 86400 and minutes[1] > 0
+        assert hours[0] == 2 * 5 * 24  # the docs count and n, every hour kept
+    finally:
+        store.close()
