@@ -42,6 +42,7 @@ from deltawire.collector.stores.base import (
     decode_cursor,
     encode_cursor,
 )
+from deltawire.formats import rfc3339
 
 from .cache import QueryCache, scope_for
 from .dashboard import dashboard_routes
@@ -113,13 +114,6 @@ def _bad_param(param: str, detail: str) -> NoReturn:
 
 
 # -- time ---------------------------------------------------------------------
-
-
-def rfc3339(ts: float) -> str:
-    """Epoch seconds -> ``2026-11-23T08:00:00.123Z`` (UTC, milliseconds)."""
-    ms = round(ts * 1000)
-    sec, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ms:03d}Z"
 
 
 def parse_time(text: str, param: str) -> float:

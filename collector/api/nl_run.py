@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from deltawire.collector.stores.base import AggQuery, MetricQuery, Store
+from deltawire.formats import rfc3339
 
 from .nl_vocab import Vocabulary
 from .nlquery import Plan, Threshold
@@ -44,7 +45,7 @@ def _ts(text: str | None) -> float | None:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(ts, ms=False)
 
 
 def plan_where(plan: Plan, name: str | None = None, *, limit: int = 100) -> MetricQuery:

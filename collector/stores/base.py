@@ -19,11 +19,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 from deltawire.protocol import Document, DocumentFactory, Hello
+from deltawire.retry import Backoff
 
 from .catalog import Catalog
 
 __all__ = [
     "API_SESSION",
+    "STORE_BACKOFF",
     "AggQuery",
     "Catalog",
     "DocumentRows",
@@ -52,6 +54,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or is locked: retry later, nothing was lost."""
+
+
+#: How callers retry a store that is unavailable: soon at first (a lock is
+#: often gone within milliseconds), then at most every 2 s until it is back.
+STORE_BACKOFF = Backoff(0.05, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
