@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
 
-.PHONY: install run test test-fast bench lint clean services-up services-down envsample web
+.PHONY: install run test test-fast bench lint clean services-up services-down envsample fuzz soak web
 
 install: $(STAMP)
 
@@ -32,6 +32,19 @@ test-fast: install
 bench: install
 	@bash deploy/install-test-deps.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+## fuzz: the decoder and reassembler fuzzed for longer: hypothesis (FUZZ_EXAMPLES, default
+## 5000 a property) and coverage-guided atheris (FUZZ_SECONDS, default 120)
+fuzz: install
+	$(PY) -m pip install -q atheris
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q -p no:cacheprovider tests/protocol/test_fuzz.py
+	$(PY) -m bench.fuzz --seconds $${FUZZ_SECONDS:-120}
+
+## soak: agents stream through collectors under kill -9, store, Redis and network faults;
+## audits every acked sample; table in bench/results/soak.md (SOAK_SECONDS, default 150)
+soak: install
+	@bash deploy/install-test-deps.sh
+	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-150}
 
 lint: install
 	$(VENV)/bin/ruff check collector watchdog protocol deltawire tests bench

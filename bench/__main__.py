@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds = max(10.0, 60.0 * args.scale)
             for table in agent.run(seconds, (1.0, 0.1)):
                 print(table.render(), flush=True)
+        elif part == "query":
+            from . import query
+
+            # 1M samples at scale 1 (python -m bench.query --samples 10000000 for 10M)
+            query.run(max(20_000, int(1_000_000 * args.scale)), 100, 30,
+                      max(20_000, int(200_000 * args.scale)))  # fmt: skip
         elif part == "store":
             from . import store
 

@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -416,11 +417,37 @@ def _write_frame(out: BinaryIO, payload: bytes) -> None:
     out.flush()
 
 
+<<<<<<< HEAD
 def serve(
     store: Store, inp: BinaryIO, out: BinaryIO, alive: Callable[[], None] = _nobody_left
 ) -> None:
     """Read batches, commit each, answer each, until EOF."""
     while (header := _read_exact(inp, 4)) is not None:
+=======
+def _work_while_idle(inp: BinaryIO, work: Callable[[], bool]) -> None:
+    """Call ``work`` (one short slice) while nothing is readable on ``inp``."""
+    try:
+        fd = inp.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests): no idle work
+    try:
+        while not select.select([fd], [], [], 0)[0] and work():
+            pass
+    except StoreError as exc:  # the next idle moment tries again
+        log.warning("idle store work failed", extra={"error": repr(exc)})
+
+
+def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
+    """Read batches, commit each, answer each, until EOF. In between, while
+    no batch waits, the store may do its background work (rollup folding)."""
+    idle_work = getattr(store, "fold_idle", None)
+    while True:
+        if idle_work is not None:
+            _work_while_idle(inp, idle_work)
+        header = _read_exact(inp, 4)
+        if header is None:
+            break
+>>>>>>> main
         (size,) = _HEADER.unpack(header)
         payload = _read_exact(inp, size)
         if payload is None:

@@ -569,7 +569,10 @@ def create_app(
 
         return Route(path, run, methods=list(by_method), name=path)
 
+    from .aggregate import aggregate_endpoint  # here: that module imports this one
+
     routes = [
+        route("/aggregate", GET=aggregate_endpoint(store, store_call, cached)),
         route("/metrics", GET=list_metrics, POST=create_metric),
         route("/metrics/{id}", GET=get_metric, PUT=replace_metric, DELETE=delete_metric),
         route("/query", GET=query),

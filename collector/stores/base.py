@@ -14,13 +14,15 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
 from deltawire.protocol import Document, DocumentFactory, Hello
 from deltawire.retry import Backoff
 
+if TYPE_CHECKING:  # rollup.py imports this module
+    from .rollup import RollupData, RollupRequest
 from .catalog import Catalog
 
 __all__ = [
@@ -166,6 +168,14 @@ class Store(Protocol):
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions, most recently seen first: ``session, host, agent, tags,
         first_seen, last_seen, connected, ended, exit_code``."""
+
+    # -- rollup tiers (rollup.py; read by deltawire.collector.aggregate) ----------
+    #: Tier widths in seconds the store keeps, coarsest first; () for none.
+    rollup_tiers: tuple[int, ...]
+
+    def rollup_read(self, req: RollupRequest) -> RollupData:
+        """Tier buckets and raw points (the unfolded tail too) for ``req``,
+        from one snapshot."""
 
     def catalog(self) -> Catalog:
         """The names seen, for the /query vocabulary; kept at ingest, cheap to read."""

@@ -77,6 +77,7 @@ from deltawire.protocol import Document, Hello
 
 from .base import API_SESSION, AggQuery, DocumentRows, MetricQuery, StoreError, StoreUnavailable
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
+from .rollup import RollupData, RollupRequest
 
 __all__ = ["MongoStore"]
 
@@ -889,6 +890,17 @@ class MongoStore(DocumentRows):
             }
             for row in rows
         ]
+
+    # -- rollup tiers ----------------------------------------------------------
+
+    #: No tiers yet: the engine plans raw reads only.
+    rollup_tiers: tuple[int, ...] = ()
+
+    def rollup_read(self, req: RollupRequest) -> RollupData:
+        from . import mongo_rollup
+
+        with _translated("rollup_read"):
+            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms)
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:

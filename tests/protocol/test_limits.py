@@ -18,7 +18,6 @@ from deltawire.protocol import (
     BadHello,
     Document,
     Hello,
-    ProtocolError,
     ServerConnection,
     client_frame_from_dict,
 )
@@ -31,6 +30,7 @@ from deltawire.protocol.frames import (
     MAX_HELLO_TEXT_CHARS,
     line_needs_limit_check,
 )
+from deltawire.testing.fuzzing import outcomes
 
 HELLO = b'{"t":"hello","v":1,"session":"s-1"}\n'
 SNAP = b'{"t":"snap","seq":0,"ts":1.5,"name":"p","data":{"a":1}}\n'
@@ -46,23 +46,7 @@ def nested(depth: int, leaf: Any = 1, *, array: bool = False) -> Any:
 
 def _events(lines: bytes, *, bulk: bool) -> list[Any]:
     """Every event and error the lines make, in order, through one of the two ways."""
-    conn = ServerConnection()
-    conn.receive_data(HELLO + lines)
-    out: list[Any] = []
-    while True:
-        try:
-            if bulk:
-                before = len(out)
-                conn.next_events(out)
-                if len(out) == before:
-                    return out
-            else:
-                event = conn.next_event()
-                if not isinstance(event, Hello | Document):
-                    return out
-                out.append(event)
-        except ProtocolError as exc:
-            out.append(exc)
+    return outcomes([HELLO + lines], bulk=bulk)
 
 
 def _frame(t: str, seq: int, data: Any) -> bytes:

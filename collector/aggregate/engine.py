@@ -1,0 +1,242 @@
+"""The aggregation engine: plan tiers and raw edges, read them, merge the partials.
+
+The planner tiles the window ``[from, to)`` with the coarsest tier whose buckets
+fit both the window and the asked bucket size, the next finer tier for what is
+left at the edges, and raw rows only for the partial edges (less than a minute
+each). Without ``from``/``to`` the whole history comes from the coarsest
+tier. What the store has not folded into its tiers yet (its tail) comes back
+as raw points with the buckets, from one snapshot, so the answer equals a
+scan of the raw rows (percentiles: within the sketch's 1%).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from deltawire.collector.stores.rollup import (
+    RAW,
+    SKETCH_TIERS,
+    Bucket,
+    Partial,
+    RawPoint,
+    RollupData,
+    RollupRequest,
+    Segment,
+    SeriesKey,
+    Sketch,
+)
+
+from .query import QUANTILES, AggregateQuery, AggregateRow
+
+__all__ = ["RollupSource", "plan_segments", "run_aggregate"]
+
+_GROUP_ATTR: Final = {"host": "host", "session": "session", "name": "name"}
+
+
+class RollupSource(Protocol):
+    """What the engine needs of a store (both stores implement it)."""
+
+    #: Tier widths in seconds the store keeps, coarsest first; () for none.
+    rollup_tiers: tuple[int, ...]
+
+    def rollup_read(self, req: RollupRequest) -> RollupData: ...
+
+
+def plan_segments(
+    lo: float | None, hi: float | None, tiers: Sequence[int], bucket: float | None
+) -> tuple[Segment, ...]:
+    """Tile ``[lo, hi)`` with tier buckets (coarsest first) and raw edges.
+
+    A tier serves only if its width divides the bucket size, so that each
+    of its buckets falls into exactly one answer bucket."""
+    usable = [t for t in tiers if bucket is None or bucket % t == 0]
+    segments: list[Segment] = []
+
+    def tile(lo: float | None, hi: float | None, tiers: Sequence[int]) -> None:
+        if lo is not None and hi is not None and lo >= hi:
+            return
+        if not tiers:
+            segments.append(Segment(RAW, lo, hi))
+            return
+        width = tiers[0]
+        start = None if lo is None else math.ceil(lo / width) * width
+        end = None if hi is None else math.floor(hi / width) * width
+        if start is not None and end is not None and start >= end:
+            tile(lo, hi, tiers[1:])
+            return
+        if lo is not None:
+            tile(lo, start, tiers[1:])
+        segments.append(Segment(width, start, end))
+        if hi is not None:
+            tile(end, hi, tiers[1:])
+
+    tile(lo, hi, usable)
+    return tuple(segments)
+
+
+@dataclass(slots=True)
+class _Acc:
+    """One answer row being built."""
+
+    n: int = 0
+    sum: float = 0
+    min: float = math.inf
+    max: float = -math.inf
+    first: float = math.inf
+    last: float = -math.inf
+    sketch: Sketch | None = None
+    raw_values: list[float] = field(default_factory=list)
+    # rate: per series, (fts, rank, order, partial) pieces to merge in time order
+    pieces: dict[SeriesKey, list[tuple[float, int, Any, Partial]]] | None = None
+
+    def add(self, series: SeriesKey, part: Partial, rank: int, order: Any) -> None:
+        self.n += part.n
+        self.sum += part.sum
+        if part.min < self.min:
+            self.min = part.min
+        if part.max > self.max:
+            self.max = part.max
+        if part.fts < self.first:
+            self.first = part.fts
+        if part.lts > self.last:
+            self.last = part.lts
+        if self.pieces is not None:
+            self.pieces.setdefault(series, []).append((part.fts, rank, order, part))
+
+    def increase(self) -> float | None:
+        """Summed counter increase of the series, None if pieces overlap."""
+        total = 0.0
+        for pieces in (self.pieces or {}).values():
+            pieces.sort(key=_piece_order)
+            merged = pieces[0][3].copy()
+            for piece in pieces[1:]:
+                merged.merge(piece[3])
+            if merged.inc is None:
+                return None
+            total += merged.inc
+        return total
+
+
+def _piece_order(piece: tuple[float, int, Any, Partial]) -> tuple[float, int, Any]:
+    return piece[0], piece[1], piece[2]
+
+
+class _Inexact(Exception):
+    """Tier pieces and tail rows of a series overlap in time: rate needs raw rows."""
+
+
+def run_aggregate(store: RollupSource, query: AggregateQuery) -> list[AggregateRow]:
+    """Answer ``query`` from ``store``'s tiers and raw rows (blocking: call it
+    from a worker thread). Raises ``StoreError`` as the store does."""
+    tiers = tuple(getattr(store, "rollup_tiers", ()))
+    if query.fn in QUANTILES:
+        tiers = tuple(t for t in tiers if t in SKETCH_TIERS)
+    w = query.where
+    segments = plan_segments(w.ts_from, w.ts_to, tiers, query.bucket)
+    try:
+        return _run(store, query, segments)
+    except _Inexact:
+        return _run(store, query, (Segment(RAW, w.ts_from, w.ts_to),))
+
+
+def _run(
+    store: RollupSource, query: AggregateQuery, segments: tuple[Segment, ...]
+) -> list[AggregateRow]:
+    percentile = QUANTILES.get(query.fn)
+    req = RollupRequest(query.where, query.path, segments, sketches=percentile is not None)
+    data = store.rollup_read(req)
+    accs = _accumulate(query, data, percentile is not None)
+    rows = [
+        AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)
+        for (group, bucket), acc in accs.items()
+        if acc.n
+    ]
+    return _ordered(query, rows)
+
+
+def _accumulate(
+    query: AggregateQuery, data: RollupData, sketches: bool
+) -> dict[tuple[Any, float | None], _Acc]:
+    attr = _GROUP_ATTR.get(query.by or "")
+    width = query.bucket
+    rate = query.fn == "rate"
+    accs: dict[tuple[Any, float | None], _Acc] = {}
+
+    def acc_for(series: SeriesKey, ts: float) -> _Acc:
+        key = (
+            None if attr is None else getattr(series, attr),
+            None if width is None else math.floor(ts / width) * width,
+        )
+        acc = accs.get(key)
+        if acc is None:
+            accs[key] = acc = _Acc(pieces={} if rate else None)
+        return acc
+
+    bucket: Bucket
+    for bucket in data.buckets:
+        acc = acc_for(bucket.series, bucket.start)
+        acc.add(bucket.series, bucket.part, 0, None)
+        if sketches:
+            if bucket.sketch is None:
+                raise ValueError("a percentile needs sketches from the store")
+            if acc.sketch is None:
+                acc.sketch = Sketch()
+            acc.sketch.merge(bucket.sketch)
+    point: RawPoint
+    for point in data.points:
+        acc = acc_for(point.series, point.ts)
+        v = point.value
+        acc.add(point.series, Partial(1, v, v, v, point.ts, v, point.ts, v, 0), 1, point.order)
+        if sketches:
+            acc.raw_values.append(v)
+    return accs
+
+
+def _value(query: AggregateQuery, acc: _Acc, percentile: float | None) -> float | None:
+    fn = query.fn
+    if fn == "count":
+        return acc.n
+    if fn == "sum":
+        return acc.sum
+    if fn == "avg":
+        return acc.sum / acc.n
+    if fn == "min":
+        return acc.min
+    if fn == "max":
+        return acc.max
+    if percentile is not None:
+        sketch = acc.sketch or Sketch()
+        sketch.add_values(acc.raw_values)
+        return sketch.quantile(percentile)
+    # rate
+    inc = acc.increase()
+    if inc is None:
+        raise _Inexact
+    w = query.where
+    if query.bucket is not None:
+        seconds = query.bucket
+    elif w.ts_from is not None and w.ts_to is not None:
+        seconds = w.ts_to - w.ts_from
+    else:
+        seconds = acc.last - acc.first
+    return inc / seconds if seconds > 0 else None
+
+
+def _ordered(query: AggregateQuery, rows: list[AggregateRow]) -> list[AggregateRow]:
+    if query.order == "group":
+        rows.sort(key=lambda r: (r.group is None, r.group or "", r.bucket or 0.0))
+    else:
+        # None values last either way; ties by group then bucket.
+        sign = -1 if query.order == "-value" else 1
+        rows.sort(
+            key=lambda r: (
+                r.value is None,
+                sign * (r.value or 0),
+                r.group or "",
+                r.bucket or 0.0,
+            )
+        )
+    return rows if query.limit is None else rows[: query.limit]

@@ -1,0 +1,370 @@
+"""Rollup tiers: the store-neutral part (types, folding documents into buckets).
+
+Every stored document feeds per-series buckets of fixed width (a *tier*:
+1 minute and 1 hour). A series is one numeric leaf of one stream:
+(session, kind, name, host, tags, path), where ``path`` is ``"value"`` (the
+document's value), a dotted path into ``data`` (``cpu.percent``), or
+``DOCS`` (the documents themselves, for ``count`` without a field). A bucket
+holds count, sum, min, max, first and last (time and value) and ``inc``, the
+counter increase over consecutive values inside it (a drop is a reset: the
+new value counts whole, as Prometheus' ``rate`` does). The hour tier also
+keeps a DDSketch of its values (1% relative error): at the minute tier a
+sketch of ~60 values is larger than the values themselves.
+
+Stores fold documents into the tiers in write transactions, behind a
+watermark: every document with an id up to the watermark is in the tiers,
+every one above it is not yet (the *tail*). A reader takes tiers and tail in
+one snapshot, so answers are exact whenever the fold runs. The planner
+(``deltawire.collector.aggregate``) asks a store for tier buckets and raw
+points through ``RollupRequest`` / ``RollupData``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice, repeat
+from typing import Any, Final
+
+import orjson
+from ddsketch.mapping import LogarithmicMapping
+
+from .base import MetricQuery
+
+__all__ = [
+    "DOCS",
+    "HOUR",
+    "MINUTE",
+    "RAW",
+    "RELATIVE_ACCURACY",
+    "SKETCH_TIERS",
+    "TIERS",
+    "Bucket",
+    "Partial",
+    "RawPoint",
+    "RollupData",
+    "RollupRequest",
+    "Segment",
+    "SeriesKey",
+    "Sketch",
+    "increase",
+    "leaves",
+    "step",
+    "stream_columns",
+]
+
+MINUTE: Final = 60
+HOUR: Final = 3600
+#: Tier widths in seconds, coarsest first. ``RAW`` (0) stands for the raw rows.
+TIERS: Final = (HOUR, MINUTE)
+RAW: Final = 0
+#: Tiers whose buckets carry a quantile sketch.
+SKETCH_TIERS: Final = (HOUR,)
+#: The sketch's relative error bound on every quantile.
+RELATIVE_ACCURACY: Final = 0.01
+#: The series path of "the documents themselves" (count without a field).
+DOCS: Final = ""
+
+_MAPPING: Final = LogarithmicMapping(RELATIVE_ACCURACY)
+# ddsketch's key(): ceil(log2(v) * multiplier) + offset, restated for map().
+_MULTIPLIER: Final = _MAPPING._multiplier
+_OFFSET: Final = int(_MAPPING._offset)
+_MIN_POSITIVE: Final = _MAPPING.min_possible
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    session: str
+    kind: str
+    name: str
+    host: str | None
+    tags: tuple[str, ...]
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A time range ``[lo, hi)`` (None: unbounded) read from ``tier`` (RAW: raw rows)."""
+
+    tier: int
+    lo: float | None
+    hi: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRequest:
+    """What the planner asks a store: the buckets and raw points of the series
+    matching ``where`` (its time bounds are ignored: ``segments`` say the time)
+    at ``path`` (``"value"``, a data path, or ``DOCS``)."""
+
+    where: MetricQuery
+    path: str
+    segments: tuple[Segment, ...]
+    sketches: bool = False  # percentiles: tier buckets must bring their sketch
+
+
+@dataclass(slots=True)
+class Sketch:
+    """DDSketch bins (ddsketch's LogarithmicMapping keys): positive values,
+    negative values (by magnitude) and zeros. Mergeable by adding counts."""
+
+    pos: dict[int, int] = field(default_factory=dict)
+    neg: dict[int, int] = field(default_factory=dict)
+    zero: int = 0
+
+    def add_values(self, values: Sequence[float]) -> None:
+        # Keys of the distinct values only: many leaves (totals, limits, ids,
+        # idle counters) repeat one value for a whole minute.
+        counts = Counter(values)
+        if not counts:
+            return
+        if min(counts) > _MIN_POSITIVE:  # the usual case: all positive
+            _add_counts(self.pos, _keys(counts), counts.values())
+            return
+        for v, n in counts.items():
+            if v > _MIN_POSITIVE:
+                _add_counts(self.pos, _keys((v,)), (n,))
+            elif v < -_MIN_POSITIVE:
+                _add_counts(self.neg, _keys((-v,)), (n,))
+            else:
+                self.zero += n
+
+    def merge(self, other: Sketch) -> None:
+        _merge_into(self.pos, other.pos)
+        _merge_into(self.neg, other.neg)
+        self.zero += other.zero
+
+    def quantile(self, q: float) -> float | None:
+        """ddsketch's ``get_quantile_value``: the value of rank q * (n - 1)."""
+        n_neg = sum(self.neg.values())
+        total = n_neg + self.zero + sum(self.pos.values())
+        if total == 0:
+            return None
+        rank = q * (total - 1)
+        if rank < n_neg:
+            seen = 0
+            for key in sorted(self.neg, reverse=True):  # most negative first
+                seen += self.neg[key]
+                if seen > rank:
+                    return -_MAPPING.value(key)
+        if rank < n_neg + self.zero:
+            return 0.0
+        seen = n_neg + self.zero
+        for key in sorted(self.pos):
+            seen += self.pos[key]
+            if seen > rank:
+                return _MAPPING.value(key)
+        return _MAPPING.value(max(self.pos))
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {"p": self.pos, "n": self.neg, "z": self.zero}, option=orjson.OPT_NON_STR_KEYS
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> Sketch:
+        d = orjson.loads(raw)
+        return cls(
+            {int(k): v for k, v in d["p"].items()}, {int(k): v for k, v in d["n"].items()}, d["z"]
+        )
+
+
+def _keys(values: Iterable[float]) -> Iterator[int]:
+    return map(int, map(operator.add, map(math.ceil, map(operator.mul, map(math.log, values, repeat(2)), repeat(_MULTIPLIER))), repeat(_OFFSET)))  # fmt: skip
+
+
+def _add_counts(bins: dict[int, int], keys: Iterable[int], counts: Iterable[int]) -> None:
+    get = bins.get
+    for key, n in zip(keys, counts, strict=True):
+        bins[key] = get(key, 0) + n
+
+
+def _merge_into(bins: dict[int, int], other: Mapping[int, int]) -> None:
+    get = bins.get
+    for key, n in other.items():
+        bins[key] = get(key, 0) + n
+
+
+def step(prev: float, cur: float) -> float:
+    """The counter increase from ``prev`` to ``cur``; a drop is a reset to 0."""
+    return cur - prev if cur >= prev else cur
+
+
+def increase(values: Sequence[float]) -> float:
+    """The counter increase over consecutive ``values``."""
+    if len(values) < 2:
+        return 0
+    if all(map(operator.le, values, islice(values, 1, None))):  # no reset: the usual case
+        return values[-1] - values[0]
+    return sum(map(step, values, islice(values, 1, None)))
+
+
+@dataclass(slots=True)
+class Partial:
+    """The mergeable state of one series over one stretch of time."""
+
+    n: int
+    sum: float
+    min: float
+    max: float
+    fts: float
+    fv: float
+    lts: float
+    lv: float
+    inc: float | None  # None: unknown (pieces overlapped in time; recompute)
+
+    @classmethod
+    def of(cls, ts: Sequence[float], values: Sequence[float]) -> Partial:
+        """Of values in (ts, id) order."""
+        return cls(
+            len(values),
+            sum(values),
+            min(values),
+            max(values),
+            ts[0],
+            values[0],
+            ts[-1],
+            values[-1],
+            increase(values),
+        )
+
+    def copy(self) -> Partial:
+        return Partial(
+            self.n, self.sum, self.min, self.max, self.fts, self.fv, self.lts, self.lv, self.inc
+        )
+
+    def merge(self, other: Partial) -> None:
+        """Fold ``other`` in; both in (ts, id) order, ``other``'s ids larger."""
+        if self.inc is not None and other.inc is not None and other.fts >= self.lts:
+            self.inc = self.inc + other.inc + step(self.lv, other.fv)
+        elif self.inc is not None and other.inc is not None and other.lts < self.fts:
+            self.inc = other.inc + self.inc + step(other.lv, self.fv)
+        else:
+            self.inc = None
+        self.n += other.n
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        if other.fts < self.fts:
+            self.fts, self.fv = other.fts, other.fv
+        if other.lts >= self.lts:
+            self.lts, self.lv = other.lts, other.lv
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One stored tier bucket of one series, as a reader gets it."""
+
+    series: SeriesKey
+    tier: int
+    start: float
+    part: Partial
+    sketch: Sketch | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawPoint:
+    """One value of a raw row: ``order`` sorts rows of equal ts (insertion
+    order); ``tail``: the row is above the watermark (not in the tiers yet)."""
+
+    series: SeriesKey
+    ts: float
+    order: Any
+    value: float
+    tail: bool = False
+
+
+@dataclass(slots=True)
+class RollupData:
+    buckets: list[Bucket]
+    points: list[RawPoint]
+
+
+def leaves(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted path, number) of every numeric leaf a dotted path can address:
+    through objects only, keys non-empty and free of '.' and '"', no bools."""
+    for key, value in data.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            if key and "." not in key and '"' not in key:
+                yield prefix + key, value
+        elif kind is dict and key and "." not in key and '"' not in key:
+            yield from leaves(value, prefix + key + ".")
+
+
+#: A stream's rows for ``fold_stream``: (ts, order, value or None, data or None).
+StreamRow = tuple[float, Any, "float | None", "dict[str, Any] | None"]
+
+
+Columns = dict[tuple[str, int], tuple[list[float], list[float]]]
+
+
+def stream_columns(rows: Sequence[StreamRow], tier: int) -> Columns:
+    """(ts list, value list) per (path, bucket start) of one stream's rows at
+    ``tier`` seconds, each in (ts, order) order; ``DOCS`` counts every row
+    (value 1). Rows in any order. Lists may be shared between columns."""
+    rows = sorted(rows, key=_ts_order)
+    cols: Columns = {}
+    i = 0
+    while i < len(rows):
+        # A run of rows in one bucket (rows are in ts order).
+        start = int(rows[i][0] // tier) * tier
+        j = i + 1
+        end = start + tier
+        while j < len(rows) and rows[j][0] < end:
+            j += 1
+        run = rows[i:j]
+        i = j
+        tss = [r[0] for r in run]
+        cols[(DOCS, start)] = (tss, [1] * len(tss))
+        _column(cols, "value", start, tss, [r[2] for r in run])
+        _flatten(cols, start, "", tss, [r[3] for r in run])
+    return cols
+
+
+_NUMBERS: Final = frozenset({int, float})
+
+
+def _column(cols: Columns, path: str, start: int, tss: list[float], col: list[Any]) -> None:
+    """Add the numbers of ``col`` (aligned with ``tss``) as a column."""
+    if set(map(type, col)) <= _NUMBERS:
+        cols[(path, start)] = (tss, col)
+        return
+    pairs = [(t, v) for t, v in zip(tss, col, strict=True) if type(v) in _NUMBERS]
+    if pairs:
+        cols[(path, start)] = ([t for t, _ in pairs], [v for _, v in pairs])
+
+
+def _flatten(cols: Columns, start: int, prefix: str, tss: list[float], items: list[Any]) -> None:
+    """Columns of the numeric leaves under ``items`` (dicts, or anything else:
+    skipped), one key at a time across all rows: the rows of a stream mostly
+    share their shape, so this is a few list operations per leaf, not per value."""
+    if not all(type(d) is dict for d in items):
+        pairs = [(t, d) for t, d in zip(tss, items, strict=True) if type(d) is dict]
+        if not pairs:
+            return
+        tss, items = [t for t, _ in pairs], [d for _, d in pairs]
+    first = items[0].keys()
+    if all(d.keys() == first for d in items):
+        keys: Iterable[str] = first
+    else:
+        keys = dict.fromkeys(k for d in items for k in d)
+    for key in keys:
+        if not key or "." in key or '"' in key:
+            continue  # no dotted path reaches it
+        col = [d.get(key) for d in items]
+        types = set(map(type, col))
+        if types <= _NUMBERS:
+            cols[(prefix + key, start)] = (tss, col)
+            continue
+        if types & _NUMBERS:
+            _column(cols, prefix + key, start, tss, col)
+        if dict in types:
+            _flatten(cols, start, prefix + key + ".", tss, col)
+
+
+def _ts_order(row: StreamRow) -> tuple[float, Any]:
+    return row[0], row[1]

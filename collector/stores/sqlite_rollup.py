@@ -1,0 +1,504 @@
+"""Rollup tiers of the SQLite store (see ``rollup.py`` for the model).
+
+Tables: ``roll_series`` names each series once (its id keys the buckets);
+``roll_60`` and ``roll_3600`` hold one row per (series, bucket start), the
+hour rows with their sketch; ``roll_state`` the watermark: every document
+with ``id <= watermark`` is in the tiers, none above it.
+
+Folding (``fold``) reads the documents above the watermark back in id order
+(pages the writer just wrote, still in its cache), adds them to the buckets
+and moves the watermark, all in the caller's write transaction. A bucket that
+the new rows overlap in time (a late document) is recomputed from its raw
+rows, so ``inc`` (the counter increase) stays exact. ``recompute_doc`` does
+the same for the buckets an API update or delete touches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+import orjson
+
+from . import sqlite as _sq
+from .base import MetricQuery
+from .rollup import (
+    DOCS,
+    HOUR,
+    MINUTE,
+    RAW,
+    TIERS,
+    Bucket,
+    Columns,
+    Partial,
+    RawPoint,
+    RollupData,
+    RollupRequest,
+    SeriesKey,
+    Sketch,
+    StreamRow,
+    stream_columns,
+)
+
+__all__ = [
+    "MIGRATION",
+    "Folder",
+    "SeriesIds",
+    "doc_buckets",
+    "prune",
+    "read",
+    "touched",
+    "watermark",
+]
+
+#: Schema migration 3 of ``sqlite.py``: the tiers. Without ROWID, keyed by
+#: (series, bucket): a query reads its few series' ranges of buckets.
+MIGRATION: Final = (
+    """CREATE TABLE roll_series (
+        id INTEGER PRIMARY KEY,
+        session TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        host TEXT,
+        tags TEXT NOT NULL,
+        path TEXT NOT NULL
+    )""",
+    # The lookup of a stream's series (host may be NULL, so no UNIQUE).
+    "CREATE INDEX roll_series_key ON roll_series (session, name, path)",
+    *(
+        f"""CREATE TABLE roll_{tier} (
+            series INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            sum NOT NULL, min NOT NULL, max NOT NULL,
+            fts REAL NOT NULL, fv NOT NULL, lts REAL NOT NULL, lv NOT NULL,
+            inc NOT NULL,
+            sketch BLOB,
+            PRIMARY KEY (series, bucket)
+        ) WITHOUT ROWID"""
+        for tier in TIERS
+    ),
+    "CREATE TABLE roll_state (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    # Buckets an API update or delete touched while its document was not
+    # folded yet: the checkpoint that folds it rebuilds them.
+    """CREATE TABLE roll_dirty (
+        session TEXT, kind TEXT, name TEXT, host TEXT, tags TEXT, path TEXT,
+        tier INTEGER, bucket INTEGER
+    )""",
+    "INSERT INTO roll_state (key, value) VALUES ('watermark', 0)",
+)
+
+_BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
+_SERIES_COLUMNS: Final = "session, kind, name, host, tags"
+#: Series ids by key, per database file; grows with the series (thousands).
+_SERIES_CACHE_MAX: Final = 200_000
+
+
+def watermark(conn: sqlite3.Connection) -> int:
+    (w,) = conn.execute("SELECT value FROM roll_state WHERE key = 'watermark'").fetchone()
+    return int(w)
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def _value_sql(path: str, params: list[Any], clauses: list[str]) -> str:
+    """The SQL of a row's value at ``path`` (numbers only, see ``leaves``)."""
+    if path == DOCS:
+        return "1"
+    if path == "value":
+        clauses.append("value IS NOT NULL")
+        return "value"
+    json_path = _sq._json_path(path)
+    clauses.append("json_type(data, ?) IN ('integer', 'real')")
+    params.append(json_path)
+    return "json_extract(data, ?)"
+
+
+def _raw_points(
+    conn: sqlite3.Connection,
+    where: MetricQuery,
+    path: str,
+    lo: float | None,
+    hi: float | None,
+    above: int | None,
+    upto: int | None = None,
+) -> list[RawPoint]:
+    q = replace(where, ts_from=lo, ts_to=hi)
+    clauses, params = _sq._filters(q)
+    if above is not None:
+        clauses.append("id > ?")
+        params.append(above)
+    if upto is not None:
+        clauses.append("id <= ?")
+        params.append(upto)
+    value_params: list[Any] = []
+    value_clauses: list[str] = []
+    value_sql = _value_sql(path, value_params, value_clauses)
+    sql = (
+        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs"
+        f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
+    )
+    # value_sql's placeholder comes first in the SQL, its clause's last.
+    args = [*value_params, *params, *value_params]
+    tail = above is not None
+    cache: dict[tuple[Any, ...], SeriesKey] = {}
+    out: list[RawPoint] = []
+    for session, kind, name, host, tags, ts, doc_id, value in conn.execute(sql, args):
+        skey = (session, kind, name, host, tags)
+        series = cache.get(skey)
+        if series is None:
+            cache[skey] = series = SeriesKey(
+                session, kind, name, host, tuple(orjson.loads(tags)), path
+            )
+        out.append(RawPoint(series, ts, doc_id, value, tail))
+    return out
+
+
+def read(conn: sqlite3.Connection, req: RollupRequest) -> RollupData:
+    """Buckets and raw points for ``req``; call inside one read snapshot."""
+    mark = watermark(conn)
+    buckets: list[Bucket] = []
+    points: list[RawPoint] = []
+    tier_lo: float | None = None
+    tier_hi: float | None = None
+    tiered = False
+    for seg in req.segments:
+        if seg.tier == RAW:
+            points += _raw_points(conn, req.where, req.path, seg.lo, seg.hi, None)
+            continue
+        buckets += _buckets(conn, req, seg.tier, seg.lo, seg.hi)
+        if not tiered:
+            tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
+        else:  # tier segments are contiguous: widen the span
+            tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
+            tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
+    if tiered:
+        points += _raw_points(conn, req.where, req.path, tier_lo, tier_hi, mark)
+    return RollupData(buckets, points)
+
+
+def _buckets(
+    conn: sqlite3.Connection, req: RollupRequest, tier: int, lo: float | None, hi: float | None
+) -> list[Bucket]:
+    # The series table is aliased as docs: the filters are the same columns.
+    clauses, params = _sq._filters(replace(req.where, ts_from=None, ts_to=None))
+    # (Its columns and the bucket table's have no name in common.)
+    clauses.append("docs.path = ?")
+    params.append(req.path)
+    if lo is not None:
+        clauses.append("b.bucket >= ?")
+        params.append(lo)
+    if hi is not None:
+        clauses.append("b.bucket < ?")
+        params.append(hi)
+    sketch_sql = "b.sketch" if req.sketches else "NULL"
+    sql = (
+        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
+        f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+        f" WHERE {' AND '.join(clauses)}"
+    )
+    series_by_id: dict[int, SeriesKey] = {}
+    out: list[Bucket] = []
+    for row in conn.execute(sql, params):
+        sid = row[0]
+        series = series_by_id.get(sid)
+        if series is None:
+            session, kind, name, host, tags = row[1:6]
+            series_by_id[sid] = series = SeriesKey(
+                session, kind, name, host, tuple(orjson.loads(tags)), req.path
+            )
+        part = Partial(*row[7:16])
+        sketch = Sketch.from_bytes(row[16]) if row[16] is not None else None
+        out.append(Bucket(series, tier, row[6], part, sketch))
+    return out
+
+
+# -- folding ------------------------------------------------------------------
+
+#: (session, kind, name, host, tags JSON text): the stream of a docs row.
+Stream = tuple[str, str, str, "str | None", str]
+
+
+class SeriesIds:
+    """Series ids by (stream, path), remembered across transactions once
+    committed (``committed``); new ids stay pending until then."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Stream, str], int] = {}
+        self._pending: dict[tuple[Stream, str], int] = {}
+
+    def get(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int:
+        key = (stream, path)
+        sid = self._known.get(key) or self._pending.get(key)
+        if sid is not None:
+            return sid
+        session, kind, name, host, tags = stream
+        row = conn.execute(
+            "SELECT id FROM roll_series WHERE session = ? AND name = ? AND path = ?"
+            " AND kind = ? AND host IS ? AND tags = ?",
+            (session, name, path, kind, host, tags),
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                f"INSERT INTO roll_series ({_SERIES_COLUMNS}, path) VALUES (?, ?, ?, ?, ?, ?)",
+                (*stream, path),
+            )
+            sid = int(cur.lastrowid or 0)
+        else:
+            sid = int(row[0])
+        self._pending[key] = sid
+        return sid
+
+    def committed(self) -> None:
+        if len(self._known) + len(self._pending) > _SERIES_CACHE_MAX:
+            self._known.clear()
+        self._known.update(self._pending)
+        self._pending.clear()
+
+    def rolled_back(self) -> None:
+        self._pending.clear()
+
+
+def _stream_rows(
+    rows: Sequence[tuple[Any, ...]],
+) -> dict[Stream, list[StreamRow]]:
+    """docs rows (id, session, kind, name, host, tags, ts, value, data) by stream,
+    each row's data parsed (one orjson call per stream)."""
+    raw: dict[Stream, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        raw[row[1:6]].append(row)
+    out: dict[Stream, list[StreamRow]] = {}
+    for stream, srows in raw.items():
+        datas = orjson.loads("[" + ",".join([r[8] or "null" for r in srows]) + "]")
+        out[stream] = [
+            (r[6], r[0], r[7], d if type(d) is dict else None)
+            for r, d in zip(srows, datas, strict=True)
+        ]
+    return out
+
+
+#: (stream, path, tier, bucket start) of one bucket in a Folder's memory.
+BucketKey = tuple[Stream, str, int, int]
+
+
+class Folder:
+    """Folds documents above the watermark into the tiers in two steps.
+
+    ``absorb`` reads committed documents after the last absorbed one and adds
+    them to partial buckets in memory (no write, no transaction: cheap to do
+    a slice after every batch). ``checkpoint`` writes those buckets, merged
+    with the stored ones, and moves the watermark, in one write transaction:
+    writing each bucket once per checkpoint instead of once per batch is what
+    keeps folding cheap. Memory is only ever ahead of the watermark, so losing
+    it (a crash, a failed checkpoint, another process checkpointing first)
+    loses nothing: the documents are folded again from the raw rows.
+    """
+
+    def __init__(self) -> None:
+        self.base = -1  # the watermark the memory starts at (-1: empty)
+        self.through = -1  # the last document id absorbed
+        self.docs = 0
+        self.parts: dict[BucketKey, Partial] = {}
+        self.sketches: dict[BucketKey, Sketch] = {}
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def absorb(self, conn: sqlite3.Connection, max_docs: int) -> int:
+        """Add up to ``max_docs`` documents to memory; how many."""
+        mark = watermark(conn)
+        if self.base != mark or self.through < mark:
+            # Someone else moved the watermark (or first use): start over there.
+            self.clear()
+            self.base = self.through = mark
+        rows = conn.execute(
+            "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (self.through, max_docs),
+        ).fetchall()
+        if not rows:
+            return 0
+        for stream, srows in _stream_rows(rows).items():
+            self._add_stream(stream, stream_columns(srows, MINUTE))
+        self.through = rows[-1][0]
+        self.docs += len(rows)
+        return len(rows)
+
+    def _add_stream(self, stream: Stream, minutes: Columns) -> None:
+        parts, sketches = self.parts, self.sketches
+        # In time order, so that merges append (see Partial.merge).
+        for (path, start), (tss, vals) in sorted(minutes.items(), key=_by_start):
+            part = Partial.of(tss, vals)
+            for key in ((stream, path, MINUTE, start), (stream, path, HOUR, start // HOUR * HOUR)):
+                old = parts.get(key)
+                if old is None:
+                    parts[key] = part.copy()
+                else:
+                    old.merge(part)
+            hkey = (stream, path, HOUR, start // HOUR * HOUR)
+            sketch = sketches.get(hkey)
+            if sketch is None:
+                sketches[hkey] = sketch = Sketch()
+            sketch.add_values(vals)
+
+    def checkpoint(self, conn: sqlite3.Connection, ids: SeriesIds) -> bool:
+        """Write memory to the tiers and move the watermark; in the caller's
+        write transaction. False (and memory dropped) if another writer moved
+        the watermark first. The caller clears memory once committed."""
+        if self.base < 0 or watermark(conn) != self.base:
+            self.clear()
+            return False
+        redo: list[BucketKey] = []
+        for key, part in self.parts.items():
+            stream, path, tier, start = key
+            sid = ids.get(conn, stream, path)
+            if part.inc is None or not _merge_bucket(
+                conn, tier, sid, start, part, self.sketches.get(key)
+            ):
+                redo.append(key)
+        conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
+        for stream, path, tier, start in redo:
+            _recompute(conn, ids, stream, path, tier, start, self.through)
+        _redo_dirty(conn, ids, self.through)
+        return True
+
+
+def _by_start(item: tuple[tuple[str, int], Any]) -> int:
+    return item[0][1]
+
+
+def _merge_bucket(
+    conn: sqlite3.Connection,
+    tier: int,
+    sid: int,
+    start: int,
+    part: Partial,
+    sketch: Sketch | None,
+) -> bool:
+    """Add ``part`` (rows with larger ids than the bucket's) to a stored
+    bucket; False when they overlap in time (the bucket needs a recompute)."""
+    row = conn.execute(
+        f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
+        (sid, start),
+    ).fetchone()
+    if row is not None:
+        old = Partial(*row[:9])
+        old.merge(part)
+        if old.inc is None:
+            return False
+        part = old
+        if sketch is not None and row[9] is not None:
+            merged = Sketch.from_bytes(row[9])
+            merged.merge(sketch)
+            sketch = merged
+    _write_bucket(conn, tier, sid, start, part, sketch)
+    return True
+
+
+def _write_bucket(
+    conn: sqlite3.Connection, tier: int, sid: int, start: int, p: Partial, sketch: Sketch | None
+) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO roll_{tier} (series, bucket, {_BUCKET_COLUMNS}, sketch)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (sid, start, p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
+         None if sketch is None else sketch.to_bytes()),
+    )  # fmt: skip
+
+
+def _recompute(
+    conn: sqlite3.Connection,
+    ids: SeriesIds,
+    stream: Stream,
+    path: str,
+    tier: int,
+    start: int,
+    upto: int,
+) -> None:
+    """Rebuild one bucket from the raw rows with ``id <= upto``."""
+    session, kind, name, host, tags = stream
+    where = MetricQuery(session=session, name=name, kind=kind)
+    points = [
+        p
+        for p in _raw_points(conn, where, path, start, start + tier, None, upto)
+        if p.series.host == host and orjson.dumps(list(p.series.tags)).decode() == tags
+    ]
+    sid = ids.get(conn, stream, path)
+    if not points:
+        conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
+        return
+    points.sort(key=lambda p: (p.ts, p.order))
+    vals = [p.value for p in points]
+    part = Partial.of([p.ts for p in points], vals)
+    sketch = None
+    if tier == HOUR:
+        sketch = Sketch()
+        sketch.add_values(vals)
+    _write_bucket(conn, tier, sid, start, part, sketch)
+
+
+def doc_buckets(conn: sqlite3.Connection, doc_id: int) -> list[BucketKey]:
+    """The buckets the stored document ``doc_id`` falls into (none if absent)."""
+    row = conn.execute(
+        "SELECT session, kind, name, host, tags, ts, value, data FROM docs WHERE id = ?", (doc_id,)
+    ).fetchone()
+    if row is None:
+        return []
+    stream: Stream = row[:5]
+    ts, value, data = row[5], row[6], row[7]
+    parsed = orjson.loads(data) if data is not None else None
+    cols = stream_columns([(ts, doc_id, value, parsed if type(parsed) is dict else None)], MINUTE)
+    return [
+        (stream, path, tier, bucket)
+        for path, start in cols
+        for tier, bucket in ((MINUTE, start), (HOUR, start // HOUR * HOUR))
+    ]
+
+
+def touched(
+    conn: sqlite3.Connection, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
+) -> None:
+    """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
+    old document's and the new one's) now if the document is in the tiers,
+    else mark them for the checkpoint that folds it (a writer may hold the
+    old version in memory). In the caller's write transaction."""
+    mark = watermark(conn)
+    if doc_id <= mark:
+        for stream, path, tier, start in dict.fromkeys(buckets):
+            _recompute(conn, ids, stream, path, tier, start, mark)
+    elif buckets:
+        conn.executemany(
+            "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*stream, path, tier, start) for stream, path, tier, start in buckets],
+        )
+
+
+def _redo_dirty(conn: sqlite3.Connection, ids: SeriesIds, upto: int) -> None:
+    rows = conn.execute(
+        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
+    ).fetchall()
+    if rows:
+        for row in rows:
+            _recompute(conn, ids, row[:5], row[5], row[6], row[7], upto)
+        conn.execute("DELETE FROM roll_dirty")
+
+
+def prune(
+    conn: sqlite3.Connection, retention_s: dict[int, float], now: float | None = None
+) -> None:
+    """Drop tier buckets older than their tier's retention (0: keep forever)."""
+    now = time.time() if now is None else now
+    series = [sid for (sid,) in conn.execute("SELECT id FROM roll_series")]
+    for tier, keep in retention_s.items():
+        if keep > 0:
+            cutoff = now - keep
+            conn.executemany(
+                f"DELETE FROM roll_{tier} WHERE series = ? AND bucket < ?",
+                [(sid, cutoff) for sid in series],
+            )

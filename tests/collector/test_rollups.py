@@ -1,0 +1,378 @@
+"""Rollup tiers and the aggregation engine: every answer equals a scan of the
+raw documents (percentiles: within the sketch's 1%), on a real SQLite file and
+on the MongoDB-wire server, for random data, edits, windows, buckets and groups.
+
+The reference below reads every document back with ``find`` and computes each
+function in plain Python, independently of the tiers and the planner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pathlib
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deltawire.collector.aggregate import (
+    FNS,
+    QUANTILES,
+    AggregateError,
+    AggregateQuery,
+    AggregateRow,
+    parse_bucket,
+    plan_segments,
+    run_aggregate,
+)
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.stores.rollup import RAW, Segment, Sketch, step
+from deltawire.protocol import Document
+
+BASE = 1_795_003_200.0  # a whole hour
+SESSIONS = ("s1", "s2")
+NAMES = ("proc", "net")
+HOSTS = ("h1", "h2", None)
+TAGS = ("x", "y")
+FIELDS = ("value", "cpu.p", "n", "deep.a.b")
+
+
+# -- the reference: a raw scan in Python -------------------------------------------------
+
+
+def _all_docs(store: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = store.find(MetricQuery(limit=1000, after=after))
+        out += page
+        if len(page) < 1000:
+            return out
+        after = (page[-1]["ts"], page[-1]["id"])
+
+
+def _matches(d: dict[str, Any], w: MetricQuery) -> bool:
+    return (
+        (w.session is None or d["session"] == w.session)
+        and (w.name is None or d["name"] == w.name)
+        and (w.kind is None or d["kind"] == w.kind)
+        and (w.host is None or d["host"] == w.host)
+        and all(t in d["tags"] for t in w.tags)
+        and (w.ts_from is None or d["ts"] >= w.ts_from)
+        and (w.ts_to is None or d["ts"] < w.ts_to)
+    )
+
+
+def _value(d: dict[str, Any], field: str | None) -> Any:
+    if field is None:
+        return 1
+    if field == "value":
+        return d.get("value")
+    node: Any = d.get("data")
+    for key in field.split("."):
+        node = node.get(key) if type(node) is dict else None
+    return node
+
+
+def _order(doc_id: str) -> Any:
+    return int(doc_id) if doc_id.isdigit() else doc_id
+
+
+def reference(docs: list[dict[str, Any]], q: AggregateQuery) -> dict[tuple[Any, Any], Any]:
+    """(group, bucket) -> (value, count) by a raw scan."""
+    cells: dict[tuple[Any, Any], list[tuple[Any, float, Any, float]]] = defaultdict(list)
+    for d in docs:
+        v = _value(d, q.field)
+        if not _matches(d, q.where) or type(v) not in (int, float):
+            continue
+        group = None if q.by is None else d[q.by]
+        bucket = None if q.bucket is None else math.floor(d["ts"] / q.bucket) * q.bucket
+        series = (d["session"], d["kind"], d["name"], d["host"], tuple(d["tags"]))
+        cells[(group, bucket)].append((series, d["ts"], _order(d["id"]), v))
+    out: dict[tuple[Any, Any], Any] = {}
+    for key, items in cells.items():
+        vals = [v for _s, _t, _o, v in items]
+        n = len(vals)
+        if q.fn == "count":
+            value: Any = n
+        elif q.fn == "sum":
+            value = sum(vals)
+        elif q.fn == "avg":
+            value = sum(vals) / n
+        elif q.fn == "min":
+            value = min(vals)
+        elif q.fn == "max":
+            value = max(vals)
+        elif q.fn in QUANTILES:
+            value = sorted(vals)[math.floor(QUANTILES[q.fn] * (n - 1))]
+        else:  # rate
+            per_series: dict[Any, list[tuple[float, Any, float]]] = defaultdict(list)
+            for s, t, o, v in items:
+                per_series[s].append((t, o, v))
+            inc = 0.0
+            for pts in per_series.values():
+                pts.sort(key=lambda p: (p[0], p[1]))
+                inc += sum(step(a[2], b[2]) for a, b in itertools.pairwise(pts))
+            w = q.where
+            if q.bucket is not None:
+                seconds = q.bucket
+            elif w.ts_from is not None and w.ts_to is not None:
+                seconds = w.ts_to - w.ts_from
+            else:
+                seconds = max(t for _s, t, _o, _v in items) - min(t for _s, t, _o, _v in items)
+            value = inc / seconds if seconds > 0 else None
+        out[key] = (value, n)
+    return out
+
+
+def assert_same(
+    rows: list[AggregateRow], ref: dict[tuple[Any, Any], Any], q: AggregateQuery
+) -> None:
+    got = {(r.group, r.bucket): (r.value, r.count) for r in rows}
+    assert got.keys() == ref.keys(), q
+    for key, (value, n) in ref.items():
+        gv, gn = got[key]
+        assert gn == n, (q, key)
+        if value is None or gv is None:
+            assert value is None and gv is None, (q, key, gv, value)
+        elif q.fn in QUANTILES:
+            assert abs(gv - value) <= 0.01 * abs(value) + 1e-9, (q, key, gv, value)
+        else:
+            assert math.isclose(gv, value, rel_tol=1e-9, abs_tol=1e-6), (q, key, gv, value)
+
+
+# -- random data and queries -------------------------------------------------------------
+
+numbers: st.SearchStrategy[float] = st.one_of(
+    st.integers(-1000, 10**6),
+    st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: round(f, 3)),
+)
+leaf = st.one_of(*[numbers] * 6, st.booleans(), st.just("text"), st.none())
+data = st.one_of(
+    st.none(),
+    *[
+        st.fixed_dictionaries(
+            {"cpu": st.fixed_dictionaries({"p": leaf}), "n": leaf},
+            optional={"deep": st.fixed_dictionaries({"a": st.fixed_dictionaries({"b": leaf})})},
+        )
+    ]
+    * 4,
+)
+# ts in ms (the MongoDB store keeps milliseconds), over ~3 hours
+# (hour, minute, second, ms) drawn apart: one integer would cluster near BASE.
+timestamps = st.builds(
+    lambda h, m, s, ms: BASE + h * 3600 + m * 60 + s + ms / 1000,
+    st.integers(0, 2), st.integers(0, 59), st.integers(0, 59), st.integers(0, 999),
+)  # fmt: skip
+# A write: one stream's docs, usually in time order (as agents send them),
+# sometimes not (late or skewed clocks), with counters that sometimes reset.
+stream_batch = st.tuples(
+    st.sampled_from(SESSIONS), st.sampled_from(NAMES), st.sampled_from(("sample", "sample", "event")),
+    st.lists(st.tuples(timestamps, data), min_size=2, max_size=60), st.booleans(),
+)  # fmt: skip
+api_point = st.fixed_dictionaries(
+    {"name": st.sampled_from(NAMES), "value": numbers, "ts": timestamps,
+     "tags": st.lists(st.sampled_from(TAGS), unique=True), "data": data}
+)  # fmt: skip
+#: write streamed docs / create an API point / delete the k-th doc / change the
+#: k-th doc / resend the last batch / fold the tiers
+write = st.tuples(st.just("write"), st.lists(stream_batch, min_size=1, max_size=3))
+actions = st.builds(
+    lambda first, rest: [first, *rest],
+    write,
+    st.lists(
+        st.one_of(
+            write,
+            st.tuples(st.just("create"), api_point),
+            st.tuples(st.just("delete"), st.integers(0, 10**6)),
+            st.tuples(st.just("replace"), st.integers(0, 10**6), api_point),
+            st.tuples(st.just("resend"), st.none()),
+            st.tuples(st.just("fold"), st.none()),
+        ),
+        max_size=10,
+    ),
+)
+
+
+@st.composite
+def queries(draw: st.DrawFn) -> AggregateQuery:
+    fn = draw(st.sampled_from((*FNS, "rate", "rate", "p95", "count")))
+    field = draw(st.sampled_from((*FIELDS, None) if fn == "count" else FIELDS))
+    lo = draw(st.one_of(st.none(), timestamps))
+    hi = draw(st.one_of(st.none(), timestamps))
+    if lo is not None and hi is not None and hi < lo:
+        lo, hi = hi, lo
+
+    def rarely(*values: Any) -> Any:  # a filter on one query in ~4
+        return draw(st.sampled_from((None,) * (2 * len(values)) + values))
+
+    where = MetricQuery(
+        session=rarely(*SESSIONS),
+        name=rarely(*NAMES),
+        kind=rarely("sample", "event", "metric"),
+        host=rarely("h1", "h2"),
+        tags=tuple(draw(st.lists(st.sampled_from(TAGS), unique=True, max_size=1))),
+        ts_from=lo,
+        ts_to=hi,
+    )
+    return AggregateQuery(
+        fn=fn,
+        field=field,
+        where=where,
+        by=draw(st.sampled_from((None, "host", "session", "name"))),
+        bucket=draw(st.sampled_from((None, 60.0, 600.0, 3600.0, 90.0, 7200.0))),
+    )
+
+
+def apply(store: Any, acts: list[tuple[Any, ...]], can_fold: bool) -> None:
+    seqs: dict[str, int] = defaultdict(int)
+    last: list[Document] = []
+    for act in acts:
+        if act[0] == "write":
+            batch = []
+            for session, name, kind, items, in_order in act[1]:
+                host = HOSTS[len(items) % 3] if session == "s1" else "h2"
+                tags = ("x",) if session == "s1" else ("x", "y")
+                for ts, d in sorted(items, key=lambda i: i[0]) if in_order else items:
+                    batch.append(Document(session, seqs[session], kind, name, ts, host, tags, d))
+                    seqs[session] += 1
+            store.write_batch(batch)
+            last = batch
+        elif act[0] == "resend" and last:
+            store.write_batch(last)
+        elif act[0] == "create":
+            store.create(act[1])
+        elif act[0] in ("delete", "replace"):
+            docs = _all_docs(store)
+            if docs:
+                doc = docs[act[1] % len(docs)]
+                if act[0] == "delete":
+                    assert store.delete(doc["id"])
+                else:
+                    assert store.replace(doc["id"], act[2]) is not None
+        elif act[0] == "fold" and can_fold:
+            store.fold_rollups()
+
+
+_SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=_SUPPRESS)
+@given(acts=actions, qs=st.lists(queries(), min_size=1, max_size=6))
+def test_sqlite_answers_equal_a_raw_scan(
+    tmp_path: pathlib.Path, acts: list[tuple[Any, ...]], qs: list[AggregateQuery]
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
+    store.open()
+    try:
+        apply(store, acts, can_fold=True)
+        docs = _all_docs(store)
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+        store.fold_rollups()  # everything in the tiers, no tail: the same answers
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def mongo_store(mongo_uri: str) -> Iterator[Any]:
+    store = open_store(mongo_uri, app_env=f"roll{uuid.uuid4().hex[:12]}")
+    store.open()
+    yield store
+    store.close()
+
+
+@pytest.mark.mongo
+@settings(max_examples=15, deadline=None, suppress_health_check=_SUPPRESS)
+@given(acts=actions, qs=st.lists(queries(), min_size=1, max_size=6))
+def test_mongo_answers_equal_a_raw_scan(
+    mongo_store: Any, acts: list[tuple[Any, ...]], qs: list[AggregateQuery]
+) -> None:
+    mongo_store._docs().delete_many({})
+    mongo_store._sessions().delete_many({})
+    apply(mongo_store, acts, can_fold=False)
+    docs = _all_docs(mongo_store)
+    for q in qs:
+        assert_same(run_aggregate(mongo_store, q), reference(docs, q), q)
+
+
+# -- the planner, the sketch, the query ------------------------------------------------------
+
+
+def test_planner_tiles_with_the_coarsest_tier_and_raw_edges() -> None:
+    h, m = 3600, 60
+    segs = plan_segments(BASE - 90.5, BASE + 2 * h + 150, (h, m), None)
+    assert segs == (
+        Segment(RAW, BASE - 90.5, BASE - 60),
+        Segment(m, BASE - 60, BASE),
+        Segment(h, BASE, BASE + 2 * h),
+        Segment(m, BASE + 2 * h, BASE + 2 * h + 120),
+        Segment(RAW, BASE + 2 * h + 120, BASE + 2 * h + 150),
+    )
+    assert plan_segments(None, None, (h, m), None) == (Segment(h, None, None),)
+    # a 90 s bucket is tiled by no tier; a 10 min one by minutes only
+    assert plan_segments(None, BASE, (h, m), 90) == (Segment(RAW, None, BASE),)
+    assert plan_segments(BASE, BASE + h, (h, m), 600) == (Segment(m, BASE, BASE + h),)
+    assert plan_segments(BASE + 1, BASE + 2, (h, m), None) == (Segment(RAW, BASE + 1, BASE + 2),)
+
+
+@given(st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=300))
+def test_sketch_quantiles_are_within_one_percent(values: list[float]) -> None:
+    sketch = Sketch()
+    half = len(values) // 2
+    sketch.add_values(values[:half])
+    other = Sketch.from_bytes(_sketch_of(values[half:]).to_bytes())
+    sketch.merge(other)
+    ordered = sorted(values)
+    for q in (0.0, 0.5, 0.9, 0.95, 0.99, 1.0):
+        exact = ordered[math.floor(q * (len(values) - 1))]
+        got = sketch.quantile(q)
+        assert got is not None
+        assert abs(got - exact) <= 0.01 * abs(exact) + 1e-300
+
+
+def _sketch_of(values: list[float]) -> Sketch:
+    s = Sketch()
+    s.add_values(values)
+    return s
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"fn": "median", "field": "value"}, "fn"),
+        ({"fn": "avg"}, "field"),
+        ({"fn": "avg", "field": "a..b"}, "field"),
+        ({"fn": "avg", "field": "value", "by": "kind"}, "by"),
+        ({"fn": "avg", "field": "value", "bucket": -1.0}, "bucket"),
+        (
+            {
+                "fn": "avg",
+                "field": "value",
+                "bucket": 1.0,
+                "where": MetricQuery(ts_from=0, ts_to=10**9),
+            },
+            "bucket",
+        ),
+    ],
+)
+def test_bad_queries_name_their_parameter(kwargs: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(AggregateError) as e:
+        AggregateQuery(**kwargs)
+    assert e.value.parameter == parameter
+
+
+def test_bucket_sizes() -> None:
+    assert [parse_bucket(t) for t in ("30", "90s", "1m", "10m", "1h", "1d")] == [
+        30, 90, 60, 600, 3600, 86400,
+    ]  # fmt: skip
+    for bad in ("", "0", "1w", "-1m", "m"):
+        with pytest.raises(AggregateError):
+            parse_bucket(bad)
