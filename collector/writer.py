@@ -417,13 +417,6 @@ def _write_frame(out: BinaryIO, payload: bytes) -> None:
     out.flush()
 
 
-<<<<<<< HEAD
-def serve(
-    store: Store, inp: BinaryIO, out: BinaryIO, alive: Callable[[], None] = _nobody_left
-) -> None:
-    """Read batches, commit each, answer each, until EOF."""
-    while (header := _read_exact(inp, 4)) is not None:
-=======
 def _work_while_idle(inp: BinaryIO, work: Callable[[], bool]) -> None:
     """Call ``work`` (one short slice) while nothing is readable on ``inp``."""
     try:
@@ -437,7 +430,9 @@ def _work_while_idle(inp: BinaryIO, work: Callable[[], bool]) -> None:
         log.warning("idle store work failed", extra={"error": repr(exc)})
 
 
-def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
+def serve(
+    store: Store, inp: BinaryIO, out: BinaryIO, alive: Callable[[], None] = _nobody_left
+) -> None:
     """Read batches, commit each, answer each, until EOF. In between, while
     no batch waits, the store may do its background work (rollup folding)."""
     idle_work = getattr(store, "fold_idle", None)
@@ -447,7 +442,6 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -
         header = _read_exact(inp, 4)
         if header is None:
             break
->>>>>>> main
         (size,) = _HEADER.unpack(header)
         payload = _read_exact(inp, size)
         if payload is None:
