@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import codec
 
             print(codec.run(seconds=max(0.5, 2.0 * args.scale)).render(), flush=True)
+            print(codec.bandwidth(seconds=max(1.0, 4.0 * args.scale)).render(), flush=True)
         elif part == "ingest":
             from . import ingest
 

@@ -11,13 +11,23 @@ from typing import Any
 
 import orjson
 
-from deltawire.protocol import NEED_DATA, DeltaEncoder, Encoder, Hello, ServerConnection, Snap
+from deltawire.protocol import (
+    CODECS,
+    NEED_DATA,
+    ClientConnection,
+    Delta,
+    DeltaEncoder,
+    Encoder,
+    Hello,
+    ServerConnection,
+    Snap,
+)
 
 from .report import Table
 
 RECORDING = pathlib.Path(__file__).parent / "data" / "recording.ndjson"
 
-__all__ = ["load_recording", "main", "run"]
+__all__ = ["bandwidth", "load_recording", "main", "run"]
 
 
 def load_recording(path: pathlib.Path = RECORDING) -> list[tuple[str, float, dict[str, Any]]]:
@@ -50,17 +60,22 @@ def _decode(wire: bytes, chunk: int = 65536) -> int:
     return n - 1  # the hello
 
 
-def _rate(fn: Any, n: int, min_seconds: float) -> float:
-    """Samples per second of ``fn`` (which processes ``n`` samples), best of repeats."""
+def _best(fn: Any, min_seconds: float, clock: Any = time.perf_counter) -> float:
+    """The shortest time ``fn`` took on ``clock``, repeated for ``min_seconds``."""
     best = float("inf")
     total = 0.0
     while total < min_seconds:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         best = min(best, dt)
         total += dt
-    return n / best
+    return best
+
+
+def _rate(fn: Any, n: int, min_seconds: float) -> float:
+    """Samples per second of ``fn`` (which processes ``n`` samples), best of repeats."""
+    return n / _best(fn, min_seconds)
 
 
 def run(seconds: float = 2.0, keyframe_every: int = 100) -> Table:
@@ -103,8 +118,127 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keyframe-every", type=int, default=100)
     args = ap.parse_args(argv)
     print(run(args.seconds, args.keyframe_every).render())
+    print(bandwidth(args.seconds).render())
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- bandwidth: bytes and CPU per sample, plain and compressed -----------------
+
+#: Samples sent together: the watchdog pushes every push_every ticks, and each
+#: tick samples the process and the system (two lines of the recording).
+PUSH_EVERY: tuple[int, ...] = (1, 4, 10)
+_STREAMS = 2
+
+#: Published figures to read ours against (bytes per sample or per value).
+ANCHORS = (
+    ("Prometheus remote write v1", "~50 B/sample"),
+    ("Netdata zstd streaming", "~10.5 B/value"),
+    ("Gorilla (Facebook TSDB)", "1.37 B/point"),
+    ("24-value sample at 30 B", "1.25 B/value"),
+)
+
+Variant = str
+VARIANTS: tuple[Variant, ...] = ("full JSON", "delta", "delta+zstd", "delta+zstd+counter")
+
+
+def _counter_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A prototype of the counter-aware encoding (measured, not on the wire):
+    an integer leaf replacing an integer is sent as its increment."""
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        old = base.get(key)
+        if type(value) is dict and type(old) is dict:
+            out[key] = _counter_patch(old, value)
+        elif type(value) is int and type(old) is int:
+            out[key] = value - old
+        else:
+            out[key] = value
+    return out
+
+
+def _pushes(
+    samples: list[tuple[str, float, dict[str, Any]]], variant: Variant, push_every: int
+) -> list[bytes]:
+    """The bytes of each push, as the watchdog's link would send them."""
+    client = ClientConnection()
+    zstd = variant.startswith("delta+zstd")
+    client.send(Hello(session="bench", compress=CODECS if zstd else ()))
+    if zstd:
+        client.receive_data(
+            b'{"t":"welcome","v":1,"session":"bench","acked":-1,"compress":"zstd"}\n'
+        )
+        client.next_event()
+    denc = DeltaEncoder()
+    last: dict[str, dict[str, Any]] = {}
+    per_push = push_every * _STREAMS
+    out = []
+    for start in range(0, len(samples), per_push):
+        frames: list[Any] = []
+        for seq in range(start, min(start + per_push, len(samples))):
+            name, ts, data = samples[seq]
+            if variant == "full JSON":
+                frames.append(Snap(seq, ts, name, data))
+                continue
+            frame = denc.encode(seq, ts, name, data)
+            if variant.endswith("counter") and type(frame) is Delta:
+                frame = Delta(seq, ts, name, _counter_patch(last[name], frame.data))
+            last[name] = data
+            frames.append(frame)
+        out.append(client.send_many(frames))
+    return out
+
+
+def _server_side(pushes: list[bytes], zstd: bool) -> int:
+    server = ServerConnection()
+    offer = b',"compress":["zstd"]' if zstd else b""
+    server.receive_data(b'{"t":"hello","v":1,"session":"bench"' + offer + b"}\n")
+    server.next_event()
+    server.send(server.welcome(-1))
+    events: list[Any] = []
+    for push in pushes:
+        server.receive_data(push)
+        server.next_events(events)
+    return len(events)
+
+
+def _cpu_per_sample(fn: Any, n: int, min_seconds: float) -> float:
+    """CPU microseconds per sample of ``fn`` (which handles ``n`` samples), best of repeats."""
+    return _best(fn, min_seconds, time.process_time) / n * 1e6
+
+
+def bandwidth(seconds: float = 1.0) -> Table:
+    samples = load_recording()
+    n = len(samples)
+    t = Table(f"bandwidth — {n} psutil samples recorded at 1 s, {_STREAMS} streams a tick, "
+              "bytes per sample on the wire incl. frame overhead; CPU per sample on one core",
+              ["this variant", "full JSON (baseline)"])  # fmt: skip
+    budget = seconds / (len(VARIANTS) * len(PUSH_EVERY) * 2)
+    full_cpu: dict[int, tuple[float, float]] = {}
+    for push_every in PUSH_EVERY:
+        full = sum(map(len, _pushes(samples, "full JSON", push_every))) / n
+        for variant in VARIANTS:
+            pushes = _pushes(samples, variant, push_every)
+            zstd = "zstd" in variant
+            bps = sum(map(len, pushes)) / n
+            decoded = _server_side(pushes, zstd)
+            assert decoded == n, (variant, decoded)
+            agent = _cpu_per_sample(lambda v=variant, p=push_every: _pushes(samples, v, p), n,
+                                    budget)  # fmt: skip
+            collector = _cpu_per_sample(lambda p=pushes, z=zstd: _server_side(p, z), n, budget)
+            if variant == "full JSON":
+                full_cpu[push_every] = (agent, collector)
+            goal = "<= 30 (14x)" if push_every == 4 and variant.endswith("counter") else ""
+            t.row(f"push {push_every:>2} {variant}: bytes/sample", bps, full, goal=goal,
+                  lower_is_better=True)  # fmt: skip
+            fa, fc = full_cpu[push_every]
+            t.row(f"push {push_every:>2} {variant}: agent CPU us/sample", agent, fa,
+                  ratio=False)  # fmt: skip
+            t.row(f"push {push_every:>2} {variant}: collector CPU us/sample", collector, fc,
+                  ratio=False)  # fmt: skip
+    for name, figure in ANCHORS:
+        t.row(f"anchor: {name} {figure}", None, None, ratio=False)
+    return t

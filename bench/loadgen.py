@@ -20,10 +20,12 @@ import orjson
 import trio
 
 from deltawire.protocol import (
+    CODECS,
     NEED_DATA,
     Ack,
     ClientConnection,
     Closed,
+    Deflater,
     DeltaEncoder,
     Encoder,
     ErrorFrame,
@@ -37,31 +39,42 @@ __all__ = ["main"]
 
 
 def _session_bytes(
-    session: str, samples: list[tuple[str, float, dict[str, Any]]], n: int, delta: bool
-) -> tuple[bytes, list[tuple[int, int]]]:
-    """The wire bytes of one session and, per chunk, (end offset, last seq)."""
+    session: str, samples: list[tuple[str, float, dict[str, Any]]], n: int, delta: bool,
+    zstd: bool = False,
+) -> tuple[Hello, bytes, list[tuple[int, int]]]:  # fmt: skip
+    """The hello, the wire bytes after it and, per chunk, (end offset, last seq).
+    With zstd, each chunk is the next block-flushed piece of one stream."""
     enc, denc = Encoder(), DeltaEncoder()
-    parts = [enc.send(Hello(session=session, host="bench"))]
+    deflater = Deflater() if zstd else None
+    hello = Hello(session=session, host="bench", compress=CODECS if zstd else ())
+    parts: list[bytes] = []
+    chunk: list[bytes] = []
     marks: list[tuple[int, int]] = []
-    size = len(parts[0])
+    size = 0
     base = time.time()
     for seq in range(n):
         name, _ts, data = samples[seq % len(samples)]
         ts = round(base + seq * 0.001, 3)
         frame = denc.encode(seq, ts, name, data) if delta else Snap(seq, ts, name, data)
-        line = enc.send(frame)
-        parts.append(line)
-        size += len(line)
+        chunk.append(enc.send(frame))
         if seq % 50 == 49 or seq == n - 1:
+            piece = b"".join(chunk)
+            chunk = []
+            if deflater is not None:
+                piece = deflater.compress(piece)
+            parts.append(piece)
+            size += len(piece)
             marks.append((size, seq))
-    return b"".join(parts), marks
+    return hello, b"".join(parts), marks
 
 
 class _Session:
     """One connection: its wire bytes, where each chunk ends, and when each
     chunk went out (for the ack latency)."""
 
-    def __init__(self, wire: bytes, marks: list[tuple[int, int]]) -> None:
+    def __init__(self, hello: Hello, wire: bytes, marks: list[tuple[int, int]]) -> None:
+        self.hello = hello
+        self.conn = ClientConnection()
         self.wire = memoryview(wire)
         self.marks = marks
         self.seqs = [m[1] for m in marks]
@@ -77,10 +90,17 @@ class _Session:
         sock.setblocking(False)
         self.sock = sock
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        # The hello, then the welcome (after which a zstd stream may start).
+        await self.stream.send_all(self.conn.send(self.hello))
+        while self.conn.welcome is None:
+            self.conn.receive_data(await self.stream.receive_some(65536))
+            while (frame := self.conn.next_event()) is not NEED_DATA:
+                if type(frame) is Closed:
+                    raise SystemExit(f"collector closed before the welcome: {self.conn.error}")
 
     async def read_acks(self, latencies: list[float], errors: list[str]) -> None:
         assert self.stream is not None
-        conn = ClientConnection()
+        conn = self.conn
         acked_idx = -1
         last = self.marks[-1][1]
         while True:
@@ -153,11 +173,18 @@ async def _pace(sessions: list[_Session], chunk_interval: float) -> None:
 
 
 async def _main(
-    port: int, sessions: int, per_session: int, delta: bool, rate: float = 0.0
+    port: int,
+    sessions: int,
+    per_session: int,
+    delta: bool,
+    rate: float = 0.0,
+    zstd: bool = False,
+    hold: float = 0.0,
 ) -> dict[str, Any]:
     samples = load_recording()
     prepared = [_Session(*_session_bytes(f"bench-{'d' if delta else 'f'}-{time.time_ns()}-{i}",
-                                         samples, per_session, delta)) for i in range(sessions)]  # fmt: skip
+                                         samples, per_session, delta, zstd))
+                for i in range(sessions)]  # fmt: skip
     wire_bytes = sum(len(st.wire) for st in prepared)
     latencies: list[float] = []
     errors: list[str] = []
@@ -177,6 +204,9 @@ async def _main(
         for st in prepared:
             await st.done.wait()
         nursery.cancel_scope.cancel()
+    if hold:
+        print(orjson.dumps({"holding": len(prepared)}).decode(), file=sys.stderr, flush=True)
+        await trio.sleep(hold)  # the connections stay open while RSS is read
     for st in prepared:
         assert st.stream is not None
         await st.stream.aclose()
@@ -208,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="offered samples/s over all sessions (0: as fast as accepted)",
     )
+    ap.add_argument("--zstd", action="store_true", help="offer zstd stream compression")
+    ap.add_argument("--hold", type=float, default=0.0,
+                    help="seconds to keep the connections open at the end (RSS probes)")  # fmt: skip
     args = ap.parse_args(argv)
-    result = trio.run(_main, args.port, args.sessions, args.per_session, not args.full, args.rate)
+    result = trio.run(_main, args.port, args.sessions, args.per_session, not args.full, args.rate,
+                      args.zstd, args.hold)  # fmt: skip
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -93,6 +93,8 @@ def cli() -> None:
               "(the variable: comma-separated)", "INGEST_TOKENS"))  # fmt: skip
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help=_h("PEM certificate", "TLS_CERT"))
 @click.option("--tls-key", type=click.Path(dir_okay=False), help=_h("PEM key", "TLS_KEY"))
+@click.option("--compress/--no-compress", default=None, help=_h("Accept zstd stream "
+              "compression when an agent offers it", "INGEST_COMPRESS"))  # fmt: skip
 @click.option("--capture-dir", type=click.Path(file_okay=False), help=_h("Record each "
               "connection's inbound bytes here", "CAPTURE_DIR"))  # fmt: skip
 @click.option("--max-connections", type=int, help=_h("Open ingest connections allowed",
@@ -116,6 +118,8 @@ def cli() -> None:
               help=_h("auto: text at a terminal, JSON otherwise", "LOG_FORMAT"))  # fmt: skip
 def serve(**flags: Any) -> None:
     """Run the collector until SIGTERM/SIGINT (then drain, ack and stop)."""
+    from deltawire.protocol import CODECS
+
     from .hub import IngestConfig
     from .pipeline import PipelineConfig
     from .server import ServeConfig
@@ -129,6 +133,7 @@ def serve(**flags: Any) -> None:
         "TLS_CERT": flags["tls_cert"],
         "TLS_KEY": flags["tls_key"],
         "CAPTURE_DIR": flags["capture_dir"],
+        "INGEST_COMPRESS": flags["compress"],
         "MAX_CONNECTIONS": flags["max_connections"],
         "MAX_FRAME_BYTES": flags["max_frame_bytes"],
         "IDLE_TIMEOUT": flags["idle_timeout"],
@@ -180,6 +185,7 @@ def serve(**flags: Any) -> None:
             flow_min_interval=s.flow_min_interval,
             shutdown_grace=s.shutdown_grace,
             capture_dir=pathlib.Path(s.capture_dir) if s.capture_dir else None,
+            compress=CODECS if s.compress else (),
         ),
         pipeline=PipelineConfig(
             queue_size=s.queue_size,

@@ -19,17 +19,15 @@ import trio
 from deltawire.protocol import (
     Ack,
     AuthFailed,
-    Encoder,
     ErrorFrame,
     Flow,
-    Frame,
     Hello,
     IdleTimeout,
     Overloaded,
     ProtocolError,
     Replaced,
     ServerConnection,
-    Welcome,
+    ServerFrame,
     error_frame,
 )
 
@@ -44,7 +42,6 @@ log = logging.getLogger("deltawire.collector.connection")
 
 T = TypeVar("T")
 
-_ENCODER = Encoder()
 #: Send deadline once replaced: the acks and the ``replaced`` error are a
 #: courtesy to a peer that has most likely gone, and the session's new
 #: connection waits for us.
@@ -71,6 +68,9 @@ class Connection:
             max_frame_bytes=cfg.max_frame_bytes,
             max_errors=cfg.max_errors,
             document=hub.pipeline.writer.make_item,
+            compress=cfg.compress,
+            # Captures record the decompressed lines: replayable as they are.
+            tap=self._capture_write if cfg.capture_dir is not None else None,
         )
         self.tracker = AckTracker()
         self.session: str | None = None
@@ -181,7 +181,6 @@ class Connection:
         stats = self.hub.stats
         proto = self.proto
         last_frame = trio.current_time()
-        capture = self.hub.config.capture_dir is not None
         while not self._stopping:
             data: bytes | bytearray = b""
             # One scope per read, for both the idle deadline and shutdown
@@ -198,11 +197,6 @@ class Connection:
             if not data:
                 return  # EOF: the client is done sending; acks still go out
             stats.bytes_in += len(data)
-            if capture:
-                if self._capture is None:
-                    self._open_capture()  # on first data: port probes leave no empty files
-                assert self._capture is not None
-                self._capture.write(data)
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
@@ -262,7 +256,7 @@ class Connection:
         self._nursery.start_soon(self._retrying, hub.store.session_connected, hello, time.time())
         self.session = hello.session
         hub.session_refs[hello.session] += 1
-        frames: list[Frame] = [Welcome(session=hello.session, acked=acked)]
+        frames: list[ServerFrame] = [self.proto.welcome(acked)]
         if hub.pipeline.throttled:
             frames.append(Flow(hub.config.flow_min_interval))
             hub.stats.flow_frames_sent += 1
@@ -335,7 +329,7 @@ class Connection:
         (by shutdown) is retried by whoever flushes next, never lost.
         """
         async with self._send_lock:
-            frames: list[Frame] = list(self._late_errors)
+            frames: list[ServerFrame] = list(self._late_errors)
             self._late_errors.clear()
             flow = self._flow
             if flow is not None:
@@ -354,12 +348,12 @@ class Connection:
                 self.hub.stats.acks_sent += 1
             return True
 
-    async def _send(self, *frames: Frame) -> None:
+    async def _send(self, *frames: ServerFrame) -> None:
         async with self._send_lock:
             await self._send_locked(list(frames))
 
-    async def _send_locked(self, frames: list[Frame]) -> None:
-        data = b"".join(_ENCODER.send(f) for f in frames)
+    async def _send_locked(self, frames: list[ServerFrame]) -> None:
+        data = self.proto.send(*frames)
         timeout = _REPLACED_SEND_S if self._replaced else self.hub.config.send_timeout
         with trio.move_on_after(timeout) as scope:
             self._send_scope = scope
@@ -392,6 +386,12 @@ class Connection:
             with trio.move_on_after(_LINGER_SECONDS):
                 await _half_close_and_drain(self.stream, self.hub.config.recv_size)
         await self.stream.aclose()
+
+    def _capture_write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._capture is None:
+            self._open_capture()  # on first data: port probes leave no empty files
+        if self._capture is not None:
+            self._capture.write(data)
 
     def _open_capture(self) -> None:
         directory = self.hub.config.capture_dir

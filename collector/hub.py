@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+from deltawire.protocol import CODECS
+
 from .pipeline import Pipeline
 from .stats import Stats
 from .stores.base import Store
@@ -50,6 +52,8 @@ class IngestConfig:
     recv_size: int = 65536
     #: A peer that does not read our acks for this long is gone.
     send_timeout: float = 30.0
+    #: Stream codecs accepted from a hello's offer (() keeps every connection plain).
+    compress: tuple[str, ...] = CODECS
 
 
 class Hub:

@@ -17,8 +17,10 @@ from deltawire.protocol import (
     ClientConnection,
     Closed,
     ErrorFrame,
+    Hello,
     ProtocolError,
     Welcome,
+    client_frame_from_dict,
 )
 
 __all__ = ["ReplayResult", "replay_file", "replay_files"]
@@ -58,6 +60,19 @@ def _last_seq(lines: list[bytes]) -> int:
     return last
 
 
+def _hello_head(lines: list[bytes]) -> tuple[int, Hello | None]:
+    """How many lines lead up to and include the first frame, and that frame
+    if it is a valid hello."""
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                frame = client_frame_from_dict(orjson.loads(line))
+            except (orjson.JSONDecodeError, ProtocolError, AttributeError):
+                return i + 1, None
+            return i + 1, frame if type(frame) is Hello else None
+    return len(lines), None
+
+
 async def replay_file(
     path: pathlib.Path, host: str, port: int, rate: float = 0.0, timeout: float = 30.0,
     progress: bool = False,
@@ -68,6 +83,11 @@ async def replay_file(
     stream = await trio.open_tcp_stream(host, port)
     conn = ClientConnection()
     done = trio.Event()
+    welcomed = trio.Event()
+    # A capture holds decompressed lines. If its hello offered compression,
+    # the session is replayed as it was sent: the hello, the welcome, then the
+    # rest as one zstd stream; otherwise byte for byte, without waiting.
+    head, hello = _hello_head(lines)
 
     async def read() -> None:
         try:
@@ -85,6 +105,7 @@ async def replay_file(
                         return
                     if isinstance(frame, Welcome):
                         result.welcome_acked = frame.acked
+                        welcomed.set()
                     elif isinstance(frame, Ack):
                         result.acked = max(result.acked, frame.seq)
                     elif isinstance(frame, ErrorFrame):
@@ -95,6 +116,7 @@ async def replay_file(
             result.closed_by_peer = True
         finally:
             done.set()
+            welcomed.set()
 
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(read)
@@ -107,7 +129,13 @@ async def replay_file(
             interval = 1.0 / rate if rate > 0 else 0.0
             batch = max(1, int(rate // 50)) if rate > 0 else 512
             start = trio.current_time()
-            for i in range(0, len(lines), batch):
+            if hello is not None and hello.compress:
+                await stream.send_all(conn.send_raw(b"".join(lines[:head]), hello=hello))
+                with trio.move_on_after(timeout):
+                    await welcomed.wait()
+            else:
+                head = 0
+            for i in range(head, len(lines), batch):
                 part = lines[i : i + batch]
                 await stream.send_all(conn.send_raw(b"".join(part)))
                 if bar is not None:

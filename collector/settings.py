@@ -17,9 +17,11 @@ from deltawire.config import Var, setting, variables
 from deltawire.logs import LOG_VARS, LogSettings
 
 __all__ = [
+    "API_VARS",
     "COLLECTOR_VARS",
     "LOG_VARS",
     "STORE_VARS",
+    "ApiLimits",
     "ApiSettings",
     "CollectorSettings",
     "IngestSettings",
@@ -119,8 +121,15 @@ class IngestSettings:
         "ingest CPU at 100k samples/s with 100 sessions, at the same ack p99.",
         config.parse_float,
     )
+    compress: bool = setting(
+        "INGEST_COMPRESS",
+        "true",
+        "Accept zstd stream compression when an agent offers it (false: every\n"
+        "connection stays plain NDJSON).",
+        config.parse_bool,
+    )
     capture_dir: str = setting(
-        "CAPTURE_DIR", "", "If set, record each connection's inbound bytes to a file here."
+        "CAPTURE_DIR", "", "If set, record each connection's inbound lines (decompressed) here."
     )
     shutdown_grace: float = setting(
         "SHUTDOWN_GRACE",
@@ -209,7 +218,50 @@ class CollectorSettings(IngestSettings, StoreSettings, LogSettings):
 
 
 @dataclass(frozen=True)
-class ApiSettings(StoreSettings, LogSettings):
+class ApiLimits:
+    """The HTTP API's keys, rate limits and deadlines."""
+
+    api_keys: tuple[str, ...] = setting(
+        "API_KEYS",
+        "",
+        "HTTP API keys, KEY:ROLE,... with ROLE read, write or admin. Empty: no keys,\n"
+        "every request is admin, and the HTTP port binds 127.0.0.1 only.",
+        config.parse_list,
+    )
+    rate_limit: float = setting(
+        "RATE_LIMIT",
+        "0",
+        "HTTP requests/s per key (per address without keys); 0: off.",
+        config.parse_float,
+    )
+    rate_burst: int = setting(
+        "RATE_BURST", "200", "HTTP requests a key may make at once.", config.parse_int
+    )
+    query_timeout: float = setting(
+        "QUERY_TIMEOUT",
+        "10",
+        "Seconds a /query or /aggregate may take before 503 query_timeout.",
+        config.parse_float,
+    )
+    heavy_queries: int = setting(
+        "HEAVY_QUERIES", "2", "/query and /aggregate computations at once.", config.parse_int
+    )
+    page_bytes: int = setting(
+        "PAGE_BYTES",
+        "4MiB",
+        "A listing answer stops before this size (its next continues).",
+        config.parse_bytes,
+    )
+    header_timeout: float = setting(
+        "HEADER_TIMEOUT",
+        "10",
+        "Seconds a client may take to send a request's headers.",
+        config.parse_float,
+    )
+
+
+@dataclass(frozen=True)
+class ApiSettings(StoreSettings, LogSettings, ApiLimits):
     """The HTTP API process."""
 
     http: tuple[str, int] = setting(*_HTTP)
@@ -217,3 +269,4 @@ class ApiSettings(StoreSettings, LogSettings):
 
 COLLECTOR_VARS: tuple[Var, ...] = variables(IngestSettings)
 STORE_VARS: tuple[Var, ...] = variables(StoreSettings)
+API_VARS: tuple[Var, ...] = variables(ApiLimits)

@@ -1,15 +1,26 @@
 """deltawire's wire protocol v1, sans-IO: frames, codec, merge patch, delta chain."""
 
 from .client import ClientConnection, Closed, LocalProtocolError, ServerEvent
-from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, SERVER, Decoder, Encoder, NeedData
+from .codec import (
+    CLIENT,
+    DEFAULT_MAX_FRAME_BYTES,
+    MAX_INFLATE_PER_READ,
+    NEED_DATA,
+    SERVER,
+    Decoder,
+    Encoder,
+    NeedData,
+)
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
 from .errors import (
     ERROR_CODES,
+    EXTENSION_CODES,
     AuthFailed,
     BadFrame,
     BadHello,
     BadJson,
     BadSeq,
+    BadStream,
     FrameTooLarge,
     IdleTimeout,
     NoBase,
@@ -41,28 +52,36 @@ from .frames import (
 )
 from .merge_patch import apply_patch, json_equal, make_patch
 from .server import DEFAULT_MAX_ERRORS, DocumentFactory, ServerConnection
+from .stream import CODECS, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
 
 __all__ = [
     "CLIENT",
+    "CODECS",
     "DEFAULT_KEYFRAME_EVERY",
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_MAX_FRAME_BYTES",
     "ERROR_CODES",
+    "EXTENSION_CODES",
+    "MAX_INFLATE_PER_READ",
+    "MAX_WINDOW_LOG",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "SERVER",
     "SESSION_RE",
+    "ZSTD",
     "Ack",
     "AuthFailed",
     "BadFrame",
     "BadHello",
     "BadJson",
     "BadSeq",
+    "BadStream",
     "Bye",
     "ClientConnection",
     "ClientFrame",
     "Closed",
     "Decoder",
+    "Deflater",
     "Delta",
     "DeltaEncoder",
     "Document",
@@ -75,6 +94,7 @@ __all__ = [
     "FrameTooLarge",
     "Hello",
     "IdleTimeout",
+    "Inflater",
     "Kind",
     "LocalProtocolError",
     "NeedData",

@@ -19,7 +19,9 @@ from typing import Final
 
 from ._fastdc import fast_frozen
 from .codec import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, SERVER, Decoder, Encoder, NeedData
+from .errors import BadFrame
 from .frames import Ack, ClientFrame, ErrorFrame, Flow, Hello, ServerFrame, Welcome
+from .stream import Deflater
 
 __all__ = ["ClientConnection", "Closed", "LocalProtocolError", "ServerEvent"]
 
@@ -49,6 +51,7 @@ class ClientConnection:
 
     __slots__ = (
         "_decoder",
+        "_deflater",
         "_eof",
         "_told_closed",
         "acked",
@@ -62,6 +65,7 @@ class ClientConnection:
         self._decoder = Decoder(SERVER, max_frame_bytes=max_frame_bytes)
         self._eof = False
         self._told_closed = False
+        self._deflater: Deflater | None = None
         self.hello: Hello | None = None
         self.welcome: Welcome | None = None
         #: The highest seq an ``ack`` on this connection covered (-1: none yet).
@@ -70,6 +74,11 @@ class ClientConnection:
         self.sent_seq = -1
         #: The collector's fatal error, once it sent one (it closes next).
         self.error: ErrorFrame | None = None
+
+    @property
+    def codec(self) -> str | None:
+        """The stream codec the welcome chose (None: plain NDJSON)."""
+        return self.welcome.compress if self.welcome is not None else None
 
     @property
     def closed(self) -> bool:
@@ -90,13 +99,24 @@ class ClientConnection:
                 self.hello = frame
             elif self.hello is None:
                 raise LocalProtocolError("the first frame must be a hello")
+            elif self.hello.compress and self.welcome is None:
+                raise LocalProtocolError("a client that offers compression waits for the welcome")
             else:
                 self.sent_seq = max(self.sent_seq, frame.seq)  # type: ignore[union-attr]
             out.append(_ENCODER.send(frame))
-        return b"".join(out)
+        return self.send_raw(b"".join(out))
 
-    def send_raw(self, data: bytes) -> bytes:
-        """The bytes for lines the caller encoded itself (replayed as they are)."""
+    def send_raw(self, data: bytes, *, hello: Hello | None = None) -> bytes:
+        """The bytes for lines the caller encoded itself (a capture replayed),
+        compressed as the next block-flushed piece of the stream if a codec
+        was negotiated; as they are otherwise. ``hello``: the hello these
+        lines carry, if they carry one (its offer is then negotiated)."""
+        if hello is not None:
+            if self.hello is not None:
+                raise LocalProtocolError("hello was already sent on this connection")
+            self.hello = hello
+        if self._deflater is not None and data:
+            return self._deflater.compress(data)
         return data
 
     # -- in --------------------------------------------------------------------
@@ -120,8 +140,15 @@ class ClientConnection:
     def _event(self, frame: ServerFrame) -> ServerEvent:
         if isinstance(frame, Ack):
             self.acked = max(self.acked, frame.seq)
-        elif isinstance(frame, Welcome):
+        elif isinstance(frame, Welcome) and self.welcome is None:
+            offered = self.hello.compress if self.hello is not None else ()
+            if frame.compress is not None and frame.compress not in offered:
+                raise BadFrame(f"the collector chose codec {frame.compress!r}, not offered")
             self.welcome = frame
+            if frame.compress is not None:
+                # Every byte after the welcome line, both ways, is one zstd stream.
+                self._decoder.start_inflating()
+                self._deflater = Deflater()
         elif isinstance(frame, ErrorFrame) and frame.fatal:
             self.error = frame
         return frame

@@ -12,17 +12,20 @@ later call raises the same error again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, Literal
 
 import orjson
 
-from .errors import BadJson, FrameTooLarge, ProtocolError
+from .errors import BadJson, BadStream, FrameTooLarge, ProtocolError
 from .frames import Frame, check_int_literals, client_frame_from_dict, server_frame_from_dict
+from .stream import Inflater
 
 __all__ = [
     "CLIENT",
     "DEFAULT_MAX_FRAME_BYTES",
+    "MAX_INFLATE_PER_READ",
     "NEED_DATA",
     "SERVER",
     "Decoder",
@@ -35,6 +38,12 @@ __all__ = [
 #: that never sends a newline cannot make us buffer without bound. The decoder
 #: never holds more than this (+ one read) of an unfinished line.
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
+
+
+#: The most one ``receive_data`` may inflate to on a compressed stream. A 64
+#: KiB read of real telemetry inflates ~10x; 128x more is a zstd bomb, and
+#: refusing it bounds what a connection holds, whatever its peer sends.
+MAX_INFLATE_PER_READ: Final = 8 << 20
 
 
 class NeedData(Enum):
@@ -56,7 +65,8 @@ _BLANK_BYTES = frozenset(_BLANK)
 class Decoder:
     """Splits a byte stream into lines and lines into validated frames."""
 
-    __slots__ = ("_buf", "_error", "_parse", "_pos", "_scan", "max_frame_bytes")
+    __slots__ = ("_buf", "_error", "_inflated", "_inflater", "_line_start", "_parse", "_pos",
+                 "_scan", "_stream_error", "max_frame_bytes", "tap")  # fmt: skip
 
     def __init__(self, sender: Role = CLIENT, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self._buf = bytearray()
@@ -65,6 +75,13 @@ class Decoder:
         self._error: ProtocolError | None = None
         self._parse = client_frame_from_dict if sender == CLIENT else server_frame_from_dict
         self.max_frame_bytes = max_frame_bytes
+        # Inflating (a negotiated compressed stream): see start_inflating.
+        self._inflater: Inflater | None = None
+        self._inflated = 0  # bytes inflated by the current receive_data call
+        self._line_start = 0  # where the last inflated line starts in _buf
+        self._stream_error: ProtocolError | None = None  # raised once no line is left
+        #: Gets every byte of the line stream as received (decompressed): captures.
+        self.tap: Callable[[bytes | bytearray | memoryview], object] | None = None
 
     @property
     def buffered(self) -> int:
@@ -78,13 +95,58 @@ class Decoder:
         return self._error
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._inflater is None:
+            self._append(data)
+        elif self._stream_error is None:  # after a stream error, input is dropped
+            self._inflated = 0
+            try:
+                self._inflater.feed(data)
+            except ProtocolError as exc:
+                self._stream_error = exc
+
+    def start_inflating(self, unread: bytes = b"") -> None:
+        """From now on, received bytes are one zstd stream (RFC 8878) of lines.
+
+        Called right after the line that negotiated it (hello or welcome) was
+        taken: bytes already buffered behind that line are the stream's start.
+        Output is bounded: a line that grows past the limit without a newline
+        stops it (``FrameTooLarge``), as does more than ``MAX_INFLATE_PER_READ``
+        from one ``receive_data`` (``BadStream``); the error is raised once the
+        complete lines before it were taken. ``unread``: bytes the caller had
+        already split off behind that line, handed back.
+        """
+        rest = unread + self._buf[self._pos :]
+        self._buf = bytearray()
+        self._pos = self._scan = self._line_start = 0
+        self._error = None  # an "oversize line" in what is now read as zstd
+        self._inflater = Inflater(self._inflate_piece)
+        if rest:
+            self.receive_data(rest)
+
+    def _inflate_piece(self, piece: bytes) -> None:
+        self._inflated += len(piece)
+        if self._inflated > MAX_INFLATE_PER_READ:
+            raise BadStream(
+                f"one read inflated to more than {MAX_INFLATE_PER_READ} bytes (a zstd bomb?)"
+            )
+        self._append(piece)
+        nl = piece.rfind(b"\n")
+        if nl >= 0:
+            self._line_start = len(self._buf) - len(piece) + nl + 1
+        if len(self._buf) - max(self._line_start, self._pos) > self.max_frame_bytes + 1:
+            raise FrameTooLarge(f"line longer than {self.max_frame_bytes} bytes")
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
             # Compact lazily: only once the consumed head dominates the buffer,
             # so a burst of small lines is not an O(n^2) series of memmoves.
             del self._buf[: self._pos]
             self._scan -= self._pos
+            self._line_start = max(0, self._line_start - self._pos)
             self._pos = 0
         self._buf += data
+        if self.tap is not None:
+            self.tap(data)
 
     def next_event(self) -> Frame | NeedData:
         while True:
@@ -113,6 +175,9 @@ class Decoder:
         limit = self.max_frame_bytes
         end = buf.rfind(b"\n", self._scan)
         if end < 0:
+            if self._stream_error is not None:
+                self._error = self._stream_error
+                raise self._error
             if len(buf) - self._pos > limit + 1:
                 self._error = FrameTooLarge(f"line longer than {limit} bytes")
                 raise self._error
@@ -124,9 +189,11 @@ class Decoder:
             # All consumed: let the buffer go now, not at the next read, which
             # may be long in coming (the caller blocks on a full queue).
             self._buf = bytearray()
-            self._pos = self._scan = 0
+            self._pos = self._scan = self._line_start = 0
         if len(buf) - end - 1 > limit + 1:
             self._error = FrameTooLarge(f"line longer than {limit} bytes")
+        elif self._stream_error is not None:  # what is left is not a line
+            self._error = self._stream_error
         if max(map(len, lines)) > limit:  # rare: find the first line truly too long
             for i, line in enumerate(lines):
                 size = len(line) - line.endswith(b"\r")
@@ -145,6 +212,9 @@ class Decoder:
         nl = buf.find(b"\n", self._scan)
         limit = self.max_frame_bytes
         if nl < 0:
+            if self._stream_error is not None:
+                self._error = self._stream_error
+                raise self._error
             # +1: a tolerated '\r' may still be waiting for its '\n'.
             if len(buf) - self._pos > limit + 1:
                 self._error = FrameTooLarge(f"line longer than {limit} bytes")

@@ -11,11 +11,13 @@ from typing import ClassVar
 
 __all__ = [
     "ERROR_CODES",
+    "EXTENSION_CODES",
     "AuthFailed",
     "BadFrame",
     "BadHello",
     "BadJson",
     "BadSeq",
+    "BadStream",
     "FrameTooLarge",
     "IdleTimeout",
     "NoBase",
@@ -70,6 +72,15 @@ class Overloaded(ProtocolError):
 
 class IdleTimeout(ProtocolError):
     code = "idle"
+    fatal = True
+
+
+class BadStream(ProtocolError):
+    """A negotiated compressed stream is corrupt, declares a window over the
+    cap, or inflates beyond the bound of one read (a zstd bomb). An extension
+    code (docs/protocol.md); nothing after it can be read."""
+
+    code = "bad_stream"
     fatal = True
 
 
@@ -128,3 +139,7 @@ _CLASSES: tuple[type[ProtocolError], ...] = (
 
 #: code -> fatal, exactly the table of PROTOCOL.md.
 ERROR_CODES: dict[str, bool] = {cls.code: cls.fatal for cls in _CLASSES}
+
+#: Codes of this project's negotiated extensions (docs/protocol.md): only a
+#: peer that negotiated one can receive them.
+EXTENSION_CODES: dict[str, bool] = {BadStream.code: BadStream.fatal}

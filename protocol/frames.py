@@ -90,6 +90,8 @@ class Hello:
     host: str | None = None
     agent: str | None = None
     tags: tuple[str, ...] = ()
+    #: Stream codecs offered, in order of preference ("Negotiated stream compression").
+    compress: tuple[str, ...] = ()
 
     def wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"t": "hello", "v": self.v, "session": self.session}
@@ -101,6 +103,8 @@ class Hello:
             d["agent"] = self.agent
         if self.tags:
             d["tags"] = list(self.tags)
+        if self.compress:
+            d["compress"] = list(self.compress)
         return d
 
 
@@ -163,9 +167,17 @@ class Welcome:
     session: str
     acked: int
     v: int = PROTOCOL_VERSION
+    #: The stream codec chosen (None: plain NDJSON).
+    compress: str | None = None
+    #: The hello offered codecs, so the welcome answers (``null`` for none);
+    #: a welcome to a hello that offered none stays exactly as in v1.
+    negotiated: bool = False
 
     def wire(self) -> dict[str, Any]:
-        return {"t": "welcome", "v": self.v, "session": self.session, "acked": self.acked}
+        d = {"t": "welcome", "v": self.v, "session": self.session, "acked": self.acked}
+        if self.negotiated:
+            d["compress"] = self.compress
+        return d
 
 
 @fast_frozen
@@ -408,7 +420,29 @@ def _parse_hello(d: dict[str, Any]) -> Hello:
         host=_opt_str(d, "host"),
         agent=_opt_str(d, "agent"),
         tags=tag_tuple,
+        compress=_str_list(d, "compress"),
     )
+
+
+#: An offer of codecs or extensions is a short list of short names.
+_MAX_OFFERS = 16
+_MAX_OFFER_CHARS = 32
+
+
+def _str_list(d: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = d.get(key)
+    if value is None:
+        return ()
+    if (
+        type(value) is not list
+        or len(value) > _MAX_OFFERS
+        or not all(type(x) is str and len(x) <= _MAX_OFFER_CHARS for x in value)
+    ):
+        raise BadHello(
+            f"hello.{key} must be a list of at most {_MAX_OFFERS} names "
+            f"of at most {_MAX_OFFER_CHARS} characters"
+        )
+    return tuple(value)
 
 
 _CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
@@ -452,7 +486,11 @@ def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
         v = d.get("v")
         if type(acked) is not int or acked < -1 or type(session) is not str or type(v) is not int:
             raise BadFrame("welcome needs v, session and acked")
-        return Welcome(session=session, acked=acked, v=v)
+        compress = d.get("compress")
+        if compress is not None and type(compress) is not str:
+            raise BadFrame("welcome.compress must be a codec name or null")
+        return Welcome(session=session, acked=acked, v=v, compress=compress,
+                       negotiated="compress" in d)  # fmt: skip
     if t == "error":
         code, msg, fatal = d.get("code"), d.get("msg", ""), d.get("fatal")
         if type(code) is not str or type(fatal) is not bool or type(msg) is not str:

@@ -28,7 +28,15 @@ from typing import Any, Final
 
 import orjson
 
-from .codec import CLIENT, DEFAULT_MAX_FRAME_BYTES, NEED_DATA, Decoder, NeedData, _loads_object
+from .codec import (
+    CLIENT,
+    DEFAULT_MAX_FRAME_BYTES,
+    NEED_DATA,
+    Decoder,
+    Encoder,
+    NeedData,
+    _loads_object,
+)
 from .delta import Document, Kind, Reassembler
 from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
 from .frames import (
@@ -38,11 +46,14 @@ from .frames import (
     Bye,
     ClientFrame,
     Hello,
+    ServerFrame,
+    Welcome,
     client_frame_from_dict,
     line_needs_limit_check,
     lines_need_limit_check,
 )
 from .merge_patch import apply_patch
+from .stream import CODECS, Deflater, choose_codec
 
 __all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
 
@@ -51,6 +62,7 @@ __all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
 DEFAULT_MAX_ERRORS: Final = 100
 
 _BLANK: Final = b" \t\r"
+_ENCODER: Final = Encoder()
 
 Event = Hello | Document
 
@@ -63,11 +75,14 @@ DocumentFactory = Callable[
 
 class ServerConnection:
     __slots__ = (
+        "_accept",
         "_check_lines",
         "_decoder",
+        "_deflater",
         "_document",
         "_line_i",
         "_lines",
+        "codec",
         "ended",
         "errors",
         "hello",
@@ -81,8 +96,17 @@ class ServerConnection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_errors: int = DEFAULT_MAX_ERRORS,
         document: DocumentFactory = Document,
+        compress: tuple[str, ...] = CODECS,
+        tap: Callable[[bytes | bytearray | memoryview], object] | None = None,
     ) -> None:
+        """``compress``: the stream codecs accepted (() refuses every offer);
+        ``tap``: gets every byte of the line stream, decompressed (captures)."""
         self._decoder = Decoder(CLIENT, max_frame_bytes=max_frame_bytes)
+        self._decoder.tap = tap
+        self._accept = compress
+        self._deflater: Deflater | None = None
+        #: The stream codec the hello negotiated (None: plain NDJSON).
+        self.codec: str | None = None
         self._document = document
         self.max_errors = max_errors
         self.errors = 0
@@ -103,6 +127,28 @@ class ServerConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
+
+    def welcome(self, acked: int) -> Welcome:
+        """The reply to the hello: it answers the hello's codec offer."""
+        assert self.hello is not None, "welcome before hello"
+        return Welcome(self.hello.session, acked, compress=self.codec,
+                       negotiated=bool(self.hello.compress))  # fmt: skip
+
+    def send(self, *frames: ServerFrame) -> bytes:
+        """The bytes for ``frames``, in one piece. After the welcome line, with
+        a codec negotiated, they are the next block-flushed piece of the stream."""
+        head = b""
+        lines = [_ENCODER.send(f) for f in frames]
+        if self._deflater is None and self.codec is not None:
+            for i, f in enumerate(frames):
+                if type(f) is Welcome:
+                    head, lines = b"".join(lines[: i + 1]), lines[i + 1 :]
+                    self._deflater = Deflater(small=True)
+                    break
+        body = b"".join(lines)
+        if self._deflater is not None and body:
+            body = self._deflater.compress(body)
+        return head + body
 
     def next_event(self) -> Hello | Document | Any | NeedData:
         """The next hello or document; raises ``ProtocolError`` for a bad frame.
@@ -158,6 +204,9 @@ class ServerConnection:
                 if event is not None:
                     append(event)
                     if self.ended:
+                        return
+                    if self._lines is not lines:  # the hello started a zstd stream
+                        self._next_events(out)
                         return
                 continue
             chains = reasm.chains
@@ -224,6 +273,13 @@ class ServerConnection:
                 raise BadHello("the first frame must be a hello")
             self.hello = frame
             self.reassembler = Reassembler.for_hello(frame)
+            self.codec = choose_codec(frame.compress, self._accept)
+            if self.codec is not None:
+                # Everything after the hello line is the client's zstd stream;
+                # lines already split off behind it go back to be inflated.
+                rest = self._lines[self._line_i :]
+                self._lines, self._line_i = [], 0
+                self._decoder.start_inflating(b"\n".join(rest) + b"\n" if rest else b"")
             return frame
         if self.ended:
             raise BadFrame("the session already ended with a bye", seq=getattr(frame, "seq", None))

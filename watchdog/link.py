@@ -24,6 +24,7 @@ from typing import Final
 import trio
 
 from deltawire.protocol import (
+    CODECS,
     NEED_DATA,
     Ack,
     Bye,
@@ -143,6 +144,7 @@ class Link:
         ack_timeout: float = 60.0,
         batch_bytes: int = 65536,
         name: str = "live",
+        compress: tuple[str, ...] = CODECS,
     ) -> None:
         self.spool = spool
         self._connect = connect
@@ -157,6 +159,8 @@ class Link:
         rate = self.limiter.rate
         self.batch_bytes = batch_bytes if rate <= 0 else max(2048, min(batch_bytes, int(rate / 4)))
         self.name = name
+        #: Stream codecs offered in the hello (zstd: ~5x fewer bytes on the wire).
+        self.compress = compress
         self.connected = False  # welcomed on the current connection
         self.healthy = False  # and acked at least once there
         #: trio time at which a send_all started that has not returned yet: a
@@ -229,6 +233,7 @@ class Link:
             host=state.get("host"),
             agent=state.get("agent"),
             tags=tuple(state.get("tags") or ()),
+            compress=self.compress,
         )
         conn = ClientConnection()
         await stream.send_all(conn.send(hello))

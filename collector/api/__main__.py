@@ -14,11 +14,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltawire.collector.settings import ApiSettings
 from deltawire.config import ConfigError, load
 from deltawire.logs import setup_logging
+
+if TYPE_CHECKING:
+    from .deps import ApiConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -72,14 +75,39 @@ def _settings(args: argparse.Namespace) -> ApiSettings:
     )
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _api_config(settings: ApiSettings) -> ApiConfig:
+    """The API's knobs; ConfigError for keys that do not parse."""
+    from .auth import parse_keys
+    from .deps import ApiConfig
+
+    try:
+        keys = parse_keys(settings.api_keys)
+    except ValueError as e:
+        raise ConfigError(f"API_KEYS: {e}") from None
+    return ApiConfig(
+        keys=keys,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        query_timeout=settings.query_timeout,
+        heavy_queries=settings.heavy_queries,
+        store_threads=settings.store_threads,
+        page_bytes=settings.page_bytes,
+        header_timeout=settings.header_timeout,
+    )
+
+
 async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     import uvicorn
 
     from deltawire.collector.stores import open_store
 
-    from .app import create_app
+    from .app import Deps, create_app
     from .cache import cache_namespace, make_cache
     from .control import ControlReader, apply_control
+    from .http import protocol_class
     from .stats import IngestStats
 
     uri = settings.store_uri
@@ -99,15 +127,24 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         namespace=cache_namespace(uri, store_options.get("app_env", "")),
     )
     ingest = IngestStats()
-    app = create_app(store, cache, ingest, store_threads=settings.store_threads)
+    api_config = _api_config(settings)
+    deps = Deps(store, cache, ingest, api_config)
+    app = create_app(deps)
     host, port = settings.http
+    if not api_config.keys.enabled and host not in _LOOPBACK:
+        log.warning(
+            "no API_KEYS: every request is admin, so the HTTP API binds 127.0.0.1 instead of %s",
+            host,
+        )
+        host = "127.0.0.1"
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",  # we run the loop (uvloop) ourselves
-        http="httptools" if _has("httptools") else "h11",
-        lifespan="off",
+        # JSON answers for the parser's own errors, a header deadline (http.py)
+        http=protocol_class(api_config.header_timeout),
+        lifespan="on",  # runs the /stream hub's task
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging
         log_level=settings.log_level,
@@ -124,6 +161,8 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         while (msg := await queue.get()) is not None:
             try:
                 await apply_control(msg, cache, ingest)
+                if msg.get("op") == "bump":
+                    deps.hub.wake()  # something was stored: /stream reads it once for all
             except Exception:  # a bad message must not stop the next ones
                 log.exception("control message failed: %r", msg.get("op"))
         log.info("control pipe closed: the ingest process is gone, shutting down")
@@ -174,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = _settings(args)
+        _api_config(settings)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

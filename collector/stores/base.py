@@ -33,6 +33,7 @@ __all__ = [
     "DocumentRows",
     "MetricQuery",
     "Row",
+    "SessionQuery",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -77,6 +78,23 @@ class MetricQuery:
     limit: int = 100
     descending: bool = False
     after: tuple[float, str] | None = None  # (ts, id) of the last item of the previous page
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """Filters of ``GET /sessions``: every given filter must match. Ordered by
+    last seen, newest first, then session; ``after`` is the (last_seen,
+    session) of the previous page's last item."""
+
+    host: str | None = None
+    tags: tuple[str, ...] = ()
+    connected: bool | None = None
+    ended: bool | None = None
+    exit_code: int | None = None
+    seen_from: float | None = None  # last_seen inclusive
+    seen_to: float | None = None  # last_seen exclusive
+    limit: int = 100
+    after: tuple[float, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +186,17 @@ class Store(Protocol):
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions, most recently seen first: ``session, host, agent, tags,
         first_seen, last_seen, connected, ended, exit_code``."""
+
+    def find_sessions(self, q: SessionQuery) -> list[dict[str, Any]]:
+        """Up to ``q.limit`` sessions matching ``q``, as ``sessions`` orders them."""
+
+    def get_session(self, session: str) -> dict[str, Any] | None: ...
+
+    def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Streamed documents stored after the one with id ``after``, in the
+        order they were stored (API points excluded: the API publishes its
+        own), at most ``limit``; and the id to pass next time. ``after=None``
+        returns no documents, only the newest id: where a live tail starts."""
 
     # -- rollup tiers (rollup.py; read by deltawire.collector.aggregate) ----------
     #: Tier widths in seconds the store keeps, coarsest first; () for none.

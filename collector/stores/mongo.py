@@ -75,7 +75,17 @@ from pymongo.errors import (
 from deltawire.formats import redact_uri
 from deltawire.protocol import Document, Hello
 
-from .base import API_SESSION, AggQuery, DocumentRows, MetricQuery, StoreError, StoreUnavailable
+from ..point import PointError, check_fields
+from . import mongo_rollup
+from .base import (
+    API_SESSION,
+    AggQuery,
+    DocumentRows,
+    MetricQuery,
+    SessionQuery,
+    StoreError,
+    StoreUnavailable,
+)
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .rollup import RollupData, RollupRequest
 
@@ -118,7 +128,6 @@ _TRANSIENT_LABELS: Final = ("RetryableWriteError", "TransientTransactionError")
 
 _GROUP_FIELDS: Final = frozenset({"name", "host", "session", "kind"})
 _AGG_FUNCS: Final = frozenset({"count", "avg", "min", "max", "sum"})
-_REPLACEABLE: Final = frozenset({"name", "value", "tags", "ts", "data"})
 
 # Canonical ObjectId spelling only (what ``str(ObjectId)`` gives): upper-case
 # hex would be a second id for the same document.
@@ -299,40 +308,30 @@ def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def _match(q: MetricQuery) -> dict[str, Any]:
+    return _and(_filters(q))
+
+
 def _api_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """($set, $unset) for the API-writable fields present in ``fields``."""
-    unknown = set(fields) - _REPLACEABLE
-    if unknown:
-        raise StoreError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_REPLACEABLE)}")
+    """($set, $unset) for the API-writable fields present in ``fields``,
+    validated by the one point model."""
+    try:
+        checked = check_fields(fields)
+    except PointError as exc:
+        raise StoreError(str(exc)) from None
     sets: dict[str, Any] = {}
     unsets: list[str] = []
-    if "name" in fields:
-        name = fields["name"]
-        if type(name) is not str or not name:
-            raise StoreError(f"name must be a non-empty string, got {name!r}")
-        sets["name"] = name
-    if "value" in fields:
-        if fields["value"] is None:
-            unsets.append("value")
-        else:
+    for field, value in checked.items():
+        if value is None:
+            unsets.append(field)
+        elif field == "value":
             # A float like the SQLite store's REAL column, so both stores
             # answer the same JSON.
-            sets["value"] = _finite(fields["value"], "value")
-    if "tags" in fields:
-        tags = fields["tags"]
-        if type(tags) not in (list, tuple) or not all(type(t) is str for t in tags):
-            raise StoreError(f"tags must be a list of strings, got {tags!r}")
-        sets["tags"] = list(tags)
-    if "ts" in fields:
-        sets["ts"] = _ms(fields["ts"])
-    if "data" in fields:
-        data = fields["data"]
-        if data is None:
-            unsets.append("data")
-        elif type(data) is not dict:
-            raise StoreError(f"data must be an object or null, got {type(data).__name__}")
+            sets[field] = float(value)
+        elif field == "ts":
+            sets[field] = _ms(value)
         else:
-            sets["data"] = data
+            sets[field] = value
     return sets, unsets
 
 
@@ -764,7 +763,7 @@ class MongoStore(DocumentRows):
             "session": API_SESSION,
             "kind": "metric",
             "name": sets["name"],
-            "host": None,
+            "host": sets.get("host"),
             "tags": sets.get("tags", []),
             "ts": sets["ts"] if "ts" in sets else _ms(time.time()),
         }
@@ -897,10 +896,8 @@ class MongoStore(DocumentRows):
     rollup_tiers: tuple[int, ...] = ()
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
-        from . import mongo_rollup
-
         with _translated("rollup_read"):
-            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms)
+            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms, _match, _data_field)
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:
@@ -914,6 +911,64 @@ class MongoStore(DocumentRows):
                 .max_time_ms(self.timeout_ms)
             )
             return [_session_dict(raw) for raw in cursor]
+
+    def find_sessions(self, q: SessionQuery) -> list[dict[str, Any]]:
+        clauses: list[dict[str, Any]] = []
+        for field, value in (("host", q.host), ("exit_code", q.exit_code)):
+            if value is not None:
+                clauses.append({field: value})
+        if q.connected is not None:
+            clauses.append({"connected": q.connected})
+        if q.ended is not None:
+            clauses.append({"ended": {"$ne": None}} if q.ended else {"ended": None})
+        if q.tags:
+            clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
+        seen: dict[str, Any] = {}
+        if q.seen_from is not None:
+            seen["$gte"] = _ms_bound(q.seen_from, "from")
+        if q.seen_to is not None:
+            seen["$lt"] = _ms_bound(q.seen_to, "to")
+        if seen:
+            clauses.append({"last_seen": seen})
+        if q.after is not None:
+            at = _ms_bound(q.after[0], "after")
+            clauses.append(
+                {"$or": [{"last_seen": {"$lt": at}}, {"last_seen": at, "_id": {"$gt": q.after[1]}}]}
+            )
+        with _translated("sessions"):
+            cursor = (
+                self._sessions()
+                .find(_and(clauses), {"acked": 0})
+                .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
+                .limit(q.limit)
+                .max_time_ms(self.timeout_ms)
+            )
+            return [_session_dict(raw) for raw in cursor]
+
+    def get_session(self, session: str) -> dict[str, Any] | None:
+        with _translated("sessions"):
+            raw = self._sessions().find_one({"_id": session}, {"acked": 0})
+        return None if raw is None else _session_dict(raw)
+
+    def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        # ObjectIds made by the one writer process grow with time and a
+        # counter, so _id order is the order documents were stored in.
+        with _translated("since"):
+            if after is None:
+                top = self._docs().find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+                return [], str(top["_id"]) if top is not None else "0" * 24
+            oid = _object_id(after)
+            if oid is None:
+                raise StoreError(f"{after!r} is not a document id of this store")
+            raws = list(
+                self._docs()
+                .find({"_id": {"$gt": oid}, "session": {"$ne": API_SESSION}})
+                .sort([("_id", ASCENDING)])
+                .limit(limit)
+                .max_time_ms(self.timeout_ms)
+            )
+        docs = [_doc_dict(raw) for raw in raws]
+        return docs, docs[-1]["id"] if docs else after
 
     def catalog(self) -> Catalog:
         """The names seen (see catalog.py), from the small catalog collection."""

@@ -50,8 +50,16 @@ import orjson
 
 from deltawire.protocol import BadFrame, Document, Hello
 
+from ..point import PointError, check_fields
 from . import sqlite_rollup
-from .base import API_SESSION, AggQuery, MetricQuery, StoreError, StoreUnavailable
+from .base import (
+    API_SESSION,
+    AggQuery,
+    MetricQuery,
+    SessionQuery,
+    StoreError,
+    StoreUnavailable,
+)
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .rollup import TIERS, RollupData, RollupRequest
 
@@ -238,6 +246,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 4: rollup tiers (sqlite_rollup.py); existing rows are folded as the writer goes.
     sqlite_rollup.MIGRATION,
+    # 5: ids are never reused. SQLite gives a new row max(id) + 1, so deleting
+    # the newest document would hand its id to the next one; a delete of the
+    # top id records it here and the next insert starts above it (``_hold_ids``).
+    # Cheaper than AUTOINCREMENT, which updates sqlite_sequence per row.
+    ("CREATE TABLE id_floor (id INTEGER PRIMARY KEY)",),
 )
 
 #: The schema version this code writes and reads.
@@ -249,7 +262,6 @@ _SESSION_COLUMNS: Final = (
 )
 _GROUP_COLUMNS: Final = frozenset({"name", "host", "session", "kind"})
 _AGG_FUNCS: Final = {"count": "count", "avg": "avg", "min": "min", "max": "max", "sum": "total"}
-_REPLACEABLE: Final = frozenset({"name", "value", "tags", "ts", "data"})
 
 # Canonical decimal rowids only: int() would also take " 7", "+7", "0_7" or
 # non-ASCII digits, which would give one document several ids.
@@ -293,6 +305,32 @@ _END_SESSION: Final = "UPDATE sessions SET ended = ?, exit_code = ?, signal = ? 
 # Is this row (at or below its session's mark) stored already? A resend
 # carries the frame's own ts, so the (session, ts) index finds it at once.
 _STORED: Final = "SELECT 1 FROM docs WHERE session = ? AND ts = ? AND seq = ? LIMIT 1"
+
+
+# After a delete of the top id (?1): remember it, only the highest.
+_RECORD_FLOOR: Final = (
+    "INSERT INTO id_floor (id) SELECT ?1 WHERE ?1 > coalesce((SELECT max(id) FROM docs), 0)"
+)
+_PLACEHOLDER: Final = (
+    "INSERT INTO docs (id, session, seq, kind, name, ts) VALUES (?, '', -1, '', '', 0)"
+)
+
+
+@contextmanager
+def _hold_ids(conn: sqlite3.Connection) -> Iterator[None]:
+    """Inserts inside get ids above every id ever deleted: when the highest
+    deleted id is above the top id, a placeholder row holds it for the inserts'
+    duration (same transaction: no reader ever sees it)."""
+    (floor,) = conn.execute("SELECT max(id) FROM id_floor").fetchone()
+    hold = None
+    if floor is not None:
+        (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()
+        if floor > top:
+            hold = floor
+            conn.execute(_PLACEHOLDER, (hold,))
+    yield
+    if hold is not None:
+        conn.execute("DELETE FROM docs WHERE id = ?", (hold,))
 
 
 def _parse_uri(uri: str) -> tuple[str, str, float]:
@@ -471,6 +509,10 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
     return clauses, params
 
 
+#: What the rollup tiers (sqlite_rollup.py) build their queries with.
+_ROLLUP_SQL: Final = sqlite_rollup.Sql(_filters, _json_path)
+
+
 def _find_sql(q: MetricQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
     """The SELECT of ``find``: filters, keyset cursor, (ts, id) order, limit."""
     if q.limit < 1:
@@ -541,27 +583,17 @@ def _tags_json(value: Any) -> str:
 
 
 def _api_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Validated column values for the API-writable fields present in ``fields``."""
-    unknown = set(fields) - _REPLACEABLE
-    if unknown:
-        raise StoreError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_REPLACEABLE)}")
-    out: dict[str, Any] = {}
-    if "name" in fields:
-        name = fields["name"]
-        if type(name) is not str or not name:
-            raise StoreError(f"name must be a non-empty string, got {name!r}")
-        out["name"] = name
-    if "value" in fields:
-        out["value"] = None if fields["value"] is None else _number(fields["value"], "value")
-    if "tags" in fields:
-        out["tags"] = _tags_json(fields["tags"])
-    if "ts" in fields:
-        out["ts"] = float(_number(fields["ts"], "ts"))
-    if "data" in fields:
-        data = fields["data"]
-        if data is not None and type(data) is not dict:
-            raise StoreError(f"data must be an object or null, got {type(data).__name__}")
-        out["data"] = None if data is None else _json_text(data, "data")
+    """Column values for the API-writable fields present in ``fields``,
+    validated by the one point model."""
+    try:
+        checked = check_fields(fields)
+    except PointError as exc:
+        raise StoreError(str(exc)) from None
+    out: dict[str, Any] = dict(checked)
+    if "tags" in checked:
+        out["tags"] = _json_text(checked["tags"], "tags")
+    if checked.get("data") is not None:
+        out["data"] = _json_text(checked["data"], "data")
     return out
 
 
@@ -920,7 +952,8 @@ class SqliteStore:
             new_names = self._record_names(conn, names)
             path_sessions = self._record_paths(conn, fresh, seen.keys(), new_names)
             if fresh:
-                conn.executemany(_INSERT_DOC, fresh)
+                with _hold_ids(conn):
+                    conn.executemany(_INSERT_DOC, fresh)
                 conn.executemany(
                     _TOUCH_SESSION, [(s, e[2], e[3], e[0], e[1], e[4]) for s, e in seen.items()]
                 )
@@ -1048,19 +1081,21 @@ class SqliteStore:
             (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
             seq = top + 1
             conn.execute(_INSERT_NAME, (fields["name"], "metric"))
-            cur = conn.execute(
-                "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
-                " VALUES (?, ?, 'metric', ?, NULL, ?, ?, ?, ?)",
-                (
-                    API_SESSION,
-                    seq,
-                    fields["name"],
-                    fields.get("tags", "[]"),
-                    time.time() if ts is None else ts,
-                    fields.get("value"),
-                    fields.get("data"),
-                ),
-            )
+            with _hold_ids(conn):
+                cur = conn.execute(
+                    "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
+                    " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
+                    (
+                        API_SESSION,
+                        seq,
+                        fields["name"],
+                        fields.get("host"),
+                        fields.get("tags", "[]"),
+                        time.time() if ts is None else ts,
+                        fields.get("value"),
+                        fields.get("data"),
+                    ),
+                )
             row = conn.execute(
                 f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
             ).fetchone()
@@ -1078,7 +1113,7 @@ class SqliteStore:
         with self._transaction("replace") as conn:
             touched = sqlite_rollup.doc_buckets(conn, rowid)
             if values:
-                # Column names come from _REPLACEABLE only, never from the caller.
+                # Column names come from the point model's fields only, never from the caller.
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
                 if "name" in values:  # keep the names catalog complete
@@ -1090,7 +1125,7 @@ class SqliteStore:
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
             if values:  # the tiers follow: the old buckets lose it, the new ones gain it
                 touched += sqlite_rollup.doc_buckets(conn, rowid)
-                sqlite_rollup.touched(conn, self._series_ids, rowid, touched)
+                sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
         return None if row is None else _doc_dict(row)
 
     def delete(self, doc_id: str) -> bool:
@@ -1100,7 +1135,9 @@ class SqliteStore:
         with self._transaction("delete") as conn:
             touched = sqlite_rollup.doc_buckets(conn, rowid)
             deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-            sqlite_rollup.touched(conn, self._series_ids, rowid, touched)
+            sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
+            if deleted:
+                conn.execute(_RECORD_FLOOR, (rowid,))
             return deleted
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
@@ -1115,7 +1152,7 @@ class SqliteStore:
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
         with self._reader("rollup_read") as conn, _snapshot(conn):
-            return sqlite_rollup.read(conn, req)
+            return sqlite_rollup.read(conn, _ROLLUP_SQL, req)
 
     def fold_rollups(self, max_docs: int = 1_000_000) -> int:
         """Fold up to ``max_docs`` documents into the tiers and checkpoint;
@@ -1156,7 +1193,7 @@ class SqliteStore:
 
     def _checkpoint(self) -> None:
         with self._transaction("rollup checkpoint") as conn:
-            self._folder.checkpoint(conn, self._series_ids)
+            self._folder.checkpoint(conn, _ROLLUP_SQL, self._series_ids)
             if time.monotonic() - self._pruned >= _PRUNE_EVERY_S:
                 sqlite_rollup.prune(conn, self.rollup_retention)
                 self._pruned = time.monotonic()
@@ -1170,6 +1207,60 @@ class SqliteStore:
                 (limit,),
             ).fetchall()
         return [_session_dict(row) for row in rows]
+
+    def find_sessions(self, q: SessionQuery) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("host", q.host), ("exit_code", q.exit_code)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if q.connected is not None:
+            clauses.append("connected = ?")
+            params.append(int(q.connected))
+        if q.ended is not None:
+            clauses.append("ended IS NOT NULL" if q.ended else "ended IS NULL")
+        if q.seen_from is not None:
+            clauses.append("last_seen >= ?")
+            params.append(float(q.seen_from))
+        if q.seen_to is not None:
+            clauses.append("last_seen < ?")
+            params.append(float(q.seen_to))
+        for tag in dict.fromkeys(q.tags):
+            clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
+            params.append(tag)
+        if q.after is not None:
+            clauses.append("(last_seen < ? OR (last_seen = ? AND session > ?))")
+            params += [q.after[0], q.after[0], q.after[1]]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {where}"
+            " ORDER BY last_seen DESC, session LIMIT ?"
+        )
+        with self._reader("sessions") as conn:
+            rows = conn.execute(sql, [*params, q.limit]).fetchall()
+        return [_session_dict(row) for row in rows]
+
+    def get_session(self, session: str) -> dict[str, Any] | None:
+        with self._reader("sessions") as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session = ?", (session,)
+            ).fetchone()
+        return None if row is None else _session_dict(row)
+
+    def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        with self._reader("since") as conn:
+            if after is None:
+                (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()
+                return [], str(top)
+            rowid = _rowid(after)
+            if rowid is None and after != "0":
+                raise StoreError(f"{after!r} is not a document id of this store")
+            rows = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM docs WHERE id > ? AND session != ? ORDER BY id LIMIT ?",
+                (rowid or 0, API_SESSION, limit),
+            ).fetchall()
+        return [_doc_dict(row) for row in rows], str(rows[-1][0]) if rows else after
 
     def catalog(self) -> Catalog:
         """The names seen (see catalog.py): a few small indexed queries."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from deltawire.collector.settings import COLLECTOR_VARS, STORE_VARS
+from deltawire.collector.settings import API_VARS, COLLECTOR_VARS, STORE_VARS
 from deltawire.config import Var, sample_text
 from deltawire.logs import LOG_VARS
 from deltawire.watchdog.settings import WATCHDOG_VARS
@@ -20,6 +20,7 @@ def groups() -> list[tuple[str, tuple[Var, ...]]]:
     return [
         ("collector: ingest", COLLECTOR_VARS),
         ("collector: store, cache and HTTP API", STORE_VARS),
+        ("collector: HTTP API keys and limits", API_VARS),
         ("watchdog (the agent)", WATCHDOG_VARS),
         ("logging (both commands)", LOG_VARS),
     ]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from deltawire.collector.api import IngestStats, LocalCache, create_app
+from deltawire.collector.api import Deps, LocalCache, create_app
 from deltawire.collector.api.dashboard import STATIC_DIR
 from deltawire.collector.stores import open_store
 from deltawire.links import dashboard_base, session_url
@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 async def client(tmp_path: pathlib.Path) -> AsyncIterator[httpx.AsyncClient]:
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.open()
-    app = create_app(store, LocalCache(), IngestStats())
+    app = create_app(Deps(store, LocalCache()))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c

@@ -145,3 +145,44 @@ def test_watchdog_over_tls(tmp_path: pathlib.Path) -> None:
             store.close()
     assert any(d["name"] == "process" for d in docs)
     assert ended["exit_code"] == 0
+
+
+def test_a_compressed_session_is_captured_decompressed_and_replays(tmp_path: pathlib.Path) -> None:
+    """The hello offers zstd: replay negotiates it and sends the rest as one
+    zstd stream; the capture holds the decompressed lines, byte for byte, and
+    replays into a fresh collector as the same documents."""
+    lines = (CAPTURES / "basic_session.ndjson").read_bytes().splitlines(keepends=True)
+    hello = orjson.loads(lines[0])
+    assert hello["t"] == "hello"
+    wire = orjson.dumps({**hello, "compress": ["zstd"]}) + b"\n" + b"".join(lines[1:])
+    source = tmp_path / "compressed_session.ndjson"
+    source.write_bytes(wire)
+    captures = tmp_path / "captures"
+    results = []
+    for name, args in (("first", ("--capture-dir", str(captures))), ("second", ())):
+        (tmp_path / name).mkdir()
+        files = [source] if name == "first" else sorted(captures.glob("*.ndjson"))
+        with collector_process(tmp_path / name, *args) as col:
+            proc = subprocess.run(
+                [sys.executable, "-m", "deltawire.collector", "replay", *map(str, files),
+                 "--to", f"127.0.0.1:{col.port}", "--quiet"],
+                cwd=REPO, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "acked 10" in proc.stdout
+            store = open_store(col.store_uri)
+            store.open()
+            try:
+                results.append(store.find(MetricQuery(session="golden-basic", limit=100)))
+            finally:
+                store.close()
+            col.terminate()
+        if name == "first":
+            recorded = sorted(captures.glob("*.ndjson"))
+            assert len(recorded) == 1 and recorded[0].read_bytes() == wire
+    expected = [e["doc"] for e in orjson.loads((CAPTURES / "basic_session.expected.json").read_bytes())
+                if "doc" in e]  # fmt: skip
+    for docs in results:
+        assert sorted((d["seq"], d.get("data")) for d in docs) == [
+            (e["seq"], e["data"]) for e in expected
+        ]

@@ -611,6 +611,29 @@ def test_delete(store: Store) -> None:
     assert keys(find_all(store)) == [("s1", 0), ("s1", 2)]
 
 
+def test_ids_are_never_reused_after_a_delete(store: Store) -> None:
+    """Deleting the newest document must not hand its id to the next one,
+    whether that comes from a stream or from the API."""
+    seen: set[str] = set()
+    for round_ in range(3):
+        store.write_batch([mk("s1", round_, ts=T0 + round_)])
+        top = find_all(store, descending=True)[0]
+        seen.add(top["id"])
+        assert store.delete(top["id"]) is True
+        created = store.create({"name": "n", "value": 1, "ts": T0})
+        assert created["id"] not in seen
+        seen.add(created["id"])
+        assert store.delete(created["id"]) is True
+
+
+def test_create_keeps_host(store: Store) -> None:
+    created = store.create({"name": "n", "value": 1, "ts": T0, "host": "web-1"})
+    assert created["host"] == "web-1"
+    assert store.get(created["id"]) == created
+    changed = store.replace(created["id"], {"host": "web-2"})
+    assert changed is not None and changed["host"] == "web-2"
+
+
 # -- aggregation -------------------------------------------------------------------
 
 

@@ -1,0 +1,175 @@
+"""What every route module gets: ONE object, ``Deps``, built once per process.
+
+It holds the store, the cache, the stream hub, the counters and the API's
+configuration, and the three ways a route reaches the store:
+
+- ``store_call``: a short call on a worker thread (at most ``store_threads``);
+- ``heavy_call``: a query that may scan (``/query``, ``/aggregate``, uncached
+  listings): at most ``heavy_queries`` at once and a deadline; past it the
+  client gets 503 ``query_timeout`` and the slot stays taken until the
+  abandoned call ends, so a pile of slow queries can never take every
+  thread (``/readyz`` pings on a thread of its own);
+- ``cached``: an answer from the query cache, or computed and stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from starlette.responses import Response
+
+from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
+
+from .auth import Keys
+from .cache import QueryCache
+from .errors import ApiError
+from .hub import StreamHub
+from .stats import IngestStats, RequestStats
+
+__all__ = ["ApiConfig", "Deps"]
+
+log = logging.getLogger("deltawire.collector.api")
+
+T = TypeVar("T")
+_NO_SLOT: Any = object()  # heavy_call: no slot came free within the deadline
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The API's knobs (from API_KEYS, RATE_LIMIT, QUERY_TIMEOUT, ...; see settings)."""
+
+    keys: Keys = field(default_factory=Keys)
+    rate_limit: float = 0.0  # requests/s per key (per client address without keys); 0: off
+    rate_burst: int = 100
+    query_timeout: float = 10.0
+    heavy_queries: int = 2
+    store_threads: int = 4
+    max_body_bytes: int = 1 << 20
+    page_bytes: int = 4 << 20  # a listing answer stops before this many bytes (then next)
+    header_timeout: float = 10.0
+    max_subscribers: int = 10_000
+
+
+class Deps:
+    def __init__(
+        self,
+        store: Store,
+        cache: QueryCache,
+        ingest: IngestStats | None = None,
+        config: ApiConfig | None = None,
+        request_stats: RequestStats | None = None,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.ingest = ingest if ingest is not None else IngestStats()
+        self.config = config if config is not None else ApiConfig()
+        self.stats = request_stats if request_stats is not None else RequestStats()
+        self.hub = StreamHub(store, self.config.max_subscribers)
+        self.limiter = CapacityLimiter(max(1, self.config.store_threads))
+        # Heavy queries run on threads of their own: an abandoned one (past its
+        # deadline) keeps its thread but never blocks short calls.
+        self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
+        self._heavy_threads = CapacityLimiter(max(1, self.config.heavy_queries) * 4)
+        self.ready_limiter = CapacityLimiter(1)
+        self._store_down = False  # for "logged once per outage"
+
+    # -- the store ------------------------------------------------------------------------
+
+    def _failed(self, fn: Callable[..., Any], e: Exception) -> NoReturn:
+        self.stats.store_errors += 1
+        if not self._store_down:  # once per outage: a down store fails every request
+            self._store_down = True
+            if isinstance(e, StoreUnavailable):
+                log.warning("store unavailable: %s", e)
+            else:
+                log.error("store call %s failed", getattr(fn, "__name__", fn), exc_info=e)
+        raise ApiError(
+            503, "store_unavailable", "the store failed or cannot be reached; retry later"
+        )
+
+    def _outcome(self, fn: Callable[..., Any], e: Exception, refused: ApiError | None) -> NoReturn:
+        # A StoreError is the client's fault only where the caller says so
+        # (input the API cannot check itself, such as a store's cursor id).
+        if (
+            refused is not None
+            and isinstance(e, StoreError)
+            and not isinstance(e, StoreUnavailable)
+        ):
+            refused.detail = f"{refused.detail}: {e}"
+            raise refused from None
+        self._failed(fn, e)
+
+    def _recovered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("store available again")
+
+    async def store_call(
+        self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None
+    ) -> T:
+        """``fn(*args)`` on a worker thread; 503 if the store fails."""
+        try:
+            result = await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        except Exception as e:  # a store bug or driver error must still not be a 500
+            self._outcome(fn, e, refused)
+        self._recovered()
+        return result
+
+    async def heavy_call(
+        self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None
+    ) -> T:
+        """``fn(*args)`` within the query deadline, at most ``heavy_queries`` at once."""
+        timeout = self.config.query_timeout
+        abandoned = threading.Event()
+        slots = self._heavy_slots
+
+        def job() -> Any:
+            if not slots.acquire(timeout=timeout):
+                return _NO_SLOT
+            try:
+                return _NO_SLOT if abandoned.is_set() else fn(*args)
+            finally:
+                slots.release()
+
+        result: Any = _NO_SLOT
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                result = await anyio.to_thread.run_sync(
+                    job, limiter=self._heavy_threads, abandon_on_cancel=True
+                )
+            except Exception as e:
+                self._outcome(fn, e, refused)
+        if scope.cancelled_caught or result is _NO_SLOT:
+            abandoned.set()  # if it has not started yet, it never will
+            raise ApiError(
+                503,
+                "query_timeout",
+                f"the query did not finish within the {timeout:g} s deadline; narrow it or retry",
+            )
+        self._recovered()
+        return result
+
+    # -- the cache ----------------------------------------------------------------------------
+
+    async def cached(
+        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes]]
+    ) -> Response:
+        payload, gen = await self.cache.get(key, scope)
+        if payload is not None:
+            return Response(payload, media_type="application/json", headers={"x-cache": "hit"})
+        payload = await compute()
+        if gen is not None:
+            await self.cache.put(key, gen, payload)
+        return Response(payload, media_type="application/json", headers={"x-cache": "miss"})
+
+    async def bump(self, sessions: Iterable[str | None], names: Iterable[str | None]) -> None:
+        await self.cache.bump(
+            [s for s in sessions if s is not None], [n for n in names if n is not None]
+        )

@@ -1,0 +1,1 @@
+"""Route modules: each has ``endpoints(deps) -> list[Endpoint]`` (see ``spec.py``)."""

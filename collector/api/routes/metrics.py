@@ -1,0 +1,223 @@
+"""``/metrics``: list, read, create, replace, merge-patch and delete documents."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deltawire.collector.point import PointBody, PointCreate, PointPatch
+from deltawire.collector.stores.base import API_SESSION, MetricQuery, encode_cursor
+
+from ..auth import Role, require
+from ..body import merge_patch, patch_body, read_json, validate
+from ..cache import scope_for
+from ..deps import Deps
+from ..errors import ApiError, JSONResponse
+from ..params import MetricFilters, parse
+from ..schemas import Document, Page
+from ..spec import Endpoint
+from ..views import doc_out, pack_page, rfc3339
+
+__all__ = ["endpoints"]
+
+_PARSED_QUERIES = 4096  # memoized GET /metrics query strings
+
+_BAD_CURSOR = "after: not a cursor of this store"
+
+
+class _Listing:
+    """A parsed ``GET /metrics`` query string (memoized: dashboards poll the same
+    URLs, and validating is most of the cost of a cache hit; the parse is a pure
+    function of the string, with no "now" in it, so reusing it is exact)."""
+
+    __slots__ = ("key", "paths", "query", "scope")
+
+    def __init__(self, f: MetricFilters) -> None:
+        q = f.query()
+        self.query: MetricQuery = q
+        self.paths = f.fields
+        fields = [q.session, q.name, q.kind, q.host, q.tags, q.ts_from, q.ts_to]
+        self.key = "m:" + orjson.dumps([*fields, q.limit, q.descending, q.after, f.fields]).decode()
+        self.scope = scope_for(q.session, q.name)
+
+
+def _not_found(doc_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no document with id {doc_id!r}")
+
+
+def _writable(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document's writable fields, in the API's form (what PATCH applies to)."""
+    out = {k: doc.get(k) for k in ("name", "value", "tags", "host", "data")}
+    out["timestamp"] = rfc3339(doc["ts"])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def endpoints(deps: Deps) -> list[Endpoint]:
+    store = deps.store
+    parsed: dict[bytes, _Listing] = {}
+
+    def listing(request: Request) -> _Listing:
+        raw: bytes = request.scope["query_string"]
+        hit = parsed.get(raw)
+        if hit is None:
+            if len(parsed) >= _PARSED_QUERIES:
+                parsed.clear()  # a crude bound; refilling costs one parse per URL
+            hit = parsed[raw] = _Listing(parse(request, MetricFilters))
+        return hit
+
+    async def list_metrics(request: Request) -> Response:
+        ls = listing(request)
+        q = ls.query
+
+        async def compute() -> bytes:
+            # One more than asked: "next" is set exactly when another page exists.
+            refused = ApiError(422, "bad_parameter", _BAD_CURSOR, parameter="after")
+            docs = await deps.store_call(
+                store.find,
+                replace(q, limit=q.limit + 1),
+                refused=refused if q.after is not None else None,
+            )
+            more = len(docs) > q.limit
+            docs = docs[: q.limit]
+            items, n = pack_page([doc_out(d, ls.paths) for d in docs], deps.config.page_bytes)
+            more = more or n < len(docs)
+            nxt = encode_cursor(docs[n - 1]["ts"], docs[n - 1]["id"]) if more and n else None
+            return b'{"items":[' + items + b'],"next":' + orjson.dumps(nxt) + b"}"
+
+        return await deps.cached(ls.key, ls.scope, compute)
+
+    async def get_metric(request: Request) -> Response:
+        doc_id = request.path_params["id"]
+        doc = await deps.store_call(store.get, doc_id)
+        if doc is None:
+            raise _not_found(doc_id)
+        return JSONResponse(doc_out(doc))
+
+    async def create_metric(request: Request) -> Response:
+        point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
+        # Every field was validated above, so a StoreError here is the store's
+        # failure (e.g. a corrupt file), not the client's: 503 like any other.
+        doc = await deps.store_call(store.create, point.store_fields(time.time()))
+        await deps.bump([doc.get("session")], [doc.get("name")])
+        deps.hub.publish([doc])
+        return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
+
+    async def change(request: Request, fields_of: Any) -> Response:
+        """PUT and PATCH: ``fields_of(old)`` gives the new store fields."""
+        doc_id = request.path_params["id"]
+        body = await read_json(request, deps.config.max_body_bytes)
+        old = await deps.store_call(store.get, doc_id)
+        if old is None:
+            raise _not_found(doc_id)
+        if old.get("session") != API_SESSION:
+            require(request.scope["deltawire.role"], Role.admin, "changing a streamed document")
+        fields = fields_of(old, body)
+        new = await deps.store_call(store.replace, doc_id, fields)
+        if new is None:
+            raise _not_found(doc_id)
+        # The old document's session and name are what cached answers hold.
+        await deps.bump(
+            [old.get("session"), new.get("session")], [old.get("name"), new.get("name")]
+        )
+        return JSONResponse(doc_out(new))
+
+    async def replace_metric(request: Request) -> Response:
+        return await change(
+            request, lambda old, body: validate(PointCreate, body).store_fields(time.time())
+        )
+
+    async def patch_metric(request: Request) -> Response:
+        def fields_of(old: dict[str, Any], body: Any) -> dict[str, Any]:
+            merged = merge_patch(_writable(old), patch_body(body))
+            return validate(PointBody, merged).store_fields(old["ts"])
+
+        return await change(request, fields_of)
+
+    async def delete_metric(request: Request) -> Response:
+        doc_id = request.path_params["id"]
+        old = await deps.store_call(store.get, doc_id)
+        if old is None:
+            raise _not_found(doc_id)
+        if old.get("session") != API_SESSION:
+            require(request.scope["deltawire.role"], Role.admin, "deleting a streamed document")
+        if not await deps.store_call(store.delete, doc_id):
+            raise _not_found(doc_id)
+        await deps.bump([old.get("session")], [old.get("name")])
+        return Response(status_code=204)
+
+    tags = ("metrics",)
+    return [
+        Endpoint(
+            "GET",
+            "/metrics",
+            list_metrics,
+            "List stored documents, filtered, a page at a time",
+            params=MetricFilters,
+            answer=Page,
+            tags=tags,
+            description="Answers stop at a byte budget too; follow next (after=) for the rest. "
+            "fields= keeps only those paths of data.",
+        ),
+        Endpoint(
+            "POST",
+            "/metrics",
+            create_metric,
+            "Create a metric point",
+            role=Role.write,
+            body=PointCreate,
+            status=201,
+            answer=Document,
+            errors=(413, 422, 503),
+            tags=tags,
+        ),
+        Endpoint(
+            "GET",
+            "/metrics/{id}",
+            get_metric,
+            "One document",
+            answer=Document,
+            errors=(404, 422, 503),
+            tags=tags,
+        ),
+        Endpoint(
+            "PUT",
+            "/metrics/{id}",
+            replace_metric,
+            "Replace a document's writable fields",
+            role=Role.write,
+            body=PointCreate,
+            answer=Document,
+            errors=(404, 413, 422, 503),
+            tags=tags,
+            description="Streamed documents need the admin role.",
+        ),
+        Endpoint(
+            "PATCH",
+            "/metrics/{id}",
+            patch_metric,
+            "Change a document with a JSON Merge Patch (RFC 7386) of its writable fields",
+            role=Role.write,
+            body=PointPatch,
+            answer=Document,
+            errors=(404, 413, 422, 503),
+            tags=tags,
+            description="null removes a field (value, host, data or a key of data). "
+            "Streamed documents need the admin role.",
+        ),
+        Endpoint(
+            "DELETE",
+            "/metrics/{id}",
+            delete_metric,
+            "Delete a document",
+            role=Role.write,
+            status=204,
+            errors=(404, 422, 503),
+            tags=tags,
+            description="Its id is never handed out again. Streamed documents need the admin role.",
+        ),
+    ]

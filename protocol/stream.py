@@ -1,0 +1,116 @@
+"""Negotiated stream compression: one zstd stream per direction, sans-IO.
+
+After the welcome line, every byte in each direction is ONE zstd stream
+(RFC 8878) carrying the same NDJSON lines. ``Deflater`` is a sender's half:
+each ``compress`` call returns a block-flushed piece, so what was handed to it
+is decodable by the peer as soon as those bytes arrive (the "flush before each
+wait" rule), while the context (the window) carries over between calls; that
+shared history is where the ratio comes from. ``Inflater`` is a receiver's
+half: it hands decompressed bytes to a sink in bounded pieces, so a stream
+that inflates without bound (a zstd bomb) is stopped by the sink, never
+buffered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import zstandard
+
+from .errors import BadStream
+
+__all__ = [
+    "CODECS",
+    "INFLATE_PIECE_BYTES",
+    "MAX_WINDOW_LOG",
+    "ZSTD",
+    "Deflater",
+    "Inflater",
+    "choose_codec",
+]
+
+ZSTD: Final = "zstd"
+
+#: The stream codecs this side speaks, in its order of preference.
+CODECS: Final = (ZSTD,)
+
+#: The largest zstd window a receiver accepts, and the one senders use: 2^17
+#: (128 KiB) holds ~500 recorded samples of history, which is where nearly all
+#: of the ratio comes from, and keeps a collector's decompression context near
+#: 128 KiB + 128 KiB of block buffer per connection. A stream that declares a
+#: larger window is refused (bad_stream) before anything is allocated for it.
+MAX_WINDOW_LOG: Final = 17
+
+#: Decompressed bytes are handed to the sink in pieces of at most this size:
+#: what the receiver holds beyond its line buffer while it checks the limits.
+INFLATE_PIECE_BYTES: Final = 65536
+
+#: The agent's compression level: level 3 (zstd's default) is within a few
+#: percent of level 19 on telemetry lines at a small fraction of the CPU.
+AGENT_LEVEL: Final = 3
+
+# The collector's outbound stream carries only acks, flow and errors: a tiny
+# window and tables keep its per-connection compression context a few KiB
+# (level 3's tables alone are ~1 MB, 1 GB over a thousand connections).
+_SMALL: Final = zstandard.ZstdCompressionParameters(
+    window_log=10, hash_log=6, chain_log=6, search_log=1, min_match=4,
+    strategy=zstandard.STRATEGY_FAST, write_content_size=0, write_checksum=0,
+)  # fmt: skip
+# No content size, no checksum: a stream has no end, and TCP checks bytes.
+_AGENT: Final = zstandard.ZstdCompressionParameters.from_level(
+    AGENT_LEVEL, window_log=MAX_WINDOW_LOG, write_content_size=0, write_checksum=0
+)
+_FLUSH_BLOCK: Final = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+
+
+def choose_codec(offered: tuple[str, ...], accepted: tuple[str, ...]) -> str | None:
+    """The first codec of the client's offer that this side accepts, or None."""
+    return next((c for c in offered if c in accepted), None)
+
+
+class Deflater:
+    """One direction's compressor. ``small`` for a side that sends little."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, *, small: bool = False) -> None:
+        params = _SMALL if small else _AGENT
+        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+
+    def compress(self, data: bytes) -> bytes:
+        """``data`` as the next piece of the stream, block-flushed."""
+        return self._obj.compress(data) + self._obj.flush(_FLUSH_BLOCK)
+
+
+class _Sink:
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.write = write
+
+
+class Inflater:
+    """One direction's decompressor; ``feed`` hands the output to ``sink``.
+
+    The sink may raise to stop a piece of input mid-way (the decoder does, at
+    its limits); the exception propagates out of ``feed``. A corrupt stream,
+    or one that declares a window over ``MAX_WINDOW_LOG``, raises ``BadStream``.
+    """
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        out: Any = _Sink(sink)  # all stream_writer needs of a file is write()
+        self._writer = dctx.stream_writer(
+            out, write_size=INFLATE_PIECE_BYTES, write_return_read=True
+        )
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._writer.write(data)
+        except zstandard.ZstdError as exc:
+            raise BadStream(
+                f"not a valid zstd stream (window at most 2^{MAX_WINDOW_LOG}): {exc}"
+            ) from None

@@ -1,0 +1,203 @@
+"""Negotiated zstd stream compression, both sans-IO sides, without sockets.
+
+The client and server connections are wired back to back; bytes cross in
+pieces of every size down to one byte, as TCP may deliver them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deltawire.protocol import (
+    MAX_INFLATE_PER_READ,
+    NEED_DATA,
+    Ack,
+    BadStream,
+    Bye,
+    ClientConnection,
+    DeltaEncoder,
+    Document,
+    FrameTooLarge,
+    Hello,
+    LocalProtocolError,
+    ProtocolError,
+    ServerConnection,
+    Snap,
+    Welcome,
+)
+
+SAMPLES = [{"cpu": {"user": 1.25 + i / 8}, "io": {"read": 4096 * i}, "n": i} for i in range(60)]
+
+
+def _pieces(data: bytes, step: int) -> list[bytes]:
+    return [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+
+
+def _events(conn: ServerConnection | ClientConnection, data: bytes, step: int) -> list[Any]:
+    """Feed ``data`` in pieces of ``step`` bytes; every event taken after each."""
+    out: list[Any] = []
+    for piece in _pieces(data, step):
+        conn.receive_data(piece)
+        while (event := conn.next_event()) is not NEED_DATA:
+            out.append(event)
+    return out
+
+
+def _session(step: int, offer: tuple[str, ...], accept: tuple[str, ...]) -> dict[str, Any]:
+    """One whole conversation; returns what each side saw and the bytes."""
+    tapped = bytearray()
+    server = ServerConnection(compress=accept, tap=tapped.extend)
+    client = ClientConnection()
+    hello_bytes = client.send(Hello(session="s1", compress=offer))
+    with pytest.raises(LocalProtocolError) if offer else _null():
+        client.send(Snap(0, 1.0, "p", {}))  # nothing before the welcome when offering
+    (hello,) = _events(server, hello_bytes, step)
+    assert isinstance(hello, Hello)
+    to_client = server.send(server.welcome(-1))
+    welcome, = _events(client, to_client, step)  # fmt: skip
+    enc = DeltaEncoder(keyframe_every=25)
+    frames = [enc.encode(i, 1000.0 + i, "p", s) for i, s in enumerate(SAMPLES)]
+    up = client.send_many(frames[:30]) + client.send_many(frames[30:]) + client.send(Bye(60, 2e3))
+    docs = _events(server, up, step)
+    down = server.send(Ack(29)) + server.send(Ack(60))
+    acks = _events(client, down, step)
+    return {"welcome": welcome, "docs": docs, "acks": acks, "up": up, "down": down,
+            "hello": hello_bytes, "to_client": to_client, "client": client, "server": server,
+            "tapped": bytes(tapped)}  # fmt: skip
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("step", [1, 5, 1 << 20])
+def test_compressed_session_reassembles_exactly(step: int) -> None:
+    s = _session(step, ("zstd",), ("zstd",))
+    plain = _session(1 << 20, (), ("zstd",))
+    assert s["server"].codec == s["client"].codec == "zstd"
+    assert s["welcome"] == Welcome("s1", -1, compress="zstd", negotiated=True)
+    docs: list[Document] = s["docs"]
+    assert [d.data for d in docs[:-1]] == SAMPLES
+    assert docs == plain["docs"]
+    assert s["acks"] == [Ack(29), Ack(60)] == plain["acks"]
+    # Both directions really are zstd after the welcome line, and smaller.
+    assert s["up"][:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
+    assert s["down"][:4] == b"\x28\xb5\x2f\xfd"
+    assert len(s["up"]) * 3 < len(plain["up"])
+    # A capture gets the decompressed lines, exactly what a plain client sends.
+    assert s["tapped"] == s["hello"] + plain["up"]
+
+
+def test_welcome_line_is_plain_and_answers_the_offer() -> None:
+    s = _session(1 << 20, ("zstd",), ("zstd",))
+    line, rest = s["to_client"].split(b"\n", 1)
+    assert orjson.loads(line) == {"t": "welcome", "v": 1, "session": "s1", "acked": -1,
+                                  "compress": "zstd"}  # fmt: skip
+    assert rest == b""
+
+
+def test_a_client_that_offers_nothing_is_unaffected() -> None:
+    s = _session(3, (), ("zstd",))
+    # Exactly v1's welcome: no compress field at all.
+    assert orjson.loads(s["to_client"]) == {"t": "welcome", "v": 1, "session": "s1", "acked": -1}
+    assert s["client"].codec is None and s["server"].codec is None
+    assert all(orjson.loads(x) for x in s["up"].splitlines())  # plain NDJSON
+
+
+def test_a_collector_that_declines_says_null_and_stays_plain() -> None:
+    s = _session(7, ("zstd",), ())
+    assert orjson.loads(s["to_client"]) == {"t": "welcome", "v": 1, "session": "s1", "acked": -1,
+                                            "compress": None}  # fmt: skip
+    assert s["client"].codec is None
+    assert [d.data for d in s["docs"][:-1]] == SAMPLES
+    assert all(orjson.loads(x) for x in s["up"].splitlines())
+
+
+def test_unknown_codecs_are_skipped_in_order_of_preference() -> None:
+    server = ServerConnection()
+    server.receive_data(b'{"t":"hello","v":1,"session":"s","compress":["brotli","zstd"]}\n')
+    assert isinstance(server.next_event(), Hello)
+    assert server.codec == "zstd"
+
+
+def _open_zstd_server(**kw: Any) -> ServerConnection:
+    server = ServerConnection(**kw)
+    server.receive_data(b'{"t":"hello","v":1,"session":"s","compress":["zstd"]}\n')
+    assert isinstance(server.next_event(), Hello)
+    return server
+
+
+def _zstd(data: bytes, window_log: int = 17) -> bytes:
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log)
+    obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+def test_a_window_over_the_cap_is_refused() -> None:
+    server = _open_zstd_server()
+    server.receive_data(_zstd(b'{"t":"event","seq":1,"ts":1,"name":"e"}\n', window_log=20))
+    with pytest.raises(BadStream) as info:
+        server.next_event()
+    assert info.value.fatal and info.value.code == "bad_stream"
+
+
+def test_garbage_after_a_negotiated_hello_is_a_bad_stream() -> None:
+    server = _open_zstd_server()
+    server.receive_data(b'{"t":"event","seq":1,"ts":1,"name":"e"}\n')
+    with pytest.raises(BadStream):
+        server.next_events([])
+
+
+def test_a_zstd_bomb_is_refused_with_bounded_memory() -> None:
+    bomb = _zstd(b"\n" * (256 << 20))  # 256 MiB of blank lines in a few KiB
+    assert len(bomb) < 64 << 10
+    server = _open_zstd_server()
+    server.receive_data(bomb)
+    assert server.buffered <= MAX_INFLATE_PER_READ
+    with pytest.raises(BadStream):
+        server.next_events([])
+    with pytest.raises(BadStream):  # and it stays refused
+        server.next_events([])
+
+
+def test_a_line_past_the_limit_without_newline_is_refused_early() -> None:
+    server = _open_zstd_server(max_frame_bytes=1000)
+    good = b'{"t":"event","seq":1,"ts":1,"name":"e"}\n'
+    server.receive_data(_zstd(good + b"x" * (4 << 20)))
+    assert server.buffered < 1000 + 70000  # the limit + one inflated piece
+    events: list[Any] = []
+    with pytest.raises(FrameTooLarge):
+        server.next_events(events)
+    assert [e.seq for e in events] == [1]  # the complete line before it got through
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=40))
+def test_any_split_of_the_stream_gives_the_same_documents(cuts: list[int]) -> None:
+    client = ClientConnection()
+    server = ServerConnection()
+    server.receive_data(client.send(Hello(session="s", compress=("zstd",))))
+    assert isinstance(server.next_event(), Hello)
+    _events(client, server.send(server.welcome(-1)), 1 << 20)
+    enc = DeltaEncoder()
+    up = b"".join(client.send(enc.encode(i, 1.0 + i, "p", s)) for i, s in enumerate(SAMPLES[:20]))
+    docs: list[Any] = []
+    pos = 0
+    for cut in [*cuts, len(up)]:
+        server.receive_data(up[pos : pos + cut])
+        pos += cut
+        try:
+            server.next_events(docs)
+        except ProtocolError as exc:  # pragma: no cover - would be a bug
+            raise AssertionError(exc) from None
+    assert [d.data for d in docs] == SAMPLES[:20]
