@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import anyio
+import anyio.to_thread
+
 from deltawire.collector.stores.catalog import Catalog
 
 __all__ = ["DeleteIndex", "Term", "TermKind", "VocabCache", "Vocabulary", "edit_distance"]
@@ -211,23 +214,39 @@ class Vocabulary:
 
 
 class VocabCache:
-    """The current ``Vocabulary``, reloaded from the store at most every few seconds."""
+    """The current ``Vocabulary``, reloaded from the store at most every few seconds.
+
+    One reload at a time (requests arriving meanwhile wait for it rather than
+    read the catalog again), and the index is built on a worker thread: with
+    many thousands of sessions it takes tens of milliseconds, which the event
+    loop must not spend.
+    """
 
     def __init__(self, ttl: float = VOCAB_TTL_S, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self._clock = clock
         self._vocab: Vocabulary | None = None
         self._loaded_at = 0.0
+        self._lock: anyio.Lock | None = None  # made in the event loop that uses it
+
+    def _stale(self, fresh: bool) -> bool:
+        age = self._clock() - self._loaded_at
+        return self._vocab is None or age >= self.ttl or (fresh and age >= _MIN_RELOAD_S)
 
     async def get(
         self, load: Callable[[], Awaitable[Catalog]], *, fresh: bool = False
     ) -> Vocabulary:
         """The cached vocabulary; reloaded when older than the TTL, or when
         ``fresh`` and older than a moment (a prompt named something unknown)."""
-        age = self._clock() - self._loaded_at
-        if self._vocab is None or age >= self.ttl or (fresh and age >= _MIN_RELOAD_S):
-            self._vocab = Vocabulary(await load())
-            self._loaded_at = self._clock()
+        if self._stale(fresh):
+            if self._lock is None:
+                self._lock = anyio.Lock()
+            async with self._lock:
+                if self._stale(fresh):  # not reloaded while this one waited
+                    catalog = await load()
+                    self._vocab = await anyio.to_thread.run_sync(Vocabulary, catalog)
+                    self._loaded_at = self._clock()
+        assert self._vocab is not None
         return self._vocab
 
     def age(self) -> float:
