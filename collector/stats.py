@@ -53,33 +53,34 @@ class Stats:
 
     def _families(self) -> Iterator[Metric]:
         p = "deltawire_"
-        for name, help_, value in (
-            ("connections_total", "Ingest connections accepted.", self.connections_total),
-            ("connections_refused_total", "Connections refused (overloaded).",
+        counter, gauge = CounterMetricFamily, GaugeMetricFamily
+        families: tuple[tuple[type[Metric], str, str, float], ...] = (
+            (counter, "connections_total", "Ingest connections accepted.", self.connections_total),
+            (counter, "connections_refused_total", "Connections refused (overloaded).",
              self.connections_refused),
-            ("frames_in_total", "Frames received.", self.frames_in),
-            ("bytes_in_total", "Bytes received on ingest connections.", self.bytes_in),
-            ("documents_queued_total", "Documents accepted into the write queue.",
+            (counter, "frames_in_total", "Frames received.", self.frames_in),
+            (counter, "bytes_in_total", "Bytes received on ingest connections.", self.bytes_in),
+            (counter, "documents_queued_total", "Documents accepted into the write queue.",
              self.documents_queued),
-            ("documents_stored_total", "Documents committed by the store.", self.documents_stored),
-            ("acks_sent_total", "Ack frames sent.", self.acks_sent),
-            ("flow_frames_sent_total", "Flow frames sent.", self.flow_frames_sent),
-            ("store_retries_total", "Failed store writes retried.", self.store_retries),
-            ("store_rejects_total", "Documents the store refused for good.", self.store_rejects),
-        ):  # fmt: skip
-            yield CounterMetricFamily(p + name, help_, value=value)
-        gauges: tuple[tuple[str, str, float], ...] = (
-            ("connections_open", "Open ingest connections.", self.connections_open),
-            ("throttled", "1 while agents are asked to slow down.", self.throttled),
-            ("queue_depth", "Chunks waiting in the write queue.", self.queue_depth),
-            ("queue_capacity", "Capacity of the write queue.", self.queue_capacity),
-            ("inflight_documents", "Documents received but not yet committed.",
+            (counter, "documents_stored_total", "Documents committed by the store.",
+             self.documents_stored),
+            (counter, "acks_sent_total", "Ack frames sent.", self.acks_sent),
+            (counter, "flow_frames_sent_total", "Flow frames sent.", self.flow_frames_sent),
+            (counter, "store_retries_total", "Failed store writes retried.", self.store_retries),
+            (counter, "store_rejects_total", "Documents the store refused for good.",
+             self.store_rejects),
+            (gauge, "connections_open", "Open ingest connections.", self.connections_open),
+            (gauge, "throttled", "1 while agents are asked to slow down.", self.throttled),
+            (gauge, "queue_depth", "Chunks waiting in the write queue.", self.queue_depth),
+            (gauge, "queue_capacity", "Capacity of the write queue.", self.queue_capacity),
+            (gauge, "inflight_documents", "Documents received but not yet committed.",
              self.inflight_docs),
-            ("batch_documents", "Documents in the last committed batch.", self.batch_docs_last),
-            ("batch_seconds_max", "Slowest batch commit so far.", self.batch_seconds_max),
+            (gauge, "batch_documents", "Documents in the last committed batch.",
+             self.batch_docs_last),
+            (gauge, "batch_seconds_max", "Slowest batch commit so far.", self.batch_seconds_max),
         )  # fmt: skip
-        for name, help_, level in gauges:
-            yield GaugeMetricFamily(p + name, help_, value=level)
+        for family, name, help_, value in families:
+            yield family(p + name, help_, value=value)  # type: ignore[call-arg]
         yield SummaryMetricFamily(p + "batch_seconds", "Store commit latency per batch.",
                                   count_value=self.batches, sum_value=self.batch_seconds_sum)  # fmt: skip
         errors = CounterMetricFamily(p + "errors_total", "Protocol errors sent, by code.",
