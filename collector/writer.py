@@ -435,10 +435,8 @@ def serve(
 ) -> None:
     """Read batches, commit each, answer each, until EOF. In between, while
     no batch waits, the store may do its background work (rollup folding)."""
-    idle_work = getattr(store, "fold_idle", None)
     while True:
-        if idle_work is not None:
-            _work_while_idle(inp, idle_work)
+        _work_while_idle(inp, store.fold_idle)
         header = _read_exact(inp, 4)
         if header is None:
             break

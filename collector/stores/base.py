@@ -156,6 +156,10 @@ class Store(Protocol):
         """Called by the process that does the bulk of the writing: move
         housekeeping off the commit path where the store has some to move."""
 
+    def fold_idle(self) -> bool:
+        """One short slice of background work while no batch waits (the writer
+        calls it between batches); True if there may be more to do."""
+
     def acked(self, session: str) -> int:
         """Highest stored seq of ``session``; -1 if none."""
 
@@ -211,7 +215,7 @@ class Store(Protocol):
 
 
 class DocumentRows:
-    """``encode_row``, ``write_rows`` and ``start_checkpointer`` for a store
+    """``encode_row``, ``write_rows``, ``start_checkpointer`` and ``fold_idle`` for a store
     whose rows are simply the documents' fields (its driver encodes dicts
     itself) and that has no housekeeping to move."""
 
@@ -227,6 +231,9 @@ class DocumentRows:
 
     def start_checkpointer(self) -> None:
         pass
+
+    def fold_idle(self) -> bool:
+        return False  # no background work
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:
