@@ -72,6 +72,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from deltawire.formats import redact_uri
 from deltawire.protocol import Document, Hello
 
 from ..point import PointError, check_fields
@@ -291,14 +292,20 @@ def _filters(q: MetricQuery) -> list[dict[str, Any]]:
             clauses.append({field: value})
     if q.tags:
         clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
-    ts_range: dict[str, Any] = {}
-    if q.ts_from is not None:
-        ts_range["$gte"] = _ms_bound(q.ts_from, "ts_from")
-    if q.ts_to is not None:
-        ts_range["$lt"] = _ms_bound(q.ts_to, "ts_to")
+    ts_range = _ms_range(q.ts_from, q.ts_to, "ts_from", "ts_to")
     if ts_range:
         clauses.append({"ts": ts_range})
     return clauses
+
+
+def _ms_range(lo: float | None, hi: float | None, lo_what: str, hi_what: str) -> dict[str, Any]:
+    """``{"$gte": lo, "$lt": hi}`` as BSON dates, for the bounds given."""
+    out: dict[str, Any] = {}
+    if lo is not None:
+        out["$gte"] = _ms_bound(lo, lo_what)
+    if hi is not None:
+        out["$lt"] = _ms_bound(hi, hi_what)
+    return out
 
 
 def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -403,13 +410,6 @@ def _only_duplicates(exc: BulkWriteError) -> bool:
     )
 
 
-def _redacted(uri: str) -> str:
-    scheme, sep, rest = uri.partition("://")
-    if "@" in rest.partition("/")[0]:
-        return f"{scheme}{sep}…@{rest.partition('/')[0].rpartition('@')[2]}"
-    return uri
-
-
 # -- the store ---------------------------------------------------------------------
 
 
@@ -464,7 +464,7 @@ class MongoStore(DocumentRows):
         self._path_sessions = StreamTracker()
 
     def __repr__(self) -> str:
-        return f"MongoStore({_redacted(self.uri)!r}, database={self.database_name!r})"
+        return f"MongoStore({redact_uri(self.uri)!r}, database={self.database_name!r})"
 
     # -- connections ----------------------------------------------------------
 
@@ -929,11 +929,7 @@ class MongoStore(DocumentRows):
             clauses.append({"ended": {"$ne": None}} if q.ended else {"ended": None})
         if q.tags:
             clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
-        seen: dict[str, Any] = {}
-        if q.seen_from is not None:
-            seen["$gte"] = _ms_bound(q.seen_from, "from")
-        if q.seen_to is not None:
-            seen["$lt"] = _ms_bound(q.seen_to, "to")
+        seen = _ms_range(q.seen_from, q.seen_to, "from", "to")
         if seen:
             clauses.append({"last_seen": seen})
         if q.after is not None:

@@ -98,16 +98,16 @@ _KNOWN_NAMES_MAX: Final = 100_000
 
 #: Rollup folding (sqlite_rollup.Folder) runs when the writer is idle
 #: (``fold_idle``, from the collector's writer process), so a burst of ingest
-#: is not slowed by it; under sustained load it runs after a write once this
-#: many documents are unfolded: the tail every query reads raw stays bounded.
-#: Folding in large slices is also what makes it cheap: its cost is per
-#: column of values (one leaf of one stream in one minute), so a stream
-#: should bring tens of values to each column, not one or two.
-_ABSORB_DOCS: Final = 100_000
-#: The slice one ``fold_idle`` call absorbs (~0.1-0.3 s of CPU): a batch
-#: that arrives meanwhile waits at most that long.
-_IDLE_SLICE: Final = 20_000
-_ABSORB_MAX: Final = 100_000
+#: is not slowed by it; under sustained load, once this many documents are
+#: unfolded, each write also folds _FOLD_RATIO times its rows, so the tail
+#: every query reads raw stays bounded. Folds come in slices (a batch that
+#: arrives meanwhile waits for one slice only), and memory gathers slices
+#: until a checkpoint: the cost is per column of values (one leaf of one
+#: stream in one minute), so each column should get tens of values.
+_TAIL_DOCS: Final = 100_000
+_FOLD_RATIO: Final = 2
+#: The slice one ``fold_idle`` call absorbs (~20-100 ms of CPU).
+_IDLE_SLICE: Final = 2000
 #: Checkpoint the absorbed buckets at this many documents or this age: each
 #: checkpoint writes every touched bucket once, so rarer is cheaper, while
 #: what is not checkpointed is the tail every query reads raw.
@@ -474,6 +474,18 @@ def _tag_filter(tags: Sequence[str], clauses: list[str], params: list[Any]) -> N
         params.append(tag)
 
 
+def _range(
+    column: str, lo: float | None, hi: float | None, clauses: list[str], params: list[Any]
+) -> None:
+    """``column >= lo AND column < hi``, for the bounds given."""
+    if lo is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(float(lo))
+    if hi is not None:
+        clauses.append(f"{column} < ?")
+        params.append(float(hi))
+
+
 def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], list[Any]]:
     """WHERE terms and their parameters for the filters of ``q``.
 
@@ -498,12 +510,7 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
     if q.host is not None:
         clauses.append("host = ?")
         params.append(q.host)
-    if q.ts_from is not None:
-        clauses.append("ts >= ?")
-        params.append(float(q.ts_from))
-    if q.ts_to is not None:
-        clauses.append("ts < ?")
-        params.append(float(q.ts_to))
+    _range("ts", q.ts_from, q.ts_to, clauses, params)
     if q.tags:
         _tag_filter(q.tags, clauses, params)
     return clauses, params
@@ -967,8 +974,8 @@ class SqliteStore:
                 conn.executemany(_END_SESSION, ends)
         self._names_committed(new_names)
         self._unfolded += len(fresh)
-        if self._unfolded >= _ABSORB_DOCS:
-            self._fold()
+        if self._unfolded >= _TAIL_DOCS:
+            self._fold(_FOLD_RATIO * len(rows))
         with self._write_lock:
             self._path_sessions.remember(path_sessions)
 
@@ -1104,8 +1111,8 @@ class SqliteStore:
                 f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
             ).fetchone()
         self._unfolded += 1
-        if self._unfolded >= _ABSORB_DOCS:
-            self._fold()
+        if self._unfolded >= _TAIL_DOCS:
+            self._fold(_IDLE_SLICE)
         return _doc_dict(row)
 
     def replace(self, doc_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -1173,15 +1180,14 @@ class SqliteStore:
             return False
         if n < _IDLE_SLICE or self._folder.docs >= _CHECKPOINT_DOCS:
             self._checkpoint()
-        self._unfolded = 0
+        self._unfolded = max(0, self._unfolded - n)
         return True
 
-    def _fold(self) -> None:
-        """After a commit: absorb the new documents, and checkpoint when
-        enough are in memory or they are old enough (sqlite_rollup.Folder)."""
-        self._unfolded = 0
+    def _fold(self, max_docs: int) -> None:
+        """After a commit: absorb a slice of new documents, and checkpoint
+        when enough are in memory or they are old enough (sqlite_rollup.Folder)."""
         try:
-            self._absorb(_ABSORB_MAX)
+            self._unfolded = max(0, self._unfolded - self._absorb(max_docs))
             folder = self._folder
             if folder.docs >= _CHECKPOINT_DOCS or (
                 folder.docs and time.monotonic() - self._checkpointed >= _CHECKPOINT_S
@@ -1224,12 +1230,7 @@ class SqliteStore:
             params.append(int(q.connected))
         if q.ended is not None:
             clauses.append("ended IS NOT NULL" if q.ended else "ended IS NULL")
-        if q.seen_from is not None:
-            clauses.append("last_seen >= ?")
-            params.append(float(q.seen_from))
-        if q.seen_to is not None:
-            clauses.append("last_seen < ?")
-            params.append(float(q.seen_to))
+        _range("last_seen", q.seen_from, q.seen_to, clauses, params)
         for tag in dict.fromkeys(q.tags):
             clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
             params.append(tag)

@@ -397,3 +397,34 @@ def test_tiers_keep_their_retention(tmp_path: pathlib.Path) -> None:
         assert hours[0] == 2 * 5 * 24  # the docs count and n, every hour kept
     finally:
         store.close()
+
+
+def test_writes_fold_under_load_and_when_idle(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltawire.collector.stores import sqlite, sqlite_rollup
+
+    monkeypatch.setattr(sqlite, "_TAIL_DOCS", 50)  # "sustained load" after 50 documents
+    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    store.open()
+    try:
+        docs = [Document(f"s{i % 3}", i // 3, "sample", "p", BASE + i, "h", (), {"n": i % 17})
+                for i in range(600)]  # fmt: skip
+
+        def mark() -> int:
+            with store._reader("test") as conn:
+                return sqlite_rollup.watermark(conn)
+
+        for i in range(0, 300, 30):
+            store.write_batch(docs[i : i + 30])
+        store._checkpoint()
+        assert 0 < mark() <= 300  # folded while writing
+        store.write_batch(docs[300:])
+        while store.fold_idle():
+            pass
+        assert mark() == 600  # the idle writer caught up
+        stored = _all_docs(store)
+        for q in (AggregateQuery("rate", "n", by="session"), AggregateQuery("p50", "n")):
+            assert_same(run_aggregate(store, q), reference(stored, q), q)
+    finally:
+        store.close()
