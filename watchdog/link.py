@@ -26,6 +26,8 @@ import trio
 
 from deltawire.protocol import (
     CODECS,
+    COUNTER,
+    EXTENSIONS,
     NEED_DATA,
     Ack,
     Bye,
@@ -153,6 +155,7 @@ class Link:
         batch_bytes: int = 65536,
         name: str = "live",
         compress: tuple[str, ...] = CODECS,
+        ext: tuple[str, ...] = EXTENSIONS,
     ) -> None:
         self.spool = spool
         self._connect = connect
@@ -169,6 +172,8 @@ class Link:
         self.name = name
         #: Stream codecs offered in the hello (zstd: ~5x fewer bytes on the wire).
         self.compress = compress
+        #: Extensions offered (counter: integer leaves as increments, ~13% fewer bytes).
+        self.ext = ext
         self.connected = False  # welcomed on the current connection
         self.healthy = False  # and acked at least once there
         #: trio time at which a send_all started that has not returned yet: a
@@ -242,6 +247,7 @@ class Link:
             agent=state.get("agent"),
             tags=tuple(state.get("tags") or ()),
             compress=self.compress,
+            ext=self.ext,
         )
         conn = ClientConnection()
         await stream.send_all(conn.send(hello))
@@ -300,7 +306,7 @@ class Link:
     async def _sender(
         self, stream: trio.abc.Stream, conn: ClientConnection, cursor: Cursor
     ) -> None:
-        delta = DeltaEncoder(self.keyframe_every)
+        delta = DeltaEncoder(self.keyframe_every, counter=COUNTER in conn.ext)
         spool = self.spool
         while True:
             batch = cursor.next_batch(self.batch_bytes)
