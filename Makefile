@@ -44,6 +44,7 @@ fuzz: install
 ## audits every acked sample; table in bench/results/soak.md (SOAK_SECONDS, default 150)
 soak: install
 	@bash deploy/install-test-deps.sh
+	DELTAWIRE_SOAK=1 $(PY) -m pytest -q -s tests/collector/test_hostile.py
 	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-150}
 
 lint: install

@@ -53,7 +53,8 @@ DEFAULT_TOP: Final = 10
 _DEFAULT_LIST: Final = 20
 MAX_SPAN_S: Final = 100 * 366 * 86400  # longer is a typo, and datetime overflows
 
-Endpoint = Literal["/aggregate", "/metrics", "/sessions"]
+#: "/aggregate", "/metrics", "/sessions" or "/sessions/{session}"
+Endpoint = str
 
 
 class PromptError(ValueError):
@@ -397,7 +398,7 @@ class _Builder:
         if s.session is None and (w & (ENDED_WORDS - {"end", "exit"}) or exit_word):
             params["ended"] = "false" if negated and not exit_word else "true"
         if w & BAD_EXIT_WORDS or (w & {"zero"} and w & {"non", "not"}):
-            params["exit_code"] = "!0"
+            params["where"] = "exit_code != 0"  # /sessions takes one exit code: checked here
             params["ended"] = "true"
         elif w & GOOD_EXIT_WORDS or ("zero" in w and "exit" in w):
             params["exit_code"] = "0"
@@ -407,12 +408,12 @@ class _Builder:
             params["exit_code"] = str(code)
             params["ended"] = "true"
         if s.session is None and s.group == "host":
-            params["by"] = "host"
             return Plan(
                 "/sessions", params, answer="count_by_host", group="host", notes=tuple(self.notes)
             )
         if s.session is not None:
-            return Plan("/sessions", params, answer="one", notes=tuple(self.notes))
+            # The session itself answers "when did it end", "is it still connected".
+            return Plan(f"/sessions/{s.session}", {}, answer="one", notes=tuple(self.notes))
         if s.fn == "count":
             return Plan("/sessions", params, answer="count", notes=tuple(self.notes))
         params["limit"] = str(s.limit or 100)

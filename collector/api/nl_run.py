@@ -12,7 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from deltawire.collector.stores.base import AggQuery, MetricQuery, Store
+from deltawire.collector.aggregate import (
+    AggregateError,
+    AggregateQuery,
+    parse_bucket,
+    run_aggregate,
+)
+from deltawire.collector.stores.base import MetricQuery, SessionQuery, Store
 
 from .nl_vocab import Vocabulary
 from .nlquery import Plan, Threshold
@@ -44,7 +50,8 @@ def _ts(text: str | None) -> float | None:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """As the API writes times: milliseconds, UTC."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def plan_where(plan: Plan, name: str | None = None, *, limit: int = 100) -> MetricQuery:
@@ -126,25 +133,30 @@ class _Run:
         return self.order(rows)
 
     def aggregate_one(self, name: str | None) -> list[Row]:
+        """One /aggregate request, through the engine GET /aggregate runs."""
         plan = self.plan
         p = plan.params
-        fn = p["fn"]
-        if plan.threshold is not None or fn.startswith("p") or "bucket" in p or fn == "rate":
+        if plan.threshold is not None:
             return self.scan(name, plan.threshold)
-        q = AggQuery(
-            func=fn,
-            path=p.get("field") if fn != "count" else None,
+        merged = bool(plan.names)  # rows of each name: ordered and cut once merged
+        q = AggregateQuery(
+            fn=p["fn"],
+            field=p.get("field"),
             where=plan_where(plan, name),
-            group_by=p.get("by"),
-            limit=10_000,
-            ascending=p.get("order") == "value",
+            by=p.get("by"),
+            bucket=parse_bucket(p["bucket"]) if "bucket" in p else None,
+            order="group" if merged else p.get("order", "group"),
+            limit=None if merged or "limit" not in p else int(p["limit"]),
         )
-        return [
-            {"group": r["group"], "value": r["value"], "count": r["count"]}
-            if p.get("by")
-            else {"value": r["value"], "count": r["count"]}
-            for r in self.store.aggregate(q)
-        ]
+        rows: list[Row] = []
+        for r in run_aggregate(self.store, q):
+            row: Row = {"group": r.group} if q.by is not None else {}
+            if q.bucket is not None and r.bucket is not None:
+                row["bucket"] = _rfc3339(r.bucket)
+            row["value"] = r.value
+            row["count"] = r.count
+            rows.append(row)
+        return rows
 
     def scan(self, name: str | None, threshold: Threshold | None) -> list[Row]:
         """Raw documents, filtered by the threshold, folded per group and bucket."""
@@ -153,7 +165,7 @@ class _Run:
         fn, fld, by = p["fn"], p.get("field"), p.get("by")
         bucket = _bucket_seconds(p.get("bucket"))
         if fn == "rate":
-            raise _Unsupported("rate needs the aggregation engine (GET /aggregate)")
+            raise _Unsupported("a rate with a threshold: a rate needs every value of a series")
         where = plan_where(plan, name, limit=_PAGE)
         groups: dict[tuple[Any, Any], list[float]] = {}
         seen = 0
@@ -272,30 +284,23 @@ class _Run:
     def sessions(self, session_out: Callable[[dict[str, Any]], Row]) -> list[Row]:
         plan = self.plan
         p = plan.params
-        lo, hi = _ts(p.get("from")), _ts(p.get("to"))
-        wanted_tags = set(p.get("tag", ()))
-        picked = []
-        for s in self.store.sessions(_SESSIONS_READ):
-            if p.get("session") is not None and s["session"] != p["session"]:
-                continue
-            if p.get("host") is not None and s.get("host") != p["host"]:
-                continue
-            if wanted_tags - set(s.get("tags") or ()):
-                continue
-            if "connected" in p and bool(s.get("connected")) != (p["connected"] == "true"):
-                continue
-            if "ended" in p and (s.get("ended") is not None) != (p["ended"] == "true"):
-                continue
-            code = p.get("exit_code")
-            if code == "!0" and s.get("exit_code") in (None, 0):
-                continue
-            if code not in (None, "!0") and s.get("exit_code") != int(code):
-                continue
-            if (lo is not None and s["last_seen"] < lo) or (
-                hi is not None and s["first_seen"] >= hi
-            ):
-                continue
-            picked.append(s)
+        if plan.answer == "one":
+            one = self.store.get_session(plan.endpoint.rsplit("/", 1)[1])
+            return [] if one is None else [session_out(one)]
+        code = p.get("exit_code")
+        q = SessionQuery(
+            host=p.get("host"),
+            tags=tuple(sorted(set(p.get("tag", ())))),
+            connected=None if "connected" not in p else p["connected"] == "true",
+            ended=None if "ended" not in p else p["ended"] == "true",
+            exit_code=None if code is None else int(code),
+            seen_from=_ts(p.get("from")),
+            seen_to=_ts(p.get("to")),
+            limit=_SESSIONS_READ,
+        )
+        picked = self.store.find_sessions(q)
+        if p.get("where") == "exit_code != 0":
+            picked = [s for s in picked if s.get("exit_code") not in (None, 0)]
         if plan.answer == "count":
             return [{"value": len(picked)}]
         if plan.answer == "count_by_host":
@@ -324,7 +329,7 @@ class _Run:
         window = (
             f" between {p.get('from', 'the start')} and {p.get('to', 'now')}" if lo or hi else ""
         )
-        if plan.endpoint == "/sessions":
+        if plan.endpoint.startswith("/sessions"):
             wanted = ", ".join(f"{k}={v}" for k, v in p.items() if k != "limit")
             seen = self.vocab.sample_of("session")
             self.notes.append(f"no session matches {wanted or 'anything'}; sessions seen: {seen}")
@@ -380,7 +385,7 @@ def answer(
     """Run ``plan`` (blocking). Empty rows always come with a note saying why."""
     run = _Run(store, vocab, plan)
     try:
-        if plan.endpoint == "/sessions":
+        if plan.endpoint.startswith("/sessions"):
             rows = run.sessions(session_out)
         elif plan.answer == "latest":
             rows = run.latest()
@@ -388,8 +393,8 @@ def answer(
             rows = run.listing(doc_out)
         else:
             rows = run.aggregate()
-    except _Unsupported as e:
-        return Answer([], [*run.notes, str(e)])
+    except (_Unsupported, AggregateError) as e:
+        return Answer([], [*run.notes, f"cannot answer: {e}"])
     if not rows or all(
         r.get("value") is None and "id" not in r and "session" not in r for r in rows
     ):

@@ -75,6 +75,7 @@ from pymongo.errors import (
 from deltawire.protocol import Document, Hello
 
 from ..point import PointError, check_fields
+from . import mongo_rollup
 from .base import (
     API_SESSION,
     AggQuery,
@@ -304,6 +305,10 @@ def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _match(q: MetricQuery) -> dict[str, Any]:
+    return _and(_filters(q))
 
 
 def _api_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -897,10 +902,8 @@ class MongoStore(DocumentRows):
     rollup_tiers: tuple[int, ...] = ()
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
-        from . import mongo_rollup
-
         with _translated("rollup_read"):
-            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms)
+            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms, _match, _data_field)
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:

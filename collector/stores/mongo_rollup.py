@@ -7,17 +7,22 @@ no bools), as ``leaves`` does for the tiers.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 from pymongo.collection import Collection
 
-from . import mongo as _mg
-from .rollup import DOCS, RAW, RawPoint, RollupData, RollupRequest, SeriesKey
+from .base import MetricQuery
+from .rollup import DOCS, RAW, Filters, RawPoint, RollupData, RollupRequest, SeriesKey
 
 __all__ = ["read_raw"]
 
 _NUMBERS = (int, float)
+
+
+def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
+    """``f``'s filters over ``[lo, hi)``."""
+    return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
 
 
 def _value_at(doc: dict[str, Any], path: str) -> Any:
@@ -33,20 +38,28 @@ def _value_at(doc: dict[str, Any], path: str) -> Any:
     return node
 
 
-def read_raw(docs: Collection[dict[str, Any]], req: RollupRequest, timeout_ms: int) -> RollupData:
-    """Every segment from the raw documents (this store keeps no tiers yet)."""
+def read_raw(
+    docs: Collection[dict[str, Any]],
+    req: RollupRequest,
+    timeout_ms: int,
+    match: Callable[[MetricQuery], dict[str, Any]],
+    data_field: Callable[[str], str],
+) -> RollupData:
+    """Every segment from the raw documents (this store keeps no tiers yet).
+    ``match`` and ``data_field`` are mongo.py's filter and path builders
+    (handed in: importing that module would make an import cycle)."""
     points: list[RawPoint] = []
     projection: dict[str, Any] = {f: 1 for f in ("session", "kind", "name", "host", "tags", "ts")}
     if req.path == "value":
         projection["value"] = 1
     elif req.path != DOCS:
-        projection[_mg._data_field(req.path)] = 1
+        projection[data_field(req.path)] = 1
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     for seg in req.segments:
         if seg.tier != RAW:
             raise ValueError("the MongoDB store keeps no rollup tiers")
-        clauses = _mg._filters(replace(req.where, ts_from=seg.lo, ts_to=seg.hi))
-        cursor = docs.find(_mg._and(clauses), projection, max_time_ms=timeout_ms)
+        where = match(_within(req.where, seg.lo, seg.hi))
+        cursor = docs.find(where, projection, max_time_ms=timeout_ms)
         for doc in cursor:
             value = _value_at(doc, req.path)
             if type(value) not in _NUMBERS:

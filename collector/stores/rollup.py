@@ -27,12 +27,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 from ddsketch.mapping import LogarithmicMapping
-
-from .base import MetricQuery
 
 __all__ = [
     "DOCS",
@@ -43,6 +41,7 @@ __all__ = [
     "SKETCH_TIERS",
     "TIERS",
     "Bucket",
+    "Filters",
     "Partial",
     "RawPoint",
     "RollupData",
@@ -94,13 +93,33 @@ class Segment:
     hi: float | None
 
 
+class Filters(Protocol):
+    """The filters of ``GET /metrics`` (a ``base.MetricQuery``; not imported:
+    base imports this module for the Store protocol)."""
+
+    @property
+    def session(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def ts_from(self) -> float | None: ...
+    @property
+    def ts_to(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RollupRequest:
     """What the planner asks a store: the buckets and raw points of the series
     matching ``where`` (its time bounds are ignored: ``segments`` say the time)
     at ``path`` (``"value"``, a data path, or ``DOCS``)."""
 
-    where: MetricQuery
+    where: Filters
     path: str
     segments: tuple[Segment, ...]
     sketches: bool = False  # percentiles: tier buckets must bring their sketch

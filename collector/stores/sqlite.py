@@ -509,6 +509,10 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
     return clauses, params
 
 
+#: What the rollup tiers (sqlite_rollup.py) build their queries with.
+_ROLLUP_SQL: Final = sqlite_rollup.Sql(_filters, _json_path)
+
+
 def _find_sql(q: MetricQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
     """The SELECT of ``find``: filters, keyset cursor, (ts, id) order, limit."""
     if q.limit < 1:
@@ -1121,7 +1125,7 @@ class SqliteStore:
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
             if values:  # the tiers follow: the old buckets lose it, the new ones gain it
                 touched += sqlite_rollup.doc_buckets(conn, rowid)
-                sqlite_rollup.touched(conn, self._series_ids, rowid, touched)
+                sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
         return None if row is None else _doc_dict(row)
 
     def delete(self, doc_id: str) -> bool:
@@ -1131,7 +1135,7 @@ class SqliteStore:
         with self._transaction("delete") as conn:
             touched = sqlite_rollup.doc_buckets(conn, rowid)
             deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-            sqlite_rollup.touched(conn, self._series_ids, rowid, touched)
+            sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
             if deleted:
                 conn.execute(_RECORD_FLOOR, (rowid,))
             return deleted
@@ -1148,7 +1152,7 @@ class SqliteStore:
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
         with self._reader("rollup_read") as conn, _snapshot(conn):
-            return sqlite_rollup.read(conn, req)
+            return sqlite_rollup.read(conn, _ROLLUP_SQL, req)
 
     def fold_rollups(self, max_docs: int = 1_000_000) -> int:
         """Fold up to ``max_docs`` documents into the tiers and checkpoint;
@@ -1189,7 +1193,7 @@ class SqliteStore:
 
     def _checkpoint(self) -> None:
         with self._transaction("rollup checkpoint") as conn:
-            self._folder.checkpoint(conn, self._series_ids)
+            self._folder.checkpoint(conn, _ROLLUP_SQL, self._series_ids)
             if time.monotonic() - self._pruned >= _PRUNE_EVERY_S:
                 sqlite_rollup.prune(conn, self.rollup_retention)
                 self._pruned = time.monotonic()

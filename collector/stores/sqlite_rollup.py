@@ -18,13 +18,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from . import sqlite as _sq
 from .base import MetricQuery
 from .rollup import (
     DOCS,
@@ -34,6 +33,7 @@ from .rollup import (
     TIERS,
     Bucket,
     Columns,
+    Filters,
     Partial,
     RawPoint,
     RollupData,
@@ -48,6 +48,7 @@ __all__ = [
     "MIGRATION",
     "Folder",
     "SeriesIds",
+    "Sql",
     "doc_buckets",
     "prune",
     "read",
@@ -92,10 +93,27 @@ MIGRATION: Final = (
     "INSERT INTO roll_state (key, value) VALUES ('watermark', 0)",
 )
 
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """The store's SQL builders this module uses (sqlite.py hands them in;
+    importing that module would make an import cycle)."""
+
+    #: WHERE terms and parameters of a MetricQuery's filters, on docs columns
+    filters: Callable[[MetricQuery], tuple[list[str], list[Any]]]
+    #: a dotted data path as a JSON path
+    json_path: Callable[[str], str]
+
+
 _BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
 _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 #: Series ids by key, per database file; grows with the series (thousands).
 _SERIES_CACHE_MAX: Final = 200_000
+
+
+def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
+    """``f``'s filters over ``[lo, hi)``."""
+    return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
 
 
 def watermark(conn: sqlite3.Connection) -> int:
@@ -106,14 +124,14 @@ def watermark(conn: sqlite3.Connection) -> int:
 # -- reading ------------------------------------------------------------------
 
 
-def _value_sql(path: str, params: list[Any], clauses: list[str]) -> str:
+def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> str:
     """The SQL of a row's value at ``path`` (numbers only, see ``leaves``)."""
     if path == DOCS:
         return "1"
     if path == "value":
         clauses.append("value IS NOT NULL")
         return "value"
-    json_path = _sq._json_path(path)
+    json_path = sql.json_path(path)
     clauses.append("json_type(data, ?) IN ('integer', 'real')")
     params.append(json_path)
     return "json_extract(data, ?)"
@@ -121,15 +139,16 @@ def _value_sql(path: str, params: list[Any], clauses: list[str]) -> str:
 
 def _raw_points(
     conn: sqlite3.Connection,
-    where: MetricQuery,
+    sql: Sql,
+    where: Filters,
     path: str,
     lo: float | None,
     hi: float | None,
     above: int | None,
     upto: int | None = None,
 ) -> list[RawPoint]:
-    q = replace(where, ts_from=lo, ts_to=hi)
-    clauses, params = _sq._filters(q)
+    q = _within(where, lo, hi)
+    clauses, params = sql.filters(q)
     if above is not None:
         clauses.append("id > ?")
         params.append(above)
@@ -138,8 +157,8 @@ def _raw_points(
         params.append(upto)
     value_params: list[Any] = []
     value_clauses: list[str] = []
-    value_sql = _value_sql(path, value_params, value_clauses)
-    sql = (
+    value_sql = _value_sql(sql, path, value_params, value_clauses)
+    query = (
         f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
@@ -148,7 +167,7 @@ def _raw_points(
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     out: list[RawPoint] = []
-    for session, kind, name, host, tags, ts, doc_id, value in conn.execute(sql, args):
+    for session, kind, name, host, tags, ts, doc_id, value in conn.execute(query, args):
         skey = (session, kind, name, host, tags)
         series = cache.get(skey)
         if series is None:
@@ -159,7 +178,7 @@ def _raw_points(
     return out
 
 
-def read(conn: sqlite3.Connection, req: RollupRequest) -> RollupData:
+def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     """Buckets and raw points for ``req``; call inside one read snapshot."""
     mark = watermark(conn)
     buckets: list[Bucket] = []
@@ -169,24 +188,29 @@ def read(conn: sqlite3.Connection, req: RollupRequest) -> RollupData:
     tiered = False
     for seg in req.segments:
         if seg.tier == RAW:
-            points += _raw_points(conn, req.where, req.path, seg.lo, seg.hi, None)
+            points += _raw_points(conn, sql, req.where, req.path, seg.lo, seg.hi, None)
             continue
-        buckets += _buckets(conn, req, seg.tier, seg.lo, seg.hi)
+        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)
         if not tiered:
             tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
         else:  # tier segments are contiguous: widen the span
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        points += _raw_points(conn, req.where, req.path, tier_lo, tier_hi, mark)
+        points += _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
     return RollupData(buckets, points)
 
 
 def _buckets(
-    conn: sqlite3.Connection, req: RollupRequest, tier: int, lo: float | None, hi: float | None
+    conn: sqlite3.Connection,
+    sql: Sql,
+    req: RollupRequest,
+    tier: int,
+    lo: float | None,
+    hi: float | None,
 ) -> list[Bucket]:
     # The series table is aliased as docs: the filters are the same columns.
-    clauses, params = _sq._filters(replace(req.where, ts_from=None, ts_to=None))
+    clauses, params = sql.filters(_within(req.where, None, None))
     # (Its columns and the bucket table's have no name in common.)
     clauses.append("docs.path = ?")
     params.append(req.path)
@@ -197,14 +221,14 @@ def _buckets(
         clauses.append("b.bucket < ?")
         params.append(hi)
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    sql = (
+    query = (
         f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
         f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
         f" WHERE {' AND '.join(clauses)}"
     )
     series_by_id: dict[int, SeriesKey] = {}
     out: list[Bucket] = []
-    for row in conn.execute(sql, params):
+    for row in conn.execute(query, params):
         sid = row[0]
         series = series_by_id.get(sid)
         if series is None:
@@ -346,7 +370,7 @@ class Folder:
                 sketches[hkey] = sketch = Sketch()
             sketch.add_values(vals)
 
-    def checkpoint(self, conn: sqlite3.Connection, ids: SeriesIds) -> bool:
+    def checkpoint(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds) -> bool:
         """Write memory to the tiers and move the watermark; in the caller's
         write transaction. False (and memory dropped) if another writer moved
         the watermark first. The caller clears memory once committed."""
@@ -363,8 +387,8 @@ class Folder:
                 redo.append(key)
         conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
         for stream, path, tier, start in redo:
-            _recompute(conn, ids, stream, path, tier, start, self.through)
-        _redo_dirty(conn, ids, self.through)
+            _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+        _redo_dirty(conn, sql, ids, self.through)
         return True
 
 
@@ -413,6 +437,7 @@ def _write_bucket(
 
 def _recompute(
     conn: sqlite3.Connection,
+    sql: Sql,
     ids: SeriesIds,
     stream: Stream,
     path: str,
@@ -425,7 +450,7 @@ def _recompute(
     where = MetricQuery(session=session, name=name, kind=kind)
     points = [
         p
-        for p in _raw_points(conn, where, path, start, start + tier, None, upto)
+        for p in _raw_points(conn, sql, where, path, start, start + tier, None, upto)
         if p.series.host == host and orjson.dumps(list(p.series.tags)).decode() == tags
     ]
     sid = ids.get(conn, stream, path)
@@ -461,7 +486,7 @@ def doc_buckets(conn: sqlite3.Connection, doc_id: int) -> list[BucketKey]:
 
 
 def touched(
-    conn: sqlite3.Connection, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
+    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
 ) -> None:
     """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
     old document's and the new one's) now if the document is in the tiers,
@@ -470,7 +495,7 @@ def touched(
     mark = watermark(conn)
     if doc_id <= mark:
         for stream, path, tier, start in dict.fromkeys(buckets):
-            _recompute(conn, ids, stream, path, tier, start, mark)
+            _recompute(conn, sql, ids, stream, path, tier, start, mark)
     elif buckets:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
@@ -479,13 +504,13 @@ def touched(
         )
 
 
-def _redo_dirty(conn: sqlite3.Connection, ids: SeriesIds, upto: int) -> None:
+def _redo_dirty(conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, upto: int) -> None:
     rows = conn.execute(
         "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
     ).fetchall()
     if rows:
         for row in rows:
-            _recompute(conn, ids, row[:5], row[5], row[6], row[7], upto)
+            _recompute(conn, sql, ids, row[:5], row[5], row[6], row[7], upto)
         conn.execute("DELETE FROM roll_dirty")
 
 

@@ -257,6 +257,10 @@ def check(
 
 def _compare(plan: Plan, expect: dict[str, Any]) -> str | None:
     got = dict(plan.params, endpoint=plan.endpoint, answer=plan.answer)
+    if plan.endpoint.startswith("/sessions/"):  # one session, by name
+        got.update(endpoint="/sessions", session=plan.endpoint.rsplit("/", 1)[1])
+    if plan.group is not None:
+        got.setdefault("by", plan.group)
     if plan.project is not None:
         got.setdefault("field", plan.project)
     if plan.names and "name" not in got:

@@ -348,7 +348,7 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     # -- sessions
     (
         "sessions that ended with a non-zero exit code",
-        {"endpoint": S, "ended": "true", "exit_code": "!0"},
+        {"endpoint": S, "ended": "true", "where": "exit_code != 0"},
     ),
     ("how many sessions are live", {"endpoint": S, "connected": "true", "answer": "count"}),
     ("when did session sess-a end", {"endpoint": S, "session": "sess-a", "answer": "one"}),
@@ -357,8 +357,8 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ("which sessions are still running", {"endpoint": S, "connected": "true"}),
     ("active sessions on web-1", {"endpoint": S, "connected": "true", "host": "web-1"}),
     ("ended sessions", {"endpoint": S, "ended": "true"}),
-    ("sessions that crashed today", {"endpoint": S, "exit_code": "!0", "from": ANY}),
-    ("failed sessions", {"endpoint": S, "exit_code": "!0"}),
+    ("sessions that crashed today", {"endpoint": S, "where": "exit_code != 0", "from": ANY}),
+    ("failed sessions", {"endpoint": S, "where": "exit_code != 0"}),
     ("sessions with exit code 1", {"endpoint": S, "exit_code": "1"}),
     ("sessions that exited cleanly", {"endpoint": S, "exit_code": "0"}),
     ("how many sessions per host", {"endpoint": S, "answer": "count_by_host"}),

@@ -189,3 +189,43 @@ def test_listing_and_first(world: Any) -> None:
     rows = ask(world, "first 2 request_failed events on web-2")["rows"]
     want = sorted(docs(world[1], name="request_failed", host="web-2"), key=lambda d: d.ts)[:2]
     assert [(r["session"], r["seq"]) for r in rows] == [(d.session, d.seq) for d in want]
+
+
+def test_rate_of_a_counter(world: Any) -> None:
+    pts = sorted((t, v) for n, v, t, _g in world[1].points if n == "errors_total")
+    want = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+    assert ask(world, "rate of errors_total")["rows"][0]["value"] == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "average cpu of web-1",
+        "p95 of http latency",
+        "max memory per session",
+        "avg cpu of sess-c per hour",
+        "top 2 hosts by cpu",
+        "how many request_failed events",
+    ],
+)
+def test_the_interpreted_request_gives_the_same_rows(world: Any, prompt: str) -> None:
+    body = ask(world, prompt)
+    assert body["interpreted"]["endpoint"] == "/aggregate"
+    again = world[0].get(body["interpreted"]["url"])
+    assert again.status_code == 200, again.text
+    assert again.json()["rows"] == body["rows"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "count"),
+    [("live sessions", 2), ("sessions on web-1", 2), ("when did sess-b end", None)],
+)
+def test_session_questions_show_a_sessions_request(world: Any, prompt: str, count: int) -> None:
+    body = ask(world, prompt)
+    again = world[0].get(body["interpreted"]["url"])
+    assert again.status_code == 200, again.text
+    got = again.json()
+    items = got.get("items", [got])
+    assert [s["session"] for s in items] == [s["session"] for s in body["rows"]]
+    if count is not None:
+        assert len(items) == count

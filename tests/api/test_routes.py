@@ -207,6 +207,11 @@ class _SlowStore(SqliteStore):
         self.release.wait(10)
         return super().aggregate(q)
 
+    def rollup_read(self, req: Any) -> Any:  # what /query's engine reads
+        self.entered.set()
+        self.release.wait(10)
+        return super().rollup_read(req)
+
 
 async def test_query_deadline_and_readiness_under_load(tmp_path: Path) -> None:
     store = _SlowStore(f"sqlite:///{tmp_path / 'slow.db'}")
