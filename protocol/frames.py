@@ -134,21 +134,14 @@ class Delta:
     data: dict[str, Any]
 
     def wire(self) -> dict[str, Any]:
-        return {"t": "delta", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+        return {"t": self.t, "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
 
 
 @fast_frozen
-class CDelta:
+class CDelta(Delta):
     """A delta under the ``counter`` extension (protocol/counter.py)."""
 
     t: ClassVar[str] = "cdelta"
-    seq: int
-    ts: float
-    name: str
-    data: dict[str, Any]
-
-    def wire(self) -> dict[str, Any]:
-        return {"t": "cdelta", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
 
 
 @fast_frozen
