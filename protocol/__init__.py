@@ -54,7 +54,7 @@ from .frames import (
 )
 from .merge_patch import apply_patch, json_equal, make_patch
 from .server import DEFAULT_MAX_ERRORS, DocumentFactory, ServerConnection
-from .stream import CODECS, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
+from .stream import CODECS, MAX_SLICE_INFLATE, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
 
 __all__ = [
     "CLIENT",
@@ -67,6 +67,7 @@ __all__ = [
     "EXTENSIONS",
     "EXTENSION_CODES",
     "MAX_INFLATE_PER_READ",
+    "MAX_SLICE_INFLATE",
     "MAX_WINDOW_LOG",
     "NEED_DATA",
     "PROTOCOL_VERSION",
