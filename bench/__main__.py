@@ -13,7 +13,7 @@ import time
 
 __all__ = ["main"]
 
-PARTS = ("codec", "ingest", "agent", "store", "nlquery")
+PARTS = ("codec", "ingest", "agent", "store", "nlquery", "api")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import store
 
             for table in store.run(args.scale):
+                print(table.render(), flush=True)
+        elif part == "api":
+            from . import api
+
+            for table in api.run(seconds=max(2.0, 5.0 * args.scale)):
                 print(table.render(), flush=True)
         elif part == "nlquery":
             from . import nlquery

@@ -144,7 +144,7 @@ def _ingest_side_by_side(tmp: pathlib.Path, samples: int, sessions: int, runs: i
     try:
         for run in range(runs):
             for mode in ("off", "on"):
-                SqliteStore._fold = fold if mode == "on" else (lambda self: None)  # type: ignore[method-assign]
+                SqliteStore._fold = fold if mode == "on" else (lambda self, n: None)  # type: ignore[method-assign]
                 store = SqliteStore(f"sqlite:///{tmp / f'ingest-{mode}-{run}.db'}")
                 store.open()
                 t = time.perf_counter()

@@ -157,6 +157,20 @@ class StoreSettings:
         "Delete documents older than this (MongoDB TTL index); 0 keeps all.",
         config.parse_int,
     )
+    rollup_1m_retention_days: float = setting(
+        "ROLLUP_1M_RETENTION_DAYS",
+        "30",
+        "SQLite store: days the 1-minute rollup tier keeps its buckets (0: forever).\n"
+        "Aggregations over older windows read the 1-hour tier.",
+        config.parse_float,
+    )
+    rollup_1h_retention_days: float = setting(
+        "ROLLUP_1H_RETENTION_DAYS",
+        "400",
+        "SQLite store: days the 1-hour rollup tier (with its quantile sketches) keeps\n"
+        "its buckets (0: forever); longer than the raw documents, as Netdata does.",
+        config.parse_float,
+    )
     mongo_max_pool_size: int = setting(
         "MONGO_MAX_POOL_SIZE",
         "32",
@@ -203,7 +217,8 @@ class StoreSettings:
         (the ingest process, its writer and the API process all pass these, so
         they open the same database)."""
         if not self.store_uri.startswith("mongodb"):
-            return {}
+            return {"rollup_retention_days": [self.rollup_1m_retention_days,
+                                              self.rollup_1h_retention_days]}  # fmt: skip
         return {
             "app_env": self.app_env,
             "retention_days": self.retention_days,

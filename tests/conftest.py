@@ -8,6 +8,12 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests assert what holds for all inputs, not how fast: a loaded CI machine
+# must not fail them on hypothesis' timing checks (speed is `make bench`'s job).
+settings.register_profile("deltawire", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deltawire"))
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ FUNCS: Final = {
     "min": "min", "minimum": "min", "lowest": "min", "smallest": "min",
     "sum": "sum", "total": "sum", "totals": "sum",
     "count": "count", "counts": "count", "number": "count", "tally": "count",
-    "median": "p50", "rate": "rate", "throughput": "rate",
+    "median": "p50", "rate": "rate", "throughput": "rate", "growing": "rate", "growth": "rate",
+    "increasing": "rate",
 }  # fmt: skip
 PERCENTILES: Final = {"50": "p50", "90": "p90", "95": "p95", "99": "p99"}
 
@@ -125,7 +126,7 @@ FILLER: Final = frozenset(
     "metric", "metrics", "stats", "statistics", "statistic", "figure", "by", "graph", "chart",
     "plot", "trend", "trends", "over", "time", "breakdown", "broken", "down", "split",
     "grouped", "group", "x", "vs", "versus", "compared", "everything", "anything", "something",
-    "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened"
+    "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened", "busy"
     ]
 )  # fmt: skip
 

@@ -201,7 +201,7 @@ class _Builder:
             and not s.names
             and s.group is None
             and s.threshold is None
-            and (self.words & LIST_WORDS or s.kind)
+            and (self.words & LIST_WORDS or s.kind or self.all_words & {"events", "samples"})
         ):
             return self.list_plan()
         return self.aggregate_plan()

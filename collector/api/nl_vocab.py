@@ -14,6 +14,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import anyio
+import anyio.to_thread
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
 from deltawire.collector.stores.catalog import Catalog
 
 __all__ = ["DeleteIndex", "Term", "TermKind", "VocabCache", "Vocabulary", "edit_distance"]
@@ -26,6 +31,9 @@ VOCAB_TTL_S: Final = 5.0
 #: Fewest seconds between two forced reloads (a stream of typos must not
 #: turn into a stream of catalog reads).
 _MIN_RELOAD_S: Final = 0.5
+
+#: Misspelt words whose closest names a vocabulary remembers (it lives seconds).
+_CLOSEST_MEMO: Final = 1024
 
 #: Which sample stream a bare "cpu"/"memory" means when several have the path:
 #: the watched process, as a support engineer asks about the application.
@@ -42,22 +50,7 @@ class Term:
 
 def edit_distance(a: str, b: str, cap: int = 4) -> int:
     """Optimal-string-alignment distance (a transposition costs 1), at most ``cap``."""
-    if abs(len(a) - len(b)) >= cap:
-        return cap
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cost = 0 if ca == cb else 1
-            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                v = min(v, prev2[j - 2] + 1)
-            cur[j] = v
-        if min(cur) >= cap:
-            return cap
-        prev2, prev = prev, cur
-    return min(prev[-1], cap)
+    return min(OSA.distance(a, b, score_cutoff=cap), cap)
 
 
 def _deletes(word: str, depth: int) -> set[str]:
@@ -96,9 +89,10 @@ def _leaf(path: str) -> str | None:
 
 
 def _allowed_edits(word: str) -> int:
-    """Edits a misspelling may be away from its name: one per four characters, at
-    least one, fewer than the word's length ("web1" ~ "web-1", "db" !~ "ab")."""
-    return min(max(1, len(word) // 4), len(word) - 1)
+    """Edits a misspelling may be away from its name: one per four characters,
+    at least one, at most three, fewer than the word's length ("web1" ~
+    "web-1", "db" !~ "ab")."""
+    return min(max(1, len(word) // 4), 3, len(word) - 1)
 
 
 class Vocabulary:
@@ -135,12 +129,20 @@ class Vocabulary:
         for kind, values in groups:
             for value in values:
                 self._index.setdefault(value.lower(), []).append(Term(kind, value))
-        #: (lower-cased name, name, kind, lower-cased last part of a path or None)
-        self._candidates: list[tuple[str, str, TermKind, str | None]] = [
-            (low, t.value, t.kind, _leaf(low) if t.kind == "path" else None)
-            for low, terms in self._index.items()
-            for t in terms
+        #: what "did you mean" compares a word with: lower-cased names, and the
+        #: last parts of paths ("percent"), each with the (name, kind) it stands for
+        self._closest_memo: dict[
+            tuple[str, tuple[str, ...] | None, int], list[tuple[str, TermKind]]
         ]
+        self._closest_memo = {}  # misspellings repeat: each is compared with every name once
+        self._targets: list[str] = []
+        self._target_terms: list[tuple[str, TermKind]] = []
+        for low, terms in self._index.items():
+            for t in terms:
+                leaf = _leaf(low) if t.kind == "path" else None
+                for target in (low, leaf) if leaf else (low,):
+                    self._targets.append(target)
+                    self._target_terms.append((t.value, t.kind))
 
     def lookup(self, word: str) -> list[Term]:
         """The terms ``word`` names exactly (case-insensitive), most specific first."""
@@ -162,23 +164,30 @@ class Vocabulary:
         that, within one more (an unknown "web3" still gets "web-1", "web-2").
         A path also matches by its last part ("cpu percnt" -> cpu.percent)."""
         low = word.lower()
+        key = (low, None if kinds is None else tuple(sorted(set(kinds))), n)
+        hit = self._closest_memo.get(key)
+        if hit is not None:
+            return hit
+        if len(self._closest_memo) >= _CLOSEST_MEMO:
+            self._closest_memo.clear()
+        out = self._closest_memo[key] = self._closest(low, kinds, n)
+        return out
+
+    def _closest(
+        self, low: str, kinds: Iterable[TermKind] | None, n: int
+    ) -> list[tuple[str, TermKind]]:
         wanted = set(kinds) if kinds is not None else None
         allowed = _allowed_edits(low)
         # One edit looser only for what looks like a name ("web3"), not a plain word.
         loose = min(allowed + 1, 2, len(low) - 1) if re.search(r"[\d_.\-]", low) else allowed
-        cap = max(allowed, loose) + 1
+        found = process.extract(
+            low, self._targets, scorer=OSA.distance, score_cutoff=max(allowed, loose), limit=None
+        )
         scored: list[tuple[int, str, TermKind]] = []
-        for target, value, kind, leaf in self._candidates:
-            if wanted is not None and kind not in wanted:
-                continue
-            if abs(len(target) - len(low)) >= cap and (
-                leaf is None or abs(len(leaf) - len(low)) >= cap
-            ):
-                continue
-            d = edit_distance(low, target, cap=cap)
-            if leaf is not None:
-                d = min(d, edit_distance(low, leaf, cap=cap))
-            scored.append((d, value, kind))
+        for _target, d, k in found:
+            value, kind = self._target_terms[k]
+            if (wanted is None or kind in wanted) and d < len(low):
+                scored.append((int(d), value, kind))
         best = [x for x in scored if x[0] <= allowed] or [x for x in scored if x[0] <= loose]
         out: list[tuple[str, TermKind]] = []
         for _d, value, kind in sorted(best):
@@ -211,23 +220,39 @@ class Vocabulary:
 
 
 class VocabCache:
-    """The current ``Vocabulary``, reloaded from the store at most every few seconds."""
+    """The current ``Vocabulary``, reloaded from the store at most every few seconds.
+
+    One reload at a time (requests arriving meanwhile wait for it rather than
+    read the catalog again), and the index is built on a worker thread: with
+    many thousands of sessions it takes tens of milliseconds, which the event
+    loop must not spend.
+    """
 
     def __init__(self, ttl: float = VOCAB_TTL_S, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self._clock = clock
         self._vocab: Vocabulary | None = None
         self._loaded_at = 0.0
+        self._lock: anyio.Lock | None = None  # made in the event loop that uses it
+
+    def _stale(self, fresh: bool) -> bool:
+        age = self._clock() - self._loaded_at
+        return self._vocab is None or age >= self.ttl or (fresh and age >= _MIN_RELOAD_S)
 
     async def get(
         self, load: Callable[[], Awaitable[Catalog]], *, fresh: bool = False
     ) -> Vocabulary:
         """The cached vocabulary; reloaded when older than the TTL, or when
         ``fresh`` and older than a moment (a prompt named something unknown)."""
-        age = self._clock() - self._loaded_at
-        if self._vocab is None or age >= self.ttl or (fresh and age >= _MIN_RELOAD_S):
-            self._vocab = Vocabulary(await load())
-            self._loaded_at = self._clock()
+        if self._stale(fresh):
+            if self._lock is None:
+                self._lock = anyio.Lock()
+            async with self._lock:
+                if self._stale(fresh):  # not reloaded while this one waited
+                    catalog = await load()
+                    self._vocab = await anyio.to_thread.run_sync(Vocabulary, catalog)
+                    self._loaded_at = self._clock()
+        assert self._vocab is not None
         return self._vocab
 
     def age(self) -> float:

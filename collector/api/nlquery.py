@@ -432,6 +432,8 @@ class _Parser:
                 self._pct(str(int(float(w))), i, i + 1)
             elif w == "how" and self.low(i + 1) in ("many", "often"):
                 self._fn("count", "how many", i, i + 1)
+            elif w == "how" and self.low(i + 1) in ("fast", "quickly"):
+                self._fn("rate", "how fast", i, i + 1)  # "how fast is errors_total growing"
             elif w in ("number", "amount", "count") and self.low(i + 1) == "of":
                 self._fn("count", w, i, i + 1)
             elif w in ("#",):
@@ -487,7 +489,7 @@ class _Parser:
                 or (
                     w in SUPERLATIVES
                     and not grouped
-                    and self._group_noun_near(i)
+                    and (self._group_noun_near(i) or self._uses_near())
                     and self.low(i + 1) not in ("recent", "recently", "latest")  # a listing
                 )
             ):
@@ -516,13 +518,23 @@ class _Parser:
                     self.use(i)
                     break
             else:
-                # "highest cpu" with nothing to rank: the function max/min.
-                if self.s.rank_word in FUNCS and self.s.fn is None:
-                    self._fn(FUNCS[self.s.rank_word], self.s.rank_word)
-                self.s.rank_desc = None
-                return
+                if not self._uses_near():
+                    # "highest cpu" with nothing to rank: the function max/min.
+                    if self.s.rank_word in FUNCS and self.s.fn is None:
+                        self._fn(FUNCS[self.s.rank_word], self.s.rank_word)
+                    self.s.rank_desc = None
+                    return
         if self.s.limit is None:
             self.s.limit = 1 if self.s.singular_rank and self.s.rank_word != "top" else DEFAULT_TOP
+
+    def _uses_near(self) -> bool:
+        """ "What's using the most cpu": the users are the sessions (processes)."""
+        users = {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
+        if any(t.low in users for t in self.toks) and self.s.group is None:
+            self.s.group = "session"
+            self.s.singular_rank = True
+            return True
+        return False
 
     def _group_noun_near(self, i: int) -> bool:
         if self.s.group is not None:
@@ -548,6 +560,11 @@ class _Parser:
     def groupings(self) -> None:
         for i in range(len(self.toks)):
             w = self.low(i)
+            if w in ("by", "per", "each", "which", "what") and self.low(i + 1) in ("tag", "tags"):
+                raise PromptError(
+                    "I can group by host, session or name, not by tag; "
+                    "filter by one instead ('avg cpu tagged prod')."
+                )
             j = None
             if w in ("by", "per", "each", "across") and self.low(i + 1) in GROUP_NOUNS:
                 j = i + 1
@@ -630,6 +647,19 @@ class _Parser:
             if hits:
                 self._assign(self._pick(hits), t.text)
                 self.use(i)
+        # A plain word that is part of one name ("deploys" -> deploy_finished),
+        # before deciding whether the question is about sessions.
+        for i, t in enumerate(toks):
+            w = t.low
+            if t.used or self.s.field is not None or self.s.names or not w.isalpha():
+                continue
+            if w in FILLER or w in KEYWORDS or len(w) < 3:
+                continue
+            part = self._name_part(w)
+            if part is not None:
+                self._assign(part, t.text)
+                self.s.notes.append(f"read {t.text!r} as {part.kind} {part.value}")
+                self.use(i)
 
     def _pick(self, hits: list[Term]) -> Term:
         order: tuple[TermKind, ...] = (
@@ -686,7 +716,11 @@ class _Parser:
     def synonyms(self) -> None:
         s = self.s
         v = self.v
-        for i, t in enumerate(self.toks):
+        # Error words first: "duration of failed requests" is the failed
+        # requests' duration, not the latency metric's.
+        order = sorted(range(len(self.toks)), key=lambda k: self.toks[k].low not in ERROR_WORDS)
+        for i in order:
+            t = self.toks[i]
             w = t.low
             if t.used:
                 continue
@@ -894,6 +928,8 @@ class _Parser:
         )
         if measured:
             return False
+        if s.rank_desc is not None and s.group == "session":
+            return False  # "busiest session": documents ranked by session
         mentions = bool(words & {"session", "sessions", "sess"}) or s.group == "session"
         about = bool(
             words
@@ -953,7 +989,8 @@ class _Parser:
                 if (
                     _number(t.low) is not None
                     and not t.used
-                    and self.low(i + 1) in ("most", "latest", "last", "recent", "newest")
+                    and self.low(i + 1)
+                    in ("most", "latest", "last", "recent", "newest", "oldest", "first", "earliest")
                 ):
                     s.limit = int(float(t.low))
                     self.use(i)

@@ -56,7 +56,7 @@ def open_store(uri: str, **options: Any) -> Store:
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        unknown = set(options) - _MONGO_ONLY_OPTIONS - {"retention_days"}
+        unknown = set(options) - _MONGO_ONLY_OPTIONS - {"retention_days", "rollup_retention_days"}
         if unknown:
             raise ValueError(f"unknown option(s) for the sqlite store: {sorted(unknown)}")
         if options.get("retention_days"):
@@ -64,7 +64,8 @@ def open_store(uri: str, **options: Any) -> Store:
             raise ValueError(
                 "RETENTION_DAYS is only supported by the MongoDB store; set it to 0 for sqlite"
             )
-        return SqliteStore(uri)
+        days = options.get("rollup_retention_days")
+        return SqliteStore(uri) if days is None else SqliteStore(uri, rollup_retention_days=days)
     if scheme in ("mongodb", "mongodb+srv"):
         # Imported here so that pymongo is only loaded when it is used.
         from .mongo import MongoStore

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
+from operator import itemgetter
 from typing import Any, Final, Protocol
 
 import orjson
@@ -135,15 +136,13 @@ class Sketch:
     zero: int = 0
 
     def add_values(self, values: Sequence[float]) -> None:
-        # Keys of the distinct values only: many leaves (totals, limits, ids,
-        # idle counters) repeat one value for a whole minute.
-        counts = Counter(values)
-        if not counts:
+        if not values:
             return
-        if min(counts) > _MIN_POSITIVE:  # the usual case: all positive
-            _add_counts(self.pos, _keys(counts), counts.values())
+        if min(values) > _MIN_POSITIVE:  # the usual case: all positive
+            # keys and their counts in C; then a loop per distinct key only
+            _merge_into(self.pos, Counter(_keys(values)))
             return
-        for v, n in counts.items():
+        for v, n in Counter(values).items():
             if v > _MIN_POSITIVE:
                 _add_counts(self.pos, _keys((v,)), (n,))
             elif v < -_MIN_POSITIVE:
@@ -345,6 +344,7 @@ def stream_columns(rows: Sequence[StreamRow], tier: int) -> Columns:
 
 
 _NUMBERS: Final = frozenset({int, float})
+_DICT: Final = {dict}
 
 
 def _column(cols: Columns, path: str, start: int, tss: list[float], col: list[Any]) -> None:
@@ -361,20 +361,19 @@ def _flatten(cols: Columns, start: int, prefix: str, tss: list[float], items: li
     """Columns of the numeric leaves under ``items`` (dicts, or anything else:
     skipped), one key at a time across all rows: the rows of a stream mostly
     share their shape, so this is a few list operations per leaf, not per value."""
-    if not all(type(d) is dict for d in items):
+    if set(map(type, items)) != _DICT:
         pairs = [(t, d) for t, d in zip(tss, items, strict=True) if type(d) is dict]
         if not pairs:
             return
         tss, items = [t for t, _ in pairs], [d for _, d in pairs]
     first = items[0].keys()
-    if all(d.keys() == first for d in items):
-        keys: Iterable[str] = first
-    else:
-        keys = dict.fromkeys(k for d in items for k in d)
+    # (map() keeps these loops in C: they run once per leaf of every row.)
+    same_keys = all(map(first.__eq__, map(dict.keys, items)))
+    keys: Iterable[str] = first if same_keys else dict.fromkeys(k for d in items for k in d)
     for key in keys:
         if not key or "." in key or '"' in key:
             continue  # no dotted path reaches it
-        col = [d.get(key) for d in items]
+        col = list(map(itemgetter(key), items)) if same_keys else [d.get(key) for d in items]
         types = set(map(type, col))
         if types <= _NUMBERS:
             cols[(prefix + key, start)] = (tss, col)

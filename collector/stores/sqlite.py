@@ -98,16 +98,16 @@ _KNOWN_NAMES_MAX: Final = 100_000
 
 #: Rollup folding (sqlite_rollup.Folder) runs when the writer is idle
 #: (``fold_idle``, from the collector's writer process), so a burst of ingest
-#: is not slowed by it; under sustained load it runs after a write once this
-#: many documents are unfolded: the tail every query reads raw stays bounded.
-#: Folding in large slices is also what makes it cheap: its cost is per
-#: column of values (one leaf of one stream in one minute), so a stream
-#: should bring tens of values to each column, not one or two.
-_ABSORB_DOCS: Final = 100_000
-#: The slice one ``fold_idle`` call absorbs (~0.1-0.3 s of CPU): a batch
-#: that arrives meanwhile waits at most that long.
-_IDLE_SLICE: Final = 20_000
-_ABSORB_MAX: Final = 100_000
+#: is not slowed by it; under sustained load, once this many documents are
+#: unfolded, each write also folds _FOLD_RATIO times its rows, so the tail
+#: every query reads raw stays bounded. Folds come in slices (a batch that
+#: arrives meanwhile waits for one slice only), and memory gathers slices
+#: until a checkpoint: the cost is per column of values (one leaf of one
+#: stream in one minute), so each column should get tens of values.
+_TAIL_DOCS: Final = 100_000
+_FOLD_RATIO: Final = 2
+#: The slice one ``fold_idle`` call absorbs (~20-100 ms of CPU).
+_IDLE_SLICE: Final = 2000
 #: Checkpoint the absorbed buckets at this many documents or this age: each
 #: checkpoint writes every touched bucket once, so rarer is cheaper, while
 #: what is not checkpointed is the tail every query reads raw.
@@ -682,7 +682,7 @@ def _end(row: Row) -> End:
 class SqliteStore:
     """The Store protocol on one SQLite file (see the module docstring)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
         self.path, self.synchronous, self._busy_timeout_s = _parse_uri(uri)
         self._write_lock = threading.Lock()
@@ -700,8 +700,12 @@ class SqliteStore:
         self._folder = sqlite_rollup.Folder()
         self._checkpointed = self._pruned = time.monotonic()
         self._unfolded = 0  # documents written since the last fold
-        #: Seconds each tier keeps its buckets (0: forever).
-        self.rollup_retention: dict[int, float] = dict.fromkeys(TIERS, 0.0)
+        #: Seconds each tier keeps its buckets (0: forever), from days per tier
+        #: finest first (ROLLUP_1M_RETENTION_DAYS, ROLLUP_1H_RETENTION_DAYS).
+        self.rollup_retention: dict[int, float] = {
+            tier: float(days) * 86400
+            for tier, days in zip(sorted(TIERS), rollup_retention_days, strict=True)
+        }
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.uri!r})"
@@ -963,8 +967,8 @@ class SqliteStore:
                 conn.executemany(_END_SESSION, ends)
         self._names_committed(new_names)
         self._unfolded += len(fresh)
-        if self._unfolded >= _ABSORB_DOCS:
-            self._fold()
+        if self._unfolded >= _TAIL_DOCS:
+            self._fold(_FOLD_RATIO * len(rows))
         with self._write_lock:
             self._path_sessions.remember(path_sessions)
 
@@ -1100,8 +1104,8 @@ class SqliteStore:
                 f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
             ).fetchone()
         self._unfolded += 1
-        if self._unfolded >= _ABSORB_DOCS:
-            self._fold()
+        if self._unfolded >= _TAIL_DOCS:
+            self._fold(_IDLE_SLICE)
         return _doc_dict(row)
 
     def replace(self, doc_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -1169,15 +1173,14 @@ class SqliteStore:
             return False
         if n < _IDLE_SLICE or self._folder.docs >= _CHECKPOINT_DOCS:
             self._checkpoint()
-        self._unfolded = 0
+        self._unfolded = max(0, self._unfolded - n)
         return True
 
-    def _fold(self) -> None:
-        """After a commit: absorb the new documents, and checkpoint when
-        enough are in memory or they are old enough (sqlite_rollup.Folder)."""
-        self._unfolded = 0
+    def _fold(self, max_docs: int) -> None:
+        """After a commit: absorb a slice of new documents, and checkpoint
+        when enough are in memory or they are old enough (sqlite_rollup.Folder)."""
         try:
-            self._absorb(_ABSORB_MAX)
+            self._unfolded = max(0, self._unfolded - self._absorb(max_docs))
             folder = self._folder
             if folder.docs >= _CHECKPOINT_DOCS or (
                 folder.docs and time.monotonic() - self._checkpointed >= _CHECKPOINT_S

@@ -18,25 +18,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
+from collections import Counter
 
 import trio
 
-__all__ = ["FaultProxy", "ProxyCounts"]
+__all__ = ["FaultProxy"]
 
 #: Bytes moved per read: the pump is a copy loop, not a parser.
 _CHUNK = 65536
 _LINGER_0 = struct.pack("ii", 1, 0)
-
-
-@dataclass
-class ProxyCounts:
-    accepted: int = 0
-    refused_upstream: int = 0
-    resets: int = 0
-    connections_reset: int = 0
-    blackholes: int = 0
-    delays: int = 0
 
 
 class _Pair:
@@ -60,26 +50,27 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.delay = 0.0
         self.blackhole = False
-        self.counts = ProxyCounts()
+        #: accepted, refused_upstream, resets, connections_reset, blackholes, delays
+        self.counts: Counter[str] = Counter()
         self._pairs: set[_Pair] = set()
         self._flowing = trio.Event()
         self._flowing.set()
 
     # -- faults (call from the same trio run) ---------------------------------
     def reset(self) -> None:
-        self.counts.resets += 1
-        self.counts.connections_reset += len(self._pairs)
+        self.counts["resets"] += 1
+        self.counts["connections_reset"] += len(self._pairs)
         for pair in list(self._pairs):
             pair.abort()
 
     def set_delay(self, seconds: float) -> None:
         if seconds > 0:
-            self.counts.delays += 1
+            self.counts["delays"] += 1
         self.delay = seconds
 
     def set_blackhole(self, on: bool) -> None:
         if on and not self.blackhole:
-            self.counts.blackholes += 1
+            self.counts["blackholes"] += 1
             self._flowing = trio.Event()
         elif not on:
             self._flowing.set()
@@ -96,11 +87,11 @@ class FaultProxy:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, down: trio.SocketStream) -> None:
-        self.counts.accepted += 1
+        self.counts["accepted"] += 1
         try:
             up = await trio.open_tcp_stream(*self.upstream)
         except OSError:
-            self.counts.refused_upstream += 1
+            self.counts["refused_upstream"] += 1
             await down.aclose()  # as a refused connection looks to the agent
             return
         pair = _Pair(down, up)

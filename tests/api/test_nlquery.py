@@ -154,3 +154,31 @@ def test_any_text_is_a_plan_or_a_prompt_error(text: str) -> None:
         assert e.reason
     else:
         json.dumps(p.interpreted())
+
+
+async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
+    import trio
+
+    from deltawire.collector.api.nl_vocab import VocabCache
+
+    now = [0.0]
+    loads: list[float] = []
+    cache = VocabCache(ttl=5.0, clock=lambda: now[0])
+
+    async def load() -> Catalog:
+        loads.append(now[0])
+        await trio.lowlevel.checkpoint()  # let the other callers pile up behind the reload
+        return nl_dataset.catalog()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(cache.get, load)
+    assert loads == [0.0]  # five callers, one catalog read
+    now[0] = 0.2
+    await cache.get(load, fresh=True)
+    assert loads == [0.0]  # a refused name reloads at most twice a second
+    now[0] = 0.6
+    await cache.get(load, fresh=True)
+    now[0] = 5.7
+    await cache.get(load)
+    assert loads == [0.0, 0.6, 5.7]

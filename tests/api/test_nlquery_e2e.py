@@ -4,6 +4,7 @@ store, questions as people ask them, and the numbers checked."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,12 +19,18 @@ from deltawire.testing.harness import wait_until
 from deltawire.testing.nl_dataset import Dataset
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Dataset]]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, Dataset]]:
     # Half a minute off the minute: "the last 45 minutes" then has a margin on
     # both sides, whatever the seconds between loading and asking.
     now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=30)
-    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('nl') / 'store.db'}")
+    if request.param == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path_factory.mktemp('nl') / 'store.db'}")
+    else:
+        uri = request.getfixturevalue("mongo_uri")
+        store = open_store(uri, app_env=f"nl{uuid.uuid4().hex[:12]}")
     store.open()
     data = nl_dataset.load(store, nl_dataset.build(now))
     app = create_app(Deps(store, LocalCache(size=0)))

@@ -376,3 +376,55 @@ def test_bucket_sizes() -> None:
     for bad in ("", "0", "1w", "-1m", "m"):
         with pytest.raises(AggregateError):
             parse_bucket(bad)
+
+
+def test_tiers_keep_their_retention(tmp_path: pathlib.Path) -> None:
+    from deltawire.collector.stores import sqlite_rollup
+
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}", rollup_retention_days=[1, 10])
+    store.open()
+    try:
+        docs = [Document("s", i, "sample", "p", BASE + i * 3600, "h", (), {"n": i})
+                for i in range(5 * 24)]  # fmt: skip
+        store.write_batch(docs)
+        store.fold_rollups()
+        now = BASE + 5 * 86400
+        with store._transaction("test") as conn:
+            sqlite_rollup.prune(conn, store.rollup_retention, now)
+            minutes = conn.execute("SELECT min(bucket), count(*) FROM roll_60").fetchone()
+            hours = conn.execute("SELECT count(*) FROM roll_3600").fetchone()
+        assert minutes[0] >= now - 86400 and minutes[1] > 0
+        assert hours[0] == 2 * 5 * 24  # the docs count and n, every hour kept
+    finally:
+        store.close()
+
+
+def test_writes_fold_under_load_and_when_idle(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltawire.collector.stores import sqlite, sqlite_rollup
+
+    monkeypatch.setattr(sqlite, "_TAIL_DOCS", 50)  # "sustained load" after 50 documents
+    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    store.open()
+    try:
+        docs = [Document(f"s{i % 3}", i // 3, "sample", "p", BASE + i, "h", (), {"n": i % 17})
+                for i in range(600)]  # fmt: skip
+
+        def mark() -> int:
+            with store._reader("test") as conn:
+                return sqlite_rollup.watermark(conn)
+
+        for i in range(0, 300, 30):
+            store.write_batch(docs[i : i + 30])
+        store._checkpoint()
+        assert 0 < mark() <= 300  # folded while writing
+        store.write_batch(docs[300:])
+        while store.fold_idle():
+            pass
+        assert mark() == 600  # the idle writer caught up
+        stored = _all_docs(store)
+        for q in (AggregateQuery("rate", "n", by="session"), AggregateQuery("p50", "n")):
+            assert_same(run_aggregate(store, q), reference(stored, q), q)
+    finally:
+        store.close()

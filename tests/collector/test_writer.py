@@ -211,9 +211,10 @@ async def test_collector_reports_a_refused_document_and_stores_the_rest(
     tmp_path: pathlib.Path, mongo_uri: str, writer: str
 ) -> None:
     """End to end through the pipeline: the store refuses one document for
-    good (2**64 - 1 fits no BSON integer); its agent gets a non-fatal
-    bad_frame for that seq, the ack still covers everything, and every other
-    document is stored."""
+    good (a key with a NUL character is valid JSON but no BSON key; an
+    integer beyond int64 no longer gets this far, the collector rejects it on
+    arrival); its agent gets a non-fatal bad_frame for that seq, the ack
+    still covers everything, and every other document is stored."""
     from deltawire.protocol import Welcome
     from deltawire.testing.harness import Client, collector_process
 
@@ -227,9 +228,10 @@ async def test_collector_reports_a_refused_document_and_stores_the_rest(
             {"t": "snap", "seq": 0, "ts": 1.7e9, "name": "p", "data": {"v": 0}}
         ]
         for seq in range(1, 6):
-            data = b"18446744073709551615" if seq == 3 else str(seq).encode()
-            frames.append(b'{"t":"delta","seq":%d,"ts":1.7e9,"name":"p","data":{"v":%s}}\n'
-                          % (seq, data))  # fmt: skip
+            # An event: the refused key must not stay in a delta chain.
+            t, key = (b"event", b"v\\u0000") if seq == 3 else (b"delta", b"v")
+            frames.append(b'{"t":"%s","seq":%d,"ts":1.7e9,"name":"p","data":{"%s":%d}}\n'
+                          % (t, seq, key, seq))  # fmt: skip
         await c.send(*frames)
         await c.until(lambda cl: cl.acked >= 5)
         assert [(e.code, e.seq, e.fatal) for e in c.errors] == [("bad_frame", 3, False)]
