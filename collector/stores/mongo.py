@@ -291,14 +291,20 @@ def _filters(q: MetricQuery) -> list[dict[str, Any]]:
             clauses.append({field: value})
     if q.tags:
         clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
-    ts_range: dict[str, Any] = {}
-    if q.ts_from is not None:
-        ts_range["$gte"] = _ms_bound(q.ts_from, "ts_from")
-    if q.ts_to is not None:
-        ts_range["$lt"] = _ms_bound(q.ts_to, "ts_to")
+    ts_range = _ms_range(q.ts_from, q.ts_to, "ts_from", "ts_to")
     if ts_range:
         clauses.append({"ts": ts_range})
     return clauses
+
+
+def _ms_range(lo: float | None, hi: float | None, lo_what: str, hi_what: str) -> dict[str, Any]:
+    """``{"$gte": lo, "$lt": hi}`` as BSON dates, for the bounds given."""
+    out: dict[str, Any] = {}
+    if lo is not None:
+        out["$gte"] = _ms_bound(lo, lo_what)
+    if hi is not None:
+        out["$lt"] = _ms_bound(hi, hi_what)
+    return out
 
 
 def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -929,11 +935,7 @@ class MongoStore(DocumentRows):
             clauses.append({"ended": {"$ne": None}} if q.ended else {"ended": None})
         if q.tags:
             clauses.append({"tags": {"$all": list(dict.fromkeys(q.tags))}})
-        seen: dict[str, Any] = {}
-        if q.seen_from is not None:
-            seen["$gte"] = _ms_bound(q.seen_from, "from")
-        if q.seen_to is not None:
-            seen["$lt"] = _ms_bound(q.seen_to, "to")
+        seen = _ms_range(q.seen_from, q.seen_to, "from", "to")
         if seen:
             clauses.append({"last_seen": seen})
         if q.after is not None:

@@ -474,6 +474,18 @@ def _tag_filter(tags: Sequence[str], clauses: list[str], params: list[Any]) -> N
         params.append(tag)
 
 
+def _range(
+    column: str, lo: float | None, hi: float | None, clauses: list[str], params: list[Any]
+) -> None:
+    """``column >= lo AND column < hi``, for the bounds given."""
+    if lo is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(float(lo))
+    if hi is not None:
+        clauses.append(f"{column} < ?")
+        params.append(float(hi))
+
+
 def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], list[Any]]:
     """WHERE terms and their parameters for the filters of ``q``.
 
@@ -498,12 +510,7 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
     if q.host is not None:
         clauses.append("host = ?")
         params.append(q.host)
-    if q.ts_from is not None:
-        clauses.append("ts >= ?")
-        params.append(float(q.ts_from))
-    if q.ts_to is not None:
-        clauses.append("ts < ?")
-        params.append(float(q.ts_to))
+    _range("ts", q.ts_from, q.ts_to, clauses, params)
     if q.tags:
         _tag_filter(q.tags, clauses, params)
     return clauses, params
@@ -1223,12 +1230,7 @@ class SqliteStore:
             params.append(int(q.connected))
         if q.ended is not None:
             clauses.append("ended IS NOT NULL" if q.ended else "ended IS NULL")
-        if q.seen_from is not None:
-            clauses.append("last_seen >= ?")
-            params.append(float(q.seen_from))
-        if q.seen_to is not None:
-            clauses.append("last_seen < ?")
-            params.append(float(q.seen_to))
+        _range("last_seen", q.seen_from, q.seen_to, clauses, params)
         for tag in dict.fromkeys(q.tags):
             clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
             params.append(tag)

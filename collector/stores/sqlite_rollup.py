@@ -148,6 +148,9 @@ def _raw_points(
     upto: int | None = None,
 ) -> list[RawPoint]:
     q = _within(where, lo, hi)
+    # The tail is a short range of ids: read it by rowid. Left to itself the
+    # planner takes the ts index, and reads the whole (long) window there.
+    table_hint = " NOT INDEXED" if above is not None else ""
     clauses, params = sql.filters(q)
     if above is not None:
         clauses.append("id > ?")
@@ -159,7 +162,7 @@ def _raw_points(
     value_clauses: list[str] = []
     value_sql = _value_sql(sql, path, value_params, value_clauses)
     query = (
-        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs"
+        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
     # value_sql's placeholder comes first in the SQL, its clause's last.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from typing import Any
@@ -150,74 +151,23 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         await deps.bump([old.get("session")], [old.get("name")])
         return Response(status_code=204)
 
-    tags = ("metrics",)
+    # Shared parts of the declarations below.
+    doc = functools.partial(Endpoint, answer=Document, tags=("metrics",))
+    writes = functools.partial(doc, role=Role.write, errors=(404, 413, 422, 503))
+    admin = "Streamed documents need the admin role."
     return [
-        Endpoint(
-            "GET",
-            "/metrics",
-            list_metrics,
-            "List stored documents, filtered, a page at a time",
-            params=MetricFilters,
-            answer=Page,
-            tags=tags,
-            description="Answers stop at a byte budget too; follow next (after=) for the rest. "
-            "fields= keeps only those paths of data.",
-        ),
-        Endpoint(
-            "POST",
-            "/metrics",
-            create_metric,
-            "Create a metric point",
-            role=Role.write,
-            body=PointCreate,
-            status=201,
-            answer=Document,
-            errors=(413, 422, 503),
-            tags=tags,
-        ),
-        Endpoint(
-            "GET",
-            "/metrics/{id}",
-            get_metric,
-            "One document",
-            answer=Document,
-            errors=(404, 422, 503),
-            tags=tags,
-        ),
-        Endpoint(
-            "PUT",
-            "/metrics/{id}",
-            replace_metric,
-            "Replace a document's writable fields",
-            role=Role.write,
-            body=PointCreate,
-            answer=Document,
-            errors=(404, 413, 422, 503),
-            tags=tags,
-            description="Streamed documents need the admin role.",
-        ),
-        Endpoint(
-            "PATCH",
-            "/metrics/{id}",
-            patch_metric,
-            "Change a document with a JSON Merge Patch (RFC 7386) of its writable fields",
-            role=Role.write,
-            body=PointPatch,
-            answer=Document,
-            errors=(404, 413, 422, 503),
-            tags=tags,
-            description="null removes a field (value, host, data or a key of data). "
-            "Streamed documents need the admin role.",
-        ),
-        Endpoint(
-            "DELETE",
-            "/metrics/{id}",
-            delete_metric,
-            "Delete a document",
-            role=Role.write,
-            status=204,
-            errors=(404, 422, 503),
-            tags=tags,
-            description="Its id is never handed out again. Streamed documents need the admin role.",
-        ),
-    ]
+        doc("GET", "/metrics", list_metrics, "List stored documents, filtered, a page at a time",
+            params=MetricFilters, answer=Page, description="Answers stop at a byte budget too; "
+            "follow next (after=) for the rest. fields= keeps only those paths of data."),
+        doc("POST", "/metrics", create_metric, "Create a metric point", role=Role.write,
+            body=PointCreate, status=201, errors=(413, 422, 503)),
+        doc("GET", "/metrics/{id}", get_metric, "One document", errors=(404, 422, 503)),
+        writes("PUT", "/metrics/{id}", replace_metric, "Replace a document's writable fields",
+               body=PointCreate, description=admin),
+        writes("PATCH", "/metrics/{id}", patch_metric, "Change a document with a JSON Merge "
+               "Patch (RFC 7386) of its writable fields", body=PointPatch,
+               description=f"null removes a field (value, host, data or a key of data). {admin}"),
+        writes("DELETE", "/metrics/{id}", delete_metric, "Delete a document", status=204,
+               answer=None, errors=(404, 422, 503),
+               description=f"Its id is never handed out again. {admin}"),
+    ]  # fmt: skip

@@ -44,24 +44,10 @@ def endpoints(deps: Deps) -> list[Endpoint]:
 
     tags = ("sessions",)
     return [
-        Endpoint(
-            "GET",
-            "/sessions",
-            list_sessions,
-            "Sessions seen, most recently seen first",
-            params=SessionFilters,
-            answer=SessionPage,
-            tags=tags,
-            description="from/to bound last_seen. A session that reports while you page "
-            "moves to the front: it may show up twice or not at all in one walk.",
-        ),
-        Endpoint(
-            "GET",
-            "/sessions/{session}",
-            get_session,
-            "One session",
-            answer=Session,
-            errors=(404, 422, 503),
-            tags=tags,
-        ),
-    ]
+        Endpoint("GET", "/sessions", list_sessions, "Sessions seen, most recently seen first",
+                 params=SessionFilters, answer=SessionPage, tags=tags,
+                 description="from/to bound last_seen. A session that reports while you page "
+                 "moves to the front: it may show up twice or not at all in one walk."),
+        Endpoint("GET", "/sessions/{session}", get_session, "One session", answer=Session,
+                 errors=(404, 422, 503), tags=tags),
+    ]  # fmt: skip
