@@ -6,7 +6,6 @@ which sessions/names changed, so cached answers are invalidated."""
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -14,10 +13,19 @@ from typing import TYPE_CHECKING
 import orjson
 import trio
 
+from deltawire.retry import Backoff
+
+from .child import Child
+
 if TYPE_CHECKING:
     from .pipeline import Chunk
 
 __all__ = ["ApiProcess"]
+
+#: An API process that keeps dying is restarted at most every 10 s; one that
+#: served this long before it died was healthy, and restarts at once.
+_RESTART_BACKOFF = Backoff(0.5, 10.0)
+_HEALTHY_AFTER_S = 30.0
 
 log = logging.getLogger("deltawire.collector.api_process")
 
@@ -25,11 +33,16 @@ log = logging.getLogger("deltawire.collector.api_process")
 class ApiProcess:
     def __init__(self, argv: list[str], stats_text: Callable[[], str]) -> None:
         self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin", *argv]
+        self._child = Child(self.argv, _RESTART_BACKOFF, grace=5.0)
         self._stats_text = stats_text
         self._sessions: set[str] = set()
         self._names: set[str] = set()
-        self.process: trio.Process | None = None
         self.started = trio.Event()
+
+    @property
+    def process(self) -> trio.Process | None:
+        """The API process, once started."""
+        return self._child.process
 
     def on_commit(self, batch: list[Chunk]) -> None:
         for chunk in batch:
@@ -37,26 +50,22 @@ class ApiProcess:
             self._names |= chunk.names
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the API process until cancelled; restart it if it dies."""
-        backoff = 0.5
-        first = True
+        """Run the API process until cancelled; restart it (with backoff) if it dies."""
+        proc = await self._child.start()
+        task_status.started()
         while True:
-            proc = await trio.lowlevel.open_process(self.argv, stdin=subprocess.PIPE)
-            self.process = proc
-            if first:
-                first = False
-                task_status.started()
+            started = trio.current_time()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._feed, proc, nursery.cancel_scope)
                     await proc.wait()
                     nursery.cancel_scope.cancel()
             finally:
-                with trio.CancelScope(shield=True):
-                    await self._stop(proc)
+                await self._child.stop(terminate=True)
             log.error("the HTTP API process exited; restarting it", extra={"code": proc.returncode})
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            if trio.current_time() - started > _HEALTHY_AFTER_S:
+                self._child.healthy()
+            proc = await self._child.restart()
 
     async def _feed(self, proc: trio.Process, scope: trio.CancelScope) -> None:
         assert proc.stdin is not None
@@ -77,13 +86,3 @@ class ApiProcess:
                 await trio.sleep(0.1)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             scope.cancel()
-
-    @staticmethod
-    async def _stop(proc: trio.Process) -> None:
-        if proc.returncode is None:
-            proc.terminate()
-            with trio.move_on_after(5):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()

@@ -33,7 +33,7 @@ from deltawire.protocol import (
 
 from .acks import AckTracker
 from .hub import Hub
-from .stores.base import StoreUnavailable
+from .stores.base import STORE_BACKOFF, StoreUnavailable
 from .writer import Item
 
 __all__ = ["Connection", "handle_connection"]
@@ -284,13 +284,10 @@ class Connection:
         A store outage must not cost a connection: the agent simply waits (and
         keeps spooling) until the store answers.
         """
-        delay = 0.05
-        while True:
-            try:
+        async for attempt in STORE_BACKOFF.attempts(on=StoreUnavailable):
+            with attempt:
                 return await trio.to_thread.run_sync(fn, *args)
-            except StoreUnavailable:
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        raise AssertionError("retried forever")  # for mypy: the loop only returns
 
     async def _disconnected(self, session: str) -> None:
         refs = self.hub.session_refs

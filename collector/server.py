@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 
+from deltawire.formats import redact_uri
+
 from .api_process import ApiProcess
 from .connection import handle_connection
 from .hub import Hub, IngestConfig
@@ -141,7 +143,7 @@ async def serve(
             log.info("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
                         "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,
                         "dashboard": f"http://{cfg.http[0]}:{cfg.http[1]}/" if cfg.http else None,
-                        "store": _redact(cfg.store_uri)})  # fmt: skip
+                        "store": redact_uri(cfg.store_uri)})  # fmt: skip
             task_status.started(port)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
@@ -180,11 +182,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _redact(uri: str) -> str:
-    """Never log credentials from a store URI."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return uri

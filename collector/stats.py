@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Stats"]
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+__all__ = ["Stats", "prometheus_text"]
 
 
 @dataclass(slots=True)
@@ -39,46 +49,58 @@ class Stats:
         self.batch_seconds_max = max(self.batch_seconds_max, seconds)
 
     def render(self) -> str:
+        return prometheus_text(self._families)
+
+    def _families(self) -> Iterator[Metric]:
         p = "deltawire_"
-        lines = []
-
-        def metric(name: str, kind: str, help_: str, value: float, labels: str = "") -> None:
-            lines.append(f"# HELP {p}{name} {help_}")
-            lines.append(f"# TYPE {p}{name} {kind}")
-            lines.append(f"{p}{name}{labels} {value}")
-
-        metric("connections_open", "gauge", "Open ingest connections.", self.connections_open)
-        metric(
-            "connections_total", "counter", "Ingest connections accepted.", self.connections_total
-        )
-        metric("connections_refused_total", "counter", "Connections refused (overloaded).",
-               self.connections_refused)  # fmt: skip
-        metric("frames_in_total", "counter", "Frames received.", self.frames_in)
-        metric("bytes_in_total", "counter", "Bytes received on ingest connections.", self.bytes_in)
-        metric("documents_queued_total", "counter", "Documents accepted into the write queue.",
-               self.documents_queued)  # fmt: skip
-        metric("documents_stored_total", "counter", "Documents committed by the store.",
-               self.documents_stored)  # fmt: skip
-        metric("acks_sent_total", "counter", "Ack frames sent.", self.acks_sent)
-        metric("flow_frames_sent_total", "counter", "Flow frames sent.", self.flow_frames_sent)
-        metric("throttled", "gauge", "1 while agents are asked to slow down.", self.throttled)
-        metric("queue_depth", "gauge", "Chunks waiting in the write queue.", self.queue_depth)
-        metric("queue_capacity", "gauge", "Capacity of the write queue.", self.queue_capacity)
-        metric("inflight_documents", "gauge", "Documents received but not yet committed.",
-               self.inflight_docs)  # fmt: skip
-        metric("store_retries_total", "counter", "Failed store writes retried.", self.store_retries)
-        metric("store_rejects_total", "counter", "Documents the store refused for good.",
-               self.store_rejects)  # fmt: skip
-        metric("batch_documents", "gauge", "Documents in the last committed batch.",
-               self.batch_docs_last)  # fmt: skip
-        lines.append(f"# HELP {p}batch_seconds Store commit latency per batch.")
-        lines.append(f"# TYPE {p}batch_seconds summary")
-        lines.append(f"{p}batch_seconds_sum {self.batch_seconds_sum:.6f}")
-        lines.append(f"{p}batch_seconds_count {self.batches}")
-        metric("batch_seconds_max", "gauge", "Slowest batch commit so far.",
-               round(self.batch_seconds_max, 6))  # fmt: skip
-        lines.append(f"# HELP {p}errors_total Protocol errors sent, by code.")
-        lines.append(f"# TYPE {p}errors_total counter")
+        counter, gauge = CounterMetricFamily, GaugeMetricFamily
+        families: tuple[tuple[type[Metric], str, str, float], ...] = (
+            (counter, "connections_total", "Ingest connections accepted.", self.connections_total),
+            (counter, "connections_refused_total", "Connections refused (overloaded).",
+             self.connections_refused),
+            (counter, "frames_in_total", "Frames received.", self.frames_in),
+            (counter, "bytes_in_total", "Bytes received on ingest connections.", self.bytes_in),
+            (counter, "documents_queued_total", "Documents accepted into the write queue.",
+             self.documents_queued),
+            (counter, "documents_stored_total", "Documents committed by the store.",
+             self.documents_stored),
+            (counter, "acks_sent_total", "Ack frames sent.", self.acks_sent),
+            (counter, "flow_frames_sent_total", "Flow frames sent.", self.flow_frames_sent),
+            (counter, "store_retries_total", "Failed store writes retried.", self.store_retries),
+            (counter, "store_rejects_total", "Documents the store refused for good.",
+             self.store_rejects),
+            (gauge, "connections_open", "Open ingest connections.", self.connections_open),
+            (gauge, "throttled", "1 while agents are asked to slow down.", self.throttled),
+            (gauge, "queue_depth", "Chunks waiting in the write queue.", self.queue_depth),
+            (gauge, "queue_capacity", "Capacity of the write queue.", self.queue_capacity),
+            (gauge, "inflight_documents", "Documents received but not yet committed.",
+             self.inflight_docs),
+            (gauge, "batch_documents", "Documents in the last committed batch.",
+             self.batch_docs_last),
+            (gauge, "batch_seconds_max", "Slowest batch commit so far.", self.batch_seconds_max),
+        )  # fmt: skip
+        for family, name, help_, value in families:
+            yield family(p + name, help_, value=value)  # type: ignore[call-arg]
+        yield SummaryMetricFamily(p + "batch_seconds", "Store commit latency per batch.",
+                                  count_value=self.batches, sum_value=self.batch_seconds_sum)  # fmt: skip
+        errors = CounterMetricFamily(p + "errors_total", "Protocol errors sent, by code.",
+                                     labels=["code"])  # fmt: skip
         for code, count in sorted(self.errors.items()):
-            lines.append(f'{p}errors_total{{code="{code}"}} {count}')
-        return "\n".join(lines) + "\n"
+            errors.add_metric([code], count)
+        yield errors
+
+
+def prometheus_text(families: Callable[[], Iterable[Metric]]) -> str:
+    """The Prometheus text exposition of what ``families`` yields, written by
+    prometheus_client (the ingest process's ``/stats`` part and the API's own)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry).decode()
+
+
+class _Families(Collector):
+    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families()

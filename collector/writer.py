@@ -25,7 +25,6 @@ import pickle
 import select
 import signal
 import struct
-import subprocess
 import sys
 import time
 from collections import deque
@@ -37,9 +36,11 @@ import orjson
 import trio
 
 from deltawire.protocol import Document, DocumentFactory
+from deltawire.retry import Backoff
 
+from .child import Child
 from .stores import open_store
-from .stores.base import Row, Store, StoreError, StoreUnavailable
+from .stores.base import STORE_BACKOFF, Row, Store, StoreError, StoreUnavailable
 
 __all__ = [
     "BatchResult",
@@ -56,6 +57,8 @@ __all__ = [
 log = logging.getLogger("deltawire.collector.writer")
 
 _HEADER = struct.Struct(">I")
+#: A writer that keeps dying is restarted at most every 5 s.
+_RESTART_BACKOFF = Backoff(0.1, 5.0)
 #: The child's first frame once its store is open, before any reply.
 _READY: Final = b'{"ready":true}'
 
@@ -127,27 +130,38 @@ class BatchWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def commit_batch(store: Store, docs: Sequence[Document], sleep: Any = time.sleep) -> BatchResult:
-    """Commit ``docs``, retrying while the store is unavailable (blocking)."""
-    return _commit(lambda items: store.write_batch(items), list(docs), sleep)
+def _nobody_left() -> None:
+    """``alive`` of a writer whose caller always waits for the answer."""
 
 
-def commit_rows(store: Store, rows: list[Row], sleep: Any = time.sleep) -> BatchResult:
+def commit_batch(
+    store: Store, docs: Sequence[Document], alive: Callable[[], None] = _nobody_left
+) -> BatchResult:
+    """Commit ``docs``, retrying while the store is unavailable (blocking).
+
+    ``alive`` is called before each attempt: it raises to give up once
+    nobody is waiting for the answer any more."""
+    return _commit(store.write_batch, list(docs), alive)
+
+
+def commit_rows(
+    store: Store, rows: list[Row], alive: Callable[[], None] = _nobody_left
+) -> BatchResult:
     """``commit_batch`` for rows made by the store's ``encode_row``."""
-    return _commit(store.write_rows, rows, sleep)
+    return _commit(store.write_rows, rows, alive)
 
 
-def _commit(write: Any, items: list[Any], sleep: Any) -> BatchResult:
+def _commit(write: Any, items: list[Any], alive: Callable[[], None]) -> BatchResult:
     result = BatchResult()
     started = time.perf_counter()
     try:
-        result.retries = _retrying(write, items, sleep)
+        result.retries = _retrying(write, items, alive)
     except StoreError as exc:
         log.error("store refused a batch; isolating the documents it cannot store",
                   extra={"error": repr(exc), "docs": len(items)})  # fmt: skip
         for i, item in enumerate(items):
             try:
-                result.retries += _retrying(write, [item], sleep)
+                result.retries += _retrying(write, [item], alive)
             except StoreError as one:
                 log.error("document refused by the store", extra={"index": i, "error": repr(one)})
                 result.rejected.append((i, str(one)[:200]))
@@ -155,28 +169,33 @@ def _commit(write: Any, items: list[Any], sleep: Any) -> BatchResult:
     return result
 
 
-def _retrying(write: Any, docs: Sequence[Any], sleep: Any) -> int:
-    delay, retries = 0.05, 0
-    while True:
-        try:
-            write(docs)
-            if retries:
-                log.warning("store writes resumed", extra={"retries": retries})
-            return retries
-        except StoreUnavailable as exc:
-            if not retries:
-                log.warning("store unavailable; retrying until it is back",
-                            extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
-        except StoreError:
-            raise
-        except Exception as exc:  # unknown: retried, dropping would lose data
-            if not retries:
-                log.exception(
-                    "store write failed unexpectedly; retrying", extra={"error": repr(exc)}
-                )
-        retries += 1
-        sleep(delay)
-        delay = min(delay * 2, 2.0)
+def _worth_retrying(exc: Exception) -> bool:
+    """Unavailable, or unknown (dropping would lose data); not a refusal."""
+    return isinstance(exc, StoreUnavailable) or not isinstance(exc, StoreError)
+
+
+def _retrying(write: Any, docs: Sequence[Any], alive: Callable[[], None]) -> int:
+    """``write(docs)`` until it succeeds; how many retries that took."""
+    for attempt in STORE_BACKOFF.attempts(on=_worth_retrying):
+        alive()
+        with attempt:
+            try:
+                write(docs)
+            except StoreUnavailable as exc:
+                if attempt.num == 1:
+                    log.warning("store unavailable; retrying until it is back",
+                                extra={"error": repr(exc), "docs": len(docs)})  # fmt: skip
+                raise
+            except Exception as exc:
+                if attempt.num == 1 and _worth_retrying(exc):
+                    log.exception(
+                        "store write failed unexpectedly; retrying", extra={"error": repr(exc)}
+                    )
+                raise
+    retries: int = attempt.num - 1
+    if retries:
+        log.warning("store writes resumed", extra={"retries": retries})
+    return retries
 
 
 class ThreadWriter:
@@ -238,20 +257,22 @@ class ProcessWriter:
         self.argv = [sys.executable, "-m", "deltawire.collector.writer", "--store", store_uri,
                      "--options", orjson.dumps(store_options).decode(), "--log-level", log_level,
                      "--parent-pid", str(os.getpid())]  # fmt: skip
-        self._proc: trio.Process | None = None
+        self._child = Child(self.argv, _RESTART_BACKOFF, stdout=True)
         self._buf = bytearray()
         self._inflight: deque[bytes] = deque()  # framed batches sent, not yet answered
         self._send_lock = trio.Lock()
-        self._backoff = 0.1
+
+    @property
+    def process(self) -> trio.Process | None:
+        """The writer process, once started."""
+        return self._child.process
 
     async def _process(self) -> trio.Process:
-        if self._proc is None or self._proc.returncode is not None:
-            self._proc = await trio.lowlevel.open_process(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            )
+        if not self._child.running:
             self._buf.clear()
-            _grow_pipe(self._proc.stdin)
-        return self._proc
+            _grow_pipe((await self._child.start()).stdin)
+        assert self._child.process is not None
+        return self._child.process
 
     async def start(self, timeout: float = 10.0) -> None:
         """Start the child now and wait, at most ``timeout``, until its store is open.
@@ -305,7 +326,7 @@ class ProcessWriter:
     async def _result(self) -> BatchResult:
         """The reply to the oldest unanswered batch (replies come in order)."""
         while True:
-            proc = self._proc
+            proc = self._child.process
             assert proc is not None and proc.stdout is not None
             try:
                 with trio.CancelScope(shield=True):
@@ -322,20 +343,19 @@ class ProcessWriter:
     async def _restart(self, dead: trio.Process, exc: BaseException) -> None:
         """Replace a dead writer and resend, in order, every unanswered batch."""
         async with self._send_lock:
-            if self._proc is not dead:
+            if self._child.process is not dead:
                 return  # someone else already did
             log.error("the store writer process died; restarting it and resending",
                       extra={"error": repr(exc), "batches": len(self._inflight)})  # fmt: skip
-            await self._kill(dead)
+            self._buf.clear()
             with trio.CancelScope(shield=True):
-                await trio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, 5.0)
-                proc = await self._process()
+                proc = await self._child.restart()
+                _grow_pipe(proc.stdin)
                 assert proc.stdin is not None
                 try:
                     for frame in self._inflight:
                         await proc.stdin.send_all(frame)
-                    self._backoff = 0.1
+                    self._child.healthy()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # died again: the next read finds out
 
@@ -353,26 +373,8 @@ class ProcessWriter:
                 raise EOFError("writer closed its output")
             buf += chunk
 
-    @staticmethod
-    async def _kill(proc: trio.Process) -> None:
-        if proc.returncode is None:
-            proc.kill()
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-
     async def aclose(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        with trio.CancelScope(shield=True):
-            if proc.stdin is not None:
-                try:
-                    await proc.stdin.aclose()  # EOF: the writer finishes and exits
-                except trio.BrokenResourceError:
-                    pass
-            with trio.move_on_after(10):
-                await proc.wait()
-            await self._kill(proc)
+        await self._child.stop()  # EOF: the writer finishes what it has and exits
 
 
 # --- the child process ---------------------------------------------------------
@@ -394,8 +396,8 @@ class _ParentGone(Exception):
     pass
 
 
-def _sleep_while_parent_lives(parent: int) -> Callable[[float], None]:
-    """A retry sleep that gives up once the collector that started us is gone.
+def _while_parent_lives(parent: int) -> Callable[[], None]:
+    """An ``alive`` check that gives up once the collector that started us is gone.
 
     Retrying forever is right while someone waits for the answer (dropping a
     batch would lose data the agent believes is on its way); once the parent
@@ -403,12 +405,11 @@ def _sleep_while_parent_lives(parent: int) -> Callable[[float], None]:
     agent resends it to the next collector.
     """
 
-    def sleep(seconds: float) -> None:
+    def alive() -> None:
         if os.getppid() != parent:
             raise _ParentGone
-        time.sleep(seconds)
 
-    return sleep
+    return alive
 
 
 def _write_frame(out: BinaryIO, payload: bytes) -> None:
@@ -429,13 +430,13 @@ def _work_while_idle(inp: BinaryIO, work: Callable[[], bool]) -> None:
         log.warning("idle store work failed", extra={"error": repr(exc)})
 
 
-def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -> None:
+def serve(
+    store: Store, inp: BinaryIO, out: BinaryIO, alive: Callable[[], None] = _nobody_left
+) -> None:
     """Read batches, commit each, answer each, until EOF. In between, while
     no batch waits, the store may do its background work (rollup folding)."""
-    idle_work = getattr(store, "fold_idle", None)
     while True:
-        if idle_work is not None:
-            _work_while_idle(inp, idle_work)
+        _work_while_idle(inp, store.fold_idle)
         header = _read_exact(inp, 4)
         if header is None:
             break
@@ -447,7 +448,7 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -
         if kind != "rows":
             raise ValueError(f"unknown batch kind {kind!r}")
         rows = [row for packed in packs for row in pickle.loads(packed)]
-        result = commit_rows(store, rows, sleep)
+        result = commit_rows(store, rows, alive)
         reply = orjson.dumps({"rejected": result.rejected, "seconds": result.seconds,
                               "retries": result.retries})  # fmt: skip
         _write_frame(out, reply)
@@ -455,8 +456,6 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO, sleep: Any = time.sleep) -
 
 def main(argv: list[str] | None = None) -> int:
     from deltawire.logs import setup_logging
-
-    from .stores import open_store
 
     ap = argparse.ArgumentParser(prog="python -m collector.writer",
                                  description="The collector's store writer process (started by "
@@ -480,20 +479,19 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.store, **orjson.loads(args.options))
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # see collector.server._tune_gc
-    sleep = _sleep_while_parent_lives(parent)
-    delay = 0.1
+    alive = _while_parent_lives(parent)
     try:
-        while True:
-            try:
-                store.open()
-                break
-            except StoreUnavailable as exc:
-                log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
-                sleep(delay)
-                delay = min(delay * 2, 5.0)
+        for attempt in STORE_BACKOFF.attempts(on=StoreUnavailable):
+            alive()
+            with attempt:
+                try:
+                    store.open()
+                except StoreUnavailable as exc:
+                    log.warning("store unavailable at start; retrying", extra={"error": repr(exc)})
+                    raise
         store.start_checkpointer()  # this process does the bulk of the writing
         _write_frame(sys.stdout.buffer, _READY)
-        serve(store, sys.stdin.buffer, sys.stdout.buffer, sleep)
+        serve(store, sys.stdin.buffer, sys.stdout.buffer, alive)
     except _ParentGone:
         log.error("the collector that started this writer is gone; exiting")
     except (BrokenPipeError, KeyboardInterrupt):

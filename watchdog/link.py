@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -41,6 +40,7 @@ from deltawire.protocol import (
     ServerEvent,
     Welcome,
 )
+from deltawire.retry import backoff_delay
 
 from .spool import Cursor, Record, Spool
 
@@ -74,14 +74,6 @@ class CollectorRefused(LinkError):
         super().__init__(f"collector refused: {code}: {msg}")
         self.code = code
         self.msg = msg
-
-
-def backoff_delay(failures: int, low: float, high: float) -> float:
-    """Exponential backoff with jitter: a random delay in [d/2, d], where d doubles
-    per consecutive failure up to ``high``. The jitter spreads a fleet of agents
-    that lost the same collector, so they do not all come back at once."""
-    d = min(high, low * 2 ** max(0, failures - 1))
-    return random.uniform(d / 2, d)
 
 
 class RateLimiter:

@@ -50,6 +50,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from deltawire.formats import redact_uri
+
 __all__ = [
     "ALL_SCOPE",
     "REDIS_PREFIX",
@@ -248,13 +250,13 @@ class RedisCache:
                 "redis cache unavailable, answering from the store (retrying every %.0fs): %s",
                 self.retry_s,
                 exc,
-                extra={"redis": _redact(self.uri)},
+                extra={"redis": redact_uri(self.uri)},
             )
 
     def _ok(self) -> None:
         if self._down:
             self._down = False
-            log.warning("redis cache reachable again", extra={"redis": _redact(self.uri)})
+            log.warning("redis cache reachable again", extra={"redis": redact_uri(self.uri)})
 
     async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
         if not self._usable():
@@ -319,14 +321,6 @@ class RedisCache:
             await self._redis.aclose()
         except Exception:  # closing a dead connection may fail; nothing to do
             pass
-
-
-def _redact(uri: str) -> str:
-    # Never log a Redis password.
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return uri
 
 
 def make_cache(

@@ -7,9 +7,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as _field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
+
+from deltawire.formats import rfc3339
 
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
@@ -123,7 +124,7 @@ class Plan:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(ts, ms=False)
 
 
 def _bucket_text(seconds: int) -> str:

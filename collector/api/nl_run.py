@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from deltawire.collector.aggregate import (
@@ -19,6 +19,7 @@ from deltawire.collector.aggregate import (
     run_aggregate,
 )
 from deltawire.collector.stores.base import MetricQuery, SessionQuery, Store
+from deltawire.formats import rfc3339
 
 from .nl_vocab import Vocabulary
 from .nlquery import Plan, Threshold
@@ -51,7 +52,7 @@ def _ts(text: str | None) -> float | None:
 
 def _rfc3339(ts: float) -> str:
     """As the API writes times: milliseconds, UTC."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(ts)
 
 
 def plan_where(plan: Plan, name: str | None = None, *, limit: int = 100) -> MetricQuery:

@@ -11,7 +11,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from deltawire.collector.stats import prometheus_text
 
 from .cache import QueryCache
 
@@ -64,88 +69,56 @@ class RequestStats:
         lat.count += 1
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _num(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
 def render_stats(ingest: IngestStats, requests: RequestStats, cache: QueryCache) -> str:
-    """Prometheus text exposition (format 0.0.4) of both processes' counters."""
-    out: list[str] = []
+    """Prometheus text exposition (format 0.0.4) of both processes' counters:
+    the ingest process's text as it came, then this process's own."""
     text = ingest.text
-    if text:
-        out.append(text if text.endswith("\n") else text + "\n")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + prometheus_text(lambda: _families(ingest, requests, cache))
 
-    def family(name: str, kind: str, help_: str) -> None:
-        out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
 
-    family(
-        "deltawire_api_requests_total", "counter", "HTTP API requests by route, method and status."
-    )
+def _families(ingest: IngestStats, requests: RequestStats, cache: QueryCache) -> Iterator[Metric]:
+    p = "deltawire_api_"
+    counts = CounterMetricFamily(p + "requests_total",
+                                 "HTTP API requests by route, method and status.",
+                                 labels=["route", "method", "status"])  # fmt: skip
     for (route, method, status), n in sorted(requests.requests.items()):
-        out.append(
-            f'deltawire_api_requests_total{{route="{_label(route)}",method="{method}",'
-            f'status="{status}"}} {n}\n'
-        )
-    family(
-        "deltawire_api_request_duration_seconds",
-        "summary",
-        f"HTTP API request latency; quantiles over each route's last {_WINDOW} requests.",
-    )
+        counts.add_metric([route, method, str(status)], n)
+    yield counts
+    name = p + "request_duration_seconds"
+    latency = Metric(name, f"HTTP API request latency; quantiles over each route's last "
+                     f"{_WINDOW} requests.", "summary")  # fmt: skip
     for route, lat in sorted(requests.latency.items()):
-        r = _label(route)
         ordered = sorted(lat.recent)
         for q in _QUANTILES:
             v = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
-            out.append(
-                f'deltawire_api_request_duration_seconds{{route="{r}",quantile="{q}"}} {_num(v)}\n'
-            )
-        out.append(f'deltawire_api_request_duration_seconds_sum{{route="{r}"}} {_num(lat.total)}\n')
-        out.append(f'deltawire_api_request_duration_seconds_count{{route="{r}"}} {lat.count}\n')
+            latency.add_sample(name, {"route": route, "quantile": str(q)}, v)
+        latency.add_sample(name + "_sum", {"route": route}, lat.total)
+        latency.add_sample(name + "_count", {"route": route}, lat.count)
+    yield latency
 
     cs = cache.stats
-    b = f'{{backend="{cache.backend}"}}'
-    for name, kind, help_, value in (
-        ("deltawire_api_cache_hits_total", "counter", "Query cache hits.", cs.hits),
-        ("deltawire_api_cache_misses_total", "counter", "Query cache misses.", cs.misses),
-        (
-            "deltawire_api_cache_bypassed_total",
-            "counter",
-            "Lookups answered from the store because the cache was unreachable.",
-            cs.bypassed,
-        ),
-        ("deltawire_api_cache_errors_total", "counter", "Failed cache operations.", cs.errors),
-        ("deltawire_api_cache_bumps_total", "counter", "Generation bumps (writes seen).", cs.bumps),
-        (
-            "deltawire_api_cache_hit_ratio",
-            "gauge",
-            "hits / (hits + misses + bypassed) since start.",
-            cs.hit_ratio,
-        ),
-        (
-            "deltawire_api_cache_up",
-            "gauge",
-            "1 if the cache backend is reachable.",
-            int(cache.healthy()),
-        ),
-    ):
-        family(name, kind, help_)
-        out.append(f"{name}{b} {_num(value)}\n")
+    for family, help_, value in (
+        (CounterMetricFamily, ("cache_hits_total", "Query cache hits."), cs.hits),
+        (CounterMetricFamily, ("cache_misses_total", "Query cache misses."), cs.misses),
+        (CounterMetricFamily, ("cache_bypassed_total", "Lookups answered from the store "
+                               "because the cache was unreachable."), cs.bypassed),
+        (CounterMetricFamily, ("cache_errors_total", "Failed cache operations."), cs.errors),
+        (CounterMetricFamily, ("cache_bumps_total", "Generation bumps (writes seen)."), cs.bumps),
+        (GaugeMetricFamily, ("cache_hit_ratio", "hits / (hits + misses + bypassed) since start."),
+         cs.hit_ratio),
+        (GaugeMetricFamily, ("cache_up", "1 if the cache backend is reachable."),
+         int(cache.healthy())),
+    ):  # fmt: skip
+        metric = family(p + help_[0], help_[1], labels=["backend"])
+        metric.add_metric([cache.backend], value)
+        yield metric
 
-    family("deltawire_api_store_errors_total", "counter", "Store calls that failed (answered 503).")
-    out.append(f"deltawire_api_store_errors_total {requests.store_errors}\n")
-    family(
-        "deltawire_api_ingest_stats_age_seconds",
-        "gauge",
-        "Seconds since the ingest process last sent its counters (NaN: never).",
-    )
+    yield CounterMetricFamily(p + "store_errors_total", "Store calls that failed (answered 503).",
+                              value=requests.store_errors)  # fmt: skip
     age = math.nan if ingest.updated_at is None else time.monotonic() - ingest.updated_at
-    out.append(f"deltawire_api_ingest_stats_age_seconds {_num(age)}\n")
-    family("deltawire_api_start_time_seconds", "gauge", "Start time of the API process (epoch).")
-    out.append(f"deltawire_api_start_time_seconds {_num(requests.started)}\n")
-    return "".join(out)
+    yield GaugeMetricFamily(p + "ingest_stats_age_seconds", "Seconds since the ingest process "
+                            "last sent its counters (NaN: never).", value=age)  # fmt: skip
+    yield GaugeMetricFamily(p + "start_time_seconds", "Start time of the API process (epoch).",
+                            value=requests.started)  # fmt: skip

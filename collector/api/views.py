@@ -7,20 +7,14 @@ named paths of ``data``; a listing stops at a byte budget (``pack_page``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from deltawire.formats import rfc3339
+
 __all__ = ["doc_out", "pack_page", "rfc3339", "select_paths", "session_out"]
-
-
-def rfc3339(ts: float) -> str:
-    """Epoch seconds -> ``2026-11-23T08:00:00.123Z`` (UTC, milliseconds)."""
-    ms = round(ts * 1000)
-    sec, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ms:03d}Z"
 
 
 def select_paths(data: Any, paths: Sequence[tuple[str, ...]]) -> dict[str, Any] | None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from deltawire.formats import redact_uri
+
 from .base import (
     API_SESSION,
+    STORE_BACKOFF,
     AggQuery,
     DocumentRows,
     MetricQuery,
@@ -25,6 +28,7 @@ from .base import (
 
 __all__ = [
     "API_SESSION",
+    "STORE_BACKOFF",
     "AggQuery",
     "DocumentRows",
     "MetricQuery",
@@ -71,7 +75,7 @@ def open_store(uri: str, **options: Any) -> Store:
         from .mongo import MongoStore
 
         return MongoStore(uri, **options)
-    shown = uri if "@" not in uri else scheme + "://…"  # never echo credentials
     raise ValueError(
-        f"unsupported store URI {shown!r}: expected sqlite:///PATH, mongodb://… or mongodb+srv://…"
+        f"unsupported store URI {redact_uri(uri)!r}: expected sqlite:///PATH, mongodb://… or "
+        "mongodb+srv://…"
     )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import orjson
 
 from deltawire.protocol import Document, DocumentFactory, Hello
+from deltawire.retry import Backoff
 
 if TYPE_CHECKING:  # rollup.py imports this module
     from .rollup import RollupData, RollupRequest
@@ -26,6 +27,7 @@ from .catalog import Catalog
 
 __all__ = [
     "API_SESSION",
+    "STORE_BACKOFF",
     "AggQuery",
     "Catalog",
     "DocumentRows",
@@ -55,6 +57,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or is locked: retry later, nothing was lost."""
+
+
+#: How callers retry a store that is unavailable: soon at first (a lock is
+#: often gone within milliseconds), then at most every 2 s until it is back.
+STORE_BACKOFF = Backoff(0.05, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,10 @@ class Store(Protocol):
         """Called by the process that does the bulk of the writing: move
         housekeeping off the commit path where the store has some to move."""
 
+    def fold_idle(self) -> bool:
+        """One short slice of background work while no batch waits (the writer
+        calls it between batches); True if there may be more to do."""
+
     def acked(self, session: str) -> int:
         """Highest stored seq of ``session``; -1 if none."""
 
@@ -204,7 +215,7 @@ class Store(Protocol):
 
 
 class DocumentRows:
-    """``encode_row``, ``write_rows`` and ``start_checkpointer`` for a store
+    """``encode_row``, ``write_rows``, ``start_checkpointer`` and ``fold_idle`` for a store
     whose rows are simply the documents' fields (its driver encodes dicts
     itself) and that has no housekeeping to move."""
 
@@ -220,6 +231,9 @@ class DocumentRows:
 
     def start_checkpointer(self) -> None:
         pass
+
+    def fold_idle(self) -> bool:
+        return False  # no background work
 
 
 def encode_cursor(ts: float, doc_id: str) -> str:

@@ -72,6 +72,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from deltawire.formats import redact_uri
 from deltawire.protocol import Document, Hello
 
 from ..point import PointError, check_fields
@@ -409,13 +410,6 @@ def _only_duplicates(exc: BulkWriteError) -> bool:
     )
 
 
-def _redacted(uri: str) -> str:
-    scheme, sep, rest = uri.partition("://")
-    if "@" in rest.partition("/")[0]:
-        return f"{scheme}{sep}…@{rest.partition('/')[0].rpartition('@')[2]}"
-    return uri
-
-
 # -- the store ---------------------------------------------------------------------
 
 
@@ -470,7 +464,7 @@ class MongoStore(DocumentRows):
         self._path_sessions = StreamTracker()
 
     def __repr__(self) -> str:
-        return f"MongoStore({_redacted(self.uri)!r}, database={self.database_name!r})"
+        return f"MongoStore({redact_uri(self.uri)!r}, database={self.database_name!r})"
 
     # -- connections ----------------------------------------------------------
 

@@ -40,14 +40,14 @@ async def test_process_writer_restarts_and_resends(sqlite_uri: str) -> None:
     try:
         result = await writer.write(_docs("pw", range(0, 100)))
         assert result.rejected == [] and result.seconds > 0
-        assert writer._proc is not None
-        first_pid = writer._proc.pid
+        assert writer.process is not None
+        first_pid = writer.process.pid
         os.kill(first_pid, signal.SIGKILL)
         with trio.fail_after(10):
-            await writer._proc.wait()
+            await writer.process.wait()
         # The next batch finds the writer dead, starts a new one, and commits.
         await writer.write(_docs("pw", range(50, 200)))
-        assert writer._proc.pid != first_pid
+        assert writer.process.pid != first_pid
     finally:
         await writer.aclose()
     assert _stored(sqlite_uri, "pw") == list(range(200))
@@ -67,7 +67,7 @@ async def test_process_writer_start_waits_until_the_store_is_open(sqlite_uri: st
         finally:
             db.close()
         assert {"docs", "sessions"} <= tables
-        assert writer._proc is not None and writer._proc.returncode is None
+        assert writer.process is not None and writer.process.returncode is None
         result = await writer.write(_docs("started", range(5)))
         assert result.rejected == []
     finally:
@@ -89,7 +89,7 @@ async def test_process_writer_start_gives_up_waiting_on_an_unavailable_store(
     try:
         with trio.fail_after(20):
             await writer.start(timeout=0.5)
-        assert writer._proc is not None and writer._proc.returncode is None
+        assert writer.process is not None and writer.process.returncode is None
         holder.execute("ROLLBACK")
         with trio.fail_after(30):
             result = await writer.write(_docs("late", range(3)))
@@ -116,7 +116,7 @@ def test_collector_starts_its_writer_before_any_connection(tmp_path: pathlib.Pat
 async def test_process_writer_closes_cleanly(sqlite_uri: str) -> None:
     writer = ProcessWriter(sqlite_uri, {})
     await writer.write(_docs("close", range(3)))
-    proc = writer._proc
+    proc = writer.process
     await writer.aclose()
     assert proc is not None and proc.returncode == 0
 
