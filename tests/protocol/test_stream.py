@@ -138,7 +138,7 @@ def _open_zstd_server(**kw: Any) -> ServerConnection:
     return server
 
 
-def _zstd(data: bytes, window_log: int = 17) -> bytes:
+def _zstd(data: bytes, window_log: int = 16) -> bytes:
     params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log)
     obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
     return obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
