@@ -13,14 +13,16 @@ import orjson
 
 from deltawire.protocol import (
     CODECS,
+    EXTENSIONS,
     NEED_DATA,
+    ZSTD,
     ClientConnection,
-    Delta,
     DeltaEncoder,
     Encoder,
     Hello,
     ServerConnection,
     Snap,
+    Welcome,
 )
 
 from .report import Table
@@ -145,35 +147,18 @@ Variant = str
 VARIANTS: tuple[Variant, ...] = ("full JSON", "delta", "delta+zstd", "delta+zstd+counter")
 
 
-def _counter_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """A prototype of the counter-aware encoding (measured, not on the wire):
-    an integer leaf replacing an integer is sent as its increment."""
-    out: dict[str, Any] = {}
-    for key, value in patch.items():
-        old = base.get(key)
-        if type(value) is dict and type(old) is dict:
-            out[key] = _counter_patch(old, value)
-        elif type(value) is int and type(old) is int:
-            out[key] = value - old
-        else:
-            out[key] = value
-    return out
-
-
 def _pushes(
     samples: list[tuple[str, float, dict[str, Any]]], variant: Variant, push_every: int
 ) -> list[bytes]:
     """The bytes of each push, as the watchdog's link would send them."""
     client = ClientConnection()
     zstd = variant.startswith("delta+zstd")
-    client.send(Hello(session="bench", compress=CODECS if zstd else ()))
-    if zstd:
-        client.receive_data(
-            b'{"t":"welcome","v":1,"session":"bench","acked":-1,"compress":"zstd"}\n'
-        )
-        client.next_event()
-    denc = DeltaEncoder()
-    last: dict[str, dict[str, Any]] = {}
+    counter = variant.endswith("counter")
+    client.send(Hello(session="bench", compress=CODECS if zstd else (),
+                      ext=EXTENSIONS if counter else ()))  # fmt: skip
+    client.receive_data(_welcome(zstd, counter))
+    client.next_event()
+    denc = DeltaEncoder(counter=counter)
     per_push = push_every * _STREAMS
     out = []
     for start in range(0, len(samples), per_push):
@@ -183,19 +168,22 @@ def _pushes(
             if variant == "full JSON":
                 frames.append(Snap(seq, ts, name, data))
                 continue
-            frame = denc.encode(seq, ts, name, data)
-            if variant.endswith("counter") and type(frame) is Delta:
-                frame = Delta(seq, ts, name, _counter_patch(last[name], frame.data))
-            last[name] = data
-            frames.append(frame)
+            frames.append(denc.encode(seq, ts, name, data))
         out.append(client.send_many(frames))
     return out
 
 
-def _server_side(pushes: list[bytes], zstd: bool) -> int:
+def _welcome(zstd: bool, counter: bool) -> bytes:
+    welcome = Welcome("bench", -1, compress=ZSTD if zstd else None, negotiated=zstd,
+                      ext=EXTENSIONS if counter else None)  # fmt: skip
+    return Encoder().send(welcome)
+
+
+def _server_side(pushes: list[bytes], zstd: bool, counter: bool) -> int:
     server = ServerConnection()
-    offer = b',"compress":["zstd"]' if zstd else b""
-    server.receive_data(b'{"t":"hello","v":1,"session":"bench"' + offer + b"}\n")
+    hello = Hello(session="bench", compress=CODECS if zstd else (),
+                  ext=EXTENSIONS if counter else ())  # fmt: skip
+    server.receive_data(Encoder().send(hello))
     server.next_event()
     server.send(server.welcome(-1))
     events: list[Any] = []
@@ -222,13 +210,14 @@ def bandwidth(seconds: float = 1.0) -> Table:
         full = sum(map(len, _pushes(samples, "full JSON", push_every))) / n
         for variant in VARIANTS:
             pushes = _pushes(samples, variant, push_every)
-            zstd = "zstd" in variant
+            zstd, counter = "zstd" in variant, variant.endswith("counter")
             bps = sum(map(len, pushes)) / n
-            decoded = _server_side(pushes, zstd)
+            decoded = _server_side(pushes, zstd, counter)
             assert decoded == n, (variant, decoded)
             agent = _cpu_per_sample(lambda v=variant, p=push_every: _pushes(samples, v, p), n,
                                     budget)  # fmt: skip
-            collector = _cpu_per_sample(lambda p=pushes, z=zstd: _server_side(p, z), n, budget)
+            collector = _cpu_per_sample(lambda p=pushes, z=zstd, c=counter: _server_side(p, z, c),
+                                        n, budget)  # fmt: skip
             if variant == "full JSON":
                 full_cpu[push_every] = (agent, collector)
             goal = "<= 30 (14x)" if push_every == 4 and variant.endswith("counter") else ""

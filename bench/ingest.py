@@ -93,16 +93,18 @@ def _collector(
 
 
 def _loadgen(
-    port: int, sessions: int, per_session: int, full: bool, rate: float = 0.0
+    port: int, sessions: int, per_session: int, full: bool, rate: float = 0.0, zstd: bool = False
 ) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--sessions", str(sessions),
             "--per-session", str(per_session), "--rate", str(rate)] + (["--full"] if full else [])  # fmt: skip
+    argv += ["--zstd"] if zstd else []
     out = subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
     return orjson.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
-              stall: float = 0.0, rate: float = 0.0, writer: str = "process") -> dict[str, Any]:  # fmt: skip
+              stall: float = 0.0, rate: float = 0.0, writer: str = "process",
+              zstd: bool = False) -> dict[str, Any]:  # fmt: skip
     with _collector(tmp, writer=writer) as (proc, port, _http, db):
         rss = _PeakRss(proc.pid)
         blocker = None
@@ -110,11 +112,44 @@ def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
             blocker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
             blocker.execute("BEGIN IMMEDIATE")
             threading.Timer(stall, lambda: blocker.execute("ROLLBACK")).start()
-        result = _loadgen(port, sessions, per_session, full, rate)
+        cpu0 = _cpu_seconds(proc.pid)
+        result = _loadgen(port, sessions, per_session, full, rate, zstd)
+        result["collector_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
         result["peak_rss"] = rss.stop()
         if blocker is not None:
             blocker.close()
         return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children so far (the writer child included)."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        parent = psutil.Process(pid)
+        for p in (parent, *parent.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
+
+
+def compression(tmp: pathlib.Path, scale: float) -> Table:
+    """Delta frames plain vs delta frames in a zstd stream, in the same run."""
+    t = Table("ingest — delta frames: zstd stream vs plain NDJSON, SQLite store",
+              ["zstd", "plain (baseline)"])  # fmt: skip
+    for sessions, per_session in ((100, int(2000 * scale)), (1000, max(20, int(200 * scale)))):
+        z = _scenario(tmp, sessions, per_session, full=False, zstd=True)
+        p = _scenario(tmp, sessions, per_session, full=False)
+        n = f"{sessions} sessions"
+        t.row(f"{n}: samples stored / s", z["rate"], p["rate"], goal="within 15%")
+        t.row(f"{n}: wire bytes / sample", z["wire_bytes"] / z["samples"],
+              p["wire_bytes"] / p["samples"], lower_is_better=True)  # fmt: skip
+        t.row(f"{n}: collector CPU us / sample", z["collector_cpu_s"] / z["samples"] * 1e6,
+              p["collector_cpu_s"] / p["samples"] * 1e6, ratio=False)  # fmt: skip
+        t.row(f"{n}: ack latency p99 ms", z["p99_ms"], p["p99_ms"], ratio=False)
+        t.row(f"{n}: collector peak RSS MB", z["peak_rss"] / 2**20, p["peak_rss"] / 2**20,
+              ratio=False, goal="< 300 MB" if sessions == 1000 else "")  # fmt: skip
+    return t
 
 
 def _http_posts(tmp: pathlib.Path, count: int, concurrency: int = 16) -> dict[str, Any]:
@@ -238,6 +273,7 @@ def run(scale: float = 1.0) -> Iterator[Table]:
             t.row("collector peak RSS MB", peak["peak_rss"] / 2**20, paced["peak_rss"] / 2**20,
                   ratio=False)  # fmt: skip
             yield t
+        yield compression(tmp, scale)
         stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
         t = Table(
             "ingest — 1000 sessions, store write-locked for the first 3 s",

@@ -37,4 +37,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# wrk drives the API part of make bench (bench/api.py); the tests never need it,
+# so a failed install only warns.
+if ! command -v wrk >/dev/null 2>&1; then
+    echo "install-test-deps.sh: installing wrk via apt-get (make bench)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+        || echo "install-test-deps.sh: wrk not installed; make bench part api needs it" >&2
+fi
+
 "$here/ferretdb/build.sh"

@@ -11,6 +11,7 @@ from .codec import (
     Encoder,
     NeedData,
 )
+from .counter import COUNTER, EXTENSIONS, apply_counter_patch, to_counter_patch
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
 from .errors import (
     ERROR_CODES,
@@ -36,6 +37,7 @@ from .frames import (
     SESSION_RE,
     Ack,
     Bye,
+    CDelta,
     ClientFrame,
     Delta,
     ErrorFrame,
@@ -52,17 +54,20 @@ from .frames import (
 )
 from .merge_patch import apply_patch, json_equal, make_patch
 from .server import DEFAULT_MAX_ERRORS, DocumentFactory, ServerConnection
-from .stream import CODECS, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
+from .stream import CODECS, MAX_SLICE_INFLATE, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
 
 __all__ = [
     "CLIENT",
     "CODECS",
+    "COUNTER",
     "DEFAULT_KEYFRAME_EVERY",
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_MAX_FRAME_BYTES",
     "ERROR_CODES",
+    "EXTENSIONS",
     "EXTENSION_CODES",
     "MAX_INFLATE_PER_READ",
+    "MAX_SLICE_INFLATE",
     "MAX_WINDOW_LOG",
     "NEED_DATA",
     "PROTOCOL_VERSION",
@@ -77,6 +82,7 @@ __all__ = [
     "BadSeq",
     "BadStream",
     "Bye",
+    "CDelta",
     "ClientConnection",
     "ClientFrame",
     "Closed",
@@ -111,10 +117,12 @@ __all__ = [
     "UnknownType",
     "UnsupportedVersion",
     "Welcome",
+    "apply_counter_patch",
     "apply_patch",
     "client_frame_from_dict",
     "error_frame",
     "json_equal",
     "make_patch",
     "server_frame_from_dict",
+    "to_counter_patch",
 ]

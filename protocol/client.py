@@ -81,6 +81,11 @@ class ClientConnection:
         return self.welcome.compress if self.welcome is not None else None
 
     @property
+    def ext(self) -> tuple[str, ...]:
+        """The extensions the welcome accepted."""
+        return (self.welcome.ext or ()) if self.welcome is not None else ()
+
+    @property
     def closed(self) -> bool:
         """The collector closed its side (its last frames may still be buffered)."""
         return self._eof
@@ -144,6 +149,9 @@ class ClientConnection:
             offered = self.hello.compress if self.hello is not None else ()
             if frame.compress is not None and frame.compress not in offered:
                 raise BadFrame(f"the collector chose codec {frame.compress!r}, not offered")
+            asked = self.hello.ext if self.hello is not None else ()
+            if not set(frame.ext or ()) <= set(asked):
+                raise BadFrame(f"the collector accepted extensions {frame.ext!r}, not offered")
             self.welcome = frame
             if frame.compress is not None:
                 # Every byte after the welcome line, both ways, is one zstd stream.

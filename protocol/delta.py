@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from ._fastdc import fast_frozen
-from .errors import BadFrame, BadSeq, NoBase
-from .frames import Bye, ClientFrame, Delta, Event, Hello, Snap
+from .counter import apply_counter_patch, to_counter_patch
+from .errors import BadFrame, BadSeq, NoBase, UnknownType
+from .frames import Bye, CDelta, ClientFrame, Delta, Event, Hello, Snap
 from .merge_patch import apply_patch, make_patch, patch_is_smaller
 
 __all__ = ["DEFAULT_KEYFRAME_EVERY", "DeltaEncoder", "Document", "Kind", "Reassembler"]
@@ -40,12 +41,16 @@ class Document:
 class DeltaEncoder:
     """Full samples in, snap or delta frames out, for one connection."""
 
-    __slots__ = ("_last", "_since_snap", "keyframe_every")
+    __slots__ = ("_last", "_since_snap", "counter", "keyframe_every")
 
-    def __init__(self, keyframe_every: int = DEFAULT_KEYFRAME_EVERY) -> None:
+    def __init__(
+        self, keyframe_every: int = DEFAULT_KEYFRAME_EVERY, *, counter: bool = False
+    ) -> None:
+        """``counter``: send ``cdelta`` frames (the negotiated counter extension)."""
         if keyframe_every < 1:
             raise ValueError("keyframe_every must be >= 1")
         self.keyframe_every = keyframe_every
+        self.counter = counter
         self._last: dict[str, dict[str, Any]] = {}
         self._since_snap: dict[str, int] = {}
 
@@ -54,11 +59,11 @@ class DeltaEncoder:
         self._last.clear()
         self._since_snap.clear()
 
-    def encode(self, seq: int, ts: float, name: str, data: dict[str, Any]) -> Snap | Delta:
+    def encode(self, seq: int, ts: float, name: str, data: dict[str, Any]) -> Snap | Delta | CDelta:
         """The frame for one sample. ``data`` must not be mutated afterwards."""
         last = self._last.get(name)
         count = self._since_snap.get(name, 0)
-        frame: Snap | Delta
+        frame: Snap | Delta | CDelta
         if last is None or count + 1 >= self.keyframe_every:
             frame = self._snap(seq, ts, name, data)
         else:
@@ -67,6 +72,9 @@ class DeltaEncoder:
             # (many deletions can make it larger).
             if not smaller:
                 frame = self._snap(seq, ts, name, data)
+            elif self.counter:
+                frame = CDelta(seq, ts, name, to_counter_patch(last, patch))
+                self._since_snap[name] = count + 1
             else:
                 frame = Delta(seq, ts, name, patch)
                 self._since_snap[name] = count + 1
@@ -87,9 +95,11 @@ class Reassembler:
     leaves every chain and the last seq exactly as they were.
     """
 
-    __slots__ = ("chains", "host", "last_seq", "session", "tags")
+    __slots__ = ("chains", "counter", "host", "last_seq", "session", "tags")
 
     def __init__(self, session: str, host: str | None = None, tags: tuple[str, ...] = ()) -> None:
+        #: The counter extension was negotiated: ``cdelta`` frames are valid.
+        self.counter = False
         self.session = session
         self.host = host
         self.tags = tags
@@ -111,11 +121,20 @@ class Reassembler:
             raise BadSeq(f"seq {seq} is not greater than the previous seq {self.last_seq}", seq=seq)
         kind: Kind
         data: dict[str, Any] | None
-        if type(frame) is Delta:
+        if type(frame) is Delta or type(frame) is CDelta:
             base = self.chains.get(frame.name)
             if base is None:
                 raise NoBase(f"delta for {frame.name!r} without a snap on this connection", seq=seq)
-            data = self.chains[frame.name] = apply_patch(base, frame.data)
+            if type(frame) is Delta:
+                data = apply_patch(base, frame.data)
+            elif not self.counter:
+                raise UnknownType("cdelta needs the counter extension (hello.ext)", seq=seq)
+            else:
+                try:
+                    data = apply_counter_patch(base, frame.data)
+                except BadFrame as exc:
+                    raise BadFrame(exc.msg, seq=seq) from None
+            self.chains[frame.name] = data
             kind, name = "sample", frame.name
         elif type(frame) is Snap:
             data = self.chains[frame.name] = frame.data

@@ -29,6 +29,7 @@ __all__ = [
     "TS_MIN",
     "Ack",
     "Bye",
+    "CDelta",
     "ClientFrame",
     "Delta",
     "ErrorFrame",
@@ -92,6 +93,8 @@ class Hello:
     tags: tuple[str, ...] = ()
     #: Stream codecs offered, in order of preference ("Negotiated stream compression").
     compress: tuple[str, ...] = ()
+    #: Extensions offered (docs/protocol.md), e.g. "counter".
+    ext: tuple[str, ...] = ()
 
     def wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"t": "hello", "v": self.v, "session": self.session}
@@ -105,6 +108,8 @@ class Hello:
             d["tags"] = list(self.tags)
         if self.compress:
             d["compress"] = list(self.compress)
+        if self.ext:
+            d["ext"] = list(self.ext)
         return d
 
 
@@ -129,7 +134,14 @@ class Delta:
     data: dict[str, Any]
 
     def wire(self) -> dict[str, Any]:
-        return {"t": "delta", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+        return {"t": self.t, "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+
+
+@fast_frozen
+class CDelta(Delta):
+    """A delta under the ``counter`` extension (protocol/counter.py)."""
+
+    t: ClassVar[str] = "cdelta"
 
 
 @fast_frozen
@@ -172,11 +184,16 @@ class Welcome:
     #: The hello offered codecs, so the welcome answers (``null`` for none);
     #: a welcome to a hello that offered none stays exactly as in v1.
     negotiated: bool = False
+    #: The extensions accepted, when the hello offered some (None: not asked).
+    ext: tuple[str, ...] | None = None
 
     def wire(self) -> dict[str, Any]:
-        d = {"t": "welcome", "v": self.v, "session": self.session, "acked": self.acked}
+        d: dict[str, Any] = {"t": "welcome", "v": self.v, "session": self.session,
+                             "acked": self.acked}  # fmt: skip
         if self.negotiated:
             d["compress"] = self.compress
+        if self.ext is not None:
+            d["ext"] = list(self.ext)
         return d
 
 
@@ -213,7 +230,7 @@ class ErrorFrame:
         return d
 
 
-ClientFrame = Hello | Snap | Delta | Event | Bye
+ClientFrame = Hello | Snap | Delta | CDelta | Event | Bye
 ServerFrame = Welcome | Ack | Flow | ErrorFrame
 Frame = ClientFrame | ServerFrame
 
@@ -275,6 +292,11 @@ def _parse_delta(d: dict[str, Any]) -> Delta:
     assert data is not None
     _check_data(data, seq)
     return Delta(seq, _ts(d, seq), _name(d, seq), data)
+
+
+def _parse_cdelta(d: dict[str, Any]) -> CDelta:
+    delta = _parse_delta(d)
+    return CDelta(delta.seq, delta.ts, delta.name, delta.data)
 
 
 def _parse_event(d: dict[str, Any]) -> Event:
@@ -421,6 +443,7 @@ def _parse_hello(d: dict[str, Any]) -> Hello:
         agent=_opt_str(d, "agent"),
         tags=tag_tuple,
         compress=_str_list(d, "compress"),
+        ext=_str_list(d, "ext"),
     )
 
 
@@ -448,6 +471,7 @@ def _str_list(d: dict[str, Any], key: str) -> tuple[str, ...]:
 _CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "snap": _parse_snap,
     "delta": _parse_delta,
+    "cdelta": _parse_cdelta,
     "event": _parse_event,
     "bye": _parse_bye,
     "hello": _parse_hello,
@@ -489,8 +513,12 @@ def server_frame_from_dict(d: dict[str, Any]) -> ServerFrame:
         compress = d.get("compress")
         if compress is not None and type(compress) is not str:
             raise BadFrame("welcome.compress must be a codec name or null")
+        ext = d.get("ext")
+        if ext is not None and not (type(ext) is list and all(type(x) is str for x in ext)):
+            raise BadFrame("welcome.ext must be a list of names")
         return Welcome(session=session, acked=acked, v=v, compress=compress,
-                       negotiated="compress" in d)  # fmt: skip
+                       negotiated="compress" in d,
+                       ext=tuple(ext) if ext is not None else None)  # fmt: skip
     if t == "error":
         code, msg, fatal = d.get("code"), d.get("msg", ""), d.get("fatal")
         if type(code) is not str or type(fatal) is not bool or type(msg) is not str:

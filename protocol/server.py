@@ -37,6 +37,7 @@ from .codec import (
     NeedData,
     _loads_object,
 )
+from .counter import COUNTER, EXTENSIONS
 from .delta import Document, Kind, Reassembler
 from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
 from .frames import (
@@ -76,6 +77,7 @@ DocumentFactory = Callable[
 class ServerConnection:
     __slots__ = (
         "_accept",
+        "_accept_ext",
         "_check_lines",
         "_decoder",
         "_deflater",
@@ -85,6 +87,7 @@ class ServerConnection:
         "codec",
         "ended",
         "errors",
+        "ext",
         "hello",
         "max_errors",
         "reassembler",
@@ -97,13 +100,18 @@ class ServerConnection:
         max_errors: int = DEFAULT_MAX_ERRORS,
         document: DocumentFactory = Document,
         compress: tuple[str, ...] = CODECS,
+        ext: tuple[str, ...] = EXTENSIONS,
         tap: Callable[[bytes | bytearray | memoryview], object] | None = None,
     ) -> None:
         """``compress``: the stream codecs accepted (() refuses every offer);
-        ``tap``: gets every byte of the line stream, decompressed (captures)."""
+        ``ext``: the extensions accepted; ``tap``: gets every byte of the line
+        stream, decompressed (captures)."""
         self._decoder = Decoder(CLIENT, max_frame_bytes=max_frame_bytes)
         self._decoder.tap = tap
         self._accept = compress
+        self._accept_ext = ext
+        #: The extensions the hello negotiated.
+        self.ext: tuple[str, ...] = ()
         self._deflater: Deflater | None = None
         #: The stream codec the hello negotiated (None: plain NDJSON).
         self.codec: str | None = None
@@ -132,7 +140,8 @@ class ServerConnection:
         """The reply to the hello: it answers the hello's codec offer."""
         assert self.hello is not None, "welcome before hello"
         return Welcome(self.hello.session, acked, compress=self.codec,
-                       negotiated=bool(self.hello.compress))  # fmt: skip
+                       negotiated=bool(self.hello.compress),
+                       ext=self.ext if self.hello.ext else None)  # fmt: skip
 
     def send(self, *frames: ServerFrame) -> bytes:
         """The bytes for ``frames``, in one piece. After the welcome line, with
@@ -273,6 +282,8 @@ class ServerConnection:
                 raise BadHello("the first frame must be a hello")
             self.hello = frame
             self.reassembler = Reassembler.for_hello(frame)
+            self.ext = tuple(e for e in frame.ext if e in self._accept_ext)
+            self.reassembler.counter = COUNTER in self.ext
             self.codec = choose_codec(frame.compress, self._accept)
             if self.codec is not None:
                 # Everything after the hello line is the client's zstd stream;

@@ -25,6 +25,8 @@ import trio
 
 from deltawire.protocol import (
     CODECS,
+    COUNTER,
+    EXTENSIONS,
     NEED_DATA,
     Ack,
     Bye,
@@ -145,6 +147,7 @@ class Link:
         batch_bytes: int = 65536,
         name: str = "live",
         compress: tuple[str, ...] = CODECS,
+        ext: tuple[str, ...] = EXTENSIONS,
     ) -> None:
         self.spool = spool
         self._connect = connect
@@ -161,6 +164,8 @@ class Link:
         self.name = name
         #: Stream codecs offered in the hello (zstd: ~5x fewer bytes on the wire).
         self.compress = compress
+        #: Extensions offered (counter: integer leaves as increments, ~13% fewer bytes).
+        self.ext = ext
         self.connected = False  # welcomed on the current connection
         self.healthy = False  # and acked at least once there
         #: trio time at which a send_all started that has not returned yet: a
@@ -234,6 +239,7 @@ class Link:
             agent=state.get("agent"),
             tags=tuple(state.get("tags") or ()),
             compress=self.compress,
+            ext=self.ext,
         )
         conn = ClientConnection()
         await stream.send_all(conn.send(hello))
@@ -292,7 +298,7 @@ class Link:
     async def _sender(
         self, stream: trio.abc.Stream, conn: ClientConnection, cursor: Cursor
     ) -> None:
-        delta = DeltaEncoder(self.keyframe_every)
+        delta = DeltaEncoder(self.keyframe_every, counter=COUNTER in conn.ext)
         spool = self.spool
         while True:
             batch = cursor.next_batch(self.batch_bytes)

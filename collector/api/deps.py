@@ -84,6 +84,7 @@ class Deps:
         self.stats = request_stats if request_stats is not None else RequestStats()
         self.hub = StreamHub(store, self.config.max_subscribers)
         self.limiter = CapacityLimiter(max(1, self.config.store_threads))
+        self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
         self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
@@ -124,11 +125,14 @@ class Deps:
             log.warning("store available again")
 
     async def store_call(
-        self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None
+        self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None, write: bool = False
     ) -> T:
-        """``fn(*args)`` on a worker thread; 503 if the store fails."""
+        """``fn(*args)`` on a worker thread; 503 if the store fails. Writes run
+        on threads of their own: one waiting for the store's write lock (the
+        ingest writer holds it while it commits) must never hold up reads."""
+        limiter = self.write_limiter if write else self.limiter
         try:
-            result = await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+            result = await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
         except Exception as e:  # a store bug or driver error must still not be a 500
             self._outcome(fn, e, refused)
         self._recovered()

@@ -103,7 +103,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
         # Every field was validated above, so a StoreError here is the store's
         # failure (e.g. a corrupt file), not the client's: 503 like any other.
-        doc = await deps.store_call(store.create, point.store_fields(time.time()))
+        doc = await deps.store_call(store.create, point.store_fields(time.time()), write=True)
         await deps.bump([doc.get("session")], [doc.get("name")])
         deps.hub.publish([doc])
         return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
@@ -118,7 +118,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         if old.get("session") != API_SESSION:
             require(request.scope["deltawire.role"], Role.admin, "changing a streamed document")
         fields = fields_of(old, body)
-        new = await deps.store_call(store.replace, doc_id, fields)
+        new = await deps.store_call(store.replace, doc_id, fields, write=True)
         if new is None:
             raise _not_found(doc_id)
         # The old document's session and name are what cached answers hold.
@@ -146,7 +146,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             raise _not_found(doc_id)
         if old.get("session") != API_SESSION:
             require(request.scope["deltawire.role"], Role.admin, "deleting a streamed document")
-        if not await deps.store_call(store.delete, doc_id):
+        if not await deps.store_call(store.delete, doc_id, write=True):
             raise _not_found(doc_id)
         await deps.bump([old.get("session")], [old.get("name")])
         return Response(status_code=204)
