@@ -101,7 +101,7 @@ export function sessionView(root, id, query) {
         h("dt", {}, end ? "ended" : "last seen"), h("dd", {}, end ? `${fmtTime(end)} (${exitText(s)})` : fmtAgo(s.last_seen)),
         s.agent ? [h("dt", {}, "agent"), h("dd", {}, s.agent)] : null,
       ),
-      waiting,
+      ...(waiting ? [waiting] : []), // replaceChildren would print a null as "null"
     );
   }
 
