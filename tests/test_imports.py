@@ -19,7 +19,6 @@ ROOT = pathlib.Path(deltawire.__file__).resolve().parent
 SIDES = ("deltawire.collector", "deltawire.watchdog")
 
 
-
 def _modules() -> dict[str, pathlib.Path]:
     found = {}
     for folder, dirs, files in os.walk(ROOT, followlinks=True):
