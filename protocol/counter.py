@@ -18,12 +18,16 @@ from typing import Any, Final
 
 from .errors import BadFrame
 
-__all__ = ["COUNTER", "EXTENSIONS", "apply_counter_patch", "to_counter_patch"]
+__all__ = ["BATCH", "COUNTER", "EXTENSIONS", "apply_counter_patch", "to_counter_patch"]
 
 COUNTER: Final = "counter"
 
+#: ``batch`` frames: runs of ``cdelta`` frames in one line (protocol/batch.py).
+#: Accepted only together with ``counter``, whose patches a batch carries.
+BATCH: Final = "batch"
+
 #: The extensions this side speaks.
-EXTENSIONS: Final = (COUNTER,)
+EXTENSIONS: Final = (COUNTER, BATCH)
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1

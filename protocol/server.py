@@ -23,11 +23,13 @@ already moved on, as the sender's has).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
+from .batch import expand_batch
 from .codec import (
     CLIENT,
     DEFAULT_MAX_FRAME_BYTES,
@@ -37,14 +39,16 @@ from .codec import (
     NeedData,
     _loads_object,
 )
-from .counter import COUNTER, EXTENSIONS
+from .counter import BATCH, COUNTER, EXTENSIONS
 from .delta import Document, Kind, Reassembler
-from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
+from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors, UnknownType
 from .frames import (
     MAX_NAME_CHARS,
     TS_MAX,
     TS_MIN,
+    Batch,
     Bye,
+    CDelta,
     ClientFrame,
     Hello,
     ServerFrame,
@@ -84,6 +88,7 @@ class ServerConnection:
         "_document",
         "_line_i",
         "_lines",
+        "_pending",
         "codec",
         "ended",
         "errors",
@@ -125,6 +130,9 @@ class ServerConnection:
         # bad line or a bye stopped it); both ways take these first.
         self._lines: list[bytearray] = []
         self._line_i = 0
+        # The cdelta frames of a batch not yet turned into events (one of
+        # them was rejected); both ways take these before any line.
+        self._pending: deque[CDelta] = deque()
         # Whether some of _lines may break a limit on what a frame may carry:
         # then each line is tested before it may take the bulk path.
         self._check_lines = False
@@ -165,6 +173,8 @@ class ServerConnection:
         After a non-fatal error the caller reports it and calls again.
         """
         try:
+            if self._pending:
+                return self._event(self._pending.popleft())
             while self._line_i < len(self._lines):
                 line = self._lines[self._line_i]
                 self._line_i += 1
@@ -194,6 +204,7 @@ class ServerConnection:
     # -- internals -------------------------------------------------------------
 
     def _next_events(self, out: list[Event | Any]) -> None:
+        self._drain(out)
         lines = self._lines
         i = self._line_i
         if i >= len(lines):
@@ -254,12 +265,15 @@ class ServerConnection:
                             continue
                     reasm.last_seq = last_seq
                     self._line_i = i
-                    event = self._line_event(line)
-                    if event is not None:
-                        append(event)
-                        if self.ended:
-                            return
-                    last_seq = reasm.last_seq
+                    try:
+                        event = self._line_event(line)
+                        if event is not None:
+                            append(event)
+                            if self.ended:
+                                return
+                            self._drain(out)  # the rest of a batch
+                    finally:
+                        last_seq = reasm.last_seq
             finally:
                 if not self.ended:
                     reasm.last_seq = last_seq
@@ -269,6 +283,12 @@ class ServerConnection:
         pending = self._decoder.error
         if pending is not None:
             raise pending
+
+    def _drain(self, out: list[Event | Any]) -> None:
+        """The events of a batch's remaining frames (raises at a rejected one)."""
+        pending = self._pending
+        while pending:
+            out.append(self._event(pending.popleft()))
 
     def _line_event(self, line: bytearray) -> Event | Any | None:
         """The reference path for one line: its event, or None if it is blank."""
@@ -282,7 +302,10 @@ class ServerConnection:
                 raise BadHello("the first frame must be a hello")
             self.hello = frame
             self.reassembler = Reassembler.for_hello(frame)
-            self.ext = tuple(e for e in frame.ext if e in self._accept_ext)
+            ext = [e for e in frame.ext if e in self._accept_ext]
+            if BATCH in ext and COUNTER not in ext:
+                ext.remove(BATCH)  # a batch carries counter patches
+            self.ext = tuple(ext)
             self.reassembler.counter = COUNTER in self.ext
             self.codec = choose_codec(frame.compress, self._accept)
             if self.codec is not None:
@@ -294,6 +317,11 @@ class ServerConnection:
             return frame
         if self.ended:
             raise BadFrame("the session already ended with a bye", seq=getattr(frame, "seq", None))
+        if type(frame) is Batch:
+            if BATCH not in self.ext:
+                raise UnknownType("batch needs the batch extension (hello.ext)", seq=frame.seq)
+            self._pending.extend(expand_batch(frame))
+            frame = self._pending.popleft()
         doc = self.reassembler.feed(frame)
         if type(frame) is Bye:
             self.ended = True
