@@ -83,7 +83,7 @@ def _events(server: ServerConnection, wire: bytes, *, step: int = 1) -> list[Any
     return out
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(samples=SAMPLES, push=st.integers(min_value=1, max_value=6),
        events=st.sets(st.integers(min_value=0, max_value=14)), gap=st.booleans())  # fmt: skip
 def test_batched_pushes_reassemble_exactly_byte_by_byte(
@@ -102,7 +102,9 @@ def test_batched_pushes_reassemble_exactly_byte_by_byte(
     wire = b"".join(
         client.send_many(group_batches(frames[i : i + push])) for i in range(0, len(frames), push)
     )
-    docs = [d for d in _events(server, wire) if d.kind == "sample"]
+    events = _events(server, wire)
+    assert not [e for e in events if isinstance(e, ProtocolError)]
+    docs = [d for d in events if d.kind == "sample"]
     assert [d.seq for d in docs] == [f.seq for f in frames if type(f) is not Event]
     for doc, (name, ts, data) in zip(docs, samples, strict=True):
         assert doc.name == name
