@@ -5,8 +5,9 @@ Under zstd, what a ``cdelta`` line costs beyond its data is its frame: ``t``,
 the recording. A ``batch`` carries a run of ``cdelta`` frames with consecutive
 seqs once: the first seq, the first ts, then for each later sample its ts as
 milliseconds after the previous sample's (``dts``: ``[2, 998, 3, 997]``, which
-a zstd window finds again in the next push), the names, and the counter
-patches, in order. It means exactly those ``cdelta`` frames, one after the
+a zstd window finds again in the next push), the names as the cycle they
+repeat (``["process", "system"]`` for a push that alternates them: a list of
+each name costs ~0.7 B a sample), and the counter patches, in order. It means exactly those ``cdelta`` frames, one after the
 other: each is reassembled, stored, rejected (with its own seq) and
 acknowledged as if it had come alone, so nothing about acks, errors or the
 delta chain changes.
@@ -24,6 +25,7 @@ for these rows, so the rows stay (zstd already finds the repeated keys).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Final
 
 from .errors import BadFrame
@@ -55,14 +57,15 @@ def expand_batch(batch: Batch) -> list[CDelta]:
     times = batch_ts(batch.ts, batch.dts)
     if not all(TS_MIN <= ts <= TS_MAX for ts in times):
         raise BadFrame("a batch timestamp is out of range", seq=batch.seq)
-    seq = batch.seq
+    seq, names = batch.seq, batch.names
+    cycle = len(names)
     return [
-        CDelta(seq + i, ts, name, data)
-        for i, (ts, name, data) in enumerate(zip(times, batch.names, batch.data, strict=True))
+        CDelta(seq + i, ts, names[i % cycle], data)
+        for i, (ts, data) in enumerate(zip(times, batch.data, strict=True))
     ]
 
 
-def group_batches(frames: list[ClientFrame]) -> list[ClientFrame]:
+def group_batches(frames: Sequence[ClientFrame]) -> list[ClientFrame]:
     """``frames`` with each run of two or more ``cdelta`` frames of consecutive
     seqs (whose timestamps ``batch_ts`` gives back exactly) as one ``Batch``."""
     out: list[ClientFrame] = []
@@ -101,5 +104,14 @@ def _flush(run: list[CDelta], out: list[ClientFrame]) -> None:
     elif run:
         stamps = [round(f.ts * _MS) for f in run]
         dts = tuple(b - a for a, b in itertools.pairwise(stamps))
-        out.append(Batch(run[0].seq, run[0].ts, dts, tuple(f.name for f in run),
+        out.append(Batch(run[0].seq, run[0].ts, dts, _cycle([f.name for f in run]),
                          tuple(f.data for f in run)))  # fmt: skip
+
+
+def _cycle(names: list[str]) -> tuple[str, ...]:
+    """The shortest prefix of ``names`` that ``names`` repeats (cut anywhere)."""
+    n = len(names)
+    for period in range(1, n):
+        if all(names[i] == names[i - period] for i in range(period, n)):
+            return tuple(names[:period])
+    return tuple(names)

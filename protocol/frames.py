@@ -155,8 +155,10 @@ MAX_BATCH_SAMPLES: Final = 256
 @fast_frozen
 class Batch:
     """Consecutive ``cdelta`` frames in one line (the ``batch`` extension,
-    protocol/batch.py): sample i has seq ``seq + i``, name ``names[i]``,
-    counter patch ``data[i]``, and the timestamp ``dts`` says (see ``batch_ts``)."""
+    protocol/batch.py): sample i has seq ``seq + i``, counter patch
+    ``data[i]``, name ``names[i % len(names)]`` (the names are a cycle:
+    ``("process", "system")`` for a push that alternates them), and the
+    timestamp ``dts`` says (see ``batch_ts``)."""
 
     t: ClassVar[str] = "batch"
     seq: int
@@ -329,14 +331,16 @@ def _parse_batch(d: dict[str, Any]) -> Batch:
     seq = _seq(d)
     ts = _ts(d, seq)
     dts, names, data = d.get("dts"), d.get("name"), d.get("data")
-    if type(names) is not list or not 0 < len(names) <= MAX_BATCH_SAMPLES:
-        raise BadFrame(f"batch.name must be a list of 1-{MAX_BATCH_SAMPLES} names", seq=seq)
-    n = len(names)
+    if type(data) is not list or not 0 < len(data) <= MAX_BATCH_SAMPLES:
+        raise BadFrame(f"batch.data must be a list of 1-{MAX_BATCH_SAMPLES} objects", seq=seq)
+    n = len(data)
+    if not all(type(x) is dict for x in data):
+        raise BadFrame("batch.data must be a list of objects", seq=seq)
     if type(dts) is not list or len(dts) != n - 1 or not all(type(x) is int for x in dts):
         raise BadFrame("batch.dts must be a list of integers, one per sample after the first",
                        seq=seq)  # fmt: skip
-    if type(data) is not list or len(data) != n or not all(type(x) is dict for x in data):
-        raise BadFrame("batch.data must be a list of objects, one per name", seq=seq)
+    if type(names) is not list or not 0 < len(names) <= n:
+        raise BadFrame("batch.name must be a list of 1 to len(data) names (a cycle)", seq=seq)
     for name in names:
         if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:
             raise BadFrame(f"batch names must be strings of 1-{MAX_NAME_CHARS} characters",

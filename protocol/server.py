@@ -58,7 +58,7 @@ from .frames import (
     lines_need_limit_check,
 )
 from .merge_patch import apply_patch
-from .stream import CODECS, Deflater, choose_codec
+from .stream import CODECS, RawDeflater, choose_codec
 
 __all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
 
@@ -117,7 +117,7 @@ class ServerConnection:
         self._accept_ext = ext
         #: The extensions the hello negotiated.
         self.ext: tuple[str, ...] = ()
-        self._deflater: Deflater | None = None
+        self._deflater: RawDeflater | None = None
         #: The stream codec the hello negotiated (None: plain NDJSON).
         self.codec: str | None = None
         self._document = document
@@ -160,7 +160,7 @@ class ServerConnection:
             for i, f in enumerate(frames):
                 if type(f) is Welcome:
                     head, lines = b"".join(lines[: i + 1]), lines[i + 1 :]
-                    self._deflater = Deflater(small=True)
+                    self._deflater = RawDeflater()
                     break
         body = b"".join(lines)
         if self._deflater is not None and body:

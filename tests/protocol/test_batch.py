@@ -31,6 +31,7 @@ from deltawire.protocol import (
     UnknownType,
     Welcome,
     batch_ts,
+    expand_batch,
     group_batches,
 )
 from deltawire.protocol.frames import MAX_BATCH_SAMPLES
@@ -121,7 +122,7 @@ def test_a_push_of_cdeltas_goes_as_one_batch_line() -> None:
     assert [type(f) for f in grouped] == [Snap, Batch]
     batch = grouped[1]
     assert isinstance(batch, Batch)
-    assert batch.seq == 1 and batch.names == ("p",) * 4 and batch.data == ({"n": 4096},) * 4
+    assert batch.seq == 1 and batch.names == ("p",) and batch.data == ({"n": 4096},) * 4
     assert batch.dts == (1003, 1003, 1003)
     assert batch_ts(batch.ts, batch.dts) == [f.ts for f in frames[1:]]
 
@@ -133,6 +134,20 @@ def test_runs_end_at_a_seq_gap_and_at_a_timestamp_the_rule_cannot_give_back() ->
     assert [(type(f).__name__, f.seq) for f in grouped] == [
         ("Batch", 1), ("CDelta", 4), ("Batch", 5)
     ]  # fmt: skip
+
+
+def test_names_go_as_the_cycle_they_repeat() -> None:
+    def names(seq: list[str]) -> tuple[str, ...]:
+        frames = [CDelta(i, 10.0 + i, name, {}) for i, name in enumerate(seq)]
+        (batch,) = group_batches(frames)
+        assert isinstance(batch, Batch)
+        assert [f.name for f in expand_batch(batch)] == seq
+        return batch.names
+
+    assert names(["process", "system"] * 4) == ("process", "system")
+    assert names(["process", "system"] * 3 + ["process"]) == ("process", "system")
+    assert names(["a", "b", "c", "a", "b"]) == ("a", "b", "c")
+    assert names(["a", "b", "b"]) == ("a", "b", "b")
 
 
 def test_batch_is_refused_unless_negotiated_and_needs_counter() -> None:
@@ -168,7 +183,9 @@ def test_a_rejected_sample_in_a_batch_is_rejected_alone_with_its_seq() -> None:
         ({"name": []}, "name"),
         ({"name": ["p"] * (MAX_BATCH_SAMPLES + 1)}, "name"),
         ({"name": ["p", "", "p"]}, "names"),
-        ({"data": [{}, {}]}, "data"),
+        ({"data": [{}, {}]}, "dts"),
+        ({"data": [{}] * (MAX_BATCH_SAMPLES + 1)}, "data"),
+        ({"name": ["p", "q", "p", "q"]}, "name"),
         ({"data": [{}, [], {}]}, "data"),
         ({"ts": 1e300}, "ts"),
         ({"dts": [10**15, 0]}, "out of range"),
