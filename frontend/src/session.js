@@ -262,6 +262,13 @@ export function sessionView(root, id, query) {
       events = ev.items;
       renderEvents();
       note.textContent = "";
+      // Data but no session: its watchdog connected after the page asked (the
+      // link is printed before it connects). Ask again rather than say
+      // "waiting" over a chart until the next batch streams in.
+      if (!session && charts.some((c) => c.plot.dataset.points !== "0")) {
+        session = await fetchSession(id).catch(() => null);
+        if (session && mine === loading) renderHeader();
+      }
     } catch (e) {
       if (mine === loading) note.textContent = errorText(e);
     }
