@@ -178,8 +178,10 @@ class ServerConnection:
         except ProtocolError as exc:
             raise self._account(exc) from None
 
-    def next_events(self, out: list[Event | Any]) -> None:
-        """Append to ``out`` every event the complete lines buffered now make.
+    def next_events(self, out: list[Any]) -> None:
+        """Append to ``out`` every event the complete lines buffered now make
+        (hellos, and documents as the ``document`` factory builds them: the
+        caller types its list by that factory).
 
         Raises ``ProtocolError`` at a bad line: the events before it are
         already in ``out``, and the next call carries on after it (as with
