@@ -227,6 +227,8 @@ class ServerConnection:
                 while i < n:
                     line = lines[i]
                     i += 1
+                    if not line:
+                        continue  # blank: cheaper here than as orjson's error
                     try:
                         d = loads(line)
                     except orjson.JSONDecodeError:
