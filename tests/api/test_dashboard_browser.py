@@ -64,7 +64,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, tmp_path: pathlib.Path) -> Iterator[Any]:
+def page(browser: Any, collector: CollectorProcess, tmp_path: pathlib.Path) -> Iterator[Any]:
+    # After the collector, so closed before it: an open /stream would hold the
+    # API's graceful shutdown for its whole grace period.
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     errors: list[str] = []
