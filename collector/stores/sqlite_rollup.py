@@ -5,12 +5,20 @@ Tables: ``roll_series`` names each series once (its id keys the buckets);
 hour rows with their sketch; ``roll_state`` the watermark: every document
 with ``id <= watermark`` is in the tiers, none above it.
 
-Folding (``fold``) reads the documents above the watermark back in id order
-(pages the writer just wrote, still in its cache), adds them to the buckets
-and moves the watermark, all in the caller's write transaction. A bucket that
-the new rows overlap in time (a late document) is recomputed from its raw
-rows, so ``inc`` (the counter increase) stays exact. ``recompute_doc`` does
-the same for the buckets an API update or delete touches.
+Folding (``Folder``) reads the documents above the watermark back in id
+order and adds them to buckets in memory, with no lock; a checkpoint then
+writes those buckets in SHORT write transactions, a few series at a time, so
+a batch commit of the writer never waits long. While a checkpoint is under
+way some series are folded further than the watermark: ``roll_pending``
+holds their mark (every document up to it is in that series' buckets), and
+readers skip a tail row that its series' mark covers. The last transaction
+moves the watermark and empties ``roll_pending``. A folder that dies half
+way leaves ``roll_pending`` behind; the next one finishes that checkpoint
+first (``Folder``'s resume), so nothing is counted twice.
+
+A bucket that the new rows overlap in time (a late document) is recomputed
+from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched``
+does the same for the buckets an API update or delete touches.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from .rollup import (
 
 __all__ = [
     "MIGRATION",
+    "MIGRATION_PENDING",
     "Folder",
     "SeriesIds",
     "Sql",
@@ -91,6 +100,11 @@ MIGRATION: Final = (
         tier INTEGER, bucket INTEGER
     )""",
     "INSERT INTO roll_state (key, value) VALUES ('watermark', 0)",
+)
+
+#: A later schema migration: the per-series marks of a checkpoint under way.
+MIGRATION_PENDING: Final = (
+    "CREATE TABLE roll_pending (series INTEGER PRIMARY KEY, mark INTEGER NOT NULL)",
 )
 
 
@@ -200,8 +214,24 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        points += _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        tail = _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        pending = _pending_marks(conn, req.path) if tail else {}
+        if pending:  # a checkpoint is under way: some series are folded further
+            tail = [p for p in tail if p.order > pending.get(p.series, mark)]
+        points += tail
     return RollupData(buckets, points)
+
+
+def _pending_marks(conn: sqlite3.Connection, path: str) -> dict[SeriesKey, int]:
+    """The series at ``path`` that a checkpoint under way folded past the watermark."""
+    return {
+        SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), path): mark
+        for session, kind, name, host, tags, mark in conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, p.mark FROM roll_pending AS p"
+            " JOIN roll_series AS s ON s.id = p.series WHERE s.path = ?",
+            (path,),
+        )
+    }
 
 
 def _buckets(
@@ -318,12 +348,14 @@ class Folder:
 
     ``absorb`` reads committed documents after the last absorbed one and adds
     them to partial buckets in memory (no write, no transaction: cheap to do
-    a slice after every batch). ``checkpoint`` writes those buckets, merged
-    with the stored ones, and moves the watermark, in one write transaction:
-    writing each bucket once per checkpoint instead of once per batch is what
-    keeps folding cheap. Memory is only ever ahead of the watermark, so losing
-    it (a crash, a failed checkpoint, another process checkpointing first)
-    loses nothing: the documents are folded again from the raw rows.
+    a slice at a time). ``checkpoint_step`` writes those buckets, merged with
+    the stored ones, a few series per call (one short write transaction each,
+    see the module docstring), and the last call moves the watermark: writing
+    each bucket once per checkpoint instead of once per slice is what keeps
+    folding cheap. Memory is only ever ahead of what is stored, so losing it
+    (a crash, a failed transaction) loses nothing: the documents are folded
+    again from the raw rows, and a checkpoint left half done is finished first.
+    One folder per database at a time (the store holds a file lock for it).
     """
 
     def __init__(self) -> None:
@@ -332,27 +364,50 @@ class Folder:
         self.docs = 0
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
+        #: Resuming a half-done checkpoint: its mark (absorb stops there) and
+        #: the series it already wrote (skipped); None otherwise.
+        self.limit: int | None = None
+        self.done: set[int] = set()
+        #: Series still to write in the checkpoint under way (None: none begun).
+        self._queue: list[tuple[Stream, str, list[BucketKey]]] | None = None
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def _start(self, conn: sqlite3.Connection, mark: int) -> None:
+        self.clear()
+        self.base = self.through = mark
+        pending = conn.execute("SELECT series, mark FROM roll_pending").fetchall()
+        if pending:
+            self.limit = max(m for _, m in pending)
+            self.done = {sid for sid, _ in pending}
+
+    @property
+    def full(self) -> bool:
+        """A resumed checkpoint has absorbed all it must before writing."""
+        return self.limit is not None and self.through >= self.limit
 
     def absorb(self, conn: sqlite3.Connection, max_docs: int) -> int:
         """Add up to ``max_docs`` documents to memory; how many."""
         mark = watermark(conn)
         if self.base != mark or self.through < mark:
-            # Someone else moved the watermark (or first use): start over there.
-            self.clear()
-            self.base = self.through = mark
+            # First use, or memory was dropped: start over at the watermark.
+            self._start(conn, mark)
+        if self._queue is not None or self.full:
+            return 0  # a checkpoint is under way: finish it first
+        upto = "" if self.limit is None else f" AND id <= {int(self.limit)}"
         rows = conn.execute(
             "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs"
-            " WHERE id > ? ORDER BY id LIMIT ?",
+            f" WHERE id > ?{upto} ORDER BY id LIMIT ?",
             (self.through, max_docs),
         ).fetchall()
+        if self.limit is not None and len(rows) < max_docs:
+            self.through = self.limit  # (later ids up to the limit were deleted)
         if not rows:
             return 0
         for stream, srows in _stream_rows(rows).items():
             self._add_stream(stream, stream_columns(srows, MINUTE))
-        self.through = rows[-1][0]
+        self.through = max(self.through, rows[-1][0])
         self.docs += len(rows)
         return len(rows)
 
@@ -373,26 +428,69 @@ class Folder:
                 sketches[hkey] = sketch = Sketch()
             sketch.add_values(vals)
 
-    def checkpoint(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds) -> bool:
-        """Write memory to the tiers and move the watermark; in the caller's
-        write transaction. False (and memory dropped) if another writer moved
-        the watermark first. The caller clears memory once committed."""
+    def checkpoint_step(
+        self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, budget_s: float
+    ) -> bool:
+        """Write series from memory for about ``budget_s`` seconds, in the
+        caller's write transaction; True once the checkpoint is complete (the
+        watermark moved, memory cleared by the caller) or was dropped (someone
+        moved the watermark). If the caller's transaction fails, it must clear
+        memory: the next absorb resumes from what was committed."""
         if self.base < 0 or watermark(conn) != self.base:
-            self.clear()
-            return False
-        redo: list[BucketKey] = []
-        for key, part in self.parts.items():
-            stream, path, tier, start = key
+            return True
+        if self.limit is not None and not self.full:
+            return False  # resuming: absorb up to the limit first
+        if self._queue is None:
+            by_series: dict[tuple[Stream, str], list[BucketKey]] = defaultdict(list)
+            for key in self.parts:
+                by_series[key[0], key[1]].append(key)
+            self._queue = [(stream, path, keys) for (stream, path), keys in by_series.items()]
+        deadline = time.perf_counter() + budget_s
+        dirty = _dirty_by_series(conn)
+        queue = self._queue
+        while queue:
+            stream, path, keys = queue.pop()
             sid = ids.get(conn, stream, path)
-            if part.inc is None or not _merge_bucket(
-                conn, tier, sid, start, part, self.sketches.get(key)
-            ):
-                redo.append(key)
+            if sid in self.done:
+                continue  # written by the checkpoint this one resumes
+            for key in keys:
+                _, _, tier, start = key
+                part = self.parts[key]
+                if part.inc is None or not _merge_bucket(
+                    conn, tier, sid, start, part, self.sketches.get(key)
+                ):
+                    _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+            for tier, start in dirty.pop((stream, path), ()):
+                _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+                _undirty(conn, stream, path, tier, start)
+            conn.execute(
+                "INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)",
+                (sid, self.through),
+            )
+            if queue and time.perf_counter() >= deadline:
+                return False  # the rest in the next transaction
         conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
-        for stream, path, tier, start in redo:
-            _recompute(conn, sql, ids, stream, path, tier, start, self.through)
         _redo_dirty(conn, sql, ids, self.through)
+        conn.execute("DELETE FROM roll_pending")
         return True
+
+
+def _dirty_by_series(conn: sqlite3.Connection) -> dict[tuple[Stream, str], list[tuple[int, int]]]:
+    """roll_dirty's (tier, bucket) by series (usually empty)."""
+    out: dict[tuple[Stream, str], list[tuple[int, int]]] = defaultdict(list)
+    for row in conn.execute(
+        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
+    ):
+        out[row[:5], row[5]].append((row[6], row[7]))
+    return out
+
+
+def _undirty(conn: sqlite3.Connection, stream: Stream, path: str, tier: int, start: int) -> None:
+    conn.execute(
+        "DELETE FROM roll_dirty WHERE session = ? AND kind = ? AND name = ? AND host IS ?"
+        " AND tags = ? AND path = ? AND tier = ? AND bucket = ?",
+        (*stream, path, tier, start),
+    )
 
 
 def _by_start(item: tuple[tuple[str, int], Any]) -> int:
@@ -492,18 +590,24 @@ def touched(
     conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
 ) -> None:
     """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
-    old document's and the new one's) now if the document is in the tiers,
-    else mark them for the checkpoint that folds it (a writer may hold the
-    old version in memory). In the caller's write transaction."""
+    old document's and the new one's) now where the document is in the tiers
+    (up to the watermark, or its series' mark while a checkpoint is under way),
+    else mark them for the checkpoint that folds it (a folder may hold the old
+    version in memory). In the caller's write transaction."""
     mark = watermark(conn)
-    if doc_id <= mark:
-        for stream, path, tier, start in dict.fromkeys(buckets):
-            _recompute(conn, sql, ids, stream, path, tier, start, mark)
-    elif buckets:
+    pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
+    dirty: list[tuple[Any, ...]] = []
+    for stream, path, tier, start in dict.fromkeys(buckets):
+        upto = pending.get(ids.get(conn, stream, path), mark) if pending else mark
+        if doc_id <= upto:
+            _recompute(conn, sql, ids, stream, path, tier, start, upto)
+        else:
+            dirty.append((*stream, path, tier, start))
+    if dirty:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*stream, path, tier, start) for stream, path, tier, start in buckets],
+            dirty,
         )
 
 
