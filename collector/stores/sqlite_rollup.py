@@ -23,11 +23,13 @@ does the same for the buckets an API update or delete touches.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Final
 
 import orjson
@@ -40,7 +42,6 @@ from .rollup import (
     RAW,
     TIERS,
     Bucket,
-    Columns,
     Filters,
     Partial,
     RawPoint,
@@ -105,6 +106,9 @@ MIGRATION: Final = (
 #: A later schema migration: the per-series marks of a checkpoint under way.
 MIGRATION_PENDING: Final = (
     "CREATE TABLE roll_pending (series INTEGER PRIMARY KEY, mark INTEGER NOT NULL)",
+    # API edits that touched the tiers, counted: a checkpoint step merges in
+    # a read snapshot and writes in a (short) write transaction after it.
+    "INSERT INTO roll_state (key, value) VALUES ('edits', 0)",
 )
 
 
@@ -289,7 +293,8 @@ class SeriesIds:
         self._known: dict[tuple[Stream, str], int] = {}
         self._pending: dict[tuple[Stream, str], int] = {}
 
-    def get(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int:
+    def find(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int | None:
+        """The series' id, None if it has none yet (no write)."""
         key = (stream, path)
         sid = self._known.get(key) or self._pending.get(key)
         if sid is not None:
@@ -301,14 +306,19 @@ class SeriesIds:
             (session, name, path, kind, host, tags),
         ).fetchone()
         if row is None:
+            return None
+        self._pending[key] = sid = int(row[0])
+        return sid
+
+    def get(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int:
+        """The series' id, created if it has none (in a write transaction)."""
+        sid = self.find(conn, stream, path)
+        if sid is None:
             cur = conn.execute(
                 f"INSERT INTO roll_series ({_SERIES_COLUMNS}, path) VALUES (?, ?, ?, ?, ?, ?)",
                 (*stream, path),
             )
-            sid = int(cur.lastrowid or 0)
-        else:
-            sid = int(row[0])
-        self._pending[key] = sid
+            self._pending[stream, path] = sid = int(cur.lastrowid or 0)
         return sid
 
     def committed(self) -> None:
@@ -362,6 +372,11 @@ class Folder:
         self.base = -1  # the watermark the memory starts at (-1: empty)
         self.through = -1  # the last document id absorbed
         self.docs = 0
+        #: The values absorbed, by minute bucket: the (ts, value) columns of
+        #: each slice, appended as they come (cheap), and turned into
+        #: buckets once per checkpoint by ``prepare`` (per-bucket work done
+        #: once, not once per slice).
+        self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
         #: Resuming a half-done checkpoint: its mark (absorb stops there) and
@@ -405,74 +420,129 @@ class Folder:
             self.through = self.limit  # (later ids up to the limit were deleted)
         if not rows:
             return 0
+        columns = self.columns
         for stream, srows in _stream_rows(rows).items():
-            self._add_stream(stream, stream_columns(srows, MINUTE))
+            for (path, start), column in stream_columns(srows, MINUTE).items():
+                columns[stream, path, MINUTE, start].append(column)
         self.through = max(self.through, rows[-1][0])
         self.docs += len(rows)
         return len(rows)
 
-    def _add_stream(self, stream: Stream, minutes: Columns) -> None:
+    def prepare(self) -> None:
+        """Turn the absorbed columns into minute and hour buckets (CPU only:
+        call it before the write transactions; ``checkpoint_step`` does if not)."""
         parts, sketches = self.parts, self.sketches
-        # In time order, so that merges append (see Partial.merge).
-        for (path, start), (tss, vals) in sorted(minutes.items(), key=_by_start):
-            part = Partial.of(tss, vals)
-            for key in ((stream, path, MINUTE, start), (stream, path, HOUR, start // HOUR * HOUR)):
-                old = parts.get(key)
-                if old is None:
-                    parts[key] = part.copy()
-                else:
-                    old.merge(part)
+        hours: dict[BucketKey, list[Partial]] = defaultdict(list)
+        # In time order, so that hour merges append (see Partial.merge).
+        for key in sorted(self.columns, key=_by_start):
+            tss, vals = _joined(self.columns[key])
+            stream, path, _, start = key
+            parts[key] = part = Partial.of(tss, vals)
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
+            hours[hkey].append(part)
             sketch = sketches.get(hkey)
             if sketch is None:
                 sketches[hkey] = sketch = Sketch()
             sketch.add_values(vals)
+        for hkey, pieces in hours.items():
+            parts[hkey] = hour = pieces[0].copy()
+            for piece in pieces[1:]:
+                hour.merge(piece)
+        self.columns.clear()
 
-    def checkpoint_step(
-        self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, budget_s: float
-    ) -> bool:
-        """Write series from memory for about ``budget_s`` seconds, in the
-        caller's write transaction; True once the checkpoint is complete (the
-        watermark moved, memory cleared by the caller) or was dropped (someone
-        moved the watermark). If the caller's transaction fails, it must clear
-        memory: the next absorb resumes from what was committed."""
-        if self.base < 0 or watermark(conn) != self.base:
-            return True
-        if self.limit is not None and not self.full:
-            return False  # resuming: absorb up to the limit first
+    def read_step(self, conn: sqlite3.Connection, ids: SeriesIds, max_series: int) -> Step | None:
+        """The next ``max_series`` series of the checkpoint, merged with their
+        stored buckets: all the work, done in a read snapshot so that the write
+        transaction (``write_step``) only writes rows. None once every series
+        is written (then ``finish``)."""
         if self._queue is None:
+            self.prepare()
             by_series: dict[tuple[Stream, str], list[BucketKey]] = defaultdict(list)
             for key in self.parts:
                 by_series[key[0], key[1]].append(key)
             self._queue = [(stream, path, keys) for (stream, path), keys in by_series.items()]
-        deadline = time.perf_counter() + budget_s
-        dirty = _dirty_by_series(conn)
-        queue = self._queue
-        while queue:
-            stream, path, keys = queue.pop()
-            sid = ids.get(conn, stream, path)
-            if sid in self.done:
+        if not self._queue:
+            return None
+        step = Step(_edits(conn), self._queue[-max_series:])
+        del self._queue[-max_series:]
+        for stream, path, keys in step.series:
+            sid = ids.find(conn, stream, path)
+            if sid is not None and sid in self.done:
                 continue  # written by the checkpoint this one resumes
             for key in keys:
                 _, _, tier, start = key
                 part = self.parts[key]
-                if part.inc is None or not _merge_bucket(
-                    conn, tier, sid, start, part, self.sketches.get(key)
-                ):
-                    _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+                merged = None if part.inc is None else _merged(conn, tier, sid, start, part,
+                                                                self.sketches.get(key))  # fmt: skip
+                if merged is None:
+                    step.redo.append(key)
+                else:
+                    step.rows[tier].append((stream, path, start, *merged))
+        return step
+
+    def write_step(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step) -> bool:
+        """Write ``step`` in the caller's write transaction; False (nothing
+        written) if the checkpoint was dropped: someone moved the watermark.
+        If the caller's transaction fails it must clear memory: the next
+        absorb resumes from what was committed."""
+        if self.base < 0 or watermark(conn) != self.base:
+            return False
+        if _edits(conn) != step.edits:  # an API edit in between: merge again, in here
+            fresh = self.read_step_again(conn, ids, step)
+            step = fresh
+        for tier, rows in step.rows.items():
+            conn.executemany(
+                f"INSERT OR REPLACE INTO roll_{tier} (series, bucket, {_BUCKET_COLUMNS}, sketch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows],
+            )
+        for stream, path, tier, start in step.redo:
+            _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+        dirty = _dirty_by_series(conn)
+        marks = []
+        for stream, path, _keys in step.series:
+            sid = ids.get(conn, stream, path)
+            if sid in self.done:
+                continue
             for tier, start in dirty.pop((stream, path), ()):
                 _recompute(conn, sql, ids, stream, path, tier, start, self.through)
                 _undirty(conn, stream, path, tier, start)
-            conn.execute(
-                "INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)",
-                (sid, self.through),
-            )
-            if queue and time.perf_counter() >= deadline:
-                return False  # the rest in the next transaction
+            marks.append((sid, self.through))
+        conn.executemany("INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)", marks)
+        return True
+
+    def read_step_again(self, conn: sqlite3.Connection, ids: SeriesIds, step: Step) -> Step:
+        self._queue = [*(self._queue or []), *step.series]
+        again = self.read_step(conn, ids, len(step.series))
+        assert again is not None
+        return again
+
+    def finish(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds) -> None:
+        """Move the watermark: the checkpoint is complete (the caller clears memory)."""
+        if self.base < 0 or watermark(conn) != self.base:
+            return
         conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
         _redo_dirty(conn, sql, ids, self.through)
         conn.execute("DELETE FROM roll_pending")
-        return True
+
+
+@dataclass(slots=True)
+class Step:
+    """One write transaction of a checkpoint: its series and their merged
+    bucket rows, read when ``roll_state.edits`` was ``edits``."""
+
+    edits: int
+    series: list[tuple[Stream, str, list[BucketKey]]]
+    #: per tier: (stream, path, bucket start, then the bucket's columns and sketch)
+    rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    #: buckets the new rows overlap in time: rebuilt from the raw rows
+    redo: list[BucketKey] = field(default_factory=list)
+
+
+def _edits(conn: sqlite3.Connection) -> int:
+    """How many API edits touched the tiers so far (``touched`` counts them)."""
+    row = conn.execute("SELECT value FROM roll_state WHERE key = 'edits'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _dirty_by_series(conn: sqlite3.Connection) -> dict[tuple[Stream, str], list[tuple[int, int]]]:
@@ -493,36 +563,57 @@ def _undirty(conn: sqlite3.Connection, stream: Stream, path: str, tier: int, sta
     )
 
 
-def _by_start(item: tuple[tuple[str, int], Any]) -> int:
-    return item[0][1]
+def _by_start(key: BucketKey) -> int:
+    return key[3]
 
 
-def _merge_bucket(
+def _joined(chunks: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float]]:
+    """One (ts, value) column of a bucket from its slices' (each in (ts, id)
+    order, ids rising from one slice to the next), in (ts, id) order."""
+    if len(chunks) == 1:
+        return chunks[0]
+    tss = [t for c in chunks for t in c[0]]
+    vals = [v for c in chunks for v in c[1]]
+    if not all(map(operator.le, tss, islice(tss, 1, None))):  # a late document
+        order = sorted(range(len(tss)), key=tss.__getitem__)  # stable: id order kept
+        tss, vals = [tss[i] for i in order], [vals[i] for i in order]
+    return tss, vals
+
+
+def _merged(
     conn: sqlite3.Connection,
     tier: int,
-    sid: int,
+    sid: int | None,
     start: int,
     part: Partial,
     sketch: Sketch | None,
-) -> bool:
-    """Add ``part`` (rows with larger ids than the bucket's) to a stored
-    bucket; False when they overlap in time (the bucket needs a recompute)."""
-    row = conn.execute(
-        f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
-        (sid, start),
-    ).fetchone()
+) -> tuple[Any, ...] | None:
+    """The row of series ``sid``'s bucket with ``part`` (rows with larger
+    ids than the bucket's) added; None when they overlap in time (the
+    bucket needs a recompute)."""
+    row = None
+    if sid is not None:
+        row = conn.execute(
+            f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
+            (sid, start),
+        ).fetchone()
     if row is not None:
         old = Partial(*row[:9])
         old.merge(part)
         if old.inc is None:
-            return False
+            return None
         part = old
         if sketch is not None and row[9] is not None:
             merged = Sketch.from_bytes(row[9])
             merged.merge(sketch)
             sketch = merged
-    _write_bucket(conn, tier, sid, start, part, sketch)
-    return True
+    return _bucket_row(part, sketch)
+
+
+def _bucket_row(p: Partial, sketch: Sketch | None) -> tuple[Any, ...]:
+    """A bucket's columns after (series, bucket) in roll_{tier}."""
+    return (p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
+            None if sketch is None else sketch.to_bytes())  # fmt: skip
 
 
 def _write_bucket(
@@ -531,9 +622,8 @@ def _write_bucket(
     conn.execute(
         f"INSERT OR REPLACE INTO roll_{tier} (series, bucket, {_BUCKET_COLUMNS}, sketch)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (sid, start, p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
-         None if sketch is None else sketch.to_bytes()),
-    )  # fmt: skip
+        (sid, start, *_bucket_row(p, sketch)),
+    )
 
 
 def _recompute(
@@ -603,6 +693,8 @@ def touched(
             _recompute(conn, sql, ids, stream, path, tier, start, upto)
         else:
             dirty.append((*stream, path, tier, start))
+    # A checkpoint step merged in a read snapshot must merge again.
+    conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
     if dirty:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"

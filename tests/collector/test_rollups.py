@@ -265,14 +265,8 @@ def apply(store: Any, acts: list[tuple[Any, ...]], can_fold: bool) -> None:
 def _fold_half_way(store: Any, steps: int) -> None:
     """A folder that dies after ``steps`` transactions of its checkpoint (one
     series each): some series are folded further than the watermark."""
-    from deltawire.collector.stores import sqlite
-
     store._absorb(10**6)
-    for _ in range(steps):
-        with store._transaction("test") as conn:
-            if store._folder.checkpoint_step(conn, sqlite._ROLLUP_SQL, store._series_ids, 0):
-                break
-    store._folder.clear()  # its memory is lost; roll_pending stays
+    store._checkpoint(steps=steps, series=1)  # its memory is lost; roll_pending stays
 
 
 _SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -476,5 +470,35 @@ def test_edits_while_a_checkpoint_is_half_done(tmp_path: pathlib.Path) -> None:
             assert conn.execute("SELECT count(*) FROM roll_pending").fetchone()[0] == 0
         for q in qs:
             assert_same(run_aggregate(store, q), reference(docs, q), q)
+    finally:
+        store.close()
+
+
+def test_an_edit_between_a_steps_read_and_its_write(tmp_path: pathlib.Path) -> None:
+    """A checkpoint step merges in a read snapshot, then writes: an API edit
+    in between makes it merge again (else the edit's recompute is overwritten)."""
+    from deltawire.collector.stores import sqlite
+
+    store = open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    store.open()
+    try:
+        docs = [Document("s", i, "sample", "p", BASE + i, "h", (), {"n": i}) for i in range(20)]
+        store.write_batch(docs[:10])
+        store.fold_rollups()
+        store.write_batch(docs[10:])
+        folder, ids = store._folder, store._series_ids
+        store._absorb(100)
+        with store._reader("test") as conn:
+            steps = [folder.read_step(conn, ids, 100)]
+        first = _all_docs(store)[0]["id"]
+        store.replace(first, {"data": {"n": 1000}})  # folded already: recomputed now
+        with store._transaction("test") as conn:
+            assert folder.write_step(conn, sqlite._ROLLUP_SQL, ids, steps[0])
+            assert folder.read_step(conn, ids, 100) is None
+            folder.finish(conn, sqlite._ROLLUP_SQL, ids)
+        folder.clear()
+        stored = _all_docs(store)
+        for q in (AggregateQuery("sum", "n"), AggregateQuery("max", "n", bucket=60.0)):
+            assert_same(run_aggregate(store, q), reference(stored, q), q)
     finally:
         store.close()
