@@ -140,10 +140,11 @@ class Sketch:
             return
         # Telemetry repeats itself (gauges, totals, idle counters): a key per
         # distinct value, counted in C, is much cheaper than one per value.
-        counts = Counter(values)
-        if min(counts) > _MIN_POSITIVE:  # the usual case: all positive
-            _add_counts(self.pos, _keys(counts), counts.values())
+        if min(values) > _MIN_POSITIVE:  # the usual case: all positive
+            # a key per value, counted by Counter's C loop (on any dict)
+            Counter.update(self.pos, _keys(values))  # type: ignore[arg-type]
             return
+        counts = Counter(values)
         for v, n in counts.items():
             if v > _MIN_POSITIVE:
                 _add_counts(self.pos, _keys((v,)), (n,))

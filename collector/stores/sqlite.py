@@ -1232,6 +1232,14 @@ class SqliteStore:
         """The folder process's loop (sqlite_folder.py): fold documents as
         they arrive, until ``stop(timeout)``, which waits up to ``timeout``
         seconds, says to. Waits while another folder holds the file's lock."""
+        conn = self._writer_conn()
+        # The tiers are derived data, written with the watermark that says
+        # what they hold: a commit lost to a power cut loses both (WAL keeps
+        # the order), so the folder's commits need no fsync of their own,
+        # which would hold the write lock for the fsync's length.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # The writer's background checkpointer copies the log (start_checkpointer).
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}")
         while True:
             with self._fold_lock() as mine:
                 if mine:
