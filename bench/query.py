@@ -44,7 +44,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 #: Samples per write batch (the collector's BATCH_MAX_DOCS default).
 BATCH = 2000
 #: Samples folded between two progress lines.
-FOLD_STEP = 500_000
+FOLD_STEP = 200_000
 #: Lines per InfluxDB /write request.
 INFLUX_BATCH = 10_000
 #: Hosts the sessions run on.
@@ -226,12 +226,16 @@ def _influx(tmp: pathlib.Path) -> Iterator[str]:
 def _load_influx(base: str, samples: int, sessions: int) -> float:
     written = 0
     t = time.perf_counter()
+    shown = time.monotonic()
     with httpx.Client(timeout=300) as client:
         for chunk in _chunks(samples, sessions, INFLUX_BATCH):
             r = client.post(f"{base}/write", params={"db": "bench", "precision": "s"},
                             content=_lines(chunk))  # fmt: skip
             r.raise_for_status()
             written += len(chunk)
+            if time.monotonic() - shown > 10:
+                shown = time.monotonic()
+                print(f"  InfluxDB: {written:,} samples stored", file=sys.stderr, flush=True)
     return written / (time.perf_counter() - t)
 
 

@@ -142,7 +142,7 @@ class Sketch:
         # distinct value, counted in C, is much cheaper than one per value.
         if min(values) > _MIN_POSITIVE:  # the usual case: all positive
             # a key per value, counted by Counter's C loop (on any dict)
-            Counter.update(self.pos, _keys(values))  # type: ignore[arg-type]
+            Counter.update(self.pos, _keys(values))  # type: ignore[call-overload]
             return
         counts = Counter(values)
         for v, n in counts.items():
