@@ -9,6 +9,7 @@ never sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -58,7 +59,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, tmp_path: pathlib.Path) -> Iterator[Any]:
+def page(browser: Any, collector: CollectorProcess, tmp_path: pathlib.Path) -> Iterator[Any]:
+    # After the collector, so closed before it: an open /stream would hold the
+    # API's graceful shutdown for its whole grace period.
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     errors: list[str] = []
@@ -105,6 +108,9 @@ def test_a_watched_process_charts_live(
          "--collector", f"127.0.0.1:{collector.port}", "--dashboard", base(collector),
          "--spool-dir", str(tmp_path / "spool"), "--", sys.executable, "-c", APP],
         env=env, stderr=subprocess.PIPE, text=True,
+        # Its own process group: a failing test kills the watched app with it,
+        # which a SIGKILLed watchdog (rightly) leaves running.
+        start_new_session=True,
     )  # fmt: skip
     try:
         assert watchdog.stderr is not None
@@ -136,9 +142,9 @@ def test_a_watched_process_charts_live(
         page.wait_for_function("document.getElementById('state').textContent === 'exit 5'")
         page.screenshot(path=tmp_path / "session-ended.png", full_page=True)
     finally:
-        if watchdog.poll() is None:
-            watchdog.kill()
-            watchdog.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(watchdog.pid, signal.SIGKILL)
+        watchdog.wait()
 
 
 def test_a_question_in_the_query_box(
