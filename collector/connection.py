@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, Final, TypeVar, cast
+from typing import IO, Any, Final, TypeAlias, TypeVar, cast
 
 import trio
 
@@ -31,7 +31,7 @@ from deltawire.protocol import (
     error_frame,
 )
 
-from .acks import AckTracker
+from .acks import AckTimes, AckTracker
 from .hub import Hub
 from .stores.base import STORE_BACKOFF, StoreUnavailable
 from .writer import Item
@@ -41,6 +41,10 @@ __all__ = ["Connection", "handle_connection"]
 log = logging.getLogger("deltawire.collector.connection")
 
 T = TypeVar("T")
+
+#: What one read of the socket yields: at most one hello (a connection's first
+#: frame), then the documents, built by the writer's ``make_item`` as ``Item``s.
+Inbound: TypeAlias = Hello | Item
 
 #: Send deadline once replaced: the acks and the ``replaced`` error are a
 #: courtesy to a peer that has most likely gone, and the session's new
@@ -73,6 +77,7 @@ class Connection:
             tap=self._capture_write if cfg.capture_dir is not None else None,
         )
         self.tracker = AckTracker()
+        self._ack_times = AckTimes()
         self.session: str | None = None
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
@@ -145,7 +150,7 @@ class Connection:
             stats.connections_refused += 1
             await self._fatal(Overloaded("the collector is at its connection limit; retry later"))
             return
-        hub.connections.add(self)
+        hub.join(self)
         stats.connections_open += 1
         stats.connections_total += 1
         try:
@@ -169,7 +174,7 @@ class Connection:
             self._reading_done.set()
             if self.session is not None and hub.holders.get(self.session) is self:
                 del hub.holders[self.session]
-            hub.connections.discard(self)
+            hub.leave(self)
             stats.connections_open -= 1
             if self._capture is not None:
                 self._capture.close()
@@ -200,7 +205,7 @@ class Connection:
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
-            events: list[Any] = []  # a hello, then the writer's Items
+            events: list[Inbound] = []
             while True:
                 try:
                     proto.next_events(events)
@@ -223,7 +228,7 @@ class Connection:
             if proto.ended:
                 return  # a bye: nothing after it is read
 
-    async def _accept(self, events: list[Any]) -> None:
+    async def _accept(self, events: list[Inbound]) -> None:
         """Hand accepted documents to the pipeline; answer a hello first.
 
         Documents go in runs: the tracker needs only a run's last seq, since
@@ -235,6 +240,7 @@ class Connection:
         if events:
             items = cast(list[Item], events)  # only the first frame is a hello
             self.tracker.accepted(items[-1].seq)
+            self._ack_times.received(items[-1].seq, trio.current_time(), len(items))
             await self.hub.pipeline.submit(self, items)
 
     async def _reject(self, exc: ProtocolError) -> None:
@@ -346,6 +352,9 @@ class Connection:
             if acked > self.tracker.sent:
                 self.tracker.sent = acked
                 self.hub.stats.acks_sent += 1
+                now = trio.current_time()
+                for waited, count in self._ack_times.covered(acked, now):
+                    self.hub.stats.ack_latency.observe(waited, count)
             return True
 
     async def _send(self, *frames: ServerFrame) -> None:
