@@ -52,6 +52,7 @@ def _at(text: str) -> str:
 _DONE = """
 done = function(summary, latency, requests)
   if cache_report then cache_report() end
+  if status_report then status_report() end
   local s = summary.duration / 1e6
   io.write(string.format('WRKJSON {"rps": %f, "p50": %f, "p95": %f, "p99": %f, "n": %d, "non2xx": %d, "errors": %d}\\n',
     summary.requests / s, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
@@ -63,9 +64,27 @@ end
 _IDS = """
 local ids = {%s}
 local n = 0
-local tid = 0
+tid = 0  -- global: set per thread by setup (thread:set), a local would hide it
 local count = 0
-setup = function(thread) thread:set("tid", count); count = count + 1 end
+local threads = {}
+setup = function(thread)
+  thread:set("tid", count); count = count + 1; table.insert(threads, thread)
+end
+-- the status of every non-2xx answer, counted (printed by done)
+s404, s422, s503, sother = 0, 0, 0, 0
+response = function(status, headers, body)
+  if status == 404 then s404 = s404 + 1 elseif status == 422 then s422 = s422 + 1
+  elseif status == 503 then s503 = s503 + 1 elseif status >= 300 then sother = sother + 1 end
+end
+status_report = function()
+  local c = {0, 0, 0, 0}
+  for _, t in ipairs(threads) do
+    c[1] = c[1] + t:get("s404"); c[2] = c[2] + t:get("s422")
+    c[3] = c[3] + t:get("s503"); c[4] = c[4] + t:get("sother")
+  end
+  io.write(string.format('WRKSTATUS {"404": %%d, "422": %%d, "503": %%d, "other": %%d}\\n',
+    c[1], c[2], c[3], c[4]))
+end
 """
 
 SCRIPTS: dict[str, str] = {
@@ -191,6 +210,9 @@ def _wrk(url: str, script: str, conns: int, seconds: float, tmp: pathlib.Path) -
     c = re.search(r"WRKCACHE (\{.*\})", out.stdout)
     if c is not None:
         result["cache"] = orjson.loads(c.group(1))
+    c = re.search(r"WRKSTATUS (\{.*\})", out.stdout)
+    if c is not None:
+        result["statuses"] = orjson.loads(c.group(1))
     return result
 
 
