@@ -263,11 +263,13 @@ async def stream_session(
     progress: Callable[[int], Any] | None = None,
     reconnect: bool = True,
     pace: float = 0.0,
+    t0: float = 1_700_000_000.0,
+    step: float = 1.0,
 ) -> int:
-    """An agent written from PROTOCOL.md: send ``samples`` (seq = index) until all
-    are acked, reconnecting and resuming after ``welcome.acked`` whenever the link
-    breaks. ``progress`` gets the acked seq as acks arrive. Returns the number of
-    connections it took."""
+    """An agent written from PROTOCOL.md: send ``samples`` (seq = index, stamped
+    ``t0 + index * step``) until all are acked, reconnecting and resuming after
+    ``welcome.acked`` whenever the link breaks. ``progress`` gets the acked seq
+    as acks arrive. Returns the number of connections it took."""
     from deltawire.protocol import DeltaEncoder, Encoder, Hello
 
     enc = Encoder()
@@ -301,7 +303,7 @@ async def stream_session(
                     while pos <= last:
                         part = samples[pos : pos + chunk]
                         await client.send(b"".join(
-                            enc.send(delta.encode(pos + i, 1_700_000_000 + pos + i, "process", s))
+                            enc.send(delta.encode(pos + i, t0 + (pos + i) * step, "process", s))
                             for i, s in enumerate(part)
                         ))  # fmt: skip
                         pos += len(part)
