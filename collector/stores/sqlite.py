@@ -393,7 +393,10 @@ def _start_folder(uri: str) -> subprocess.Popen[bytes]:
     level = logging.getLevelName(logging.getLogger("deltawire").getEffectiveLevel()).lower()
     argv = [sys.executable, "-m", "deltawire.collector.stores.sqlite_folder",
             "--store", uri, "--log-level", level]  # fmt: skip
-    return subprocess.Popen(argv, stdin=subprocess.PIPE)
+    # Not our stdout: in the writer child that is the pipe of its replies, and
+    # a folder holding it open would keep the collector from seeing the
+    # writer's end (EOF) until the folder exits too.
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
 def _stop_folder(proc: subprocess.Popen[bytes]) -> None:
@@ -1262,7 +1265,7 @@ class SqliteStore:
                         or time.monotonic() - self._checkpointed >= _CHECKPOINT_S
                     )
                 ):
-                    self._checkpoint()
+                    self._checkpoint(stop=lambda: stop(0))
             except StoreError as exc:
                 # Memory is dropped; the raw rows are folded again.
                 log.warning("rollup fold failed; retrying", extra={"error": str(exc)})
@@ -1290,12 +1293,18 @@ class SqliteStore:
         with self._write_lock, _translated("rollup absorb"):
             return self._folder.absorb(self._writer_conn(), max_docs)
 
-    def _checkpoint(self, steps: int | None = None, series: int = _STEP_SERIES) -> None:
+    def _checkpoint(
+        self,
+        steps: int | None = None,
+        series: int = _STEP_SERIES,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Write the absorbed buckets, ``series`` series per write transaction,
         then move the watermark. Each step merges in a read snapshot first, so
         the write transaction only writes rows: other writers wait little, even
         while this (niced) process is short of CPU. ``steps``: stop after that
-        many, memory dropped (tests: a folder that dies half way)."""
+        many, memory dropped (tests: a folder that dies half way); ``stop``:
+        asked between steps, stops the same way (the next folder finishes)."""
         folder = self._folder
         if folder.limit is not None and not folder.full:
             return  # resuming: not everything up to the limit is absorbed yet
@@ -1313,6 +1322,8 @@ class SqliteStore:
                     if not folder.write_step(conn, _ROLLUP_SQL, self._series_ids, step):
                         break  # someone else moved the watermark
                 steps = None if steps is None else steps - 1
+                if stop is not None and stop():
+                    break
         finally:
             folder.clear()  # done; or failed, and the next absorb resumes
         self._checkpointed = time.monotonic()
