@@ -15,6 +15,7 @@ from deltawire.formats import rfc3339
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
     ENDED_WORDS,
+    GONE_WORDS,
     GOOD_EXIT_WORDS,
     LIST_WORDS,
     LIVE_WORDS,
@@ -202,6 +203,7 @@ class _Builder:
             and not s.names
             and s.group is None
             and s.threshold is None
+            and s.bucket is None  # "events per minute": counted per bucket
             and (self.words & LIST_WORDS or s.kind or self.all_words & {"events", "samples"})
         ):
             return self.list_plan()
@@ -246,6 +248,8 @@ class _Builder:
                 s.kind = "sample"
         if s.kind is not None:
             p["kind"] = s.kind
+        if not s.names and s.stream is not None and s.stream in self.v.streams:
+            s.names.append(s.stream)  # "count samples from the system stream"
         if len(s.names) == 1:
             p["name"] = s.names[0]
             return ()
@@ -363,8 +367,16 @@ class _Builder:
             "events",
             "samples",
         }  # "the most recent event": one
+        singular = singular or self._one_named()  # "the last job_error"
         params["limit"] = str(min(s.limit or (1 if singular else _DEFAULT_LIST), MAX_LIMIT))
         return Plan("/metrics", params, names, notes=tuple(self.notes))
+
+    def _one_named(self) -> bool:
+        """ "last job_error": an ordering word right before one name, no number."""
+        for prev, t in zip(self.toks, self.toks[1:], strict=False):
+            if prev.low in ("last", "latest", "newest", "first", "earliest", "oldest"):
+                return t.text in self.s.names
+        return False
 
     def latest_plan(self) -> Plan:
         s = self.s
@@ -391,7 +403,7 @@ class _Builder:
             params["connected"] = "true"
         elif w & LIVE_WORDS - {"current"}:
             params["connected"] = "false"  # "not running anymore"
-        elif w & {"disconnected", "offline", "dead", "gone", "lost"}:
+        elif w & GONE_WORDS:
             params["connected"] = "false"
         exit_word = w & (BAD_EXIT_WORDS | GOOD_EXIT_WORDS) or (
             "exit" in w and "code" in w and s.session is None
