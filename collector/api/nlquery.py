@@ -80,6 +80,12 @@ from .nl_plan import (
 )
 from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
 
+#: How much a relative window ("the last 3 hours") may grow when its start is
+#: rounded down to a minute or hour edge: a ragged start costs a raw read of
+#: every series over up to a minute (most of a /query's time at a million
+#: samples), and 1/30 of the window is below what such a question means.
+_ROUNDING: Final = 1 / 30
+
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
 
@@ -254,6 +260,23 @@ class _Parser:
             self.s.notes.append("times of day are UTC")
         return at.timestamp()
 
+    def _recent(self, seconds: float) -> None:
+        """A window from ``seconds`` ago to now: its start rounded down to a
+        tier edge when that changes the window by at most ``_ROUNDING`` of
+        it, so the stored minute or hour totals answer it without reading the
+        raw rows at a ragged edge. ``interpreted`` shows the start it used."""
+        start = (self.now - timedelta(seconds=seconds)).timestamp()
+        for edge in (3600, 60):
+            rounded = start // edge * edge
+            if rounded != start and edge <= seconds * _ROUNDING:
+                self.s.notes.append(
+                    f"the window starts {datetime.fromtimestamp(rounded, UTC):%H:%M} UTC, "
+                    f"rounded down to the {'hour' if edge == 3600 else 'minute'}"
+                )
+                start = rounded
+                break
+        self._from(start)
+
     def _from(self, ts: float, to: float | None = None) -> None:
         if self.s.ts_from is not None:
             raise PromptError("Two time windows; give one.")
@@ -298,7 +321,7 @@ class _Parser:
                     seconds, n = span
                     if not 0 < seconds <= MAX_SPAN_S:
                         raise PromptError("The time window must be between 1 second and 100 years.")
-                    self._from((now - timedelta(seconds=seconds)).timestamp())
+                    self._recent(seconds)
                     self.use(*range(i, i + 1 + n))
                     if self.low(i - 1) == "the":
                         self.use(i - 1)
@@ -326,7 +349,7 @@ class _Parser:
                     self._from((today - timedelta(days=1 if nxt == "yesterday" else 0)).timestamp())
                     self.use(i, i + 1)
                 elif (span := self._span(i + 1)) is not None and self.low(i + 1 + span[1]) == "ago":
-                    self._from((now - timedelta(seconds=span[0])).timestamp())
+                    self._recent(span[0])
                     self.use(*range(i, i + 2 + span[1]))
                 elif (ts := self._instant(i + 1)) is not None:
                     self._from(ts)
@@ -354,7 +377,7 @@ class _Parser:
                 self._from(day.timestamp(), (day + timedelta(days=1)).timestamp())
                 self.use(i, i + 1)
             elif (span := self._span(i)) is not None and self.low(i + span[1]) == "ago":
-                self._from((now - timedelta(seconds=span[0])).timestamp())
+                self._recent(span[0])
                 self.use(*range(i, i + 1 + span[1]))
             i += 1
 
