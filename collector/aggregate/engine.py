@@ -30,6 +30,7 @@ from deltawire.collector.stores.rollup import (
 )
 
 from .query import QUANTILES, AggregateQuery, AggregateRow
+from .threshold import apply_threshold
 
 __all__ = ["RollupSource", "plan_segments", "run_aggregate"]
 
@@ -148,6 +149,8 @@ def _run(
     percentile = QUANTILES.get(query.fn)
     req = RollupRequest(query.where, query.path, segments, sketches=percentile is not None)
     data = store.rollup_read(req)
+    if query.threshold is not None:  # only what passes it (threshold.py)
+        data = apply_threshold(store, query, req, data)
     accs = _accumulate(query, data, percentile is not None)
     rows = [
         AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)

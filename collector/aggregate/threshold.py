@@ -1,0 +1,117 @@
+"""Thresholds from the tiers: "requests longer than 500 ms" without a raw scan.
+
+A tier bucket knows the min and max of its values, so against a threshold it
+is one of three things: wholly inside (min and max pass: all its values
+count, its sums and sketch with them), wholly outside (neither passes:
+nothing of it counts), or cut (the rest). Only cut buckets are looked at
+more closely: an hour is read again as its minutes, a minute as its raw
+rows, and only the values that pass are kept. The answer is exact, as a raw
+scan's would be, and costs raw reads only where the threshold falls inside
+a bucket's range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final, Protocol
+
+from deltawire.collector.stores.rollup import (
+    RAW,
+    SKETCH_TIERS,
+    Bucket,
+    RollupData,
+    RollupRequest,
+    Segment,
+    SeriesKey,
+)
+
+from .query import QUANTILES, AggregateQuery, Threshold
+
+__all__ = ["apply_threshold"]
+
+#: Separate time ranges read again at most per step: cut buckets scattered
+#: over a long window are read as one range (more rows, one query) past it.
+_MAX_RANGES: Final = 64
+
+#: (tier, bucket start) -> the series whose bucket there is cut
+_Cut = dict[tuple[int, float], set[SeriesKey]]
+
+
+class _Source(Protocol):
+    rollup_tiers: tuple[int, ...]
+
+    def rollup_read(self, req: RollupRequest) -> RollupData: ...
+
+
+def apply_threshold(
+    store: _Source, query: AggregateQuery, req: RollupRequest, data: RollupData
+) -> RollupData:
+    """``data`` (read for ``req``) reduced to what passes ``query.threshold``."""
+    th = query.threshold
+    assert th is not None
+    # The same tiers the planner used: percentiles only those with sketches.
+    tiers = [
+        t
+        for t in getattr(store, "rollup_tiers", ())
+        if (query.fn not in QUANTILES or t in SKETCH_TIERS)
+        and (query.bucket is None or query.bucket % t == 0)
+    ]
+    # Rows not folded yet come with every read of tiers: keep them once.
+    tail = {(p.series, p.order) for p in data.points if p.tail}
+    points = [p for p in data.points if th.passes(p.value)]
+    kept: list[Bucket] = []
+    pending: Sequence[Bucket] = data.buckets
+    while pending:
+        cut = _classify(pending, th, kept)
+        if not cut:
+            break
+        segments = _finer(cut, tiers)
+        more = store.rollup_read(RollupRequest(req.where, req.path, segments, req.sketches))
+        pending = [b for b in more.buckets if _in_cut(cut, b.series, b.start)]
+        points += [
+            p
+            for p in more.points
+            if (p.series, p.order) not in tail
+            and th.passes(p.value)
+            and _in_cut(cut, p.series, p.ts)
+        ]
+    return RollupData(kept, points)
+
+
+def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _Cut:
+    """Keep the buckets wholly inside; return the cut ones."""
+    cut: _Cut = {}
+    for b in buckets:
+        low, high = th.passes(b.part.min), th.passes(b.part.max)
+        if low and high:
+            kept.append(b)
+        elif low or high:
+            cut.setdefault((b.tier, b.start), set()).add(b.series)
+    return cut
+
+
+def _in_cut(cut: _Cut, series: SeriesKey, ts: float) -> bool:
+    for tier in {tier for tier, _start in cut}:
+        hit = cut.get((tier, ts // tier * tier))
+        if hit is not None and series in hit:
+            return True
+    return False
+
+
+def _finer(cut: _Cut, tiers: Sequence[int]) -> tuple[Segment, ...]:
+    """Segments that read the cut buckets' time again, one tier finer (or raw)."""
+    merged: list[list[float]] = []
+    for lo, hi, tier in sorted((start, start + tier, tier) for tier, start in cut):
+        if merged and merged[-1][1] == lo and merged[-1][2] == tier:
+            merged[-1][1] = hi
+        else:
+            merged.append([lo, hi, tier])
+    if len(merged) > _MAX_RANGES:
+        finest = min(tier for _lo, _hi, tier in merged)
+        merged = [[merged[0][0], max(hi for _lo, hi, _t in merged), finest]]
+    out: list[Segment] = []
+    for lo, hi, tier in merged:
+        # A cut bucket's edges are edges of every finer tier (60 divides 3600).
+        finer = [t for t in tiers if t < tier and lo % t == 0 and hi % t == 0]
+        out.append(Segment(max(finer) if finer else RAW, lo, hi))
+    return tuple(out)
