@@ -258,3 +258,20 @@ def test_session_questions_show_a_sessions_request(world: Any, prompt: str, coun
     assert [s["session"] for s in items] == [s["session"] for s in body["rows"]]
     if count is not None:
         assert len(items) == count
+
+
+def test_aggregate_takes_a_threshold(world: Any) -> None:
+    client = world[0]
+    r = client.get(
+        "/aggregate", params={"fn": "count", "name": "request_failed", "where": "duration_ms>=200"}
+    )
+    assert r.status_code == 200, r.text
+    want = sum(1 for d in docs(world[1], name="request_failed") if d.data["duration_ms"] >= 200)
+    assert r.json()["rows"] == [{"value": want, "count": want}]
+    assert r.json()["interpreted"]["where"] == "duration_ms >= 200"
+    for where, extra in (("duration_ms = 200", {}), ("value > 1", {"field": "duration_ms"})):
+        r = client.get(
+            "/aggregate", params={"fn": "avg", "where": where, "field": "value", **extra}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["parameter"] == "where"
