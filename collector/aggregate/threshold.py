@@ -13,6 +13,7 @@ a bucket's range.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from deltawire.collector.stores.rollup import (
@@ -100,18 +101,26 @@ def _in_cut(cut: _Cut, series: SeriesKey, ts: float) -> bool:
 
 def _finer(cut: _Cut, tiers: Sequence[int]) -> tuple[Segment, ...]:
     """Segments that read the cut buckets' time again, one tier finer (or raw)."""
-    merged: list[list[float]] = []
-    for lo, hi, tier in sorted((start, start + tier, tier) for tier, start in cut):
-        if merged and merged[-1][1] == lo and merged[-1][2] == tier:
-            merged[-1][1] = hi
+    runs: list[_Run] = []
+    for tier, start in sorted(cut, key=lambda k: (k[1], k[0])):
+        if runs and runs[-1].hi == start and runs[-1].tier == tier:
+            runs[-1].hi = start + tier
         else:
-            merged.append([lo, hi, tier])
-    if len(merged) > _MAX_RANGES:
-        finest = min(tier for _lo, _hi, tier in merged)
-        merged = [[merged[0][0], max(hi for _lo, hi, _t in merged), finest]]
+            runs.append(_Run(start, start + tier, tier))
+    if len(runs) > _MAX_RANGES:
+        runs = [_Run(runs[0].lo, max(r.hi for r in runs), min(r.tier for r in runs))]
     out: list[Segment] = []
-    for lo, hi, tier in merged:
+    for r in runs:
         # A cut bucket's edges are edges of every finer tier (60 divides 3600).
-        finer = [t for t in tiers if t < tier and lo % t == 0 and hi % t == 0]
-        out.append(Segment(max(finer) if finer else RAW, lo, hi))
+        finer = [t for t in tiers if t < r.tier and r.lo % t == 0 and r.hi % t == 0]
+        out.append(Segment(max(finer) if finer else RAW, r.lo, r.hi))
     return tuple(out)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Cut buckets of one tier end to end: ``[lo, hi)``."""
+
+    lo: float
+    hi: float
+    tier: int
