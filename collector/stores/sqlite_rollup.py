@@ -276,6 +276,10 @@ class SeriesIds:
                 (*stream, path),
             )
             sid = int(cur.lastrowid or 0)
+            if kind in ("sample", "event") and path not in (DOCS, "value"):
+                # Every path of every sample, not only a session's first:
+                # the /query vocabulary (catalog.py) learns it with its series.
+                conn.execute("INSERT OR IGNORE INTO paths (name, path) VALUES (?, ?)", (name, path))
         else:
             sid = int(row[0])
         self._pending[key] = sid
