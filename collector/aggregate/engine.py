@@ -147,7 +147,14 @@ def _run(
     store: RollupSource, query: AggregateQuery, segments: tuple[Segment, ...]
 ) -> list[AggregateRow]:
     percentile = QUANTILES.get(query.fn)
-    req = RollupRequest(query.where, query.path, segments, sketches=percentile is not None)
+    th = query.threshold
+    req = RollupRequest(
+        query.where,
+        query.path,
+        segments,
+        sketches=percentile is not None,
+        raw_filter=None if th is None else (th.op, th.number),
+    )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)
         data = apply_threshold(store, query, req, data)

@@ -67,14 +67,17 @@ def apply_threshold(
         if not cut:
             break
         segments = _finer(cut, tiers)
-        more = store.rollup_read(RollupRequest(req.where, req.path, segments, req.sketches))
-        pending = [b for b in more.buckets if _in_cut(cut, b.series, b.start)]
+        more = store.rollup_read(
+            RollupRequest(req.where, req.path, segments, req.sketches, req.raw_filter)
+        )
+        tiers_cut = {tier for tier, _start in cut}
+        pending = [b for b in more.buckets if _in_cut(cut, tiers_cut, b.series, b.start)]
         points += [
             p
             for p in more.points
-            if (p.series, p.order) not in tail
-            and th.passes(p.value)
-            and _in_cut(cut, p.series, p.ts)
+            if th.passes(p.value)
+            and _in_cut(cut, tiers_cut, p.series, p.ts)
+            and (p.series, p.order) not in tail
         ]
     return RollupData(kept, points)
 
@@ -91,8 +94,8 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _
     return cut
 
 
-def _in_cut(cut: _Cut, series: SeriesKey, ts: float) -> bool:
-    for tier in {tier for tier, _start in cut}:
+def _in_cut(cut: _Cut, tiers: set[int], series: SeriesKey, ts: float) -> bool:
+    for tier in tiers:
         hit = cut.get((tier, ts // tier * tier))
         if hit is not None and series in hit:
             return True

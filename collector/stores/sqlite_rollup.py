@@ -109,6 +109,8 @@ _BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
 _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 #: Series ids by key, per database file; grows with the series (thousands).
 _SERIES_CACHE_MAX: Final = 200_000
+#: The comparisons a ``RollupRequest.raw_filter`` may make (spliced into SQL).
+_RAW_OPS: Final = frozenset({">", ">=", "<", "<="})
 
 
 def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
@@ -146,6 +148,7 @@ def _raw_points(
     hi: float | None,
     above: int | None,
     upto: int | None = None,
+    raw_filter: tuple[str, float] | None = None,
 ) -> list[RawPoint]:
     q = _within(where, lo, hi)
     # The tail is a short range of ids: read it by rowid. Left to itself the
@@ -161,12 +164,16 @@ def _raw_points(
     value_params: list[Any] = []
     value_clauses: list[str] = []
     value_sql = _value_sql(sql, path, value_params, value_clauses)
+    # value_sql's placeholder comes first in the SQL, its clause's last.
+    trailing = [*value_params]
+    if raw_filter is not None and raw_filter[0] in _RAW_OPS and path != DOCS:
+        value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
+        trailing += [*value_params, float(raw_filter[1])]
     query = (
         f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
-    # value_sql's placeholder comes first in the SQL, its clause's last.
-    args = [*value_params, *params, *value_params]
+    args = [*value_params, *params, *trailing]
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     out: list[RawPoint] = []
@@ -191,7 +198,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     tiered = False
     for seg in req.segments:
         if seg.tier == RAW:
-            points += _raw_points(conn, sql, req.where, req.path, seg.lo, seg.hi, None)
+            points += _raw_points(
+                conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
+            )
             continue
         buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)
         if not tiered:
@@ -200,7 +209,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        points += _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        points += _raw_points(
+            conn, sql, req.where, req.path, tier_lo, tier_hi, mark, raw_filter=req.raw_filter
+        )
     return RollupData(buckets, points)
 
 
