@@ -101,7 +101,7 @@ class Plan:
         after; ``url`` is the request before that)."""
         params = dict(self.params)
         where = params.pop("where", None) if self.endpoint == "/sessions" else None
-        out: dict[str, Any] = {"endpoint": self.endpoint, "params": self.params}
+        out: dict[str, Any] = {"endpoint": self.endpoint, "params": params}
         if self.names:
             out["names"] = list(self.names)
             out["url"] = None
