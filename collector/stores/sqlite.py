@@ -71,6 +71,7 @@ from .base import (
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .rollup import TIERS, RollupData, RollupRequest
+from .sqlite_lock import WriteLock
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
 
@@ -734,7 +735,10 @@ class SqliteStore:
     def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
         self.path, self.synchronous, self._busy_timeout_s, self.fold = _parse_uri(uri)
-        self._write_lock = threading.Lock()
+        # Every write transaction holds the file lock too (sqlite_lock.py):
+        # the ingest writer child, the API and the folder take turns fairly.
+        self._wlock = WriteLock(self.path)
+        self._write_lock = self._wlock.local
         self._pool_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._idle_readers: list[sqlite3.Connection] = []
@@ -795,7 +799,7 @@ class SqliteStore:
         IMMEDIATE takes the write lock up front, so a lock held elsewhere
         fails here, within busy_timeout, before any work is done.
         """
-        with self._write_lock, _translated(action):
+        with self._write_lock, self._wlock.across_processes(), _translated(action):
             conn = self._writer_conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -843,6 +847,10 @@ class SqliteStore:
                     f"cannot create the directory of {self.path}: {exc}"
                 ) from exc
             with _translated("open"):
+                try:
+                    self._wlock.open()
+                except OSError as exc:
+                    raise StoreUnavailable(f"cannot open {self._wlock.path}: {exc}") from exc
                 conn = self._connect(writer=True)
                 try:
                     # Only takes effect while the file is empty, so before WAL
@@ -850,7 +858,8 @@ class SqliteStore:
                     conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
                     # Persistent in the file; readers then never block the writer.
                     conn.execute("PRAGMA journal_mode = WAL")
-                    self._migrate(conn)
+                    with self._wlock.across_processes():
+                        self._migrate(conn)
                 except BaseException:
                     conn.close()
                     raise
@@ -938,6 +947,7 @@ class SqliteStore:
         with self._write_lock, self._pool_lock:
             writer, self._writer = self._writer, None
             readers, self._all_readers, self._idle_readers = self._all_readers, [], []
+            self._wlock.close()
         for conn in readers:
             conn.close()
         if writer is not None:
@@ -1164,7 +1174,7 @@ class SqliteStore:
         if rowid is None:
             return None
         with self._transaction("replace") as conn:
-            touched = sqlite_rollup.doc_buckets(conn, rowid)
+            before = sqlite_rollup.doc_values(conn, rowid)
             if values:
                 # Column names come from the point model's fields only, never from the caller.
                 sets = ", ".join(f"{column} = ?" for column in values)
@@ -1177,8 +1187,8 @@ class SqliteStore:
                     )
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
             if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-                touched += sqlite_rollup.doc_buckets(conn, rowid)
-                sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
+                after = sqlite_rollup.doc_values(conn, rowid)
+                self._touched(conn, rowid, before, after)
         return None if row is None else _doc_dict(row)
 
     def delete(self, doc_id: str) -> bool:
@@ -1186,12 +1196,24 @@ class SqliteStore:
         if rowid is None:
             return False
         with self._transaction("delete") as conn:
-            touched = sqlite_rollup.doc_buckets(conn, rowid)
+            before = sqlite_rollup.doc_values(conn, rowid)
             deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-            sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
+            self._touched(conn, rowid, before, {})
             if deleted:
                 conn.execute(_RECORD_FLOOR, (rowid,))
             return deleted
+
+    def _touched(
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        before: sqlite_rollup.DocValues,
+        after: sqlite_rollup.DocValues,
+    ) -> None:
+        minute_keep = self.rollup_retention[min(TIERS)]
+        sqlite_rollup.touched(
+            conn, _ROLLUP_SQL, self._series_ids, rowid, before, after, minute_keep
+        )
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):

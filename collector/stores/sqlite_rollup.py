@@ -18,7 +18,7 @@ first (``Folder``'s resume), so nothing is counted twice.
 
 A bucket that the new rows overlap in time (a late document) is recomputed
 from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched``
-does the same for the buckets an API update or delete touches.
+rebuilds the buckets an API update or delete touches (hours from minutes).
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ from .rollup import (
 __all__ = [
     "MIGRATION",
     "MIGRATION_PENDING",
+    "DocValues",
     "Folder",
     "SeriesIds",
     "Sql",
-    "doc_buckets",
+    "doc_values",
     "prune",
     "read",
     "touched",
@@ -674,41 +675,70 @@ def _recompute(
     _write_bucket(conn, tier, sid, start, part, sketch)
 
 
-def doc_buckets(conn: sqlite3.Connection, doc_id: int) -> list[BucketKey]:
-    """The buckets the stored document ``doc_id`` falls into (none if absent)."""
+#: The values one stored document puts into each minute bucket it falls in
+#: (its hour bucket is the minute's start rounded down to the hour).
+DocValues = dict[BucketKey, list[float]]
+
+
+def doc_values(conn: sqlite3.Connection, doc_id: int) -> DocValues:
+    """The values of the stored document ``doc_id`` by minute bucket (none if absent)."""
     row = conn.execute(
         "SELECT session, kind, name, host, tags, ts, value, data FROM docs WHERE id = ?", (doc_id,)
     ).fetchone()
     if row is None:
-        return []
+        return {}
     stream: Stream = row[:5]
     ts, value, data = row[5], row[6], row[7]
     parsed = orjson.loads(data) if data is not None else None
     cols = stream_columns([(ts, doc_id, value, parsed if type(parsed) is dict else None)], MINUTE)
-    return [
-        (stream, path, tier, bucket)
-        for path, start in cols
-        for tier, bucket in ((MINUTE, start), (HOUR, start // HOUR * HOUR))
-    ]
+    return {(stream, path, MINUTE, start): list(vals) for (path, start), (_, vals) in cols.items()}
 
 
 def touched(
-    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
+    conn: sqlite3.Connection,
+    sql: Sql,
+    ids: SeriesIds,
+    doc_id: int,
+    before: DocValues,
+    after: DocValues,
+    minute_keep_s: float = 0.0,
 ) -> None:
-    """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
-    old document's and the new one's) now where the document is in the tiers
-    (up to the watermark, or its series' mark while a checkpoint is under way),
-    else mark them for the checkpoint that folds it (a folder may hold the old
-    version in memory). In the caller's write transaction."""
+    """After an API update or delete of ``doc_id`` (``before``: its values
+    then, ``after``: now, empty once deleted): rebuild the buckets they touch
+    now where the document is in the tiers (up to the watermark, or its
+    series' mark while a checkpoint is under way), else mark them for the
+    checkpoint that folds it (a folder may hold the old version in memory).
+    In the caller's write transaction.
+
+    A minute bucket is rebuilt from its raw rows; an hour bucket from its
+    minute buckets, its sketch by taking the old values out and putting the
+    new ones in: reading an hour of raw rows (thousands) made every API write
+    take ~100 ms. Where the minutes may be pruned already (``minute_keep_s``,
+    the minute tier's retention), the series is mid-checkpoint, or anything
+    does not add up, the hour is rebuilt from its raw rows."""
+    hours: dict[BucketKey, tuple[list[float], list[float]]] = {}
+    for values, side in ((before, 0), (after, 1)):
+        for (stream, path, _, start), vals in values.items():
+            hour = (stream, path, HOUR, start // HOUR * HOUR)
+            hours.setdefault(hour, ([], []))[side].extend(vals)
     mark = watermark(conn)
     pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
     dirty: list[tuple[Any, ...]] = []
-    for stream, path, tier, start in dict.fromkeys(buckets):
+    for stream, path, tier, start in dict.fromkeys([*before, *after]):
         upto = pending.get(ids.get(conn, stream, path), mark) if pending else mark
         if doc_id <= upto:
             _recompute(conn, sql, ids, stream, path, tier, start, upto)
         else:
             dirty.append((*stream, path, tier, start))
+    for (stream, path, _, start), (gone, new) in hours.items():
+        sid = ids.get(conn, stream, path)
+        upto = pending.get(sid, mark) if pending else mark
+        if doc_id > upto:
+            dirty.append((*stream, path, HOUR, start))
+        elif sid in pending or not _hour_from_minutes(
+            conn, ids, stream, path, start, gone, new, minute_keep_s
+        ):
+            _recompute(conn, sql, ids, stream, path, HOUR, start, upto)
     # A checkpoint step merged in a read snapshot must merge again.
     conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
     if dirty:
@@ -717,6 +747,79 @@ def touched(
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             dirty,
         )
+
+
+def _hour_from_minutes(
+    conn: sqlite3.Connection,
+    ids: SeriesIds,
+    stream: Stream,
+    path: str,
+    start: int,
+    gone: list[float],
+    new: list[float],
+    minute_keep_s: float,
+) -> bool:
+    """Rebuild one hour bucket from its (already rebuilt) minute buckets;
+    False where that cannot be trusted (the caller reads the raw rows)."""
+    if minute_keep_s > 0 and start < time.time() - minute_keep_s + HOUR:
+        return False  # some of its minutes may be pruned
+    sid = ids.get(conn, stream, path)
+    row = conn.execute(
+        f"SELECT sketch FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start)
+    ).fetchone()
+    if row is None:
+        sketch = Sketch()
+        if gone:
+            return False  # the old values should be there
+    elif row[0] is None:
+        return False
+    else:
+        sketch = Sketch.from_bytes(row[0])
+    if not _take_out(sketch, gone):
+        return False
+    sketch.add_values(new)
+    parts = [
+        Partial(*r)
+        for r in conn.execute(
+            f"SELECT {_BUCKET_COLUMNS} FROM roll_{MINUTE} WHERE series = ? AND bucket >= ?"
+            " AND bucket < ? ORDER BY bucket",
+            (sid, start, start + HOUR),
+        )
+    ]
+    n = sum(sketch.pos.values()) + sum(sketch.neg.values()) + sketch.zero
+    if not parts:
+        if n:
+            return False
+        conn.execute(f"DELETE FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start))
+        return True
+    total = parts[0]
+    for part in parts[1:]:  # disjoint minutes in time order: inc stays exact
+        total.merge(part)
+    if total.inc is None or total.n != n:
+        return False
+    _write_bucket(conn, HOUR, sid, start, total, sketch)
+    return True
+
+
+def _take_out(sketch: Sketch, values: list[float]) -> bool:
+    """Remove ``values`` from ``sketch``; False if they were not all in it."""
+    if not values:
+        return True
+    gone = Sketch()
+    gone.add_values(values)
+    sketch.zero -= gone.zero
+    if sketch.zero < 0:
+        return False
+    for bins, less in ((sketch.pos, gone.pos), (sketch.neg, gone.neg)):
+        for key, count in less.items():
+            left = bins.get(key, 0) - count
+            if left < 0:
+                return False
+            if left:
+                bins[key] = left
+            else:
+                del bins[key]
+    return True
 
 
 def _redo_dirty(conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, upto: int) -> None:
