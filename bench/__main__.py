@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "api":
             from . import api
 
-            for table in api.run(seconds=max(2.0, 5.0 * args.scale)):
-                print(table.render(), flush=True)
+            print(api.run(seconds=max(2.0, 5.0 * args.scale)), flush=True)
         elif part == "dashboard":
             from . import dashboard
 
