@@ -128,6 +128,8 @@ _BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
 _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 #: Series ids by key, per database file; grows with the series (thousands).
 _SERIES_CACHE_MAX: Final = 200_000
+#: The comparisons a ``RollupRequest.raw_filter`` may make (spliced into SQL).
+_RAW_OPS: Final = frozenset({">", ">=", "<", "<="})
 
 
 def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
@@ -165,6 +167,7 @@ def _raw_points(
     hi: float | None,
     above: int | None,
     upto: int | None = None,
+    raw_filter: tuple[str, float] | None = None,
 ) -> list[RawPoint]:
     q = _within(where, lo, hi)
     # The tail is a short range of ids: read it by rowid. Left to itself the
@@ -180,12 +183,16 @@ def _raw_points(
     value_params: list[Any] = []
     value_clauses: list[str] = []
     value_sql = _value_sql(sql, path, value_params, value_clauses)
+    # value_sql's placeholder comes first in the SQL, its clause's last.
+    trailing = [*value_params]
+    if raw_filter is not None and raw_filter[0] in _RAW_OPS and path != DOCS:
+        value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
+        trailing += [*value_params, float(raw_filter[1])]
     query = (
         f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
-    # value_sql's placeholder comes first in the SQL, its clause's last.
-    args = [*value_params, *params, *value_params]
+    args = [*value_params, *params, *trailing]
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     out: list[RawPoint] = []
@@ -210,7 +217,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     tiered = False
     for seg in req.segments:
         if seg.tier == RAW:
-            points += _raw_points(conn, sql, req.where, req.path, seg.lo, seg.hi, None)
+            points += _raw_points(
+                conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
+            )
             continue
         buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)
         if not tiered:
@@ -219,7 +228,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        tail = _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        tail = _raw_points(
+            conn, sql, req.where, req.path, tier_lo, tier_hi, mark, raw_filter=req.raw_filter
+        )
         pending = _pending_marks(conn, req.path) if tail else {}
         if pending:  # a checkpoint is under way: some series are folded further
             tail = [p for p in tail if p.order > pending.get(p.series, mark)]
@@ -320,6 +331,11 @@ class SeriesIds:
                 (*stream, path),
             )
             self._pending[stream, path] = sid = int(cur.lastrowid or 0)
+            _session, kind, name, _host, _tags = stream
+            if kind in ("sample", "event") and path not in (DOCS, "value"):
+                # Every path of every sample, not only a session's first:
+                # the /query vocabulary (catalog.py) learns it with its series.
+                conn.execute("INSERT OR IGNORE INTO paths (name, path) VALUES (?, ?)", (name, path))
         return sid
 
     def committed(self) -> None:
