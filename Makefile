@@ -20,31 +20,37 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/collector serve --log-level info
 
-## test: everything, installing what it needs (redis-server, the MongoDB-compatible server)
+## test: everything, installing what it needs (redis-server, the MongoDB-compatible server),
+## on PYTEST_WORKERS pytest-xdist workers (default: one a core; 0 runs in this process).
+## Each worker starts its own servers on free ports; a module's tests share a worker,
+## so its module-scoped fixtures start once.
+PYTEST_WORKERS ?= auto
 test: install
 	@bash deploy/install-test-deps.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
 ## bench: codec, ingest, agent and store benchmarks, printed beside their baselines
 bench: install
 	@bash deploy/install-test-deps.sh
 	$(PY) -m bench $(BENCH_ARGS)
 
-## fuzz: the decoder and reassembler fuzzed for longer: hypothesis (FUZZ_EXAMPLES, default
-## 5000 a property) and coverage-guided atheris (FUZZ_SECONDS, default 120)
+## fuzz: every property test at its full count (make test caps them at
+## HYPOTHESIS_MAX_EXAMPLES, default 50), the decoder and reassembler fuzzed for longer:
+## hypothesis (FUZZ_EXAMPLES, default 5000 a property) and coverage-guided atheris
+## (FUZZ_SECONDS, default 120)
 fuzz: install
 	$(PY) -m pip install -q atheris
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q -p no:cacheprovider tests/protocol/test_fuzz.py
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) -m "not slow"
 	$(PY) -m bench.fuzz --seconds $${FUZZ_SECONDS:-120}
 
 ## soak: agents stream through collectors under kill -9, store, Redis and network faults;
 ## audits every acked sample; table in bench/results/soak.md (SOAK_SECONDS, default 150)
 soak: install
 	@bash deploy/install-test-deps.sh
-	DELTAWIRE_SOAK=1 $(PY) -m pytest -q -s tests/collector/test_hostile.py
+	DELTAWIRE_SOAK=1 HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -s tests/collector/test_hostile.py
 	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-150}
 
 lint: install

@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import IO, Any, Final, TypeVar, cast
+from typing import IO, Any, Final, TypeAlias, TypeVar, cast
 
 import trio
 
@@ -41,6 +41,10 @@ __all__ = ["Connection", "handle_connection"]
 log = logging.getLogger("deltawire.collector.connection")
 
 T = TypeVar("T")
+
+#: What one read of the socket yields: at most one hello (a connection's first
+#: frame), then the documents, built by the writer's ``make_item`` as ``Item``s.
+Inbound: TypeAlias = Hello | Item
 
 #: Send deadline once replaced: the acks and the ``replaced`` error are a
 #: courtesy to a peer that has most likely gone, and the session's new
@@ -145,7 +149,7 @@ class Connection:
             stats.connections_refused += 1
             await self._fatal(Overloaded("the collector is at its connection limit; retry later"))
             return
-        hub.connections.add(self)
+        hub.join(self)
         stats.connections_open += 1
         stats.connections_total += 1
         try:
@@ -169,7 +173,7 @@ class Connection:
             self._reading_done.set()
             if self.session is not None and hub.holders.get(self.session) is self:
                 del hub.holders[self.session]
-            hub.connections.discard(self)
+            hub.leave(self)
             stats.connections_open -= 1
             if self._capture is not None:
                 self._capture.close()
@@ -200,7 +204,7 @@ class Connection:
             proto.receive_data(data)
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
-            events: list[Any] = []  # a hello, then the writer's Items
+            events: list[Inbound] = []
             while True:
                 try:
                     proto.next_events(events)
@@ -223,7 +227,7 @@ class Connection:
             if proto.ended:
                 return  # a bye: nothing after it is read
 
-    async def _accept(self, events: list[Any]) -> None:
+    async def _accept(self, events: list[Inbound]) -> None:
         """Hand accepted documents to the pipeline; answer a hello first.
 
         Documents go in runs: the tracker needs only a run's last seq, since

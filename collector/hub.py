@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+import trio
+
 from deltawire.protocol import CODECS
 
 from .pipeline import Pipeline
@@ -71,6 +73,20 @@ class Hub:
         self.holders: dict[str, Reader] = {}
         self.stopping = False
         self.next_id = 0
+        # Woken when a connection leaves: shutdown waits on it, never polls.
+        self._left = trio.lowlevel.ParkingLot()
+
+    def join(self, conn: Reader) -> None:
+        self.connections.add(conn)
+
+    def leave(self, conn: Reader) -> None:
+        self.connections.discard(conn)
+        self._left.unpark_all()
+
+    async def all_left(self) -> None:
+        """Return once no connection is live."""
+        while self.connections:
+            await self._left.park()
 
     def broadcast_flow(self, interval: float) -> None:
         for conn in list(self.connections):

@@ -155,8 +155,7 @@ async def serve(
             accept_scope.cancel()
             hub.stop_reading()
             with trio.move_on_after(cfg.ingest.shutdown_grace + 1) as scope:
-                while hub.connections:
-                    await trio.sleep(0.02)
+                await hub.all_left()
             if scope.cancelled_caught:
                 log.warning("closing connections that did not drain in time",
                             extra={"left": len(hub.connections)})  # fmt: skip

@@ -2,7 +2,7 @@
 
 Decoding and reassembling frames takes a core; so does committing rows. Python
 gives one core per process, so by default the collector commits in a child
-process of its own (``python -m collector.writer``) and the ingest process
+process of its own (``python -m deltawire.collector.writer``) and the ingest process
 only ships it batches over a pipe: length-prefixed pickles (the child is our
 own, and pickle moves a row's JSON text as one copy, where JSON would escape
 every quote in it and the child would unescape them again), one reply per
@@ -457,7 +457,7 @@ def serve(
 def main(argv: list[str] | None = None) -> int:
     from deltawire.logs import setup_logging
 
-    ap = argparse.ArgumentParser(prog="python -m collector.writer",
+    ap = argparse.ArgumentParser(prog="python -m deltawire.collector.writer",
                                  description="The collector's store writer process (started by "
                                  "'collector serve'; reads length-prefixed pickled batches on "
                                  "stdin, answers with length-prefixed JSON on stdout).")  # fmt: skip

@@ -175,13 +175,7 @@ class Decoder:
         limit = self.max_frame_bytes
         end = buf.rfind(b"\n", self._scan)
         if end < 0:
-            if self._stream_error is not None:
-                self._error = self._stream_error
-                raise self._error
-            if len(buf) - self._pos > limit + 1:
-                self._error = FrameTooLarge(f"line longer than {limit} bytes")
-                raise self._error
-            self._scan = len(buf)
+            self._no_newline(buf, limit)
             return []
         lines = buf[self._pos : end].split(b"\n")
         self._pos = self._scan = end + 1
@@ -205,6 +199,19 @@ class Decoder:
                     break
         return lines
 
+    def _no_newline(self, buf: bytearray, limit: int) -> None:
+        """No complete line is buffered: raise what the stream already holds
+        (an error, or an unfinished line past the limit), else remember that
+        the search may resume at the end."""
+        if self._stream_error is not None:
+            self._error = self._stream_error
+            raise self._error
+        # +1: a tolerated '\r' may still be waiting for its '\n'.
+        if len(buf) - self._pos > limit + 1:
+            self._error = FrameTooLarge(f"line longer than {limit} bytes")
+            raise self._error
+        self._scan = len(buf)
+
     def _next_line(self) -> bytearray | None:
         if self._error is not None:
             raise self._error
@@ -212,14 +219,7 @@ class Decoder:
         nl = buf.find(b"\n", self._scan)
         limit = self.max_frame_bytes
         if nl < 0:
-            if self._stream_error is not None:
-                self._error = self._stream_error
-                raise self._error
-            # +1: a tolerated '\r' may still be waiting for its '\n'.
-            if len(buf) - self._pos > limit + 1:
-                self._error = FrameTooLarge(f"line longer than {limit} bytes")
-                raise self._error
-            self._scan = len(buf)
+            self._no_newline(buf, limit)
             return None
         line = buf[self._pos : nl]  # one copy; orjson reads a bytearray as is
         self._pos = self._scan = nl + 1

@@ -178,8 +178,10 @@ class ServerConnection:
         except ProtocolError as exc:
             raise self._account(exc) from None
 
-    def next_events(self, out: list[Event | Any]) -> None:
-        """Append to ``out`` every event the complete lines buffered now make.
+    def next_events(self, out: list[Any]) -> None:
+        """Append to ``out`` every event the complete lines buffered now make
+        (hellos, and documents as the ``document`` factory builds them: the
+        caller types its list by that factory).
 
         Raises ``ProtocolError`` at a bad line: the events before it are
         already in ``out``, and the next call carries on after it (as with
@@ -225,6 +227,8 @@ class ServerConnection:
                 while i < n:
                     line = lines[i]
                     i += 1
+                    if not line:
+                        continue  # blank: cheaper here than as orjson's error
                     try:
                         d = loads(line)
                     except orjson.JSONDecodeError:

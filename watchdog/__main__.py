@@ -1,4 +1,4 @@
-"""Allow ``python -m watchdog``."""
+"""Allow ``python -m deltawire.watchdog``."""
 
 import sys
 

@@ -4,6 +4,14 @@ The child runs in its own process group and signals are forwarded to the whole
 group, so ``sh -c 'sleep 2; exit 3'`` stops as one even though ``sh`` would
 leave ``sleep`` behind. (The price: an interactive program that reads the
 terminal is stopped by SIGTTIN; the watchdog is meant for services.)
+
+Why this is not the collector's child-process helper (``collector/child.py``):
+the jobs differ in every part that helper has. It restarts a child of our own
+with backoff and stops it by EOF on a stdin pipe; here the child is the
+user's program, run exactly once (its exit ends the session and becomes the
+watchdog's exit code), with the terminal's stdio, in a process group of its
+own, with every operator signal forwarded. What both do, start a process and
+kill-and-reap it, is one trio call each.
 """
 
 from __future__ import annotations

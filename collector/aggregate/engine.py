@@ -131,7 +131,7 @@ class _Inexact(Exception):
 def run_aggregate(store: RollupSource, query: AggregateQuery) -> list[AggregateRow]:
     """Answer ``query`` from ``store``'s tiers and raw rows (blocking: call it
     from a worker thread). Raises ``StoreError`` as the store does."""
-    tiers = tuple(getattr(store, "rollup_tiers", ()))
+    tiers = store.rollup_tiers
     if query.fn in QUANTILES:
         tiers = tuple(t for t in tiers if t in SKETCH_TIERS)
     w = query.where

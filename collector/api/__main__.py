@@ -1,4 +1,4 @@
-"""``python -m collector.api``: the HTTP API process.
+"""``python -m deltawire.collector.api``: the HTTP API process.
 
 The ingest process (trio) starts this with ``--control-stdin`` and keeps a pipe
 to our stdin (see ``control.py``); started by hand it just serves. Serving runs
@@ -31,7 +31,7 @@ log = logging.getLogger("deltawire.collector.api")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m collector.api",
+        prog="python -m deltawire.collector.api",
         description="Serve the collector's HTTP API (GET /metrics, /query, /sessions, /stats, ...). "
         "Flags override the environment (COLLECTOR_HTTP, STORE_URI, REDIS_URI, CACHE_TTL, "
         "CACHE_SIZE, STORE_THREADS, LOG_LEVEL, LOG_FORMAT) and .env files.",

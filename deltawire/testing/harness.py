@@ -28,7 +28,7 @@ from deltawire.protocol import (
 )
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
-__all__ = ["Client", "CollectorProcess", "collector_process", "wait_until"]
+__all__ = ["Client", "CollectorProcess", "Level", "collector_process", "wait_for", "wait_until"]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -45,6 +45,37 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = 
         time.sleep(0.02)
 
 
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+) -> Any:
+    """``wait_until`` for trio code: for state outside this process (a child's
+    children, a file another process writes) that no event announces."""
+    with trio.move_on_after(timeout):
+        while not (value := predicate()):
+            await trio.sleep(0.02)
+        return value
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Level:
+    """A number that only grows (an acked seq, a count of events), and a wait
+    for it to reach a mark: woken by each ``set``, never polled."""
+
+    def __init__(self, value: int = -1) -> None:
+        self.value = value
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def set(self, value: int) -> None:
+        if value > self.value:
+            self.value = value
+            self._lot.unpark_all()
+
+    async def reach(self, mark: int, timeout: float = 30.0) -> None:
+        with trio.fail_after(timeout):
+            while self.value < mark:
+                await self._lot.park()
+
+
 class Client:
     """A raw protocol client: send lines, collect what the collector says."""
 
@@ -52,6 +83,8 @@ class Client:
         self.stream = stream
         self.conn = ClientConnection()
         self.frames: list[Frame] = []
+        #: Woken after every ``pump``: what ``changed`` waits on.
+        self._pumped = trio.lowlevel.ParkingLot()
 
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1") -> Client:
@@ -69,9 +102,21 @@ class Client:
 
     async def pump(self) -> None:
         """Read one chunk (or EOF) into ``frames``."""
-        self.conn.receive_data(await self.stream.receive_some(65536))
-        while (frame := self.conn.next_event()) is not NEED_DATA and type(frame) is not Closed:
-            self.frames.append(frame)  # type: ignore[arg-type]
+        try:
+            self.conn.receive_data(await self.stream.receive_some(65536))
+            while (frame := self.conn.next_event()) is not NEED_DATA and type(frame) is not Closed:
+                self.frames.append(frame)  # type: ignore[arg-type]
+        finally:
+            self._pumped.unpark_all()
+
+    async def changed(self, predicate: Callable[[Client], Any], timeout: float = 20.0) -> Any:
+        """Like ``until``, while another task pumps: wait for its reads."""
+        with trio.fail_after(timeout):
+            while not (result := predicate(self)):
+                if self.closed:
+                    raise trio.BrokenResourceError(f"connection closed; frames: {self.frames}")
+                await self._pumped.park()
+            return result
 
     async def until(self, predicate: Callable[[Client], Any], timeout: float = 20.0) -> Any:
         with trio.fail_after(timeout):
@@ -226,14 +271,9 @@ async def stream_session(
 
                     nursery.start_soon(reader, client)
                     await client.send(enc.send(Hello(session=session, host="test-host")))
-                    with trio.fail_after(20):
-                        while client.welcome is None:
-                            if client.closed:
-                                raise trio.BrokenResourceError("closed before welcome")
-                            await trio.sleep(0.005)
-                    assert client.welcome is not None
+                    welcome = await client.changed(lambda c: c.welcome)
                     delta = DeltaEncoder()
-                    pos = client.welcome.acked + 1
+                    pos = welcome.acked + 1
                     while pos <= last:
                         part = samples[pos : pos + chunk]
                         await client.send(b"".join(
@@ -243,10 +283,7 @@ async def stream_session(
                         pos += len(part)
                         if pace:
                             await trio.sleep(pace)  # pacing a stream, not synchronising
-                    while client.acked < last:
-                        if client.closed:
-                            raise trio.BrokenResourceError("closed before the last ack")
-                        await trio.sleep(0.005)
+                    await client.changed(lambda c: c.acked >= last, timeout=deadline)
                     nursery.cancel_scope.cancel()
                 await client.aclose()
                 done = True
@@ -256,7 +293,7 @@ async def stream_session(
                 done = False
             if done:
                 return connections
-            await trio.sleep(0.05)
+            await trio.sleep(0.05)  # reconnect backoff, as an agent's
 
 
 __all__ += ["make_samples", "stream_session"]

@@ -17,7 +17,13 @@ import trio
 from deltawire.collector.api.hub import QUEUE_EVENTS, StreamHub
 from deltawire.collector.stores.base import MetricQuery
 from deltawire.protocol import Document
-from deltawire.testing.harness import collector_process, make_samples, stream_session
+from deltawire.testing.harness import (
+    Level,
+    collector_process,
+    make_samples,
+    stream_session,
+    wait_for,
+)
 
 from .inproc import sqlite_store
 
@@ -78,9 +84,8 @@ async def test_hub_reads_the_store_once_for_all_subscribers(tmp_path: Path) -> N
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run)
         hub.wake()  # the tail starts at the newest id
-        with trio.fail_after(10):
-            while hub._last is None:  # the starting point is read
-                await trio.sleep(0.01)
+        # The starting point is read (a store read no event announces).
+        await wait_for(lambda: hub._last is not None, 10, "the tail's starting point")
         store.write_batch([Document("s9", i, "sample", "p", T0 + i, "h", (), {"n": i})
                            for i in range(3)])  # fmt: skip
         hub.wake()
@@ -99,7 +104,7 @@ async def test_hub_reads_the_store_once_for_all_subscribers(tmp_path: Path) -> N
 
 
 async def _subscribe(base: str, params: dict[str, str], started: trio.Event,
-                     events: list[tuple[float, dict[str, Any]]]) -> None:  # fmt: skip
+                     events: list[tuple[float, dict[str, Any]]], count: Level) -> None:  # fmt: skip
     async with (
         httpx.AsyncClient(base_url=base, timeout=30) as c,
         c.stream("GET", "/stream", params=params) as r,
@@ -111,6 +116,7 @@ async def _subscribe(base: str, params: dict[str, str], started: trio.Event,
                 started.set()
             elif line.startswith("data: "):
                 events.append((time.monotonic(), orjson.loads(line[6:])))
+                count.set(len(events))
 
 
 @pytest.mark.slow
@@ -128,14 +134,13 @@ async def test_a_stored_document_reaches_a_subscriber_within_1s_of_its_ack(
 
         async with trio.open_nursery() as nursery:
             started = trio.Event()
-            nursery.start_soon(_subscribe, base, {"session": "live-1"}, started, events)
+            received = Level(0)
+            nursery.start_soon(_subscribe, base, {"session": "live-1"}, started, events, received)
             with trio.fail_after(20):
                 await started.wait()
             samples = make_samples(5)
             await stream_session(cp.port, "live-1", samples, chunk=1, progress=progress)
-            with trio.fail_after(10):
-                while len(events) < len(samples):
-                    await trio.sleep(0.01)
+            await received.reach(len(samples), timeout=10)
             nursery.cancel_scope.cancel()
         assert [e["seq"] for _, e in events] == list(range(5))
         assert events[0][1]["data"] == samples[0] and events[0][1]["session"] == "live-1"

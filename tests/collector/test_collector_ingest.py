@@ -15,6 +15,7 @@ import trio
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.testing.harness import (
     Client,
+    Level,
     collector_process,
     make_samples,
     stream_session,
@@ -79,15 +80,16 @@ async def test_stalled_store_pushes_back_then_stores_everything_once(
         blocker.execute("BEGIN IMMEDIATE")
         proc = psutil.Process(col.pid)
         rss_before = proc.memory_info().rss
-        acked: list[int] = [-1]
+        acked = Level()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: stream_session(
-                col.port, "stalled", samples, chunk=100, deadline=120,
-                progress=lambda a: acked.__setitem__(0, a)))  # fmt: skip
+                col.port, "stalled", samples, chunk=100, deadline=120, progress=acked.set))  # fmt: skip
             # Flow control reaches the agents that are connected.
             await probe.until(lambda c: any(f.min_interval > 0 for f in c.flows), timeout=30)
-            await trio.sleep(1.0)  # let the agent push against the full queue for a while
-            assert acked[0] == -1, "nothing may be acked while the store is locked"
+            # An observation window, not synchronisation: the agent pushes against
+            # the full queue for a while, and nothing may come back acked.
+            await trio.sleep(1.0)
+            assert acked.value == -1, "nothing may be acked while the store is locked"
             rss_stalled = proc.memory_info().rss
             assert rss_stalled - rss_before < 50 * 2**20, "memory must stay bounded"
             blocker.execute("ROLLBACK")
@@ -101,27 +103,25 @@ async def test_sigterm_during_ingest_loses_nothing_acked(tmp_path: pathlib.Path)
     uri = f"sqlite:///{tmp_path / 'term.db'}"
     n = 20000
     samples = make_samples(n)
-    acked = [-1]
+    acked = Level()
     with collector_process(tmp_path, store_uri=uri) as col:
         async with trio.open_nursery() as nursery:
 
             async def agent() -> None:
                 try:
                     await stream_session(col.port, "term", samples, chunk=20, reconnect=False,
-                                         pace=0.002, progress=lambda a: acked.__setitem__(0, a))  # fmt: skip
+                                         pace=0.002, progress=acked.set)  # fmt: skip
                 except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
 
             nursery.start_soon(agent)
-            with trio.fail_after(30):
-                while acked[0] < 1000:
-                    await trio.sleep(0.01)
+            await acked.reach(1000, timeout=30)
             col.proc.send_signal(signal.SIGTERM)
             assert await trio.to_thread.run_sync(lambda: col.proc.wait(timeout=30)) == 0
         assert "shutting down" in col.log()
     stored = set(_stored(uri, "term"))
-    assert acked[0] >= 1000
-    assert set(range(acked[0] + 1)) <= stored, "every acked seq is stored"
+    assert acked.value >= 1000
+    assert set(range(acked.value + 1)) <= stored, "every acked seq is stored"
     assert stored == set(range(len(stored))), "stored in order: no holes"
 
 
@@ -130,21 +130,17 @@ async def test_kill_9_restart_resend_exactly_once(tmp_path: pathlib.Path) -> Non
     port = free_port()
     n = 20000
     samples = make_samples(n)
-    acked = [-1]
+    acked = Level()
     with collector_process(tmp_path, store_uri=uri, port=port) as col:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: stream_session(
                 port, "killed", samples, chunk=20, pace=0.002, deadline=120,
-                progress=lambda a: acked.__setitem__(0, a)))  # fmt: skip
-            with trio.fail_after(30):
-                while acked[0] < 1000:
-                    await trio.sleep(0.01)
+                progress=acked.set))  # fmt: skip
+            await acked.reach(1000, timeout=30)
             os.kill(col.pid, signal.SIGKILL)
             col.proc.wait(timeout=10)
             with collector_process(tmp_path, store_uri=uri, port=port):
-                with trio.fail_after(120):
-                    while acked[0] < n - 1:
-                        await trio.sleep(0.02)
+                await acked.reach(n - 1, timeout=120)
     _assert_exactly_once(uri, "killed", n)
 
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.testing.harness import collector_process, make_samples, stream_session
+from deltawire.testing.harness import Level, collector_process, make_samples, stream_session
 from deltawire.testing.servers import ferretdb_at, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mongo]
@@ -26,7 +26,7 @@ async def test_store_killed_for_ten_seconds_loses_nothing(tmp_path: pathlib.Path
     data, log = tmp_path / "ferret", tmp_path / "ferret.log"
     n = 4000
     samples = make_samples(n)
-    acked = [-1]
+    acked = Level()
     env = {"APP_ENV": app_env, "MONGO_TIMEOUT_MS": "1000"}
     server = ferretdb_at(port, data, log)
     proc = server.__enter__()
@@ -35,20 +35,16 @@ async def test_store_killed_for_ten_seconds_loses_nothing(tmp_path: pathlib.Path
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lambda: stream_session(
                     col.port, "outage", samples, chunk=20, pace=0.02, deadline=120,
-                    progress=lambda a: acked.__setitem__(0, a)))  # fmt: skip
-                with trio.fail_after(60):
-                    while acked[0] < 500:
-                        await trio.sleep(0.02)
+                    progress=acked.set))  # fmt: skip
+                await acked.reach(500, timeout=60)
                 proc.kill()  # the store dies mid-stream
                 server.__exit__(None, None, None)
-                frozen = acked[0]
+                frozen = acked.value
                 await trio.sleep(OUTAGE_S)  # the outage itself: what the test is about
-                assert acked[0] - frozen <= 200, "no acks while the store is gone"
+                assert acked.value - frozen <= 200, "no acks while the store is gone"
                 server = ferretdb_at(port, data, log)
                 proc = server.__enter__()
-                with trio.fail_after(90):
-                    while acked[0] < n - 1:
-                        await trio.sleep(0.05)
+                await acked.reach(n - 1, timeout=90)
             assert "store unavailable" in col.log()
     finally:
         server.__exit__(None, None, None)

@@ -7,10 +7,10 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from deltawire.testing.harness import wait_until
 from deltawire.watchdog.spool import Spool, session_dir, summarize
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -168,10 +168,12 @@ def test_system_only_ends_on_sigterm_with_a_bye(tmp_path: pathlib.Path) -> None:
     )  # fmt: skip
     directory = session_dir(tmp_path / "spool", "host-only")
     try:
-        deadline = time.monotonic() + 60
-        while not (directory.exists() and summarize(directory).records >= 2):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+
+        def spooled() -> bool:
+            assert proc.poll() is None, "the watchdog exited early"
+            return directory.exists() and summarize(directory).records >= 2
+
+        wait_until(spooled, 60, "two records in the spool")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

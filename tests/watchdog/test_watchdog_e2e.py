@@ -231,7 +231,7 @@ def test_spool_bound_respected_and_drops_reported(tmp_path: pathlib.Path,
             with contextlib.suppress(FileNotFoundError):  # dropped meanwhile
                 size += seg.stat().st_size
         sizes.append(size)
-        time.sleep(0.02)
+        time.sleep(0.02)  # the sampling period of the size, not synchronisation
     assert wd.proc.returncode == 0
     assert sizes and max(sizes) <= bound + 4096  # within one record of the bound
     assert (summarize(spool).first_seq or 0) > 0  # the oldest were dropped

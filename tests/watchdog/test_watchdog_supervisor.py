@@ -10,6 +10,7 @@ import psutil
 import pytest
 import trio
 
+from deltawire.testing.harness import wait_for
 from deltawire.watchdog.supervisor import ExitStatus, SpawnError, Supervisor, wait_pid_exit
 
 
@@ -50,16 +51,13 @@ async def test_signals_reach_the_whole_process_group() -> None:
     sup = Supervisor(["sh", "-c", "sleep 30; exit 0"])
     pid = await sup.spawn()
     proc = psutil.Process(pid)
-    with trio.fail_after(10):
-        while not proc.children():  # until sh has started its sleep
-            await trio.sleep(0.01)
+    await wait_for(proc.children, 10, "sh to start its sleep")
     grandchild = proc.children()[0]
     sup.send_signal(signal.SIGTERM)
     status = await sup.wait()
     assert status.signal == signal.SIGTERM and status.exit_code == 143
     with trio.fail_after(10):
-        while grandchild.is_running() and grandchild.status() != psutil.STATUS_ZOMBIE:
-            await trio.sleep(0.01)
+        await wait_pid_exit(grandchild.pid)  # a pidfd: readable once it exited
 
 
 async def test_a_trapped_signal_decides_the_exit_code() -> None:
