@@ -74,7 +74,9 @@ def _mongo_tiers_cost(mongo_uri: str, docs: list[Document], label: str, rounds: 
     for _ in range(rounds):
         for tiers in (False, True):
             env = f"bench{uuid.uuid4().hex[:8]}"
-            rates[tiers].append(_write_rate(mongo_uri, docs, app_env=env, rollups=tiers))
+            # A loaded machine can make FerretDB take seconds per insert_many.
+            rate = _write_rate(mongo_uri, docs, app_env=env, rollups=tiers, timeout_ms=120_000)
+            rates[tiers].append(rate)
     t = Table(f"MongoDB store writes with and without rollup tiers — {len(docs)} docs "
               f"({label}), "
               f"median of {rounds} interleaved runs [min-max]",

@@ -53,6 +53,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from . import rollup
 from .base import MetricQuery
 from .rollup import (
     DOCS,
@@ -62,11 +63,8 @@ from .rollup import (
     SKETCH_TIERS,
     TIERS,
     Bucket,
-    Filters,
     Partial,
     RawPoint,
-    RollupData,
-    RollupRequest,
     SeriesKey,
     Sketch,
     StreamRow,
@@ -126,7 +124,7 @@ def collection_name(tier: int) -> str:
     return f"roll_{tier}"
 
 
-def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
+def _within(f: rollup.Filters, lo: float | None, hi: float | None) -> MetricQuery:
     """``f``'s filters over ``[lo, hi)``."""
     return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
 
@@ -164,7 +162,7 @@ def _series_cache(path: str) -> Callable[[Mapping[str, Any]], SeriesKey]:
 
 def _read_raw(
     docs: Collection[dict[str, Any]],
-    req: RollupRequest,
+    req: rollup.RollupRequest,
     timeout_ms: int,
     sql: MongoSql,
     lo: float | None,
@@ -201,7 +199,7 @@ def _current(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _read_buckets(
     coll: Collection[dict[str, Any]],
-    req: RollupRequest,
+    req: rollup.RollupRequest,
     tier: int,
     lo: float | None,
     hi: float | None,
@@ -370,7 +368,9 @@ class Tiers:
 
     # -- reads --
 
-    def read(self, docs: Collection[dict[str, Any]], req: RollupRequest) -> RollupData:
+    def read(
+        self, docs: Collection[dict[str, Any]], req: rollup.RollupRequest
+    ) -> rollup.RollupData:
         """Partials for the tier segments of ``req``, raw points for the others."""
         buckets: list[Bucket] = []
         points: list[RawPoint] = []
@@ -384,7 +384,7 @@ class Tiers:
                 )
             else:
                 raise ValueError(f"no {seg.tier}s tier in the MongoDB store")
-        return RollupData(buckets, points)
+        return rollup.RollupData(buckets, points)
 
     # -- writes --
 
