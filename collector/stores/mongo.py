@@ -444,11 +444,16 @@ class MongoStore(DocumentRows):
         timeout_ms: int = 5000,
         rollup_retention_days: Sequence[float] = (30, 400),
         rollups: bool = True,
+        tier_reads: bool | None = None,
     ) -> None:
         """``rollup_retention_days``: days the 1-minute and the 1-hour tier
         keep (0: forever), never less than ``retention_days`` keeps the raw
         documents. ``rollups=False`` keeps no tiers (aggregations scan raw
-        documents): what the store bench measures the tiers' cost against."""
+        documents): what the store bench measures the tiers' cost against.
+        ``tier_reads``: whether aggregations read the tiers; None (default):
+        yes on MongoDB, no on FerretDB, which uses no index for them and
+        scans a whole tier per read (slower than the raw documents when the
+        streams are sparse); tests of the tiers set it."""
         if not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("not a MongoDB URI (expected mongodb://… or mongodb+srv://…)")
         if type(app_env) is not str or not _APP_ENV_RE.fullmatch(app_env):
@@ -477,10 +482,13 @@ class MongoStore(DocumentRows):
             tier: 0 if 0 in (d, retention_days) else max(d, retention_days) * 86400.0
             for tier, d in zip(sorted(TIERS), days, strict=True)
         }
-        #: Tier widths the engine may plan with: none when tiers are off.
-        self.rollup_tiers: tuple[int, ...] = TIERS if rollups else ()
+        #: Tier widths the engine may plan with: none when tiers are off,
+        #: or not read (decided at ``open``).
+        self.rollup_tiers: tuple[int, ...] = ()
+        self._keep_tiers = rollups
+        self._tier_reads = tier_reads
         self._tiers: mongo_rollup.Tiers | None = None
-        self._tiers_lock = threading.Lock()  # API edits recompute one at a time
+        self._tiers_lock = threading.Lock()  # Tiers writes are not thread-safe
         self._pruned = 0.0  # monotonic time of the last prune (0: never)
         self._lock = threading.Lock()
         self._client: MongoClient[dict[str, Any]] | None = None
@@ -546,8 +554,13 @@ class MongoStore(DocumentRows):
                     _create_missing_indexes(db["sessions"], _SESSION_INDEXES)
                     self._ensure_ttl(db["docs"])
                     tiers = mongo_rollup.Tiers(db, self.timeout_ms, _ROLLUP_SQL)
-                    if self.rollup_tiers:
+                    if self._keep_tiers:
                         tiers.create_indexes(_create_missing_indexes)
+                        reads = self._tier_reads
+                        if reads is None:
+                            info = client.admin.command("buildInfo")
+                            reads = not ("ferretdbVersion" in info or "ferretdbFeatures" in info)
+                        self.rollup_tiers = TIERS if reads else ()
             except BaseException:
                 client.close()
                 raise
@@ -653,7 +666,7 @@ class MongoStore(DocumentRows):
                 raise
             # Only (session, seq) already stored: skipped, as the contract says.
             duplicates = [e["index"] for e in (cause.details or {}).get("writeErrors", ())]
-        if self.rollup_tiers:
+        if self._keep_tiers:
             self._fold(rows, duplicates)
         # Only now is every document of the batch stored, and in the tiers:
         # the resume points may move (see the module docstring).
@@ -678,7 +691,7 @@ class MongoStore(DocumentRows):
                     )
                 }
             stale = [r for r in dup_rows if r["seq"] > acked.get(r["session"], -1)]
-        with _translated("write_batch tiers"):
+        with self._tiers_lock, _translated("write_batch tiers"):
             self._rollups().add(fresh, stale)
 
     def _rollups(self) -> mongo_rollup.Tiers:
@@ -690,7 +703,7 @@ class MongoStore(DocumentRows):
     def _touch_tiers(self, docs: Iterable[Mapping[str, Any] | None]) -> None:
         """Recompute the buckets of an API-edited document's versions."""
         versions = [d for d in docs if d is not None]
-        if self.rollup_tiers and versions:
+        if self._keep_tiers and versions:
             with self._tiers_lock, _translated("tiers"):
                 self._rollups().touch(versions)
 
@@ -881,7 +894,10 @@ class MongoStore(DocumentRows):
                             {"$max": {"next": int(top["seq"]) + 1}},
                             upsert=True,
                         )
-        self._touch_tiers([row])
+        if self._keep_tiers:
+            # A new document: its partials are simply added (insert-only).
+            with self._tiers_lock, _translated("tiers"):
+                self._rollups().add([row])
         self._add_catalog(_point_entries(row))
         return _doc_dict(row)
 
@@ -981,7 +997,7 @@ class MongoStore(DocumentRows):
         """Compact the partial buckets this process wrote (the writer keeps
         the tiers as it writes; the SQLite store's method, for tests and
         benches that call both); how many buckets."""
-        if not self.rollup_tiers:
+        if not self._keep_tiers:
             return 0
         with _translated("tiers compaction"):
             return self._rollups().compact()
@@ -990,7 +1006,7 @@ class MongoStore(DocumentRows):
         """Between batches: compact the tiers' partial buckets (see
         mongo_rollup.py), and drop those past their retention at most every
         ``_PRUNE_PERIOD_S``. Never more to do right away."""
-        if not self.rollup_tiers:
+        if not self._keep_tiers:
             return False
         now = time.monotonic()
         with _translated("tiers compaction"):

@@ -286,7 +286,7 @@ def _sqlite_store(tmp_path: pathlib.Path) -> Iterator[Any]:
 @contextlib.contextmanager
 def _mongo_store(uri: str) -> Iterator[Any]:
     """A fresh database per example, dropped after."""
-    store = open_store(uri, app_env=f"roll{uuid.uuid4().hex[:12]}")
+    store = open_store(uri, app_env=f"roll{uuid.uuid4().hex[:12]}", tier_reads=True)
     store.open()
     try:
         yield store

@@ -62,7 +62,7 @@ def app_env() -> str:
 
 @pytest.fixture
 def store(mongo_uri: str, app_env: str) -> Iterator[MongoStore]:
-    s = MongoStore(mongo_uri, app_env=app_env)
+    s = MongoStore(mongo_uri, app_env=app_env, tier_reads=True)
     s.open()
     try:
         yield s
@@ -318,6 +318,24 @@ def aggregate(store: MongoStore, fn: str, field: str | None, **kw: Any) -> list[
 
     return [(r.group, r.bucket, r.value, r.count)
             for r in run_aggregate(store, AggregateQuery(fn, field, **kw))]  # fmt: skip
+
+
+def test_tier_reads_are_off_on_ferretdb_by_default(
+    mongo_uri: str, app_env: str, on_ferretdb: bool
+) -> None:
+    s = MongoStore(mongo_uri, app_env=app_env)
+    assert s.rollup_tiers == ()  # decided at open
+    s.open()
+    try:
+        assert s.rollup_tiers == (() if on_ferretdb else (3600, 60))
+    finally:
+        s.close()
+    s = MongoStore(mongo_uri, app_env=app_env, rollups=False, tier_reads=True)
+    s.open()
+    try:
+        assert s.rollup_tiers == ()  # no tiers kept: none to read
+    finally:
+        s.close()
 
 
 def test_tiers_count_each_stored_document_once(store: MongoStore, db: Any) -> None:
