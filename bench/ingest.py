@@ -10,6 +10,7 @@ import contextlib
 import os
 import pathlib
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 GOAL_RATE = 100_000
 #: Paced runs of the default (process) writer; the table shows the median p99.
 PACED_RUNS = 3
+#: The paced rate of the tiers on/off table (issue 12's regression was
+#: measured at ~30k/s), or 70% of what the collector takes if that is less.
+PACED_TIERS_RATE = 30_000
 
 
 class _PeakRss:
@@ -73,13 +77,14 @@ class _PeakRss:
 
 @contextlib.contextmanager
 def _collector(
-    tmp: pathlib.Path, http: bool = False, writer: str = "process"
+    tmp: pathlib.Path, http: bool = False, writer: str = "process", fold: bool = True
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None, pathlib.Path]]:
     port = free_port()
     http_port = free_port() if http else None
     db = tmp / f"bench-{port}.db"
+    store = f"sqlite:///{db}" + ("" if fold else "?fold=off")
     argv = [sys.executable, "-m", "deltawire.collector", "serve", "--listen", f"127.0.0.1:{port}",
-            "--store", f"sqlite:///{db}", "--log-level", "error", "--writer", writer]  # fmt: skip
+            "--store", store, "--log-level", "error", "--writer", writer]  # fmt: skip
     argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     env = {**os.environ, "DELTAWIRE_CONFIG_DIR": str(tmp)}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
@@ -104,8 +109,8 @@ def _loadgen(
 
 def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
               stall: float = 0.0, rate: float = 0.0, writer: str = "process",
-              zstd: bool = False) -> dict[str, Any]:  # fmt: skip
-    with _collector(tmp, writer=writer) as (proc, port, _http, db):
+              zstd: bool = False, fold: bool = True) -> dict[str, Any]:  # fmt: skip
+    with _collector(tmp, writer=writer, fold=fold) as (proc, port, _http, db):
         rss = _PeakRss(proc.pid)
         blocker = None
         if stall:
@@ -149,6 +154,46 @@ def compression(tmp: pathlib.Path, scale: float) -> Table:
         t.row(f"{n}: ack latency p99 ms", z["p99_ms"], p["p99_ms"], ratio=False)
         t.row(f"{n}: collector peak RSS MB", z["peak_rss"] / 2**20, p["peak_rss"] / 2**20,
               ratio=False, goal="< 300 MB" if sessions == 1000 else "")  # fmt: skip
+    return t
+
+
+def tiers(tmp: pathlib.Path, scale: float, runs: int = PACED_RUNS) -> Table:
+    """Ingest with the rollup tiers maintained (the folder process on) beside
+    the same collector with folding off (``fold=off``: the writer's path of the
+    build before the tiers, which folded on it), saturated and paced,
+    interleaved run by run; medians of ``runs``."""
+    per = int(2000 * scale)
+    sat: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(runs):
+        for fold in (True, False):
+            sat[fold].append(_scenario(tmp, 100, per, full=False, fold=fold))
+    peak = statistics.median(r["rate"] for r in sat[False])
+    offered = min(PACED_TIERS_RATE, round(peak * 0.7, -3))
+    paced: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(runs):
+        for fold in (True, False):
+            # 10 s at the offered rate whatever the scale: several checkpoints long
+            paced[fold].append(_scenario(tmp, 100, max(200, int(offered * 10 / 100)),
+                                         full=False, rate=offered, fold=fold))  # fmt: skip
+    t = Table(f"ingest — rollup tiers on vs folding off, 100 sessions, median of {runs} "
+              "interleaved runs", ["tiers on", "folding off"])  # fmt: skip
+
+    def med(rs: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in rs))
+
+    t.row("saturated: samples stored / s", med(sat[True], "rate"), med(sat[False], "rate"),
+          goal="within 10%")  # fmt: skip
+    t.row(f"paced at {offered:,.0f}/s: ack latency p50 ms", med(paced[True], "p50_ms"),
+          med(paced[False], "p50_ms"), lower_is_better=True)  # fmt: skip
+    t.row(f"paced at {offered:,.0f}/s: ack latency p99 ms", med(paced[True], "p99_ms"),
+          med(paced[False], "p99_ms"), lower_is_better=True, goal="within noise")  # fmt: skip
+    t.row(f"paced at {offered:,.0f}/s: ack latency p99 ms, worst run",
+          max(r["p99_ms"] for r in paced[True]), max(r["p99_ms"] for r in paced[False]),
+          lower_is_better=True)  # fmt: skip
+    t.row("collector CPU us / sample (paced; the folder included)",
+          med(paced[True], "collector_cpu_s") / med(paced[True], "samples") * 1e6,
+          med(paced[False], "collector_cpu_s") / med(paced[False], "samples") * 1e6,
+          lower_is_better=True)  # fmt: skip
     return t
 
 
@@ -273,6 +318,7 @@ def run(scale: float = 1.0) -> Iterator[Table]:
             t.row("collector peak RSS MB", peak["peak_rss"] / 2**20, paced["peak_rss"] / 2**20,
                   ratio=False)  # fmt: skip
             yield t
+        yield tiers(tmp, scale)
         yield compression(tmp, scale)
         stalled = _scenario(tmp, 1000, max(20, int(100 * scale)), full=False, stall=3.0)
         t = Table(
@@ -289,7 +335,13 @@ def run(scale: float = 1.0) -> Iterator[Table]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply sample counts (0.1 = quick)")
+    ap.add_argument("--tiers", action="store_true",
+                    help="only the rollup tiers on vs folding off table (default: every table)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.tiers:
+        with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
+            print(tiers(pathlib.Path(tmpname), args.scale).render(), flush=True)
+        return 0
     for t in run(args.scale):
         print(t.render(), flush=True)
     return 0

@@ -8,9 +8,8 @@ missing), started here on 127.0.0.1 with a temporary config and data
 directory, and stopped by PID after. Every question is checked to give the
 same numbers on both (percentiles within 2%), then timed ``--reps`` times.
 
-Also: ingest samples/s into the store with the tiers maintained, beside the
-same write path with folding off (the build before the tiers), interleaved
-in one run, and the time the writer then spends folding.
+Also: store writes/s (the writer's path has no folding: a folder process
+folds beside it) and the folding's CPU per sample.
 
     python -m bench.query [--samples 1000000] [--sessions 100] [--reps 30]
 """
@@ -44,6 +43,8 @@ __all__ = ["main", "run"]
 REPO = pathlib.Path(__file__).resolve().parent.parent
 #: Samples per write batch (the collector's BATCH_MAX_DOCS default).
 BATCH = 2000
+#: Samples folded between two progress lines.
+FOLD_STEP = 200_000
 #: Lines per InfluxDB /write request.
 INFLUX_BATCH = 10_000
 #: Hosts the sessions run on.
@@ -128,8 +129,11 @@ def _load_deltawire(path: pathlib.Path, samples: int, sessions: int) -> dict[str
                 started = time.monotonic()
                 print(f"  deltawire: {written:,} samples stored", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        while store.fold_idle():
-            pass
+        folded = 0
+        while n := store.fold_rollups(FOLD_STEP):
+            folded += n
+            print(f"  deltawire: {folded:,} samples folded into the tiers", file=sys.stderr,
+                  flush=True)  # fmt: skip
         fold_s = time.perf_counter() - t
     finally:
         store.close()
@@ -137,39 +141,27 @@ def _load_deltawire(path: pathlib.Path, samples: int, sessions: int) -> dict[str
 
 
 def _ingest_side_by_side(tmp: pathlib.Path, samples: int, sessions: int, runs: int = 3) -> Table:
-    """Store writes/s with the tiers on and with folding off, interleaved."""
+    """Store writes/s, and what the tiers cost: the writer no longer folds (a
+    folder process does, beside it), so its write path is the one of the
+    build before the tiers; the folding is timed here after the writes."""
     rows = [_rows(chunk) for chunk in _chunks(samples, sessions, BATCH)]
-    rates: dict[str, list[float]] = {"on": [], "off": [], "fold": []}
-    fold = SqliteStore._fold
-    try:
-        for run in range(runs):
-            for mode in ("off", "on"):
-                SqliteStore._fold = fold if mode == "on" else (lambda self, n: None)  # type: ignore[method-assign]
-                store = SqliteStore(f"sqlite:///{tmp / f'ingest-{mode}-{run}.db'}")
-                store.open()
-                t = time.perf_counter()
-                for batch in rows:
-                    store.write_rows(batch)
-                rates[mode].append(samples / (time.perf_counter() - t))
-                if mode == "on":
-                    t = time.perf_counter()
-                    while store.fold_idle():
-                        pass
-                    rates["fold"].append(time.perf_counter() - t)
-                store.close()
-    finally:
-        SqliteStore._fold = fold  # type: ignore[method-assign]
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    fold_s = statistics.median(rates["fold"])
+    writes: list[float] = []
+    folds: list[float] = []
+    for run in range(runs):
+        store = SqliteStore(f"sqlite:///{tmp / f'ingest-{run}.db'}")
+        store.open()
+        t = time.perf_counter()
+        for batch in rows:
+            store.write_rows(batch)
+        writes.append(samples / (time.perf_counter() - t))
+        t = time.process_time()
+        store.fold_rollups(samples)
+        folds.append((time.process_time() - t) / samples * 1e6)
+        store.close()
     t = Table(f"store ingest — {samples:,} samples, {sessions} sessions, batches of {BATCH}, "
-              f"median of {runs} interleaved runs",
-              ["tiers on", "folding off (before)"])  # fmt: skip
-    t.row("samples stored / s (ingest burst)", on, off, goal="within 10%")
-    t.row(
-        "samples / s including the idle folding after",
-        samples / (samples / on + fold_s),
-        off,
-    )
+              f"median of {runs} runs", ["deltawire"])  # fmt: skip
+    t.row("samples stored / s (the writer: no folding on its path)", statistics.median(writes))
+    t.row("folding, CPU us / sample (the folder process)", statistics.median(folds))
     return t
 
 
@@ -234,12 +226,16 @@ def _influx(tmp: pathlib.Path) -> Iterator[str]:
 def _load_influx(base: str, samples: int, sessions: int) -> float:
     written = 0
     t = time.perf_counter()
+    shown = time.monotonic()
     with httpx.Client(timeout=300) as client:
         for chunk in _chunks(samples, sessions, INFLUX_BATCH):
             r = client.post(f"{base}/write", params={"db": "bench", "precision": "s"},
                             content=_lines(chunk))  # fmt: skip
             r.raise_for_status()
             written += len(chunk)
+            if time.monotonic() - shown > 10:
+                shown = time.monotonic()
+                print(f"  InfluxDB: {written:,} samples stored", file=sys.stderr, flush=True)
     return written / (time.perf_counter() - t)
 
 

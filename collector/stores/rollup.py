@@ -26,7 +26,7 @@ import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 from operator import itemgetter
 from typing import Any, Final, Protocol
 
@@ -138,11 +138,14 @@ class Sketch:
     def add_values(self, values: Sequence[float]) -> None:
         if not values:
             return
+        # Telemetry repeats itself (gauges, totals, idle counters): a key per
+        # distinct value, counted in C, is much cheaper than one per value.
         if min(values) > _MIN_POSITIVE:  # the usual case: all positive
-            # keys and their counts in C; then a loop per distinct key only
-            _merge_into(self.pos, Counter(_keys(values)))
+            # a key per value, counted by Counter's C loop (on any dict)
+            Counter.update(self.pos, _keys(values))  # type: ignore[call-overload]
             return
-        for v, n in Counter(values).items():
+        counts = Counter(values)
+        for v, n in counts.items():
             if v > _MIN_POSITIVE:
                 _add_counts(self.pos, _keys((v,)), (n,))
             elif v < -_MIN_POSITIVE:
@@ -191,7 +194,8 @@ class Sketch:
 
 
 def _keys(values: Iterable[float]) -> Iterator[int]:
-    return map(int, map(operator.add, map(math.ceil, map(operator.mul, map(math.log, values, repeat(2)), repeat(_MULTIPLIER))), repeat(_OFFSET)))  # fmt: skip
+    # (log2 is one C call where log(v, 2) is two; ceil() gives an int already)
+    return map(operator.add, map(math.ceil, map(operator.mul, map(math.log2, values), repeat(_MULTIPLIER))), repeat(_OFFSET))  # fmt: skip
 
 
 def _add_counts(bins: dict[int, int], keys: Iterable[int], counts: Iterable[int]) -> None:
@@ -215,9 +219,10 @@ def increase(values: Sequence[float]) -> float:
     """The counter increase over consecutive ``values``."""
     if len(values) < 2:
         return 0
-    if all(map(operator.le, values, islice(values, 1, None))):  # no reset: the usual case
-        return values[-1] - values[0]
-    return sum(map(step, values, islice(values, 1, None)))
+    # The sum of steps is last - first, plus the value before each drop (a
+    # reset counts the new value whole): one pass in C instead of a call per step.
+    before_drops = compress(values, map(operator.gt, values, islice(values, 1, None)))
+    return values[-1] - values[0] + sum(before_drops)
 
 
 @dataclass(slots=True)

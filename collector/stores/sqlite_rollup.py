@@ -5,21 +5,31 @@ Tables: ``roll_series`` names each series once (its id keys the buckets);
 hour rows with their sketch; ``roll_state`` the watermark: every document
 with ``id <= watermark`` is in the tiers, none above it.
 
-Folding (``fold``) reads the documents above the watermark back in id order
-(pages the writer just wrote, still in its cache), adds them to the buckets
-and moves the watermark, all in the caller's write transaction. A bucket that
-the new rows overlap in time (a late document) is recomputed from its raw
-rows, so ``inc`` (the counter increase) stays exact. ``recompute_doc`` does
-the same for the buckets an API update or delete touches.
+Folding (``Folder``) reads the documents above the watermark back in id
+order and adds them to buckets in memory, with no lock; a checkpoint then
+writes those buckets in SHORT write transactions, a few series at a time, so
+a batch commit of the writer never waits long. While a checkpoint is under
+way some series are folded further than the watermark: ``roll_pending``
+holds their mark (every document up to it is in that series' buckets), and
+readers skip a tail row that its series' mark covers. The last transaction
+moves the watermark and empties ``roll_pending``. A folder that dies half
+way leaves ``roll_pending`` behind; the next one finishes that checkpoint
+first (``Folder``'s resume), so nothing is counted twice.
+
+A bucket that the new rows overlap in time (a late document) is recomputed
+from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched``
+does the same for the buckets an API update or delete touches.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Final
 
 import orjson
@@ -32,7 +42,6 @@ from .rollup import (
     RAW,
     TIERS,
     Bucket,
-    Columns,
     Filters,
     Partial,
     RawPoint,
@@ -46,6 +55,7 @@ from .rollup import (
 
 __all__ = [
     "MIGRATION",
+    "MIGRATION_PENDING",
     "Folder",
     "SeriesIds",
     "Sql",
@@ -91,6 +101,14 @@ MIGRATION: Final = (
         tier INTEGER, bucket INTEGER
     )""",
     "INSERT INTO roll_state (key, value) VALUES ('watermark', 0)",
+)
+
+#: A later schema migration: the per-series marks of a checkpoint under way.
+MIGRATION_PENDING: Final = (
+    "CREATE TABLE roll_pending (series INTEGER PRIMARY KEY, mark INTEGER NOT NULL)",
+    # API edits that touched the tiers, counted: a checkpoint step merges in
+    # a read snapshot and writes in a (short) write transaction after it.
+    "INSERT INTO roll_state (key, value) VALUES ('edits', 0)",
 )
 
 
@@ -200,8 +218,24 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        points += _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        tail = _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        pending = _pending_marks(conn, req.path) if tail else {}
+        if pending:  # a checkpoint is under way: some series are folded further
+            tail = [p for p in tail if p.order > pending.get(p.series, mark)]
+        points += tail
     return RollupData(buckets, points)
+
+
+def _pending_marks(conn: sqlite3.Connection, path: str) -> dict[SeriesKey, int]:
+    """The series at ``path`` that a checkpoint under way folded past the watermark."""
+    return {
+        SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), path): mark
+        for session, kind, name, host, tags, mark in conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, p.mark FROM roll_pending AS p"
+            " JOIN roll_series AS s ON s.id = p.series WHERE s.path = ?",
+            (path,),
+        )
+    }
 
 
 def _buckets(
@@ -259,7 +293,8 @@ class SeriesIds:
         self._known: dict[tuple[Stream, str], int] = {}
         self._pending: dict[tuple[Stream, str], int] = {}
 
-    def get(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int:
+    def find(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int | None:
+        """The series' id, None if it has none yet (no write)."""
         key = (stream, path)
         sid = self._known.get(key) or self._pending.get(key)
         if sid is not None:
@@ -271,14 +306,19 @@ class SeriesIds:
             (session, name, path, kind, host, tags),
         ).fetchone()
         if row is None:
+            return None
+        self._pending[key] = sid = int(row[0])
+        return sid
+
+    def get(self, conn: sqlite3.Connection, stream: Stream, path: str) -> int:
+        """The series' id, created if it has none (in a write transaction)."""
+        sid = self.find(conn, stream, path)
+        if sid is None:
             cur = conn.execute(
                 f"INSERT INTO roll_series ({_SERIES_COLUMNS}, path) VALUES (?, ?, ?, ?, ?, ?)",
                 (*stream, path),
             )
-            sid = int(cur.lastrowid or 0)
-        else:
-            sid = int(row[0])
-        self._pending[key] = sid
+            self._pending[stream, path] = sid = int(cur.lastrowid or 0)
         return sid
 
     def committed(self) -> None:
@@ -318,113 +358,262 @@ class Folder:
 
     ``absorb`` reads committed documents after the last absorbed one and adds
     them to partial buckets in memory (no write, no transaction: cheap to do
-    a slice after every batch). ``checkpoint`` writes those buckets, merged
-    with the stored ones, and moves the watermark, in one write transaction:
-    writing each bucket once per checkpoint instead of once per batch is what
-    keeps folding cheap. Memory is only ever ahead of the watermark, so losing
-    it (a crash, a failed checkpoint, another process checkpointing first)
-    loses nothing: the documents are folded again from the raw rows.
+    a slice at a time). ``checkpoint_step`` writes those buckets, merged with
+    the stored ones, a few series per call (one short write transaction each,
+    see the module docstring), and the last call moves the watermark: writing
+    each bucket once per checkpoint instead of once per slice is what keeps
+    folding cheap. Memory is only ever ahead of what is stored, so losing it
+    (a crash, a failed transaction) loses nothing: the documents are folded
+    again from the raw rows, and a checkpoint left half done is finished first.
+    One folder per database at a time (the store holds a file lock for it).
     """
 
     def __init__(self) -> None:
         self.base = -1  # the watermark the memory starts at (-1: empty)
         self.through = -1  # the last document id absorbed
         self.docs = 0
+        #: The values absorbed, by minute bucket: the (ts, value) columns of
+        #: each slice, appended as they come (cheap), and turned into
+        #: buckets once per checkpoint by ``prepare`` (per-bucket work done
+        #: once, not once per slice).
+        self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
+        #: Resuming a half-done checkpoint: its mark (absorb stops there) and
+        #: the series it already wrote (skipped); None otherwise.
+        self.limit: int | None = None
+        self.done: set[int] = set()
+        #: Series still to write in the checkpoint under way (None: none begun).
+        self._queue: list[tuple[Stream, str, list[BucketKey]]] | None = None
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def _start(self, conn: sqlite3.Connection, mark: int) -> None:
+        self.clear()
+        self.base = self.through = mark
+        pending = conn.execute("SELECT series, mark FROM roll_pending").fetchall()
+        if pending:
+            self.limit = max(m for _, m in pending)
+            self.done = {sid for sid, _ in pending}
+
+    @property
+    def full(self) -> bool:
+        """A resumed checkpoint has absorbed all it must before writing."""
+        return self.limit is not None and self.through >= self.limit
 
     def absorb(self, conn: sqlite3.Connection, max_docs: int) -> int:
         """Add up to ``max_docs`` documents to memory; how many."""
         mark = watermark(conn)
         if self.base != mark or self.through < mark:
-            # Someone else moved the watermark (or first use): start over there.
-            self.clear()
-            self.base = self.through = mark
+            # First use, or memory was dropped: start over at the watermark.
+            self._start(conn, mark)
+        if self._queue is not None or self.full:
+            return 0  # a checkpoint is under way: finish it first
+        upto = "" if self.limit is None else f" AND id <= {int(self.limit)}"
         rows = conn.execute(
             "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs"
-            " WHERE id > ? ORDER BY id LIMIT ?",
+            f" WHERE id > ?{upto} ORDER BY id LIMIT ?",
             (self.through, max_docs),
         ).fetchall()
+        if self.limit is not None and len(rows) < max_docs:
+            self.through = self.limit  # (later ids up to the limit were deleted)
         if not rows:
             return 0
+        columns = self.columns
         for stream, srows in _stream_rows(rows).items():
-            self._add_stream(stream, stream_columns(srows, MINUTE))
-        self.through = rows[-1][0]
+            for (path, start), column in stream_columns(srows, MINUTE).items():
+                columns[stream, path, MINUTE, start].append(column)
+        self.through = max(self.through, rows[-1][0])
         self.docs += len(rows)
         return len(rows)
 
-    def _add_stream(self, stream: Stream, minutes: Columns) -> None:
+    def prepare(self) -> None:
+        """Turn the absorbed columns into minute and hour buckets (CPU only:
+        call it before the write transactions; ``checkpoint_step`` does if not)."""
         parts, sketches = self.parts, self.sketches
-        # In time order, so that merges append (see Partial.merge).
-        for (path, start), (tss, vals) in sorted(minutes.items(), key=_by_start):
-            part = Partial.of(tss, vals)
-            for key in ((stream, path, MINUTE, start), (stream, path, HOUR, start // HOUR * HOUR)):
-                old = parts.get(key)
-                if old is None:
-                    parts[key] = part.copy()
-                else:
-                    old.merge(part)
+        hours: dict[BucketKey, list[Partial]] = defaultdict(list)
+        # In time order, so that hour merges append (see Partial.merge).
+        for key in sorted(self.columns, key=_by_start):
+            tss, vals = _joined(self.columns[key])
+            stream, path, _, start = key
+            parts[key] = part = Partial.of(tss, vals)
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
+            hours[hkey].append(part)
             sketch = sketches.get(hkey)
             if sketch is None:
                 sketches[hkey] = sketch = Sketch()
             sketch.add_values(vals)
+        for hkey, pieces in hours.items():
+            parts[hkey] = hour = pieces[0].copy()
+            for piece in pieces[1:]:
+                hour.merge(piece)
+        self.columns.clear()
 
-    def checkpoint(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds) -> bool:
-        """Write memory to the tiers and move the watermark; in the caller's
-        write transaction. False (and memory dropped) if another writer moved
-        the watermark first. The caller clears memory once committed."""
+    def read_step(self, conn: sqlite3.Connection, ids: SeriesIds, max_series: int) -> Step | None:
+        """The next ``max_series`` series of the checkpoint, merged with their
+        stored buckets: all the work, done in a read snapshot so that the write
+        transaction (``write_step``) only writes rows. None once every series
+        is written (then ``finish``)."""
+        if self._queue is None:
+            self.prepare()
+            by_series: dict[tuple[Stream, str], list[BucketKey]] = defaultdict(list)
+            for key in self.parts:
+                by_series[key[0], key[1]].append(key)
+            self._queue = [(stream, path, keys) for (stream, path), keys in by_series.items()]
+        if not self._queue:
+            return None
+        step = Step(_edits(conn), self._queue[-max_series:])
+        del self._queue[-max_series:]
+        for stream, path, keys in step.series:
+            sid = ids.find(conn, stream, path)
+            if sid is not None and sid in self.done:
+                continue  # written by the checkpoint this one resumes
+            for key in keys:
+                _, _, tier, start = key
+                part = self.parts[key]
+                merged = None if part.inc is None else _merged(conn, tier, sid, start, part,
+                                                                self.sketches.get(key))  # fmt: skip
+                if merged is None:
+                    step.redo.append(key)
+                else:
+                    step.rows[tier].append((stream, path, start, *merged))
+        return step
+
+    def write_step(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step) -> bool:
+        """Write ``step`` in the caller's write transaction; False (nothing
+        written) if the checkpoint was dropped: someone moved the watermark.
+        If the caller's transaction fails it must clear memory: the next
+        absorb resumes from what was committed."""
         if self.base < 0 or watermark(conn) != self.base:
-            self.clear()
             return False
-        redo: list[BucketKey] = []
-        for key, part in self.parts.items():
-            stream, path, tier, start = key
-            sid = ids.get(conn, stream, path)
-            if part.inc is None or not _merge_bucket(
-                conn, tier, sid, start, part, self.sketches.get(key)
-            ):
-                redo.append(key)
-        conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
-        for stream, path, tier, start in redo:
+        if _edits(conn) != step.edits:  # an API edit in between: merge again, in here
+            fresh = self.read_step_again(conn, ids, step)
+            step = fresh
+        for tier, rows in step.rows.items():
+            conn.executemany(
+                f"INSERT OR REPLACE INTO roll_{tier} (series, bucket, {_BUCKET_COLUMNS}, sketch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows],
+            )
+        for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
-        _redo_dirty(conn, sql, ids, self.through)
+        dirty = _dirty_by_series(conn)
+        marks = []
+        for stream, path, _keys in step.series:
+            sid = ids.get(conn, stream, path)
+            if sid in self.done:
+                continue
+            for tier, start in dirty.pop((stream, path), ()):
+                _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+                _undirty(conn, stream, path, tier, start)
+            marks.append((sid, self.through))
+        conn.executemany("INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)", marks)
         return True
 
+    def read_step_again(self, conn: sqlite3.Connection, ids: SeriesIds, step: Step) -> Step:
+        self._queue = [*(self._queue or []), *step.series]
+        again = self.read_step(conn, ids, len(step.series))
+        assert again is not None
+        return again
 
-def _by_start(item: tuple[tuple[str, int], Any]) -> int:
-    return item[0][1]
+    def finish(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds) -> None:
+        """Move the watermark: the checkpoint is complete (the caller clears memory)."""
+        if self.base < 0 or watermark(conn) != self.base:
+            return
+        conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
+        _redo_dirty(conn, sql, ids, self.through)
+        conn.execute("DELETE FROM roll_pending")
 
 
-def _merge_bucket(
+@dataclass(slots=True)
+class Step:
+    """One write transaction of a checkpoint: its series and their merged
+    bucket rows, read when ``roll_state.edits`` was ``edits``."""
+
+    edits: int
+    series: list[tuple[Stream, str, list[BucketKey]]]
+    #: per tier: (stream, path, bucket start, then the bucket's columns and sketch)
+    rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    #: buckets the new rows overlap in time: rebuilt from the raw rows
+    redo: list[BucketKey] = field(default_factory=list)
+
+
+def _edits(conn: sqlite3.Connection) -> int:
+    """How many API edits touched the tiers so far (``touched`` counts them)."""
+    row = conn.execute("SELECT value FROM roll_state WHERE key = 'edits'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _dirty_by_series(conn: sqlite3.Connection) -> dict[tuple[Stream, str], list[tuple[int, int]]]:
+    """roll_dirty's (tier, bucket) by series (usually empty)."""
+    out: dict[tuple[Stream, str], list[tuple[int, int]]] = defaultdict(list)
+    for row in conn.execute(
+        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
+    ):
+        out[row[:5], row[5]].append((row[6], row[7]))
+    return out
+
+
+def _undirty(conn: sqlite3.Connection, stream: Stream, path: str, tier: int, start: int) -> None:
+    conn.execute(
+        "DELETE FROM roll_dirty WHERE session = ? AND kind = ? AND name = ? AND host IS ?"
+        " AND tags = ? AND path = ? AND tier = ? AND bucket = ?",
+        (*stream, path, tier, start),
+    )
+
+
+def _by_start(key: BucketKey) -> int:
+    return key[3]
+
+
+def _joined(chunks: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float]]:
+    """One (ts, value) column of a bucket from its slices' (each in (ts, id)
+    order, ids rising from one slice to the next), in (ts, id) order."""
+    if len(chunks) == 1:
+        return chunks[0]
+    tss = [t for c in chunks for t in c[0]]
+    vals = [v for c in chunks for v in c[1]]
+    if not all(map(operator.le, tss, islice(tss, 1, None))):  # a late document
+        order = sorted(range(len(tss)), key=tss.__getitem__)  # stable: id order kept
+        tss, vals = [tss[i] for i in order], [vals[i] for i in order]
+    return tss, vals
+
+
+def _merged(
     conn: sqlite3.Connection,
     tier: int,
-    sid: int,
+    sid: int | None,
     start: int,
     part: Partial,
     sketch: Sketch | None,
-) -> bool:
-    """Add ``part`` (rows with larger ids than the bucket's) to a stored
-    bucket; False when they overlap in time (the bucket needs a recompute)."""
-    row = conn.execute(
-        f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
-        (sid, start),
-    ).fetchone()
+) -> tuple[Any, ...] | None:
+    """The row of series ``sid``'s bucket with ``part`` (rows with larger
+    ids than the bucket's) added; None when they overlap in time (the
+    bucket needs a recompute)."""
+    row = None
+    if sid is not None:
+        row = conn.execute(
+            f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
+            (sid, start),
+        ).fetchone()
     if row is not None:
         old = Partial(*row[:9])
         old.merge(part)
         if old.inc is None:
-            return False
+            return None
         part = old
         if sketch is not None and row[9] is not None:
             merged = Sketch.from_bytes(row[9])
             merged.merge(sketch)
             sketch = merged
-    _write_bucket(conn, tier, sid, start, part, sketch)
-    return True
+    return _bucket_row(part, sketch)
+
+
+def _bucket_row(p: Partial, sketch: Sketch | None) -> tuple[Any, ...]:
+    """A bucket's columns after (series, bucket) in roll_{tier}."""
+    return (p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
+            None if sketch is None else sketch.to_bytes())  # fmt: skip
 
 
 def _write_bucket(
@@ -433,9 +622,8 @@ def _write_bucket(
     conn.execute(
         f"INSERT OR REPLACE INTO roll_{tier} (series, bucket, {_BUCKET_COLUMNS}, sketch)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (sid, start, p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
-         None if sketch is None else sketch.to_bytes()),
-    )  # fmt: skip
+        (sid, start, *_bucket_row(p, sketch)),
+    )
 
 
 def _recompute(
@@ -492,18 +680,26 @@ def touched(
     conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
 ) -> None:
     """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
-    old document's and the new one's) now if the document is in the tiers,
-    else mark them for the checkpoint that folds it (a writer may hold the
-    old version in memory). In the caller's write transaction."""
+    old document's and the new one's) now where the document is in the tiers
+    (up to the watermark, or its series' mark while a checkpoint is under way),
+    else mark them for the checkpoint that folds it (a folder may hold the old
+    version in memory). In the caller's write transaction."""
     mark = watermark(conn)
-    if doc_id <= mark:
-        for stream, path, tier, start in dict.fromkeys(buckets):
-            _recompute(conn, sql, ids, stream, path, tier, start, mark)
-    elif buckets:
+    pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
+    dirty: list[tuple[Any, ...]] = []
+    for stream, path, tier, start in dict.fromkeys(buckets):
+        upto = pending.get(ids.get(conn, stream, path), mark) if pending else mark
+        if doc_id <= upto:
+            _recompute(conn, sql, ids, stream, path, tier, start, upto)
+        else:
+            dirty.append((*stream, path, tier, start))
+    # A checkpoint step merged in a read snapshot must merge again.
+    conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
+    if dirty:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*stream, path, tier, start) for stream, path, tier, start in buckets],
+            dirty,
         )
 
 

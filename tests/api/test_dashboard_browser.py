@@ -9,6 +9,7 @@ never sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -99,6 +100,9 @@ def test_a_watched_process_charts_live(
          "--interval", "0.2", "--push-every", "2", "--spool-dir", str(tmp_path / "spool"),
          "--", sys.executable, "-c", APP],
         env=env, stderr=subprocess.PIPE, text=True,
+        # Its own process group: a failing test kills the watched app with it,
+        # which a SIGKILLed watchdog (rightly) leaves running.
+        start_new_session=True,
     )  # fmt: skip
     try:
         assert watchdog.stderr is not None
@@ -129,9 +133,9 @@ def test_a_watched_process_charts_live(
         page.wait_for_function("document.getElementById('state').textContent === 'exit 5'")
         page.screenshot(path=tmp_path / "session-ended.png", full_page=True)
     finally:
-        if watchdog.poll() is None:
-            watchdog.kill()
-            watchdog.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(watchdog.pid, signal.SIGKILL)
+        watchdog.wait()
 
 
 def test_a_question_in_the_query_box(

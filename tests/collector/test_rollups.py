@@ -194,6 +194,7 @@ actions = st.builds(
             st.tuples(st.just("replace"), st.integers(0, 10**6), api_point),
             st.tuples(st.just("resend"), st.none()),
             st.tuples(st.just("fold"), st.none()),
+            st.tuples(st.just("halffold"), st.integers(1, 4)),
         ),
         max_size=10,
     ),
@@ -258,6 +259,15 @@ def apply(store: Any, acts: list[tuple[Any, ...]], can_fold: bool) -> None:
                     assert store.replace(doc["id"], act[2]) is not None
         elif act[0] == "fold" and can_fold:
             store.fold_rollups()
+        elif act[0] == "halffold" and can_fold:
+            _fold_half_way(store, act[1])
+
+
+def _fold_half_way(store: Any, steps: int) -> None:
+    """A folder that dies after ``steps`` transactions of its checkpoint (one
+    series each): some series are folded further than the watermark."""
+    store._absorb(10**6)
+    store._checkpoint(steps=steps, series=1)  # its memory is lost; roll_pending stays
 
 
 _SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -426,32 +436,96 @@ def test_tiers_keep_their_retention(tmp_path: pathlib.Path) -> None:
         store.close()
 
 
-def test_writes_fold_under_load_and_when_idle(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from deltawire.collector.stores import sqlite, sqlite_rollup
+def test_the_folder_process_folds_as_documents_arrive(tmp_path: pathlib.Path) -> None:
+    """start_checkpointer starts the folder process: it folds what is written
+    (no fold call here), answers stay exact, close stops it; while it holds
+    the folder lock nobody else folds."""
+    from deltawire.collector.stores import sqlite_rollup
+    from deltawire.testing.harness import wait_until
 
-    monkeypatch.setattr(sqlite, "_TAIL_DOCS", 50)  # "sustained load" after 50 documents
     store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
     store.open()
     try:
+        store.start_checkpointer()
+        folder = store._folder_proc
+        assert folder is not None
         docs = [Document(f"s{i % 3}", i // 3, "sample", "p", BASE + i, "h", (), {"n": i % 17})
                 for i in range(600)]  # fmt: skip
+        for i in range(0, 600, 30):
+            store.write_batch(docs[i : i + 30])
 
         def mark() -> int:
             with store._reader("test") as conn:
                 return sqlite_rollup.watermark(conn)
 
-        for i in range(0, 300, 30):
-            store.write_batch(docs[i : i + 30])
-        store._checkpoint()
-        assert 0 < mark() <= 300  # folded while writing
-        store.write_batch(docs[300:])
-        while store.fold_idle():
-            pass
-        assert mark() == 600  # the idle writer caught up
+        wait_until(lambda: mark() == 600, timeout=30, what="the folder caught up")
+        assert store.fold_rollups() == 0  # the folder process holds the lock
         stored = _all_docs(store)
         for q in (AggregateQuery("rate", "n", by="session"), AggregateQuery("p50", "n")):
+            assert_same(run_aggregate(store, q), reference(stored, q), q)
+    finally:
+        store.close()
+    assert folder.returncode is not None  # stopped with the store
+
+
+def test_edits_while_a_checkpoint_is_half_done(tmp_path: pathlib.Path) -> None:
+    """API edits of documents that only some series have folded (their marks
+    above the watermark): answers stay exact before and after the checkpoint
+    is finished by the next folder."""
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.open()
+    try:
+        store.write_batch([Document(f"s{i % 2}", i // 2, "sample", "p", BASE + i * 7, "h", (),
+                                    {"n": i % 5, "m": i}) for i in range(40)])  # fmt: skip
+        store.fold_rollups()
+        store.write_batch([Document(f"s{i % 2}", i // 2, "sample", "p", BASE + i * 7, "h", (),
+                                    {"n": i % 7, "m": -i}) for i in range(40, 80)])  # fmt: skip
+        _fold_half_way(store, 5)  # of its 6 series (2 streams x docs, n, m)
+        with store._reader("test") as conn:
+            assert conn.execute("SELECT count(*) FROM roll_pending").fetchone()[0] == 5
+        docs = _all_docs(store)
+        store.replace(docs[10]["id"], {"data": {"n": 100, "m": 0.5}})  # folded everywhere
+        store.replace(docs[50]["id"], {"data": {"n": 200}})  # folded by some series only
+        assert store.delete(docs[60]["id"])
+        qs = [AggregateQuery(fn, f, by="session") for fn in ("sum", "max", "count", "rate")
+              for f in ("n", "m")]  # fmt: skip
+        docs = _all_docs(store)
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+        store.fold_rollups()  # a new folder finishes the checkpoint, then folds on
+        with store._reader("test") as conn:
+            assert conn.execute("SELECT count(*) FROM roll_pending").fetchone()[0] == 0
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+    finally:
+        store.close()
+
+
+def test_an_edit_between_a_steps_read_and_its_write(tmp_path: pathlib.Path) -> None:
+    """A checkpoint step merges in a read snapshot, then writes: an API edit
+    in between makes it merge again (else the edit's recompute is overwritten)."""
+    from deltawire.collector.stores import sqlite
+
+    store = open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    store.open()
+    try:
+        docs = [Document("s", i, "sample", "p", BASE + i, "h", (), {"n": i}) for i in range(20)]
+        store.write_batch(docs[:10])
+        store.fold_rollups()
+        store.write_batch(docs[10:])
+        folder, ids = store._folder, store._series_ids
+        store._absorb(100)
+        with store._reader("test") as conn:
+            steps = [folder.read_step(conn, ids, 100)]
+        first = _all_docs(store)[0]["id"]
+        store.replace(first, {"data": {"n": 1000}})  # folded already: recomputed now
+        with store._transaction("test") as conn:
+            assert folder.write_step(conn, sqlite._ROLLUP_SQL, ids, steps[0])
+            assert folder.read_step(conn, ids, 100) is None
+            folder.finish(conn, sqlite._ROLLUP_SQL, ids)
+        folder.clear()
+        stored = _all_docs(store)
+        for q in (AggregateQuery("sum", "n"), AggregateQuery("max", "n", bucket=60.0)):
             assert_same(run_aggregate(store, q), reference(stored, q), q)
     finally:
         store.close()
