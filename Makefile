@@ -11,6 +11,7 @@ export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "make: installing deltawire and its Python dependencies into $(VENV) (once; a minute or more)" >&2
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
 	@$(PY) -m pip install -q -e '.[dev]'

@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, each figure printed beside its baseline.
 
-    python -m bench [--only codec,ingest,agent,store,nlquery] [--scale 0.2]
+    python -m bench [--only codec,ingest,agent,store,nlquery,api,dashboard] [--scale 0.2]
 
 --scale multiplies sample counts and durations (1.0: the full run, several
 minutes; 0.1: a quick look)."""
@@ -13,7 +13,7 @@ import time
 
 __all__ = ["main"]
 
-PARTS = ("codec", "ingest", "agent", "store", "nlquery", "api")
+PARTS = ("codec", "ingest", "agent", "store", "nlquery", "api", "dashboard")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "api":
             from . import api
 
-            for table in api.run(seconds=max(2.0, 5.0 * args.scale)):
+            print(api.run(seconds=max(2.0, 5.0 * args.scale)), flush=True)
+        elif part == "dashboard":
+            from . import dashboard
+
+            for table in dashboard.run(runs=max(3, round(7 * args.scale))):
                 print(table.render(), flush=True)
         elif part == "nlquery":
             from . import nlquery

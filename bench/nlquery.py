@@ -1,12 +1,16 @@
 """/query bench: parse time per prompt, and how many held-out prompts are understood.
 
 Held-out prompts are never tuned on, and a set whose misses led to fixes is
-held out no longer: ``prompts_heldout6.jsonl`` is the untouched set. The
-earlier ones are shown as what they are, each fixed after its first
-measurement: ``prompts_heldout.jsonl`` (written before the parser; first
-measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45, 86.7%),
-``prompts_heldout3.jsonl`` (36 of 42, 85.7%), ``prompts_heldout4.jsonl`` (37 of
-41, 90.2%), ``prompts_heldout5.jsonl`` (35 of 40, 87.5%). The tuning table
+held out no longer. ``prompts_heldout7.jsonl`` is the set no fix came from:
+written with ``prompts_heldout8.jsonl`` before either was measured, it was
+measured first (40 of 40, 100%), then the parser was improved on prompts of
+neither set, then set 8 was measured untouched: 33 of 40 (82.5%); its misses
+were fixed after. The earlier sets are shown as what they are, each fixed
+after its first measurement: ``prompts_heldout.jsonl`` (written before the
+parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
+86.7%), ``prompts_heldout3.jsonl`` (36 of 42, 85.7%), ``prompts_heldout4.jsonl``
+(37 of 41, 90.2%), ``prompts_heldout5.jsonl`` (35 of 40, 87.5%),
+``prompts_heldout6.jsonl`` (37 of 40, 92.5%), set 8 (33 of 40, 82.5%). The tuning table
 (``tests/api/nl_prompts.py``) is the baseline column. Parse time is each prompt's fastest of
 several runs (the machine is shared: the fastest run is its cost, the rest is
 waiting for a core), against the 1 ms goal. ``/query`` end to end runs in
@@ -23,7 +27,7 @@ import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from deltawire.collector.api.nl_vocab import Vocabulary
 from deltawire.collector.api.nlquery import PromptError, parse_prompt
@@ -34,8 +38,8 @@ from .report import Table
 __all__ = ["heldout", "main", "run"]
 
 HERE = pathlib.Path(__file__).resolve().parent
-HELDOUT = HERE / "prompts_heldout6.jsonl"
-SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", "2", "3", "4", "5"))
+HELDOUT = HERE / "prompts_heldout7.jsonl"
+SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", "2", "3", "4", "5", "6", "8"))
 TUNING = HERE.parent / "tests" / "api" / "nl_prompts.py"
 
 
@@ -115,6 +119,60 @@ def _query_latency(rounds: int) -> tuple[list[float], int]:
     return sorted(times), failures
 
 
+#: Questions asked at scale: each as typed (a window that ends now, its start
+#: rounded to a tier edge) and with the exact start spelt out (answered as
+#: given: raw rows at the ragged edge). {since} is the exact start.
+_AT_SCALE: Final = (
+    ("avg cpu in the last hour", "avg cpu since {since}", 3600),
+    ("max memory by host in the last 2 hours", "max memory by host since {since}", 7200),
+    ("count samples per session in the last hour", "count samples per session since {since}", 3600),
+    ("top 5 sessions by cpu in the last 90 minutes", "top 5 sessions by cpu since {since}", 5400),
+    ("hosts with cpu over 90 in the last hour", "hosts with cpu over 90 since {since}", 3600),
+)
+
+
+def _at_scale(samples: int, reps: int) -> Table:
+    """/query (parse, then the engine) on the query bench's samples (100
+    sessions, 4 hosts, one sample a second each), "now" 17.3 s past its end."""
+    from deltawire.collector.api.nl_run import answer
+    from deltawire.collector.api.views import doc_out, session_out
+    from deltawire.collector.stores import open_store
+
+    from .query import T0, _load_deltawire
+
+    table = Table(
+        f"/query through the engine, {samples:,} samples, SQLite (ms, {reps} runs; "
+        "as typed: window start rounded to a tier edge)",
+        ["as typed p50", "exact start p50", "as typed p95", "exact start p95"],
+    )
+    with tempfile.TemporaryDirectory(prefix="deltawire-nl-bench-") as tmp:
+        db = pathlib.Path(tmp) / "nl.db"
+        _load_deltawire(db, samples, 100)
+        store = open_store(f"sqlite:///{db}")
+        store.open()
+        try:
+            vocab = Vocabulary(store.catalog())
+            now = datetime.fromtimestamp(T0 + samples // 100 - 17.3, UTC)
+
+            def timed(prompt: str) -> list[float]:
+                out = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    answer(store, vocab, parse_prompt(prompt, now, vocab), doc_out, session_out)
+                    out.append((time.perf_counter() - t0) * 1000)
+                return sorted(out)
+
+            for typed, exact, seconds in _AT_SCALE:
+                since = datetime.fromtimestamp(now.timestamp() - seconds, UTC)
+                a = timed(typed)  # interleaved with b: the same machine load
+                b = timed(exact.format(since=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")))
+                table.row(typed, _pct(a, 0.5), _pct(b, 0.5), _pct(a, 0.95), _pct(b, 0.95),
+                          goal="p95 < 100 ms", lower_is_better=True)  # fmt: skip
+        finally:
+            store.close()
+    return table
+
+
 def run(scale: float = 1.0) -> list[Table]:
     vocab = Vocabulary(nl_dataset.catalog())
     held = heldout()
@@ -124,7 +182,9 @@ def run(scale: float = 1.0) -> list[Table]:
     seen_pct, _ = _accuracy(seen, vocab)
     tune_pct, _ = _accuracy(tuning, vocab)
     acc = Table("/query: prompts understood correctly (%)", ["this set", "tuning table"])
-    acc.row(f"held out, untouched ({len(held)})", held_pct, tune_pct, goal=">= 90%", ratio=False)
+    acc.row(
+        f"held out, no fix from it ({len(held)})", held_pct, tune_pct, goal=">= 90%", ratio=False
+    )
     acc.row(f"held out once, since fixed ({len(seen)})", seen_pct, tune_pct, ratio=False)
     rounds = max(3, int(20 * scale))
     times = _parse_times([p for p, _ in held + seen + tuning], vocab, rounds)
@@ -147,7 +207,8 @@ def run(scale: float = 1.0) -> list[Table]:
     e2e.row("p99", _pct(lat, 0.99), 200.0, goal="p99 < 200 ms", lower_is_better=True)
     for line in held_wrong:
         print("  held-out miss:", line)
-    return [acc, parse, e2e]
+    scaled = _at_scale(int(1_000_000 * scale), max(3, int(10 * scale)))
+    return [acc, parse, e2e, scaled]
 
 
 def main() -> int:

@@ -9,8 +9,9 @@ rejected seqs that arrived between them.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
-__all__ = ["AckTracker"]
+__all__ = ["AckTimes", "AckTracker"]
 
 
 class AckTracker:
@@ -62,3 +63,23 @@ class AckTracker:
     @property
     def want_ack(self) -> bool:
         return self.acked > self.sent
+
+
+class AckTimes:
+    """When each run of accepted frames arrived, until an ack covers it: what
+    the ack-latency histogram observes (one value per frame of the run)."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: deque[tuple[int, float, int]] = deque()  # (last seq, received at, frames)
+
+    def received(self, last_seq: int, at: float, frames: int) -> None:
+        self._runs.append((last_seq, at, frames))
+
+    def covered(self, acked: int, now: float) -> Iterator[tuple[float, int]]:
+        """(seconds waited, frames) of the runs an ack for ``acked`` covers, dropped here."""
+        runs = self._runs
+        while runs and runs[0][0] <= acked:
+            _, at, frames = runs.popleft()
+            yield now - at, frames

@@ -6,6 +6,7 @@ which sessions/names changed, so cached answers are invalidated."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class ApiProcess:
         self._stats_text = stats_text
         self._sessions: set[str] = set()
         self._names: set[str] = set()
+        self._span = [math.inf, -math.inf]  # of the timestamps since the last bump
         self.started = trio.Event()
 
     @property
@@ -45,9 +47,14 @@ class ApiProcess:
         return self._child.process
 
     def on_commit(self, batch: list[Chunk]) -> None:
+        span = self._span
         for chunk in batch:
             self._sessions.add(chunk.session)
             self._names |= chunk.names
+            if chunk.lo < span[0]:
+                span[0] = chunk.lo
+            if chunk.hi > span[1]:
+                span[1] = chunk.hi
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the API process until cancelled; restart it (with backoff) if it dies."""
@@ -74,10 +81,14 @@ class ApiProcess:
             while True:
                 lines = []
                 if self._sessions or self._names:
-                    lines.append(orjson.dumps({"op": "bump", "sessions": sorted(self._sessions),
-                                               "names": sorted(self._names)}))  # fmt: skip
+                    bump: dict[str, object] = {"op": "bump", "sessions": sorted(self._sessions),
+                                               "names": sorted(self._names)}  # fmt: skip
+                    if all(map(math.isfinite, self._span)):
+                        bump["span"] = self._span
+                    lines.append(orjson.dumps(bump))
                     self._sessions.clear()
                     self._names.clear()
+                    self._span = [math.inf, -math.inf]
                 if tick % 10 == 0:
                     lines.append(orjson.dumps({"op": "stats", "text": self._stats_text()}))
                 if lines:

@@ -31,7 +31,7 @@ from deltawire.protocol import (
     error_frame,
 )
 
-from .acks import AckTracker
+from .acks import AckTimes, AckTracker
 from .hub import Hub
 from .stores.base import STORE_BACKOFF, StoreUnavailable
 from .writer import Item
@@ -77,6 +77,7 @@ class Connection:
             tap=self._capture_write if cfg.capture_dir is not None else None,
         )
         self.tracker = AckTracker()
+        self._ack_times = AckTimes()
         self.session: str | None = None
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
@@ -239,6 +240,7 @@ class Connection:
         if events:
             items = cast(list[Item], events)  # only the first frame is a hello
             self.tracker.accepted(items[-1].seq)
+            self._ack_times.received(items[-1].seq, trio.current_time(), len(items))
             await self.hub.pipeline.submit(self, items)
 
     async def _reject(self, exc: ProtocolError) -> None:
@@ -350,6 +352,9 @@ class Connection:
             if acked > self.tracker.sent:
                 self.tracker.sent = acked
                 self.hub.stats.acks_sent += 1
+                now = trio.current_time()
+                for waited, count in self._ack_times.covered(acked, now):
+                    self.hub.stats.ack_latency.observe(waited, count)
             return True
 
     async def _send(self, *frames: ServerFrame) -> None:

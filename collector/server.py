@@ -32,6 +32,22 @@ __all__ = ["ServeConfig", "serve"]
 
 log = logging.getLogger("deltawire.collector.server")
 
+_HTTP_UP_S = 60.0  # how long "ready" waits for the API process's port (a slow start logs anyway)
+
+
+async def _accepting(addr: tuple[str, int]) -> None:
+    """Return once ``addr`` accepts a connection, or after _HTTP_UP_S."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(addr[0], addr[0])
+    with trio.move_on_after(_HTTP_UP_S):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, addr[1])
+            except OSError:
+                await trio.sleep(0.05)  # polling the port, within the deadline above
+                continue
+            await stream.aclose()
+            return
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -140,10 +156,18 @@ async def serve(
                         await trio.serve_listeners(handler, serving, handler_nursery=conns)
 
             nursery.start_soon(accept)
-            log.info("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
-                        "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,
-                        "dashboard": f"http://{cfg.http[0]}:{cfg.http[1]}/" if cfg.http else None,
-                        "store": redact_uri(cfg.store_uri)})  # fmt: skip
+
+            async def announce() -> None:
+                # The line names the dashboard: print it once the API process
+                # answers, not seconds before (a newcomer clicks it at once).
+                if cfg.http is not None:
+                    await _accepting(cfg.http)
+                log.info("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
+                            "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,
+                            "dashboard": f"http://{cfg.http[0]}:{cfg.http[1]}/" if cfg.http else None,
+                            "store": redact_uri(cfg.store_uri)})  # fmt: skip
+
+            nursery.start_soon(announce)
             task_status.started(port)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -10,12 +11,43 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["Stats", "prometheus_text"]
+__all__ = ["ACK_LATENCY_BUCKETS", "Histogram", "Stats", "prometheus_text"]
+
+#: Upper bounds (seconds) of the ack-latency buckets: acks are coalesced every
+#: ack_interval (50 ms) behind a store commit, so the interesting range is a
+#: few ms to a few hundred, with a tail for a stalled store.
+ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A Prometheus histogram: counts per upper bound (the last is +Inf)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.count += times
+
+    def family(self, name: str, help_: str) -> HistogramMetricFamily:
+        cumulative, buckets = 0, []
+        for le, n in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            cumulative += n
+            buckets.append((le, cumulative))
+        return HistogramMetricFamily(name, help_, buckets=buckets, sum_value=self.total)
 
 
 @dataclass(slots=True)
@@ -40,6 +72,8 @@ class Stats:
     queue_capacity: int = 0
     inflight_docs: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: Seconds from a frame's receipt to the ack that covers it, per frame.
+    ack_latency: Histogram = field(default_factory=lambda: Histogram(ACK_LATENCY_BUCKETS))
 
     def observe_batch(self, docs: int, seconds: float) -> None:
         self.batches += 1
@@ -83,6 +117,9 @@ class Stats:
             yield family(p + name, help_, value=value)  # type: ignore[call-arg]
         yield SummaryMetricFamily(p + "batch_seconds", "Store commit latency per batch.",
                                   count_value=self.batches, sum_value=self.batch_seconds_sum)  # fmt: skip
+        yield self.ack_latency.family(
+            p + "ack_latency_seconds", "Seconds from a frame's receipt to the ack covering it."
+        )
         errors = CounterMetricFamily(p + "errors_total", "Protocol errors sent, by code.",
                                      labels=["code"])  # fmt: skip
         for code, count in sorted(self.errors.items()):

@@ -74,6 +74,7 @@ class Item(NamedTuple):
     session: str
     seq: int
     name: str
+    ts: float  # what the HTTP API's cache must know of it (see api.cache.Span)
     row: Any
 
 
@@ -88,7 +89,7 @@ def item_factory(encode: DocumentFactory) -> DocumentFactory:
     def make_item(session, seq, kind, name, ts, host, tags, data):
         # the DocumentFactory signature; named, not *fields: no index reads
         row = encode(session, seq, kind, name, ts, host, tags, data)
-        return _new_item(Item, (session, seq, name, row))
+        return _new_item(Item, (session, seq, name, ts, row))
 
     return make_item
 
@@ -223,7 +224,9 @@ class ThreadWriter:
         return result
 
     async def write(self, docs: list[Document]) -> BatchResult:
-        return await (await self.submit([[Item(d.session, d.seq, d.name, d) for d in docs]]))()
+        return await (
+            await self.submit([[Item(d.session, d.seq, d.name, d.ts, d) for d in docs]])
+        )()
 
     async def start(self) -> None:
         pass  # the store is open already, and threads start in microseconds

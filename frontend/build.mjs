@@ -3,7 +3,7 @@
 // its CSS, and index.html. Run with `make web` (npm ci + this script).
 import * as esbuild from "esbuild";
 import { createHash } from "node:crypto";
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -21,7 +21,11 @@ await esbuild.build({
   legalComments: "eof",
   logLevel: "info",
 });
-copyFileSync(join(here, "src", "index.html"), join(out, "index.html"));
+// index.html's inline script (a session page's first requests) minified too.
+const page = readFileSync(join(here, "src", "index.html"), "utf8");
+const inline = /<script>([\s\S]*?)<\/script>/;
+const { code } = await esbuild.transform(page.match(inline)[1], { minify: true, target: "es2017" });
+writeFileSync(join(out, "index.html"), page.replace(inline, () => `<script>${code.trim()}</script>`));
 
 // What the bundle was built from, so a test can tell a stale committed build:
 // sha256 over each source's path and bytes (src/ and the lock file), sorted.

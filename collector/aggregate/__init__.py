@@ -17,8 +17,10 @@ from .query import (
     Fn,
     Group,
     Order,
+    Threshold,
     parse_bucket,
     parse_field,
+    parse_where,
 )
 
 __all__ = [
@@ -32,8 +34,10 @@ __all__ = [
     "Group",
     "Order",
     "RollupSource",
+    "Threshold",
     "parse_bucket",
     "parse_field",
+    "parse_where",
     "plan_segments",
     "run_aggregate",
 ]

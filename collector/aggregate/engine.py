@@ -30,6 +30,7 @@ from deltawire.collector.stores.rollup import (
 )
 
 from .query import QUANTILES, AggregateQuery, AggregateRow
+from .threshold import apply_threshold
 
 __all__ = ["RollupSource", "plan_segments", "run_aggregate"]
 
@@ -146,8 +147,17 @@ def _run(
     store: RollupSource, query: AggregateQuery, segments: tuple[Segment, ...]
 ) -> list[AggregateRow]:
     percentile = QUANTILES.get(query.fn)
-    req = RollupRequest(query.where, query.path, segments, sketches=percentile is not None)
+    th = query.threshold
+    req = RollupRequest(
+        query.where,
+        query.path,
+        segments,
+        sketches=percentile is not None,
+        raw_filter=None if th is None else (th.op, th.number),
+    )
     data = store.rollup_read(req)
+    if query.threshold is not None:  # only what passes it (threshold.py)
+        data = apply_threshold(store, query, req, data)
     accs = _accumulate(query, data, percentile is not None)
     rows = [
         AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)

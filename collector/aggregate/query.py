@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Final, Literal, get_args
@@ -21,8 +24,10 @@ __all__ = [
     "Fn",
     "Group",
     "Order",
+    "Threshold",
     "parse_bucket",
     "parse_field",
+    "parse_where",
 ]
 
 Fn = Literal["count", "avg", "min", "max", "sum", "p50", "p90", "p95", "p99", "rate"]
@@ -38,6 +43,47 @@ BUCKET_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_BUCKETS: Final = 100_000
 _BUCKET_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _MAX_PATH: Final = 256
+#: ``where``: one comparison of the field with a number ("duration_ms > 200").
+_WHERE_RE: Final = re.compile(
+    r"^\s*([^\s<>=!]+)\s*(>=|<=|>|<)\s*(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*$"
+)
+#: Functions a threshold applies to: each is exact from the tier buckets wholly
+#: inside or outside it plus the raw rows of the buckets it cuts (a rate of
+#: the values over a threshold means nothing).
+THRESHOLD_FNS: Final = frozenset({"count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"})
+Op = Literal[">", ">=", "<", "<="]
+_OPS: Final[dict[str, Callable[[float, float], bool]]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """Only the values of ``field`` that compare so with ``number``."""
+
+    field: str  # "value" or a data path
+    op: Op
+    number: float
+
+    def text(self) -> str:
+        n = int(self.number) if self.number == int(self.number) else self.number
+        return f"{self.field} {self.op} {n}"
+
+    def passes(self, value: float) -> bool:
+        return _OPS[self.op](value, self.number)
+
+
+def parse_where(text: str) -> Threshold:
+    """``duration_ms > 200``, ``value<=1.5`` -> a ``Threshold``."""
+    m = _WHERE_RE.match(text)
+    if m is None:
+        raise AggregateError(
+            "where", f"{text!r}: a field, one of > >= < <=, and a number ('duration_ms > 200')"
+        )
+    number = float(m.group(3))
+    if not math.isfinite(number):
+        raise AggregateError("where", f"{text!r}: the number must be finite")
+    return Threshold(parse_field(m.group(1)), m.group(2), number)  # type: ignore[arg-type]
 
 
 class AggregateError(ValueError):
@@ -73,6 +119,9 @@ class AggregateQuery:
     bucket: float | None = None
     order: Order = "group"
     limit: int | None = None
+    #: Only the values passing it count: on ``field``, or with ``count`` and
+    #: no field, on any path (the documents whose ``duration_ms > 200``).
+    threshold: Threshold | None = None
 
     def __post_init__(self) -> None:
         if self.fn not in FNS:
@@ -96,11 +145,18 @@ class AggregateQuery:
             raise AggregateError("order", "must be group, value or -value")
         if self.limit is not None and self.limit < 1:
             raise AggregateError("limit", "must be at least 1")
+        if self.threshold is not None:
+            if self.fn not in THRESHOLD_FNS:
+                raise AggregateError("where", f"not with {self.fn}: a rate counts every value")
+            if self.field is not None and self.field != self.threshold.field:
+                raise AggregateError(
+                    "where", f"must be on the field ({self.field}), not on {self.threshold.field}"
+                )
 
     @property
     def path(self) -> str:
-        """The series path: the field, or ``""`` for documents."""
-        return self.field or ""
+        """The series path: the field, the threshold's, or ``""`` for documents."""
+        return self.field or (self.threshold.field if self.threshold is not None else "")
 
 
 @dataclass(frozen=True, slots=True)

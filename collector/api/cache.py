@@ -11,11 +11,21 @@ names *and* ``all``. A query depends on one counter, its *scope*:
 - else -> ``all``.
 
 An entry remembers the generation of its scope that was read *before* the store
-was queried; a lookup that sees a different generation is a miss. So a bump
-that lands after the store commit can never let an older answer survive, and a
+was queried; a lookup that sees the same generation is a hit. So a bump that
+lands after the store commit can never let an older answer survive, and a
 racing reader at worst stores an answer under a generation that is already
 dead. Entries also expire after ``ttl`` seconds, which bounds every case the
 generations cannot see (a write while Redis was unreachable).
+
+Time ranges: with agents streaming, every scope is bumped every 100 ms, yet
+most answers cannot change: "the first 100 documents of name N", a window in
+the past, any page that ends before now. So a bump also says the time range
+of what was written (``Span``; a stream writes at "now"), each scope keeps a
+short log of its last bumps (generation, range), and an entry remembers the
+range of timestamps its answer depends on. On a generation mismatch, the
+entry is still good if no bump since its generation touched its range (closed
+ranges never change); it is then re-tagged with the current generation. When
+the log no longer reaches back to the entry's generation, it is a miss.
 
 Two backends with one interface:
 
@@ -43,10 +53,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,11 +65,14 @@ from deltawire.formats import redact_uri
 
 __all__ = [
     "ALL_SCOPE",
+    "EVERYTHING",
     "REDIS_PREFIX",
+    "Answer",
     "CacheStats",
     "LocalCache",
     "QueryCache",
     "RedisCache",
+    "Span",
     "bump_scopes",
     "cache_namespace",
     "make_cache",
@@ -74,6 +88,54 @@ REDIS_PREFIX = "deltawire:cache:"
 #: Generations kept by the local cache before it forgets them all (and, to stay
 #: correct, every entry too): bounds memory with many short-lived sessions.
 _MAX_LOCAL_GENS = 100_000
+#: Bumps remembered per scope: ingest bumps every scope it writes about 10
+#: times a second, so 64 reach back ~6 s, about a default TTL.
+_LOG_LEN = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A closed range of timestamps (seconds): what a write touched, or what
+    a cached answer depends on."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+
+    def touches(self, other: Span) -> bool:
+        return other.lo <= self.hi and other.hi >= self.lo
+
+    @classmethod
+    def of(cls, timestamps: Iterable[float | None]) -> Span:
+        """The smallest span holding ``timestamps`` (everything if one is unknown)."""
+        stamps = list(timestamps)
+        known = [t for t in stamps if t is not None]
+        if not known or len(known) < len(stamps):
+            return EVERYTHING
+        return cls(min(known), max(known))
+
+
+EVERYTHING = Span()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A computed answer and the span of timestamps it depends on."""
+
+    payload: bytes
+    span: Span = EVERYTHING
+
+
+def _unchanged(log: Sequence[tuple[int, Span]] | None, since: int, span: Span) -> bool:
+    """No bump after generation ``since`` touched ``span`` (as far as ``log``,
+    oldest first, reaches back: not far enough is "changed")."""
+    if span == EVERYTHING or not log or log[0][0] > since + 1:
+        return False
+    for gen, touched in reversed(log):
+        if gen <= since:
+            break
+        if touched.touches(span):
+            return False
+    return True
 
 
 def scope_for(session: str | None, name: str | None) -> str:
@@ -107,6 +169,10 @@ def cache_namespace(store_uri: str, database: str = "") -> str:
 def redis_gen_key(scope: str, namespace: str = "") -> str:
     """The Redis key of a generation counter (``INCR`` it after a store commit)."""
     return f"{REDIS_PREFIX}{namespace}:gen:{_short(scope)}"
+
+
+def _redis_log_key(scope: str, namespace: str) -> str:
+    return f"{REDIS_PREFIX}{namespace}:log:{_short(scope)}"
 
 
 def _redis_value_key(key: str, namespace: str) -> str:
@@ -144,13 +210,23 @@ class QueryCache(Protocol):
         """(payload, None) on a hit; (None, gen) on a miss; (None, None) if unusable."""
         ...
 
-    async def put(self, key: str, gen: int, payload: bytes) -> None: ...
+    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None: ...
 
-    async def bump(self, sessions: Iterable[str], names: Iterable[str]) -> None: ...
+    async def bump(
+        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+    ) -> None: ...
 
     def healthy(self) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    gen: int
+    expires: float
+    payload: bytes
+    span: Span
 
 
 class LocalCache:
@@ -163,37 +239,48 @@ class LocalCache:
         self.ttl = ttl
         self.stats = CacheStats()
         self._gens: dict[str, int] = {}
-        self._lru: OrderedDict[str, tuple[int, float, bytes]] = OrderedDict()
+        self._logs: dict[str, deque[tuple[int, Span]]] = {}
+        self._lru: OrderedDict[str, _Entry] = OrderedDict()
 
     async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
         gen = self._gens.get(scope, 0)
         entry = self._lru.get(key)
         if entry is not None:
-            if entry[0] == gen and entry[1] > time.monotonic():
+            if entry.expires > time.monotonic() and (
+                entry.gen == gen or _unchanged(self._logs.get(scope), entry.gen, entry.span)
+            ):
+                entry.gen = gen
                 self._lru.move_to_end(key)
                 self.stats.hits += 1
-                return entry[2], None
+                return entry.payload, None
             del self._lru[key]
         self.stats.misses += 1
         return None, gen
 
-    async def put(self, key: str, gen: int, payload: bytes) -> None:
+    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None:
         if self.size <= 0 or self.ttl <= 0:
             return
-        self._lru[key] = (gen, time.monotonic() + self.ttl, payload)
+        self._lru[key] = _Entry(gen, time.monotonic() + self.ttl, payload, span)
         self._lru.move_to_end(key)
         while len(self._lru) > self.size:
             self._lru.popitem(last=False)
 
-    async def bump(self, sessions: Iterable[str], names: Iterable[str]) -> None:
+    async def bump(
+        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+    ) -> None:
         self.stats.bumps += 1
-        gens = self._gens
+        gens, logs = self._gens, self._logs
         for scope in bump_scopes(sessions, names):
-            gens[scope] = gens.get(scope, 0) + 1
+            gen = gens[scope] = gens.get(scope, 0) + 1
+            log_ = logs.get(scope)
+            if log_ is None:
+                log_ = logs[scope] = deque(maxlen=_LOG_LEN)
+            log_.append((gen, span))
         if len(gens) > _MAX_LOCAL_GENS:
             # A forgotten counter reads 0 again, which an old entry may carry:
             # forget the entries too.
             gens.clear()
+            logs.clear()
             self._lru.clear()
 
     def healthy(self) -> bool:
@@ -201,6 +288,37 @@ class LocalCache:
 
     async def aclose(self) -> None:
         self._lru.clear()
+
+
+#: One bump, atomically: for each scope (KEYS: n generation keys, then their
+#: n log keys), INCR the generation and log "gen lo hi" under it.
+_BUMP_LUA = """
+local n = #KEYS / 2
+for i = 1, n do
+  local gen = redis.call('INCR', KEYS[i])
+  local log = KEYS[n + i]
+  redis.call('RPUSH', log, gen .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('LTRIM', log, -tonumber(ARGV[3]), -1)
+  redis.call('PEXPIRE', log, ARGV[4])
+end
+return n
+"""
+
+
+def _tag(gen: int, span: Span) -> bytes:
+    """An entry's first line: its generation, and its span unless everything."""
+    if span == EVERYTHING:
+        return b"%d\n" % gen
+    return f"{gen} {span.lo!r} {span.hi!r}\n".encode()
+
+
+def _parse_tag(tag: bytes) -> tuple[int | None, Span]:
+    parts = tag.split()
+    if len(parts) == 1:
+        return int(parts[0]), EVERYTHING
+    if len(parts) == 3:
+        return int(parts[0]), Span(float(parts[1]), float(parts[2]))
+    return None, EVERYTHING
 
 
 class RedisCache:
@@ -235,6 +353,7 @@ class RedisCache:
             retry=Retry(NoBackoff(), 0),
         )
         self._redis = Redis(connection_pool=pool)
+        self._bump_script = self._redis.register_script(_BUMP_LUA)
         self._down = False
         self._retry_at = 0.0
 
@@ -262,36 +381,52 @@ class RedisCache:
         if not self._usable():
             self.stats.bypassed += 1
             return None, None
+        value_key = _redis_value_key(key, self.namespace)
         try:
             raw_gen, raw_val = await self._redis.mget(
-                redis_gen_key(scope, self.namespace), _redis_value_key(key, self.namespace)
+                redis_gen_key(scope, self.namespace), value_key
             )
+            gen = int(raw_gen) if raw_gen is not None else 0
+            if raw_val is not None:
+                raw = raw_val if isinstance(raw_val, bytes) else str(raw_val).encode()
+                tag, _, payload = raw.partition(b"\n")
+                entry_gen, span = _parse_tag(tag)
+                if entry_gen == gen or (
+                    entry_gen is not None and await self._unchanged(scope, entry_gen, span)
+                ):
+                    if entry_gen != gen:  # the next lookups hit at once again
+                        await self._redis.set(value_key, _tag(gen, span) + payload, keepttl=True)
+                    self._ok()
+                    self.stats.hits += 1
+                    return payload, None
+        except ValueError:  # someone else's junk under our keys: do not cache at all
+            self.stats.bypassed += 1
+            return None, None
         except Exception as e:  # any failure of the cache must not fail the request
             self._failed(e)
             self.stats.bypassed += 1
             return None, None
         self._ok()
-        try:
-            gen = int(raw_gen) if raw_gen is not None else 0
-        except ValueError:  # someone else's junk under our key: do not cache at all
-            self.stats.bypassed += 1
-            return None, None
-        if raw_val is not None:
-            raw = raw_val if isinstance(raw_val, bytes) else str(raw_val).encode()
-            tag, _, payload = raw.partition(b"\n")
-            if tag == b"%d" % gen:
-                self.stats.hits += 1
-                return payload, None
         self.stats.misses += 1
         return None, gen
 
-    async def put(self, key: str, gen: int, payload: bytes) -> None:
+    async def _unchanged(self, scope: str, since: int, span: Span) -> bool:
+        if span == EVERYTHING:
+            return False
+        raw = await self._redis.lrange(_redis_log_key(scope, self.namespace), 0, -1)
+        log_: list[tuple[int, Span]] = []
+        for item in raw:
+            gen, lo, hi = item.split()
+            log_.append((int(gen), Span(float(lo), float(hi))))
+        return _unchanged(log_, since, span)
+
+    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None:
         if self.ttl <= 0 or not self._usable():
             return
         try:
             await self._redis.set(
                 _redis_value_key(key, self.namespace),
-                b"%d\n" % gen + payload,
+                _tag(gen, span) + payload,
                 px=max(1, int(self.ttl * 1000)),
             )
         except Exception as e:
@@ -299,15 +434,21 @@ class RedisCache:
         else:
             self._ok()
 
-    async def bump(self, sessions: Iterable[str], names: Iterable[str]) -> None:
+    async def bump(
+        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+    ) -> None:
         self.stats.bumps += 1
         if not self._usable():
             return  # missed bumps are bounded by the TTL (see module doc)
+        scopes = bump_scopes(sessions, names)
+        keys = [redis_gen_key(scope, self.namespace) for scope in scopes]
+        keys += [_redis_log_key(scope, self.namespace) for scope in scopes]
+        # A log entry matters only while an entry older than it lives (ttl).
+        keep_ms = max(1000, int(self.ttl * 2000))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for scope in bump_scopes(sessions, names):
-                    pipe.incr(redis_gen_key(scope, self.namespace))
-                await pipe.execute()
+            await self._bump_script(
+                keys=keys, args=[repr(span.lo), repr(span.hi), _LOG_LEN, keep_ms]
+            )
         except Exception as e:
             self._failed(e)
         else:

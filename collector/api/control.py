@@ -1,7 +1,9 @@
 """The control pipe from the ingest process: NDJSON messages on our stdin.
 
 - ``{"op": "stats", "text": "<Prometheus text>"}`` about once a second;
-- ``{"op": "bump", "sessions": [...], "names": [...]}`` after each store commit.
+- ``{"op": "bump", "sessions": [...], "names": [...], "span": [lo, hi]}`` after
+  store commits: what was written, and the range of its timestamps (optional:
+  without it, every cached answer of those scopes is dropped).
 
 Stdin is read by a daemon thread (a blocking read cannot be cancelled, and the
 event loop must never block on it); each message is handed to the event loop,
@@ -19,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .cache import QueryCache
+from .cache import EVERYTHING, QueryCache, Span
 from .stats import IngestStats
 
 __all__ = ["MAX_LINE_BYTES", "ControlError", "ControlReader", "apply_control", "parse_control"]
@@ -50,6 +52,14 @@ def parse_control(line: bytes) -> dict[str, Any]:
             items = msg.get(key, [])
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
                 raise ControlError(f"bump: {key!r} must be a list of strings")
+        span = msg.get("span")
+        if span is not None and not (
+            isinstance(span, list)
+            and len(span) == 2
+            and all(type(x) in (int, float) for x in span)
+            and span[0] <= span[1]
+        ):
+            raise ControlError("bump: 'span' must be [lo, hi], two numbers with lo <= hi")
     else:
         raise ControlError(f"unknown op {op!r}")
     return msg
@@ -59,7 +69,12 @@ async def apply_control(msg: dict[str, Any], cache: QueryCache, ingest: IngestSt
     if msg["op"] == "stats":
         ingest.update(msg["text"])
     else:
-        await cache.bump(msg.get("sessions", []), msg.get("names", []))
+        span = msg.get("span")
+        await cache.bump(
+            msg.get("sessions", []),
+            msg.get("names", []),
+            EVERYTHING if span is None else Span(float(span[0]), float(span[1])),
+        )
 
 
 class ControlReader(threading.Thread):

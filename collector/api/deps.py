@@ -28,7 +28,7 @@ from starlette.responses import Response
 from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
 from .auth import Keys
-from .cache import QueryCache
+from .cache import EVERYTHING, Answer, QueryCache, Span
 from .errors import ApiError
 from .hub import StreamHub
 from .stats import IngestStats, RequestStats
@@ -175,7 +175,7 @@ class Deps:
     # -- the cache ----------------------------------------------------------------------------
 
     async def cached(
-        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes]]
+        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes | Answer]]
     ) -> Response:
         """The cached answer, or one computation shared by every request for
         ``key`` that misses meanwhile (single flight): after a write bumps a
@@ -183,7 +183,10 @@ class Deps:
         That stampede was the p99 tail of cached GETs under live ingest:
         wrk -c100 on a cached listing with a bump every 100 ms (as the ingest
         side sends) measured 602 req/s, p99 654 ms without this, and 10-12k
-        req/s, p99 67-103 ms with it (same shared machine, load ~10)."""
+        req/s, p99 67-103 ms with it (same shared machine, load ~10).
+
+        ``compute`` may return an ``Answer`` with the span of timestamps the
+        answer depends on: writes outside it then leave it cached."""
         payload, gen = await self.cache.get(key, scope)
         if payload is not None:
             return Response(payload, media_type="application/json", headers={"x-cache": "hit"})
@@ -196,17 +199,24 @@ class Deps:
                 )
         flight = self._flights[key] = _Flight(gen)
         try:
-            payload = await compute()
-            flight.payload = payload
+            answer = await compute()
+            if type(answer) is not Answer:
+                answer = Answer(answer)  # type: ignore[arg-type]
+            payload = flight.payload = answer.payload
         finally:
             flight.done.set()
             if self._flights.get(key) is flight:
                 del self._flights[key]
         if gen is not None:
-            await self.cache.put(key, gen, payload)
+            await self.cache.put(key, gen, payload, answer.span)
         return Response(payload, media_type="application/json", headers={"x-cache": "miss"})
 
-    async def bump(self, sessions: Iterable[str | None], names: Iterable[str | None]) -> None:
+    async def bump(
+        self,
+        sessions: Iterable[str | None],
+        names: Iterable[str | None],
+        span: Span = EVERYTHING,
+    ) -> None:
         await self.cache.bump(
-            [s for s in sessions if s is not None], [n for n in names if n is not None]
+            [s for s in sessions if s is not None], [n for n in names if n is not None], span
         )

@@ -81,15 +81,18 @@ SIZE_UNITS: Final = {
 }  # fmt: skip
 
 LIVE_WORDS: Final = frozenset(
-    {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing"}
-)
+    {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing",
+     "up"}
+)  # fmt: skip
+#: Sessions no longer connected (never typos of "online").
+GONE_WORDS: Final = frozenset({"disconnected", "offline", "dead", "gone", "lost", "down"})
 ENDED_WORDS: Final = frozenset(
     {"ended", "end", "ends", "finished", "finish", "exited", "exit", "stopped", "stop",
      "closed", "done", "terminated", "completed", "over", "died", "quit"}
 )  # fmt: skip
 BAD_EXIT_WORDS: Final = frozenset(
     {"crashed", "crash", "crashes", "failed", "failing", "nonzero", "non-zero", "bad", "abnormal",
-     "abnormally", "unsuccessful", "unsuccessfully", "error", "errors"}
+     "abnormally", "unsuccessful", "unsuccessfully", "error", "errors", "failure", "failures"}
 )  # fmt: skip
 GOOD_EXIT_WORDS: Final = frozenset(
     {"ok", "okay", "cleanly", "clean", "successfully", "success", "successful", "normally", "fine"}
@@ -126,7 +129,9 @@ FILLER: Final = frozenset(
     "metric", "metrics", "stats", "statistics", "statistic", "figure", "by", "graph", "chart",
     "plot", "trend", "trends", "over", "time", "breakdown", "broken", "down", "split",
     "grouped", "group", "x", "vs", "versus", "compared", "everything", "anything", "something",
-    "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened", "busy"
+    "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened", "busy",
+    # verbs around what a process uses: never typos of a keyword ("uses" !-> "user")
+    "uses", "consumes", "consumed", "eats", "needs", "needed", "ran", "run", "runs",
     ]
 )  # fmt: skip
 
@@ -135,6 +140,12 @@ NUM_RE: Final = re.compile(r"^-?\d+(?:\.\d+)?$")
 NUM_UNIT_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)([a-z%]+)$")
 ORDINAL_RE: Final = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
 PCT_RE: Final = re.compile(r"^(?:p|pct|perc)(\d{2,3})$")
+#: A time of day, UTC: "10:00", "9:30", "9am", "2pm", "11:15pm".
+CLOCK_RE: Final = re.compile(r"^(\d{1,2})(?::(\d{2}))?(am|pm)?$")
+#: Words that exclude what follows ("excluding web-1"): no endpoint takes a
+#: negated filter, so a prompt with one is refused rather than answered for
+#: the very thing it excludes.
+EXCLUDE_WORDS: Final = frozenset({"excluding", "except", "exclude", "besides", "ignoring"})
 DATE_RE: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:z|[+-]\d{2}:?\d{2})?$"
 )
@@ -164,7 +175,7 @@ KEY_KINDS: Final[dict[str, tuple[TermKind, ...]]] = {
 # a misspelling of a name.
 KEYWORDS: Final = frozenset(
     [*UNITS, *FUNCS, *SUPERLATIVES, *GROUP_NOUNS, *THRESHOLD_OPS, *THAN_OPS,
-     *LIVE_WORDS, *ENDED_WORDS, *BAD_EXIT_WORDS, *GOOD_EXIT_WORDS, *START_WORDS,
+     *LIVE_WORDS, *GONE_WORDS, *ENDED_WORDS, *BAD_EXIT_WORDS, *GOOD_EXIT_WORDS, *START_WORDS,
      *LATEST_WORDS, *LIST_WORDS, *ERROR_WORDS, *BUCKET_WORDS, *TIME_UNITS_MS, *SIZE_UNITS,
      "today", "yesterday", "this", "last", "past", "since", "between", "ago", "percentile",
      "median", "cpu", "memory", "mem", "ram", "rss", "latency", "code", "exit", "first",
@@ -172,7 +183,7 @@ KEYWORDS: Final = frozenset(
      "which", "when", "tag", "tagged", "host", "session", "zero", "with", "without", "not",
      "no", "still", "long", "duration", "response", "time", "times", "week", "month", "hour",
      "day", "minute", "hours", "days", "minutes", "records", "entries", "many", "how", "count",
-     "percent", "percentage", "pct", "used", "available", "free", "virtual"]
+     "percent", "percentage", "pct", "used", "available", "free", "virtual", *EXCLUDE_WORDS]
 )  # fmt: skip
 # Words a typo is corrected to: the ones people mistype in questions.
 TYPO_TARGETS: Final = tuple(

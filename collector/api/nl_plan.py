@@ -10,11 +10,13 @@ from dataclasses import field as _field
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
+from deltawire.collector.aggregate import Threshold
 from deltawire.formats import rfc3339
 
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
     ENDED_WORDS,
+    GONE_WORDS,
     GOOD_EXIT_WORDS,
     LIST_WORDS,
     LIVE_WORDS,
@@ -69,19 +71,6 @@ class PromptError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Threshold:
-    """Only documents whose ``field`` compares so with ``number``."""
-
-    field: str  # "value" or a data path
-    op: Literal[">", ">=", "<", "<="]
-    number: float
-
-    def text(self) -> str:
-        n = int(self.number) if self.number == int(self.number) else self.number
-        return f"{self.field} {self.op} {n}"
-
-
-@dataclass(frozen=True, slots=True)
 class Plan:
     """What a prompt was understood as: one request to one endpoint.
 
@@ -103,17 +92,24 @@ class Plan:
     notes: tuple[str, ...] = ()
 
     def interpreted(self) -> dict[str, Any]:
-        """The JSON ``interpreted`` of a /query answer: the request, copyable."""
-        flat = [
-            (k, v) for k, vs in self.params.items() for v in (vs if isinstance(vs, list) else [vs])
-        ]
-        out: dict[str, Any] = {
-            "endpoint": self.endpoint,
-            "params": self.params,
-            "url": f"{self.endpoint}?{urlencode(flat)}" if flat else self.endpoint,
-        }
+        """The JSON ``interpreted`` of a /query answer: the request, copyable.
+
+        ``url`` answers the same rows. Two cases have no one URL: several
+        names (``names``; ``urls`` are one request per name, whose rows were
+        merged), and a sessions question about non-zero exit codes
+        (``where``: /sessions takes one exit code, so its rows were filtered
+        after; ``url`` is the request before that)."""
+        params = dict(self.params)
+        where = params.pop("where", None) if self.endpoint == "/sessions" else None
+        out: dict[str, Any] = {"endpoint": self.endpoint, "params": params}
         if self.names:
             out["names"] = list(self.names)
+            out["url"] = None
+            out["urls"] = [_url(self.endpoint, dict(params, name=n)) for n in self.names]
+        else:
+            out["url"] = _url(self.endpoint, params)
+        if where is not None:
+            out["where"] = where
         if self.answer not in ("rows",):
             out["answer"] = self.answer
         if self.project is not None:
@@ -121,6 +117,11 @@ class Plan:
         if self.group is not None:
             out["by"] = self.group
         return out
+
+
+def _url(endpoint: str, params: dict[str, Any]) -> str:
+    flat = [(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])]
+    return f"{endpoint}?{urlencode(flat)}" if flat else endpoint
 
 
 def _rfc3339(ts: float) -> str:
@@ -202,6 +203,7 @@ class _Builder:
             and not s.names
             and s.group is None
             and s.threshold is None
+            and s.bucket is None  # "events per minute": counted per bucket
             and (self.words & LIST_WORDS or s.kind or self.all_words & {"events", "samples"})
         ):
             return self.list_plan()
@@ -246,6 +248,8 @@ class _Builder:
                 s.kind = "sample"
         if s.kind is not None:
             p["kind"] = s.kind
+        if not s.names and s.stream is not None and s.stream in self.v.streams:
+            s.names.append(s.stream)  # "count samples from the system stream"
         if len(s.names) == 1:
             p["name"] = s.names[0]
             return ()
@@ -304,6 +308,8 @@ class _Builder:
         threshold = self.threshold(fld)
         if threshold is not None:
             params["where"] = threshold.text()
+            if params.get("field") not in (None, threshold.field) and fn == "count":
+                del params["field"]  # the documents passing it, counted
         if s.rank_desc is not None or s.limit is not None:
             params["order"] = "-value" if s.rank_desc is not False else "value"
             params["limit"] = str(s.limit or DEFAULT_TOP)
@@ -363,8 +369,16 @@ class _Builder:
             "events",
             "samples",
         }  # "the most recent event": one
+        singular = singular or self._one_named()  # "the last job_error"
         params["limit"] = str(min(s.limit or (1 if singular else _DEFAULT_LIST), MAX_LIMIT))
         return Plan("/metrics", params, names, notes=tuple(self.notes))
+
+    def _one_named(self) -> bool:
+        """ "last job_error": an ordering word right before one name, no number."""
+        for prev, t in zip(self.toks, self.toks[1:], strict=False):
+            if prev.low in ("last", "latest", "newest", "first", "earliest", "oldest"):
+                return t.text in self.s.names
+        return False
 
     def latest_plan(self) -> Plan:
         s = self.s
@@ -391,7 +405,7 @@ class _Builder:
             params["connected"] = "true"
         elif w & LIVE_WORDS - {"current"}:
             params["connected"] = "false"  # "not running anymore"
-        elif w & {"disconnected", "offline", "dead", "gone", "lost"}:
+        elif w & GONE_WORDS:
             params["connected"] = "false"
         exit_word = w & (BAD_EXIT_WORDS | GOOD_EXIT_WORDS) or (
             "exit" in w and "code" in w and s.session is None

@@ -137,18 +137,22 @@ class _Run:
         """One /aggregate request, through the engine GET /aggregate runs."""
         plan = self.plan
         p = plan.params
-        if plan.threshold is not None:
-            return self.scan(name, plan.threshold)
         merged = bool(plan.names)  # rows of each name: ordered and cut once merged
-        q = AggregateQuery(
-            fn=p["fn"],
-            field=p.get("field"),
-            where=plan_where(plan, name),
-            by=p.get("by"),
-            bucket=parse_bucket(p["bucket"]) if "bucket" in p else None,
-            order="group" if merged else p.get("order", "group"),
-            limit=None if merged or "limit" not in p else int(p["limit"]),
-        )
+        try:
+            q = AggregateQuery(
+                fn=p["fn"],
+                field=p.get("field"),
+                where=plan_where(plan, name),
+                by=p.get("by"),
+                bucket=parse_bucket(p["bucket"]) if "bucket" in p else None,
+                order="group" if merged else p.get("order", "group"),
+                limit=None if merged or "limit" not in p else int(p["limit"]),
+                threshold=plan.threshold,
+            )
+        except AggregateError as e:
+            if e.parameter != "where":
+                raise
+            return self.scan(name, plan.threshold)  # a threshold the tiers cannot answer
         rows: list[Row] = []
         for r in run_aggregate(self.store, q):
             row: Row = {"group": r.group} if q.by is not None else {}

@@ -33,9 +33,11 @@ from typing import Any, Final
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
     BUCKET_WORDS,
+    CLOCK_RE,
     DATE_RE,
     ENDED_WORDS,
     ERROR_WORDS,
+    EXCLUDE_WORDS,
     FIELD_EQ_RE,
     FILLER,
     FUNCS,
@@ -77,6 +79,12 @@ from .nl_plan import (
     build_plan,
 )
 from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
+
+#: How much a relative window ("the last 3 hours") may grow when its start is
+#: rounded down to a minute or hour edge: a ragged start costs a raw read of
+#: every series over up to a minute (most of a /query's time at a million
+#: samples), and 1/30 of the window is below what such a question means.
+_ROUNDING: Final = 1 / 30
 
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
@@ -197,21 +205,35 @@ class _Parser:
     # -- 3. time windows ------------------------------------------------------------------
 
     def _span(self, i: int) -> tuple[float, int] | None:
-        """A duration at i: "15 minutes", "hour" (= 1 hour) -> (seconds, words)."""
+        """A duration at i: "15 minutes", "hour" (= 1 hour), "an hour and a half",
+        "two and a half hours" -> (seconds, words)."""
         w = self.low(i)
-        if w in UNITS and len(w) > 1:
-            return float(UNITS[w]), 1
         n = self.num(i)
-        if n is not None and self.low(i + 1) in UNITS:
-            return n * UNITS[self.low(i + 1)], 2
-        if w in ("a", "an") and self.low(i + 1) in UNITS:
-            return float(UNITS[self.low(i + 1)]), 2
-        if w == "few" and self.low(i + 1) in UNITS:
-            return 3.0 * UNITS[self.low(i + 1)], 2
-        return None
+        if n is None and w in ("a", "an"):
+            n = 1.0
+        elif n is None and w == "few":
+            n = 3.0
+        k = i + 1
+        if n is None and w in UNITS and len(w) > 1:
+            n, k = 1.0, i  # "last hour"
+        elif n is not None and self._and_a_half(k):
+            n, k = n + 0.5, k + 3
+        unit = self.low(k)
+        if n is None or unit not in UNITS:
+            return None
+        seconds = n * UNITS[unit]
+        if self._and_a_half(k + 1):
+            return seconds + UNITS[unit] / 2, k + 4 - i
+        return seconds, k + 1 - i
+
+    def _and_a_half(self, i: int) -> bool:
+        return self.low(i) == "and" and self.low(i + 1) == "a" and self.low(i + 2) == "half"
 
     def _instant(self, i: int) -> float | None:
         w = self.low(i)
+        clock = CLOCK_RE.match(w)
+        if clock is not None and (clock.group(2) or clock.group(3)):
+            return self._clock(clock.group(1), clock.group(2), clock.group(3))
         if not DATE_RE.match(w):
             return None
         try:
@@ -222,11 +244,70 @@ class _Parser:
             ) from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
+    def _clock(self, hour: str, minute: str | None, half: str | None) -> float:
+        """A time of day (UTC): today's, or yesterday's if today's is still ahead."""
+        h, m = int(hour), int(minute or 0)
+        if half is not None:
+            if not 1 <= h <= 12:
+                raise PromptError(f"{hour}{half} is not a time of day.")
+            h = h % 12 + (12 if half == "pm" else 0)
+        if h > 23 or m > 59:
+            raise PromptError(f"{hour}:{minute} is not a time of day.")
+        at = self.now.replace(hour=h, minute=m, second=0, microsecond=0)
+        if at > self.now:
+            at -= timedelta(days=1)
+        if "times of day are UTC" not in self.s.notes:
+            self.s.notes.append("times of day are UTC")
+        return at.timestamp()
+
+    def _recent(self, seconds: float) -> None:
+        """A window from ``seconds`` ago to now: its start rounded down to a
+        tier edge when that changes the window by at most ``_ROUNDING`` of
+        it, so the stored minute or hour totals answer it without reading the
+        raw rows at a ragged edge. ``interpreted`` shows the start it used."""
+        start = (self.now - timedelta(seconds=seconds)).timestamp()
+        for edge in (3600, 60):
+            rounded = start // edge * edge
+            if rounded != start and edge <= seconds * _ROUNDING:
+                self.s.notes.append(
+                    f"the window starts {datetime.fromtimestamp(rounded, UTC):%H:%M} UTC, "
+                    f"rounded down to the {'hour' if edge == 3600 else 'minute'}"
+                )
+                start = rounded
+                break
+        self._from(start)
+
     def _from(self, ts: float, to: float | None = None) -> None:
         if self.s.ts_from is not None:
             raise PromptError("Two time windows; give one.")
         self.s.ts_from = ts
         self.s.ts_to = to
+
+    # -- 2b. what no endpoint can answer: exclusions, value ranges ------------------
+
+    def refusals(self) -> None:
+        for i, t in enumerate(self.toks):
+            w = t.low
+            j = None
+            if w in EXCLUDE_WORDS or (w == "other" and self.low(i + 1) == "than"):
+                j = i + 1 + (w == "other")
+            elif w == "not" and self.low(i + 1) in ("on", "in", "for", "from", "at", "of"):
+                j = i + 2
+            if j is not None and j < len(self.toks) and self.v.lookup(self.toks[j].text):
+                raise PromptError(
+                    f"I cannot leave out {self.toks[j].text!r}: ask for what you want by name,"
+                    " or group ('by host') and read past it."
+                )
+            if (
+                w == "between"
+                and _number(self.low(i + 1)) is not None
+                and self.low(i + 2) == "and"
+                and _number(self.low(i + 3)) is not None
+            ):
+                raise PromptError(
+                    "A range of values is two thresholds; ask one at a time"
+                    f" ('over {self.toks[i + 1].text}' or 'under {self.toks[i + 3].text}')."
+                )
 
     def times(self) -> None:
         now = self.now
@@ -240,7 +321,7 @@ class _Parser:
                     seconds, n = span
                     if not 0 < seconds <= MAX_SPAN_S:
                         raise PromptError("The time window must be between 1 second and 100 years.")
-                    self._from((now - timedelta(seconds=seconds)).timestamp())
+                    self._recent(seconds)
                     self.use(*range(i, i + 1 + n))
                     if self.low(i - 1) == "the":
                         self.use(i - 1)
@@ -268,7 +349,7 @@ class _Parser:
                     self._from((today - timedelta(days=1 if nxt == "yesterday" else 0)).timestamp())
                     self.use(i, i + 1)
                 elif (span := self._span(i + 1)) is not None and self.low(i + 1 + span[1]) == "ago":
-                    self._from((now - timedelta(seconds=span[0])).timestamp())
+                    self._recent(span[0])
                     self.use(*range(i, i + 2 + span[1]))
                 elif (ts := self._instant(i + 1)) is not None:
                     self._from(ts)
@@ -296,7 +377,7 @@ class _Parser:
                 self._from(day.timestamp(), (day + timedelta(days=1)).timestamp())
                 self.use(i, i + 1)
             elif (span := self._span(i)) is not None and self.low(i + span[1]) == "ago":
-                self._from((now - timedelta(seconds=span[0])).timestamp())
+                self._recent(span[0])
                 self.use(*range(i, i + 1 + span[1]))
             i += 1
 
@@ -494,6 +575,12 @@ class _Parser:
                 )
             ):
                 n = self.num(i + 1)
+                if n is None and i > 0 and not self.toks[i - 1].used:
+                    n = self.num(i - 1)  # "5 busiest sessions"
+                    if n is not None and self.low(i + 1) in GROUP_NOUNS:
+                        self.s.limit = int(n)
+                        self.use(i - 1)
+                    n = None
                 self.s.rank_desc = SUPERLATIVES[w]
                 self.s.rank_word = w
                 self.use(i)
@@ -734,8 +821,14 @@ class _Parser:
                 s.synonym = w
                 self.use(i)
             elif w in ("memory", "mem", "ram", "rss", "footprint"):
-                if self._memory_field(self.low(i + 1)):
-                    self.use(i + 1)
+                # "free memory", "memory percent"; not "memory used by sess-a"
+                before = self._memory_qualifier(self.low(i - 1), prefix=True)
+                after = None if self.low(i + 2) == "by" else self._memory_qualifier(self.low(i + 1))
+                if before is not None or after is not None:
+                    self._set_field(before or after or "", None)
+                    self.use(i - 1 if before is not None else i + 1)
+                else:
+                    self._memory_field_plain()
                 s.synonym = w
                 self.use(i)
             elif w in (
@@ -788,17 +881,14 @@ class _Parser:
                     s.synonym = w
                     self.use(i)
 
-    def _memory_field(self, nxt: str = "") -> bool:
-        """Set the memory path; True if it used the next word ("memory percent")."""
-        v = self.v
+    def _memory_qualifier(self, word: str, prefix: bool = False) -> str | None:
+        """The memory path a word beside "memory" names ("percent", "free"), if stored."""
         qualified = {"percent": "mem.percent", "%": "mem.percent", "pct": "mem.percent",
                      "used": "mem.used", "available": "mem.available", "free": "mem.available",
-                     "vms": "mem.vms", "virtual": "mem.vms"}.get(nxt)  # fmt: skip
-        if qualified is not None and qualified in v.path_owners:
-            self._set_field(qualified, None)
-            return True
-        self._memory_field_plain()
-        return False
+                     "vms": "mem.vms", "virtual": "mem.vms"}.get(word)  # fmt: skip
+        if prefix and word not in ("free", "available", "virtual", "used"):
+            return None
+        return qualified if qualified is not None and qualified in self.v.path_owners else None
 
     def _memory_field_plain(self) -> None:
         v = self.v
@@ -902,6 +992,12 @@ class _Parser:
             raise PromptError("The prompt is empty; ask e.g. 'average cpu of web-1 today'.")
         self.join_names()
         self.fix_typos()
+        for i in range(len(self.toks) - 1):
+            if self.toks[i].low == "exit" and self.toks[i + 1].low in ("status", "state"):
+                self.toks[i + 1].low = self.toks[i + 1].text = (
+                    "code"  # a session's, not request_failed's status
+                )
+        self.refusals()
         self.times()
         self.buckets()
         self.thresholds()

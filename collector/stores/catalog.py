@@ -9,7 +9,9 @@ Data paths are learnt from the first sample of each stream of each session a
 writer process sees, and of each stream name new to it: parsing every sample's JSON to look for new keys would
 cost a large part of the ingest budget, and a stream's shape is fixed by its
 agent. A stream with no recorded paths (a database written before the
-catalog existed) is filled in by the reader from its latest sample.
+catalog existed) is filled in by the reader from its latest sample. Paths that only later
+samples have are added by the SQLite tiers as they fold each new series
+(``sqlite_rollup.SeriesIds``).
 """
 
 from __future__ import annotations

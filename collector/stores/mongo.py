@@ -90,6 +90,7 @@ from .base import (
     StoreUnavailable,
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
+from .mongo_stream import StreamReader
 from .rollup import TIERS, RollupData, RollupRequest
 
 __all__ = ["MongoStore"]
@@ -491,6 +492,7 @@ class MongoStore(DocumentRows):
         self._tiers_lock = threading.Lock()  # Tiers writes are not thread-safe
         self._pruned = 0.0  # monotonic time of the last prune (0: never)
         self._lock = threading.Lock()
+        self._stream = StreamReader()
         self._client: MongoClient[dict[str, Any]] | None = None
         self._db: Database[dict[str, Any]] | None = None
         # Catalog entries (what, scope, term) this process has upserted, and
@@ -1064,24 +1066,15 @@ class MongoStore(DocumentRows):
         return None if raw is None else _session_dict(raw)
 
     def since(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        # ObjectIds made by the one writer process grow with time and a
-        # counter, so _id order is the order documents were stored in.
-        with _translated("since"):
-            if after is None:
-                top = self._docs().find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-                return [], str(top["_id"]) if top is not None else "0" * 24
+        # _id order is not store order with several writers: see mongo_stream.py.
+        oid = None
+        if after is not None:
             oid = _object_id(after)
             if oid is None:
                 raise StoreError(f"{after!r} is not a document id of this store")
-            raws = list(
-                self._docs()
-                .find({"_id": {"$gt": oid}, "session": {"$ne": API_SESSION}})
-                .sort([("_id", ASCENDING)])
-                .limit(limit)
-                .max_time_ms(self.timeout_ms)
-            )
-        docs = [_doc_dict(raw) for raw in raws]
-        return docs, docs[-1]["id"] if docs else after
+        with _translated("since"):
+            docs, cursor = self._stream.since(self._docs(), oid, limit, self.timeout_ms, _doc_dict)
+        return docs, str(cursor) if cursor is not None else "0" * 24
 
     def catalog(self) -> Catalog:
         """The names seen (see catalog.py), from the small catalog collection."""

@@ -124,6 +124,9 @@ class RollupRequest:
     path: str
     segments: tuple[Segment, ...]
     sketches: bool = False  # percentiles: tier buckets must bring their sketch
+    #: (op, number): raw points whose value fails it may be left out (a
+    #: threshold; the caller filters again, so a store may ignore it)
+    raw_filter: tuple[str, float] | None = None
 
 
 @dataclass(slots=True)

@@ -71,6 +71,7 @@ from .base import (
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .rollup import TIERS, RollupData, RollupRequest
+from .sqlite_lock import WriteLock
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
 
@@ -118,8 +119,9 @@ _FOLD_SLICE: Final = 5000
 _FOLD_POLL_S: Final = 0.2
 #: Checkpoint the absorbed buckets at this many documents or this age: each
 #: checkpoint writes every touched bucket once, so rarer is cheaper, while
-#: what is not checkpointed is the tail every query reads raw.
-_CHECKPOINT_DOCS: Final = 100_000
+#: what is not checkpointed is the tail every query reads raw, and memory:
+#: ~1 MB per 1,000 documents of ~20 leaves (measured; 100,000 took 103 MB).
+_CHECKPOINT_DOCS: Final = 30_000
 _CHECKPOINT_S: Final = 2.0
 #: Series per checkpoint write transaction: a few hundred bucket rows, ~1-3 ms.
 _STEP_SERIES: Final = 100
@@ -392,7 +394,10 @@ def _start_folder(uri: str) -> subprocess.Popen[bytes]:
     level = logging.getLevelName(logging.getLogger("deltawire").getEffectiveLevel()).lower()
     argv = [sys.executable, "-m", "deltawire.collector.stores.sqlite_folder",
             "--store", uri, "--log-level", level]  # fmt: skip
-    return subprocess.Popen(argv, stdin=subprocess.PIPE)
+    # Not our stdout: in the writer child that is the pipe of its replies, and
+    # a folder holding it open would keep the collector from seeing the
+    # writer's end (EOF) until the folder exits too.
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
 def _stop_folder(proc: subprocess.Popen[bytes]) -> None:
@@ -734,7 +739,10 @@ class SqliteStore:
     def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
         self.path, self.synchronous, self._busy_timeout_s, self.fold = _parse_uri(uri)
-        self._write_lock = threading.Lock()
+        # Every write transaction holds the file lock too (sqlite_lock.py):
+        # the ingest writer child, the API and the folder take turns fairly.
+        self._wlock = WriteLock(self.path)
+        self._write_lock = self._wlock.local
         self._pool_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._idle_readers: list[sqlite3.Connection] = []
@@ -795,7 +803,7 @@ class SqliteStore:
         IMMEDIATE takes the write lock up front, so a lock held elsewhere
         fails here, within busy_timeout, before any work is done.
         """
-        with self._write_lock, _translated(action):
+        with self._write_lock, self._wlock.across_processes(), _translated(action):
             conn = self._writer_conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -843,6 +851,10 @@ class SqliteStore:
                     f"cannot create the directory of {self.path}: {exc}"
                 ) from exc
             with _translated("open"):
+                try:
+                    self._wlock.open()
+                except OSError as exc:
+                    raise StoreUnavailable(f"cannot open {self._wlock.path}: {exc}") from exc
                 conn = self._connect(writer=True)
                 try:
                     # Only takes effect while the file is empty, so before WAL
@@ -850,7 +862,8 @@ class SqliteStore:
                     conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
                     # Persistent in the file; readers then never block the writer.
                     conn.execute("PRAGMA journal_mode = WAL")
-                    self._migrate(conn)
+                    with self._wlock.across_processes():
+                        self._migrate(conn)
                 except BaseException:
                     conn.close()
                     raise
@@ -938,6 +951,7 @@ class SqliteStore:
         with self._write_lock, self._pool_lock:
             writer, self._writer = self._writer, None
             readers, self._all_readers, self._idle_readers = self._all_readers, [], []
+            self._wlock.close()
         for conn in readers:
             conn.close()
         if writer is not None:
@@ -1164,7 +1178,7 @@ class SqliteStore:
         if rowid is None:
             return None
         with self._transaction("replace") as conn:
-            touched = sqlite_rollup.doc_buckets(conn, rowid)
+            before = sqlite_rollup.doc_values(conn, rowid)
             if values:
                 # Column names come from the point model's fields only, never from the caller.
                 sets = ", ".join(f"{column} = ?" for column in values)
@@ -1177,8 +1191,8 @@ class SqliteStore:
                     )
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
             if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-                touched += sqlite_rollup.doc_buckets(conn, rowid)
-                sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
+                after = sqlite_rollup.doc_values(conn, rowid)
+                self._touched(conn, rowid, before, after)
         return None if row is None else _doc_dict(row)
 
     def delete(self, doc_id: str) -> bool:
@@ -1186,12 +1200,24 @@ class SqliteStore:
         if rowid is None:
             return False
         with self._transaction("delete") as conn:
-            touched = sqlite_rollup.doc_buckets(conn, rowid)
+            before = sqlite_rollup.doc_values(conn, rowid)
             deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-            sqlite_rollup.touched(conn, _ROLLUP_SQL, self._series_ids, rowid, touched)
+            self._touched(conn, rowid, before, {})
             if deleted:
                 conn.execute(_RECORD_FLOOR, (rowid,))
             return deleted
+
+    def _touched(
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        before: sqlite_rollup.DocValues,
+        after: sqlite_rollup.DocValues,
+    ) -> None:
+        minute_keep = self.rollup_retention[min(TIERS)]
+        sqlite_rollup.touched(
+            conn, _ROLLUP_SQL, self._series_ids, rowid, before, after, minute_keep
+        )
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):
@@ -1261,7 +1287,7 @@ class SqliteStore:
                         or time.monotonic() - self._checkpointed >= _CHECKPOINT_S
                     )
                 ):
-                    self._checkpoint()
+                    self._checkpoint(stop=lambda: stop(0))
             except StoreError as exc:
                 # Memory is dropped; the raw rows are folded again.
                 log.warning("rollup fold failed; retrying", extra={"error": str(exc)})
@@ -1289,12 +1315,18 @@ class SqliteStore:
         with self._write_lock, _translated("rollup absorb"):
             return self._folder.absorb(self._writer_conn(), max_docs)
 
-    def _checkpoint(self, steps: int | None = None, series: int = _STEP_SERIES) -> None:
+    def _checkpoint(
+        self,
+        steps: int | None = None,
+        series: int = _STEP_SERIES,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Write the absorbed buckets, ``series`` series per write transaction,
         then move the watermark. Each step merges in a read snapshot first, so
         the write transaction only writes rows: other writers wait little, even
         while this (niced) process is short of CPU. ``steps``: stop after that
-        many, memory dropped (tests: a folder that dies half way)."""
+        many, memory dropped (tests: a folder that dies half way); ``stop``:
+        asked between steps, stops the same way (the next folder finishes)."""
         folder = self._folder
         if folder.limit is not None and not folder.full:
             return  # resuming: not everything up to the limit is absorbed yet
@@ -1312,6 +1344,8 @@ class SqliteStore:
                     if not folder.write_step(conn, _ROLLUP_SQL, self._series_ids, step):
                         break  # someone else moved the watermark
                 steps = None if steps is None else steps - 1
+                if stop is not None and stop():
+                    break
         finally:
             folder.clear()  # done; or failed, and the next absorb resumes
         self._checkpointed = time.monotonic()

@@ -10,6 +10,7 @@ when the process that started it dies (the pipe closes with it).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import select
 import signal
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from typing import BinaryIO, Final
 
 __all__ = ["main"]
+
+log = logging.getLogger("deltawire.collector.stores.sqlite_folder")
 
 #: Niceness added to the folder's: ingest and acks come first, and on a
 #: paced load the idle CPU between batches does the folding.
@@ -39,6 +42,7 @@ def _stopper(inp: BinaryIO) -> Callable[[float], bool]:
 def main(argv: list[str] | None = None) -> int:
     from deltawire.logs import setup_logging
 
+    from .base import StoreUnavailable
     from .sqlite import SqliteStore
 
     ap = argparse.ArgumentParser(
@@ -58,10 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.nice:
         os.nice(args.nice)
-    store = SqliteStore(args.store)
     try:
-        store.open()
-        store.fold_forever(_stopper(sys.stdin.buffer))
+        store = SqliteStore(args.store)
+    except ValueError as exc:
+        ap.error(str(exc))
+    stop = _stopper(sys.stdin.buffer)
+    try:
+        while True:
+            try:
+                store.open()
+                break
+            except StoreUnavailable as exc:  # locked or busy now: later
+                log.warning("cannot open the store yet; retrying", extra={"error": str(exc)})
+                if stop(1.0):
+                    return 0
+        store.fold_forever(stop)
     finally:
         store.close()
     return 0

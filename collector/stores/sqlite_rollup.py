@@ -18,7 +18,7 @@ first (``Folder``'s resume), so nothing is counted twice.
 
 A bucket that the new rows overlap in time (a late document) is recomputed
 from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched``
-does the same for the buckets an API update or delete touches.
+rebuilds the buckets an API update or delete touches (hours from minutes).
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ from .rollup import (
 __all__ = [
     "MIGRATION",
     "MIGRATION_PENDING",
+    "DocValues",
     "Folder",
     "SeriesIds",
     "Sql",
-    "doc_buckets",
+    "doc_values",
     "prune",
     "read",
     "touched",
@@ -127,6 +128,8 @@ _BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
 _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 #: Series ids by key, per database file; grows with the series (thousands).
 _SERIES_CACHE_MAX: Final = 200_000
+#: The comparisons a ``RollupRequest.raw_filter`` may make (spliced into SQL).
+_RAW_OPS: Final = frozenset({">", ">=", "<", "<="})
 
 
 def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
@@ -164,6 +167,7 @@ def _raw_points(
     hi: float | None,
     above: int | None,
     upto: int | None = None,
+    raw_filter: tuple[str, float] | None = None,
 ) -> list[RawPoint]:
     q = _within(where, lo, hi)
     # The tail is a short range of ids: read it by rowid. Left to itself the
@@ -179,12 +183,16 @@ def _raw_points(
     value_params: list[Any] = []
     value_clauses: list[str] = []
     value_sql = _value_sql(sql, path, value_params, value_clauses)
+    # value_sql's placeholder comes first in the SQL, its clause's last.
+    trailing = [*value_params]
+    if raw_filter is not None and raw_filter[0] in _RAW_OPS and path != DOCS:
+        value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
+        trailing += [*value_params, float(raw_filter[1])]
     query = (
         f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
-    # value_sql's placeholder comes first in the SQL, its clause's last.
-    args = [*value_params, *params, *value_params]
+    args = [*value_params, *params, *trailing]
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     out: list[RawPoint] = []
@@ -209,7 +217,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     tiered = False
     for seg in req.segments:
         if seg.tier == RAW:
-            points += _raw_points(conn, sql, req.where, req.path, seg.lo, seg.hi, None)
+            points += _raw_points(
+                conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
+            )
             continue
         buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)
         if not tiered:
@@ -218,7 +228,9 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
             tier_lo = None if tier_lo is None or seg.lo is None else min(tier_lo, seg.lo)
             tier_hi = None if tier_hi is None or seg.hi is None else max(tier_hi, seg.hi)
     if tiered:
-        tail = _raw_points(conn, sql, req.where, req.path, tier_lo, tier_hi, mark)
+        tail = _raw_points(
+            conn, sql, req.where, req.path, tier_lo, tier_hi, mark, raw_filter=req.raw_filter
+        )
         pending = _pending_marks(conn, req.path) if tail else {}
         if pending:  # a checkpoint is under way: some series are folded further
             tail = [p for p in tail if p.order > pending.get(p.series, mark)]
@@ -319,6 +331,11 @@ class SeriesIds:
                 (*stream, path),
             )
             self._pending[stream, path] = sid = int(cur.lastrowid or 0)
+            _session, kind, name, _host, _tags = stream
+            if kind in ("sample", "event") and path not in (DOCS, "value"):
+                # Every path of every sample, not only a session's first:
+                # the /query vocabulary (catalog.py) learns it with its series.
+                conn.execute("INSERT OR IGNORE INTO paths (name, path) VALUES (?, ?)", (name, path))
         return sid
 
     def committed(self) -> None:
@@ -658,41 +675,70 @@ def _recompute(
     _write_bucket(conn, tier, sid, start, part, sketch)
 
 
-def doc_buckets(conn: sqlite3.Connection, doc_id: int) -> list[BucketKey]:
-    """The buckets the stored document ``doc_id`` falls into (none if absent)."""
+#: The values one stored document puts into each minute bucket it falls in
+#: (its hour bucket is the minute's start rounded down to the hour).
+DocValues = dict[BucketKey, list[float]]
+
+
+def doc_values(conn: sqlite3.Connection, doc_id: int) -> DocValues:
+    """The values of the stored document ``doc_id`` by minute bucket (none if absent)."""
     row = conn.execute(
         "SELECT session, kind, name, host, tags, ts, value, data FROM docs WHERE id = ?", (doc_id,)
     ).fetchone()
     if row is None:
-        return []
+        return {}
     stream: Stream = row[:5]
     ts, value, data = row[5], row[6], row[7]
     parsed = orjson.loads(data) if data is not None else None
     cols = stream_columns([(ts, doc_id, value, parsed if type(parsed) is dict else None)], MINUTE)
-    return [
-        (stream, path, tier, bucket)
-        for path, start in cols
-        for tier, bucket in ((MINUTE, start), (HOUR, start // HOUR * HOUR))
-    ]
+    return {(stream, path, MINUTE, start): list(vals) for (path, start), (_, vals) in cols.items()}
 
 
 def touched(
-    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, doc_id: int, buckets: list[BucketKey]
+    conn: sqlite3.Connection,
+    sql: Sql,
+    ids: SeriesIds,
+    doc_id: int,
+    before: DocValues,
+    after: DocValues,
+    minute_keep_s: float = 0.0,
 ) -> None:
-    """After an API update or delete of ``doc_id``: rebuild ``buckets`` (the
-    old document's and the new one's) now where the document is in the tiers
-    (up to the watermark, or its series' mark while a checkpoint is under way),
-    else mark them for the checkpoint that folds it (a folder may hold the old
-    version in memory). In the caller's write transaction."""
+    """After an API update or delete of ``doc_id`` (``before``: its values
+    then, ``after``: now, empty once deleted): rebuild the buckets they touch
+    now where the document is in the tiers (up to the watermark, or its
+    series' mark while a checkpoint is under way), else mark them for the
+    checkpoint that folds it (a folder may hold the old version in memory).
+    In the caller's write transaction.
+
+    A minute bucket is rebuilt from its raw rows; an hour bucket from its
+    minute buckets, its sketch by taking the old values out and putting the
+    new ones in: reading an hour of raw rows (thousands) made every API write
+    take ~100 ms. Where the minutes may be pruned already (``minute_keep_s``,
+    the minute tier's retention), the series is mid-checkpoint, or anything
+    does not add up, the hour is rebuilt from its raw rows."""
+    hours: dict[BucketKey, tuple[list[float], list[float]]] = {}
+    for values, side in ((before, 0), (after, 1)):
+        for (stream, path, _, start), vals in values.items():
+            hour = (stream, path, HOUR, start // HOUR * HOUR)
+            hours.setdefault(hour, ([], []))[side].extend(vals)
     mark = watermark(conn)
     pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
     dirty: list[tuple[Any, ...]] = []
-    for stream, path, tier, start in dict.fromkeys(buckets):
+    for stream, path, tier, start in dict.fromkeys([*before, *after]):
         upto = pending.get(ids.get(conn, stream, path), mark) if pending else mark
         if doc_id <= upto:
             _recompute(conn, sql, ids, stream, path, tier, start, upto)
         else:
             dirty.append((*stream, path, tier, start))
+    for (stream, path, _, start), (gone, new) in hours.items():
+        sid = ids.get(conn, stream, path)
+        upto = pending.get(sid, mark) if pending else mark
+        if doc_id > upto:
+            dirty.append((*stream, path, HOUR, start))
+        elif sid in pending or not _hour_from_minutes(
+            conn, ids, stream, path, start, gone, new, minute_keep_s
+        ):
+            _recompute(conn, sql, ids, stream, path, HOUR, start, upto)
     # A checkpoint step merged in a read snapshot must merge again.
     conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
     if dirty:
@@ -701,6 +747,79 @@ def touched(
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             dirty,
         )
+
+
+def _hour_from_minutes(
+    conn: sqlite3.Connection,
+    ids: SeriesIds,
+    stream: Stream,
+    path: str,
+    start: int,
+    gone: list[float],
+    new: list[float],
+    minute_keep_s: float,
+) -> bool:
+    """Rebuild one hour bucket from its (already rebuilt) minute buckets;
+    False where that cannot be trusted (the caller reads the raw rows)."""
+    if minute_keep_s > 0 and start < time.time() - minute_keep_s + HOUR:
+        return False  # some of its minutes may be pruned
+    sid = ids.get(conn, stream, path)
+    row = conn.execute(
+        f"SELECT sketch FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start)
+    ).fetchone()
+    if row is None:
+        sketch = Sketch()
+        if gone:
+            return False  # the old values should be there
+    elif row[0] is None:
+        return False
+    else:
+        sketch = Sketch.from_bytes(row[0])
+    if not _take_out(sketch, gone):
+        return False
+    sketch.add_values(new)
+    parts = [
+        Partial(*r)
+        for r in conn.execute(
+            f"SELECT {_BUCKET_COLUMNS} FROM roll_{MINUTE} WHERE series = ? AND bucket >= ?"
+            " AND bucket < ? ORDER BY bucket",
+            (sid, start, start + HOUR),
+        )
+    ]
+    n = sum(sketch.pos.values()) + sum(sketch.neg.values()) + sketch.zero
+    if not parts:
+        if n:
+            return False
+        conn.execute(f"DELETE FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start))
+        return True
+    total = parts[0]
+    for part in parts[1:]:  # disjoint minutes in time order: inc stays exact
+        total.merge(part)
+    if total.inc is None or total.n != n:
+        return False
+    _write_bucket(conn, HOUR, sid, start, total, sketch)
+    return True
+
+
+def _take_out(sketch: Sketch, values: list[float]) -> bool:
+    """Remove ``values`` from ``sketch``; False if they were not all in it."""
+    if not values:
+        return True
+    gone = Sketch()
+    gone.add_values(values)
+    sketch.zero -= gone.zero
+    if sketch.zero < 0:
+        return False
+    for bins, less in ((sketch.pos, gone.pos), (sketch.neg, gone.neg)):
+        for key, count in less.items():
+            left = bins.get(key, 0) - count
+            if left < 0:
+                return False
+            if left:
+                bins[key] = left
+            else:
+                del bins[key]
+    return True
 
 
 def _redo_dirty(conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, upto: int) -> None:

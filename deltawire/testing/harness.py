@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -28,7 +28,15 @@ from deltawire.protocol import (
 )
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
-__all__ = ["Client", "CollectorProcess", "Level", "collector_process", "wait_for", "wait_until"]
+__all__ = [
+    "Client",
+    "CollectorProcess",
+    "Level",
+    "collector_in_process",
+    "collector_process",
+    "wait_for",
+    "wait_until",
+]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -215,6 +223,22 @@ def collector_process(
         stop_process(proc)
 
 
+@contextlib.asynccontextmanager
+async def collector_in_process(tmp: pathlib.Path, **ingest: Any) -> AsyncIterator[int]:
+    """A collector serving in this trio loop (``serve``, the thread writer, no
+    HTTP) on a free 127.0.0.1 port, over SQLite in ``tmp``; yields the port.
+    ``ingest``: ``IngestConfig`` fields. For tests of the wire, not of the process."""
+    from deltawire.collector.hub import IngestConfig
+    from deltawire.collector.server import ServeConfig, serve
+
+    cfg = ServeConfig(listen=("127.0.0.1", 0), http=None,
+                      store_uri=f"sqlite:///{tmp / 'collector.db'}", writer="thread",
+                      ingest=IngestConfig(**ingest))  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(serve, cfg)
+        nursery.cancel_scope.cancel()
+
+
 def make_samples(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """Samples that change a little each time, like real process stats."""
     out = []
@@ -239,11 +263,13 @@ async def stream_session(
     progress: Callable[[int], Any] | None = None,
     reconnect: bool = True,
     pace: float = 0.0,
+    t0: float = 1_700_000_000.0,
+    step: float = 1.0,
 ) -> int:
-    """An agent written from PROTOCOL.md: send ``samples`` (seq = index) until all
-    are acked, reconnecting and resuming after ``welcome.acked`` whenever the link
-    breaks. ``progress`` gets the acked seq as acks arrive. Returns the number of
-    connections it took."""
+    """An agent written from PROTOCOL.md: send ``samples`` (seq = index, stamped
+    ``t0 + index * step``) until all are acked, reconnecting and resuming after
+    ``welcome.acked`` whenever the link breaks. ``progress`` gets the acked seq
+    as acks arrive. Returns the number of connections it took."""
     from deltawire.protocol import DeltaEncoder, Encoder, Hello
 
     enc = Encoder()
@@ -277,7 +303,7 @@ async def stream_session(
                     while pos <= last:
                         part = samples[pos : pos + chunk]
                         await client.send(b"".join(
-                            enc.send(delta.encode(pos + i, 1_700_000_000 + pos + i, "process", s))
+                            enc.send(delta.encode(pos + i, t0 + (pos + i) * step, "process", s))
                             for i, s in enumerate(part)
                         ))  # fmt: skip
                         pos += len(part)

@@ -27,12 +27,32 @@ export function parseProm(text) {
 const one = (s, name) => (s.get(name) || []).reduce((a, x) => a + (Number.isFinite(x.value) ? x.value : 0), 0);
 const has = (s, name) => s.has(name);
 
-/** A latency in seconds, from the first ack-latency quantile found, else null. */
-function ackLatency(s) {
-  for (const [name, items] of s) {
-    if (!/ack.*(latency|seconds)/.test(name) || /_(sum|count)$/.test(name)) continue;
-    const p99 = items.find((x) => x.labels.quantile === "0.99") || items.find((x) => x.labels.quantile);
-    if (p99) return { label: `ack latency p${Math.round(Number(p99.labels.quantile) * 100)}`, value: p99.value };
+const ACK_BUCKETS = "deltawire_ack_latency_seconds_bucket";
+
+/** The ack-latency histogram's cumulative counts: [[le, count], ...] by le, or null. */
+function ackBuckets(s) {
+  const items = s.get(ACK_BUCKETS);
+  if (!items || !items.length) return null;
+  return items.map((x) => [x.labels.le === "+Inf" ? Infinity : Number(x.labels.le), x.value]).sort((a, b) => a[0] - b[0]);
+}
+
+/** The q-quantile (seconds) of the frames counted between two cumulative
+ * histograms (prev may be null: since start), interpolated inside its bucket
+ * as Prometheus' histogram_quantile does; null without frames. */
+export function quantileBetween(cur, prev, q) {
+  const counts = cur.map(([le, n], i) => [le, n - (prev && prev[i] && prev[i][0] === le ? prev[i][1] : 0)]);
+  const total = counts.length ? counts[counts.length - 1][1] : 0;
+  if (!(total > 0)) return null;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const [le, n] of counts) {
+    if (n >= rank) {
+      if (le === Infinity) return lower; // beyond the last bound: its value is unknown
+      return lower + ((le - lower) * (rank - below)) / Math.max(1, n - below);
+    }
+    if (le !== Infinity) lower = le;
+    below = n;
   }
   return null;
 }
@@ -78,7 +98,11 @@ export function healthView(root) {
       };
       const dt = prev ? cur.t - prev.t : 0;
       const rate = (k) => (prev && dt > 0 ? Math.max(0, (cur[k] - prev[k]) / dt) : null);
-      const ack = ackLatency(s);
+      cur.ack = ackBuckets(s);
+      const ackSpan = prev && prev.ack && quantileBetween(cur.ack, prev.ack, 0.5) != null ? "last 2 s" : "since start";
+      const ackPrev = ackSpan === "last 2 s" ? prev.ack : null;
+      const ackP50 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.5);
+      const ackP99 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.99);
       const dBatches = prev ? cur.batchCount - prev.batchCount : 0;
       const commitMs = dBatches > 0 ? (1000 * (cur.batchSum - prev.batchSum)) / dBatches : null;
       const protoErrors = s.get("deltawire_errors_total") || [];
@@ -91,8 +115,9 @@ export function healthView(root) {
         tile("t-frames", "frames in / s", fmtNum(rate("frames")), `${fmtBytes(rate("bytes"))}/s`),
         tile("t-conns", "connections open", fmtNum(one(s, "deltawire_connections_open")), `${fmtNum(one(s, "deltawire_connections_total"))} accepted`),
         tile("t-queue", "queue depth", has(s, "deltawire_queue_depth") ? `${fmtNum(depth)} / ${fmtNum(cap)}` : "–", `${fmtNum(one(s, "deltawire_inflight_documents"))} documents in flight`),
-        ack
-          ? tile("t-ack", ack.label, `${fmtNum(ack.value * 1000)} ms`, `${fmtNum(rate("acks"))} acks / s`)
+        cur.ack
+          ? tile("t-ack", `ack latency p99 (${ackSpan})`, ackP99 == null ? "–" : `${fmtNum(ackP99 * 1000)} ms`,
+              `p50 ${ackP50 == null ? "–" : fmtNum(ackP50 * 1000) + " ms"} · ${fmtNum(rate("acks"))} acks / s`)
           : tile("t-ack", "store commit (acks follow it)", commitMs == null ? "–" : `${fmtNum(commitMs)} ms`, `${fmtNum(rate("acks"))} acks / s`),
         tile("t-errors", "errors", fmtNum(errorTotal), one(s, "deltawire_throttled") ? "agents asked to slow down" : "not throttling"),
       );

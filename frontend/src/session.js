@@ -1,10 +1,16 @@
 // One session: charts of chosen fields over a time window, events as markers,
 // the end and exit code, live updates from GET /stream.
 //
-// Short windows read raw samples (GET /metrics). Long windows, or a short one
-// with more samples than RAW_LIMIT, read GET /aggregate with a bucket, which
-// the collector answers from its rollup tiers: what a chart fetches stays a
-// few hundred points however many samples lie behind it.
+// Short windows read raw samples (GET /metrics, only the charted fields). Long
+// windows, or a short one with more samples than RAW_LIMIT (told by the rate
+// of the newest samples, so no raw page is fetched in vain), read GET
+// /aggregate with a bucket, which the collector answers from its rollup
+// tiers: what a chart fetches stays a few hundred points however many
+// samples lie behind it.
+//
+// The first load is on the page's critical path (the issue's goal: a chart in
+// < 1 s with 100,000 samples behind it), so the session, its fields and its
+// span are asked for at once, and the charts' data follows in one more round.
 
 import { getJSON, openStream, ApiError } from "./api.js";
 import { TimeChart } from "./chart.js";
@@ -12,13 +18,16 @@ import { h, pick, numericPaths, toEpoch, fmtTime, fmtAgo, formatterFor, errorTex
 
 const WINDOWS = [["5m", 300], ["15m", 900], ["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800], ["session", null]];
 const RAW_MAX_SPAN = 30 * 60; // seconds: above this always read a tier
-const RAW_LIMIT = 5000; // raw samples fetched per sample name before switching to a tier
+const RAW_LIMIT = 2000; // raw samples per sample name at most (a chart is ~1200 px wide)
 const TIER_BUCKETS = [[60, "1m"], [600, "10m"], [3600, "1h"], [86400, "1d"]];
 const MAX_POINTS = 1500; // per chart, for a tier-backed window
 const DEFAULT_FIELDS = ["process:cpu.percent", "process:mem.rss"];
 const HOST_FIELDS = ["system:cpu.percent", "system:mem.percent"];
 const MAX_EVENTS_SHOWN = 200;
 const LIVE_KEPT = 1000; // streamed points replayed onto a reloaded chart
+const MAX_FIELDS = 32; // data paths one fields= may name (the API's cap)
+const RECENT = 50; // newest samples read to learn the fields and the sample rate (index.html asks
+// for these first URLs before the bundle runs: keep the two in step)
 
 /** The bucket for a span: a rollup tier's width, or seconds for a short span. */
 export function bucketFor(span) {
@@ -59,6 +68,7 @@ export function sessionView(root, id, query) {
   let windowName = query.get("window") || "";
   let session = null;
   const dataSpan = { first: null, last: null }; // epoch seconds of the oldest and newest sample
+  const rates = new Map(); // sample name -> samples per second, from the newest samples
   let charts = []; // {spec: "name:path", name, path, chart, box}
   let events = [];
   let stream = null;
@@ -123,13 +133,21 @@ export function sessionView(root, id, query) {
     // The newest sample of each name tells which numeric fields exist; the
     // oldest and newest documents give the session's span.
     const [recent, oldest] = await Promise.all([
-      getJSON("/metrics", { session: id, kind: "sample", sort: "-timestamp", limit: 50 }),
+      getJSON("/metrics", { session: id, kind: "sample", sort: "-timestamp", limit: RECENT }),
       getJSON("/metrics", { session: id, limit: 1 }),
     ]);
     dataSpan.first = oldest.items.length ? toEpoch(oldest.items[0].timestamp) : null;
     dataSpan.last = recent.items.length ? toEpoch(recent.items[0].timestamp) : null;
     const byName = new Map();
-    for (const d of recent.items) if (!byName.has(d.name)) byName.set(d.name, numericPaths(d.data));
+    const stamps = new Map(); // name -> timestamps, newest first
+    for (const d of recent.items) {
+      if (!byName.has(d.name)) byName.set(d.name, numericPaths(d.data));
+      stamps.set(d.name, [...(stamps.get(d.name) || []), toEpoch(d.timestamp)]);
+    }
+    for (const [name, ts] of stamps) {
+      const dt = ts[0] - ts[ts.length - 1];
+      if (ts.length > 1 && dt > 0) rates.set(name, (ts.length - 1) / dt);
+    }
     return byName;
   }
 
@@ -182,8 +200,12 @@ export function sessionView(root, id, query) {
 
   async function loadName(name, list, r) {
     const span = (r.to ?? Date.now() / 1000) - r.from;
-    if (span <= RAW_MAX_SPAN) {
-      const page = await getJSON("/metrics", { session: id, name, kind: "sample", from: r.from.toFixed(3), to: r.to?.toFixed(3), limit: RAW_LIMIT });
+    // Too many samples for raw points at the newest samples' rate: a tier (a
+    // burst older than those may still overflow the page: then a tier too).
+    const expected = span * (rates.get(name) ?? 0);
+    if (span <= RAW_MAX_SPAN && expected <= RAW_LIMIT) {
+      const fields = list.length <= MAX_FIELDS ? list.map((c) => c.path).join(",") : null;
+      const page = await getJSON("/metrics", { session: id, name, kind: "sample", from: r.from.toFixed(3), to: r.to?.toFixed(3), limit: RAW_LIMIT, fields });
       if (!page.next) {
         const ts = page.items.map((d) => toEpoch(d.timestamp));
         for (const c of list) {
@@ -240,6 +262,13 @@ export function sessionView(root, id, query) {
       events = ev.items;
       renderEvents();
       note.textContent = "";
+      // Data but no session: its watchdog connected after the page asked (the
+      // link is printed before it connects). Ask again rather than say
+      // "waiting" over a chart until the next batch streams in.
+      if (!session && charts.some((c) => c.plot.dataset.points !== "0")) {
+        session = await fetchSession(id).catch(() => null);
+        if (session && mine === loading) renderHeader();
+      }
     } catch (e) {
       if (mine === loading) note.textContent = errorText(e);
     }
@@ -292,11 +321,13 @@ export function sessionView(root, id, query) {
   }
 
   (async () => {
-    try {
-      session = await fetchSession(id);
-    } catch (e) {
+    const failed = (e) => {
       note.textContent = errorText(e);
-    }
+      return null;
+    };
+    // Both at once: the session decides the window, the fields what to chart.
+    const [known, found] = await Promise.all([fetchSession(id).catch(failed), discoverFields().catch(failed)]);
+    session = known;
     if (stopped) return;
     renderHeader();
     // A live session (or one not seen yet: its watchdog is about to connect)
@@ -308,12 +339,7 @@ export function sessionView(root, id, query) {
       saveUrl();
       load();
     });
-    let byName = new Map();
-    try {
-      byName = await discoverFields();
-    } catch (e) {
-      note.textContent = errorText(e);
-    }
+    const byName = found || new Map();
     if (!chosen.length) {
       const defaults = byName.has("process") ? DEFAULT_FIELDS : byName.has("system") ? HOST_FIELDS : DEFAULT_FIELDS;
       chosen.push(...defaults);

@@ -424,4 +424,60 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ("", {"status": 422}),
     ("hello", {"status": 422}),
     ("blah blah blah", {"status": 422}),
+    # -- session 5: verbs that are no typos, exclusions and value ranges refused,
+    # times of day, "and a half"
+    (
+        "which host uses the most cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "host", "order": "-value", "limit": "1"},
+    ),
+    ("what does sess-a use for memory", {"endpoint": A, "field": "mem.rss", "session": "sess-a"}),
+    ("avg cpu excluding web-1", {"status": 422}),
+    ("avg cpu not on web-2", {"status": 422}),
+    ("memory of everything other than sess-c", {"status": 422}),
+    ("cpu between 50 and 60", {"status": 422}),
+    (
+        "cpu on web-1 between 10:00 and 11:00",
+        {
+            "endpoint": A,
+            "host": "web-1",
+            "from": "2026-11-23T10:00:00Z",
+            "to": "2026-11-23T11:00:00Z",
+        },
+    ),
+    ("errors since 9am", {"endpoint": A, "fn": "count", "from": "2026-11-23T09:00:00Z"}),
+    # a time of day still ahead today is yesterday's
+    ("count job_error after 14:30", {"endpoint": A, "from": "2026-11-22T14:30:00Z"}),
+    (
+        "avg cpu in the last hour and a half",
+        {"endpoint": A, "fn": "avg", "from": "2026-11-23T10:30:00Z"},
+    ),
+    (
+        "avg queue_depth over the past two and a half hours",
+        {"endpoint": A, "name": "queue_depth", "from": "2026-11-23T09:30:00Z"},
+    ),
+    # -- fixed after held-out set 8: "used by" is a verb, qualifiers before
+    # "memory", gone/up sessions, counts per bucket, "N busiest", a stream by name
+    ("memory used by sess-c", {"endpoint": A, "field": "mem.rss", "session": "sess-c"}),
+    ("memory used on db-1", {"endpoint": A, "field": "mem.used", "host": "db-1"}),
+    ("available memory on db-1", {"endpoint": A, "field": "mem.available", "host": "db-1"}),
+    ("virtual memory of sess-a", {"endpoint": A, "field": "mem.vms", "session": "sess-a"}),
+    ("sessions that went down", {"endpoint": S, "connected": "false"}),
+    ("list disconnected sessions", {"endpoint": S, "connected": "false"}),
+    ("how many sessions are up", {"endpoint": S, "connected": "true", "answer": "count"}),
+    (
+        "3 quietest hosts",
+        {"endpoint": A, "fn": "count", "by": "host", "order": "value", "limit": "3"},
+    ),
+    (
+        "user_login events per hour today",
+        {"endpoint": A, "fn": "count", "name": "user_login", "bucket": "1h", "from": ANY},
+    ),
+    ("count samples of the process stream", {"endpoint": A, "fn": "count", "name": "process"}),
+    # -- and after set 6: failures as exit codes, "exit status", one named event
+    (
+        "number of sessions that ended in failure",
+        {"endpoint": S, "where": "exit_code != 0", "answer": "count"},
+    ),
+    ("exit status for sess-b", {"endpoint": S, "session": "sess-b"}),
+    ("the latest deploy_finished", {"endpoint": M, "name": "deploy_finished", "limit": "1"}),
 ]

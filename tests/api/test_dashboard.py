@@ -51,6 +51,24 @@ async def test_assets_are_served_under_content_hashed_urls(client: httpx.AsyncCl
     assert b"u-legend" in js.content  # the chart library (uPlot) is bundled, not fetched
 
 
+async def test_the_bundle_is_gzipped_and_kept_for_good_under_its_hashed_url(
+    client: httpx.AsyncClient,
+) -> None:
+    page = (await client.get("/")).text
+    (js_url,) = re.findall(r'src="(/static/app\.js\?v=[0-9a-f]{12})"', page)
+    r = await client.get(js_url, headers={"accept-encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    assert "immutable" in r.headers["cache-control"]
+    assert r.content == (STATIC_DIR / "app.js").read_bytes()  # httpx undid the gzip
+    assert int(r.headers["content-length"]) < len(r.content) / 2
+    # Without gzip, or under a stale version: plain, and checked again next time.
+    plain = await client.get(
+        "/static/app.js?v=000000000000", headers={"accept-encoding": "identity"}
+    )
+    assert "content-encoding" not in plain.headers and plain.headers["cache-control"] == "no-cache"
+    assert plain.content == r.content
+
+
 async def test_no_asset_comes_from_another_origin() -> None:
     for f in STATIC_DIR.iterdir():
         text = f.read_text(encoding="utf-8")

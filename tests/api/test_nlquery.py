@@ -73,6 +73,29 @@ def test_closed_windows() -> None:
         plan("count job_error between 2026-11-21 and 2026-11-20")
 
 
+@pytest.mark.parametrize(
+    ("window", "start", "rounded"),
+    [
+        # 1/30 of the window at most: a minute from half an hour on, an hour from 30 hours
+        ("last hour", "2026-11-23T11:07:00Z", "minute"),
+        ("last 30 minutes", "2026-11-23T11:37:00Z", "minute"),
+        ("last 20 minutes", "2026-11-23T11:47:41Z", None),
+        ("past 3 days", "2026-11-20T12:00:00Z", "hour"),
+        ("since 2 hours ago", "2026-11-23T10:07:00Z", "minute"),
+        ("today", "2026-11-23T00:00:00Z", None),
+        ("since 2026-11-20T10:11:12Z", "2026-11-20T10:11:12Z", None),  # given: exact
+    ],
+)
+def test_relative_windows_start_on_a_tier_edge(window: str, start: str, rounded: str) -> None:
+    """A ragged start would read raw rows; the answer says the start it used."""
+    now = datetime(2026, 11, 23, 12, 7, 41, tzinfo=UTC)
+    p = plan(f"avg cpu {window}", now)
+    assert p.params["from"] == start
+    said = [n for n in p.notes if "rounded down" in n]
+    assert said == ([f"the window starts {start[11:16]} UTC, rounded down to the {rounded}"]
+                    if rounded else [])  # fmt: skip
+
+
 def test_now_in_another_zone_is_the_same_instant() -> None:
     east = NOW.astimezone(timezone(timedelta(hours=5)))
     assert plan("avg cpu last hour", east).params == plan("avg cpu last hour").params

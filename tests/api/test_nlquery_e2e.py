@@ -190,6 +190,25 @@ def test_several_names_are_merged(world: Any) -> None:
             want[d.session] = want.get(d.session, 0) + 1
     assert {r["group"]: r["value"] for r in body["rows"]} == want
     assert body["interpreted"]["names"] == ["job_error", "request_failed"]
+    # no one request answers it: one per name, each accepted, their counts the sum
+    assert body["interpreted"]["url"] is None
+    summed: dict[str, int] = {}
+    for url in body["interpreted"]["urls"]:
+        again = world[0].get(url)
+        assert again.status_code == 200, again.text
+        for r in again.json()["rows"]:
+            summed[r["group"]] = summed.get(r["group"], 0) + r["value"]
+    assert summed == want
+
+
+def test_nonzero_exit_codes_say_the_filter_applied_after(world: Any) -> None:
+    body = ask(world, "sessions that crashed")
+    assert [r["session"] for r in body["rows"]] == ["sess-b"]
+    i = body["interpreted"]
+    assert i["where"] == "exit_code != 0" and "where" not in i["url"]
+    again = world[0].get(i["url"])
+    assert again.status_code == 200, again.text
+    assert {s["session"] for s in again.json()["items"]} >= {"sess-b"}
 
 
 def test_listing_and_first(world: Any) -> None:
@@ -213,6 +232,9 @@ def test_rate_of_a_counter(world: Any) -> None:
         "avg cpu of sess-c per hour",
         "top 2 hosts by cpu",
         "how many request_failed events",
+        "count request_failed longer than 150 ms by host",
+        "max memory over 500 mb by session",
+        "hosts with cpu over 40",
     ],
 )
 def test_the_interpreted_request_gives_the_same_rows(world: Any, prompt: str) -> None:
@@ -236,3 +258,20 @@ def test_session_questions_show_a_sessions_request(world: Any, prompt: str, coun
     assert [s["session"] for s in items] == [s["session"] for s in body["rows"]]
     if count is not None:
         assert len(items) == count
+
+
+def test_aggregate_takes_a_threshold(world: Any) -> None:
+    client = world[0]
+    r = client.get(
+        "/aggregate", params={"fn": "count", "name": "request_failed", "where": "duration_ms>=200"}
+    )
+    assert r.status_code == 200, r.text
+    want = sum(1 for d in docs(world[1], name="request_failed") if d.data["duration_ms"] >= 200)
+    assert r.json()["rows"] == [{"value": want, "count": want}]
+    assert r.json()["interpreted"]["where"] == "duration_ms >= 200"
+    for where, extra in (("duration_ms = 200", {}), ("value > 1", {"field": "duration_ms"})):
+        r = client.get(
+            "/aggregate", params={"fn": "avg", "where": where, "field": "value", **extra}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["parameter"] == "where"

@@ -1,16 +1,13 @@
-"""Every error code over real TCP, against a real collector process."""
+"""Every error code over real TCP, against a collector serving in this process."""
 
 from __future__ import annotations
 
 import pathlib
 
-import pytest
 import trio
 
 from deltawire.protocol import Welcome
-from deltawire.testing.harness import Client, collector_process
-
-pytestmark = pytest.mark.slow
+from deltawire.testing.harness import Client, collector_in_process
 
 HELLO = {"t": "hello", "v": 1, "session": "wire-1"}
 
@@ -23,9 +20,8 @@ async def _fatal(port: int, *lines: bytes | dict[str, object]) -> Client:
 
 
 async def test_error_codes_over_the_wire(tmp_path: pathlib.Path) -> None:
-    with collector_process(tmp_path, "--token", "s3cret", "--max-frame-bytes", "2048",
-                           "--idle-timeout", "1") as col:  # fmt: skip
-        port = col.port
+    async with collector_in_process(tmp_path, tokens=frozenset({"s3cret"}), max_frame_bytes=2048,
+                                    idle_timeout=1.0) as port:  # fmt: skip
         c = await _fatal(port, b'{"t":"snap","seq":1,"ts":1,"name":"a","data":{}}\n')
         assert [(e.code, e.fatal) for e in c.errors] == [("bad_hello", True)]
 
@@ -81,19 +77,19 @@ async def test_error_codes_over_the_wire(tmp_path: pathlib.Path) -> None:
 
 
 async def test_too_many_errors_and_overloaded(tmp_path: pathlib.Path) -> None:
-    with collector_process(tmp_path, "--max-connections", "2") as col:
+    async with collector_in_process(tmp_path, max_connections=2) as port:
         env_errors = b"junk\n" * 101
-        c = await _fatal(col.port, HELLO, env_errors)
+        c = await _fatal(port, HELLO, env_errors)
         assert c.errors[-1].code == "too_many_errors" and c.errors[-1].fatal
         assert sum(e.code == "bad_json" for e in c.errors) == 100
 
-        a = await Client.connect(col.port)
+        a = await Client.connect(port)
         await a.send({**HELLO, "session": "a"})
         await a.until(lambda cl: cl.welcome)
-        b = await Client.connect(col.port)
+        b = await Client.connect(port)
         await b.send({**HELLO, "session": "b"})
         await b.until(lambda cl: cl.welcome)
-        c = await Client.connect(col.port)
+        c = await Client.connect(port)
         await c.until_closed()
         assert [(e.code, e.fatal) for e in c.errors] == [("overloaded", True)]
         await a.aclose()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pathlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltawire.collector.stores import Store
+from deltawire.collector.stores import Store, open_store
 from deltawire.collector.stores.catalog import numeric_paths
 from deltawire.protocol import Document, Hello
 
@@ -56,3 +58,24 @@ def test_numeric_paths_name_numbers_only(data: object) -> None:
             assert isinstance(node, dict)
             node = node[key]
         assert isinstance(node, int | float) and not isinstance(node, bool)
+
+
+def test_later_samples_with_new_leaves_are_learnt_by_the_tiers(tmp_path: pathlib.Path) -> None:
+    """Paths come from a session's first sample at ingest; one that appears
+    later (a new counter) is learnt when the tiers fold it into a series."""
+    sqlite = open_store(f"sqlite:///{tmp_path / 'cat.db'}")
+    sqlite.open()
+    try:
+        sqlite.write_batch([_doc("s1", 0, "sample", "process", "web-1", {"cpu": {"percent": 1}})])
+        assert sqlite.catalog().paths["process"] == {"cpu.percent"}
+        sqlite.write_batch(
+            [_doc("s1", 1, "sample", "process", "web-1", {"cpu": {"percent": 2}, "gc": {"pauses": 3}}),
+             _doc("s1", 2, "event", "request_failed", "web-1", {"duration_ms": 120}),
+             _doc("s1", 3, "event", "request_failed", "web-1", {"duration_ms": 9, "retries": 2})]
+        )  # fmt: skip
+        sqlite.fold_rollups()
+        cat = sqlite.catalog()
+        assert cat.paths["process"] == {"cpu.percent", "gc.pauses"}
+        assert cat.paths["request_failed"] == {"duration_ms", "retries"}
+    finally:
+        sqlite.close()

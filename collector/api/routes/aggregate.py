@@ -3,7 +3,8 @@
 Parameters: ``fn`` (count, avg, min, max, sum, p50, p90, p95, p99, rate),
 ``field`` (``value`` or a data path; optional for count), ``by`` (host,
 session, name), ``bucket`` (seconds or 30s, 1m, 10m, 1h, 1d), ``order``
-(group, value, -value), ``limit`` (rows), and the filters of ``GET /metrics``.
+(group, value, -value), ``limit`` (rows), ``where`` (a threshold on the field,
+``duration_ms > 200``), and the filters of ``GET /metrics``.
 Answer: ``{"interpreted": {...}, "rows": [{"group"?, "bucket"?, "value", "count"}]}``.
 """
 
@@ -24,6 +25,7 @@ from deltawire.collector.aggregate import (
     Group,
     Order,
     parse_bucket,
+    parse_where,
     run_aggregate,
 )
 
@@ -49,6 +51,12 @@ class AggregateParams(DocFilters):
     )
     order: Order = "group"
     limit: int = Field(MAX_LIMIT, ge=1, le=MAX_LIMIT, description="rows at most")
+    where: str | None = Field(
+        None,
+        max_length=300,
+        description="only values passing a threshold on the field: 'duration_ms > 200' "
+        "(with count and no field: documents whose path passes); ops > >= < <=",
+    )
 
     def query(self) -> AggregateQuery:
         try:
@@ -60,6 +68,7 @@ class AggregateParams(DocFilters):
                 bucket=parse_bucket(self.bucket) if self.bucket is not None else None,
                 order=self.order,
                 limit=self.limit,
+                threshold=parse_where(self.where) if self.where is not None else None,
             )
         except AggregateError as e:
             raise ApiError(422, "bad_parameter", str(e), parameter=e.parameter) from None
@@ -84,6 +93,8 @@ def interpreted(q: AggregateQuery) -> dict[str, Any]:
         out["order"] = q.order
     if q.limit is not None and q.limit != MAX_LIMIT:
         out["limit"] = q.limit
+    if q.threshold is not None:
+        out["where"] = q.threshold.text()
     return out
 
 
@@ -106,7 +117,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         w = q.where
         key = "a:" + orjson.dumps(
             [q.fn, q.field, q.by, q.bucket, q.order, q.limit, w.session, w.name, w.kind, w.host,
-             w.tags, w.ts_from, w.ts_to]
+             w.tags, w.ts_from, w.ts_to, q.threshold and q.threshold.text()]
         ).decode()  # fmt: skip
 
         async def compute() -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -16,7 +17,7 @@ from deltawire.collector.stores.base import API_SESSION, MetricQuery, encode_cur
 
 from ..auth import Role, require
 from ..body import merge_patch, patch_body, read_json, validate
-from ..cache import scope_for
+from ..cache import Answer, Span, scope_for
 from ..deps import Deps
 from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
@@ -47,6 +48,21 @@ class _Listing:
         self.scope = scope_for(q.session, q.name)
 
 
+def listing_span(q: MetricQuery, fetched: list[dict[str, Any]]) -> Span:
+    """The timestamps a listing's answer depends on: its window, and, once
+    more documents matched than it shows, only up to the last one read (in
+    its order): a write later than that (in ingest, all of them: agents write
+    at "now") cannot change the page."""
+    lo = -math.inf if q.ts_from is None else q.ts_from
+    hi = math.inf if q.ts_to is None else q.ts_to
+    if q.after is not None:  # the cursor's page starts at its ts
+        lo, hi = (lo, min(hi, q.after[0])) if q.descending else (max(lo, q.after[0]), hi)
+    if len(fetched) > q.limit:
+        last = fetched[-1]["ts"]
+        lo, hi = (max(lo, last), hi) if q.descending else (lo, min(hi, last))
+    return Span(lo, hi)
+
+
 def _not_found(doc_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no document with id {doc_id!r}")
 
@@ -75,20 +91,21 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         ls = listing(request)
         q = ls.query
 
-        async def compute() -> bytes:
+        async def compute() -> Answer:
             # One more than asked: "next" is set exactly when another page exists.
             refused = ApiError(422, "bad_parameter", _BAD_CURSOR, parameter="after")
-            docs = await deps.store_call(
+            fetched = await deps.store_call(
                 store.find,
                 replace(q, limit=q.limit + 1),
                 refused=refused if q.after is not None else None,
             )
-            more = len(docs) > q.limit
-            docs = docs[: q.limit]
+            more = len(fetched) > q.limit
+            docs = fetched[: q.limit]
             items, n = pack_page([doc_out(d, ls.paths) for d in docs], deps.config.page_bytes)
             more = more or n < len(docs)
             nxt = encode_cursor(docs[n - 1]["ts"], docs[n - 1]["id"]) if more and n else None
-            return b'{"items":[' + items + b'],"next":' + orjson.dumps(nxt) + b"}"
+            payload = b'{"items":[' + items + b'],"next":' + orjson.dumps(nxt) + b"}"
+            return Answer(payload, listing_span(q, fetched))
 
         return await deps.cached(ls.key, ls.scope, compute)
 
@@ -104,7 +121,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         # Every field was validated above, so a StoreError here is the store's
         # failure (e.g. a corrupt file), not the client's: 503 like any other.
         doc = await deps.store_call(store.create, point.store_fields(time.time()), write=True)
-        await deps.bump([doc.get("session")], [doc.get("name")])
+        await deps.bump([doc.get("session")], [doc.get("name")], Span.of([doc.get("ts")]))
         deps.hub.publish([doc])
         return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
 
@@ -123,7 +140,9 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             raise _not_found(doc_id)
         # The old document's session and name are what cached answers hold.
         await deps.bump(
-            [old.get("session"), new.get("session")], [old.get("name"), new.get("name")]
+            [old.get("session"), new.get("session")],
+            [old.get("name"), new.get("name")],
+            Span.of([old.get("ts"), new.get("ts")]),
         )
         return JSONResponse(doc_out(new))
 
@@ -148,7 +167,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             require(request.scope["deltawire.role"], Role.admin, "deleting a streamed document")
         if not await deps.store_call(store.delete, doc_id, write=True):
             raise _not_found(doc_id)
-        await deps.bump([old.get("session")], [old.get("name")])
+        await deps.bump([old.get("session")], [old.get("name")], Span.of([old.get("ts")]))
         return Response(status_code=204)
 
     # Shared parts of the declarations below.

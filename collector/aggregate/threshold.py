@@ -1,0 +1,129 @@
+"""Thresholds from the tiers: "requests longer than 500 ms" without a raw scan.
+
+A tier bucket knows the min and max of its values, so against a threshold it
+is one of three things: wholly inside (min and max pass: all its values
+count, its sums and sketch with them), wholly outside (neither passes:
+nothing of it counts), or cut (the rest). Only cut buckets are looked at
+more closely: an hour is read again as its minutes, a minute as its raw
+rows, and only the values that pass are kept. The answer is exact, as a raw
+scan's would be, and costs raw reads only where the threshold falls inside
+a bucket's range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from deltawire.collector.stores.rollup import (
+    RAW,
+    SKETCH_TIERS,
+    Bucket,
+    RollupData,
+    RollupRequest,
+    Segment,
+    SeriesKey,
+)
+
+from .query import QUANTILES, AggregateQuery, Threshold
+
+__all__ = ["apply_threshold"]
+
+#: Separate time ranges read again at most per step: cut buckets scattered
+#: over a long window are read as one range (more rows, one query) past it.
+_MAX_RANGES: Final = 64
+
+#: (tier, bucket start) -> the series whose bucket there is cut
+_Cut = dict[tuple[int, float], set[SeriesKey]]
+
+
+class _Source(Protocol):
+    rollup_tiers: tuple[int, ...]
+
+    def rollup_read(self, req: RollupRequest) -> RollupData: ...
+
+
+def apply_threshold(
+    store: _Source, query: AggregateQuery, req: RollupRequest, data: RollupData
+) -> RollupData:
+    """``data`` (read for ``req``) reduced to what passes ``query.threshold``."""
+    th = query.threshold
+    assert th is not None
+    # The same tiers the planner used: percentiles only those with sketches.
+    tiers = [
+        t
+        for t in getattr(store, "rollup_tiers", ())
+        if (query.fn not in QUANTILES or t in SKETCH_TIERS)
+        and (query.bucket is None or query.bucket % t == 0)
+    ]
+    # Rows not folded yet come with every read of tiers: keep them once.
+    tail = {(p.series, p.order) for p in data.points if p.tail}
+    points = [p for p in data.points if th.passes(p.value)]
+    kept: list[Bucket] = []
+    pending: Sequence[Bucket] = data.buckets
+    while pending:
+        cut = _classify(pending, th, kept)
+        if not cut:
+            break
+        segments = _finer(cut, tiers)
+        more = store.rollup_read(
+            RollupRequest(req.where, req.path, segments, req.sketches, req.raw_filter)
+        )
+        tiers_cut = {tier for tier, _start in cut}
+        pending = [b for b in more.buckets if _in_cut(cut, tiers_cut, b.series, b.start)]
+        points += [
+            p
+            for p in more.points
+            if th.passes(p.value)
+            and _in_cut(cut, tiers_cut, p.series, p.ts)
+            and (p.series, p.order) not in tail
+        ]
+    return RollupData(kept, points)
+
+
+def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _Cut:
+    """Keep the buckets wholly inside; return the cut ones."""
+    cut: _Cut = {}
+    for b in buckets:
+        low, high = th.passes(b.part.min), th.passes(b.part.max)
+        if low and high:
+            kept.append(b)
+        elif low or high:
+            cut.setdefault((b.tier, b.start), set()).add(b.series)
+    return cut
+
+
+def _in_cut(cut: _Cut, tiers: set[int], series: SeriesKey, ts: float) -> bool:
+    for tier in tiers:
+        hit = cut.get((tier, ts // tier * tier))
+        if hit is not None and series in hit:
+            return True
+    return False
+
+
+def _finer(cut: _Cut, tiers: Sequence[int]) -> tuple[Segment, ...]:
+    """Segments that read the cut buckets' time again, one tier finer (or raw)."""
+    runs: list[_Run] = []
+    for tier, start in sorted(cut, key=lambda k: (k[1], k[0])):
+        if runs and runs[-1].hi == start and runs[-1].tier == tier:
+            runs[-1].hi = start + tier
+        else:
+            runs.append(_Run(start, start + tier, tier))
+    if len(runs) > _MAX_RANGES:
+        runs = [_Run(runs[0].lo, max(r.hi for r in runs), min(r.tier for r in runs))]
+    out: list[Segment] = []
+    for r in runs:
+        # A cut bucket's edges are edges of every finer tier (60 divides 3600).
+        finer = [t for t in tiers if t < r.tier and r.lo % t == 0 and r.hi % t == 0]
+        out.append(Segment(max(finer) if finer else RAW, r.lo, r.hi))
+    return tuple(out)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Cut buckets of one tier end to end: ``[lo, hi)``."""
+
+    lo: float
+    hi: float
+    tier: int
