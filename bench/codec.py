@@ -13,6 +13,7 @@ import orjson
 
 from deltawire.protocol import (
     CODECS,
+    COUNTER,
     EXTENSIONS,
     NEED_DATA,
     ZSTD,
@@ -23,6 +24,7 @@ from deltawire.protocol import (
     ServerConnection,
     Snap,
     Welcome,
+    group_batches,
 )
 
 from .report import Table
@@ -144,7 +146,16 @@ ANCHORS = (
 )
 
 Variant = str
-VARIANTS: tuple[Variant, ...] = ("full JSON", "delta", "delta+zstd", "delta+zstd+counter")
+VARIANTS: tuple[Variant, ...] = (
+    "full JSON", "delta", "delta+zstd", "delta+zstd+counter", "delta+zstd+counter+batch"
+)  # fmt: skip
+
+
+def _ext(variant: Variant) -> tuple[str, ...]:
+    """The extensions a variant negotiates."""
+    if variant.endswith("batch"):
+        return EXTENSIONS
+    return (COUNTER,) if variant.endswith("counter") else ()
 
 
 def _pushes(
@@ -153,12 +164,11 @@ def _pushes(
     """The bytes of each push, as the watchdog's link would send them."""
     client = ClientConnection()
     zstd = variant.startswith("delta+zstd")
-    counter = variant.endswith("counter")
-    client.send(Hello(session="bench", compress=CODECS if zstd else (),
-                      ext=EXTENSIONS if counter else ()))  # fmt: skip
-    client.receive_data(_welcome(zstd, counter))
+    ext = _ext(variant)
+    client.send(Hello(session="bench", compress=CODECS if zstd else (), ext=ext))
+    client.receive_data(_welcome(zstd, ext))
     client.next_event()
-    denc = DeltaEncoder(counter=counter)
+    denc = DeltaEncoder(counter=COUNTER in ext)
     per_push = push_every * _STREAMS
     out = []
     for start in range(0, len(samples), per_push):
@@ -169,20 +179,19 @@ def _pushes(
                 frames.append(Snap(seq, ts, name, data))
                 continue
             frames.append(denc.encode(seq, ts, name, data))
-        out.append(client.send_many(frames))
+        out.append(client.send_many(group_batches(frames) if "batch" in ext else frames))
     return out
 
 
-def _welcome(zstd: bool, counter: bool) -> bytes:
+def _welcome(zstd: bool, ext: tuple[str, ...]) -> bytes:
     welcome = Welcome("bench", -1, compress=ZSTD if zstd else None, negotiated=zstd,
-                      ext=EXTENSIONS if counter else None)  # fmt: skip
+                      ext=ext or None)  # fmt: skip
     return Encoder().send(welcome)
 
 
-def _server_side(pushes: list[bytes], zstd: bool, counter: bool) -> int:
+def _server_side(pushes: list[bytes], zstd: bool, ext: tuple[str, ...]) -> int:
     server = ServerConnection()
-    hello = Hello(session="bench", compress=CODECS if zstd else (),
-                  ext=EXTENSIONS if counter else ())  # fmt: skip
+    hello = Hello(session="bench", compress=CODECS if zstd else (), ext=ext)
     server.receive_data(Encoder().send(hello))
     server.next_event()
     server.send(server.welcome(-1))
@@ -210,17 +219,17 @@ def bandwidth(seconds: float = 1.0) -> Table:
         full = sum(map(len, _pushes(samples, "full JSON", push_every))) / n
         for variant in VARIANTS:
             pushes = _pushes(samples, variant, push_every)
-            zstd, counter = "zstd" in variant, variant.endswith("counter")
+            zstd, ext = "zstd" in variant, _ext(variant)
             bps = sum(map(len, pushes)) / n
-            decoded = _server_side(pushes, zstd, counter)
+            decoded = _server_side(pushes, zstd, ext)
             assert decoded == n, (variant, decoded)
             agent = _cpu_per_sample(lambda v=variant, p=push_every: _pushes(samples, v, p), n,
                                     budget)  # fmt: skip
-            collector = _cpu_per_sample(lambda p=pushes, z=zstd, c=counter: _server_side(p, z, c),
+            collector = _cpu_per_sample(lambda p=pushes, z=zstd, x=ext: _server_side(p, z, x),
                                         n, budget)  # fmt: skip
             if variant == "full JSON":
                 full_cpu[push_every] = (agent, collector)
-            goal = "<= 30 (14x)" if push_every == 4 and variant.endswith("counter") else ""
+            goal = "<= 30 (14x)" if push_every == 4 and variant.endswith("batch") else ""
             t.row(f"push {push_every:>2} {variant}: bytes/sample", bps, full, goal=goal,
                   lower_is_better=True)  # fmt: skip
             fa, fc = full_cpu[push_every]

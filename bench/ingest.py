@@ -77,7 +77,11 @@ class _PeakRss:
 
 @contextlib.contextmanager
 def _collector(
-    tmp: pathlib.Path, http: bool = False, writer: str = "process", fold: bool = True
+    tmp: pathlib.Path,
+    http: bool = False,
+    writer: str = "process",
+    fold: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None, pathlib.Path]]:
     port = free_port()
     http_port = free_port() if http else None
@@ -86,6 +90,7 @@ def _collector(
     argv = [sys.executable, "-m", "deltawire.collector", "serve", "--listen", f"127.0.0.1:{port}",
             "--store", store, "--log-level", "error", "--writer", writer]  # fmt: skip
     argv += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
+    argv += extra
     env = {**os.environ, "DELTAWIRE_CONFIG_DIR": str(tmp)}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     try:

@@ -14,7 +14,9 @@ parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
 (``tests/api/nl_prompts.py``) is the baseline column. Parse time is each prompt's fastest of
 several runs (the machine is shared: the fastest run is its cost, the rest is
 waiting for a core), against the 1 ms goal. ``/query`` end to end runs in
-process on the known-answer data set, through the same store calls as the API.
+process on the known-answer data set, through the same store calls as the API;
+and at a million samples (``scale``; the query bench's data), each question as
+typed (its start rounded to a tier edge) beside the same with the exact start.
 """
 
 from __future__ import annotations

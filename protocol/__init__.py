@@ -1,5 +1,6 @@
 """deltawire's wire protocol v1, sans-IO: frames, codec, merge patch, delta chain."""
 
+from .batch import batch_ts, expand_batch, group_batches
 from .client import ClientConnection, Closed, LocalProtocolError, ServerEvent
 from .codec import (
     CLIENT,
@@ -11,7 +12,7 @@ from .codec import (
     Encoder,
     NeedData,
 )
-from .counter import COUNTER, EXTENSIONS, apply_counter_patch, to_counter_patch
+from .counter import BATCH, COUNTER, EXTENSIONS, apply_counter_patch, to_counter_patch
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
 from .errors import (
     ERROR_CODES,
@@ -36,6 +37,7 @@ from .frames import (
     PROTOCOL_VERSION,
     SESSION_RE,
     Ack,
+    Batch,
     Bye,
     CDelta,
     ClientFrame,
@@ -57,6 +59,7 @@ from .server import DEFAULT_MAX_ERRORS, DocumentFactory, ServerConnection
 from .stream import CODECS, MAX_SLICE_INFLATE, MAX_WINDOW_LOG, ZSTD, Deflater, Inflater
 
 __all__ = [
+    "BATCH",
     "CLIENT",
     "CODECS",
     "COUNTER",
@@ -81,6 +84,7 @@ __all__ = [
     "BadJson",
     "BadSeq",
     "BadStream",
+    "Batch",
     "Bye",
     "CDelta",
     "ClientConnection",
@@ -119,8 +123,11 @@ __all__ = [
     "Welcome",
     "apply_counter_patch",
     "apply_patch",
+    "batch_ts",
     "client_frame_from_dict",
     "error_frame",
+    "expand_batch",
+    "group_batches",
     "json_equal",
     "make_patch",
     "server_frame_from_dict",

@@ -25,7 +25,9 @@ from .stream import Inflater
 __all__ = [
     "CLIENT",
     "DEFAULT_MAX_FRAME_BYTES",
+    "INFLATE_RATIO",
     "MAX_INFLATE_PER_READ",
+    "MIN_INFLATE_PER_READ",
     "NEED_DATA",
     "SERVER",
     "Decoder",
@@ -40,10 +42,28 @@ __all__ = [
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
 
 
-#: The most one ``receive_data`` may inflate to on a compressed stream. A 64
-#: KiB read of real telemetry inflates ~10x; 128x more is a zstd bomb, and
-#: refusing it bounds what a connection holds, whatever its peer sends.
-MAX_INFLATE_PER_READ: Final = 8 << 20
+#: How much one ``receive_data`` may inflate to on a compressed stream:
+#: ``INFLATE_RATIO`` times the bytes received, and at least
+#: ``MIN_INFLATE_PER_READ``. Real telemetry inflates 5-15x (the recording's
+#: batches of counter patches: ~8x; 60 samples cycled over and over, a
+#: synthetic extreme, 55x); past 64x it is a zstd bomb, refused. The cap
+#: bounds what a connection holds, and the CPU a peer can make it spend per
+#: byte it sends (8 MiB of 2-byte lines from a 16 KiB bomb took seconds of
+#: splitting and parsing). A read of a few bytes may still inflate to 256 KiB:
+#: a whole push of blank or repeated lines.
+INFLATE_RATIO: Final = 64
+MIN_INFLATE_PER_READ: Final = 256 << 10
+#: What a full 64 KiB read may inflate to.
+MAX_INFLATE_PER_READ: Final = INFLATE_RATIO * (64 << 10)
+
+
+#: ``next_lines`` splits at most this much of the buffer per call: the line
+#: objects of one piece (at most ~22k, for 3-byte lines) are all that is alive.
+SPLIT_BYTES: Final = 64 << 10
+#: Lines averaging fewer bytes than this are mostly blank or garbage (no frame
+#: is that short): worth a look for blank runs, in C, before the split.
+_SHORT_LINE: Final = 16
+_WHITESPACE: Final = b" \t\r\n"
 
 
 class NeedData(Enum):
@@ -65,8 +85,8 @@ _BLANK_BYTES = frozenset(_BLANK)
 class Decoder:
     """Splits a byte stream into lines and lines into validated frames."""
 
-    __slots__ = ("_buf", "_error", "_inflated", "_inflater", "_line_start", "_parse", "_pos",
-                 "_scan", "_stream_error", "max_frame_bytes", "tap")  # fmt: skip
+    __slots__ = ("_buf", "_error", "_inflate_cap", "_inflated", "_inflater", "_line_start",
+                 "_parse", "_pos", "_scan", "_stream_error", "max_frame_bytes", "tap")  # fmt: skip
 
     def __init__(self, sender: Role = CLIENT, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self._buf = bytearray()
@@ -78,6 +98,7 @@ class Decoder:
         # Inflating (a negotiated compressed stream): see start_inflating.
         self._inflater: Inflater | None = None
         self._inflated = 0  # bytes inflated by the current receive_data call
+        self._inflate_cap = MIN_INFLATE_PER_READ  # what it may inflate to
         self._line_start = 0  # where the last inflated line starts in _buf
         self._stream_error: ProtocolError | None = None  # raised once no line is left
         #: Gets every byte of the line stream as received (decompressed): captures.
@@ -99,6 +120,7 @@ class Decoder:
             self._append(data)
         elif self._stream_error is None:  # after a stream error, input is dropped
             self._inflated = 0
+            self._inflate_cap = max(MIN_INFLATE_PER_READ, INFLATE_RATIO * len(data))
             try:
                 self._inflater.feed(data)
             except ProtocolError as exc:
@@ -110,8 +132,8 @@ class Decoder:
         Called right after the line that negotiated it (hello or welcome) was
         taken: bytes already buffered behind that line are the stream's start.
         Output is bounded: a line that grows past the limit without a newline
-        stops it (``FrameTooLarge``), as does more than ``MAX_INFLATE_PER_READ``
-        from one ``receive_data`` (``BadStream``); the error is raised once the
+        stops it (``FrameTooLarge``), as does one ``receive_data`` inflating past
+        ``INFLATE_RATIO`` times its size (and ``MIN_INFLATE_PER_READ``: ``BadStream``); the error is raised once the
         complete lines before it were taken. ``unread``: bytes the caller had
         already split off behind that line, handed back.
         """
@@ -125,10 +147,8 @@ class Decoder:
 
     def _inflate_piece(self, piece: bytes) -> None:
         self._inflated += len(piece)
-        if self._inflated > MAX_INFLATE_PER_READ:
-            raise BadStream(
-                f"one read inflated to more than {MAX_INFLATE_PER_READ} bytes (a zstd bomb?)"
-            )
+        if self._inflated > self._inflate_cap:
+            raise BadStream(f"one read inflated past {INFLATE_RATIO}x its size: a zstd bomb?")
         self._append(piece)
         nl = piece.rfind(b"\n")
         if nl >= 0:
@@ -159,35 +179,56 @@ class Decoder:
                 continue
             return self._parse(_loads_object(line))
 
-    def next_lines(self) -> list[bytearray]:
-        """Every complete line buffered now, oldest first, without its newline.
+    def next_lines(self, max_bytes: int = SPLIT_BYTES) -> list[bytearray]:
+        """Complete lines buffered now, oldest first, without their newline,
+        from at most ``max_bytes`` of the buffer (more only for one longer line).
 
         The bulk form of what ``next_event`` reads, for a caller that parses
-        lines itself (``ServerConnection.next_events``): one split per read
-        instead of one search per line. Lines are raw: a trailing CR and blank
-        lines are the caller's to tolerate. A line over the limit ends the
-        list, and the next call raises ``FrameTooLarge`` for it, as it does
-        for an unfinished line that has already outgrown the limit.
+        lines itself (``ServerConnection.next_events``, which calls again
+        until it gets ``[]``): one split per call instead of one search per
+        line, with the line objects of one bounded piece alive at a time (a
+        read may inflate to 8 MiB: all of it split at once, as 3-byte lines,
+        would be millions of objects). In a piece of tiny lines, blank ones
+        are dropped before the split where that is cheap in C (a piece that
+        is all whitespace; runs of empty lines): a stream of newlines costs a
+        few scans, not a loop. Lines are raw: a
+        trailing CR and remaining blank lines are the caller's to tolerate. A
+        line over the limit ends the list, and the next call raises
+        ``FrameTooLarge`` for it, as it does for an unfinished line that has
+        already outgrown the limit.
         """
         if self._error is not None:
             raise self._error
         buf = self._buf
         limit = self.max_frame_bytes
-        end = buf.rfind(b"\n", self._scan)
-        if end < 0:
+        pos = self._pos
+        last = buf.rfind(b"\n", self._scan)
+        if last < 0:
             self._no_newline(buf, limit)
             return []
-        lines = buf[self._pos : end].split(b"\n")
+        end = last
+        if last - pos > max_bytes:
+            end = buf.rfind(b"\n", pos, pos + max_bytes)
+            if end < 0:  # one line longer than max_bytes: that line alone
+                end = buf.find(b"\n", pos + max_bytes)
+        piece = buf[pos:end]
+        if piece.count(b"\n") * _SHORT_LINE > len(piece):  # mostly tiny lines
+            if not piece.translate(None, _WHITESPACE):
+                piece = bytearray()  # all blank: nothing to split
+            while b"\n\n" in piece:  # runs of empty lines, halved per pass
+                piece = piece.replace(b"\n\n", b"\n")
+        lines = piece.split(b"\n")
         self._pos = self._scan = end + 1
-        if self._pos == len(buf):
-            # All consumed: let the buffer go now, not at the next read, which
-            # may be long in coming (the caller blocks on a full queue).
-            self._buf = bytearray()
-            self._pos = self._scan = self._line_start = 0
-        if len(buf) - end - 1 > limit + 1:
-            self._error = FrameTooLarge(f"line longer than {limit} bytes")
-        elif self._stream_error is not None:  # what is left is not a line
-            self._error = self._stream_error
+        if end == last:  # the last complete line: what follows is unfinished
+            if self._pos == len(buf):
+                # All consumed: let the buffer go now, not at the next read,
+                # which may be long in coming (the caller blocks on a full queue).
+                self._buf = bytearray()
+                self._pos = self._scan = self._line_start = 0
+            if len(buf) - end - 1 > limit + 1:
+                self._error = FrameTooLarge(f"line longer than {limit} bytes")
+            elif self._stream_error is not None:  # what is left is not a line
+                self._error = self._stream_error
         if max(map(len, lines)) > limit:  # rare: find the first line truly too long
             for i, line in enumerate(lines):
                 size = len(line) - line.endswith(b"\r")

@@ -18,26 +18,38 @@ from typing import Any, Final
 
 from .errors import BadFrame
 
-__all__ = ["COUNTER", "EXTENSIONS", "apply_counter_patch", "to_counter_patch"]
+__all__ = ["BATCH", "COUNTER", "EXTENSIONS", "apply_counter_patch", "to_counter_patch"]
 
 COUNTER: Final = "counter"
 
+#: ``batch`` frames: runs of ``cdelta`` frames in one line (protocol/batch.py).
+#: Accepted only together with ``counter``, whose patches a batch carries.
+BATCH: Final = "batch"
+
 #: The extensions this side speaks.
-EXTENSIONS: Final = (COUNTER,)
+EXTENSIONS: Final = (COUNTER, BATCH)
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 
 
-def to_counter_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """The ``cdelta`` data for merge patch ``patch`` against ``base``."""
+def to_counter_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``cdelta`` data for merge patch ``patch`` against ``base``, or None
+    if an increment leaves int64 (a jump from near -2^63 to near 2^63: the
+    wire cannot carry it, so the sender sends a snap instead)."""
     out: dict[str, Any] = {}
     for key, value in patch.items():
         old = base.get(key)
         if type(value) is dict and type(old) is dict:
-            out[key] = to_counter_patch(old, value)
+            sub = to_counter_patch(old, value)
+            if sub is None:
+                return None
+            out[key] = sub
         elif type(value) is int and type(old) is int:
-            out[key] = value - old
+            step = value - old
+            if not _INT64_MIN <= step <= _INT64_MAX:
+                return None
+            out[key] = step
         else:
             out[key] = value
     return out

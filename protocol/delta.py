@@ -68,12 +68,13 @@ class DeltaEncoder:
             frame = self._snap(seq, ts, name, data)
         else:
             patch, smaller = patch_is_smaller(last, data)
+            counted = to_counter_patch(last, patch) if smaller and self.counter else None
             # A patch is only worth sending if it is smaller than the sample
             # (many deletions can make it larger).
-            if not smaller:
+            if not smaller or (self.counter and counted is None):
                 frame = self._snap(seq, ts, name, data)
-            elif self.counter:
-                frame = CDelta(seq, ts, name, to_counter_patch(last, patch))
+            elif counted is not None:
+                frame = CDelta(seq, ts, name, counted)
                 self._since_snap[name] = count + 1
             else:
                 frame = Delta(seq, ts, name, patch)

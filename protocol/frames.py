@@ -18,6 +18,7 @@ from .errors import BadFrame, BadHello, ProtocolError, UnknownType, UnsupportedV
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_BATCH_SAMPLES",
     "MAX_DATA_DEPTH",
     "MAX_HELLO_TAGS",
     "MAX_HELLO_TAG_CHARS",
@@ -28,6 +29,7 @@ __all__ = [
     "TS_MAX",
     "TS_MIN",
     "Ack",
+    "Batch",
     "Bye",
     "CDelta",
     "ClientFrame",
@@ -144,6 +146,32 @@ class CDelta(Delta):
     t: ClassVar[str] = "cdelta"
 
 
+#: The most samples one ``batch`` frame may carry. A push holds push_every
+#: ticks of a few streams (8 samples by default); the cap bounds how many
+#: documents one line can make (a 1 MiB line of empty patches would be ~300k).
+MAX_BATCH_SAMPLES: Final = 256
+
+
+@fast_frozen
+class Batch:
+    """Consecutive ``cdelta`` frames in one line (the ``batch`` extension,
+    protocol/batch.py): sample i has seq ``seq + i``, counter patch
+    ``data[i]``, name ``names[i % len(names)]`` (the names are a cycle:
+    ``("process", "system")`` for a push that alternates them), and the
+    timestamp ``dts`` says (see ``batch_ts``)."""
+
+    t: ClassVar[str] = "batch"
+    seq: int
+    ts: float
+    dts: tuple[int, ...]
+    names: tuple[str, ...]
+    data: tuple[dict[str, Any], ...]
+
+    def wire(self) -> dict[str, Any]:
+        return {"t": "batch", "seq": self.seq, "ts": self.ts, "dts": list(self.dts),
+                "name": list(self.names), "data": list(self.data)}  # fmt: skip
+
+
 @fast_frozen
 class Event:
     t: ClassVar[str] = "event"
@@ -230,7 +258,7 @@ class ErrorFrame:
         return d
 
 
-ClientFrame = Hello | Snap | Delta | CDelta | Event | Bye
+ClientFrame = Hello | Snap | Delta | CDelta | Batch | Event | Bye
 ServerFrame = Welcome | Ack | Flow | ErrorFrame
 Frame = ClientFrame | ServerFrame
 
@@ -297,6 +325,29 @@ def _parse_delta(d: dict[str, Any]) -> Delta:
 def _parse_cdelta(d: dict[str, Any]) -> CDelta:
     delta = _parse_delta(d)
     return CDelta(delta.seq, delta.ts, delta.name, delta.data)
+
+
+def _parse_batch(d: dict[str, Any]) -> Batch:
+    seq = _seq(d)
+    ts = _ts(d, seq)
+    dts, names, data = d.get("dts"), d.get("name"), d.get("data")
+    if type(data) is not list or not 0 < len(data) <= MAX_BATCH_SAMPLES:
+        raise BadFrame(f"batch.data must be a list of 1-{MAX_BATCH_SAMPLES} objects", seq=seq)
+    n = len(data)
+    if not all(type(x) is dict for x in data):
+        raise BadFrame("batch.data must be a list of objects", seq=seq)
+    if type(dts) is not list or len(dts) != n - 1 or not all(type(x) is int for x in dts):
+        raise BadFrame("batch.dts must be a list of integers, one per sample after the first",
+                       seq=seq)  # fmt: skip
+    if type(names) is not list or not 0 < len(names) <= n:
+        raise BadFrame("batch.name must be a list of 1 to len(data) names (a cycle)", seq=seq)
+    for name in names:
+        if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:
+            raise BadFrame(f"batch names must be strings of 1-{MAX_NAME_CHARS} characters",
+                           seq=seq)  # fmt: skip
+    for i, patch in enumerate(data):
+        _check_data(patch, seq + i)
+    return Batch(seq, ts, tuple(dts), tuple(names), tuple(data))
 
 
 def _parse_event(d: dict[str, Any]) -> Event:
@@ -472,6 +523,7 @@ _CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "snap": _parse_snap,
     "delta": _parse_delta,
     "cdelta": _parse_cdelta,
+    "batch": _parse_batch,
     "event": _parse_event,
     "bye": _parse_bye,
     "hello": _parse_hello,

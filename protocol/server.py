@@ -23,11 +23,13 @@ already moved on, as the sender's has).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
+from .batch import expand_batch
 from .codec import (
     CLIENT,
     DEFAULT_MAX_FRAME_BYTES,
@@ -37,14 +39,16 @@ from .codec import (
     NeedData,
     _loads_object,
 )
-from .counter import COUNTER, EXTENSIONS
+from .counter import BATCH, COUNTER, EXTENSIONS
 from .delta import Document, Kind, Reassembler
-from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors
+from .errors import BadFrame, BadHello, ProtocolError, TooManyErrors, UnknownType
 from .frames import (
     MAX_NAME_CHARS,
     TS_MAX,
     TS_MIN,
+    Batch,
     Bye,
+    CDelta,
     ClientFrame,
     Hello,
     ServerFrame,
@@ -54,7 +58,7 @@ from .frames import (
     lines_need_limit_check,
 )
 from .merge_patch import apply_patch
-from .stream import CODECS, Deflater, choose_codec
+from .stream import CODECS, RawDeflater, choose_codec
 
 __all__ = ["DEFAULT_MAX_ERRORS", "DocumentFactory", "ServerConnection"]
 
@@ -84,6 +88,7 @@ class ServerConnection:
         "_document",
         "_line_i",
         "_lines",
+        "_pending",
         "codec",
         "ended",
         "errors",
@@ -112,7 +117,7 @@ class ServerConnection:
         self._accept_ext = ext
         #: The extensions the hello negotiated.
         self.ext: tuple[str, ...] = ()
-        self._deflater: Deflater | None = None
+        self._deflater: RawDeflater | None = None
         #: The stream codec the hello negotiated (None: plain NDJSON).
         self.codec: str | None = None
         self._document = document
@@ -125,6 +130,9 @@ class ServerConnection:
         # bad line or a bye stopped it); both ways take these first.
         self._lines: list[bytearray] = []
         self._line_i = 0
+        # The cdelta frames of a batch not yet turned into events (one of
+        # them was rejected); both ways take these before any line.
+        self._pending: deque[CDelta] = deque()
         # Whether some of _lines may break a limit on what a frame may carry:
         # then each line is tested before it may take the bulk path.
         self._check_lines = False
@@ -152,7 +160,7 @@ class ServerConnection:
             for i, f in enumerate(frames):
                 if type(f) is Welcome:
                     head, lines = b"".join(lines[: i + 1]), lines[i + 1 :]
-                    self._deflater = Deflater(small=True)
+                    self._deflater = RawDeflater()
                     break
         body = b"".join(lines)
         if self._deflater is not None and body:
@@ -165,6 +173,8 @@ class ServerConnection:
         After a non-fatal error the caller reports it and calls again.
         """
         try:
+            if self._pending:
+                return self._event(self._pending.popleft())
             while self._line_i < len(self._lines):
                 line = self._lines[self._line_i]
                 self._line_i += 1
@@ -196,12 +206,28 @@ class ServerConnection:
     # -- internals -------------------------------------------------------------
 
     def _next_events(self, out: list[Event | Any]) -> None:
+        self._drain(out)
+        # The decoder hands lines over in bounded pieces: take every piece
+        # buffered now (a peer waiting for its ack sends nothing more). A
+        # line over the limit, or a broken stream, ends the pieces with its
+        # error: raised now, after the lines before it, not at the next read.
+        ended = self.ended  # after a bye, what follows is rejected line by line
+        while True:
+            if self._line_i >= len(self._lines):
+                self._lines = self._decoder.next_lines()
+                self._line_i = 0
+                if not self._lines:
+                    return
+                self._check_lines = lines_need_limit_check(self._lines)
+            self._take_lines(out)
+            if self.ended and not ended:
+                return  # stop at a bye
+
+    def _take_lines(self, out: list[Event | Any]) -> None:
+        """Events from the lines of the current piece, until it is used up
+        (or a bye, or a hello that starts a zstd stream and resets it)."""
         lines = self._lines
         i = self._line_i
-        if i >= len(lines):
-            lines = self._lines = self._decoder.next_lines()
-            i = self._line_i = 0
-            self._check_lines = lines_need_limit_check(lines)
         n = len(lines)
         loads = orjson.loads
         append = out.append
@@ -217,7 +243,6 @@ class ServerConnection:
                     if self.ended:
                         return
                     if self._lines is not lines:  # the hello started a zstd stream
-                        self._next_events(out)
                         return
                 continue
             chains = reasm.chains
@@ -229,10 +254,14 @@ class ServerConnection:
                     i += 1
                     if not line:
                         continue  # blank: cheaper here than as orjson's error
-                    try:
-                        d = loads(line)
-                    except orjson.JSONDecodeError:
-                        d = None
+                    d = None
+                    # Only a line that opens an object is tried here: a failed
+                    # parse (a blank line, say) costs ~6 us in orjson's error.
+                    if line[0] == 0x7B:
+                        try:
+                            d = loads(line)
+                        except orjson.JSONDecodeError:
+                            pass
                     if type(d) is dict and d.get("t") == "delta":
                         seq = d.get("seq")
                         ts = d.get("ts")
@@ -258,21 +287,25 @@ class ServerConnection:
                             continue
                     reasm.last_seq = last_seq
                     self._line_i = i
-                    event = self._line_event(line)
-                    if event is not None:
-                        append(event)
-                        if self.ended:
-                            return
-                    last_seq = reasm.last_seq
+                    try:
+                        event = self._line_event(line)
+                        if event is not None:
+                            append(event)
+                            if self.ended:
+                                return
+                            self._drain(out)  # the rest of a batch
+                    finally:
+                        last_seq = reasm.last_seq
             finally:
                 if not self.ended:
                     reasm.last_seq = last_seq
                 self._line_i = i
-        # A line over the limit ended the split: report it now, not at the
-        # next read (which, for a peer that has stopped sending, never comes).
-        pending = self._decoder.error
-        if pending is not None:
-            raise pending
+
+    def _drain(self, out: list[Event | Any]) -> None:
+        """The events of a batch's remaining frames (raises at a rejected one)."""
+        pending = self._pending
+        while pending:
+            out.append(self._event(pending.popleft()))
 
     def _line_event(self, line: bytearray) -> Event | Any | None:
         """The reference path for one line: its event, or None if it is blank."""
@@ -286,7 +319,10 @@ class ServerConnection:
                 raise BadHello("the first frame must be a hello")
             self.hello = frame
             self.reassembler = Reassembler.for_hello(frame)
-            self.ext = tuple(e for e in frame.ext if e in self._accept_ext)
+            ext = [e for e in frame.ext if e in self._accept_ext]
+            if BATCH in ext and COUNTER not in ext:
+                ext.remove(BATCH)  # a batch carries counter patches
+            self.ext = tuple(ext)
             self.reassembler.counter = COUNTER in self.ext
             self.codec = choose_codec(frame.compress, self._accept)
             if self.codec is not None:
@@ -298,6 +334,11 @@ class ServerConnection:
             return frame
         if self.ended:
             raise BadFrame("the session already ended with a bye", seq=getattr(frame, "seq", None))
+        if type(frame) is Batch:
+            if BATCH not in self.ext:
+                raise UnknownType("batch needs the batch extension (hello.ext)", seq=frame.seq)
+            self._pending.extend(expand_batch(frame))
+            frame = self._pending.popleft()
         doc = self.reassembler.feed(frame)
         if type(frame) is Bye:
             self.ended = True

@@ -24,6 +24,7 @@ from typing import Final
 import trio
 
 from deltawire.protocol import (
+    BATCH,
     CODECS,
     COUNTER,
     EXTENSIONS,
@@ -41,6 +42,7 @@ from deltawire.protocol import (
     ProtocolError,
     ServerEvent,
     Welcome,
+    group_batches,
 )
 from deltawire.retry import backoff_delay
 
@@ -308,7 +310,8 @@ class Link:
             frames = self._frames(batch, delta)
             if not frames:
                 continue
-            data = conn.send_many(frames)
+            # Counted as frames below, sent as batches where negotiated.
+            data = conn.send_many(group_batches(frames) if BATCH in conn.ext else frames)
             await self.limiter.take(len(data))
             self.send_started = trio.current_time()
             await stream.send_all(data)

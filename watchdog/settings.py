@@ -25,6 +25,7 @@ from deltawire.config import (
     variables,
 )
 from deltawire.logs import LOG_VARS, LogSettings
+from deltawire.protocol.frames import MAX_HELLO_TAG_CHARS, MAX_HELLO_TAGS, MAX_HELLO_TOKEN_CHARS
 
 __all__ = [
     "DEFAULT_SPOOL_DIR",
@@ -67,6 +68,25 @@ def parse_path(text: str) -> pathlib.Path:
     return pathlib.Path(os.path.expanduser(text))
 
 
+def _parse_tags(text: str) -> tuple[str, ...]:
+    """Tags within the hello's limits, so a bad one stops the watchdog at
+    start (a usage error) instead of every connection being refused later."""
+    tags = parse_list(text)
+    if len(tags) > MAX_HELLO_TAGS:
+        raise ValueError(f"at most {MAX_HELLO_TAGS} tags (got {len(tags)})")
+    for tag in tags:
+        if len(tag) > MAX_HELLO_TAG_CHARS:
+            raise ValueError(f"each tag must be at most {MAX_HELLO_TAG_CHARS} characters "
+                             f"({tag[:16]!r}... has {len(tag)})")  # fmt: skip
+    return tags
+
+
+def _parse_token(text: str) -> str:
+    if len(text) > MAX_HELLO_TOKEN_CHARS:
+        raise ValueError(f"must be at most {MAX_HELLO_TOKEN_CHARS} characters")
+    return text
+
+
 def _parse_max_bytes(text: str) -> int:
     value = parse_bytes(text)
     # Below a few records the bound could not hold even one flush.
@@ -101,10 +121,17 @@ class WatchdogSettings(LogSettings):
         parse_positive_int,
     )
     token: str = setting(
-        "WATCHDOG_TOKEN", "", "Token presented to the collector in hello (INGEST_TOKENS there)."
+        "WATCHDOG_TOKEN",
+        "",
+        "Token presented to the collector in hello (INGEST_TOKENS there).",
+        _parse_token,
     )
     tags: tuple[str, ...] = setting(
-        "WATCHDOG_TAGS", "", "Comma-separated tags attached to the session.", parse_list
+        "WATCHDOG_TAGS",
+        "",
+        "Comma-separated tags attached to the session (at most 64, of at most 128\n"
+        "characters each: the hello's limits).",
+        _parse_tags,
     )
     spool_dir: pathlib.Path = setting(
         "WATCHDOG_SPOOL_DIR",

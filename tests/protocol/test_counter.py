@@ -136,3 +136,14 @@ def test_floats_stay_bit_exact() -> None:
     docs: list[Any] = []
     server.next_events(docs)
     assert [struct.pack("<d", d.data["x"]) for d in docs] == [struct.pack("<d", v) for v in values]
+
+
+def test_an_increment_outside_int64_goes_as_a_snap() -> None:
+    """A jump from near -2^63 to near 2^63 cannot be sent as an increment
+    (it is no int64): the encoder sends a snap, which the collector accepts."""
+    enc = DeltaEncoder(counter=True)
+    pad = {"cmdline": "python -m app --serve --port 8080"}
+    enc.encode(0, 1.0, "p", {"n": -(1 << 63), **pad})
+    frame = enc.encode(1, 2.0, "p", {"n": (1 << 63) - 1, **pad})
+    assert frame.t == "snap" and frame.data["n"] == (1 << 63) - 1
+    assert to_counter_patch({"a": {"n": 1 << 62}}, {"a": {"n": -(1 << 62) - 2}}) is None

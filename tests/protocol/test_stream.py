@@ -6,6 +6,7 @@ pieces of every size down to one byte, as TCP may deliver them.
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -169,6 +170,49 @@ def test_a_zstd_bomb_is_refused_with_bounded_memory() -> None:
         server.next_events([])
     with pytest.raises(BadStream):  # and it stays refused
         server.next_events([])
+
+
+@pytest.mark.parametrize("unit", [b"\n", b" \r\n", b"{}\n", b"x\n"])
+def test_a_bomb_of_short_lines_is_refused_without_a_line_object_each(unit: bytes) -> None:
+    """256 MiB of 1-3 byte lines in 16 KiB: refused once one read inflates
+    past its cap; blank lines are dropped in C, the rest split in bounded
+    pieces (each bad line is an error, 100 end it), so what is allocated
+    stays bounded, never a line object for each of millions of lines."""
+    bomb = _zstd(unit * ((256 << 20) // len(unit)))
+    server = _open_zstd_server()
+    tracemalloc.start()
+    try:
+        server.receive_data(bomb)
+        errors = []
+        for _ in range(200):
+            try:
+                server.next_events([])
+                break
+            except ProtocolError as exc:
+                errors.append(exc.code)
+                if exc.fatal:
+                    break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert errors and errors[-1] in ("bad_stream", "too_many_errors"), errors[-3:]
+    # Split whole, the ~1-3 MiB inflated before the refusal would be 0.3-1M
+    # line objects of ~100 bytes; in 64 KiB pieces, one piece's worth.
+    assert peak < 16 << 20, peak
+
+
+def test_a_read_of_many_lines_is_split_in_pieces_and_all_taken() -> None:
+    """More than one piece of complete lines (and more than the frame limit
+    in total) behind a read: every line is taken in one call."""
+    server = ServerConnection(max_frame_bytes=4096)
+    server.receive_data(orjson.dumps(Hello(session="s").wire()) + b"\n")
+    assert isinstance(server.next_event(), Hello)
+    lines = [orjson.dumps({"t": "event", "seq": i, "ts": 1.0, "name": "e", "data": {"i": i}})
+             for i in range(30_000)]  # fmt: skip
+    server.receive_data(b"\n".join(lines) + b"\n\n\n" + b"\n" * 100_000)
+    docs: list[Any] = []
+    server.next_events(docs)
+    assert [d.seq for d in docs] == list(range(30_000))
 
 
 def test_a_line_past_the_limit_without_newline_is_refused_early() -> None:

@@ -57,6 +57,11 @@ def test_every_command_has_help(tmp_path: pathlib.Path, args: list[str]) -> None
         (["run", "--system-only", "--", "true"], {}, "give exactly one of"),
         (["run", "--session", "has space", "--", "true"], {}, "--session"),
         (["run", "--pid", "99999999"], {}, "no process 99999999"),
+        # The hello's limits, checked at start rather than refused by the collector.
+        (["run", "--tag", "x" * 129, "--", "true"], {}, "at most 128 characters"),
+        (["run", *[f"--tag=t{i}" for i in range(65)], "--", "true"], {}, "at most 64 tags"),
+        (["run", "--", "true"], {"WATCHDOG_TAGS": ",".join("t" * 65)}, "WATCHDOG_TAGS"),
+        (["run", "--token", "k" * 1025, "--", "true"], {}, "--token"),
     ],
 )
 def test_bad_input_is_a_message_and_an_exit_code(tmp_path: pathlib.Path, args: list[str],
