@@ -29,12 +29,15 @@ __all__ = ["main", "run"]
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _documents(n: int, sessions: int = 20) -> list[Document]:
+def _documents(n: int, sessions: int = 20, step: float = 1.0) -> list[Document]:
+    """``n`` recorded samples over ``sessions``, ``step`` seconds apart in
+    all (``step=1/sessions``: each session samples once a second, as the
+    watchdog does; 1.0: each of a session's 3 streams once a minute)."""
     samples = load_recording()
-    base = time.time() - n
+    base = time.time() - n * step
     return [
         Document(f"bench-{i % sessions}", i // sessions, "sample", samples[i % len(samples)][0],
-                 round(base + i, 3), f"host-{i % 5}", ("bench", f"rack-{i % 3}"),
+                 round(base + i * step, 3), f"host-{i % 5}", ("bench", f"rack-{i % 3}"),
                  samples[i % len(samples)][2])
         for i in range(n)
     ]  # fmt: skip
@@ -50,6 +53,39 @@ def _write_rate(uri: str, docs: list[Document], batch: int = 2000, **opts: Any) 
         return len(docs) / (time.perf_counter() - t0)
     finally:
         store.close()
+
+
+def _tiers_tables(mongo_uri: str, n: int) -> list[Table]:
+    """The tiers' cost on dense streams (each session sampling once a
+    second: ~60 values per minute bucket) and on sparse ones (the table
+    above's documents: one value per minute bucket, a partial per value)."""
+    return [
+        _mongo_tiers_cost(mongo_uri, _documents(n, step=1 / 20), "1 sample/s per session"),
+        _mongo_tiers_cost(mongo_uri, _documents(n), "1 sample/min per stream"),
+    ]
+
+
+def _mongo_tiers_cost(mongo_uri: str, docs: list[Document], label: str, rounds: int = 3) -> Table:
+    """MongoDB writes with the rollup tiers kept (partials inserted, compacted
+    as the writer goes) beside the same store without them, interleaved
+    A/B/A/B so that load on the machine hits both alike; each rate is the
+    median of ``rounds``, with the range."""
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for tiers in (False, True):
+            env = f"bench{uuid.uuid4().hex[:8]}"
+            # A loaded machine can make FerretDB take seconds per insert_many.
+            rate = _write_rate(mongo_uri, docs, app_env=env, rollups=tiers, timeout_ms=120_000)
+            rates[tiers].append(rate)
+    t = Table(f"MongoDB store writes with and without rollup tiers — {len(docs)} docs "
+              f"({label}), "
+              f"median of {rounds} interleaved runs [min-max]",
+              ["tiers kept", "no tiers"], baseline=1)  # fmt: skip
+    on, off = sorted(rates[True]), sorted(rates[False])
+    t.row("documents stored / s", on[len(on) // 2], off[len(off) // 2])
+    t.row("slowest run, docs / s", on[0], off[0])
+    t.row("fastest run, docs / s", on[-1], off[-1])
+    return t
 
 
 @contextlib.contextmanager
@@ -118,6 +154,7 @@ def run(scale: float = 1.0) -> list[Table]:
                       ["SQLite (embedded)", "MongoDB store on FerretDB"])  # fmt: skip
             t.row("documents stored / s", sqlite_rate, mongo_rate)
             tables.append(t)
+            tables += _tiers_tables(mongo_uri, n)
 
             api_db = f"sqlite:///{tmp / 'api.db'}"
             store = open_store(api_db)
@@ -147,10 +184,33 @@ def run(scale: float = 1.0) -> list[Table]:
     return tables
 
 
+def tiers_only(scale: float = 1.0) -> list[Table]:
+    """Only the MongoDB tiers' cost (``--tiers-only``): quick to rerun."""
+    from deltawire.testing.servers import run_ferretdb
+
+    n = max(2000, int(40_000 * scale))
+    with (
+        tempfile.TemporaryDirectory(prefix="deltawire-store-bench-") as tmpname,
+        run_ferretdb(pathlib.Path(tmpname) / "ferret") as mongo_uri,
+    ):
+        return _tiers_tables(mongo_uri, n)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__)
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiplies the document counts (default: 1.0: 40,000 documents)",
+    )
+    ap.add_argument("--tiers-only", action="store_true",
+                    help="only MongoDB writes with and without rollup tiers (default: everything)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.tiers_only:
+        for t in tiers_only(args.scale):
+            print(t.render(), flush=True)
+        return 0
     for t in run(args.scale):
         print(t.render(), flush=True)
     return 0

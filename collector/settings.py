@@ -160,14 +160,15 @@ class StoreSettings:
     rollup_1m_retention_days: float = setting(
         "ROLLUP_1M_RETENTION_DAYS",
         "30",
-        "SQLite store: days the 1-minute rollup tier keeps its buckets (0: forever).\n"
-        "Aggregations over older windows read the 1-hour tier.",
+        "Days the 1-minute rollup tier keeps its buckets (0: forever).\n"
+        "Aggregations over older windows read the 1-hour tier. MongoDB: never\n"
+        "less than RETENTION_DAYS (0 there keeps the tiers forever too).",
         config.parse_float,
     )
     rollup_1h_retention_days: float = setting(
         "ROLLUP_1H_RETENTION_DAYS",
         "400",
-        "SQLite store: days the 1-hour rollup tier (with its quantile sketches) keeps\n"
+        "Days the 1-hour rollup tier (with its quantile sketches) keeps\n"
         "its buckets (0: forever); longer than the raw documents, as Netdata does.",
         config.parse_float,
     )
@@ -224,7 +225,9 @@ class StoreSettings:
             "retention_days": self.retention_days,
             "max_pool_size": self.mongo_max_pool_size,
             "timeout_ms": self.mongo_timeout_ms,
-        }
+            "rollup_retention_days": [self.rollup_1m_retention_days,
+                                      self.rollup_1h_retention_days],
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ Layout, in the database ``telemetry_${APP_ENV}``:
     ``sessions()`` lists and ``acked``, the session's resume point (below).
 ``counters``
     ``{_id: "api_seq", next}``: the seqs of points created through the API.
+``roll_60``, ``roll_3600``
+    The rollup tiers: one document per (series, minute or hour), kept by the
+    writer as it inserts documents (see ``mongo_rollup.py``).
 
 Timestamps: ``ts`` (and the sessions' times) are BSON dates, which have
 millisecond precision, as PROTOCOL.md allows ("millisecond precision or
@@ -48,7 +51,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -88,7 +91,7 @@ from .base import (
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .mongo_stream import StreamReader
-from .rollup import RollupData, RollupRequest
+from .rollup import TIERS, RollupData, RollupRequest
 
 __all__ = ["MongoStore"]
 
@@ -141,6 +144,8 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 _API_SEQ_COUNTER: Final = "api_seq"
+#: How often the writer drops tier buckets past their retention (fold_idle).
+_PRUNE_PERIOD_S: Final = 600.0
 _TTL_INDEX: Final = "ts_ttl"
 #: Catalog entries a process remembers as upserted; bounded like the SQLite
 #: store's names (a stream of ever-new event names must not grow it forever).
@@ -315,8 +320,8 @@ def _and(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _match(q: MetricQuery) -> dict[str, Any]:
-    return _and(_filters(q))
+#: What the rollup tiers (mongo_rollup.py) build their queries with.
+_ROLLUP_SQL: Final = mongo_rollup.MongoSql(_filters, _and, _data_field)
 
 
 def _api_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -438,7 +443,18 @@ class MongoStore(DocumentRows):
         retention_days: int = 0,
         max_pool_size: int = 32,
         timeout_ms: int = 5000,
+        rollup_retention_days: Sequence[float] = (30, 400),
+        rollups: bool = True,
+        tier_reads: bool | None = None,
     ) -> None:
+        """``rollup_retention_days``: days the 1-minute and the 1-hour tier
+        keep (0: forever), never less than ``retention_days`` keeps the raw
+        documents. ``rollups=False`` keeps no tiers (aggregations scan raw
+        documents): what the store bench measures the tiers' cost against.
+        ``tier_reads``: whether aggregations read the tiers; None (default):
+        yes on MongoDB, no on FerretDB, which uses no index for them and
+        scans a whole tier per read (slower than the raw documents when the
+        streams are sparse); tests of the tiers set it."""
         if not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("not a MongoDB URI (expected mongodb://… or mongodb+srv://…)")
         if type(app_env) is not str or not _APP_ENV_RE.fullmatch(app_env):
@@ -455,6 +471,26 @@ class MongoStore(DocumentRows):
         self.retention_days = retention_days
         self.max_pool_size = max_pool_size
         self.timeout_ms = timeout_ms
+        days = tuple(rollup_retention_days)
+        if len(days) != len(TIERS) or any(
+            type(d) not in (int, float) or not math.isfinite(d) or d < 0 for d in days
+        ):
+            raise ValueError(
+                f"rollup_retention_days must be {len(TIERS)} numbers >= 0, got {days!r}"
+            )
+        # Tiers outlive the raw documents (Netdata's way); 0 (forever) wins.
+        self.rollup_retention: dict[int, float] = {
+            tier: 0 if 0 in (d, retention_days) else max(d, retention_days) * 86400.0
+            for tier, d in zip(sorted(TIERS), days, strict=True)
+        }
+        #: Tier widths the engine may plan with: none when tiers are off,
+        #: or not read (decided at ``open``).
+        self.rollup_tiers: tuple[int, ...] = ()
+        self._keep_tiers = rollups
+        self._tier_reads = tier_reads
+        self._tiers: mongo_rollup.Tiers | None = None
+        self._tiers_lock = threading.Lock()  # Tiers writes are not thread-safe
+        self._pruned = 0.0  # monotonic time of the last prune (0: never)
         self._lock = threading.Lock()
         self._stream = StreamReader()
         self._client: MongoClient[dict[str, Any]] | None = None
@@ -519,10 +555,18 @@ class MongoStore(DocumentRows):
                     _create_missing_indexes(db["docs"], _DOC_INDEXES)
                     _create_missing_indexes(db["sessions"], _SESSION_INDEXES)
                     self._ensure_ttl(db["docs"])
+                    tiers = mongo_rollup.Tiers(db, self.timeout_ms, _ROLLUP_SQL)
+                    if self._keep_tiers:
+                        tiers.create_indexes(_create_missing_indexes)
+                        reads = self._tier_reads
+                        if reads is None:
+                            info = client.admin.command("buildInfo")
+                            reads = not ("ferretdbVersion" in info or "ferretdbFeatures" in info)
+                        self.rollup_tiers = TIERS if reads else ()
             except BaseException:
                 client.close()
                 raise
-            self._client, self._db = client, db
+            self._client, self._db, self._tiers = client, db, tiers
 
     def _ensure_ttl(self, docs: Collection[dict[str, Any]]) -> None:
         """Make the TTL index on ts match retention_days (none when 0).
@@ -566,6 +610,7 @@ class MongoStore(DocumentRows):
     def close(self) -> None:
         with self._lock:
             client, self._client, self._db = self._client, None, None
+            self._tiers = None
         if client is not None:
             client.close()
 
@@ -610,6 +655,7 @@ class MongoStore(DocumentRows):
             else:
                 touch.add(doc, ts)
         docs_coll = self._docs()
+        duplicates: list[int] = []
         try:
             with _translated("write_batch"):
                 # Unordered: one duplicate must not stop the rest, and the
@@ -621,10 +667,47 @@ class MongoStore(DocumentRows):
             if not (isinstance(cause, BulkWriteError) and _only_duplicates(cause)):
                 raise
             # Only (session, seq) already stored: skipped, as the contract says.
-        # Only now is every document of the batch stored: the resume points
-        # may move (see the module docstring).
+            duplicates = [e["index"] for e in (cause.details or {}).get("writeErrors", ())]
+        if self._keep_tiers:
+            self._fold(rows, duplicates)
+        # Only now is every document of the batch stored, and in the tiers:
+        # the resume points may move (see the module docstring).
         self._touch_sessions([t.update() for t in per_session.values()], "write_batch")
         self._record_catalog(docs)
+
+    def _fold(self, rows: list[dict[str, Any]], duplicates: list[int]) -> None:
+        """Add the documents this batch inserted to the tiers. Duplicates
+        at or below their session's ``acked`` were counted when first
+        stored; those above it may be from an attempt that failed before
+        its tiers were written, so their buckets are recomputed."""
+        fresh, stale = rows, []
+        if duplicates:
+            skipped = set(duplicates)
+            fresh = [row for i, row in enumerate(rows) if i not in skipped]
+            dup_rows = [rows[i] for i in skipped]
+            with _translated("write_batch"):
+                acked = {
+                    raw["_id"]: -1 if raw.get("acked") is None else int(raw["acked"])
+                    for raw in self._sessions().find(
+                        {"_id": {"$in": list({r["session"] for r in dup_rows})}}, {"acked": 1}
+                    )
+                }
+            stale = [r for r in dup_rows if r["seq"] > acked.get(r["session"], -1)]
+        with self._tiers_lock, _translated("write_batch tiers"):
+            self._rollups().add(fresh, stale)
+
+    def _rollups(self) -> mongo_rollup.Tiers:
+        tiers = self._tiers
+        if tiers is None:
+            raise StoreUnavailable(f"{self!r} is not open")
+        return tiers
+
+    def _touch_tiers(self, docs: Iterable[Mapping[str, Any] | None]) -> None:
+        """Recompute the buckets of an API-edited document's versions."""
+        versions = [d for d in docs if d is not None]
+        if self._keep_tiers and versions:
+            with self._tiers_lock, _translated("tiers"):
+                self._rollups().touch(versions)
 
     def _record_catalog(self, docs: Sequence[Document]) -> None:
         """Names, and the data paths of new sessions' and streams' first samples."""
@@ -813,6 +896,10 @@ class MongoStore(DocumentRows):
                             {"$max": {"next": int(top["seq"]) + 1}},
                             upsert=True,
                         )
+        if self._keep_tiers:
+            # A new document: its partials are simply added (insert-only).
+            with self._tiers_lock, _translated("tiers"):
+                self._rollups().add([row])
         self._add_catalog(_point_entries(row))
         return _doc_dict(row)
 
@@ -831,9 +918,11 @@ class MongoStore(DocumentRows):
             if not update:
                 raw = self._docs().find_one({"_id": oid})
             else:
-                raw = self._docs().find_one_and_update(
-                    {"_id": oid}, update, return_document=ReturnDocument.AFTER
+                old = self._docs().find_one_and_update(
+                    {"_id": oid}, update, return_document=ReturnDocument.BEFORE
                 )
+                raw = None if old is None else self._docs().find_one({"_id": oid})
+                self._touch_tiers([old, raw])
         if raw is not None:
             self._add_catalog(_point_entries(raw))
         return None if raw is None else _doc_dict(raw)
@@ -843,7 +932,9 @@ class MongoStore(DocumentRows):
         if oid is None:
             return False
         with _translated("delete"):
-            return self._docs().delete_one({"_id": oid}).deleted_count > 0
+            old = self._docs().find_one_and_delete({"_id": oid})
+        self._touch_tiers([old])
+        return old is not None
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         if q.func not in _AGG_FUNCS:
@@ -900,12 +991,32 @@ class MongoStore(DocumentRows):
 
     # -- rollup tiers ----------------------------------------------------------
 
-    #: No tiers yet: the engine plans raw reads only.
-    rollup_tiers: tuple[int, ...] = ()
-
     def rollup_read(self, req: RollupRequest) -> RollupData:
         with _translated("rollup_read"):
-            return mongo_rollup.read_raw(self._docs(), req, self.timeout_ms, _match, _data_field)
+            return self._rollups().read(self._docs(), req)
+
+    def fold_rollups(self, max_docs: int = 0) -> int:
+        """Compact the partial buckets this process wrote (the writer keeps
+        the tiers as it writes; the SQLite store's method, for tests and
+        benches that call both); how many buckets."""
+        if not self._keep_tiers:
+            return 0
+        with _translated("tiers compaction"):
+            return self._rollups().compact()
+
+    def fold_idle(self) -> bool:
+        """Between batches: compact the tiers' partial buckets (see
+        mongo_rollup.py), and drop those past their retention at most every
+        ``_PRUNE_PERIOD_S``. Never more to do right away."""
+        if not self._keep_tiers:
+            return False
+        now = time.monotonic()
+        with _translated("tiers compaction"):
+            self._rollups().compact()
+            if not self._pruned or now - self._pruned >= _PRUNE_PERIOD_S:
+                self._pruned = now
+                self._rollups().prune(self.rollup_retention)
+        return False
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:

@@ -62,7 +62,7 @@ def app_env() -> str:
 
 @pytest.fixture
 def store(mongo_uri: str, app_env: str) -> Iterator[MongoStore]:
-    s = MongoStore(mongo_uri, app_env=app_env)
+    s = MongoStore(mongo_uri, app_env=app_env, tier_reads=True)
     s.open()
     try:
         yield s
@@ -305,6 +305,116 @@ def test_api_seq_counter_catches_up_with_documents(store: MongoStore, db: Any) -
     assert store.acked("api") == 2
 
 
+# -- rollup tiers ------------------------------------------------------------------------
+
+
+def tier_count(db: Any, tier: int = 60, **where: Any) -> int:
+    """Documents counted in a tier (its partials' n for the DOCS path)."""
+    return sum(p["n"] for p in db[f"roll_{tier}"].find({"path": "", **where}))
+
+
+def aggregate(store: MongoStore, fn: str, field: str | None, **kw: Any) -> list[Any]:
+    from deltawire.collector.aggregate import AggregateQuery, run_aggregate
+
+    return [(r.group, r.bucket, r.value, r.count)
+            for r in run_aggregate(store, AggregateQuery(fn, field, **kw))]  # fmt: skip
+
+
+def test_tier_reads_are_off_on_ferretdb_by_default(
+    mongo_uri: str, app_env: str, on_ferretdb: bool
+) -> None:
+    s = MongoStore(mongo_uri, app_env=app_env)
+    assert s.rollup_tiers == ()  # decided at open
+    s.open()
+    try:
+        assert s.rollup_tiers == (() if on_ferretdb else (3600, 60))
+    finally:
+        s.close()
+    s = MongoStore(mongo_uri, app_env=app_env, rollups=False, tier_reads=True)
+    s.open()
+    try:
+        assert s.rollup_tiers == ()  # no tiers kept: none to read
+    finally:
+        s.close()
+
+
+def test_tiers_count_each_stored_document_once(store: MongoStore, db: Any) -> None:
+    batch = [mk("s1", i, ts=T0 + i * 10) for i in range(30)]
+    store.write_batch(batch)
+    store.write_batch(batch)  # a resend: skipped, and not counted again
+    store.write_batch([mk("s1", 29, ts=T0), *[mk("s1", i, ts=T0 + i * 10) for i in range(30, 40)]])
+    assert tier_count(db, 60) == tier_count(db, 3600) == 40
+    names = {ix["name"] for ix in db["roll_60"].list_indexes()}
+    assert {"path_b", "name_path_b", "session_path_b", "b"} <= names
+    hour = db["roll_3600"].find_one({"path": "percent"})
+    assert hour is not None and sum(hour["sk"]["p"].values()) + hour["sk"]["z"] == hour["n"]
+    assert aggregate(store, "sum", "percent") == [(None, None, float(sum(range(40))), 40)]
+
+
+def test_a_batch_stored_before_a_failure_is_recomputed_not_counted_twice(
+    store: MongoStore, db: Any
+) -> None:
+    """A batch whose documents were stored but whose tiers were not (the
+    writer failed in between): its retry finds duplicates above ``acked``
+    and rebuilds their buckets from the raw documents."""
+    store.write_batch([mk("s1", i, ts=T0 + i) for i in range(5)])
+    retry = [mk("s1", i, ts=T0 + i) for i in range(5, 15)]
+    # what a failed first attempt left: documents only, acked not moved
+    rows = [{"session": d.session, "seq": d.seq, "kind": d.kind, "name": d.name, "host": d.host,
+             "tags": list(d.tags), "ts": DatetimeMS(round(d.ts * 1000)), "data": d.data}
+            for d in retry[:7]]  # fmt: skip
+    db["docs"].insert_many(rows)
+    store.write_batch(retry)
+    assert tier_count(db, 60) == tier_count(db, 3600) == 15
+    assert aggregate(store, "max", "percent", by="session") == [("s1", None, 14.0, 15)]
+
+
+def test_partials_are_compacted_and_answers_stay_the_same(store: MongoStore, db: Any) -> None:
+    from deltawire.collector.stores import mongo_rollup
+
+    n = mongo_rollup._COMPACT_AT + 5
+    for i in range(n):  # one document per batch: a partial per batch and bucket
+        store.write_batch([mk("s1", i, ts=T0 + i, data={"percent": float(i % 7)})])
+    before = aggregate(store, "rate", "percent")
+    parts = db["roll_60"].count_documents({"path": "percent"})
+    assert 1 < parts <= mongo_rollup._COMPACT_AT  # compacted while writing
+    assert store.fold_rollups() > 0
+    assert db["roll_60"].count_documents({"path": "percent"}) == len(
+        {int(T0 + i) // 60 for i in range(n)}
+    )
+    assert db["roll_3600"].count_documents({"path": "percent"}) == 1
+    assert aggregate(store, "rate", "percent") == before
+    assert tier_count(db, 3600) == n
+
+
+def test_api_edits_recompute_their_buckets(store: MongoStore, db: Any) -> None:
+    created = store.create({"name": "temp", "value": 20.0, "ts": T0, "tags": ["a"]})
+    store.create({"name": "temp", "value": 22.0, "ts": T0 + 1, "tags": ["a"]})
+    assert aggregate(store, "avg", "value", where=MetricQuery(name="temp")) == [
+        (None, None, 21.0, 2)
+    ]
+    store.replace(created["id"], {"value": 30.0, "ts": T0 + 7200})  # another hour
+    assert tier_count(db, 3600, name="temp") == 2
+    assert sorted(aggregate(store, "max", "value", bucket=3600.0)) == [
+        (None, T0 - T0 % 3600, 22.0, 1), (None, T0 + 7200 - T0 % 3600, 30.0, 1)
+    ]  # fmt: skip
+    assert store.delete(created["id"])
+    assert tier_count(db, 3600, name="temp") == 1
+
+
+def test_tier_retention_outlives_raw_documents(mongo_uri: str, store: MongoStore, db: Any) -> None:
+    days = MongoStore(mongo_uri, retention_days=0, rollup_retention_days=(1, 10))
+    assert days.rollup_retention == {60: 0, 3600: 0}  # raw kept forever: tiers too
+    days = MongoStore(mongo_uri, retention_days=3, rollup_retention_days=(1, 10))
+    assert days.rollup_retention == {60: 3 * 86400.0, 3600: 10 * 86400.0}
+    with pytest.raises(ValueError):
+        MongoStore(mongo_uri, rollup_retention_days=(1,))
+    store.write_batch([mk("s1", i, ts=T0 + i * 3600) for i in range(48)])
+    store._rollups().prune({60: 86400.0, 3600: 0}, now=T0 + 48 * 3600)
+    assert tier_count(db, 60) == 23  # buckets that start within the last day
+    assert tier_count(db, 3600) == 48
+
+
 # -- retention -------------------------------------------------------------------------
 
 
@@ -431,6 +541,8 @@ def test_hung_server_times_out_promptly(tmp_path: Path) -> None:
             write_until_stored(s, [mk("s1", i, ts=T0 + i) for i in range(10, 20)], 30.0)
             assert s.acked("s1") == 19
             assert seqs(s, "s1") == list(range(20))
+            # the retried batch is in the tiers once, however much the frozen server applied
+            assert tier_count(s._database(), 60) == 20
             s.close()
     finally:
         s.close()
