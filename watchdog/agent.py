@@ -299,8 +299,10 @@ class Agent:
                 await self.spool.wait_changed()
             await self._backlogs_done.wait()
         if not self._backlogs_done.is_set():
-            log.info("a backlog delivery was cut short by the end of the session; what is "
-                     "not acknowledged stays in the spool for the next run")
+            log.info(
+                "a backlog delivery was cut short by the end of the session; what is "
+                "not acknowledged stays in the spool for the next run"
+            )
         if not self.spool.done:
             log.warning("the end of the session was not acknowledged in time; it stays "
                         "in the spool for the next run",
