@@ -42,6 +42,7 @@ __all__ = [
     "ServerFrame",
     "Snap",
     "Welcome",
+    "batch_line_within_limits",
     "check_int_literals",
     "client_frame_from_dict",
     "error_frame",
@@ -425,6 +426,36 @@ def line_needs_limit_check(line: bytes | bytearray) -> bool:
     return line.count(b"{") + line.count(b"[") > _MAX_BRACKETS or _NINETEEN_ZEROS in line.translate(
         _DIGITS_TO_ZERO
     )
+
+
+#: How deep a ``batch`` line may nest for ``batch_line_within_limits`` to
+#: pass it (a batch, its data list, a patch, then the sample's own levels: 5
+#: on the recording); far under ``MAX_DATA_DEPTH``, so it never admits a
+#: patch that limit refuses. Deeper lines take the exact checks.
+_BATCH_FAST_DEPTH: Final = 10
+_STRUCTURE_ONLY: Final = bytes(i for i in range(256) if i not in b"{}[]")
+_SQUARE_TO_CURLY: Final = bytes(
+    0x7B if i == 0x5B else 0x7D if i == 0x5D else i for i in range(256)
+)  # fmt: skip
+
+
+def batch_line_within_limits(line: bytes | bytearray) -> bool:
+    """True when a ``batch`` line that parsed as JSON cannot break the depth
+    or integer limits (False: the exact checks must run).
+
+    A batch holds dozens of objects, so the bracket count of
+    ``line_needs_limit_check`` always fails it; this measures the nesting
+    instead, in C: strings dropped (with no backslash in the line, every
+    quote delimits one), brackets kept, innermost pairs peeled once per level.
+    """
+    if b"\\" in line or _NINETEEN_ZEROS in line.translate(_DIGITS_TO_ZERO):
+        return False
+    nest = b"".join(line.split(b'"')[::2]).translate(_SQUARE_TO_CURLY, _STRUCTURE_ONLY)
+    for _ in range(_BATCH_FAST_DEPTH):
+        if not nest:
+            return True
+        nest = nest.replace(b"{}", b"")
+    return not nest
 
 
 def lines_need_limit_check(lines: list[bytearray]) -> bool:
