@@ -8,13 +8,14 @@ import fcntl
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from deltawire.collector.stores import Store
+from deltawire.collector.stores import Store, open_store
 from deltawire.collector.stores.base import (
     Create,
     Delete,
@@ -155,4 +156,19 @@ async def test_concurrent_requests_share_commits_and_answer_alone(tmp_path: Path
             assert (await c.get(f"/metrics/{first}")).status_code == 404
     finally:
         os.close(blocker)
+        store.close()
+
+
+def test_mongo_applies_edits_one_by_one_with_the_same_results(mongo_uri: str) -> None:
+    store = open_store(mongo_uri, app_env=f"edits{uuid.uuid4().hex[:12]}")
+    store.open()
+    try:
+        made = store.apply_edits([Create({"name": "a", "ts": T0}), Create({"value": 1.0})])
+        assert isinstance(made[1], StoreError)
+        doc = made[0]
+        assert isinstance(doc, dict)
+        results = store.apply_edits([Replace(doc["id"], {"value": 2.0}), Delete(doc["id"])])
+        assert isinstance(results[0], dict) and results[0]["value"] == 2.0
+        assert results[1] is True and _all(store) == []
+    finally:
         store.close()
