@@ -50,8 +50,10 @@ def wait_port(
 ) -> None:
     """Poll until host:port accepts TCP connections, for at most deadline_s seconds.
 
-    Raises TimeoutError when time runs out, or RuntimeError at once if proc
-    (the server being waited for) exits first.
+    With ``proc``, until proc (or a process it started) listens there: a free
+    port can be taken by another program before proc binds it, and then that
+    program answers. Raises TimeoutError when time runs out, or RuntimeError at
+    once if proc (the server being waited for) exits first.
     """
     deadline = time.monotonic() + deadline_s
     while True:
@@ -61,12 +63,32 @@ def wait_port(
             )
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                if proc is None or _listens(proc.pid, port):
+                    return
         except OSError:
             pass
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{host}:{port} did not accept connections within {deadline_s}s")
         time.sleep(0.05)
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` or one of its descendants listens on TCP ``port``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in family:
+        try:
+            conns = p.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
