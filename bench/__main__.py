@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, each figure printed beside its baseline.
 
-    python -m bench [--only codec,ingest,agent,store,nlquery,api,dashboard] [--scale 0.2]
+    python -m bench [--only codec,zmem,ingest,agent,store,nlquery,api,dashboard] [--scale 0.2]
 
 --scale multiplies sample counts and durations (1.0: the full run, several
 minutes; 0.1: a quick look)."""
@@ -13,7 +13,7 @@ import time
 
 __all__ = ["main"]
 
-PARTS = ("codec", "ingest", "agent", "store", "nlquery", "api", "dashboard")
+PARTS = ("codec", "zmem", "ingest", "agent", "store", "nlquery", "api", "dashboard")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(codec.run(seconds=max(0.5, 2.0 * args.scale)).render(), flush=True)
             print(codec.bandwidth(seconds=max(1.0, 4.0 * args.scale)).render(), flush=True)
+        elif part == "zmem":
+            from . import zmem
+
+            # 10,000 held sessions at scale >= 1 (minutes, ~2 GB); 1,000 below.
+            counts = (1000, 10000) if args.scale >= 1 else (1000,)
+            print(zmem.run(counts, bombs=max(20, int(200 * args.scale))).render(), flush=True)
         elif part == "ingest":
             from . import ingest
 

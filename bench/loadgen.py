@@ -21,6 +21,7 @@ import trio
 
 from deltawire.protocol import (
     CODECS,
+    EXTENSIONS,
     NEED_DATA,
     Ack,
     ClientConnection,
@@ -31,6 +32,7 @@ from deltawire.protocol import (
     ErrorFrame,
     Hello,
     Snap,
+    group_batches,
 )
 
 from .codec import load_recording
@@ -43,12 +45,14 @@ def _session_bytes(
     zstd: bool = False,
 ) -> tuple[Hello, bytes, list[tuple[int, int]]]:  # fmt: skip
     """The hello, the wire bytes after it and, per chunk, (end offset, last seq).
-    With zstd, each chunk is the next block-flushed piece of one stream."""
-    enc, denc = Encoder(), DeltaEncoder()
+    With zstd, as the watchdog sends: counter patches, batched, each chunk the
+    next block-flushed piece of one stream."""
+    enc, denc = Encoder(), DeltaEncoder(counter=zstd)
     deflater = Deflater() if zstd else None
-    hello = Hello(session=session, host="bench", compress=CODECS if zstd else ())
+    hello = Hello(session=session, host="bench", compress=CODECS if zstd else (),
+                  ext=EXTENSIONS if zstd else ())  # fmt: skip
     parts: list[bytes] = []
-    chunk: list[bytes] = []
+    chunk: list[Any] = []
     marks: list[tuple[int, int]] = []
     size = 0
     base = time.time()
@@ -56,9 +60,9 @@ def _session_bytes(
         name, _ts, data = samples[seq % len(samples)]
         ts = round(base + seq * 0.001, 3)
         frame = denc.encode(seq, ts, name, data) if delta else Snap(seq, ts, name, data)
-        chunk.append(enc.send(frame))
+        chunk.append(frame)
         if seq % 50 == 49 or seq == n - 1:
-            piece = b"".join(chunk)
+            piece = enc.send_many(list(group_batches(chunk)) if zstd else chunk)
             chunk = []
             if deflater is not None:
                 piece = deflater.compress(piece)

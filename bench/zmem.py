@@ -210,7 +210,8 @@ def run(counts: tuple[int, ...] = (1000, 10000), bombs: int = 200) -> Table:
     _raise_nofile(max(counts) + 1024)  # inherited by the collector
     with tempfile.TemporaryDirectory() as tmp:
         for count in counts:
-            extra = ("--max-connections", str(count + bombs + 100))
+            # Sessions opened early must outlive the opening of the rest.
+            extra = ("--max-connections", str(count + bombs + 100), "--idle-timeout", "7200")
             with _collector(pathlib.Path(tmp), extra=extra) as (proc, port, _http, _db):
                 r = trio.run(_measure, port, proc.pid, count, bombs if count == counts[0] else 0)
             per = (r["loaded"] - r["idle"]) / max(1, r["held"]) / 1024

@@ -288,7 +288,12 @@ class ServerConnection:
                     reasm.last_seq = last_seq
                     self._line_i = i
                     try:
-                        event = self._line_event(line)
+                        if type(d) is dict and not (check and line_needs_limit_check(line)):
+                            # Parsed already, and no integer literal on it can
+                            # be out of range: what _line_event does, once.
+                            event = self._event(client_frame_from_dict(d))
+                        else:
+                            event = self._line_event(line)
                         if event is not None:
                             append(event)
                             if self.ended:

@@ -122,6 +122,10 @@ class Agent:
         self._malformed_reported = 0
         self._ended = False
         self._flush_wanted = trio.Event()
+        # Set once the backlogs of earlier runs are delivered (or left for later):
+        # the end waits for it too, so a backlog whose last acks are in flight
+        # when the application exits is not cut short and resent next run.
+        self._backlogs_done = trio.Event()
 
     def close(self) -> None:
         self.events.close()
@@ -259,6 +263,12 @@ class Agent:
 
     async def replay_backlogs(self) -> None:
         """Deliver the spools earlier runs left behind, one session at a time."""
+        try:
+            await self._replay_backlogs()
+        finally:
+            self._backlogs_done.set()
+
+    async def _replay_backlogs(self) -> None:
         cfg = self.cfg
         with open_backlogs(cfg.spool_dir, exclude=self.spool.directory,
                            max_bytes=cfg.spool_max_bytes, fsync=cfg.fsync) as backlogs:  # fmt: skip
@@ -287,6 +297,12 @@ class Agent:
         with trio.move_on_after(self.cfg.shutdown_grace):
             while not self.spool.done:
                 await self.spool.wait_changed()
+            await self._backlogs_done.wait()
+        if not self._backlogs_done.is_set():
+            log.info(
+                "a backlog delivery was cut short by the end of the session; what is "
+                "not acknowledged stays in the spool for the next run"
+            )
         if not self.spool.done:
             log.warning("the end of the session was not acknowledged in time; it stays "
                         "in the spool for the next run",
