@@ -1156,26 +1156,36 @@ class SqliteStore:
         if rowid is None:
             return None
         with self._transaction("replace") as conn:
-            return self._replace_in(conn, rowid, fields)
+            touches: list[sqlite_rollup.Touch] = []
+            doc = self._replace_in(conn, rowid, fields, touches)
+            self._touched(conn, touches)
+            return doc
 
     def delete(self, doc_id: str) -> bool:
         rowid = _rowid(doc_id)
         if rowid is None:
             return False
         with self._transaction("delete") as conn:
-            return self._delete_in(conn, rowid)
+            touches: list[sqlite_rollup.Touch] = []
+            deleted = self._delete_in(conn, rowid, touches)
+            self._touched(conn, touches)
+            return deleted
 
     def apply_edits(self, edits: Sequence[Edit]) -> list[EditResult]:
         """Every edit in ONE write transaction (one lock turn, one fsync: the
         API's group commit), each inside a SAVEPOINT so that one refused
-        edit is rolled back alone."""
+        edit is rolled back alone. The rollup buckets the edits touch are
+        repaired once at the end, each bucket once."""
         results: list[EditResult] = []
+        touches: list[sqlite_rollup.Touch] = []
         with self._transaction("apply_edits") as conn:
             for edit in edits:
                 conn.execute("SAVEPOINT edit")
+                mine: list[sqlite_rollup.Touch] = []
                 try:
                     with _translated("edit"):
-                        results.append(self._edit_in(conn, edit))
+                        results.append(self._edit_in(conn, edit, mine))
+                    touches += mine
                 except StoreUnavailable:
                     raise  # disk or lock trouble: the whole transaction goes
                 except StoreError as e:
@@ -1187,15 +1197,18 @@ class SqliteStore:
                     self._series_ids.rolled_back()
                     results.append(e)
                 conn.execute("RELEASE edit")
+            self._touched(conn, touches)
         return results
 
-    def _edit_in(self, conn: sqlite3.Connection, edit: Edit) -> EditResult:
+    def _edit_in(
+        self, conn: sqlite3.Connection, edit: Edit, touches: list[sqlite_rollup.Touch]
+    ) -> EditResult:
         if isinstance(edit, Create):
             return self._create_in(conn, edit.fields)
         rowid = _rowid(edit.doc_id)
         if isinstance(edit, Replace):
-            return None if rowid is None else self._replace_in(conn, rowid, edit.fields)
-        return False if rowid is None else self._delete_in(conn, rowid)
+            return None if rowid is None else self._replace_in(conn, rowid, edit.fields, touches)
+        return False if rowid is None else self._delete_in(conn, rowid, touches)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
         fields = _api_fields(doc)
@@ -1228,7 +1241,11 @@ class SqliteStore:
         return _doc_dict(row)
 
     def _replace_in(
-        self, conn: sqlite3.Connection, rowid: int, fields: dict[str, Any]
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        fields: dict[str, Any],
+        touches: list[sqlite_rollup.Touch],
     ) -> dict[str, Any] | None:
         values = _api_fields(fields)
         before = sqlite_rollup.doc_values(conn, rowid)
@@ -1244,29 +1261,24 @@ class SqliteStore:
                 )
         row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
         if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-            after = sqlite_rollup.doc_values(conn, rowid)
-            self._touched(conn, rowid, before, after)
+            touches.append(
+                sqlite_rollup.Touch(rowid, before, sqlite_rollup.doc_values(conn, rowid))
+            )
         return None if row is None else _doc_dict(row)
 
-    def _delete_in(self, conn: sqlite3.Connection, rowid: int) -> bool:
+    def _delete_in(
+        self, conn: sqlite3.Connection, rowid: int, touches: list[sqlite_rollup.Touch]
+    ) -> bool:
         before = sqlite_rollup.doc_values(conn, rowid)
         deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-        self._touched(conn, rowid, before, {})
+        touches.append(sqlite_rollup.Touch(rowid, before, {}))
         if deleted:
             conn.execute(_RECORD_FLOOR, (rowid,))
         return deleted
 
-    def _touched(
-        self,
-        conn: sqlite3.Connection,
-        rowid: int,
-        before: sqlite_rollup.DocValues,
-        after: sqlite_rollup.DocValues,
-    ) -> None:
+    def _touched(self, conn: sqlite3.Connection, touches: list[sqlite_rollup.Touch]) -> None:
         minute_keep = self.rollup_retention[min(TIERS)]
-        sqlite_rollup.touched(
-            conn, _ROLLUP_SQL, self._series_ids, rowid, before, after, minute_keep
-        )
+        sqlite_rollup.touched_all(conn, _ROLLUP_SQL, self._series_ids, touches, minute_keep)
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):
