@@ -88,8 +88,8 @@ class _FailsAfterDeleting(SqliteStore):
     """A delete of id 1 that fails after its DELETE ran: only a SAVEPOINT
     can undo it without undoing the other edits of the transaction."""
 
-    def _delete_in(self, conn: sqlite3.Connection, rowid: int) -> bool:
-        deleted = super()._delete_in(conn, rowid)
+    def _delete_in(self, conn: sqlite3.Connection, rowid: int, touches: list[Any]) -> bool:
+        deleted = super()._delete_in(conn, rowid, touches)
         if rowid == 1:
             raise StoreError("refused after the fact")
         return deleted
