@@ -11,7 +11,9 @@ time, in rounds that each await an ack, which the collector skips but
 decompresses through its window: so each connection's zstd context
 is as full as a long-lived session's (a short bench session would leave most of
 the window's pages untouched and measure less than production holds). The
-session then waits for its last ack and stays open while RSS is read. The
+session then waits for its last ack and stays open while RSS is read.
+Sessions open ten at a time (see ``_OPEN_AT_ONCE``: more trip the collector's
+flow control, whose broadcast to every held session made 10,000 crawl). The
 compressed bytes after the welcome are the same for every session, so the
 load generator (this process) holds one copy, not one compressor per session.
 """
@@ -23,6 +25,7 @@ import contextlib
 import pathlib
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any, Final
@@ -60,8 +63,16 @@ _PAD_LINE: Final = b" " * 4095 + b"\n"
 _PAD_ROUNDS: Final = 4
 #: Samples each session stores (a snap per stream, then batches of 8).
 _SAMPLES: Final = 40
-#: Connections opened at once (a burst of 10,000 SYNs overflows the backlog).
-_OPEN_AT_ONCE: Final = 1000
+#: Sessions in flight at once. Each has at most one chunk in the collector's
+#: ingest queue (it awaits an ack before sending more), and the queue is 16
+#: chunks with flow control at 3/4 full: at 12 in flight the collector would
+#: throttle, sending a flow frame to EVERY open connection on each crossing
+#: (and another when it drains), which at a few thousand held sessions cost
+#: more than the sessions themselves (500 in flight: 33/s falling to 17/s by
+#: 2,000 held). Ten stays under the high water, and still fills the CPU.
+_OPEN_AT_ONCE: Final = 10
+#: A progress line every this many sessions opened (10,000 take minutes).
+_PROGRESS_EVERY: Final = 1000
 
 
 def _stream_pushes() -> list[tuple[bytes, int]]:
@@ -111,7 +122,7 @@ async def _read_until(stream: trio.SocketStream, conn: ClientConnection, want: A
             return event
 
 
-async def _session(port: int, name: str, pushes: list[tuple[bytes, int]], held: list[Any]) -> None:
+async def _session(port: int, name: str, pushes: list[tuple[bytes, int]]) -> trio.SocketStream:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     conn = ClientConnection()
     await stream.send_all(conn.send(Hello(session=name, compress=CODECS, ext=EXTENSIONS)))
@@ -119,16 +130,27 @@ async def _session(port: int, name: str, pushes: list[tuple[bytes, int]], held: 
     for piece, seq in pushes:
         await stream.send_all(piece)
         await _read_until(stream, conn, lambda e, s=seq: type(e) is Ack and e.seq >= s)
-    held.append(stream)
+    return stream
 
 
 async def _open_sessions(port: int, count: int, pushes: list[tuple[bytes, int]]) -> list[Any]:
+    """Open ``count`` sessions, at most ``_OPEN_AT_ONCE`` in flight, in a sliding
+    window: one session's end starts the next, so no batch waits for its slowest."""
     held: list[Any] = []
     stamp = time.time_ns()
-    for start in range(0, count, _OPEN_AT_ONCE):
-        async with trio.open_nursery() as nursery:
-            for i in range(start, min(count, start + _OPEN_AT_ONCE)):
-                nursery.start_soon(_session, port, f"zmem-{stamp}-{i}", pushes, held)
+    limiter = trio.CapacityLimiter(_OPEN_AT_ONCE)
+    t0 = time.monotonic()
+
+    async def one(i: int) -> None:
+        async with limiter:
+            held.append(await _session(port, f"zmem-{stamp}-{i}", pushes))
+        if len(held) % _PROGRESS_EVERY == 0:
+            rate = len(held) / (time.monotonic() - t0)
+            print(f"  {len(held)}/{count} sessions open ({rate:.0f}/s)", file=sys.stderr)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):  # a waiting task costs the load generator ~1 KiB
+            nursery.start_soon(one, i)
     return held
 
 
@@ -148,6 +170,16 @@ async def _send_bomb(port: int, i: int, bomb: bytes) -> str:
         await stream.aclose()
 
 
+def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the collector and its writer child."""
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def _rss(proc: psutil.Process) -> int:
     total = 0
     for p in (proc, *proc.children(recursive=True)):
@@ -160,9 +192,10 @@ async def _measure(port: int, pid: int, sessions: int, bombs: int) -> dict[str, 
     proc = psutil.Process(pid)
     pushes = _stream_pushes()
     idle = _rss(proc)
-    t0 = time.monotonic()
+    t0, cpu0, own0 = time.monotonic(), _cpu(proc), time.process_time()
     held = await _open_sessions(port, sessions, pushes)
     opened = time.monotonic() - t0
+    cpu = {"collector": _cpu(proc) - cpu0, "loadgen": time.process_time() - own0}
     await trio.sleep(1.0)  # let the writer settle: RSS of the steady state
     loaded = _rss(proc)
     parent = proc.memory_info().rss
@@ -194,7 +227,7 @@ async def _measure(port: int, pid: int, sessions: int, bombs: int) -> dict[str, 
     for stream in held:
         await stream.aclose()
     return {"idle": idle, "loaded": loaded, "parent": parent, "curve": curve, "codes": codes,
-            "waves": waves, "held": len(held), "open_s": opened}  # fmt: skip
+            "waves": waves, "held": len(held), "open_s": opened, "cpu": cpu}  # fmt: skip
 
 
 def _raise_nofile(need: int) -> None:
@@ -221,6 +254,8 @@ def run(counts: tuple[int, ...] = (1000, 10000), bombs: int = 200) -> Table:
             t.row(f"{count} sessions: collector process alone (no writer child) MB",
                   r["parent"] / mib, None, ratio=False)  # fmt: skip
             t.row(f"{count} sessions: opened and stored in s", r["open_s"], None, ratio=False)
+            t.row(f"{count} sessions: CPU s collector+writer (baseline: load generator)",
+                  r["cpu"]["collector"], r["cpu"]["loadgen"], ratio=False)  # fmt: skip
             if r["codes"]:
                 curve = r["curve"]
                 t.row(f"{bombs} bombs (256 MiB each) over {count} sessions: RSS MB max "

@@ -9,11 +9,14 @@ configuration, and the three ways a route reaches the store:
   client gets 503 ``query_timeout`` and the slot stays taken until the
   abandoned call ends, so a pile of slow queries can never take every
   thread (``/readyz`` pings on a thread of its own);
+- ``edit``: a write (POST/PUT/PATCH/DELETE), committed together with the
+  others pending (group commit, edits.py);
 - ``cached``: an answer from the query cache, or computed and stored.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,10 +28,17 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.responses import Response
 
-from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
+from deltawire.collector.stores.base import (
+    Edit,
+    EditResult,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 from .auth import Keys
 from .cache import EVERYTHING, Answer, QueryCache, Span
+from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
 from .stats import IngestStats, RequestStats
@@ -85,6 +95,7 @@ class Deps:
         self.hub = StreamHub(store, self.config.max_subscribers)
         self.limiter = CapacityLimiter(max(1, self.config.store_threads))
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
+        self.edits = EditBatcher(store.apply_edits, functools.partial(self.store_call, write=True))
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
         self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
@@ -137,6 +148,14 @@ class Deps:
             self._outcome(fn, e, refused)
         self._recovered()
         return result
+
+    async def edit(self, edit: Edit) -> EditResult:
+        """``edit`` applied and committed (with whichever others are pending).
+        The routes validated it already, so a StoreError is the store's: 503."""
+        try:
+            return await self.edits.run(edit)
+        except StoreError as e:
+            self._failed(self.store.apply_edits, e)
 
     async def heavy_call(
         self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None

@@ -30,13 +30,19 @@ __all__ = [
     "STORE_BACKOFF",
     "AggQuery",
     "Catalog",
+    "Create",
+    "Delete",
     "DocumentRows",
+    "Edit",
+    "EditResult",
     "MetricQuery",
+    "Replace",
     "Row",
     "SessionQuery",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "apply_each",
     "decode_cursor",
     "encode_cursor",
 ]
@@ -62,6 +68,36 @@ class StoreUnavailable(StoreError):
 #: How callers retry a store that is unavailable: soon at first (a lock is
 #: often gone within milliseconds), then at most every 2 s until it is back.
 STORE_BACKOFF = Backoff(0.05, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """An API edit: store a new point (``Store.create``'s fields)."""
+
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """An API edit: set fields of document ``doc_id`` (``Store.replace``)."""
+
+    doc_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """An API edit: delete document ``doc_id`` (``Store.delete``)."""
+
+    doc_id: str
+
+
+#: One API write, as ``Store.apply_edits`` takes them.
+Edit = Create | Replace | Delete
+#: What an edit came to: the created or replaced document (None: no such
+#: document), whether a delete found its document, or the StoreError that
+#: refused this edit alone.
+EditResult = dict[str, Any] | bool | None | StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +221,12 @@ class Store(Protocol):
 
     def delete(self, doc_id: str) -> bool: ...
 
+    def apply_edits(self, edits: Sequence[Edit]) -> list[EditResult]:
+        """Each edit in order, as ``create``/``replace``/``delete`` would, one
+        result per edit. A StoreError of one edit is its result and leaves the
+        others alone; if the call raises, none was applied. A store may commit
+        them together (SQLite: one transaction, one fsync)."""
+
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]: ...
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
@@ -229,6 +271,9 @@ class DocumentRows:
     def write_batch(self, docs: Sequence[Document]) -> None:
         raise NotImplementedError
 
+    def apply_edits(self, edits: Sequence[Edit]) -> list[EditResult]:
+        return apply_each(self, edits)  # type: ignore[arg-type]
+
     def start_checkpointer(self) -> None:
         pass
 
@@ -251,3 +296,25 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     if type(ts) not in (int, float) or type(doc_id) is not str:
         raise ValueError("not a cursor from a previous page")
     return float(ts), doc_id
+
+
+def _apply_one(store: Store, edit: Edit) -> EditResult:
+    match edit:
+        case Create(fields):
+            return store.create(fields)
+        case Replace(doc_id, fields):
+            return store.replace(doc_id, fields)
+        case Delete(doc_id):
+            return store.delete(doc_id)
+
+
+def apply_each(store: Store, edits: Sequence[Edit]) -> list[EditResult]:
+    """``apply_edits`` one edit (and commit) at a time, for a store with no
+    cheaper way (MongoDB: each write is its own durable operation anyway)."""
+    results: list[EditResult] = []
+    for edit in edits:
+        try:
+            results.append(_apply_one(store, edit))
+        except StoreError as e:  # each edit stands alone here, so does its failure
+            results.append(e)
+    return results

@@ -64,7 +64,11 @@ from . import sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
+    Create,
+    Edit,
+    EditResult,
     MetricQuery,
+    Replace,
     SessionQuery,
     StoreError,
     StoreUnavailable,
@@ -1143,83 +1147,138 @@ class SqliteStore:
         return None if row is None else _doc_dict(row)
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        fields = _api_fields(doc)
-        if "name" not in fields:
-            raise StoreError("a metric point needs a name")
-        ts = fields.get("ts")
         with self._transaction("create") as conn:
-            # max + 1 inside the write transaction: no other writer can take
-            # the same seq, and docs_api_seq keeps API points unique.
-            (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
-            seq = top + 1
-            conn.execute(_INSERT_NAME, (fields["name"], "metric"))
-            with _hold_ids(conn):
-                cur = conn.execute(
-                    "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
-                    " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
-                    (
-                        API_SESSION,
-                        seq,
-                        fields["name"],
-                        fields.get("host"),
-                        fields.get("tags", "[]"),
-                        time.time() if ts is None else ts,
-                        fields.get("value"),
-                        fields.get("data"),
-                    ),
-                )
-            row = conn.execute(
-                f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
-            ).fetchone()
-        return _doc_dict(row)
+            return self._create_in(conn, doc)
 
     def replace(self, doc_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """Set the given fields (any of name, value, tags, ts, data); others stay."""
-        values = _api_fields(fields)
         rowid = _rowid(doc_id)
         if rowid is None:
             return None
         with self._transaction("replace") as conn:
-            before = sqlite_rollup.doc_values(conn, rowid)
-            if values:
-                # Column names come from the point model's fields only, never from the caller.
-                sets = ", ".join(f"{column} = ?" for column in values)
-                conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
-                if "name" in values:  # keep the names catalog complete
-                    conn.execute(
-                        "INSERT OR IGNORE INTO names (name, kind) SELECT name, kind FROM docs"
-                        " WHERE id = ?",
-                        (rowid,),
-                    )
-            row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
-            if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-                after = sqlite_rollup.doc_values(conn, rowid)
-                self._touched(conn, rowid, before, after)
-        return None if row is None else _doc_dict(row)
+            touches: list[sqlite_rollup.Touch] = []
+            doc = self._replace_in(conn, rowid, fields, touches)
+            self._touched(conn, touches)
+            return doc
 
     def delete(self, doc_id: str) -> bool:
         rowid = _rowid(doc_id)
         if rowid is None:
             return False
         with self._transaction("delete") as conn:
-            before = sqlite_rollup.doc_values(conn, rowid)
-            deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
-            self._touched(conn, rowid, before, {})
-            if deleted:
-                conn.execute(_RECORD_FLOOR, (rowid,))
+            touches: list[sqlite_rollup.Touch] = []
+            deleted = self._delete_in(conn, rowid, touches)
+            self._touched(conn, touches)
             return deleted
 
-    def _touched(
+    def apply_edits(self, edits: Sequence[Edit]) -> list[EditResult]:
+        """Every edit in ONE write transaction (one lock turn, one fsync: the
+        API's group commit), each inside a SAVEPOINT so that one refused
+        edit is rolled back alone. The rollup buckets the edits touch are
+        repaired once at the end, each bucket once."""
+        results: list[EditResult] = []
+        touches: list[sqlite_rollup.Touch] = []
+        with self._transaction("apply_edits") as conn:
+            for edit in edits:
+                conn.execute("SAVEPOINT edit")
+                mine: list[sqlite_rollup.Touch] = []
+                try:
+                    with _translated("edit"):
+                        results.append(self._edit_in(conn, edit, mine))
+                    touches += mine
+                except StoreUnavailable:
+                    raise  # disk or lock trouble: the whole transaction goes
+                except StoreError as e:
+                    if not conn.in_transaction:  # SQLite ended it: nothing stands
+                        raise
+                    conn.execute("ROLLBACK TO edit")
+                    # Series ids that edit created are gone again; forgetting
+                    # the others only costs a lookup.
+                    self._series_ids.rolled_back()
+                    results.append(e)
+                conn.execute("RELEASE edit")
+            self._touched(conn, touches)
+        return results
+
+    def _edit_in(
+        self, conn: sqlite3.Connection, edit: Edit, touches: list[sqlite_rollup.Touch]
+    ) -> EditResult:
+        if isinstance(edit, Create):
+            return self._create_in(conn, edit.fields)
+        rowid = _rowid(edit.doc_id)
+        if isinstance(edit, Replace):
+            return None if rowid is None else self._replace_in(conn, rowid, edit.fields, touches)
+        return False if rowid is None else self._delete_in(conn, rowid, touches)
+
+    def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
+        fields = _api_fields(doc)
+        if "name" not in fields:
+            raise StoreError("a metric point needs a name")
+        ts = fields.get("ts")
+        # max + 1 inside the write transaction: no other writer can take
+        # the same seq, and docs_api_seq keeps API points unique.
+        (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
+        seq = top + 1
+        conn.execute(_INSERT_NAME, (fields["name"], "metric"))
+        with _hold_ids(conn):
+            cur = conn.execute(
+                "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
+                " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
+                (
+                    API_SESSION,
+                    seq,
+                    fields["name"],
+                    fields.get("host"),
+                    fields.get("tags", "[]"),
+                    time.time() if ts is None else ts,
+                    fields.get("value"),
+                    fields.get("data"),
+                ),
+            )
+        row = conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
+        ).fetchone()
+        return _doc_dict(row)
+
+    def _replace_in(
         self,
         conn: sqlite3.Connection,
         rowid: int,
-        before: sqlite_rollup.DocValues,
-        after: sqlite_rollup.DocValues,
-    ) -> None:
+        fields: dict[str, Any],
+        touches: list[sqlite_rollup.Touch],
+    ) -> dict[str, Any] | None:
+        values = _api_fields(fields)
+        before = sqlite_rollup.doc_values(conn, rowid)
+        if values:
+            # Column names come from the point model's fields only, never from the caller.
+            sets = ", ".join(f"{column} = ?" for column in values)
+            conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
+            if "name" in values:  # keep the names catalog complete
+                conn.execute(
+                    "INSERT OR IGNORE INTO names (name, kind) SELECT name, kind FROM docs"
+                    " WHERE id = ?",
+                    (rowid,),
+                )
+        row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
+        if values:  # the tiers follow: the old buckets lose it, the new ones gain it
+            touches.append(
+                sqlite_rollup.Touch(rowid, before, sqlite_rollup.doc_values(conn, rowid))
+            )
+        return None if row is None else _doc_dict(row)
+
+    def _delete_in(
+        self, conn: sqlite3.Connection, rowid: int, touches: list[sqlite_rollup.Touch]
+    ) -> bool:
+        before = sqlite_rollup.doc_values(conn, rowid)
+        deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
+        touches.append(sqlite_rollup.Touch(rowid, before, {}))
+        if deleted:
+            conn.execute(_RECORD_FLOOR, (rowid,))
+        return deleted
+
+    def _touched(self, conn: sqlite3.Connection, touches: list[sqlite_rollup.Touch]) -> None:
         minute_keep = self.rollup_retention[min(TIERS)]
-        sqlite_rollup.touched(
-            conn, _ROLLUP_SQL, self._series_ids, rowid, before, after, minute_keep
-        )
+        sqlite_rollup.touched_all(conn, _ROLLUP_SQL, self._series_ids, touches, minute_keep)
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):

@@ -17,7 +17,7 @@ way leaves ``roll_pending`` behind; the next one finishes that checkpoint
 first (``Folder``'s resume), so nothing is counted twice.
 
 A bucket that the new rows overlap in time (a late document) is recomputed
-from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched``
+from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched_all``
 rebuilds the buckets an API update or delete touches (hours from minutes).
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -60,10 +60,11 @@ __all__ = [
     "Folder",
     "SeriesIds",
     "Sql",
+    "Touch",
     "doc_values",
     "prune",
     "read",
-    "touched",
+    "touched_all",
     "watermark",
 ]
 
@@ -557,7 +558,7 @@ class Step:
 
 
 def _edits(conn: sqlite3.Connection) -> int:
-    """How many API edits touched the tiers so far (``touched`` counts them)."""
+    """How many API edits touched the tiers so far (``touched_all`` counts them)."""
     row = conn.execute("SELECT value FROM roll_state WHERE key = 'edits'").fetchone()
     return 0 if row is None else int(row[0])
 
@@ -694,18 +695,25 @@ def doc_values(conn: sqlite3.Connection, doc_id: int) -> DocValues:
     return {(stream, path, MINUTE, start): list(vals) for (path, start), (_, vals) in cols.items()}
 
 
-def touched(
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One API update or delete of document ``doc_id``: its values before and
+    after (empty once deleted), for ``touched_all``."""
+
+    doc_id: int
+    before: DocValues
+    after: DocValues
+
+
+def touched_all(
     conn: sqlite3.Connection,
     sql: Sql,
     ids: SeriesIds,
-    doc_id: int,
-    before: DocValues,
-    after: DocValues,
+    touches: Sequence[Touch],
     minute_keep_s: float = 0.0,
 ) -> None:
-    """After an API update or delete of ``doc_id`` (``before``: its values
-    then, ``after``: now, empty once deleted): rebuild the buckets they touch
-    now where the document is in the tiers (up to the watermark, or its
+    """After API updates and deletes (``touches``, all of one transaction):
+    rebuild the buckets they touch now where the document is in the tiers (up to the watermark, or its
     series' mark while a checkpoint is under way), else mark them for the
     checkpoint that folds it (a folder may hold the old version in memory).
     In the caller's write transaction.
@@ -715,38 +723,64 @@ def touched(
     new ones in: reading an hour of raw rows (thousands) made every API write
     take ~100 ms. Where the minutes may be pruned already (``minute_keep_s``,
     the minute tier's retention), the series is mid-checkpoint, or anything
-    does not add up, the hour is rebuilt from its raw rows."""
-    hours: dict[BucketKey, tuple[list[float], list[float]]] = {}
-    for values, side in ((before, 0), (after, 1)):
-        for (stream, path, _, start), vals in values.items():
-            hour = (stream, path, HOUR, start // HOUR * HOUR)
-            hours.setdefault(hour, ([], []))[side].extend(vals)
+    does not add up, the hour is rebuilt from its raw rows.
+
+    Each bucket is rebuilt once however many of the edits touch it (the API
+    commits its edits in groups; rebuilding a minute from its raw rows was
+    most of an edit's cost)."""
+    if not touches:
+        return
     mark = watermark(conn)
     pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
-    dirty: list[tuple[Any, ...]] = []
-    for stream, path, tier, start in dict.fromkeys([*before, *after]):
-        upto = pending.get(ids.get(conn, stream, path), mark) if pending else mark
-        if doc_id <= upto:
-            _recompute(conn, sql, ids, stream, path, tier, start, upto)
-        else:
-            dirty.append((*stream, path, tier, start))
+
+    def upto(stream: Stream, path: str) -> int:
+        return pending.get(ids.get(conn, stream, path), mark) if pending else mark
+
+    # Per bucket: whether a folded document touched it (rebuild) and whether
+    # an unfolded one did (dirty, for the checkpoint that folds it); per hour
+    # also the values the folded documents took out and put in.
+    rebuild: dict[BucketKey, int] = {}
+    dirty: dict[tuple[Any, ...], None] = {}
+    hours: dict[BucketKey, tuple[list[float], list[float]]] = {}
+    for t in touches:
+        for values, side in ((t.before, 0), (t.after, 1)):
+            for (stream, path, tier, start), vals in values.items():
+                limit = upto(stream, path)
+                hour = (stream, path, HOUR, start // HOUR * HOUR)
+                if t.doc_id > limit:
+                    dirty[(*stream, path, tier, start)] = None
+                    dirty[(*stream, path, HOUR, hour[3])] = None
+                    continue
+                rebuild[stream, path, tier, start] = limit
+                hours.setdefault(hour, ([], []))[side].extend(vals)
+    for (stream, path, tier, start), limit in rebuild.items():
+        _recompute(conn, sql, ids, stream, path, tier, start, limit)
     for (stream, path, _, start), (gone, new) in hours.items():
         sid = ids.get(conn, stream, path)
-        upto = pending.get(sid, mark) if pending else mark
-        if doc_id > upto:
-            dirty.append((*stream, path, HOUR, start))
-        elif sid in pending or not _hour_from_minutes(
+        gone, new = _net(gone, new)
+        if sid in pending or not _hour_from_minutes(
             conn, ids, stream, path, start, gone, new, minute_keep_s
         ):
-            _recompute(conn, sql, ids, stream, path, HOUR, start, upto)
+            _recompute(conn, sql, ids, stream, path, HOUR, start, upto(stream, path))
     # A checkpoint step merged in a read snapshot must merge again.
-    conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
+    conn.execute("UPDATE roll_state SET value = value + ? WHERE key = 'edits'", (len(touches),))
     if dirty:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            dirty,
+            list(dirty),
         )
+
+
+def _net(gone: list[float], new: list[float]) -> tuple[list[float], list[float]]:
+    """The values taken out and put in, less those that are both (a document
+    edited twice in one batch: its middle version came and went)."""
+    if not gone or not new:
+        return gone, new
+    common = Counter(gone) & Counter(new)
+    if not common:
+        return gone, new
+    return list((Counter(gone) - common).elements()), list((Counter(new) - common).elements())
 
 
 def _hour_from_minutes(

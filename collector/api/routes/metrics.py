@@ -13,7 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deltawire.collector.point import PointBody, PointCreate, PointPatch
-from deltawire.collector.stores.base import API_SESSION, MetricQuery, encode_cursor
+from deltawire.collector.stores.base import (
+    API_SESSION,
+    Create,
+    Delete,
+    MetricQuery,
+    Replace,
+    encode_cursor,
+)
 
 from ..auth import Role, require
 from ..body import merge_patch, patch_body, read_json, validate
@@ -120,7 +127,8 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
         # Every field was validated above, so a StoreError here is the store's
         # failure (e.g. a corrupt file), not the client's: 503 like any other.
-        doc = await deps.store_call(store.create, point.store_fields(time.time()), write=True)
+        doc = await deps.edit(Create(point.store_fields(time.time())))
+        assert isinstance(doc, dict)
         await deps.bump([doc.get("session")], [doc.get("name")], Span.of([doc.get("ts")]))
         deps.hub.publish([doc])
         return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
@@ -135,8 +143,8 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         if old.get("session") != API_SESSION:
             require(request.scope["deltawire.role"], Role.admin, "changing a streamed document")
         fields = fields_of(old, body)
-        new = await deps.store_call(store.replace, doc_id, fields, write=True)
-        if new is None:
+        new = await deps.edit(Replace(doc_id, fields))
+        if not isinstance(new, dict):
             raise _not_found(doc_id)
         # The old document's session and name are what cached answers hold.
         await deps.bump(
@@ -165,7 +173,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             raise _not_found(doc_id)
         if old.get("session") != API_SESSION:
             require(request.scope["deltawire.role"], Role.admin, "deleting a streamed document")
-        if not await deps.store_call(store.delete, doc_id, write=True):
+        if not await deps.edit(Delete(doc_id)):
             raise _not_found(doc_id)
         await deps.bump([old.get("session")], [old.get("name")], Span.of([old.get("ts")]))
         return Response(status_code=204)

@@ -1,0 +1,174 @@
+"""Group commit of the API's writes (edits.py, SqliteStore.apply_edits): on a
+real SQLite file, with the real cross-process write lock held by a second
+open file so that concurrent requests really pile up behind it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from deltawire.collector.stores import Store, open_store
+from deltawire.collector.stores.base import (
+    Create,
+    Delete,
+    Edit,
+    EditResult,
+    MetricQuery,
+    Replace,
+    StoreError,
+)
+from deltawire.collector.stores.sqlite import SqliteStore
+from deltawire.collector.stores.sqlite_lock import LOCK_SUFFIX
+
+from .inproc import client, sqlite_store
+
+T0 = 1_700_000_000.0
+
+
+def _all(store: Store) -> list[dict[str, Any]]:
+    return store.find(MetricQuery(limit=10_000))
+
+
+def _serially(store: Store, edits: list[Edit]) -> list[Any]:
+    """What the edits give one store call (and one commit) at a time."""
+    out: list[Any] = []
+    for edit in edits:
+        try:
+            if isinstance(edit, Create):
+                out.append(store.create(edit.fields))
+            elif isinstance(edit, Replace):
+                out.append(store.replace(edit.doc_id, edit.fields))
+            else:
+                out.append(store.delete(edit.doc_id))
+        except StoreError as e:
+            out.append(type(e))
+    return out
+
+
+def _comparable(results: list[EditResult]) -> list[Any]:
+    return [type(r) if isinstance(r, StoreError) else r for r in results]
+
+
+_EDITS: list[Edit] = [
+    Create({"name": "a", "value": 1.0, "ts": T0}),
+    Create({"name": "b", "value": 2.0, "ts": T0 + 1, "tags": ["x=1"], "data": {"k": 1}}),
+    Create({"value": 3.0}),  # no name: refused alone
+    Replace("1", {"name": "a2", "value": 5.0, "ts": T0 + 2}),
+    Replace("2", {"tags": "not a list"}),  # refused alone
+    Delete("2"),
+    Delete("2"),  # gone already: False, like a serial second delete
+    Replace("99", {"value": 1.0}),  # no such document: None
+    Create({"name": "c", "value": 7.0, "ts": T0 + 3}),  # its id is above the deleted one's
+    Delete("x"),  # not an id of this store
+]
+
+
+def test_one_transaction_gives_what_serial_calls_give(tmp_path: Path) -> None:
+    batched, serial = sqlite_store(tmp_path, "b.db"), sqlite_store(tmp_path, "s.db")
+    try:
+        results = batched.apply_edits(_EDITS)
+        assert _comparable(results) == _serially(serial, _EDITS)
+        assert isinstance(results[2], StoreError) and isinstance(results[4], StoreError)
+        assert _all(batched) == _all(serial)
+        assert sorted(d["id"] for d in _all(batched)) == ["1", "3"]  # id 2 never handed out again
+    finally:
+        batched.close()
+        serial.close()
+
+
+class _FailsAfterDeleting(SqliteStore):
+    """A delete of id 1 that fails after its DELETE ran: only a SAVEPOINT
+    can undo it without undoing the other edits of the transaction."""
+
+    def _delete_in(self, conn: sqlite3.Connection, rowid: int, touches: list[Any]) -> bool:
+        deleted = super()._delete_in(conn, rowid, touches)
+        if rowid == 1:
+            raise StoreError("refused after the fact")
+        return deleted
+
+
+def test_a_failing_edit_is_rolled_back_alone(tmp_path: Path) -> None:
+    store = _FailsAfterDeleting(f"sqlite:///{tmp_path / 'f.db'}")
+    store.open()
+    try:
+        store.apply_edits([Create({"name": "a", "ts": T0}), Create({"name": "b", "ts": T0 + 1})])
+        results = store.apply_edits([Create({"name": "c", "ts": T0 + 2}), Delete("1"), Delete("2")])
+        assert isinstance(results[1], StoreError) and results[2] is True
+        assert results[0] is not None and results[0]["name"] == "c"  # type: ignore[index]
+        assert sorted(d["name"] for d in _all(store)) == ["a", "c"]
+    finally:
+        store.close()
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await trio.sleep(0.002)
+
+
+async def test_concurrent_requests_share_commits_and_answer_alone(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
+    # The lock file opened a second time: flock locks belong to an open file,
+    # so this one excludes the store's writer as another process would.
+    blocker = os.open(str(tmp_path / "api.db") + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
+    n = 24
+    try:
+        async with client(store) as (c, deps):
+            first = (await c.post("/metrics", json={"name": "seed", "value": 0})).json()["id"]
+            before = deps.edits.flushes
+            answers: dict[str, int] = {}
+
+            async def send(key: str, method: str, url: str, body: Any = None) -> None:
+                r = await c.request(method, url, json=body)
+                answers[key] = r.status_code
+
+            fcntl.flock(blocker, fcntl.LOCK_EX)  # as the ingest writer holds it meanwhile
+            async with trio.open_nursery() as nursery:
+                for i in range(n - 2):
+                    nursery.start_soon(
+                        send, f"post{i}", "POST", "/metrics", {"name": "m", "value": i}
+                    )
+                # Both deletes read the document before either commits:
+                # the batch answers the second one 404 on its own.
+                nursery.start_soon(send, "del1", "DELETE", f"/metrics/{first}")
+                nursery.start_soon(send, "del2", "DELETE", f"/metrics/{first}")
+                await _until(
+                    lambda: deps.edits._flushing is not None and len(deps.edits._queue) == n - 1,
+                    "every edit to queue behind the held lock",
+                )
+                fcntl.flock(blocker, fcntl.LOCK_UN)  # lets the blocked flush go
+            assert deps.edits.edits - 1 == n  # the seed's edit, then these
+            assert deps.edits.flushes - before < n  # fewer commits than edits
+            assert deps.edits.flushes - before <= 1 + -(-(n - 1) // 64)
+            assert sorted(answers[f"post{i}"] for i in range(n - 2)) == [201] * (n - 2)
+            assert sorted([answers["del1"], answers["del2"]]) == [204, 404]
+            listed = (await c.get("/metrics", params={"name": "m", "limit": 100})).json()
+            assert sorted(d["value"] for d in listed["items"]) == list(range(n - 2))
+            assert (await c.get(f"/metrics/{first}")).status_code == 404
+    finally:
+        os.close(blocker)
+        store.close()
+
+
+def test_mongo_applies_edits_one_by_one_with_the_same_results(mongo_uri: str) -> None:
+    store = open_store(mongo_uri, app_env=f"edits{uuid.uuid4().hex[:12]}")
+    store.open()
+    try:
+        made = store.apply_edits([Create({"name": "a", "ts": T0}), Create({"value": 1.0})])
+        assert isinstance(made[1], StoreError)
+        doc = made[0]
+        assert isinstance(doc, dict)
+        results = store.apply_edits([Replace(doc["id"], {"value": 2.0}), Delete(doc["id"])])
+        assert isinstance(results[0], dict) and results[0]["value"] == 2.0
+        assert results[1] is True and _all(store) == []
+    finally:
+        store.close()
