@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import pathlib
@@ -158,11 +159,13 @@ def _ingest_side_by_side(tmp: pathlib.Path, samples: int, sessions: int, runs: i
         store.fold_rollups(samples)
         folds.append((time.process_time() - t) / samples * 1e6)
         store.close()
-    t = Table(f"store ingest — {samples:,} samples, {sessions} sessions, batches of {BATCH}, "
-              f"median of {runs} runs", ["deltawire"])  # fmt: skip
-    t.row("samples stored / s (the writer: no folding on its path)", statistics.median(writes))
-    t.row("folding, CPU us / sample (the folder process)", statistics.median(folds))
-    return t
+        for used in tmp.glob(f"ingest-{run}.db*"):  # --dir keeps only the query data
+            used.unlink()
+    table = Table(f"store ingest — {samples:,} samples, {sessions} sessions, batches of"
+                  f" {BATCH}, median of {runs} runs", ["deltawire"])  # fmt: skip
+    table.row("samples stored / s (the writer: no folding on its path)", statistics.median(writes))
+    table.row("folding, CPU us / sample (the folder process)", statistics.median(folds))
+    return table
 
 
 @contextlib.contextmanager
@@ -260,6 +263,7 @@ class Question:
     influxql: str
     influx_answer: Callable[[dict[str, Any]], Answer]
     percentile: bool = False
+    prompt: str = ""  # the same question for GET /query, in words
 
 
 def _dw_answer(payload: dict[str, Any]) -> Answer:
@@ -307,34 +311,46 @@ def questions(samples: int, sessions: int) -> list[Question]:
     hi = T0 + span - span // 9 - 41
     last_hour = (T0 + span - 3600, T0 + span)
     within = f"time >= {lo}s AND time < {hi}s"
+
+    def iso(t: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    between = f"between {iso(lo)} and {iso(hi)}"
     return [
         Question("average cpu.percent", "fn=avg&field=cpu.percent",
-                 "SELECT mean(cpu_percent) FROM process", _scalar),
+                 "SELECT mean(cpu_percent) FROM process", _scalar,
+                 prompt="average cpu.percent"),
         Question("max mem.rss by session", "fn=max&field=mem.rss&by=session",
-                 "SELECT max(mem_rss) FROM process GROUP BY session", _by_tag("session")),
+                 "SELECT max(mem_rss) FROM process GROUP BY session", _by_tag("session"),
+                 prompt="max mem.rss by session"),
         Question("count by host", "fn=count&by=host",
-                 "SELECT count(cpu_percent) FROM process GROUP BY host", _by_tag("host")),
+                 "SELECT count(cpu_percent) FROM process GROUP BY host", _by_tag("host"),
+                 prompt="count by host"),
         Question("top 5 sessions by avg cpu",
                  "fn=avg&field=cpu.percent&by=session&order=-value&limit=5",
                  "SELECT top(m, session, 5) FROM (SELECT mean(cpu_percent) AS m FROM process"
-                 " GROUP BY session)", _top),
+                 " GROUP BY session)", _top, prompt="top 5 sessions by avg cpu.percent"),
         Question("sum io.read_bytes by host", "fn=sum&field=io.read_bytes&by=host",
-                 "SELECT sum(io_read_bytes) FROM process GROUP BY host", _by_tag("host")),
+                 "SELECT sum(io_read_bytes) FROM process GROUP BY host", _by_tag("host"),
+                 prompt="sum io.read_bytes by host"),
         Question("p95 cpu.percent", "fn=p95&field=cpu.percent",
-                 "SELECT percentile(cpu_percent, 95) FROM process", _scalar, percentile=True),
+                 "SELECT percentile(cpu_percent, 95) FROM process", _scalar, percentile=True,
+                 prompt="p95 cpu.percent"),
         Question("avg cpu.percent of host-1, last hour",
                  f"fn=avg&field=cpu.percent&host=host-1&from={last_hour[0]}&to={last_hour[1]}",
                  f"SELECT mean(cpu_percent) FROM process WHERE host = 'host-1' AND"
-                 f" time >= {last_hour[0]}s AND time < {last_hour[1]}s", _scalar),
+                 f" time >= {last_hour[0]}s AND time < {last_hour[1]}s", _scalar,
+                 prompt=f"avg cpu.percent on host-1 between {iso(last_hour[0])} and"
+                        f" {iso(last_hour[1])}"),
         Question("avg cpu.percent, 1 h buckets, ragged window",
                  f"fn=avg&field=cpu.percent&bucket=1h&from={lo}&to={hi}",
                  f"SELECT mean(cpu_percent) FROM process WHERE {within} GROUP BY time(1h)",
-                 _by_time),
+                 _by_time, prompt=f"avg cpu.percent per hour {between}"),
         Question("rate of io.read_bytes by host, ragged window",
                  f"fn=rate&field=io.read_bytes&by=host&from={lo}&to={hi}",
                  "SELECT sum(d) FROM (SELECT non_negative_difference(io_read_bytes) AS d"
                  f" FROM process WHERE {within} GROUP BY session, host) GROUP BY host",
-                 _by_tag("host", scale=hi - lo)),
+                 _by_tag("host", scale=hi - lo), prompt=f"rate of io.read_bytes by host {between}"),
         Question("avg cpu.percent of a host nobody has", "fn=avg&field=cpu.percent&host=nobody",
                  "SELECT mean(cpu_percent) FROM process WHERE host = 'nobody'", _scalar),
     ]  # fmt: skip
@@ -350,73 +366,130 @@ def _agree(q: Question, ours: Answer, theirs: Answer) -> str:
     return "same" if not q.percentile else "within 2%"
 
 
-def _timed(call: Callable[[], Any], reps: int) -> tuple[list[float], Any]:
-    result = call()  # a warm-up (connections, page cache), not timed
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - t) * 1000)
-    return sorted(times), result
-
-
 def _pct(times: list[float], q: float) -> float:
     return times[min(len(times) - 1, math.ceil(q * len(times)) - 1)]
 
 
-def run(samples: int, sessions: int, reps: int, ingest_samples: int) -> list[Table]:
+@contextlib.contextmanager
+def _workdir(keep: pathlib.Path | None) -> Iterator[pathlib.Path]:
+    """A temporary directory, or ``keep`` (created; never removed) when given."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="deltawire-query-bench-") as name:
+            yield pathlib.Path(name)
+    else:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+
+
+def _load_both(tmp: pathlib.Path, influx: str, samples: int, sessions: int) -> Table:
+    """Load both stores, or reuse what a previous run with ``--dir`` loaded (the
+    marker file is written only once both loads finished)."""
+    marker = tmp / "loaded.json"
+    shape = {"samples": samples, "sessions": sessions}
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if {k: done[k] for k in shape} == shape:
+            print(f"  reusing the {samples:,} samples loaded in {tmp}", file=sys.stderr, flush=True)
+            return _load_table(done)
+        raise SystemExit(f"{tmp} holds {done['samples']:,} samples of {done['sessions']}"
+                         " sessions: use another --dir")  # fmt: skip
+    for stale in tmp.glob("query.db*"):  # an interrupted load: start it again
+        stale.unlink()
+    print(f"  loading {samples:,} samples into deltawire", file=sys.stderr, flush=True)
+    done = {**shape, **_load_deltawire(tmp / "query.db", samples, sessions)}
+    print(f"  loading {samples:,} samples into InfluxDB", file=sys.stderr, flush=True)
+    done["influx_rate"] = _load_influx(influx, samples, sessions)
+    marker.write_text(json.dumps(done))
+    return _load_table(done)
+
+
+def _load_table(done: dict[str, Any]) -> Table:
+    samples, sessions = done["samples"], done["sessions"]
+    t = Table(f"load — {samples:,} samples ({sessions} sessions x {samples // sessions:,}"
+              ", 5 numeric fields)", ["deltawire (tiers on)", "InfluxDB 1.6"])  # fmt: skip
+    t.row("samples stored / s", done["rate"], done["influx_rate"])
+    t.row("deltawire: folding after the load, s", done["fold_s"], None, ratio=False)
+    return t
+
+
+def _get(client: httpx.Client, url: str, **params: str) -> dict[str, Any]:
+    r = client.get(url, params=params) if params else client.get(url)  # {} drops url's query
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def _ask_all(client: httpx.Client, api: str, influx: str, qs: list[Question], reps: int,
+             influx_reps: int) -> list[Table]:  # fmt: skip
+    """Each question asked of /aggregate, /query and InfluxDB in turn, round
+    after round (interleaved: the machine's load drifts the same for all
+    three); a warm-up round first, not timed. Answers are compared."""
+    side = Table(f"/aggregate beside InfluxDB — HTTP, uncached, {reps} runs each"
+                 f" (InfluxDB: {influx_reps}) (ms; ratio: InfluxDB time / deltawire time)",
+                 ["deltawire p50", "InfluxDB p50", "deltawire p95", "InfluxDB p95",
+                  "deltawire p99", "InfluxDB p99"])  # fmt: skip
+    # baseline past the last column: no ratio column
+    goal = Table(f"/query and /aggregate against the goal — {reps} runs each (ms)",
+                 ["/aggregate p50", "/aggregate p95", "/aggregate p99", "/query p50",
+                  "/query p95", "/query p99"], baseline=99)  # fmt: skip
+    ratios = []
+    for q in qs:
+        calls: dict[str, Callable[[], dict[str, Any]]] = {
+            "aggregate": lambda q=q: _get(client, f"{api}/aggregate?{q.aggregate}"),  # type: ignore[misc]
+            "influx": lambda q=q: _get(client, f"{influx}/query", db="bench", q=q.influxql),  # type: ignore[misc]
+        }
+        if q.prompt:
+            calls["query"] = lambda q=q: _get(client, f"{api}/query", prompt=q.prompt)  # type: ignore[misc]
+        payload = {name: call() for name, call in calls.items()}  # the warm-up
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for rep in range(reps):
+            for name, call in calls.items():
+                if name == "influx" and rep >= influx_reps:
+                    continue
+                t = time.perf_counter()
+                payload[name] = call()
+                times[name].append((time.perf_counter() - t) * 1000)
+        ours = _dw_answer(payload["aggregate"])
+        verdict = _agree(q, ours, q.influx_answer(payload["influx"]))
+        dw, ix = sorted(times["aggregate"]), sorted(times["influx"])
+        ratios.append(statistics.median(dw) / statistics.median(ix))
+        side.rows.append((q.label, [statistics.median(dw), statistics.median(ix), _pct(dw, 0.95), _pct(ix, 0.95),
+                                    _pct(dw, 0.99), _pct(ix, 0.99)],
+                          f"{statistics.median(ix) / statistics.median(dw):.1f}x", verdict))  # fmt: skip
+        nl = sorted(times.get("query", []))
+        nl_note = "no prompt (a host nobody has is a 422)"
+        if nl:
+            same = _dw_answer(payload["query"]) == ours
+            nl_note = "same rows" if same else "DIFFERENT rows from /aggregate"
+        met = all(_pct(x, 0.95) < 100 and _pct(x, 0.99) < 200 for x in (dw, nl) if x)
+        goal.rows.append((q.label, [statistics.median(dw), _pct(dw, 0.95), _pct(dw, 0.99),
+                                    *(([statistics.median(nl), _pct(nl, 0.95), _pct(nl, 0.99)]) if nl
+                                      else [None] * 3)],
+                          nl_note, "met" if met else "MISSED"))  # fmt: skip
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    side.rows.append(("geomean time ratio deltawire / InfluxDB", [None] * 6, f"{geo:.3f}",
+                      "goal <= 0.5"))  # fmt: skip
+    goal.rows.append(("goal: p95 < 100 ms and p99 < 200 ms", [None] * 6, "", ""))
+    return [side, goal]
+
+
+def run(samples: int, sessions: int, reps: int, ingest_samples: int,
+        keep: pathlib.Path | None = None, influx_reps: int = 0) -> list[Table]:  # fmt: skip
     tables = []
-    with tempfile.TemporaryDirectory(prefix="deltawire-query-bench-") as tmpname:
-        tmp = pathlib.Path(tmpname)
+    with _workdir(keep) as tmp:
         if ingest_samples:
             print(f"  ingest side by side, {ingest_samples:,} samples", file=sys.stderr)
             tables.append(_ingest_side_by_side(tmp, ingest_samples, sessions))
             print(tables[-1].render(), flush=True)
         db = tmp / "query.db"
-        print(f"  loading {samples:,} samples into deltawire", file=sys.stderr, flush=True)
-        load = _load_deltawire(db, samples, sessions)
         with _influx(tmp / "influx") as influx:
-            print(f"  loading {samples:,} samples into InfluxDB", file=sys.stderr, flush=True)
-            influx_rate = _load_influx(influx, samples, sessions)
-            t = Table(f"load — {samples:,} samples ({sessions} sessions x {samples // sessions:,}"
-                      ", 5 numeric fields)", ["deltawire (tiers on)", "InfluxDB 1.6"])  # fmt: skip
-            t.row("samples stored / s", load["rate"], influx_rate)
-            t.row("deltawire: folding after the load, s", load["fold_s"], None, ratio=False)
+            t = _load_both(tmp, influx, samples, sessions)
             tables.append(t)
             print(t.render(), flush=True)
             with _api(db) as api, httpx.Client(timeout=120) as client:
-                t = Table(f"queries — {samples:,} samples, HTTP, uncached, {reps} runs each "
-                          "(ms; ratio: InfluxDB time / deltawire time)",
-                          ["deltawire p50", "InfluxDB p50", "deltawire p95", "InfluxDB p95",
-                           "deltawire p99", "InfluxDB p99"])  # fmt: skip
-                ratios = []
-                notes = []
-                for q in questions(samples, sessions):
-
-                    def ours(q: Question = q) -> dict[str, Any]:
-                        r = client.get(f"{api}/aggregate?{q.aggregate}")
-                        r.raise_for_status()
-                        return dict(r.json())
-
-                    def theirs(q: Question = q) -> dict[str, Any]:
-                        r = client.get(f"{influx}/query", params={"db": "bench", "q": q.influxql})
-                        r.raise_for_status()
-                        return dict(r.json())
-
-                    dw_times, dw_payload = _timed(ours, reps)
-                    ix_times, ix_payload = _timed(theirs, reps)
-                    verdict = _agree(q, _dw_answer(dw_payload), q.influx_answer(ix_payload))
-                    dw50, ix50 = statistics.median(dw_times), statistics.median(ix_times)
-                    ratios.append(dw50 / ix50)
-                    t.rows.append((q.label, [dw50, ix50, _pct(dw_times, 0.95), _pct(ix_times, 0.95),
-                                             _pct(dw_times, 0.99), _pct(ix_times, 0.99)],
-                                   f"{ix50 / dw50:.1f}x", verdict))  # fmt: skip
-                    notes.append(verdict)
-                geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
-                t.rows.append(("geomean time ratio deltawire / InfluxDB", [None] * 6,
-                               f"{geo:.3f}", "goal <= 0.5"))  # fmt: skip
-                tables.append(t)
-                print(t.render(), flush=True)
+                tables += _ask_all(client, api, influx, questions(samples, sessions),
+                                   reps, influx_reps or reps)  # fmt: skip
+                for t in tables[-2:]:
+                    print(t.render(), flush=True)
     return tables
 
 
@@ -437,8 +510,21 @@ def main(argv: list[str] | None = None) -> int:
         default=200_000,
         help="samples of the ingest side-by-side (default 200000; 0: skip)",
     )
+    ap.add_argument(
+        "--dir",
+        type=pathlib.Path,
+        default=None,
+        help="keep both stores' data here and reuse it on the next run with the same"
+        " --samples/--sessions (default: a temporary directory, removed after)",
+    )
+    ap.add_argument(
+        "--influx-reps",
+        type=int,
+        default=0,
+        help="timed runs per question for InfluxDB (default: --reps)",
+    )
     args = ap.parse_args(argv)
-    run(args.samples, args.sessions, args.reps, args.ingest_samples)
+    run(args.samples, args.sessions, args.reps, args.ingest_samples, args.dir, args.influx_reps)
     return 0
 
 
