@@ -439,7 +439,13 @@ def _ask_all(client: httpx.Client, api: str, influx: str, qs: list[Question], re
         }
         if q.prompt:
             calls["query"] = lambda q=q: _get(client, f"{api}/query", prompt=q.prompt)  # type: ignore[misc]
-        payload = {name: call() for name, call in calls.items()}  # the warm-up
+        try:
+            payload = {name: call() for name, call in calls.items()}  # the warm-up
+        except httpx.HTTPStatusError as e:  # a 503 past the deadline: say so, go on
+            err = f"{e.request.url.path} answered {e.response.status_code}"
+            side.rows.append((q.label, [None] * 6, "-", err))
+            goal.rows.append((q.label, [None] * 6, err, "MISSED"))
+            continue
         times: dict[str, list[float]] = {name: [] for name in calls}
         for rep in range(reps):
             for name, call in calls.items():
