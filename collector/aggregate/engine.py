@@ -35,6 +35,8 @@ from .threshold import apply_threshold
 __all__ = ["RollupSource", "plan_segments", "run_aggregate"]
 
 _GROUP_ATTR: Final = {"host": "host", "session": "session", "name": "name"}
+#: The functions of n, sum, min and max only (``RollupRequest.merge_span``).
+_MERGEABLE: Final = frozenset({"count", "sum", "avg", "min", "max"})
 
 
 class RollupSource(Protocol):
@@ -154,6 +156,8 @@ def _run(
         segments,
         sketches=percentile is not None,
         raw_filter=None if th is None else (th.op, th.number),
+        # (a threshold reads the cut buckets' rows again: it needs them whole)
+        merge_span=(query.bucket or 0) if query.fn in _MERGEABLE and th is None else None,
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)

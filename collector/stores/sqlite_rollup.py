@@ -23,6 +23,7 @@ rebuilds the buckets an API update or delete touches (hours from minutes).
 
 from __future__ import annotations
 
+import math
 import operator
 import sqlite3
 import time
@@ -47,6 +48,7 @@ from .rollup import (
     RawPoint,
     RollupData,
     RollupRequest,
+    Segment,
     SeriesKey,
     Sketch,
     StreamRow,
@@ -159,17 +161,17 @@ def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> st
     return "json_extract(data, ?)"
 
 
-def _raw_points(
-    conn: sqlite3.Connection,
+def _raw_where(
     sql: Sql,
     where: Filters,
     path: str,
     lo: float | None,
     hi: float | None,
     above: int | None,
-    upto: int | None = None,
-    raw_filter: tuple[str, float] | None = None,
-) -> list[RawPoint]:
+    upto: int | None,
+    raw_filter: tuple[str, float] | None,
+) -> tuple[str, str, list[Any]]:
+    """(value SQL, FROM docs ... WHERE ..., arguments with the value SQL's first)."""
     q = _within(where, lo, hi)
     # The tail is a short range of ids: read it by rowid. Left to itself the
     # planner takes the ts index, and reads the whole (long) window there.
@@ -189,11 +191,23 @@ def _raw_points(
     if raw_filter is not None and raw_filter[0] in _RAW_OPS and path != DOCS:
         value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
         trailing += [*value_params, float(raw_filter[1])]
-    query = (
-        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
-        f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
-    )
-    args = [*value_params, *params, *trailing]
+    body = f"FROM docs{table_hint} WHERE {' AND '.join(clauses + value_clauses) or '1'}"
+    return value_sql, body, [*value_params, *params, *trailing]
+
+
+def _raw_points(
+    conn: sqlite3.Connection,
+    sql: Sql,
+    where: Filters,
+    path: str,
+    lo: float | None,
+    hi: float | None,
+    above: int | None,
+    upto: int | None = None,
+    raw_filter: tuple[str, float] | None = None,
+) -> list[RawPoint]:
+    value_sql, body, args = _raw_where(sql, where, path, lo, hi, above, upto, raw_filter)
+    query = f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} {body}"
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
     out: list[RawPoint] = []
@@ -208,8 +222,51 @@ def _raw_points(
     return out
 
 
+def _slice_sql(column: str, span: float, params: list[Any]) -> str:
+    """GROUP BY terms: a series' rows of one ``span`` slice (0: all of them)."""
+    if not span:
+        return ""
+    params.append(span)
+    return f", floor({column} / ?)"
+
+
+def _merged_part(n: int, total: float, low: float, high: float, fts: float, lts: float) -> Partial:
+    """A merged slice's Partial (``RollupRequest.merge_span``): no first or
+    last value, no counter increase."""
+    return Partial(n, total, low, high, fts, math.nan, lts, math.nan, None)
+
+
+def _raw_merged(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float, seg: Segment
+) -> list[Bucket]:
+    """The raw rows of ``seg``, one Bucket per series and slice (merge_span)."""
+    value_sql, body, args = _raw_where(
+        sql, req.where, req.path, seg.lo, seg.hi, None, None, req.raw_filter
+    )
+    group = _slice_sql("ts", span, args)
+    query = (
+        f"SELECT {_SERIES_COLUMNS}, MIN(ts), COUNT(*), SUM(v), MIN(v), MAX(v), MAX(ts)"
+        f" FROM (SELECT {_SERIES_COLUMNS}, ts, {value_sql} AS v {body})"
+        f" GROUP BY {_SERIES_COLUMNS}{group}"
+    )
+    out: list[Bucket] = []
+    for session, kind, name, host, tags, fts, n, total, low, high, lts in conn.execute(query, args):
+        series = SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), req.path)
+        out.append(Bucket(series, RAW, fts, _merged_part(n, total, low, high, fts, lts)))
+    return out
+
+
 def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     """Buckets and raw points for ``req``; call inside one read snapshot."""
+    try:
+        return _read(conn, sql, req, None if req.sketches else req.merge_span)
+    except sqlite3.OperationalError as e:
+        if "integer overflow" not in str(e):  # SUM() of integers past 2**63
+            raise
+        return _read(conn, sql, req, None)  # Python's sums do not overflow
+
+
+def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | None) -> RollupData:
     mark = watermark(conn)
     buckets: list[Bucket] = []
     points: list[RawPoint] = []
@@ -217,12 +274,15 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     tier_hi: float | None = None
     tiered = False
     for seg in req.segments:
+        if seg.tier == RAW and span is not None:
+            buckets += _raw_merged(conn, sql, req, span, seg)
+            continue
         if seg.tier == RAW:
             points += _raw_points(
                 conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
             )
             continue
-        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)
+        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
         if not tiered:
             tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
         else:  # tier segments are contiguous: widen the span
@@ -258,6 +318,7 @@ def _buckets(
     tier: int,
     lo: float | None,
     hi: float | None,
+    span: float | None = None,
 ) -> list[Bucket]:
     # The series table is aliased as docs: the filters are the same columns.
     clauses, params = sql.filters(_within(req.where, None, None))
@@ -270,25 +331,37 @@ def _buckets(
     if hi is not None:
         clauses.append("b.bucket < ?")
         params.append(hi)
-    sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = (
-        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
-        f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
-        f" WHERE {' AND '.join(clauses)}"
-    )
+    joined = f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+    where = f" WHERE {' AND '.join(clauses)}"
     series_by_id: dict[int, SeriesKey] = {}
-    out: list[Bucket] = []
-    for row in conn.execute(query, params):
-        sid = row[0]
-        series = series_by_id.get(sid)
+
+    def series_of(row: Sequence[Any]) -> SeriesKey:
+        series = series_by_id.get(row[0])
         if series is None:
             session, kind, name, host, tags = row[1:6]
-            series_by_id[sid] = series = SeriesKey(
+            series_by_id[row[0]] = series = SeriesKey(
                 session, kind, name, host, tuple(orjson.loads(tags)), req.path
             )
+        return series
+
+    out: list[Bucket] = []
+    if span is not None:  # merged in SQL (RollupRequest.merge_span)
+        group = _slice_sql("b.bucket", span, params)
+        query = (
+            f"SELECT docs.id, {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), SUM(b.sum),"
+            f" MIN(b.min), MAX(b.max), MIN(b.fts), MAX(b.lts){joined}{where}"
+            f" GROUP BY docs.id{group}"
+        )
+        for row in conn.execute(query, params):
+            part = _merged_part(*row[7:13])
+            out.append(Bucket(series_of(row), tier, row[6], part))
+        return out
+    sketch_sql = "b.sketch" if req.sketches else "NULL"
+    query = f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}{joined}{where}"
+    for row in conn.execute(query, params):
         part = Partial(*row[7:16])
         sketch = Sketch.from_bytes(row[16]) if row[16] is not None else None
-        out.append(Bucket(series, tier, row[6], part, sketch))
+        out.append(Bucket(series_of(row), tier, row[6], part, sketch))
     return out
 
 
