@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -72,7 +72,7 @@ class _Flight:
 
     __slots__ = ("done", "gen", "payload")
 
-    def __init__(self, gen: int | None) -> None:
+    def __init__(self, gen: Hashable | None) -> None:
         self.gen = gen
         self.done = anyio.Event()
         self.payload: bytes | None = None
