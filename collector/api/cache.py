@@ -74,6 +74,7 @@ __all__ = [
     "REDIS_PREFIX",
     "Answer",
     "CacheStats",
+    "Keyed",
     "LocalCache",
     "NearCache",
     "NearGen",
@@ -199,6 +200,16 @@ def _short(text: str) -> str:
     return "h:" + hashlib.sha1(text.encode()).hexdigest()
 
 
+class Keyed(Protocol):
+    """A cacheable request, parsed: its entry's key and the scope it depends on."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def scope(self) -> str: ...
+
+
 @dataclass(slots=True)
 class CacheStats:
     hits: int = 0
@@ -222,6 +233,11 @@ class QueryCache(Protocol):
 
     async def get(self, key: str, scope: str) -> tuple[bytes | None, Hashable | None]:
         """(payload, None) on a hit; (None, gen) on a miss; (None, None) if unusable."""
+        ...
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        """The answer if this process holds it (counted as a hit), at no I/O;
+        None (counting nothing) sends the caller to ``get``."""
         ...
 
     async def put(self, key: str, gen: Any, payload: bytes, span: Span = EVERYTHING) -> None: ...
@@ -296,6 +312,12 @@ class LocalCache:
 
     def clear(self) -> None:
         self._lru.clear()
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        payload, _ = self.lookup(key, scope)
+        if payload is not None:
+            self.stats.hits += 1
+        return payload
 
     async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
         payload, gen = self.lookup(key, scope)
@@ -410,6 +432,9 @@ class RedisCache:
         if self._down:
             self._down = False
             log.warning("redis cache reachable again", extra={"redis": redact_uri(self.uri)})
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        return None  # every answer is in Redis
 
     async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
         payload, _span, gen = await self.lookup(key, scope)
@@ -625,15 +650,24 @@ class NearCache:
         self.heard += 1
         self.near.bump_scopes(scopes, span)
 
+    def _near_lookup(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+        """A near hit (counted), or the near generation (None: not in use)."""
+        if not self._live:
+            return None, None
+        payload, local = self.near.lookup(key, scope)
+        if payload is not None:
+            self.stats.hits += 1
+            self.stats.near_hits += 1
+        return payload, local
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        return self._near_lookup(key, scope)[0]
+
     async def get(self, key: str, scope: str) -> tuple[bytes | None, NearGen | None]:
         self._listen_once_started()
-        local: int | None = None
-        if self._live:
-            payload, local = self.near.lookup(key, scope)
-            if payload is not None:
-                self.stats.hits += 1
-                self.stats.near_hits += 1
-                return payload, None
+        payload, local = self._near_lookup(key, scope)
+        if payload is not None:
+            return payload, None
         epoch = self._epoch
         payload, span, remote = await self.remote.lookup(key, scope)
         if payload is not None:

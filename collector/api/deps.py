@@ -37,7 +37,7 @@ from deltawire.collector.stores.base import (
 )
 
 from .auth import Keys
-from .cache import EVERYTHING, Answer, QueryCache, Span
+from .cache import EVERYTHING, Answer, Keyed, QueryCache, Span
 from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
@@ -103,6 +103,9 @@ class Deps:
         self.ready_limiter = CapacityLimiter(1)
         self._store_down = False  # for "logged once per outage"
         self._flights: dict[str, _Flight] = {}  # cache misses being computed, by key
+        # path -> (query string -> its cache key, once validated): the fast
+        # path for cached GETs (fast.py) answers those from the cache alone.
+        self.cached_gets: dict[str, Callable[[bytes], Keyed | None]] = {}
 
     # -- the store ------------------------------------------------------------------------
 
