@@ -470,9 +470,9 @@ class _Parser:
                 if w == "in":
                     self.use(j + 1)
             elif (
-                (k := self.num(i)) is not None
+                self.low(i + 2) in BUCKET_NOUNS  # cheapest test first: this runs per word
                 and self.low(i + 1) in UNITS
-                and self.low(i + 2) in BUCKET_NOUNS
+                and (k := self.num(i)) is not None
             ):
                 # "cpu 10 min buckets", "p95 latency at 30 minute intervals"
                 self.set_once("bucket", int(k * UNITS[self.low(i + 1)]), "bucket")
