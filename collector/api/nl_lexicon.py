@@ -95,12 +95,16 @@ SIZE_UNITS: Final = {
 USER_VERBS: Final = frozenset(
     {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
 )
+#: Nouns for the hosts themselves: "list all hosts", "how many servers".
+HOST_NOUNS: Final = frozenset(
+    {"host", "hosts", "machine", "machines", "server", "servers", "node", "nodes", "box", "boxes"}
+)
 #: A session's own life: "uptime of sess-a", "how old is sess-c".
 SESSION_LIFE_WORDS: Final = frozenset({"uptime", "lifetime", "age", "old"})
 
 LIVE_WORDS: Final = frozenset(
     {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing",
-     "up"}
+     "up", "reporting", "streaming", "sending"}
 )  # fmt: skip
 #: Sessions no longer connected (never typos of "online").
 GONE_WORDS: Final = frozenset({"disconnected", "offline", "dead", "gone", "lost", "down"})

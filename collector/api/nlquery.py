@@ -43,7 +43,9 @@ from .nl_lexicon import (
     FIELD_EQ_RE,
     FILLER,
     FUNCS,
+    GONE_WORDS,
     GROUP_NOUNS,
+    HOST_NOUNS,
     IDENT_RE,
     KEY_KINDS,
     KEYWORDS,
@@ -191,6 +193,15 @@ class _Parser:
                     continue
                 break
             i += 1
+
+    def join_words(self) -> None:
+        """One token for what people split: "non zero" -> "non-zero", "p 95" -> "p95"."""
+        toks = self.toks
+        for i in range(len(toks) - 2, -1, -1):
+            a, b = toks[i].low, toks[i + 1].low
+            if (a, b) in (("non", "zero"), ("non", "0")) or (a == "p" and b in PERCENTILES):
+                word = f"{a}-zero" if a == "non" else f"p{b}"
+                toks[i : i + 2] = [_Tok(word, word)]
 
     # -- 2. keyword typos: "avrage" -> "average" ------------------------------------------
 
@@ -555,6 +566,13 @@ class _Parser:
                 "perc",
             ):
                 self._pct(m.group(1), i, i + 1)
+            elif (
+                (m := ORDINAL_RE.match(w)) is not None
+                and m.group(1) in PERCENTILES
+                and m.group(1) != "50"
+                and self.low(i + 1) not in UNITS
+            ):
+                self._pct(m.group(1), i)  # "latency 95th": the percentile, said short
             elif w in ("percentile", "pct") and self.num(i + 1) is not None:
                 self._pct(str(int(self.num(i + 1) or 0)), i, i + 1)
             elif _number(w) is not None and self.low(i + 1) in ("percentile", "pctl"):
@@ -888,7 +906,7 @@ class _Parser:
                 "durations",
                 "slow",
                 "slowest",
-            ):
+            ) or (w == "long" and i > 0 and self.toks[i - 1].low == "how"):  # "how long do X take"
                 if w == "response" and self.low(i + 1) in ("time", "times"):
                     self.use(i + 1)
                 metrics = v.names_containing("metric", "latency", "duration", "response")
@@ -1040,6 +1058,7 @@ class _Parser:
         if not self.toks:
             raise PromptError("The prompt is empty; ask e.g. 'average cpu of web-1 today'.")
         self.join_names()
+        self.join_words()
         self.fix_typos()
         for i in range(len(self.toks) - 1):
             if self.toks[i].low == "exit" and self.toks[i + 1].low in ("status", "state"):
@@ -1088,6 +1107,12 @@ class _Parser:
             )
         )
         if s.session is not None and about:
+            return True
+        if s.host is not None and s.group is None and words & (LIVE_WORDS | GONE_WORDS):
+            return True  # "is db-1 up", "is web-2 still reporting": its sessions
+        if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
+            # "list all hosts", "which servers are live": hosts are known by their sessions
+            s.group = "host"
             return True
         if not mentions:
             return False
