@@ -591,4 +591,23 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
         "how long do failed requests take",
         {"endpoint": A, "fn": "avg", "field": "duration_ms", "name": "request_failed"},
     ),
+    # "sort/rank/order by" keeps the group; ">=" stays one operator; a size
+    # with nothing named is memory; "how many <path>" is its value; equality refused
+    (
+        "sort sessions by memory",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "order": "-value"},
+    ),
+    (
+        "hosts ordered by cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "host", "order": "-value"},
+    ),
+    ("rank sessions by request_failed", {"endpoint": A, "fn": "count", "by": "session"}),
+    ("queue_depth >= 5 in the last hour", {"endpoint": A, "where": "value >= 5"}),
+    ("latency <= 50", {"endpoint": A, "name": "http_latency_ms", "where": "value <= 50"}),
+    (
+        "sessions using more than 400mb",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "where": "mem.rss > 419430400"},
+    ),
+    ("how many threads does sess-c have", {"endpoint": A, "fn": "avg", "field": "threads"}),
+    ("how many request_failed with status 500", {"status": 422}),
 ]
