@@ -32,10 +32,12 @@ from typing import Any, Final
 
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
+    BUCKET_NOUNS,
     BUCKET_WORDS,
     CLOCK_RE,
     DATE_RE,
     ENDED_WORDS,
+    ENGLISH,
     ERROR_WORDS,
     EXCLUDE_WORDS,
     FIELD_EQ_RE,
@@ -58,6 +60,7 @@ from .nl_lexicon import (
     ORDINAL_RE,
     PCT_RE,
     PERCENTILES,
+    SESSION_LIFE_WORDS,
     SIZE_UNITS,
     START_WORDS,
     SUPERLATIVES,
@@ -65,6 +68,9 @@ from .nl_lexicon import (
     THRESHOLD_OPS,
     TIME_UNITS_MS,
     UNITS,
+    USER_VERBS,
+    VAGUE_COUNTS,
+    WINDOW_WORDS,
     keyword_typo,
 )
 from .nl_plan import (
@@ -95,6 +101,7 @@ class _Tok:
     low: str
     used: bool = False
     quoted: bool = False
+    at: float | None = None  # a time of day on a named day ("yesterday 3pm"), merged
 
 
 def _tokenize(prompt: str) -> list[_Tok]:
@@ -192,6 +199,8 @@ class _Parser:
             w = t.low
             if t.quoted or not w.isalpha() or len(w) < 4 or w in KEYWORDS or w in FILLER:
                 continue
+            if w in ENGLISH:  # a real word, not a slip: "like" is no "live"
+                continue
             if self.v.lookup(w) or w in self.v.leaves:  # a name, or a path's last part
                 continue
             if w.endswith("s") and (w[:-1] in KEYWORDS or self.v.lookup(w[:-1])):
@@ -209,11 +218,14 @@ class _Parser:
         "two and a half hours" -> (seconds, words)."""
         w = self.low(i)
         n = self.num(i)
-        if n is None and w in ("a", "an"):
-            n = 1.0
-        elif n is None and w == "few":
-            n = 3.0
         k = i + 1
+        if w in ("a", "an") and self.low(i + 1) in VAGUE_COUNTS:
+            w, k = self.low(i + 1), i + 2  # "a couple of hours", "a few minutes"
+        if w in VAGUE_COUNTS:
+            n = float(VAGUE_COUNTS[w])
+            k += self.low(k) == "of"
+        elif n is None and w in ("a", "an"):
+            n = 1.0
         if n is None and w in UNITS and len(w) > 1:
             n, k = 1.0, i  # "last hour"
         elif n is not None and self._and_a_half(k):
@@ -226,14 +238,21 @@ class _Parser:
             return seconds + UNITS[unit] / 2, k + 4 - i
         return seconds, k + 1 - i
 
+    def _note_vague(self, lo: int, hi: int) -> None:
+        """Say which number a vague count of the window just used was read as."""
+        for t in self.toks[lo:hi]:
+            if t.low in VAGUE_COUNTS:
+                self.s.notes.append(f"{t.text!r} read as {VAGUE_COUNTS[t.low]}")
+
     def _and_a_half(self, i: int) -> bool:
         return self.low(i) == "and" and self.low(i + 1) == "a" and self.low(i + 2) == "half"
 
     def _instant(self, i: int) -> float | None:
         w = self.low(i)
-        clock = CLOCK_RE.match(w)
-        if clock is not None and (clock.group(2) or clock.group(3)):
-            return self._clock(clock.group(1), clock.group(2), clock.group(3))
+        if w and self.toks[i].at is not None:
+            return self.toks[i].at
+        if (hm := self._time_of_day(w)) is not None:
+            return self._clock(*hm)
         if not DATE_RE.match(w):
             return None
         try:
@@ -244,8 +263,14 @@ class _Parser:
             ) from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
-    def _clock(self, hour: str, minute: str | None, half: str | None) -> float:
-        """A time of day (UTC): today's, or yesterday's if today's is still ahead."""
+    def _time_of_day(self, w: str) -> tuple[int, int] | None:
+        """(hour, minute) of "10:00", "9am", "2:30pm", "noon", "midnight"; else None."""
+        if w in ("noon", "midday", "midnight"):
+            return (0 if w == "midnight" else 12), 0
+        clock = CLOCK_RE.match(w)
+        if clock is None or not (clock.group(2) or clock.group(3)):
+            return None
+        hour, minute, half = clock.groups()
         h, m = int(hour), int(minute or 0)
         if half is not None:
             if not 1 <= h <= 12:
@@ -253,12 +278,37 @@ class _Parser:
             h = h % 12 + (12 if half == "pm" else 0)
         if h > 23 or m > 59:
             raise PromptError(f"{hour}:{minute} is not a time of day.")
+        return h, m
+
+    def _clock(self, h: int, m: int, days_back: int | None = None) -> float:
+        """A time of day (UTC) ``days_back`` days ago; by default today's, or
+        yesterday's if today's is still ahead."""
         at = self.now.replace(hour=h, minute=m, second=0, microsecond=0)
-        if at > self.now:
+        if days_back is not None:
+            at -= timedelta(days=days_back)
+        elif at > self.now:
             at -= timedelta(days=1)
         if "times of day are UTC" not in self.s.notes:
             self.s.notes.append("times of day are UTC")
         return at.timestamp()
+
+    def _day_times(self) -> None:
+        """Merge "yesterday 3pm", "today at 9:30", "yesterday noon" into one
+        token at that instant, for "since", "between", "from", "until"."""
+        toks = self.toks
+        i = 0
+        while i < len(toks) - 1:
+            w = toks[i].low
+            j = i + 1 + (toks[i + 1].low == "at")
+            if (
+                w in ("yesterday", "today")
+                and j < len(toks)
+                and (hm := self._time_of_day(toks[j].low)) is not None
+            ):
+                text = " ".join(t.text for t in toks[i : j + 1])
+                at = self._clock(*hm, days_back=1 if w == "yesterday" else 0)
+                toks[i : j + 1] = [_Tok(text, text.lower(), at=at)]
+            i += 1
 
     def _recent(self, seconds: float) -> None:
         """A window from ``seconds`` ago to now: its start rounded down to a
@@ -312,10 +362,11 @@ class _Parser:
     def times(self) -> None:
         now = self.now
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        self._day_times()
         i = 0
         while i < len(self.toks):
             w = self.low(i)
-            if w in ("last", "past", "previous", "recent", "trailing"):
+            if w in WINDOW_WORDS:
                 span = self._span(i + 1)
                 if span is not None:
                     seconds, n = span
@@ -323,6 +374,7 @@ class _Parser:
                         raise PromptError("The time window must be between 1 second and 100 years.")
                     self._recent(seconds)
                     self.use(*range(i, i + 1 + n))
+                    self._note_vague(i, i + 1 + n)
                     if self.low(i - 1) == "the":
                         self.use(i - 1)
                     i += 1 + n
@@ -351,6 +403,7 @@ class _Parser:
                 elif (span := self._span(i + 1)) is not None and self.low(i + 1 + span[1]) == "ago":
                     self._recent(span[0])
                     self.use(*range(i, i + 2 + span[1]))
+                    self._note_vague(i, i + 2 + span[1])
                 elif (ts := self._instant(i + 1)) is not None:
                     self._from(ts)
                     self.use(i, i + 1)
@@ -379,6 +432,12 @@ class _Parser:
             elif (span := self._span(i)) is not None and self.low(i + span[1]) == "ago":
                 self._recent(span[0])
                 self.use(*range(i, i + 1 + span[1]))
+                self._note_vague(i, i + 1 + span[1])
+            elif w and (at := self.toks[i]).at is not None:
+                raise PromptError(
+                    f"{at.text!r} is an instant, not a window: ask 'since {at.text}'"
+                    f" or 'between {at.text} and ...'."
+                )
             i += 1
 
     # -- 4. buckets and rate ------------------------------------------------------------
@@ -399,19 +458,7 @@ class _Parser:
                 if (k := self.num(j)) is not None and self.low(j + 1) in UNITS:
                     n, j = k, j + 1
                     unit_word = self.low(j)
-                if unit_word not in UNITS or (
-                    w == "in"
-                    and self.low(j + 1)
-                    not in (
-                        "buckets",
-                        "bucket",
-                        "intervals",
-                        "interval",
-                        "steps",
-                        "chunks",
-                        "slices",
-                    )
-                ):
+                if unit_word not in UNITS or (w == "in" and self.low(j + 1) not in BUCKET_NOUNS):
                     continue
                 seconds = int(n * UNITS[unit_word])
                 if seconds == 1 and w in ("per", "/"):
@@ -422,6 +469,14 @@ class _Parser:
                 self.use(*range(i, j + 1))
                 if w == "in":
                     self.use(j + 1)
+            elif (
+                self.low(i + 2) in BUCKET_NOUNS  # cheapest test first: this runs per word
+                and self.low(i + 1) in UNITS
+                and (k := self.num(i)) is not None
+            ):
+                # "cpu 10 min buckets", "p95 latency at 30 minute intervals"
+                self.set_once("bucket", int(k * UNITS[self.low(i + 1)]), "bucket")
+                self.use(i, i + 1, i + 2, *((i - 1,) if self.low(i - 1) in ("at", "into") else ()))
             elif w in ("bucket", "buckets", "interval", "intervals") and self.low(i + 1) in (
                 "of",
                 "=",
@@ -431,14 +486,7 @@ class _Parser:
                     self.use(i, i + 1, i + 2, i + 3)
             elif w.endswith("-minute") or w.endswith("-hour") or w.endswith("-second"):
                 head, _, unit = w.rpartition("-")
-                if _number(head) is not None and self.low(i + 1) in (
-                    "buckets",
-                    "bucket",
-                    "intervals",
-                    "interval",
-                    "windows",
-                    "steps",
-                ):
+                if _number(head) is not None and self.low(i + 1) in BUCKET_NOUNS:
                     self.set_once("bucket", int(float(head) * UNITS[unit]), "bucket")
                     self.use(i, i + 1)
 
@@ -565,6 +613,8 @@ class _Parser:
                 self.use(i, i + 1)
         for i in range(len(toks)):
             w = self.low(i)
+            if w == "min" and i > 0 and _number(toks[i - 1].low) is not None:
+                continue  # "10 min" (a window or bucket not read as one): minutes, not the minimum
             if self.s.rank_desc is None and (
                 w in ("top", "bottom")
                 or (
@@ -612,12 +662,11 @@ class _Parser:
                     self.s.rank_desc = None
                     return
         if self.s.limit is None:
-            self.s.limit = 1 if self.s.singular_rank and self.s.rank_word != "top" else DEFAULT_TOP
+            self.s.limit = 1 if self.s.singular_rank else DEFAULT_TOP  # "top host": the one
 
     def _uses_near(self) -> bool:
         """ "What's using the most cpu": the users are the sessions (processes)."""
-        users = {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
-        if any(t.low in users for t in self.toks) and self.s.group is None:
+        if any(t.low in USER_VERBS for t in self.toks) and self.s.group is None:
             self.s.group = "session"
             self.s.singular_rank = True
             return True
@@ -1034,6 +1083,7 @@ class _Parser:
                 | ENDED_WORDS
                 | BAD_EXIT_WORDS
                 | START_WORDS
+                | SESSION_LIFE_WORDS
                 | {"code", "when", "exit", "long", "duration"}
             )
         )
@@ -1053,7 +1103,11 @@ class _Parser:
 
     def _latest_or_list(self, words: set[str]) -> None:
         s = self.s
-        if s.fn is None and (words & LATEST_WORDS or ("last" in words and not self._has_last_n())):
+        if s.fn is None and (
+            words & LATEST_WORDS
+            or ("last" in words and not self._has_last_n())
+            or self._at_the_end()
+        ):
             s.latest = True
         if (
             s.fn is None
@@ -1093,6 +1147,14 @@ class _Parser:
                     break
             if words & {"first", "earliest", "oldest"}:
                 s.rank_desc = False
+
+    def _at_the_end(self) -> bool:
+        """ "memory of sess-a at the end": its last value."""
+        lows = [t.low for t in self.toks]
+        return any(
+            lows[i : i + 3] in (["at", "the", "end"], ["in", "the", "end"], ["by", "the", "end"])
+            for i in range(len(lows) - 2)
+        )
 
     def _has_last_n(self) -> bool:
         return any(
