@@ -162,17 +162,12 @@ def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> st
 
 
 def _raw_where(
-    sql: Sql,
-    where: Filters,
-    path: str,
-    lo: float | None,
-    hi: float | None,
-    above: int | None,
-    upto: int | None,
+    sql: Sql, q: MetricQuery, path: str, ids: tuple[int | None, int | None],
     raw_filter: tuple[str, float] | None,
-) -> tuple[str, str, list[Any]]:
-    """(value SQL, FROM docs ... WHERE ..., arguments with the value SQL's first)."""
-    q = _within(where, lo, hi)
+) -> tuple[str, str, list[Any]]:  # fmt: skip
+    """(value SQL, FROM docs ... WHERE ..., arguments with the value SQL's
+    first) of the rows matching ``q`` at ``path``, ids in (above, upto]."""
+    above, upto = ids
     # The tail is a short range of ids: read it by rowid. Left to itself the
     # planner takes the ts index, and reads the whole (long) window there.
     table_hint = " NOT INDEXED" if above is not None else ""
@@ -206,7 +201,8 @@ def _raw_points(
     upto: int | None = None,
     raw_filter: tuple[str, float] | None = None,
 ) -> list[RawPoint]:
-    value_sql, body, args = _raw_where(sql, where, path, lo, hi, above, upto, raw_filter)
+    q = _within(where, lo, hi)
+    value_sql, body, args = _raw_where(sql, q, path, (above, upto), raw_filter)
     query = f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} {body}"
     tail = above is not None
     cache: dict[tuple[Any, ...], SeriesKey] = {}
@@ -240,9 +236,8 @@ def _raw_merged(
     conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float, seg: Segment
 ) -> list[Bucket]:
     """The raw rows of ``seg``, one Bucket per series and slice (merge_span)."""
-    value_sql, body, args = _raw_where(
-        sql, req.where, req.path, seg.lo, seg.hi, None, None, req.raw_filter
-    )
+    q = _within(req.where, seg.lo, seg.hi)
+    value_sql, body, args = _raw_where(sql, q, req.path, (None, None), req.raw_filter)
     group = _slice_sql("ts", span, args)
     query = (
         f"SELECT {_SERIES_COLUMNS}, MIN(ts), COUNT(*), SUM(v), MIN(v), MAX(v), MAX(ts)"
