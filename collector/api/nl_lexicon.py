@@ -91,16 +91,23 @@ SIZE_UNITS: Final = {
     "gb": 1 << 30, "gib": 1 << 30,
 }  # fmt: skip
 
+#: Words that sort a group without cutting it: "sort sessions by memory",
+#: "hosts ordered by cpu" (the highest first, DEFAULT_TOP of them).
+SORT_WORDS: Final = frozenset({"sort", "sorted", "rank", "ranked", "order", "ordered"})
 #: Verbs of what a process consumes: "which session is burning the most cpu".
 USER_VERBS: Final = frozenset(
     {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
+)
+#: Nouns for the hosts themselves: "list all hosts", "how many servers".
+HOST_NOUNS: Final = frozenset(
+    {"host", "hosts", "machine", "machines", "server", "servers", "node", "nodes", "box", "boxes"}
 )
 #: A session's own life: "uptime of sess-a", "how old is sess-c".
 SESSION_LIFE_WORDS: Final = frozenset({"uptime", "lifetime", "age", "old"})
 
 LIVE_WORDS: Final = frozenset(
     {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing",
-     "up"}
+     "up", "reporting", "streaming", "sending"}
 )  # fmt: skip
 #: Sessions no longer connected (never typos of "online").
 GONE_WORDS: Final = frozenset({"disconnected", "offline", "dead", "gone", "lost", "down"})
@@ -169,7 +176,7 @@ EXCLUDE_WORDS: Final = frozenset({"excluding", "except", "exclude", "besides", "
 DATE_RE: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:z|[+-]\d{2}:?\d{2})?$"
 )
-OP_SPLIT_RE: Final = re.compile(r"^(>=|<=|>|<)(.+)$")
+OP_SPLIT_RE: Final = re.compile(r"^(>=|<=|>|<)([^=].*)$")  # ">=" alone stays one op
 FIELD_EQ_RE: Final = re.compile(r"^(host|session|name|tag|metric|event)(?:=|:)(.+)$", re.IGNORECASE)
 
 
@@ -206,7 +213,7 @@ KEYWORDS: Final = frozenset(
      "percent", "percentage", "pct", "used", "available", "free", "virtual", *EXCLUDE_WORDS,
      # the parser's own words: never "corrected" into another keyword
      *(w for w in NUMBER_WORDS if w.isalpha()), *BUCKET_NOUNS, *WINDOW_WORDS, *VAGUE_COUNTS,
-     *USER_VERBS, *SESSION_LIFE_WORDS, "till", "until", "sess", "named", "fast", "slow",
+     *USER_VERBS, *SESSION_LIFE_WORDS, *SORT_WORDS, "till", "until", "sess", "named", "fast", "slow",
      "quickly", "noon", "midnight", "grouping"]
 )  # fmt: skip
 # Words a typo is corrected to: the ones people mistype in questions.

@@ -43,7 +43,9 @@ from .nl_lexicon import (
     FIELD_EQ_RE,
     FILLER,
     FUNCS,
+    GONE_WORDS,
     GROUP_NOUNS,
+    HOST_NOUNS,
     IDENT_RE,
     KEY_KINDS,
     KEYWORDS,
@@ -62,6 +64,7 @@ from .nl_lexicon import (
     PERCENTILES,
     SESSION_LIFE_WORDS,
     SIZE_UNITS,
+    SORT_WORDS,
     START_WORDS,
     SUPERLATIVES,
     THAN_OPS,
@@ -191,6 +194,15 @@ class _Parser:
                     continue
                 break
             i += 1
+
+    def join_words(self) -> None:
+        """One token for what people split: "non zero" -> "non-zero", "p 95" -> "p95"."""
+        toks = self.toks
+        for i in range(len(toks) - 2, -1, -1):
+            a, b = toks[i].low, toks[i + 1].low
+            if (a, b) in (("non", "zero"), ("non", "0")) or (a == "p" and b in PERCENTILES):
+                word = f"{a}-zero" if a == "non" else f"p{b}"
+                toks[i : i + 2] = [_Tok(word, word)]
 
     # -- 2. keyword typos: "avrage" -> "average" ------------------------------------------
 
@@ -555,6 +567,13 @@ class _Parser:
                 "perc",
             ):
                 self._pct(m.group(1), i, i + 1)
+            elif (
+                (m := ORDINAL_RE.match(w)) is not None
+                and m.group(1) in PERCENTILES
+                and m.group(1) != "50"
+                and self.low(i + 1) not in UNITS
+            ):
+                self._pct(m.group(1), i)  # "latency 95th": the percentile, said short
             elif w in ("percentile", "pct") and self.num(i + 1) is not None:
                 self._pct(str(int(self.num(i + 1) or 0)), i, i + 1)
             elif _number(w) is not None and self.low(i + 1) in ("percentile", "pctl"):
@@ -615,6 +634,10 @@ class _Parser:
             w = self.low(i)
             if w == "min" and i > 0 and _number(toks[i - 1].low) is not None:
                 continue  # "10 min" (a window or bucket not read as one): minutes, not the minimum
+            if self.s.rank_desc is None and w in SORT_WORDS and self._group_noun_near(i):
+                self.s.rank_desc, self.s.rank_word = True, "top"  # all of them, highest first
+                self.use(i)
+                continue
             if self.s.rank_desc is None and (
                 w in ("top", "bottom")
                 or (
@@ -888,7 +911,7 @@ class _Parser:
                 "durations",
                 "slow",
                 "slowest",
-            ):
+            ) or (w == "long" and i > 0 and self.toks[i - 1].low == "how"):  # "how long do X take"
                 if w == "response" and self.low(i + 1) in ("time", "times"):
                     self.use(i + 1)
                 metrics = v.names_containing("metric", "latency", "duration", "response")
@@ -930,6 +953,15 @@ class _Parser:
                     s.synonym = w
                     self.use(i)
 
+        if (
+            s.field is None
+            and not s.names
+            and s.threshold is not None
+            and s.threshold[2] in SIZE_UNITS
+        ):
+            self._memory_field_plain()  # "sessions using more than 400mb": a memory size
+            s.notes.append(f"{s.threshold[1]:g} {s.threshold[2]} read as memory ({s.field})")
+
     def _memory_qualifier(self, word: str, prefix: bool = False) -> str | None:
         """The memory path a word beside "memory" names ("percent", "free"), if stored."""
         qualified = {"percent": "mem.percent", "%": "mem.percent", "pct": "mem.percent",
@@ -965,7 +997,10 @@ class _Parser:
             if t.used:
                 continue
             w = t.low
-            if w in FILLER or w in KEYWORDS or _number(w) is not None:
+            if _number(w) is not None:
+                self._no_equality(i)
+                continue
+            if w in FILLER or w in KEYWORDS:
                 continue
             if self._part_of_chosen(w):
                 continue  # "http" of "http latency", once http_latency_ms was chosen
@@ -994,6 +1029,19 @@ class _Parser:
         ):
             # Nothing else says what to measure: the ignored word probably did.
             raise self._unknown(s.ignored[0], None, repr(s.ignored[0]))
+
+    def _no_equality(self, i: int) -> None:
+        """A number left over right after a data path ("with status 500") asks
+        for equality, which no endpoint filters on: refused, never dropped."""
+        j = i - 1 - (i >= 2 and self.toks[i - 1].low in ("=", "==", "is", "of", "equals"))
+        if j < 0:
+            return
+        path = self.toks[j].text
+        if any(term.kind == "path" for term in self.v.lookup(path)):
+            raise PromptError(
+                f"I cannot match {path} equal to {self.toks[i].text}: a value is compared with"
+                f" >, >=, < or <= ('{path} >= {self.toks[i].text}'), one threshold at a time."
+            )
 
     def _part_of_chosen(self, word: str) -> bool:
         chosen = [*self.s.names, self.s.field or ""]
@@ -1040,6 +1088,7 @@ class _Parser:
         if not self.toks:
             raise PromptError("The prompt is empty; ask e.g. 'average cpu of web-1 today'.")
         self.join_names()
+        self.join_words()
         self.fix_typos()
         for i in range(len(self.toks) - 1):
             if self.toks[i].low == "exit" and self.toks[i + 1].low in ("status", "state"):
@@ -1058,6 +1107,7 @@ class _Parser:
         self.s.sessions_q = self._is_sessions_question(words)
         if not self.s.sessions_q:
             self.synonyms()
+            self._how_many_of_a_value()
             self._latest_or_list(words)
         self.leftovers()
         return build_plan(self.s, self.v, words, self.toks)
@@ -1088,6 +1138,12 @@ class _Parser:
             )
         )
         if s.session is not None and about:
+            return True
+        if s.host is not None and s.group is None and words & (LIVE_WORDS | GONE_WORDS):
+            return True  # "is db-1 up", "is web-2 still reporting": its sessions
+        if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
+            # "list all hosts", "which servers are live": hosts are known by their sessions
+            s.group = "host"
             return True
         if not mentions:
             return False
@@ -1147,6 +1203,18 @@ class _Parser:
                     break
             if words & {"first", "earliest", "oldest"}:
                 s.rank_desc = False
+
+    def _how_many_of_a_value(self) -> None:
+        """ "how many threads does sess-c have": the value of threads, not how
+        many samples have it (a count of documents needs a thing counted)."""
+        s, toks = self.s, self.toks
+        if s.fn != "count" or s.fn_word != "how many" or s.threshold is not None:
+            return
+        for i in range(len(toks) - 2):
+            if toks[i].low == "how" and toks[i + 1].low == "many":
+                if s.field is not None and s.field != "value" and toks[i + 2].text == s.field:
+                    s.fn = s.fn_word = None
+                return
 
     def _at_the_end(self) -> bool:
         """ "memory of sess-a at the end": its last value."""

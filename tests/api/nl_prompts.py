@@ -575,4 +575,39 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
         {"endpoint": A, "from": "2026-11-22T10:00:00Z", "to": "2026-11-22T14:00:00Z"},
     ),
     ("cpu yesterday at 3pm", {"status": 422}),
+    # hosts asked about as such: their sessions say whether they are up
+    ("is db-1 up", {"endpoint": S, "host": "db-1", "connected": "true"}),
+    ("is web-2 still reporting", {"endpoint": S, "host": "web-2", "connected": "true"}),
+    ("is web-1 down", {"endpoint": S, "host": "web-1", "connected": "false"}),
+    ("list all hosts", {"endpoint": S, "answer": "count_by_host"}),
+    ("how many servers are live", {"endpoint": S, "connected": "true", "answer": "count_by_host"}),
+    (
+        "how many sessions exited non zero today",
+        {"endpoint": S, "where": "exit_code != 0", "answer": "count"},
+    ),
+    ("p 95 latency", {"endpoint": A, "fn": "p95", "name": "http_latency_ms"}),
+    ("latency 95th", {"endpoint": A, "fn": "p95", "name": "http_latency_ms"}),
+    (
+        "how long do failed requests take",
+        {"endpoint": A, "fn": "avg", "field": "duration_ms", "name": "request_failed"},
+    ),
+    # "sort/rank/order by" keeps the group; ">=" stays one operator; a size
+    # with nothing named is memory; "how many <path>" is its value; equality refused
+    (
+        "sort sessions by memory",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "order": "-value"},
+    ),
+    (
+        "hosts ordered by cpu",
+        {"endpoint": A, "field": "cpu.percent", "by": "host", "order": "-value"},
+    ),
+    ("rank sessions by request_failed", {"endpoint": A, "fn": "count", "by": "session"}),
+    ("queue_depth >= 5 in the last hour", {"endpoint": A, "where": "value >= 5"}),
+    ("latency <= 50", {"endpoint": A, "name": "http_latency_ms", "where": "value <= 50"}),
+    (
+        "sessions using more than 400mb",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "where": "mem.rss > 419430400"},
+    ),
+    ("how many threads does sess-c have", {"endpoint": A, "fn": "avg", "field": "threads"}),
+    ("how many request_failed with status 500", {"status": 422}),
 ]
