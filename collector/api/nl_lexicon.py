@@ -236,7 +236,7 @@ TYPO_TARGETS: Final = tuple(
 ENGLISH: Final = frozenset(
     {
     "along", "came", "clear", "clearly", "come", "core", "cores", "cost", "costs", "date",
-    "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line",
+    "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line", "longest",
     "lived", "lives", "mind", "mine", "miss", "mode", "must", "none", "note", "notes", "post",
     "posts", "simple", "your",
     }

@@ -134,6 +134,12 @@ def _tokenize(prompt: str) -> list[_Tok]:
                 out.append(_Tok(nu.group(1), nu.group(1)))
                 out.append(_Tok(unit, unit))
                 continue
+        if low.endswith("%") and (low == "%" or low[:-1].isalpha()):
+            # "cpu%" -> "cpu percent" (then cpu.percent), "memory in %"
+            if low != "%":
+                out.append(_Tok(word[:-1], low[:-1]))
+            out.append(_Tok("percent", "percent"))
+            continue
         out.append(_Tok(word, low))
     return out
 
@@ -895,10 +901,13 @@ class _Parser:
             elif w in ("memory", "mem", "ram", "rss", "footprint"):
                 # "free memory", "memory percent"; not "memory used by sess-a"
                 before = self._memory_qualifier(self.low(i - 1), prefix=True)
-                after = None if self.low(i + 2) == "by" else self._memory_qualifier(self.low(i + 1))
+                k = i + 1
+                while self.low(k) in ("usage", "in", "as", "utilization", "utilisation"):
+                    k += 1  # "mem usage in %"
+                after = None if self.low(k + 1) == "by" else self._memory_qualifier(self.low(k))
                 if before is not None or after is not None:
                     self._set_field(before or after or "", None)
-                    self.use(i - 1 if before is not None else i + 1)
+                    self.use(i - 1 if before is not None else k)
                 else:
                     self._memory_field_plain()
                 s.synonym = w

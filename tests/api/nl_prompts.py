@@ -610,4 +610,16 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("how many threads does sess-c have", {"endpoint": A, "fn": "avg", "field": "threads"}),
     ("how many request_failed with status 500", {"status": 422}),
+    # "%" is a word ("cpu%", "mem usage in %"); "the last <one>" is one, "the
+    # last <name> events" a page
+    ("cpu% on web-1", {"endpoint": A, "field": "cpu.percent", "host": "web-1"}),
+    ("mem usage in % on db-1", {"endpoint": A, "field": "mem.percent", "host": "db-1"}),
+    ("cpu over 50 % on db-1", {"endpoint": A, "where": "cpu.percent > 50"}),
+    ("when was the last deploy", {"endpoint": M, "name": "deploy_finished", "limit": "1"}),
+    ("last request_failed on web-2", {"endpoint": M, "host": "web-2", "limit": "1"}),
+    (
+        "show the last request_failed events",
+        {"endpoint": M, "name": "request_failed", "limit": "20"},
+    ),
+    ("longest running session", {"endpoint": S, "connected": "true"}),
 ]
