@@ -36,6 +36,7 @@ from .nl_lexicon import (
     BUCKET_WORDS,
     CLOCK_RE,
     DATE_RE,
+    DAY_PARTS,
     ENDED_WORDS,
     ENGLISH,
     ERROR_WORDS,
@@ -73,6 +74,7 @@ from .nl_lexicon import (
     UNITS,
     USER_VERBS,
     VAGUE_COUNTS,
+    WEEKDAYS,
     WINDOW_WORDS,
     keyword_typo,
 )
@@ -256,6 +258,40 @@ class _Parser:
             return seconds + UNITS[unit] / 2, k + 4 - i
         return seconds, k + 1 - i
 
+    def _named_day(self, i: int) -> tuple[float, float, int] | None:
+        """A day or part of one named at i: "friday", "last monday", "the
+        weekend", "yesterday afternoon", "last night", "overnight", "this
+        evening" -> (start, end, words). Days are UTC; a part is said in a note."""
+        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        k = i + (self.low(i) in ("on", "over", "during"))
+        k += self.low(k) == "the"
+        w, nxt = self.low(k), self.low(k + 1)
+        last = w == "last"
+        if last or w == "this":
+            k, w, nxt = k + 1, nxt, self.low(k + 2)
+        if w in WEEKDAYS:
+            back = (today.weekday() - WEEKDAYS[w]) % 7 or (7 if last else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=1)).timestamp(), k + 1 - i
+        if w in ("weekend", "weekends"):
+            back = (today.weekday() - 5) % 7 + (7 if last and today.weekday() >= 5 else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=2)).timestamp(), k + 1 - i
+        if w == "overnight" or (last and w == "night"):
+            day, part = today - timedelta(days=1), "night"
+        elif w in ("yesterday", "this") or (k > i and self.low(k - 1) == "this"):
+            part = nxt if w in ("yesterday", "this") else w
+            if part not in DAY_PARTS or (self.low(k - 1) == "this" and part == "morning"):
+                return None  # "this morning" is today so far
+            day = today - timedelta(days=1 if w == "yesterday" else 0)
+            k += w in ("yesterday", "this")
+        else:
+            return None
+        lo, hi = DAY_PARTS[part]
+        self.s.notes.append(f"{part} read as {lo:02d}:00-{hi % 24:02d}:00 UTC")
+        start = day + timedelta(hours=lo)
+        return start.timestamp(), (day + timedelta(hours=hi)).timestamp(), k + 1 - i
+
     def _note_vague(self, lo: int, hi: int) -> None:
         """Say which number a vague count of the window just used was read as."""
         for t in self.toks[lo:hi]:
@@ -397,7 +433,22 @@ class _Parser:
                         self.use(i - 1)
                     i += 1 + n
                     continue
-            if w in ("today", "tonight") or (w == "this" and self.low(i + 1) in ("morning", "day")):
+            if (
+                w == "since"
+                or w in WEEKDAYS
+                or w in DAY_PARTS
+                or w
+                in ("last", "this", "yesterday", "over", "on", "during", "weekend", "overnight")
+            ) and (named := self._named_day(i + (w == "since"))) is not None:
+                start, end, n = named
+                if w == "since":
+                    self._from(start)
+                else:
+                    self._from(start, end if end < now.timestamp() else None)
+                self.use(*range(i, i + n + (w == "since")))
+            elif w in ("today", "tonight") or (
+                w == "this" and self.low(i + 1) in ("morning", "day")
+            ):
                 self._from(today.timestamp())
                 self.use(i, *(() if w != "this" else (i + 1,)))
             elif w == "yesterday":

@@ -622,4 +622,24 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
         {"endpoint": M, "name": "request_failed", "limit": "20"},
     ),
     ("longest running session", {"endpoint": S, "connected": "true"}),
+    # named days and parts of days were ignored (answered over all time)
+    ("job_error since friday", {"endpoint": A, "from": "2026-11-20T00:00:00Z", "to": None}),
+    (
+        "errors last night",
+        {"endpoint": A, "from": "2026-11-22T18:00:00Z", "to": "2026-11-23T06:00:00Z"},
+    ),
+    (
+        "cpu yesterday afternoon",
+        {"endpoint": A, "from": "2026-11-22T12:00:00Z", "to": "2026-11-22T18:00:00Z"},
+    ),
+    (
+        "job_error last monday",
+        {"endpoint": A, "from": "2026-11-16T00:00:00Z", "to": "2026-11-17T00:00:00Z"},
+    ),
+    (
+        "errors on saturday",
+        {"endpoint": A, "from": "2026-11-21T00:00:00Z", "to": "2026-11-22T00:00:00Z"},
+    ),
+    ("errors since the weekend", {"endpoint": A, "from": "2026-11-21T00:00:00Z"}),
+    ("cpu this morning", {"endpoint": A, "from": "2026-11-23T00:00:00Z"}),
 ]
