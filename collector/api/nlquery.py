@@ -97,6 +97,9 @@ from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
 #: samples), and 1/30 of the window is below what such a question means.
 _ROUNDING: Final = 1 / 30
 
+#: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
+_TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
+
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
 
@@ -971,24 +974,13 @@ class _Parser:
                 "durations",
                 "slow",
                 "slowest",
+                "fastest",
             ) or (w == "long" and i > 0 and self.toks[i - 1].low == "how"):  # "how long do X take"
                 if w == "response" and self.low(i + 1) in ("time", "times"):
                     self.use(i + 1)
-                metrics = v.names_containing("metric", "latency", "duration", "response")
-                paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
-                if s.field is not None and s.field != "value":
-                    pass  # "request_failed duration_ms": the path is named already
-                elif metrics and (not s.names or s.kind != "event"):
-                    self._assign(Term("metric", metrics[0]), metrics[0])
-                    if len(metrics) > 1:
-                        s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
-                elif paths:
-                    self._set_field(self._preferred_path(paths), None)
-                else:
-                    raise PromptError(
-                        f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}."
-                    )
-                s.synonym = s.synonym or w
+                self._timed(w)
+                if w in _TIMED_RANKS and s.fn is None:
+                    self._fn(_TIMED_RANKS[w], w)  # "slowest request_failed": the longest
                 self.use(i)
             elif w in ERROR_WORDS and not s.sessions_q:
                 events = v.names_containing("event", "err", "fail", "exception", "crash")
@@ -1013,6 +1005,10 @@ class _Parser:
                     s.synonym = w
                     self.use(i)
 
+        if s.rank_word in ("slowest", "fastest") and (
+            s.field is None or (s.field == "value" and s.kind == "event")
+        ):
+            self._timed(s.rank_word)  # "which host has the slowest requests": by their duration
         if (
             s.field is None
             and not s.names
@@ -1021,6 +1017,24 @@ class _Parser:
         ):
             self._memory_field_plain()  # "sessions using more than 400mb": a memory size
             s.notes.append(f"{s.threshold[1]:g} {s.threshold[2]} read as memory ({s.field})")
+
+    def _timed(self, w: str) -> None:
+        """What a word of time measures: the latency metric, or the named
+        events' duration path ("latency", "how long", "slowest requests")."""
+        s, v = self.s, self.v
+        metrics = v.names_containing("metric", "latency", "duration", "response")
+        paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
+        if s.field is not None and s.field != "value":
+            pass  # "request_failed duration_ms": the path is named already
+        elif metrics and (not s.names or s.kind != "event"):
+            self._assign(Term("metric", metrics[0]), metrics[0])
+            if len(metrics) > 1:
+                s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
+        elif paths:
+            self._set_field(self._preferred_path(paths), None)
+        else:
+            raise PromptError(f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}.")
+        s.synonym = s.synonym or w
 
     def _memory_qualifier(self, word: str, prefix: bool = False) -> str | None:
         """The memory path a word beside "memory" names ("percent", "free"), if stored."""

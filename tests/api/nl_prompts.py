@@ -642,4 +642,11 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("errors since the weekend", {"endpoint": A, "from": "2026-11-21T00:00:00Z"}),
     ("cpu this morning", {"endpoint": A, "from": "2026-11-23T00:00:00Z"}),
+    # "slowest"/"fastest" measure time, ranked or not
+    (
+        "which host has the slowest requests",
+        {"endpoint": A, "field": "duration_ms", "by": "host", "order": "-value", "limit": "1"},
+    ),
+    ("slowest request_failed", {"endpoint": A, "fn": "max", "field": "duration_ms"}),
+    ("fastest request_failed on web-1", {"endpoint": A, "fn": "min", "field": "duration_ms"}),
 ]
