@@ -163,7 +163,10 @@ def test_a_threshold_that_would_read_too_many_raw_rows_is_refused_before_reading
     store.open()
     try:
         store.write_batch(
-            [Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": i % 60}) for i in range(7200)]
+            [
+                Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": i % 60})
+                for i in range(7200)
+            ]
         )
         store.fold_rollups()
         counting = _Counting(store)
