@@ -108,6 +108,19 @@ class _Acc:
         if self.pieces is not None:
             self.pieces.setdefault(series, []).append((part.fts, rank, order, part))
 
+    def add_value(self, v: float, ts: float) -> None:
+        """One raw value (not for a rate: it needs the pieces)."""
+        self.n += 1
+        self.sum += v
+        if v < self.min:
+            self.min = v
+        if v > self.max:
+            self.max = v
+        if ts < self.first:
+            self.first = ts
+        if ts > self.last:
+            self.last = ts
+
     def increase(self) -> float | None:
         """Summed counter increase of the series, None if pieces overlap."""
         total = 0.0
@@ -217,7 +230,10 @@ def _accumulate(
     for point in data.points:
         acc = acc_for(point.series, point.ts)
         v = point.value
-        acc.add(point.series, Partial(1, v, v, v, point.ts, v, point.ts, v, 0), 1, point.order)
+        if rate:
+            acc.add(point.series, Partial(1, v, v, v, point.ts, v, point.ts, v, 0), 1, point.order)
+        else:  # (a Partial per raw value was a third of a threshold query's time)
+            acc.add_value(v, point.ts)
         if sketches:
             acc.raw_values.append(v)
     return accs

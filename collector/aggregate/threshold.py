@@ -107,7 +107,9 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _
 def _raw_rows(segments: Sequence[Segment], buckets: Sequence[Bucket]) -> int:
     """The values of ``buckets`` inside the raw ``segments``: about the rows
     a read of those scans (before its filter)."""
-    raw = sorted((s.lo, s.hi) for s in segments if s.tier == RAW and s.lo is not None)
+    raw = sorted(
+        (s.lo, s.hi) for s in segments if s.tier == RAW and s.lo is not None and s.hi is not None
+    )
     if not raw:
         return 0
     los = [lo for lo, _hi in raw]
