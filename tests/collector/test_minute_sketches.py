@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from deltawire.collector.aggregate import AggregateQuery, run_aggregate
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.collector.stores.rollup import MINUTE, RollupRequest, Sketch
+from deltawire.collector.stores.rollup import MINUTE, Sketch
 from deltawire.protocol import Document
 
 from .test_rollups import BASE
+from .test_thresholds import _Counting
 
 #: Raw rows of the window's edges when these are not on minutes.
 EDGE = 30
@@ -38,21 +39,6 @@ def test_packed_sketches_unpack_to_the_same_bins(values: list[float], big: list[
         {"p": sketch.pos, "n": sketch.neg, "z": sketch.zero}, option=orjson.OPT_NON_STR_KEYS
     )
     assert Sketch.from_bytes(legacy) == sketch  # as stored before the packed form
-
-
-class _Counting:
-    """A store that counts the raw rows it reads."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.rollup_tiers = store.rollup_tiers
-        self.rollup_sketch_tiers = store.rollup_sketch_tiers
-        self.raw = 0
-
-    def rollup_read(self, req: RollupRequest) -> Any:
-        data = self.store.rollup_read(req)
-        self.raw += len(data.points)
-        return data
 
 
 def _load(path: pathlib.Path) -> tuple[Any, list[float]]:
