@@ -316,6 +316,11 @@ def questions(samples: int, sessions: int) -> list[Question]:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
     between = f"between {iso(lo)} and {iso(hi)}"
+    # Minute-aligned windows (as /query rounds them): the last 30 minutes, and
+    # ~80% of the data cut at minutes that are not whole hours.
+    end_m = (T0 + span) // 60 * 60
+    last_30m = (end_m - 1800, end_m)
+    lo_m, hi_m = lo // 60 * 60 + 60, hi // 60 * 60
     return [
         Question("average cpu.percent", "fn=avg&field=cpu.percent",
                  "SELECT mean(cpu_percent) FROM process", _scalar,
@@ -353,6 +358,21 @@ def questions(samples: int, sessions: int) -> list[Question]:
                  _by_tag("host", scale=hi - lo), prompt=f"rate of io.read_bytes by host {between}"),
         Question("avg cpu.percent of a host nobody has", "fn=avg&field=cpu.percent&host=nobody",
                  "SELECT mean(cpu_percent) FROM process WHERE host = 'nobody'", _scalar),
+        # Percentiles over minute edges ("p95 cpu in the last 30 minutes"):
+        # the minute tier's sketches, no raw rows.
+        Question("p95 cpu.percent, last 30 minutes",
+                 f"fn=p95&field=cpu.percent&from={last_30m[0]}&to={last_30m[1]}",
+                 f"SELECT percentile(cpu_percent, 95) FROM process WHERE"
+                 f" time >= {last_30m[0]}s AND time < {last_30m[1]}s", _scalar, percentile=True),
+        Question("p99 cpu.percent, 10 min buckets, minute-aligned window",
+                 f"fn=p99&field=cpu.percent&bucket=10m&from={lo_m}&to={hi_m}",
+                 f"SELECT percentile(cpu_percent, 99) FROM process WHERE time >= {lo_m}s AND"
+                 f" time < {hi_m}s GROUP BY time(10m)", _by_time, percentile=True),
+        # A threshold on noisy data: every bucket's range straddles 80.
+        Question("sessions with cpu.percent > 80 (count by session)",
+                 "fn=count&field=cpu.percent&by=session&where=cpu.percent%20%3E%2080",
+                 "SELECT count(cpu_percent) FROM process WHERE cpu_percent > 80"
+                 " GROUP BY session", _by_tag("session")),
     ]  # fmt: skip
 
 
@@ -483,7 +503,7 @@ def _ask_all(client: httpx.Client, api: str, influx: str, qs: list[Question], re
                                     _pct(dw, 0.99), _pct(ix, 0.99) if ix else None],
                           ratio, verdict))  # fmt: skip
         nl = sorted(times.get("query", []))
-        nl_note = failed.get("query", "no prompt (a host nobody has is a 422)")
+        nl_note = failed.get("query", "/query not asked")
         if nl:
             same = _dw_answer(payload["query"]) == ours
             nl_note = "same rows" if same else "DIFFERENT rows from /aggregate"
