@@ -235,7 +235,7 @@ async def _measure(port: int, pid: int, sessions: int, bombs: int) -> dict[str, 
 
                         wave.start_soon(one)
                 sent = min(bombs, start + 10)
-                if sent in (bombs // 2, bombs):
+                if sent == bombs or (sent >= bombs // 2 and not marks):
                     await trio.sleep(_SETTLE_S)
                     marks.append((sent, proc.memory_info().rss, _rss(proc)))
             nursery.cancel_scope.cancel()

@@ -28,6 +28,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.responses import Response
 
+from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import (
     Edit,
     EditResult,
@@ -182,6 +183,8 @@ class Deps:
                 result = await anyio.to_thread.run_sync(
                     job, limiter=self._heavy_threads, abandon_on_cancel=True
                 )
+            except QueryTooHeavy as e:  # it would pass the deadline: say so now
+                raise ApiError(503, "query_timeout", str(e)) from None
             except Exception as e:
                 self._outcome(fn, e, refused)
         if scope.cancelled_caught or result is _NO_SLOT:

@@ -25,6 +25,14 @@ BUCKET_NOUNS: Final = frozenset(
     {"bucket", "buckets", "interval", "intervals", "windows", "step", "steps", "chunk", "chunks",
      "slice", "slices", "increments", "blocks", "bins"}
 )  # fmt: skip
+WEEKDAYS: Final = {
+    "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5,
+    "sunday": 6,
+}  # fmt: skip
+#: Parts of a day, as UTC hours [start, end): "yesterday afternoon", "last night"
+#: (a night runs into the next morning).
+DAY_PARTS: Final = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24),
+                    "night": (18, 30)}  # fmt: skip
 #: Words that start a window ending now: "last 3 hours", "trailing day".
 WINDOW_WORDS: Final = frozenset({"last", "past", "previous", "recent", "trailing"})
 #: Vague counts of a window ("a couple of hours", "last few minutes"): read as
@@ -214,7 +222,7 @@ KEYWORDS: Final = frozenset(
      # the parser's own words: never "corrected" into another keyword
      *(w for w in NUMBER_WORDS if w.isalpha()), *BUCKET_NOUNS, *WINDOW_WORDS, *VAGUE_COUNTS,
      *USER_VERBS, *SESSION_LIFE_WORDS, *SORT_WORDS, "till", "until", "sess", "named", "fast", "slow",
-     "quickly", "noon", "midnight", "grouping"]
+     "quickly", "noon", "midnight", "grouping", *WEEKDAYS, *DAY_PARTS, "weekend", "overnight"]
 )  # fmt: skip
 # Words a typo is corrected to: the ones people mistype in questions.
 TYPO_TARGETS: Final = tuple(
@@ -236,7 +244,7 @@ TYPO_TARGETS: Final = tuple(
 ENGLISH: Final = frozenset(
     {
     "along", "came", "clear", "clearly", "come", "core", "cores", "cost", "costs", "date",
-    "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line",
+    "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line", "longest",
     "lived", "lives", "mind", "mine", "miss", "mode", "must", "none", "note", "notes", "post",
     "posts", "simple", "your",
     }

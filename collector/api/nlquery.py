@@ -36,6 +36,7 @@ from .nl_lexicon import (
     BUCKET_WORDS,
     CLOCK_RE,
     DATE_RE,
+    DAY_PARTS,
     ENDED_WORDS,
     ENGLISH,
     ERROR_WORDS,
@@ -73,6 +74,7 @@ from .nl_lexicon import (
     UNITS,
     USER_VERBS,
     VAGUE_COUNTS,
+    WEEKDAYS,
     WINDOW_WORDS,
     keyword_typo,
 )
@@ -94,6 +96,9 @@ from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
 #: every series over up to a minute (most of a /query's time at a million
 #: samples), and 1/30 of the window is below what such a question means.
 _ROUNDING: Final = 1 / 30
+
+#: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
+_TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
 
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
@@ -134,6 +139,12 @@ def _tokenize(prompt: str) -> list[_Tok]:
                 out.append(_Tok(nu.group(1), nu.group(1)))
                 out.append(_Tok(unit, unit))
                 continue
+        if low.endswith("%") and (low == "%" or low[:-1].isalpha()):
+            # "cpu%" -> "cpu percent" (then cpu.percent), "memory in %"
+            if low != "%":
+                out.append(_Tok(word[:-1], low[:-1]))
+            out.append(_Tok("percent", "percent"))
+            continue
         out.append(_Tok(word, low))
     return out
 
@@ -249,6 +260,40 @@ class _Parser:
         if self._and_a_half(k + 1):
             return seconds + UNITS[unit] / 2, k + 4 - i
         return seconds, k + 1 - i
+
+    def _named_day(self, i: int) -> tuple[float, float, int] | None:
+        """A day or part of one named at i: "friday", "last monday", "the
+        weekend", "yesterday afternoon", "last night", "overnight", "this
+        evening" -> (start, end, words). Days are UTC; a part is said in a note."""
+        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        k = i + (self.low(i) in ("on", "over", "during"))
+        k += self.low(k) == "the"
+        w, nxt = self.low(k), self.low(k + 1)
+        last = w == "last"
+        if last or w == "this":
+            k, w, nxt = k + 1, nxt, self.low(k + 2)
+        if w in WEEKDAYS:
+            back = (today.weekday() - WEEKDAYS[w]) % 7 or (7 if last else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=1)).timestamp(), k + 1 - i
+        if w in ("weekend", "weekends"):
+            back = (today.weekday() - 5) % 7 + (7 if last and today.weekday() >= 5 else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=2)).timestamp(), k + 1 - i
+        if w == "overnight" or (last and w == "night"):
+            day, part = today - timedelta(days=1), "night"
+        elif w in ("yesterday", "this") or (k > i and self.low(k - 1) == "this"):
+            part = nxt if w in ("yesterday", "this") else w
+            if part not in DAY_PARTS or (self.low(k - 1) == "this" and part == "morning"):
+                return None  # "this morning" is today so far
+            day = today - timedelta(days=1 if w == "yesterday" else 0)
+            k += w in ("yesterday", "this")
+        else:
+            return None
+        lo, hi = DAY_PARTS[part]
+        self.s.notes.append(f"{part} read as {lo:02d}:00-{hi % 24:02d}:00 UTC")
+        start = day + timedelta(hours=lo)
+        return start.timestamp(), (day + timedelta(hours=hi)).timestamp(), k + 1 - i
 
     def _note_vague(self, lo: int, hi: int) -> None:
         """Say which number a vague count of the window just used was read as."""
@@ -391,7 +436,22 @@ class _Parser:
                         self.use(i - 1)
                     i += 1 + n
                     continue
-            if w in ("today", "tonight") or (w == "this" and self.low(i + 1) in ("morning", "day")):
+            if (
+                w == "since"
+                or w in WEEKDAYS
+                or w in DAY_PARTS
+                or w
+                in ("last", "this", "yesterday", "over", "on", "during", "weekend", "overnight")
+            ) and (named := self._named_day(i + (w == "since"))) is not None:
+                start, end, n = named
+                if w == "since":
+                    self._from(start)
+                else:
+                    self._from(start, end if end < now.timestamp() else None)
+                self.use(*range(i, i + n + (w == "since")))
+            elif w in ("today", "tonight") or (
+                w == "this" and self.low(i + 1) in ("morning", "day")
+            ):
                 self._from(today.timestamp())
                 self.use(i, *(() if w != "this" else (i + 1,)))
             elif w == "yesterday":
@@ -895,10 +955,13 @@ class _Parser:
             elif w in ("memory", "mem", "ram", "rss", "footprint"):
                 # "free memory", "memory percent"; not "memory used by sess-a"
                 before = self._memory_qualifier(self.low(i - 1), prefix=True)
-                after = None if self.low(i + 2) == "by" else self._memory_qualifier(self.low(i + 1))
+                k = i + 1
+                while self.low(k) in ("usage", "in", "as", "utilization", "utilisation"):
+                    k += 1  # "mem usage in %"
+                after = None if self.low(k + 1) == "by" else self._memory_qualifier(self.low(k))
                 if before is not None or after is not None:
                     self._set_field(before or after or "", None)
-                    self.use(i - 1 if before is not None else i + 1)
+                    self.use(i - 1 if before is not None else k)
                 else:
                     self._memory_field_plain()
                 s.synonym = w
@@ -911,24 +974,13 @@ class _Parser:
                 "durations",
                 "slow",
                 "slowest",
+                "fastest",
             ) or (w == "long" and i > 0 and self.toks[i - 1].low == "how"):  # "how long do X take"
                 if w == "response" and self.low(i + 1) in ("time", "times"):
                     self.use(i + 1)
-                metrics = v.names_containing("metric", "latency", "duration", "response")
-                paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
-                if s.field is not None and s.field != "value":
-                    pass  # "request_failed duration_ms": the path is named already
-                elif metrics and (not s.names or s.kind != "event"):
-                    self._assign(Term("metric", metrics[0]), metrics[0])
-                    if len(metrics) > 1:
-                        s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
-                elif paths:
-                    self._set_field(self._preferred_path(paths), None)
-                else:
-                    raise PromptError(
-                        f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}."
-                    )
-                s.synonym = s.synonym or w
+                self._timed(w)
+                if w in _TIMED_RANKS and s.fn is None:
+                    self._fn(_TIMED_RANKS[w], w)  # "slowest request_failed": the longest
                 self.use(i)
             elif w in ERROR_WORDS and not s.sessions_q:
                 events = v.names_containing("event", "err", "fail", "exception", "crash")
@@ -953,6 +1005,10 @@ class _Parser:
                     s.synonym = w
                     self.use(i)
 
+        if s.rank_word in ("slowest", "fastest") and (
+            s.field is None or (s.field == "value" and s.kind == "event")
+        ):
+            self._timed(s.rank_word)  # "which host has the slowest requests": by their duration
         if (
             s.field is None
             and not s.names
@@ -961,6 +1017,24 @@ class _Parser:
         ):
             self._memory_field_plain()  # "sessions using more than 400mb": a memory size
             s.notes.append(f"{s.threshold[1]:g} {s.threshold[2]} read as memory ({s.field})")
+
+    def _timed(self, w: str) -> None:
+        """What a word of time measures: the latency metric, or the named
+        events' duration path ("latency", "how long", "slowest requests")."""
+        s, v = self.s, self.v
+        metrics = v.names_containing("metric", "latency", "duration", "response")
+        paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
+        if s.field is not None and s.field != "value":
+            pass  # "request_failed duration_ms": the path is named already
+        elif metrics and (not s.names or s.kind != "event"):
+            self._assign(Term("metric", metrics[0]), metrics[0])
+            if len(metrics) > 1:
+                s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
+        elif paths:
+            self._set_field(self._preferred_path(paths), None)
+        else:
+            raise PromptError(f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}.")
+        s.synonym = s.synonym or w
 
     def _memory_qualifier(self, word: str, prefix: bool = False) -> str | None:
         """The memory path a word beside "memory" names ("percent", "free"), if stored."""

@@ -610,4 +610,43 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("how many threads does sess-c have", {"endpoint": A, "fn": "avg", "field": "threads"}),
     ("how many request_failed with status 500", {"status": 422}),
+    # "%" is a word ("cpu%", "mem usage in %"); "the last <one>" is one, "the
+    # last <name> events" a page
+    ("cpu% on web-1", {"endpoint": A, "field": "cpu.percent", "host": "web-1"}),
+    ("mem usage in % on db-1", {"endpoint": A, "field": "mem.percent", "host": "db-1"}),
+    ("cpu over 50 % on db-1", {"endpoint": A, "where": "cpu.percent > 50"}),
+    ("when was the last deploy", {"endpoint": M, "name": "deploy_finished", "limit": "1"}),
+    ("last request_failed on web-2", {"endpoint": M, "host": "web-2", "limit": "1"}),
+    (
+        "show the last request_failed events",
+        {"endpoint": M, "name": "request_failed", "limit": "20"},
+    ),
+    ("longest running session", {"endpoint": S, "connected": "true"}),
+    # named days and parts of days were ignored (answered over all time)
+    ("job_error since friday", {"endpoint": A, "from": "2026-11-20T00:00:00Z", "to": None}),
+    (
+        "errors last night",
+        {"endpoint": A, "from": "2026-11-22T18:00:00Z", "to": "2026-11-23T06:00:00Z"},
+    ),
+    (
+        "cpu yesterday afternoon",
+        {"endpoint": A, "from": "2026-11-22T12:00:00Z", "to": "2026-11-22T18:00:00Z"},
+    ),
+    (
+        "job_error last monday",
+        {"endpoint": A, "from": "2026-11-16T00:00:00Z", "to": "2026-11-17T00:00:00Z"},
+    ),
+    (
+        "errors on saturday",
+        {"endpoint": A, "from": "2026-11-21T00:00:00Z", "to": "2026-11-22T00:00:00Z"},
+    ),
+    ("errors since the weekend", {"endpoint": A, "from": "2026-11-21T00:00:00Z"}),
+    ("cpu this morning", {"endpoint": A, "from": "2026-11-23T00:00:00Z"}),
+    # "slowest"/"fastest" measure time, ranked or not
+    (
+        "which host has the slowest requests",
+        {"endpoint": A, "field": "duration_ms", "by": "host", "order": "-value", "limit": "1"},
+    ),
+    ("slowest request_failed", {"endpoint": A, "fn": "max", "field": "duration_ms"}),
+    ("fastest request_failed on web-1", {"endpoint": A, "fn": "min", "field": "duration_ms"}),
 ]
