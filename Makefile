@@ -59,7 +59,8 @@ lint: install
 	$(VENV)/bin/ruff format --check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/mypy
 
-## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm.
+## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm;
+## static/index.html is the page's one source (web rewrites only its inline script).
 ## Only for changing the dashboard: running the collector needs neither Node nor npm.
 web:
 	cd frontend && npm ci --no-audit --no-fund && node build.mjs

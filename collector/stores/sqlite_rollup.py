@@ -158,6 +158,13 @@ def watermark(conn: sqlite3.Connection) -> int:
 # -- reading ------------------------------------------------------------------
 
 
+def _bound(clauses: list[str], params: list[Any], clause: str, value: Any) -> None:
+    """AND ``clause`` (one placeholder) with ``value``, unless there is no bound."""
+    if value is not None:
+        clauses.append(clause)
+        params.append(value)
+
+
 def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> str:
     """The SQL of a row's value at ``path`` (numbers only, see ``leaves``)."""
     if path == DOCS:
@@ -187,12 +194,8 @@ def _raw_points(
     # planner takes the ts index, and reads the whole (long) window there.
     table_hint = " NOT INDEXED" if above is not None else ""
     clauses, params = sql.filters(q)
-    if above is not None:
-        clauses.append("id > ?")
-        params.append(above)
-    if upto is not None:
-        clauses.append("id <= ?")
-        params.append(upto)
+    _bound(clauses, params, "id > ?", above)
+    _bound(clauses, params, "id <= ?", upto)
     value_params: list[Any] = []
     value_clauses: list[str] = []
     value_sql = _value_sql(sql, path, value_params, value_clauses)
@@ -276,12 +279,8 @@ def _buckets(
     # (Its columns and the bucket table's have no name in common.)
     clauses.append("docs.path = ?")
     params.append(req.path)
-    if lo is not None:
-        clauses.append("b.bucket >= ?")
-        params.append(lo)
-    if hi is not None:
-        clauses.append("b.bucket < ?")
-        params.append(hi)
+    _bound(clauses, params, "b.bucket >= ?", lo)
+    _bound(clauses, params, "b.bucket < ?", hi)
     sketch_sql = "b.sketch" if req.sketches else "NULL"
     query = (
         f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
