@@ -22,7 +22,8 @@ run: install
 	$(VENV)/bin/collector serve --log-level info
 
 ## test: everything, installing what it needs (redis-server, the MongoDB-compatible server),
-## on PYTEST_WORKERS pytest-xdist workers (default: one a core; 0 runs in this process).
+## on PYTEST_WORKERS pytest-xdist workers (default: one a core and one more, see
+## tests/conftest.py; 0 runs in this process), modules with slow tests handed out first.
 ## Each worker starts its own servers on free ports; a module's tests share a worker,
 ## so its module-scoped fixtures start once.
 PYTEST_WORKERS ?= auto
