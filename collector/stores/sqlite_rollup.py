@@ -180,12 +180,28 @@ def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> st
     return "json_extract(data, ?)"
 
 
-def _raw_where(
+class _SeriesKeys(dict[tuple[Any, ...], SeriesKey]):
+    """SeriesKey by the docs columns (session, kind, name, host, tags), made once each."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def __missing__(self, key: tuple[Any, ...]) -> SeriesKey:
+        session, kind, name, host, tags = key
+        self[key] = series = SeriesKey(
+            session, kind, name, host, tuple(orjson.loads(tags)), self.path
+        )
+        return series
+
+
+def _raw_sql(
     sql: Sql, q: MetricQuery, path: str, ids: tuple[int | None, int | None],
     raw_filter: tuple[str, float] | None,
-) -> tuple[str, str, list[Any]]:  # fmt: skip
-    """(value SQL, FROM docs ... WHERE ..., arguments with the value SQL's
-    first) of the rows matching ``q`` at ``path``, ids in (above, upto]."""
+) -> tuple[str, list[Any]]:  # fmt: skip
+    """``SELECT <series columns>, ts, id, <value> AS v FROM docs WHERE ...`` of
+    the rows ``q`` matches with an id in ``ids`` (above, up to: None for no
+    bound) and a number at ``path`` (passing ``raw_filter``), and its parameters."""
     above, upto = ids
     # The tail is a short range of ids: read it by rowid. Left to itself the
     # planner takes the ts index, and reads the whole (long) window there.
@@ -201,8 +217,11 @@ def _raw_where(
     if raw_filter is not None and raw_filter[0] in _RAW_OPS and path != DOCS:
         value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
         trailing += [*value_params, float(raw_filter[1])]
-    body = f"FROM docs{table_hint} WHERE {' AND '.join(clauses + value_clauses) or '1'}"
-    return value_sql, body, [*value_params, *params, *trailing]
+    query = (
+        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} AS v FROM docs{table_hint}"
+        f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
+    )
+    return query, [*value_params, *params, *trailing]
 
 
 def _raw_points(
@@ -216,21 +235,36 @@ def _raw_points(
     upto: int | None = None,
     raw_filter: tuple[str, float] | None = None,
 ) -> list[RawPoint]:
-    q = _within(where, lo, hi)
-    value_sql, body, args = _raw_where(sql, q, path, (above, upto), raw_filter)
-    query = f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} {body}"
+    query, args = _raw_sql(sql, _within(where, lo, hi), path, (above, upto), raw_filter)
     tail = above is not None
-    cache: dict[tuple[Any, ...], SeriesKey] = {}
-    out: list[RawPoint] = []
-    for session, kind, name, host, tags, ts, doc_id, value in conn.execute(query, args):
-        skey = (session, kind, name, host, tags)
-        series = cache.get(skey)
-        if series is None:
-            cache[skey] = series = SeriesKey(
-                session, kind, name, host, tuple(orjson.loads(tags)), path
-            )
-        out.append(RawPoint(series, ts, doc_id, value, tail))
-    return out
+    keys = _SeriesKeys(path)
+    return [
+        RawPoint(keys[session, kind, name, host, tags], ts, doc_id, value, tail)
+        for session, kind, name, host, tags, ts, doc_id, value in conn.execute(query, args)
+    ]
+
+
+def _raw_sums(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, lo: float, hi: float | None, upto: int
+) -> list[Bucket]:
+    """The raw rows up to id ``upto`` summed per series and ``req.raw_buckets``
+    seconds (``lo >= 0``), in SQL: a threshold over noisy data passes ~10^5
+    rows, and a point each cost as much as reading them."""
+    width = int(req.raw_buckets or 0)
+    q = _within(req.where, lo, hi)
+    inner, args = _raw_sql(sql, q, req.path, (None, upto), req.raw_filter)
+    query = (
+        f"SELECT {_SERIES_COLUMNS}, CAST(ts / {width} AS INTEGER) * {width} AS b,"
+        " count(*), total(v), min(v), max(v), min(ts), max(ts)"
+        f" FROM ({inner}) GROUP BY {_SERIES_COLUMNS}, b"
+    )
+    keys = _SeriesKeys(req.path)
+    # (first and last values and the increase are not kept: no rate here)
+    return [
+        Bucket(keys[row[:5]], RAW, row[5], Partial(n, total, low, high, fts, low, lts, high, None))
+        for row in conn.execute(query, args)
+        for n, total, low, high, fts, lts in (row[6:],)
+    ]
 
 
 def _slice_sql(column: str, span: float, params: list[Any]) -> str:
@@ -251,19 +285,18 @@ def _raw_merged(
     conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float, seg: Segment
 ) -> list[Bucket]:
     """The raw rows of ``seg``, one Bucket per series and slice (merge_span)."""
-    q = _within(req.where, seg.lo, seg.hi)
-    value_sql, body, args = _raw_where(sql, q, req.path, (None, None), req.raw_filter)
+    inner, args = _raw_sql(sql, _within(req.where, seg.lo, seg.hi), req.path, (None, None),
+                           req.raw_filter)  # fmt: skip
     group = _slice_sql("ts", span, args)
     query = (
         f"SELECT {_SERIES_COLUMNS}, MIN(ts), COUNT(*), SUM(v), MIN(v), MAX(v), MAX(ts)"
-        f" FROM (SELECT {_SERIES_COLUMNS}, ts, {value_sql} AS v {body})"
-        f" GROUP BY {_SERIES_COLUMNS}{group}"
+        f" FROM ({inner}) GROUP BY {_SERIES_COLUMNS}{group}"
     )
-    out: list[Bucket] = []
-    for session, kind, name, host, tags, fts, n, total, low, high, lts in conn.execute(query, args):
-        series = SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), req.path)
-        out.append(Bucket(series, RAW, fts, _merged_part(n, total, low, high, fts, lts)))
-    return out
+    keys = _SeriesKeys(req.path)
+    return [
+        Bucket(keys[row[:5]], RAW, row[5], _merged_part(*row[6:10], row[5], row[10]))
+        for row in conn.execute(query, args)
+    ]
 
 
 def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
@@ -288,8 +321,20 @@ def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | 
             buckets += _raw_merged(conn, sql, req, span, seg)
             continue
         if seg.tier == RAW:
+            if (
+                req.raw_buckets
+                and req.raw_filter is not None
+                and req.raw_filter[0] in _RAW_OPS
+                and req.path != DOCS
+                and seg.lo is not None
+                and seg.lo >= 0
+            ):  # summed in SQL (what the tiers hold), and rows above the mark one by one
+                buckets += _raw_sums(conn, sql, req, seg.lo, seg.hi, mark)
+                above: int | None = mark
+            else:
+                above = None
             points += _raw_points(
-                conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
+                conn, sql, req.where, req.path, seg.lo, seg.hi, above, raw_filter=req.raw_filter
             )
             continue
         buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
@@ -337,37 +382,38 @@ def _buckets(
     params.append(req.path)
     _bound(clauses, params, "b.bucket >= ?", lo)
     _bound(clauses, params, "b.bucket < ?", hi)
-    joined = f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
-    where = f" WHERE {' AND '.join(clauses)}"
-    series_by_id: dict[int, SeriesKey] = {}
-
-    def series_of(row: Sequence[Any]) -> SeriesKey:
-        series = series_by_id.get(row[0])
-        if series is None:
-            session, kind, name, host, tags = row[1:6]
-            series_by_id[row[0]] = series = SeriesKey(
-                session, kind, name, host, tuple(orjson.loads(tags)), req.path
-            )
-        return series
-
-    out: list[Bucket] = []
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
-        query = (
-            f"SELECT docs.id, {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), SUM(b.sum),"
-            f" MIN(b.min), MAX(b.max), MIN(b.fts), MAX(b.lts){joined}{where}"
-            f" GROUP BY docs.id{group}"
+        merged = (
+            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), SUM(b.sum), MIN(b.min),"
+            " MAX(b.max), MIN(b.fts), MAX(b.lts)"
+            f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+            f" WHERE {' AND '.join(clauses)} GROUP BY docs.id{group}"
         )
-        for row in conn.execute(query, params):
-            part = _merged_part(*row[7:13])
-            out.append(Bucket(series_of(row), tier, row[6], part))
-        return out
+        keys = _SeriesKeys(req.path)
+        return [
+            Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
+            for row in conn.execute(merged, params)
+        ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}{joined}{where}"
+    query = (
+        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
+        f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+        f" WHERE {' AND '.join(clauses)}"
+    )
+    series_by_id: dict[int, SeriesKey] = {}
+    out: list[Bucket] = []
     for row in conn.execute(query, params):
+        sid = row[0]
+        series = series_by_id.get(sid)
+        if series is None:
+            session, kind, name, host, tags = row[1:6]
+            series_by_id[sid] = series = SeriesKey(
+                session, kind, name, host, tuple(orjson.loads(tags)), req.path
+            )
         part = Partial(*row[7:16])
         sketch = Sketch.from_bytes(row[16]) if row[16] is not None else None
-        out.append(Bucket(series_of(row), tier, row[6], part, sketch))
+        out.append(Bucket(series, tier, row[6], part, sketch))
     return out
 
 
