@@ -294,7 +294,12 @@ def _raw_merged(
     )
     keys = _SeriesKeys(req.path)
     return [
-        Bucket(keys[row[:5]], RAW, row[5], _merged_part(*row[6:10], row[5], row[10]))
+        Bucket(
+            keys[row[:5]],
+            RAW,
+            row[5],
+            _merged_part(row[6], row[7], row[8], row[9], row[5], row[10]),
+        )
         for row in conn.execute(query, args)
     ]
 
