@@ -33,6 +33,7 @@ from deltawire.protocol import (
     Snap,
     Welcome,
 )
+from deltawire.protocol.stream import Inflater
 
 SAMPLES = [{"cpu": {"user": 1.25 + i / 8}, "io": {"read": 4096 * i}, "n": i} for i in range(60)]
 
@@ -267,3 +268,45 @@ def test_a_big_read_is_inflated_to_the_last_byte() -> None:
     docs: list[Any] = []
     server.next_events(docs)
     assert len(docs) == n and docs[-1].seq == n - 1
+
+
+class _Refuse(Exception):
+    pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    budget=st.integers(0, 8 << 20),
+    lead=st.integers(0, 3000),
+    unit=st.sampled_from([b"\n", b"x", b"ab\n"]),
+)
+def test_wide_slices_never_let_a_bomb_past_its_budget(budget: int, lead: int, unit: bytes) -> None:
+    """However much the caller still accepts, and whatever real data comes
+    first, a bomb's output stops within one narrow slice's worst case of the
+    budget: slices are only wide while the budget covers their worst case."""
+    real = b"".join(orjson.dumps({"n": i, "s": str(i) * (i % 7)}) + b"\n" for i in range(lead))
+    bomb = _zstd(real + unit * (64 << 20))
+    seen = 0
+
+    def sink(out: bytes) -> None:
+        nonlocal seen
+        seen += len(out)
+        if seen > budget:
+            raise _Refuse
+
+    with pytest.raises(_Refuse):
+        Inflater(sink).feed(bomb, budget)
+    assert seen <= budget + MAX_SLICE_INFLATE
+
+
+def test_a_full_read_inflates_exactly_with_its_budget() -> None:
+    """Wide slices cut the stream anywhere: the output is the input, exactly."""
+    lines = b"".join(
+        orjson.dumps({"t": "event", "seq": i, "ts": 1.0, "name": "e", "data": SAMPLES[i % 60]})
+        + b"\n"
+        for i in range(20_000)
+    )
+    wire = _zstd(lines)
+    calls: list[int] = []
+    Inflater(lambda out: calls.append(len(out))).feed(wire, 64 * len(wire))
+    assert sum(calls) == len(lines)
