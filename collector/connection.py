@@ -82,7 +82,8 @@ class Connection:
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
         self._progress = trio.Event()
-        self._flow: float | None = None
+        self._flow: float | None = None  # a flow value still to send
+        self._flow_told = 0.0  # the last one sent (0 until one is: no limit)
         self._read_scope = trio.CancelScope()
         self._stopping = False
         self._nursery: trio.Nursery | None = None
@@ -117,9 +118,15 @@ class Connection:
         self._stored_lot.unpark_all()
 
     def notify_flow(self, interval: float) -> None:
-        if self.session is not None:
-            self._flow = interval
-            self._wake.set()
+        if self.session is None:
+            return
+        if interval == self._flow_told:
+            # What the agent was last told (a change undone before the
+            # sender ran, or the welcome said it): nothing to send.
+            self._flow = None
+            return
+        self._flow = interval
+        self._wake.set()
 
     def stop_reading(self) -> None:
         self._stopping = True
@@ -265,6 +272,7 @@ class Connection:
         frames: list[ServerFrame] = [self.proto.welcome(acked)]
         if hub.pipeline.throttled:
             frames.append(Flow(hub.config.flow_min_interval))
+            self._flow_told = hub.config.flow_min_interval
             hub.stats.flow_frames_sent += 1
         await self._send(*frames)
         log.info("session connected",
@@ -345,9 +353,13 @@ class Connection:
                 frames.append(Ack(acked))
             if not frames:
                 return False
-            await self._send_locked(frames)
-            if flow is not None and self._flow == flow:
+            if flow is not None:
+                # Told from now on: a change while the bytes go out is
+                # compared with this (an advisory cut short by a close is lost).
+                self._flow_told = flow
                 self._flow = None
+            await self._send_locked(frames)
+            if flow is not None:
                 self.hub.stats.flow_frames_sent += 1
             if acked > self.tracker.sent:
                 self.tracker.sent = acked
