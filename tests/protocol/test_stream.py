@@ -310,3 +310,39 @@ def test_a_full_read_inflates_exactly_with_its_budget() -> None:
     calls: list[int] = []
     Inflater(lambda out: calls.append(len(out))).feed(wire, 64 * len(wire))
     assert sum(calls) == len(lines)
+
+
+def test_a_big_read_can_be_taken_in_runs() -> None:
+    """``next_events(out, limit)`` stops after the piece that reached the
+    limit and carries on at the next call: the same documents, in order, as
+    one call, in runs a caller can hand on between checkpoints."""
+    client = ClientConnection()
+    hello_bytes = client.send(Hello(session="s1", compress=("zstd",)))
+    enc = DeltaEncoder(keyframe_every=25)
+    frames = [enc.encode(i, 1000.0 + i, "p", SAMPLES[i % 60]) for i in range(6000)]
+
+    def server() -> ServerConnection:
+        conn = ServerConnection()
+        conn.receive_data(hello_bytes)
+        assert isinstance(conn.next_event(), Hello)
+        return conn
+
+    whole, runs = server(), server()
+    client.receive_data(whole.send(whole.welcome(-1)))
+    while client.next_event() is not NEED_DATA:
+        pass
+    up = client.send_many(frames[:3000]) + client.send_many(frames[3000:])
+    whole.receive_data(up)
+    runs.receive_data(up)
+    everything: list[Any] = []
+    whole.next_events(everything)
+    taken: list[list[Any]] = []
+    while True:
+        run: list[Any] = []
+        runs.next_events(run, 500)
+        if not run:
+            break
+        taken.append(run)
+    assert [d.seq for d in everything] == list(range(6000))
+    assert [d for r in taken for d in r] == everything
+    assert len(taken) > 2 and all(len(r) >= 500 for r in taken[:-1])
