@@ -1,22 +1,33 @@
 """/query bench: parse time per prompt, and how many held-out prompts are understood.
 
 Held-out prompts are never tuned on, and a set whose misses led to fixes is
-held out no longer. ``prompts_heldout7.jsonl`` is the set no fix came from:
-written with ``prompts_heldout8.jsonl`` before either was measured, it was
-measured first (40 of 40, 100%), then the parser was improved on prompts of
-neither set, then set 8 was measured untouched: 33 of 40 (82.5%); its misses
-were fixed after. The earlier sets are shown as what they are, each fixed
-after its first measurement: ``prompts_heldout.jsonl`` (written before the
+held out no longer. ``prompts_heldout10.jsonl`` is the held-out set: 50
+prompts written, with ``prompts_heldout9.jsonl``, by an engineer who had not
+read the parser or its tests (only the user docs and the data set), and
+committed before either was measured. Set 9 was measured first: 50 of 50
+untouched. The parser was then improved on further questions of the same
+kinds (real words no longer "corrected" into keywords, vague counts, named
+days, "N min buckets", hosts asked about as such, ...), and set 10 was
+measured once, at the end: 50 of 50 (100%); on the parser as it was before
+those changes, 48 of 50 (96%). The 2 it then missed ("what's running on
+db-1", "job_error over the weekend") are of kinds that were fixed after set 10
+was written, by its writer, so the 96% is the fairer figure of the two. No
+fix came from set 10.
+
+The others are shown as seen: ``prompts_heldout.jsonl`` (written before the
 parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
 86.7%), ``prompts_heldout3.jsonl`` (36 of 42, 85.7%), ``prompts_heldout4.jsonl``
 (37 of 41, 90.2%), ``prompts_heldout5.jsonl`` (35 of 40, 87.5%),
-``prompts_heldout6.jsonl`` (37 of 40, 92.5%), set 8 (33 of 40, 82.5%). The tuning table
-(``tests/api/nl_prompts.py``) is the baseline column. Parse time is each prompt's fastest of
-several runs (the machine is shared: the fastest run is its cost, the rest is
-waiting for a core), against the 1 ms goal. ``/query`` end to end runs in
-process on the known-answer data set, through the same store calls as the API;
-and at a million samples (``scale``; the query bench's data), each question as
-typed (its start rounded to a tier edge) beside the same with the exact start.
+``prompts_heldout6.jsonl`` (37 of 40, 92.5%), ``prompts_heldout7.jsonl`` (40 of
+40), ``prompts_heldout8.jsonl`` (33 of 40, 82.5%), set 9 (50 of 50); each was
+fixed after its first measurement where it missed. The tuning table
+(``tests/api/nl_prompts.py``) is the baseline column. Parse time is each
+prompt's fastest of several runs (the machine is shared: the fastest run is
+its cost, the rest is waiting for a core), against the 1 ms goal. ``/query``
+end to end runs in process on the known-answer data set, through the same
+store calls as the API; and at a million samples (``scale``; the query
+bench's data), each question as typed (its start rounded to a tier edge)
+beside the same with the exact start.
 """
 
 from __future__ import annotations
@@ -40,8 +51,8 @@ from .report import Table
 __all__ = ["heldout", "main", "run"]
 
 HERE = pathlib.Path(__file__).resolve().parent
-HELDOUT = HERE / "prompts_heldout7.jsonl"
-SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", "2", "3", "4", "5", "6", "8"))
+HELDOUT = HERE / "prompts_heldout10.jsonl"
+SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", *"23456789"))
 TUNING = HERE.parent / "tests" / "api" / "nl_prompts.py"
 
 

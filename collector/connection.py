@@ -184,6 +184,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._reading_done.set()
+            self.proto.close()  # its buffers and zstd context go now, not at a GC
             if self.session is not None and hub.holders.get(self.session) is self:
                 del hub.holders[self.session]
             hub.leave(self)
@@ -304,6 +305,13 @@ class Connection:
         A store outage must not cost a connection: the agent simply waits (and
         keeps spooling) until the store answers.
         """
+        # The first try outside stamina's retry context: that context is a
+        # reference cycle (freed only by the cyclic GC, which the collector
+        # runs rarely), three per connection; a store that answers needs none.
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except StoreUnavailable:
+            pass
         async for attempt in STORE_BACKOFF.attempts(on=StoreUnavailable):
             with attempt:
                 return await trio.to_thread.run_sync(fn, *args)

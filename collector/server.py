@@ -22,6 +22,7 @@ from deltawire.formats import redact_uri
 
 from .api_process import ApiProcess
 from .connection import handle_connection
+from .heap import tune_malloc
 from .hub import Hub, IngestConfig
 from .pipeline import Pipeline, PipelineConfig
 from .stats import Stats
@@ -113,6 +114,7 @@ async def serve(
         )
     handler = functools.partial(handle_connection, hub=hub)
     _tune_gc()
+    tune_malloc()  # refused bombs' buffers must not stay in the heap
     # Bind before anything else starts, so "address in use" is a plain error.
     listeners = await _listeners(cfg)
     port = listeners[0].socket.getsockname()[1]

@@ -210,7 +210,7 @@ class StoreSettings:
         config.parse_float,
     )
     cache_size: int = setting(
-        "CACHE_SIZE", "1024", "Entries in the in-process LRU cache.", config.parse_int
+        "CACHE_SIZE", "1024", "In-process LRU entries (also before Redis).", config.parse_int
     )
 
     def store_options(self) -> dict[str, Any]:

@@ -122,9 +122,11 @@ class Decoder:
             self._inflated = 0
             self._inflate_cap = max(MIN_INFLATE_PER_READ, INFLATE_RATIO * len(data))
             try:
-                self._inflater.feed(data, self._inflate_cap)
+                self._inflater.feed(data, self._inflate_piece, self._inflate_cap)
             except ProtocolError as exc:
-                self._stream_error = exc
+                # A copy is kept, not exc: its traceback's frames (and its
+                # context's) hold this decoder, a cycle (see _again).
+                self._stream_error = _again(exc)
 
     def start_inflating(self, unread: bytes = b"") -> None:
         """From now on, received bytes are one zstd stream (RFC 8878) of lines.
@@ -141,9 +143,20 @@ class Decoder:
         self._buf = bytearray()
         self._pos = self._scan = self._line_start = 0
         self._error = None  # an "oversize line" in what is now read as zstd
-        self._inflater = Inflater(self._inflate_piece)
+        self._inflater = Inflater()
         if rest:
             self.receive_data(rest)
+
+    def close(self) -> None:
+        """Let go of the buffer and the decompression context now (the
+        connection is over): whatever still refers to this decoder (a
+        traceback, a task not yet collected) no longer keeps them. Later reads
+        raise the error that ended it, or a ``BadStream``."""
+        self._buf = bytearray()
+        self._pos = self._scan = self._line_start = 0
+        self._inflater = None
+        self._error = self._error or self._stream_error or BadStream("the connection is closed")
+        self._stream_error = self._error
 
     def _inflate_piece(self, piece: bytes) -> None:
         self._inflated += len(piece)
@@ -198,7 +211,7 @@ class Decoder:
         already outgrown the limit.
         """
         if self._error is not None:
-            raise self._error
+            raise _again(self._error)
         buf = self._buf
         limit = self.max_frame_bytes
         pos = self._pos
@@ -246,16 +259,16 @@ class Decoder:
         the search may resume at the end."""
         if self._stream_error is not None:
             self._error = self._stream_error
-            raise self._error
+            raise _again(self._error)
         # +1: a tolerated '\r' may still be waiting for its '\n'.
         if len(buf) - self._pos > limit + 1:
             self._error = FrameTooLarge(f"line longer than {limit} bytes")
-            raise self._error
+            raise _again(self._error)
         self._scan = len(buf)
 
     def _next_line(self) -> bytearray | None:
         if self._error is not None:
-            raise self._error
+            raise _again(self._error)
         buf = self._buf
         nl = buf.find(b"\n", self._scan)
         limit = self.max_frame_bytes
@@ -268,8 +281,18 @@ class Decoder:
             line = line[:-1]
         if len(line) > limit:
             self._error = FrameTooLarge(f"line of {len(line)} bytes exceeds the limit of {limit}")
-            raise self._error
+            raise _again(self._error)
         return line
+
+
+def _again(error: ProtocolError) -> ProtocolError:
+    """A fresh copy of a stored fatal error, to raise. Raising the stored one
+    would give it a traceback whose frames hold the decoder that holds it: a
+    reference cycle, so a failed connection's buffers (up to the frame limit
+    plus a read's inflation, ~1.3 MiB for a zstd bomb) outlived it until a
+    full collection, which the collector's tuned GC runs rarely: 200 bombs
+    left its RSS 215 MB higher."""
+    return type(error)(error.msg, seq=error.seq)
 
 
 def _loads_object(line: bytes | bytearray) -> dict[str, Any]:

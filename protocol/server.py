@@ -146,6 +146,13 @@ class ServerConnection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
 
+    def close(self) -> None:
+        """The connection is over: free its buffers and zstd context at once
+        (``Decoder.close``), not whenever this object is collected."""
+        self._decoder.close()
+        self._lines, self._line_i = [], 0
+        self._pending.clear()
+
     def welcome(self, acked: int) -> Welcome:
         """The reply to the hello: it answers the hello's codec offer."""
         assert self.hello is not None, "welcome before hello"

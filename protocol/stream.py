@@ -152,26 +152,31 @@ class RawDeflater:
 
 
 class Inflater:
-    """One direction's decompressor; ``feed`` hands the output to ``sink``.
+    """One direction's decompressor; ``feed`` hands the output to a sink.
 
     Input goes in slices of ``INFLATE_SLICE_BYTES``: one slice can inflate to
     at most a few MiB (zstd's best case is ~128 KiB from 4 bytes), and the sink
     sees each slice's output at once, so it can stop a bomb (by raising: the
     exception propagates out of ``feed``) before it is big. A corrupt stream,
     or one that declares a window over ``MAX_WINDOW_LOG``, raises ``BadStream``.
+    The sink is passed to each ``feed``, not kept: a kept bound method of its
+    owner would make owner and inflater a reference cycle, which only the
+    cyclic GC frees (the collector runs it rarely), so a closed connection's
+    buffers would outlive it.
     """
 
-    __slots__ = ("_obj", "_sink")
+    __slots__ = ("_obj",)
 
-    def __init__(self, sink: Callable[[bytes], object]) -> None:
+    def __init__(self) -> None:
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
         # decompressobj drains the decompressor's own buffer on every call (a
         # stream_writer can leave the end of a block inside it until more
         # input comes, which for a peer waiting for an ack is never).
         self._obj = dctx.decompressobj(write_size=INFLATE_PIECE_BYTES)
-        self._sink = sink
 
-    def feed(self, data: bytes | bytearray | memoryview, budget: int = 0) -> None:
+    def feed(
+        self, data: bytes | bytearray | memoryview, sink: Callable[[bytes], object], budget: int = 0
+    ) -> None:
         """``budget``: how many bytes of output the sink takes before it
         refuses the stream (0: unknown, every slice narrow)."""
         view = memoryview(data)
@@ -185,7 +190,7 @@ class Inflater:
                 i += step
                 if out:
                     budget -= len(out)
-                    self._sink(out)
+                    sink(out)
         except zstandard.ZstdError as exc:
             raise BadStream(
                 f"not a valid zstd stream (window at most 2^{MAX_WINDOW_LOG}): {exc}"

@@ -18,7 +18,6 @@ from typing import Any, Final, Protocol
 
 from deltawire.collector.stores.rollup import (
     RAW,
-    SKETCH_TIERS,
     Bucket,
     Partial,
     RawPoint,
@@ -42,6 +41,8 @@ class RollupSource(Protocol):
 
     #: Tier widths in seconds the store keeps, coarsest first; () for none.
     rollup_tiers: tuple[int, ...]
+    #: Those whose buckets carry a quantile sketch.
+    rollup_sketch_tiers: tuple[int, ...]
 
     def rollup_read(self, req: RollupRequest) -> RollupData: ...
 
@@ -107,6 +108,19 @@ class _Acc:
         if self.pieces is not None:
             self.pieces.setdefault(series, []).append((part.fts, rank, order, part))
 
+    def add_value(self, v: float, ts: float) -> None:
+        """One raw value (not for a rate: it needs the pieces)."""
+        self.n += 1
+        self.sum += v
+        if v < self.min:
+            self.min = v
+        if v > self.max:
+            self.max = v
+        if ts < self.first:
+            self.first = ts
+        if ts > self.last:
+            self.last = ts
+
     def increase(self) -> float | None:
         """Summed counter increase of the series, None if pieces overlap."""
         total = 0.0
@@ -129,22 +143,39 @@ class _Inexact(Exception):
     """Tier pieces and tail rows of a series overlap in time: rate needs raw rows."""
 
 
+class _NoSketch(Exception):
+    """A percentile met a bucket of ``tier`` without its sketch (folded before
+    that tier kept sketches): plan again without that tier."""
+
+    def __init__(self, tier: int) -> None:
+        super().__init__(tier)
+        self.tier = tier
+
+
 def run_aggregate(store: RollupSource, query: AggregateQuery) -> list[AggregateRow]:
     """Answer ``query`` from ``store``'s tiers and raw rows (blocking: call it
     from a worker thread). Raises ``StoreError`` as the store does."""
     tiers = store.rollup_tiers
     if query.fn in QUANTILES:
-        tiers = tuple(t for t in tiers if t in SKETCH_TIERS)
+        tiers = tuple(t for t in tiers if t in store.rollup_sketch_tiers)
     w = query.where
-    segments = plan_segments(w.ts_from, w.ts_to, tiers, query.bucket)
-    try:
-        return _run(store, query, segments)
-    except _Inexact:
-        return _run(store, query, (Segment(RAW, w.ts_from, w.ts_to),))
+    while True:
+        segments = plan_segments(w.ts_from, w.ts_to, tiers, query.bucket)
+        try:
+            return _run(store, query, segments, tiers)
+        except _Inexact:
+            return _run(store, query, (Segment(RAW, w.ts_from, w.ts_to),), ())
+        except _NoSketch as e:
+            if e.tier not in tiers:
+                raise ValueError(f"tier {e.tier} was not planned") from None
+            tiers = tuple(t for t in tiers if t != e.tier)
 
 
 def _run(
-    store: RollupSource, query: AggregateQuery, segments: tuple[Segment, ...]
+    store: RollupSource,
+    query: AggregateQuery,
+    segments: tuple[Segment, ...],
+    tiers: tuple[int, ...],
 ) -> list[AggregateRow]:
     percentile = QUANTILES.get(query.fn)
     th = query.threshold
@@ -157,7 +188,7 @@ def _run(
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)
-        data = apply_threshold(store, query, req, data)
+        data = apply_threshold(store, query, req, data, tiers)
     accs = _accumulate(query, data, percentile is not None)
     rows = [
         AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)
@@ -191,7 +222,7 @@ def _accumulate(
         acc.add(bucket.series, bucket.part, 0, None)
         if sketches:
             if bucket.sketch is None:
-                raise ValueError("a percentile needs sketches from the store")
+                raise _NoSketch(bucket.tier)
             if acc.sketch is None:
                 acc.sketch = Sketch()
             acc.sketch.merge(bucket.sketch)
@@ -199,7 +230,10 @@ def _accumulate(
     for point in data.points:
         acc = acc_for(point.series, point.ts)
         v = point.value
-        acc.add(point.series, Partial(1, v, v, v, point.ts, v, point.ts, v, 0), 1, point.order)
+        if rate:
+            acc.add(point.series, Partial(1, v, v, v, point.ts, v, point.ts, v, 0), 1, point.order)
+        else:  # (a Partial per raw value was a third of a threshold query's time)
+            acc.add_value(v, point.ts)
         if sketches:
             acc.raw_values.append(v)
     return accs

@@ -24,6 +24,7 @@ __all__ = [
     "Fn",
     "Group",
     "Order",
+    "QueryTooHeavy",
     "Threshold",
     "parse_bucket",
     "parse_field",
@@ -84,6 +85,11 @@ def parse_where(text: str) -> Threshold:
     if not math.isfinite(number):
         raise AggregateError("where", f"{text!r}: the number must be finite")
     return Threshold(parse_field(m.group(1)), m.group(2), number)  # type: ignore[arg-type]
+
+
+class QueryTooHeavy(Exception):
+    """A query that would read more than the engine allows: the API answers
+    503 ``query_timeout`` at once (it would pass the deadline anyway)."""
 
 
 class AggregateError(ValueError):

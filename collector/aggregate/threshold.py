@@ -12,13 +12,13 @@ a bucket's range.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from deltawire.collector.stores.rollup import (
     RAW,
-    SKETCH_TIERS,
     Bucket,
     RollupData,
     RollupRequest,
@@ -26,37 +26,40 @@ from deltawire.collector.stores.rollup import (
     SeriesKey,
 )
 
-from .query import QUANTILES, AggregateQuery, Threshold
+from .query import AggregateQuery, QueryTooHeavy, Threshold
 
 __all__ = ["apply_threshold"]
 
 #: Separate time ranges read again at most per step: cut buckets scattered
 #: over a long window are read as one range (more rows, one query) past it.
 _MAX_RANGES: Final = 64
+#: Raw rows a threshold may read again for the buckets it cuts. SQLite reads
+#: ~0.3-1M rows of JSON a second on this 2-core machine, so past this the
+#: query deadline (10 s) would pass anyway; answering 503 query_timeout
+#: before reading frees the heavy-query slot at once (an all-time threshold
+#: on noisy data at 10M samples held one for ~58 s).
+MAX_RAW_ROWS: Final = 3_000_000
 
 #: (tier, bucket start) -> the series whose bucket there is cut
 _Cut = dict[tuple[int, float], set[SeriesKey]]
 
 
 class _Source(Protocol):
-    rollup_tiers: tuple[int, ...]
-
     def rollup_read(self, req: RollupRequest) -> RollupData: ...
 
 
 def apply_threshold(
-    store: _Source, query: AggregateQuery, req: RollupRequest, data: RollupData
+    store: _Source,
+    query: AggregateQuery,
+    req: RollupRequest,
+    data: RollupData,
+    planned: Sequence[int],
 ) -> RollupData:
-    """``data`` (read for ``req``) reduced to what passes ``query.threshold``."""
+    """``data`` (read for ``req``) reduced to what passes ``query.threshold``;
+    ``planned``: the tiers the planner used (percentiles: those with sketches)."""
     th = query.threshold
     assert th is not None
-    # The same tiers the planner used: percentiles only those with sketches.
-    tiers = [
-        t
-        for t in getattr(store, "rollup_tiers", ())
-        if (query.fn not in QUANTILES or t in SKETCH_TIERS)
-        and (query.bucket is None or query.bucket % t == 0)
-    ]
+    tiers = [t for t in planned if query.bucket is None or query.bucket % t == 0]
     # Rows not folded yet come with every read of tiers: keep them once.
     tail = {(p.series, p.order) for p in data.points if p.tail}
     points = [p for p in data.points if th.passes(p.value)]
@@ -67,6 +70,13 @@ def apply_threshold(
         if not cut:
             break
         segments = _finer(cut, tiers)
+        rows = _raw_rows(segments, pending)
+        if rows > MAX_RAW_ROWS:
+            raise QueryTooHeavy(
+                f"the threshold {th.text()} falls inside the value range of buckets holding"
+                f" {rows:,} values, more than {MAX_RAW_ROWS:,} to read one by one; narrow"
+                " the window or the filters"
+            )
         more = store.rollup_read(
             RollupRequest(req.where, req.path, segments, req.sketches, req.raw_filter)
         )
@@ -92,6 +102,23 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _
         elif low or high:
             cut.setdefault((b.tier, b.start), set()).add(b.series)
     return cut
+
+
+def _raw_rows(segments: Sequence[Segment], buckets: Sequence[Bucket]) -> int:
+    """The values of ``buckets`` inside the raw ``segments``: about the rows
+    a read of those scans (before its filter)."""
+    raw = sorted(
+        (s.lo, s.hi) for s in segments if s.tier == RAW and s.lo is not None and s.hi is not None
+    )
+    if not raw:
+        return 0
+    los = [lo for lo, _hi in raw]
+    total = 0
+    for b in buckets:
+        i = bisect_right(los, b.start) - 1
+        if i >= 0 and b.start < raw[i][1]:
+            total += b.part.n
+    return total
 
 
 def _in_cut(cut: _Cut, tiers: set[int], series: SeriesKey, ts: float) -> bool:

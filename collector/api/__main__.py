@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="URI", help="sqlite:///PATH or mongodb://... (STORE_URI)")
     p.add_argument("--redis", metavar="URI", help="Redis for the query cache; none: in-process LRU")
     p.add_argument("--cache-ttl", metavar="S", help="seconds a cached answer may live (default 5)")
-    p.add_argument("--cache-size", metavar="N", help="entries of the in-process LRU (default 1024)")
+    p.add_argument(
+        "--cache-size",
+        metavar="N",
+        help="entries of the in-process LRU, in front of Redis if set (default 1024)",
+    )
     p.add_argument("--store-threads", metavar="N", help="store calls running at once (default 4)")
     p.add_argument("--log-level", metavar="L", help="debug, info, warning (default) or error")
     p.add_argument("--log-format", metavar="F", help="auto (default), json or text")

@@ -35,6 +35,7 @@ from .auth import RateLimiter, Role, require
 from .dashboard import dashboard_routes
 from .deps import ApiConfig, Deps
 from .errors import ApiError, exception_handlers
+from .fast import CachedGets
 from .params import NoParams, parse
 from .routes import aggregate, metrics, ops, query, reference, sessions, stream
 from .spec import Endpoint, openapi
@@ -138,7 +139,10 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Instrument, stats=deps.stats)],
+        middleware=[
+            Middleware(CachedGets, deps=deps),  # before routing: answers cached GETs
+            Middleware(_Instrument, stats=deps.stats),
+        ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )

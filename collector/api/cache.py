@@ -51,15 +51,20 @@ other's answers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import time
+import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from deltawire.formats import redact_uri
 
@@ -69,13 +74,17 @@ __all__ = [
     "REDIS_PREFIX",
     "Answer",
     "CacheStats",
+    "Keyed",
     "LocalCache",
+    "NearCache",
+    "NearGen",
     "QueryCache",
     "RedisCache",
     "Span",
     "bump_scopes",
     "cache_namespace",
     "make_cache",
+    "redis_channel",
     "redis_gen_key",
     "scope_for",
 ]
@@ -175,6 +184,11 @@ def _redis_log_key(scope: str, namespace: str) -> str:
     return f"{REDIS_PREFIX}{namespace}:log:{_short(scope)}"
 
 
+def redis_channel(namespace: str = "") -> str:
+    """The pub/sub channel every bump of ``namespace`` is published on."""
+    return f"{REDIS_PREFIX}{namespace}:bumps"
+
+
 def _redis_value_key(key: str, namespace: str) -> str:
     return f"{REDIS_PREFIX}{namespace}:val:{hashlib.sha1(key.encode()).hexdigest()}"
 
@@ -186,6 +200,16 @@ def _short(text: str) -> str:
     return "h:" + hashlib.sha1(text.encode()).hexdigest()
 
 
+class Keyed(Protocol):
+    """A cacheable request, parsed: its entry's key and the scope it depends on."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def scope(self) -> str: ...
+
+
 @dataclass(slots=True)
 class CacheStats:
     hits: int = 0
@@ -193,6 +217,7 @@ class CacheStats:
     bypassed: int = 0  # lookups that could not use the cache (Redis down)
     errors: int = 0  # failed cache operations
     bumps: int = 0  # bump calls (writes seen)
+    near_hits: int = 0  # hits answered by the near cache in front of Redis
 
     @property
     def hit_ratio(self) -> float:
@@ -206,11 +231,16 @@ class QueryCache(Protocol):
     backend: str
     stats: CacheStats
 
-    async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+    async def get(self, key: str, scope: str) -> tuple[bytes | None, Hashable | None]:
         """(payload, None) on a hit; (None, gen) on a miss; (None, None) if unusable."""
         ...
 
-    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None: ...
+    def peek(self, key: str, scope: str) -> bytes | None:
+        """The answer if this process holds it (counted as a hit), at no I/O;
+        None (counting nothing) sends the caller to ``get``."""
+        ...
+
+    async def put(self, key: str, gen: Any, payload: bytes, span: Span = EVERYTHING) -> None: ...
 
     async def bump(
         self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
@@ -242,7 +272,9 @@ class LocalCache:
         self._logs: dict[str, deque[tuple[int, Span]]] = {}
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
 
-    async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+    def lookup(self, key: str, scope: str) -> tuple[bytes | None, int]:
+        """(payload, its generation) on a hit, else (None, the scope's current
+        generation). Counts nothing: the near cache in front of Redis uses it too."""
         gen = self._gens.get(scope, 0)
         entry = self._lru.get(key)
         if entry is not None:
@@ -251,13 +283,11 @@ class LocalCache:
             ):
                 entry.gen = gen
                 self._lru.move_to_end(key)
-                self.stats.hits += 1
-                return entry.payload, None
+                return entry.payload, gen
             del self._lru[key]
-        self.stats.misses += 1
         return None, gen
 
-    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None:
+    def store(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None:
         if self.size <= 0 or self.ttl <= 0:
             return
         self._lru[key] = _Entry(gen, time.monotonic() + self.ttl, payload, span)
@@ -265,12 +295,9 @@ class LocalCache:
         while len(self._lru) > self.size:
             self._lru.popitem(last=False)
 
-    async def bump(
-        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
-    ) -> None:
-        self.stats.bumps += 1
+    def bump_scopes(self, scopes: Iterable[str], span: Span = EVERYTHING) -> None:
         gens, logs = self._gens, self._logs
-        for scope in bump_scopes(sessions, names):
+        for scope in scopes:
             gen = gens[scope] = gens.get(scope, 0) + 1
             log_ = logs.get(scope)
             if log_ is None:
@@ -283,6 +310,32 @@ class LocalCache:
             logs.clear()
             self._lru.clear()
 
+    def clear(self) -> None:
+        self._lru.clear()
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        payload, _ = self.lookup(key, scope)
+        if payload is not None:
+            self.stats.hits += 1
+        return payload
+
+    async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+        payload, gen = self.lookup(key, scope)
+        if payload is not None:
+            self.stats.hits += 1
+            return payload, None
+        self.stats.misses += 1
+        return None, gen
+
+    async def put(self, key: str, gen: int, payload: bytes, span: Span = EVERYTHING) -> None:
+        self.store(key, gen, payload, span)
+
+    async def bump(
+        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+    ) -> None:
+        self.stats.bumps += 1
+        self.bump_scopes(bump_scopes(sessions, names), span)
+
     def healthy(self) -> bool:
         return True
 
@@ -291,7 +344,8 @@ class LocalCache:
 
 
 #: One bump, atomically: for each scope (KEYS: n generation keys, then their
-#: n log keys), INCR the generation and log "gen lo hi" under it.
+#: n log keys), INCR the generation and log "gen lo hi" under it; then PUBLISH
+#: the bump (ARGV[6]) on the namespace's channel (ARGV[5]) for near caches.
 _BUMP_LUA = """
 local n = #KEYS / 2
 for i = 1, n do
@@ -301,6 +355,7 @@ for i = 1, n do
   redis.call('LTRIM', log, -tonumber(ARGV[3]), -1)
   redis.call('PEXPIRE', log, ARGV[4])
 end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return n
 """
 
@@ -354,6 +409,7 @@ class RedisCache:
         )
         self._redis = Redis(connection_pool=pool)
         self._bump_script = self._redis.register_script(_BUMP_LUA)
+        self.origin = uuid.uuid4().hex  # names this cache's bumps on the channel
         self._down = False
         self._retry_at = 0.0
 
@@ -377,10 +433,18 @@ class RedisCache:
             self._down = False
             log.warning("redis cache reachable again", extra={"redis": redact_uri(self.uri)})
 
+    def peek(self, key: str, scope: str) -> bytes | None:
+        return None  # every answer is in Redis
+
     async def get(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+        payload, _span, gen = await self.lookup(key, scope)
+        return payload, gen
+
+    async def lookup(self, key: str, scope: str) -> tuple[bytes | None, Span, int | None]:
+        """``get``, also giving a hit's span (what the near cache keeps)."""
         if not self._usable():
             self.stats.bypassed += 1
-            return None, None
+            return None, EVERYTHING, None
         value_key = _redis_value_key(key, self.namespace)
         try:
             raw_gen, raw_val = await self._redis.mget(
@@ -398,17 +462,17 @@ class RedisCache:
                         await self._redis.set(value_key, _tag(gen, span) + payload, keepttl=True)
                     self._ok()
                     self.stats.hits += 1
-                    return payload, None
+                    return payload, span, None
         except ValueError:  # someone else's junk under our keys: do not cache at all
             self.stats.bypassed += 1
-            return None, None
+            return None, EVERYTHING, None
         except Exception as e:  # any failure of the cache must not fail the request
             self._failed(e)
             self.stats.bypassed += 1
-            return None, None
+            return None, EVERYTHING, None
         self._ok()
         self.stats.misses += 1
-        return None, gen
+        return None, EVERYTHING, gen
 
     async def _unchanged(self, scope: str, since: int, span: Span) -> bool:
         if span == EVERYTHING:
@@ -445,10 +509,17 @@ class RedisCache:
         keys += [_redis_log_key(scope, self.namespace) for scope in scopes]
         # A log entry matters only while an entry older than it lives (ttl).
         keep_ms = max(1000, int(self.ttl * 2000))
+        news = orjson.dumps({"o": self.origin, "s": scopes, "span": [repr(span.lo), repr(span.hi)]})
+        args: list[str | int | bytes] = [
+            repr(span.lo),
+            repr(span.hi),
+            _LOG_LEN,
+            keep_ms,
+            redis_channel(self.namespace),
+            news,
+        ]
         try:
-            await self._bump_script(
-                keys=keys, args=[repr(span.lo), repr(span.hi), _LOG_LEN, keep_ms]
-            )
+            await self._bump_script(keys=keys, args=args)
         except Exception as e:
             self._failed(e)
         else:
@@ -464,10 +535,178 @@ class RedisCache:
             pass
 
 
+@dataclass(frozen=True, slots=True)
+class NearGen:
+    """A near cache's miss: the Redis generation, and the near cache's own
+    (None: it was not in use) and connection epoch at the lookup."""
+
+    remote: int
+    local: int | None
+    epoch: int
+
+
+class NearCache:
+    """Redis behind a small in-process LRU (a "near cache").
+
+    Every lookup in Redis is a network round trip, most of the cost of a
+    cached answer; the near LRU answers repeated lookups in-process. Its
+    entries are checked against generations of its own (``LocalCache``, span
+    logs included), bumped by
+
+    - every bump made here (API writes, the ingest's control pipe): first in
+      Redis, then here, before the bump returns. So a lookup that raced with
+      it either read Redis after its INCR or is tagged with a generation the
+      local bump makes stale;
+    - every bump made elsewhere (other API processes sharing the Redis),
+      heard on the namespace's pub/sub channel (the bump script PUBLISHes).
+
+    The near cache is used only while the subscription is known to be up:
+    until its confirmation, and from a broken connection until the next
+    confirmation (which also empties it, as bumps may have been missed), every
+    lookup goes to Redis as without it. ``epoch`` counts those changes, so an
+    answer fetched across one is not kept.
+    """
+
+    backend = "redis"
+
+    def __init__(self, remote: RedisCache, size: int = 1024) -> None:
+        self.remote = remote
+        self.stats = remote.stats
+        self.near = LocalCache(size=size, ttl=remote.ttl)
+        self.heard = 0  # bumps of other processes applied (tests wait on it)
+        self._live = False
+        self._lost = False  # the subscription broke (healthy() says so until back)
+        self._epoch = 0
+        self._subscribed: asyncio.Event | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    def _listen_once_started(self) -> None:
+        if self._listener is None:
+            self._subscribed = asyncio.Event()
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def wait_subscribed(self) -> None:
+        """Until the near cache is in use (tests)."""
+        self._listen_once_started()
+        assert self._subscribed is not None
+        await self._subscribed.wait()
+
+    def _set_live(self, live: bool) -> None:
+        if live != self._live:
+            self._epoch += 1
+            self.near.clear()
+            self._live = live
+        if live:
+            self._lost = False
+            assert self._subscribed is not None
+            self._subscribed.set()
+
+    async def _listen(self) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        channel = redis_channel(self.remote.namespace)
+        while True:
+            # A client of its own: a blocking read must not meet the pool's
+            # socket timeout (it waits for news for as long as there is none).
+            client = Redis.from_url(self.remote.uri, socket_connect_timeout=1.0,
+                                    retry=Retry(NoBackoff(), 0))  # fmt: skip
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=None)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":
+                        self._set_live(True)
+                    elif msg["type"] == "message":
+                        self._heard(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis gone: plain Redis lookups until it is back
+                log.debug("near cache: subscription lost: %s", e)
+                self._lost = True
+                self._set_live(False)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+            await asyncio.sleep(self.remote.retry_s)
+
+    def _heard(self, raw: bytes) -> None:
+        try:
+            news = orjson.loads(raw)
+            if news["o"] == self.remote.origin:
+                return  # ours: applied already, before the bump returned
+            lo, hi = news["span"]
+            scopes = [str(s) for s in news["s"]]
+            span = Span(float(lo), float(hi))
+        except (ValueError, KeyError, TypeError):
+            # Not a bump we can read: forget everything rather than guess.
+            self.near.clear()
+            return
+        self.heard += 1
+        self.near.bump_scopes(scopes, span)
+
+    def _near_lookup(self, key: str, scope: str) -> tuple[bytes | None, int | None]:
+        """A near hit (counted), or the near generation (None: not in use)."""
+        if not self._live:
+            return None, None
+        payload, local = self.near.lookup(key, scope)
+        if payload is not None:
+            self.stats.hits += 1
+            self.stats.near_hits += 1
+        return payload, local
+
+    def peek(self, key: str, scope: str) -> bytes | None:
+        return self._near_lookup(key, scope)[0]
+
+    async def get(self, key: str, scope: str) -> tuple[bytes | None, NearGen | None]:
+        self._listen_once_started()
+        payload, local = self._near_lookup(key, scope)
+        if payload is not None:
+            return payload, None
+        epoch = self._epoch
+        payload, span, remote = await self.remote.lookup(key, scope)
+        if payload is not None:
+            if local is not None and self._live and epoch == self._epoch:
+                self.near.store(key, local, payload, span)
+            return payload, None
+        return (None, None) if remote is None else (None, NearGen(remote, local, epoch))
+
+    async def put(self, key: str, gen: NearGen, payload: bytes, span: Span = EVERYTHING) -> None:
+        await self.remote.put(key, gen.remote, payload, span)
+        if gen.local is not None and self._live and gen.epoch == self._epoch:
+            self.near.store(key, gen.local, payload, span)
+
+    async def bump(
+        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+    ) -> None:
+        sessions, names = list(sessions), list(names)
+        try:
+            await self.remote.bump(sessions, names, span)  # counts the bump
+        finally:
+            self.near.bump_scopes(bump_scopes(sessions, names), span)
+
+    def healthy(self) -> bool:
+        return self.remote.healthy() and not self._lost
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        self.near.clear()
+        await self.remote.aclose()
+
+
 def make_cache(
     redis_uri: str | None, ttl: float = 5.0, size: int = 1024, namespace: str = ""
 ) -> QueryCache:
-    """Redis if a URI is given, else the in-process LRU."""
+    """Redis (behind a near cache of ``size`` entries) if a URI is given,
+    else the in-process LRU."""
     if redis_uri:
-        return RedisCache(redis_uri, ttl=ttl, namespace=namespace)
+        return NearCache(RedisCache(redis_uri, ttl=ttl, namespace=namespace), size=size)
     return LocalCache(size=size, ttl=ttl)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -28,6 +28,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.responses import Response
 
+from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import (
     Edit,
     EditResult,
@@ -37,7 +38,7 @@ from deltawire.collector.stores.base import (
 )
 
 from .auth import Keys
-from .cache import EVERYTHING, Answer, QueryCache, Span
+from .cache import EVERYTHING, Answer, Keyed, QueryCache, Span
 from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
@@ -72,7 +73,7 @@ class _Flight:
 
     __slots__ = ("done", "gen", "payload")
 
-    def __init__(self, gen: int | None) -> None:
+    def __init__(self, gen: Hashable | None) -> None:
         self.gen = gen
         self.done = anyio.Event()
         self.payload: bytes | None = None
@@ -103,6 +104,9 @@ class Deps:
         self.ready_limiter = CapacityLimiter(1)
         self._store_down = False  # for "logged once per outage"
         self._flights: dict[str, _Flight] = {}  # cache misses being computed, by key
+        # path -> (query string -> its cache key, once validated): the fast
+        # path for cached GETs (fast.py) answers those from the cache alone.
+        self.cached_gets: dict[str, Callable[[bytes], Keyed | None]] = {}
 
     # -- the store ------------------------------------------------------------------------
 
@@ -179,6 +183,8 @@ class Deps:
                 result = await anyio.to_thread.run_sync(
                     job, limiter=self._heavy_threads, abandon_on_cancel=True
                 )
+            except QueryTooHeavy as e:  # it would pass the deadline: say so now
+                raise ApiError(503, "query_timeout", str(e)) from None
             except Exception as e:
                 self._outcome(fn, e, refused)
         if scope.cancelled_caught or result is _NO_SLOT:

@@ -19,6 +19,25 @@ UNITS: Final = {
     "month": 2592000, "months": 2592000,
 }  # fmt: skip
 BUCKET_WORDS: Final = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 604800}
+#: Nouns that make a duration a bucket: "in 10 min buckets", "30 minute windows"
+#: (plural only for windows: "in a 30 minute window" is a time window).
+BUCKET_NOUNS: Final = frozenset(
+    {"bucket", "buckets", "interval", "intervals", "windows", "step", "steps", "chunk", "chunks",
+     "slice", "slices", "increments", "blocks", "bins"}
+)  # fmt: skip
+WEEKDAYS: Final = {
+    "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5,
+    "sunday": 6,
+}  # fmt: skip
+#: Parts of a day, as UTC hours [start, end): "yesterday afternoon", "last night"
+#: (a night runs into the next morning).
+DAY_PARTS: Final = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24),
+                    "night": (18, 30)}  # fmt: skip
+#: Words that start a window ending now: "last 3 hours", "trailing day".
+WINDOW_WORDS: Final = frozenset({"last", "past", "previous", "recent", "trailing"})
+#: Vague counts of a window ("a couple of hours", "last few minutes"): read as
+#: these numbers, and said in a note so the reader sees the window used.
+VAGUE_COUNTS: Final = {"couple": 2, "few": 3, "several": 3}
 
 NUMBER_WORDS: Final = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -80,9 +99,23 @@ SIZE_UNITS: Final = {
     "gb": 1 << 30, "gib": 1 << 30,
 }  # fmt: skip
 
+#: Words that sort a group without cutting it: "sort sessions by memory",
+#: "hosts ordered by cpu" (the highest first, DEFAULT_TOP of them).
+SORT_WORDS: Final = frozenset({"sort", "sorted", "rank", "ranked", "order", "ordered"})
+#: Verbs of what a process consumes: "which session is burning the most cpu".
+USER_VERBS: Final = frozenset(
+    {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
+)
+#: Nouns for the hosts themselves: "list all hosts", "how many servers".
+HOST_NOUNS: Final = frozenset(
+    {"host", "hosts", "machine", "machines", "server", "servers", "node", "nodes", "box", "boxes"}
+)
+#: A session's own life: "uptime of sess-a", "how old is sess-c".
+SESSION_LIFE_WORDS: Final = frozenset({"uptime", "lifetime", "age", "old"})
+
 LIVE_WORDS: Final = frozenset(
     {"live", "connected", "active", "running", "online", "alive", "open", "current", "ongoing",
-     "up"}
+     "up", "reporting", "streaming", "sending"}
 )  # fmt: skip
 #: Sessions no longer connected (never typos of "online").
 GONE_WORDS: Final = frozenset({"disconnected", "offline", "dead", "gone", "lost", "down"})
@@ -98,7 +131,9 @@ GOOD_EXIT_WORDS: Final = frozenset(
     {"ok", "okay", "cleanly", "clean", "successfully", "success", "successful", "normally", "fine"}
 )
 START_WORDS: Final = frozenset({"start", "started", "starts", "begin", "began", "launched"})
-LATEST_WORDS: Final = frozenset({"current", "currently", "latest", "now", "newest", "recent"})
+LATEST_WORDS: Final = frozenset(
+    {"current", "currently", "latest", "now", "newest", "recent", "final"}
+)
 LIST_WORDS: Final = frozenset({"show", "list", "display", "print", "see", "find", "get"})
 ORDER_WORDS: Final = frozenset(
     {"last", "latest", "recent", "newest", "first", "earliest", "oldest"}
@@ -149,7 +184,7 @@ EXCLUDE_WORDS: Final = frozenset({"excluding", "except", "exclude", "besides", "
 DATE_RE: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:z|[+-]\d{2}:?\d{2})?$"
 )
-OP_SPLIT_RE: Final = re.compile(r"^(>=|<=|>|<)(.+)$")
+OP_SPLIT_RE: Final = re.compile(r"^(>=|<=|>|<)([^=].*)$")  # ">=" alone stays one op
 FIELD_EQ_RE: Final = re.compile(r"^(host|session|name|tag|metric|event)(?:=|:)(.+)$", re.IGNORECASE)
 
 
@@ -183,7 +218,11 @@ KEYWORDS: Final = frozenset(
      "which", "when", "tag", "tagged", "host", "session", "zero", "with", "without", "not",
      "no", "still", "long", "duration", "response", "time", "times", "week", "month", "hour",
      "day", "minute", "hours", "days", "minutes", "records", "entries", "many", "how", "count",
-     "percent", "percentage", "pct", "used", "available", "free", "virtual", *EXCLUDE_WORDS]
+     "percent", "percentage", "pct", "used", "available", "free", "virtual", *EXCLUDE_WORDS,
+     # the parser's own words: never "corrected" into another keyword
+     *(w for w in NUMBER_WORDS if w.isalpha()), *BUCKET_NOUNS, *WINDOW_WORDS, *VAGUE_COUNTS,
+     *USER_VERBS, *SESSION_LIFE_WORDS, *SORT_WORDS, "till", "until", "sess", "named", "fast", "slow",
+     "quickly", "noon", "midnight", "grouping", *WEEKDAYS, *DAY_PARTS, "weekend", "overnight"]
 )  # fmt: skip
 # Words a typo is corrected to: the ones people mistype in questions.
 TYPO_TARGETS: Final = tuple(
@@ -192,8 +231,24 @@ TYPO_TARGETS: Final = tuple(
     sorted(
         {w for w in KEYWORDS if len(w) >= 4 and w.isalpha()}
         - {"fewer", "over", "percent", "percentage", "used", "available", "free", "virtual"}
+        # nor number words ("nice" is no typo of "nine")
+        - set(NUMBER_WORDS)
     )
 )
+
+#: Everyday English words one edit away from a keyword: never typos ("like" is
+#: not "live", "your" not "hour", "date" not "rate"); rare words that are
+#: likelier a slip ("sever", "peek", "blow") stay correctable. A word here
+#: that means nothing to the parser is left over as any unknown word is
+#: (ignored and said, or refused if nothing else was asked).
+ENGLISH: Final = frozenset(
+    {
+    "along", "came", "clear", "clearly", "come", "core", "cores", "cost", "costs", "date",
+    "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line", "longest",
+    "lived", "lives", "mind", "mine", "miss", "mode", "must", "none", "note", "notes", "post",
+    "posts", "simple", "your",
+    }
+)  # fmt: skip
 
 
 TYPO_INDEX: Final = DeleteIndex(TYPO_TARGETS)

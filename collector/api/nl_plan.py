@@ -54,6 +54,8 @@ MAX_PROMPT: Final = 1000  # characters; a question is a sentence, not a document
 MAX_LIMIT: Final = 10_000
 DEFAULT_TOP: Final = 10
 _DEFAULT_LIST: Final = 20
+#: Plural nouns after "the last <name>": a page of them, not one.
+_PLURAL_DOCS: Final = frozenset({"events", "samples", "documents", "points", "records", "entries"})
 MAX_SPAN_S: Final = 100 * 366 * 86400  # longer is a typo, and datetime overflows
 
 #: "/aggregate", "/metrics", "/sessions" or "/sessions/{session}"
@@ -374,10 +376,19 @@ class _Builder:
         return Plan("/metrics", params, names, notes=tuple(self.notes))
 
     def _one_named(self) -> bool:
-        """ "last job_error": an ordering word right before one name, no number."""
-        for prev, t in zip(self.toks, self.toks[1:], strict=False):
-            if prev.low in ("last", "latest", "newest", "first", "earliest", "oldest"):
-                return t.text in self.s.names
+        """ "last job_error", "when was the last deploy": an ordering word right
+        before one name (or a singular word of one), no number, and not
+        "the last job_error events"."""
+        toks = self.toks
+        for i in range(len(toks) - 1):
+            if toks[i].low in ("last", "latest", "newest", "first", "earliest", "oldest"):
+                t, after = toks[i + 1], toks[i + 2].low if i + 2 < len(toks) else ""
+                if after in _PLURAL_DOCS:
+                    return False
+                part = not t.low.endswith("s") and any(
+                    t.low in re.split(r"[_.\-]", n.lower()) for n in self.s.names
+                )
+                return t.text in self.s.names or part
         return False
 
     def latest_plan(self) -> Plan:

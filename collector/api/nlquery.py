@@ -32,16 +32,21 @@ from typing import Any, Final
 
 from .nl_lexicon import (
     BAD_EXIT_WORDS,
+    BUCKET_NOUNS,
     BUCKET_WORDS,
     CLOCK_RE,
     DATE_RE,
+    DAY_PARTS,
     ENDED_WORDS,
+    ENGLISH,
     ERROR_WORDS,
     EXCLUDE_WORDS,
     FIELD_EQ_RE,
     FILLER,
     FUNCS,
+    GONE_WORDS,
     GROUP_NOUNS,
+    HOST_NOUNS,
     IDENT_RE,
     KEY_KINDS,
     KEYWORDS,
@@ -58,13 +63,19 @@ from .nl_lexicon import (
     ORDINAL_RE,
     PCT_RE,
     PERCENTILES,
+    SESSION_LIFE_WORDS,
     SIZE_UNITS,
+    SORT_WORDS,
     START_WORDS,
     SUPERLATIVES,
     THAN_OPS,
     THRESHOLD_OPS,
     TIME_UNITS_MS,
     UNITS,
+    USER_VERBS,
+    VAGUE_COUNTS,
+    WEEKDAYS,
+    WINDOW_WORDS,
     keyword_typo,
 )
 from .nl_plan import (
@@ -86,6 +97,9 @@ from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
 #: samples), and 1/30 of the window is below what such a question means.
 _ROUNDING: Final = 1 / 30
 
+#: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
+_TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
+
 __all__ = ["EXAMPLES", "MAX_PROMPT", "Plan", "PromptError", "Threshold", "parse_prompt"]
 
 
@@ -95,6 +109,7 @@ class _Tok:
     low: str
     used: bool = False
     quoted: bool = False
+    at: float | None = None  # a time of day on a named day ("yesterday 3pm"), merged
 
 
 def _tokenize(prompt: str) -> list[_Tok]:
@@ -124,6 +139,12 @@ def _tokenize(prompt: str) -> list[_Tok]:
                 out.append(_Tok(nu.group(1), nu.group(1)))
                 out.append(_Tok(unit, unit))
                 continue
+        if low.endswith("%") and (low == "%" or low[:-1].isalpha()):
+            # "cpu%" -> "cpu percent" (then cpu.percent), "memory in %"
+            if low != "%":
+                out.append(_Tok(word[:-1], low[:-1]))
+            out.append(_Tok("percent", "percent"))
+            continue
         out.append(_Tok(word, low))
     return out
 
@@ -185,12 +206,23 @@ class _Parser:
                 break
             i += 1
 
+    def join_words(self) -> None:
+        """One token for what people split: "non zero" -> "non-zero", "p 95" -> "p95"."""
+        toks = self.toks
+        for i in range(len(toks) - 2, -1, -1):
+            a, b = toks[i].low, toks[i + 1].low
+            if (a, b) in (("non", "zero"), ("non", "0")) or (a == "p" and b in PERCENTILES):
+                word = f"{a}-zero" if a == "non" else f"p{b}"
+                toks[i : i + 2] = [_Tok(word, word)]
+
     # -- 2. keyword typos: "avrage" -> "average" ------------------------------------------
 
     def fix_typos(self) -> None:
         for t in self.toks:
             w = t.low
             if t.quoted or not w.isalpha() or len(w) < 4 or w in KEYWORDS or w in FILLER:
+                continue
+            if w in ENGLISH:  # a real word, not a slip: "like" is no "live"
                 continue
             if self.v.lookup(w) or w in self.v.leaves:  # a name, or a path's last part
                 continue
@@ -209,11 +241,14 @@ class _Parser:
         "two and a half hours" -> (seconds, words)."""
         w = self.low(i)
         n = self.num(i)
-        if n is None and w in ("a", "an"):
-            n = 1.0
-        elif n is None and w == "few":
-            n = 3.0
         k = i + 1
+        if w in ("a", "an") and self.low(i + 1) in VAGUE_COUNTS:
+            w, k = self.low(i + 1), i + 2  # "a couple of hours", "a few minutes"
+        if w in VAGUE_COUNTS:
+            n = float(VAGUE_COUNTS[w])
+            k += self.low(k) == "of"
+        elif n is None and w in ("a", "an"):
+            n = 1.0
         if n is None and w in UNITS and len(w) > 1:
             n, k = 1.0, i  # "last hour"
         elif n is not None and self._and_a_half(k):
@@ -226,14 +261,55 @@ class _Parser:
             return seconds + UNITS[unit] / 2, k + 4 - i
         return seconds, k + 1 - i
 
+    def _named_day(self, i: int) -> tuple[float, float, int] | None:
+        """A day or part of one named at i: "friday", "last monday", "the
+        weekend", "yesterday afternoon", "last night", "overnight", "this
+        evening" -> (start, end, words). Days are UTC; a part is said in a note."""
+        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        k = i + (self.low(i) in ("on", "over", "during"))
+        k += self.low(k) == "the"
+        w, nxt = self.low(k), self.low(k + 1)
+        last = w == "last"
+        if last or w == "this":
+            k, w, nxt = k + 1, nxt, self.low(k + 2)
+        if w in WEEKDAYS:
+            back = (today.weekday() - WEEKDAYS[w]) % 7 or (7 if last else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=1)).timestamp(), k + 1 - i
+        if w in ("weekend", "weekends"):
+            back = (today.weekday() - 5) % 7 + (7 if last and today.weekday() >= 5 else 0)
+            start = today - timedelta(days=back)
+            return start.timestamp(), (start + timedelta(days=2)).timestamp(), k + 1 - i
+        if w == "overnight" or (last and w == "night"):
+            day, part = today - timedelta(days=1), "night"
+        elif w in ("yesterday", "this") or (k > i and self.low(k - 1) == "this"):
+            part = nxt if w in ("yesterday", "this") else w
+            if part not in DAY_PARTS or (self.low(k - 1) == "this" and part == "morning"):
+                return None  # "this morning" is today so far
+            day = today - timedelta(days=1 if w == "yesterday" else 0)
+            k += w in ("yesterday", "this")
+        else:
+            return None
+        lo, hi = DAY_PARTS[part]
+        self.s.notes.append(f"{part} read as {lo:02d}:00-{hi % 24:02d}:00 UTC")
+        start = day + timedelta(hours=lo)
+        return start.timestamp(), (day + timedelta(hours=hi)).timestamp(), k + 1 - i
+
+    def _note_vague(self, lo: int, hi: int) -> None:
+        """Say which number a vague count of the window just used was read as."""
+        for t in self.toks[lo:hi]:
+            if t.low in VAGUE_COUNTS:
+                self.s.notes.append(f"{t.text!r} read as {VAGUE_COUNTS[t.low]}")
+
     def _and_a_half(self, i: int) -> bool:
         return self.low(i) == "and" and self.low(i + 1) == "a" and self.low(i + 2) == "half"
 
     def _instant(self, i: int) -> float | None:
         w = self.low(i)
-        clock = CLOCK_RE.match(w)
-        if clock is not None and (clock.group(2) or clock.group(3)):
-            return self._clock(clock.group(1), clock.group(2), clock.group(3))
+        if w and self.toks[i].at is not None:
+            return self.toks[i].at
+        if (hm := self._time_of_day(w)) is not None:
+            return self._clock(*hm)
         if not DATE_RE.match(w):
             return None
         try:
@@ -244,8 +320,14 @@ class _Parser:
             ) from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
-    def _clock(self, hour: str, minute: str | None, half: str | None) -> float:
-        """A time of day (UTC): today's, or yesterday's if today's is still ahead."""
+    def _time_of_day(self, w: str) -> tuple[int, int] | None:
+        """(hour, minute) of "10:00", "9am", "2:30pm", "noon", "midnight"; else None."""
+        if w in ("noon", "midday", "midnight"):
+            return (0 if w == "midnight" else 12), 0
+        clock = CLOCK_RE.match(w)
+        if clock is None or not (clock.group(2) or clock.group(3)):
+            return None
+        hour, minute, half = clock.groups()
         h, m = int(hour), int(minute or 0)
         if half is not None:
             if not 1 <= h <= 12:
@@ -253,12 +335,37 @@ class _Parser:
             h = h % 12 + (12 if half == "pm" else 0)
         if h > 23 or m > 59:
             raise PromptError(f"{hour}:{minute} is not a time of day.")
+        return h, m
+
+    def _clock(self, h: int, m: int, days_back: int | None = None) -> float:
+        """A time of day (UTC) ``days_back`` days ago; by default today's, or
+        yesterday's if today's is still ahead."""
         at = self.now.replace(hour=h, minute=m, second=0, microsecond=0)
-        if at > self.now:
+        if days_back is not None:
+            at -= timedelta(days=days_back)
+        elif at > self.now:
             at -= timedelta(days=1)
         if "times of day are UTC" not in self.s.notes:
             self.s.notes.append("times of day are UTC")
         return at.timestamp()
+
+    def _day_times(self) -> None:
+        """Merge "yesterday 3pm", "today at 9:30", "yesterday noon" into one
+        token at that instant, for "since", "between", "from", "until"."""
+        toks = self.toks
+        i = 0
+        while i < len(toks) - 1:
+            w = toks[i].low
+            j = i + 1 + (toks[i + 1].low == "at")
+            if (
+                w in ("yesterday", "today")
+                and j < len(toks)
+                and (hm := self._time_of_day(toks[j].low)) is not None
+            ):
+                text = " ".join(t.text for t in toks[i : j + 1])
+                at = self._clock(*hm, days_back=1 if w == "yesterday" else 0)
+                toks[i : j + 1] = [_Tok(text, text.lower(), at=at)]
+            i += 1
 
     def _recent(self, seconds: float) -> None:
         """A window from ``seconds`` ago to now: its start rounded down to a
@@ -312,10 +419,11 @@ class _Parser:
     def times(self) -> None:
         now = self.now
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        self._day_times()
         i = 0
         while i < len(self.toks):
             w = self.low(i)
-            if w in ("last", "past", "previous", "recent", "trailing"):
+            if w in WINDOW_WORDS:
                 span = self._span(i + 1)
                 if span is not None:
                     seconds, n = span
@@ -323,11 +431,27 @@ class _Parser:
                         raise PromptError("The time window must be between 1 second and 100 years.")
                     self._recent(seconds)
                     self.use(*range(i, i + 1 + n))
+                    self._note_vague(i, i + 1 + n)
                     if self.low(i - 1) == "the":
                         self.use(i - 1)
                     i += 1 + n
                     continue
-            if w in ("today", "tonight") or (w == "this" and self.low(i + 1) in ("morning", "day")):
+            if (
+                w == "since"
+                or w in WEEKDAYS
+                or w in DAY_PARTS
+                or w
+                in ("last", "this", "yesterday", "over", "on", "during", "weekend", "overnight")
+            ) and (named := self._named_day(i + (w == "since"))) is not None:
+                start, end, n = named
+                if w == "since":
+                    self._from(start)
+                else:
+                    self._from(start, end if end < now.timestamp() else None)
+                self.use(*range(i, i + n + (w == "since")))
+            elif w in ("today", "tonight") or (
+                w == "this" and self.low(i + 1) in ("morning", "day")
+            ):
                 self._from(today.timestamp())
                 self.use(i, *(() if w != "this" else (i + 1,)))
             elif w == "yesterday":
@@ -351,6 +475,7 @@ class _Parser:
                 elif (span := self._span(i + 1)) is not None and self.low(i + 1 + span[1]) == "ago":
                     self._recent(span[0])
                     self.use(*range(i, i + 2 + span[1]))
+                    self._note_vague(i, i + 2 + span[1])
                 elif (ts := self._instant(i + 1)) is not None:
                     self._from(ts)
                     self.use(i, i + 1)
@@ -379,6 +504,12 @@ class _Parser:
             elif (span := self._span(i)) is not None and self.low(i + span[1]) == "ago":
                 self._recent(span[0])
                 self.use(*range(i, i + 1 + span[1]))
+                self._note_vague(i, i + 1 + span[1])
+            elif w and (at := self.toks[i]).at is not None:
+                raise PromptError(
+                    f"{at.text!r} is an instant, not a window: ask 'since {at.text}'"
+                    f" or 'between {at.text} and ...'."
+                )
             i += 1
 
     # -- 4. buckets and rate ------------------------------------------------------------
@@ -399,19 +530,7 @@ class _Parser:
                 if (k := self.num(j)) is not None and self.low(j + 1) in UNITS:
                     n, j = k, j + 1
                     unit_word = self.low(j)
-                if unit_word not in UNITS or (
-                    w == "in"
-                    and self.low(j + 1)
-                    not in (
-                        "buckets",
-                        "bucket",
-                        "intervals",
-                        "interval",
-                        "steps",
-                        "chunks",
-                        "slices",
-                    )
-                ):
+                if unit_word not in UNITS or (w == "in" and self.low(j + 1) not in BUCKET_NOUNS):
                     continue
                 seconds = int(n * UNITS[unit_word])
                 if seconds == 1 and w in ("per", "/"):
@@ -422,6 +541,14 @@ class _Parser:
                 self.use(*range(i, j + 1))
                 if w == "in":
                     self.use(j + 1)
+            elif (
+                self.low(i + 2) in BUCKET_NOUNS  # cheapest test first: this runs per word
+                and self.low(i + 1) in UNITS
+                and (k := self.num(i)) is not None
+            ):
+                # "cpu 10 min buckets", "p95 latency at 30 minute intervals"
+                self.set_once("bucket", int(k * UNITS[self.low(i + 1)]), "bucket")
+                self.use(i, i + 1, i + 2, *((i - 1,) if self.low(i - 1) in ("at", "into") else ()))
             elif w in ("bucket", "buckets", "interval", "intervals") and self.low(i + 1) in (
                 "of",
                 "=",
@@ -431,14 +558,7 @@ class _Parser:
                     self.use(i, i + 1, i + 2, i + 3)
             elif w.endswith("-minute") or w.endswith("-hour") or w.endswith("-second"):
                 head, _, unit = w.rpartition("-")
-                if _number(head) is not None and self.low(i + 1) in (
-                    "buckets",
-                    "bucket",
-                    "intervals",
-                    "interval",
-                    "windows",
-                    "steps",
-                ):
+                if _number(head) is not None and self.low(i + 1) in BUCKET_NOUNS:
                     self.set_once("bucket", int(float(head) * UNITS[unit]), "bucket")
                     self.use(i, i + 1)
 
@@ -507,6 +627,13 @@ class _Parser:
                 "perc",
             ):
                 self._pct(m.group(1), i, i + 1)
+            elif (
+                (m := ORDINAL_RE.match(w)) is not None
+                and m.group(1) in PERCENTILES
+                and m.group(1) != "50"
+                and self.low(i + 1) not in UNITS
+            ):
+                self._pct(m.group(1), i)  # "latency 95th": the percentile, said short
             elif w in ("percentile", "pct") and self.num(i + 1) is not None:
                 self._pct(str(int(self.num(i + 1) or 0)), i, i + 1)
             elif _number(w) is not None and self.low(i + 1) in ("percentile", "pctl"):
@@ -565,6 +692,12 @@ class _Parser:
                 self.use(i, i + 1)
         for i in range(len(toks)):
             w = self.low(i)
+            if w == "min" and i > 0 and _number(toks[i - 1].low) is not None:
+                continue  # "10 min" (a window or bucket not read as one): minutes, not the minimum
+            if self.s.rank_desc is None and w in SORT_WORDS and self._group_noun_near(i):
+                self.s.rank_desc, self.s.rank_word = True, "top"  # all of them, highest first
+                self.use(i)
+                continue
             if self.s.rank_desc is None and (
                 w in ("top", "bottom")
                 or (
@@ -612,12 +745,11 @@ class _Parser:
                     self.s.rank_desc = None
                     return
         if self.s.limit is None:
-            self.s.limit = 1 if self.s.singular_rank and self.s.rank_word != "top" else DEFAULT_TOP
+            self.s.limit = 1 if self.s.singular_rank else DEFAULT_TOP  # "top host": the one
 
     def _uses_near(self) -> bool:
         """ "What's using the most cpu": the users are the sessions (processes)."""
-        users = {"using", "uses", "consuming", "consumes", "eating", "hogging", "burning"}
-        if any(t.low in users for t in self.toks) and self.s.group is None:
+        if any(t.low in USER_VERBS for t in self.toks) and self.s.group is None:
             self.s.group = "session"
             self.s.singular_rank = True
             return True
@@ -823,10 +955,13 @@ class _Parser:
             elif w in ("memory", "mem", "ram", "rss", "footprint"):
                 # "free memory", "memory percent"; not "memory used by sess-a"
                 before = self._memory_qualifier(self.low(i - 1), prefix=True)
-                after = None if self.low(i + 2) == "by" else self._memory_qualifier(self.low(i + 1))
+                k = i + 1
+                while self.low(k) in ("usage", "in", "as", "utilization", "utilisation"):
+                    k += 1  # "mem usage in %"
+                after = None if self.low(k + 1) == "by" else self._memory_qualifier(self.low(k))
                 if before is not None or after is not None:
                     self._set_field(before or after or "", None)
-                    self.use(i - 1 if before is not None else i + 1)
+                    self.use(i - 1 if before is not None else k)
                 else:
                     self._memory_field_plain()
                 s.synonym = w
@@ -839,24 +974,13 @@ class _Parser:
                 "durations",
                 "slow",
                 "slowest",
-            ):
+                "fastest",
+            ) or (w == "long" and i > 0 and self.toks[i - 1].low == "how"):  # "how long do X take"
                 if w == "response" and self.low(i + 1) in ("time", "times"):
                     self.use(i + 1)
-                metrics = v.names_containing("metric", "latency", "duration", "response")
-                paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
-                if s.field is not None and s.field != "value":
-                    pass  # "request_failed duration_ms": the path is named already
-                elif metrics and (not s.names or s.kind != "event"):
-                    self._assign(Term("metric", metrics[0]), metrics[0])
-                    if len(metrics) > 1:
-                        s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
-                elif paths:
-                    self._set_field(self._preferred_path(paths), None)
-                else:
-                    raise PromptError(
-                        f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}."
-                    )
-                s.synonym = s.synonym or w
+                self._timed(w)
+                if w in _TIMED_RANKS and s.fn is None:
+                    self._fn(_TIMED_RANKS[w], w)  # "slowest request_failed": the longest
                 self.use(i)
             elif w in ERROR_WORDS and not s.sessions_q:
                 events = v.names_containing("event", "err", "fail", "exception", "crash")
@@ -880,6 +1004,37 @@ class _Parser:
                     self._assign(Term("metric", metrics[0]), metrics[0])
                     s.synonym = w
                     self.use(i)
+
+        if s.rank_word in ("slowest", "fastest") and (
+            s.field is None or (s.field == "value" and s.kind == "event")
+        ):
+            self._timed(s.rank_word)  # "which host has the slowest requests": by their duration
+        if (
+            s.field is None
+            and not s.names
+            and s.threshold is not None
+            and s.threshold[2] in SIZE_UNITS
+        ):
+            self._memory_field_plain()  # "sessions using more than 400mb": a memory size
+            s.notes.append(f"{s.threshold[1]:g} {s.threshold[2]} read as memory ({s.field})")
+
+    def _timed(self, w: str) -> None:
+        """What a word of time measures: the latency metric, or the named
+        events' duration path ("latency", "how long", "slowest requests")."""
+        s, v = self.s, self.v
+        metrics = v.names_containing("metric", "latency", "duration", "response")
+        paths = v.paths_containing("latency", "duration", "_ms", "elapsed")
+        if s.field is not None and s.field != "value":
+            pass  # "request_failed duration_ms": the path is named already
+        elif metrics and (not s.names or s.kind != "event"):
+            self._assign(Term("metric", metrics[0]), metrics[0])
+            if len(metrics) > 1:
+                s.notes.append(f"{w} read as {metrics[0]}; also: {', '.join(metrics[1:])}")
+        elif paths:
+            self._set_field(self._preferred_path(paths), None)
+        else:
+            raise PromptError(f"Nothing stored measures {w}; metrics: {v.sample_of('metric')}.")
+        s.synonym = s.synonym or w
 
     def _memory_qualifier(self, word: str, prefix: bool = False) -> str | None:
         """The memory path a word beside "memory" names ("percent", "free"), if stored."""
@@ -916,7 +1071,10 @@ class _Parser:
             if t.used:
                 continue
             w = t.low
-            if w in FILLER or w in KEYWORDS or _number(w) is not None:
+            if _number(w) is not None:
+                self._no_equality(i)
+                continue
+            if w in FILLER or w in KEYWORDS:
                 continue
             if self._part_of_chosen(w):
                 continue  # "http" of "http latency", once http_latency_ms was chosen
@@ -945,6 +1103,19 @@ class _Parser:
         ):
             # Nothing else says what to measure: the ignored word probably did.
             raise self._unknown(s.ignored[0], None, repr(s.ignored[0]))
+
+    def _no_equality(self, i: int) -> None:
+        """A number left over right after a data path ("with status 500") asks
+        for equality, which no endpoint filters on: refused, never dropped."""
+        j = i - 1 - (i >= 2 and self.toks[i - 1].low in ("=", "==", "is", "of", "equals"))
+        if j < 0:
+            return
+        path = self.toks[j].text
+        if any(term.kind == "path" for term in self.v.lookup(path)):
+            raise PromptError(
+                f"I cannot match {path} equal to {self.toks[i].text}: a value is compared with"
+                f" >, >=, < or <= ('{path} >= {self.toks[i].text}'), one threshold at a time."
+            )
 
     def _part_of_chosen(self, word: str) -> bool:
         chosen = [*self.s.names, self.s.field or ""]
@@ -991,6 +1162,7 @@ class _Parser:
         if not self.toks:
             raise PromptError("The prompt is empty; ask e.g. 'average cpu of web-1 today'.")
         self.join_names()
+        self.join_words()
         self.fix_typos()
         for i in range(len(self.toks) - 1):
             if self.toks[i].low == "exit" and self.toks[i + 1].low in ("status", "state"):
@@ -1009,6 +1181,7 @@ class _Parser:
         self.s.sessions_q = self._is_sessions_question(words)
         if not self.s.sessions_q:
             self.synonyms()
+            self._how_many_of_a_value()
             self._latest_or_list(words)
         self.leftovers()
         return build_plan(self.s, self.v, words, self.toks)
@@ -1034,10 +1207,17 @@ class _Parser:
                 | ENDED_WORDS
                 | BAD_EXIT_WORDS
                 | START_WORDS
+                | SESSION_LIFE_WORDS
                 | {"code", "when", "exit", "long", "duration"}
             )
         )
         if s.session is not None and about:
+            return True
+        if s.host is not None and s.group is None and words & (LIVE_WORDS | GONE_WORDS):
+            return True  # "is db-1 up", "is web-2 still reporting": its sessions
+        if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
+            # "list all hosts", "which servers are live": hosts are known by their sessions
+            s.group = "host"
             return True
         if not mentions:
             return False
@@ -1053,7 +1233,11 @@ class _Parser:
 
     def _latest_or_list(self, words: set[str]) -> None:
         s = self.s
-        if s.fn is None and (words & LATEST_WORDS or ("last" in words and not self._has_last_n())):
+        if s.fn is None and (
+            words & LATEST_WORDS
+            or ("last" in words and not self._has_last_n())
+            or self._at_the_end()
+        ):
             s.latest = True
         if (
             s.fn is None
@@ -1093,6 +1277,26 @@ class _Parser:
                     break
             if words & {"first", "earliest", "oldest"}:
                 s.rank_desc = False
+
+    def _how_many_of_a_value(self) -> None:
+        """ "how many threads does sess-c have": the value of threads, not how
+        many samples have it (a count of documents needs a thing counted)."""
+        s, toks = self.s, self.toks
+        if s.fn != "count" or s.fn_word != "how many" or s.threshold is not None:
+            return
+        for i in range(len(toks) - 2):
+            if toks[i].low == "how" and toks[i + 1].low == "many":
+                if s.field is not None and s.field != "value" and toks[i + 2].text == s.field:
+                    s.fn = s.fn_word = None
+                return
+
+    def _at_the_end(self) -> bool:
+        """ "memory of sess-a at the end": its last value."""
+        lows = [t.low for t in self.toks]
+        return any(
+            lows[i : i + 3] in (["at", "the", "end"], ["in", "the", "end"], ["by", "the", "end"])
+            for i in range(len(lows) - 2)
+        )
 
     def _has_last_n(self) -> bool:
         return any(

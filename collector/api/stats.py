@@ -102,6 +102,8 @@ def _families(ingest: IngestStats, requests: RequestStats, cache: QueryCache) ->
     for family, help_, value in (
         (CounterMetricFamily, ("cache_hits_total", "Query cache hits."), cs.hits),
         (CounterMetricFamily, ("cache_misses_total", "Query cache misses."), cs.misses),
+        (CounterMetricFamily, ("cache_near_hits_total", "Hits answered by the in-process near "
+                               "cache in front of Redis (also in cache_hits_total)."), cs.near_hits),
         (CounterMetricFamily, ("cache_bypassed_total", "Lookups answered from the store "
                                "because the cache was unreachable."), cs.bypassed),
         (CounterMetricFamily, ("cache_errors_total", "Failed cache operations."), cs.errors),

@@ -247,6 +247,8 @@ class Store(Protocol):
     # -- rollup tiers (rollup.py; read by deltawire.collector.aggregate) ----------
     #: Tier widths in seconds the store keeps, coarsest first; () for none.
     rollup_tiers: tuple[int, ...]
+    #: Those whose buckets carry a quantile sketch (percentiles read only these).
+    rollup_sketch_tiers: tuple[int, ...]
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
         """Tier buckets and raw points (the unfolded tail too) for ``req``,

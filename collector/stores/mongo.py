@@ -91,7 +91,7 @@ from .base import (
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
 from .mongo_stream import StreamReader
-from .rollup import TIERS, RollupData, RollupRequest
+from .rollup import SKETCH_TIERS, TIERS, RollupData, RollupRequest
 
 __all__ = ["MongoStore"]
 
@@ -486,6 +486,7 @@ class MongoStore(DocumentRows):
         #: Tier widths the engine may plan with: none when tiers are off,
         #: or not read (decided at ``open``).
         self.rollup_tiers: tuple[int, ...] = ()
+        self.rollup_sketch_tiers: tuple[int, ...] = SKETCH_TIERS
         self._keep_tiers = rollups
         self._tier_reads = tier_reads
         self._tiers: mongo_rollup.Tiers | None = None

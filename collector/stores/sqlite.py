@@ -1289,6 +1289,7 @@ class SqliteStore:
     # -- rollup tiers ----------------------------------------------------------
 
     rollup_tiers: tuple[int, ...] = TIERS
+    rollup_sketch_tiers: tuple[int, ...] = sqlite_rollup.SKETCH_TIERS
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
         with self._reader("rollup_read") as conn, _snapshot(conn):

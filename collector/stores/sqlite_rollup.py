@@ -1,8 +1,9 @@
 """Rollup tiers of the SQLite store (see ``rollup.py`` for the model).
 
 Tables: ``roll_series`` names each series once (its id keys the buckets);
-``roll_60`` and ``roll_3600`` hold one row per (series, bucket start), the
-hour rows with their sketch; ``roll_state`` the watermark: every document
+``roll_60`` and ``roll_3600`` hold one row per (series, bucket start), with
+its sketch (packed, see ``Sketch.to_bytes``; none for a minute of ``DOCS``,
+whose values are all 1, nor for a minute folded before minutes had one); ``roll_state`` the watermark: every document
 with ``id <= watermark`` is in the tiers, none above it.
 
 Folding (``Folder``) reads the documents above the watermark back in id
@@ -56,6 +57,7 @@ from .rollup import (
 __all__ = [
     "MIGRATION",
     "MIGRATION_PENDING",
+    "SKETCH_TIERS",
     "DocValues",
     "Folder",
     "SeriesIds",
@@ -125,6 +127,11 @@ class Sql:
     json_path: Callable[[str], str]
 
 
+#: Tiers whose buckets carry a sketch here: the minute's too (~130 bytes packed
+#: for 60 values), so that a percentile over a window with minute edges ("the
+#: last 30 minutes") reads buckets, not ~10^5 raw rows of JSON.
+SKETCH_TIERS: Final = (HOUR, MINUTE)
+
 _BUCKET_COLUMNS: Final = "n, sum, min, max, fts, fv, lts, lv, inc"
 _SERIES_COLUMNS: Final = "session, kind, name, host, tags"
 #: Series ids by key, per database file; grows with the series (thousands).
@@ -136,6 +143,11 @@ _RAW_OPS: Final = frozenset({">", ">=", "<", "<="})
 def _within(f: Filters, lo: float | None, hi: float | None) -> MetricQuery:
     """``f``'s filters over ``[lo, hi)``."""
     return MetricQuery(f.session, f.name, f.kind, f.host, f.tags, ts_from=lo, ts_to=hi)
+
+
+def _sketched(tier: int, path: str) -> bool:
+    """Whether ``tier``'s buckets of ``path`` keep a sketch (an hour always)."""
+    return tier == HOUR or (tier in SKETCH_TIERS and path != DOCS)
 
 
 def watermark(conn: sqlite3.Connection) -> int:
@@ -458,10 +470,15 @@ class Folder:
             parts[key] = part = Partial.of(tss, vals)
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
             hours[hkey].append(part)
-            sketch = sketches.get(hkey)
-            if sketch is None:
-                sketches[hkey] = sketch = Sketch()
-            sketch.add_values(vals)
+            in_hour = sketches.get(hkey)
+            if in_hour is None:
+                sketches[hkey] = in_hour = Sketch()
+            if _sketched(MINUTE, path):
+                sketches[key] = minute = Sketch()
+                minute.add_values(vals)
+                in_hour.merge(minute)
+            else:
+                in_hour.add_values(vals)
         for hkey, pieces in hours.items():
             parts[hkey] = hour = pieces[0].copy()
             for piece in pieces[1:]:
@@ -621,7 +638,9 @@ def _merged(
         if old.inc is None:
             return None
         part = old
-        if sketch is not None and row[9] is not None:
+        if sketch is not None and row[9] is None:
+            sketch = None  # a bucket folded before its tier had sketches: none now either
+        elif sketch is not None:
             merged = Sketch.from_bytes(row[9])
             merged.merge(sketch)
             sketch = merged
@@ -670,7 +689,7 @@ def _recompute(
     vals = [p.value for p in points]
     part = Partial.of([p.ts for p in points], vals)
     sketch = None
-    if tier == HOUR:
+    if _sketched(tier, path):
         sketch = Sketch()
         sketch.add_values(vals)
     _write_bucket(conn, tier, sid, start, part, sketch)

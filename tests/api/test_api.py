@@ -715,6 +715,11 @@ def test_redis_down_answers_from_the_store(
             assert (await api.get("/metrics", params=params)).headers["x-cache"] == "hit"
 
             stop_process(redis)
+
+            async def down() -> bool:  # the near cache's subscription breaks first
+                return not api.deps.cache.healthy()
+
+            await eventually(down, "the near cache to stop answering")
             for _ in range(5):
                 r = await api.get("/metrics", params=params)
                 assert r.status_code == 200 and r.json() == expected

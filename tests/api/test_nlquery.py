@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deltawire.collector.api.nl_lexicon import ENGLISH, NUMBER_WORDS
 from deltawire.collector.api.nl_vocab import Vocabulary, edit_distance
 from deltawire.collector.api.nlquery import EXAMPLES, Plan, PromptError, parse_prompt
 from deltawire.collector.stores.catalog import Catalog
@@ -158,6 +159,23 @@ def test_keyword_typos_are_read_and_said() -> None:
     p = plan("avrage cpu yesterdy")
     assert p.params["fn"] == "avg" and "to" in p.params
     assert any("avrage" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("word", sorted(ENGLISH | {w for w in NUMBER_WORDS if w.isalpha()}))
+def test_real_words_are_never_corrected_into_keywords(word: str) -> None:
+    # "the last four hours" once became "the last hour hours", "like" "live"
+    try:
+        notes = plan(f"avg cpu {word} on web-1").notes
+    except PromptError as e:
+        assert "read" not in e.reason
+    else:
+        assert not any(n.startswith(f"read {word!r} as") for n in notes), notes
+
+
+def test_vague_counts_are_said() -> None:
+    p = plan("max memory in the last couple of hours")
+    assert p.params["from"] == "2026-11-23T10:00:00Z"
+    assert "'couple' read as 2" in p.notes
 
 
 def test_edit_distance() -> None:

@@ -164,7 +164,8 @@ def _tiers(db: pathlib.Path) -> tuple[Any, ...]:
             "SELECT s.session, s.kind, s.name, s.host, s.tags, s.path, b.*"
             " FROM roll_60 AS b JOIN roll_series AS s ON s.id = b.series ORDER BY 1, 2, 3, 4, 5, 6, 8"
         ).fetchall()
-        dirty = sorted(set(conn.execute("SELECT * FROM roll_dirty").fetchall()))
+        # repr: a NULL host sorts beside a named one (None < str would raise).
+        dirty = sorted(set(conn.execute("SELECT * FROM roll_dirty").fetchall()), key=repr)
         return [m[:6] + m[7:] for m in minutes], _hours(conn), dirty
     finally:
         conn.close()

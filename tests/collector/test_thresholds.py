@@ -81,6 +81,7 @@ class _Counting:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.rollup_tiers = store.rollup_tiers
+        self.rollup_sketch_tiers = store.rollup_sketch_tiers
         self.raw = 0
 
     def rollup_read(self, req: RollupRequest) -> Any:
@@ -149,3 +150,33 @@ def test_bad_where_text(text: str) -> None:
     with pytest.raises(AggregateError) as e:
         parse_where(text)
     assert e.value.parameter == "where"
+
+
+def test_a_threshold_that_would_read_too_many_raw_rows_is_refused_before_reading(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Noisy data: every bucket's range straddles the threshold, so each
+    would be read raw; past the cap the engine refuses before that read."""
+    from deltawire.collector.aggregate import QueryTooHeavy, threshold
+
+    store = open_store(f"sqlite:///{tmp_path / 'noisy.db'}")
+    store.open()
+    try:
+        store.write_batch(
+            [
+                Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": i % 60})
+                for i in range(7200)
+            ]
+        )
+        store.fold_rollups()
+        counting = _Counting(store)
+        q = AggregateQuery("count", where=MetricQuery(), threshold=parse_where("ms > 30"))
+        [row] = run_aggregate(counting, q)
+        assert row.value == 7200 * 29 // 60
+        monkeypatch.setattr(threshold, "MAX_RAW_ROWS", 7199)
+        counting.raw = 0
+        with pytest.raises(QueryTooHeavy, match="7,200 values"):
+            run_aggregate(counting, q)
+        assert counting.raw == 0  # refused before the raw read
+    finally:
+        store.close()

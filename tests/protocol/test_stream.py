@@ -295,7 +295,7 @@ def test_wide_slices_never_let_a_bomb_past_its_budget(budget: int, lead: int, un
             raise _Refuse
 
     with pytest.raises(_Refuse):
-        Inflater(sink).feed(bomb, budget)
+        Inflater().feed(bomb, sink, budget)
     assert seen <= budget + MAX_SLICE_INFLATE
 
 
@@ -308,7 +308,7 @@ def test_a_full_read_inflates_exactly_with_its_budget() -> None:
     )
     wire = _zstd(lines)
     calls: list[int] = []
-    Inflater(lambda out: calls.append(len(out))).feed(wire, 64 * len(wire))
+    Inflater().feed(wire, lambda out: calls.append(len(out)), 64 * len(wire))
     assert sum(calls) == len(lines)
 
 

@@ -94,6 +94,8 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             hit = parsed[raw] = _Listing(parse(request, MetricFilters))
         return hit
 
+    deps.cached_gets["/metrics"] = parsed.get
+
     async def list_metrics(request: Request) -> Response:
         ls = listing(request)
         q = ls.query

@@ -1,0 +1,68 @@
+"""The fast path for cached GETs (fast.py): the same answer, headers and
+counters as the full path, and never a way around keys, rate limits or an
+invalidation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deltawire.collector.api import ApiConfig
+from deltawire.collector.api.auth import parse_keys
+from deltawire.collector.stores import Store
+from deltawire.protocol import Document
+
+from .inproc import bearer, client, sqlite_store
+
+T0 = 1_790_000_000.0
+URL = "/metrics?name=proc&limit=5"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = sqlite_store(tmp_path)
+    s.write_batch(
+        [Document("s1", i, "sample", "proc", T0 + i, "web-1", (), {"v": i}) for i in range(20)]
+    )
+    return s
+
+
+async def test_a_cached_get_is_the_same_answer(store: Store) -> None:
+    async with client(store) as (c, deps):
+        first = await c.get(URL)
+        assert first.headers["x-cache"] == "miss"
+        hits = deps.cache.stats.hits
+        second = await c.get(URL)
+        assert second.headers["x-cache"] == "hit" and second.content == first.content
+        assert second.headers["content-type"] == first.headers["content-type"]
+        assert int(second.headers["content-length"]) == len(first.content)
+        assert deps.cache.stats.hits == hits + 1
+        # Counted like any answer of the route.
+        assert deps.stats.requests[("/metrics", "GET", 200)] == 2
+        # A HEAD, a new URL, and the same URL after a bump take the full path.
+        assert (await c.head(URL)).status_code == 200
+        assert (await c.get(URL + "&kind=sample")).headers["x-cache"] == "miss"
+        await deps.bump(["s1"], ["proc"])
+        assert (await c.get(URL)).headers["x-cache"] == "miss"
+        # A write through the API is seen at once.
+        r = await c.post("/metrics", json={"name": "proc", "value": 7.0, "timestamp": T0 + 99})
+        assert r.status_code == 201
+        newest = await c.get("/metrics?name=proc&limit=5&sort=-timestamp")
+        assert newest.json()["items"][0]["value"] == 7.0
+
+
+async def test_keys_still_apply_to_cached_answers(store: Store) -> None:
+    async with client(store, ApiConfig(keys=parse_keys("r1:read"))) as (c, deps):
+        assert (await c.get(URL, headers=bearer("r1"))).headers["x-cache"] == "miss"
+        assert (await c.get(URL, headers=bearer("r1"))).headers["x-cache"] == "hit"
+        for headers in ({}, bearer("nope")):
+            r = await c.get(URL, headers=headers)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert deps.stats.requests[("/metrics", "GET", 401)] == 2
+
+
+async def test_rate_limits_still_apply_to_cached_answers(store: Store) -> None:
+    async with client(store, ApiConfig(rate_limit=0.01, rate_burst=3)) as (c, _):
+        codes = [(await c.get(URL)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]

@@ -1,0 +1,204 @@
+"""The near cache in front of Redis (cache.NearCache), with a real redis-server:
+repeated lookups are answered in-process, and no write (through this API
+process, through the ingest's control pipe, or through another API process
+sharing the Redis) leaves a stale answer served once it has been applied."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deltawire.collector.api import Deps, create_app
+from deltawire.collector.api.cache import EVERYTHING, NearCache, RedisCache, Span, make_cache
+from deltawire.collector.api.control import apply_control, parse_control
+from deltawire.collector.stores import open_store
+from deltawire.protocol import Document
+
+pytestmark = pytest.mark.redis
+
+DEADLINE_S = 10.0
+T0 = 1_790_000_000.0
+
+
+def _near(redis_uri: str, namespace: str, ttl: float = 60.0) -> NearCache:
+    return NearCache(RedisCache(redis_uri, ttl=ttl, namespace=namespace), size=64)
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Until ``check()`` (pub/sub news from another process: nothing to await)."""
+    async with asyncio.timeout(DEADLINE_S):
+        while not check():
+            await asyncio.sleep(0.005)
+    assert check(), what
+
+
+async def _both(redis_uri: str, body: Callable[[NearCache, NearCache], Awaitable[None]]) -> None:
+    """Two near caches on one namespace: two API processes sharing one Redis."""
+    ns = uuid.uuid4().hex
+    a, b = _near(redis_uri, ns), _near(redis_uri, ns)
+    try:
+        await asyncio.wait_for(asyncio.gather(a.wait_subscribed(), b.wait_subscribed()), DEADLINE_S)
+        await body(a, b)
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+def test_repeated_lookups_are_answered_in_process(redis_uri: str) -> None:
+    async def body(a: NearCache, b: NearCache) -> None:
+        payload, gen = await a.get("k", "name:n")
+        assert payload is None and gen is not None
+        await a.put("k", gen, b"answer", EVERYTHING)
+        for _ in range(5):
+            assert (await a.get("k", "name:n"))[0] == b"answer"
+        assert a.stats.near_hits == 5 and a.stats.hits == 5
+        # b has it from Redis once, then in-process.
+        assert (await b.get("k", "name:n"))[0] == b"answer"
+        assert b.stats.near_hits == 0
+        assert (await b.get("k", "name:n"))[0] == b"answer"
+        assert b.stats.near_hits == 1
+
+    asyncio.run(_both(redis_uri, body))
+
+
+def test_a_bump_here_is_a_miss_at_once_and_elsewhere_once_heard(redis_uri: str) -> None:
+    async def body(a: NearCache, b: NearCache) -> None:
+        _, gen = await a.get("k", "session:s")
+        await a.put("k", gen, b"old")
+        for cache in (a, b):  # b: from Redis once, then near
+            for _ in range(2):
+                assert (await cache.get("k", "session:s"))[0] == b"old"
+        assert a.stats.near_hits == 2 and b.stats.near_hits == 1
+        await a.bump(["s"], ["n"])
+        assert (await a.get("k", "session:s"))[0] is None  # no waiting here
+        await _until(lambda: b.heard >= 1, "b to hear a's bump")
+        assert (await b.get("k", "session:s"))[0] is None
+        # Other scopes stay cached; a's own bump is not applied twice.
+        assert a.heard == 0
+
+    asyncio.run(_both(redis_uri, body))
+
+
+def test_an_answer_fetched_across_a_bump_is_not_kept(redis_uri: str) -> None:
+    """The lookup/bump race: a lookup reads the near generation, then Redis; a
+    bump lands in between. What it fetched must not survive the bump."""
+
+    async def body(a: NearCache, b: NearCache) -> None:
+        _, gen = await a.get("k", "name:n")
+        await a.put("k", gen, b"old")
+        a.near.clear()  # as if evicted: the next lookup goes to Redis
+        real_lookup = a.remote.lookup
+
+        async def lookup_then_bump(key: str, scope: str) -> tuple[bytes | None, Span, Any]:
+            found = await real_lookup(key, scope)  # the old answer, read from Redis
+            await a.bump([], ["n"])  # ... and a write lands before it is kept
+            return found
+
+        a.remote.lookup = lookup_then_bump  # type: ignore[method-assign]
+        assert (await a.get("k", "name:n"))[0] == b"old"  # raced: served before the write
+        a.remote.lookup = real_lookup  # type: ignore[method-assign]
+        assert (await a.get("k", "name:n"))[0] is None
+
+    asyncio.run(_both(redis_uri, body))
+
+
+stamps = st.integers(0, 100).map(float)
+spans = st.tuples(stamps, stamps).map(lambda p: Span(min(p), max(p)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(entry=spans, bumps=st.lists(st.tuples(st.booleans(), spans), max_size=6))
+def test_bumps_from_either_process_drop_exactly_what_they_touch(
+    redis_uri: str, entry: Span, bumps: list[tuple[bool, Span]]
+) -> None:
+    """Whoever bumps (this process or another one), an answer stays a near hit
+    exactly when no bump touched its span; never a stale one."""
+
+    async def body(a: NearCache, b: NearCache) -> None:
+        _, gen = await a.get("k", "name:n")
+        await a.put("k", gen, b"answer", entry)
+        for here, span in bumps:
+            await (a if here else b).bump([], ["n"], span)
+        elsewhere = sum(1 for here, _ in bumps if not here)
+        await _until(lambda: a.heard >= elsewhere, "a to hear b's bumps")
+        before = a.stats.near_hits
+        payload, _ = await a.get("k", "name:n")
+        expected = not any(span.touches(entry) for _, span in bumps)
+        assert (payload == b"answer") == expected
+        assert (a.stats.near_hits == before + 1) == expected
+
+    asyncio.run(_both(redis_uri, body))
+
+
+# -- through the API: writes and streamed documents are seen at once -------------------------------
+
+
+def test_api_writes_and_streamed_documents_are_never_served_stale(
+    redis_uri: str, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'near.db'}"
+
+    async def body() -> None:
+        store = open_store(uri)
+        store.open()
+        cache = make_cache(redis_uri, ttl=60, namespace=uuid.uuid4().hex)
+        assert isinstance(cache, NearCache)
+        try:
+            deps = Deps(store, cache)
+            transport = httpx.ASGITransport(app=create_app(deps))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                await asyncio.wait_for(cache.wait_subscribed(), DEADLINE_S)
+                params = {"name": "cpu", "limit": 10}
+
+                async def listing(expect: str | None = None) -> list[Any]:
+                    r = await api.get("/metrics", params=params)
+                    assert r.status_code == 200
+                    if expect is not None:
+                        assert r.headers["x-cache"] == expect
+                    return [d.get("value") for d in r.json()["items"]]
+
+                assert await listing("miss") == []
+                assert await listing("hit") == [] and cache.stats.near_hits == 1
+
+                # A write through the API: the next read shows it.
+                r = await api.post("/metrics", json={"name": "cpu", "value": 1.0})
+                assert r.status_code == 201
+                doc_id = r.json()["id"]
+                assert await listing("miss") == [1.0]
+                assert await listing("hit") == [1.0]
+                r = await api.patch(f"/metrics/{doc_id}", json={"value": 2.0})
+                assert r.status_code == 200
+                assert await listing("miss") == [2.0]
+                assert await listing("hit") == [2.0]
+
+                # A streamed document: stored by the ingest process, announced
+                # on the control pipe; once the bump is applied, no stale answer.
+                writer = open_store(uri)
+                writer.open()
+                try:
+                    writer.write_batch([Document("agent-1", 0, "sample", "cpu", T0, "h", (), None)])
+                finally:
+                    writer.close()
+                msg = {"op": "bump", "sessions": ["agent-1"], "names": ["cpu"], "span": [T0, T0]}
+                await apply_control(parse_control(orjson.dumps(msg)), cache, deps.ingest)
+                assert len(await listing("miss")) == 2
+
+                r = await api.delete(f"/metrics/{doc_id}")
+                assert r.status_code == 204
+                assert len(await listing("miss")) == 1
+                assert len(await listing("hit")) == 1
+        finally:
+            await cache.aclose()
+            store.close()
+
+    asyncio.run(body())
