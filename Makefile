@@ -22,7 +22,8 @@ run: install
 	$(VENV)/bin/collector serve --log-level info
 
 ## test: everything, installing what it needs (redis-server, the MongoDB-compatible server),
-## on PYTEST_WORKERS pytest-xdist workers (default: one a core; 0 runs in this process).
+## on PYTEST_WORKERS pytest-xdist workers (default: one a core and one more, see
+## tests/conftest.py; 0 runs in this process), modules with slow tests handed out first.
 ## Each worker starts its own servers on free ports; a module's tests share a worker,
 ## so its module-scoped fixtures start once.
 PYTEST_WORKERS ?= auto
@@ -59,7 +60,8 @@ lint: install
 	$(VENV)/bin/ruff format --check collector watchdog protocol deltawire tests bench
 	$(VENV)/bin/mypy
 
-## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm.
+## web: rebuild the dashboard (frontend/ -> collector/api/static/, committed) with npm;
+## static/index.html is the page's one source (web rewrites only its inline script).
 ## Only for changing the dashboard: running the collector needs neither Node nor npm.
 web:
 	cd frontend && npm ci --no-audit --no-fund && node build.mjs

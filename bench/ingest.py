@@ -25,7 +25,7 @@ import psutil
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
 from .codec import load_recording
-from .report import Table
+from .report import Table, show
 
 __all__ = ["main", "run"]
 
@@ -388,9 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
             print(tiers(pathlib.Path(tmpname), args.scale).render(), flush=True)
         return 0
-    for t in run(args.scale):
-        print(t.render(), flush=True)
-    return 0
+    return show(run(args.scale))
 
 
 if __name__ == "__main__":

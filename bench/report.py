@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Table", "fmt"]
+__all__ = ["Table", "fmt", "show"]
 
 
 def fmt(value: float | None) -> str:
@@ -61,3 +62,10 @@ class Table:
         out = [f"== {self.title}", line(head), "  ".join("-" * w for w in widths)]
         out += [line(r) for r in body]
         return "\n".join(out)
+
+
+def show(tables: Iterable[Table]) -> int:
+    """Print each table as soon as it is measured; a bench's ``main`` returns this."""
+    for t in tables:
+        print(t.render(), flush=True)
+    return 0

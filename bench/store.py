@@ -22,7 +22,7 @@ from deltawire.collector.stores import open_store
 from deltawire.protocol import Document
 
 from .codec import load_recording
-from .report import Table
+from .report import Table, show
 
 __all__ = ["main", "run"]
 
@@ -207,13 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiers-only", action="store_true",
                     help="only MongoDB writes with and without rollup tiers (default: everything)")  # fmt: skip
     args = ap.parse_args(argv)
-    if args.tiers_only:
-        for t in tiers_only(args.scale):
-            print(t.render(), flush=True)
-        return 0
-    for t in run(args.scale):
-        print(t.render(), flush=True)
-    return 0
+    return show(tiers_only(args.scale) if args.tiers_only else run(args.scale))
 
 
 if __name__ == "__main__":

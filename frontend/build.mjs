@@ -1,6 +1,6 @@
 // Builds the dashboard into collector/api/static/ (committed, so running the
 // collector never needs Node): one minified bundle of src/main.js with uPlot,
-// its CSS, and index.html. Run with `make web` (npm ci + this script).
+// its CSS, and index.html's inline script. Run with `make web` (npm ci + this script).
 import * as esbuild from "esbuild";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -21,10 +21,13 @@ await esbuild.build({
   legalComments: "eof",
   logLevel: "info",
 });
-// index.html's inline script (a session page's first requests) minified too.
-const page = readFileSync(join(here, "src", "index.html"), "utf8");
+// The page's markup has one source, static/index.html itself (edit it there); its
+// inline script (a session page's first requests) is src/early.js, minified into
+// the page's <script> element here.
+const page = readFileSync(join(out, "index.html"), "utf8");
 const inline = /<script>([\s\S]*?)<\/script>/;
-const { code } = await esbuild.transform(page.match(inline)[1], { minify: true, target: "es2017" });
+const early = readFileSync(join(here, "src", "early.js"), "utf8");
+const { code } = await esbuild.transform(early, { minify: true, target: "es2017" });
 writeFileSync(join(out, "index.html"), page.replace(inline, () => `<script>${code.trim()}</script>`));
 
 // What the bundle was built from, so a test can tell a stale committed build:

@@ -1,5 +1,6 @@
 """deltawire's wire protocol v1, sans-IO: frames, codec, merge patch, delta chain."""
 
+from . import errors
 from .batch import batch_ts, expand_batch, group_batches
 from .client import ClientConnection, Closed, LocalProtocolError, ServerEvent
 from .codec import (
@@ -14,25 +15,7 @@ from .codec import (
 )
 from .counter import BATCH, COUNTER, EXTENSIONS, apply_counter_patch, to_counter_patch
 from .delta import DEFAULT_KEYFRAME_EVERY, DeltaEncoder, Document, Kind, Reassembler
-from .errors import (
-    ERROR_CODES,
-    EXTENSION_CODES,
-    AuthFailed,
-    BadFrame,
-    BadHello,
-    BadJson,
-    BadSeq,
-    BadStream,
-    FrameTooLarge,
-    IdleTimeout,
-    NoBase,
-    Overloaded,
-    ProtocolError,
-    Replaced,
-    TooManyErrors,
-    UnknownType,
-    UnsupportedVersion,
-)
+from .errors import *  # noqa: F403  (the error hierarchy, listed once in errors.__all__)
 from .frames import (
     PROTOCOL_VERSION,
     SESSION_RE,
@@ -66,9 +49,7 @@ __all__ = [
     "DEFAULT_KEYFRAME_EVERY",
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_MAX_FRAME_BYTES",
-    "ERROR_CODES",
     "EXTENSIONS",
-    "EXTENSION_CODES",
     "MAX_INFLATE_PER_READ",
     "MAX_SLICE_INFLATE",
     "MAX_WINDOW_LOG",
@@ -78,12 +59,6 @@ __all__ = [
     "SESSION_RE",
     "ZSTD",
     "Ack",
-    "AuthFailed",
-    "BadFrame",
-    "BadHello",
-    "BadJson",
-    "BadSeq",
-    "BadStream",
     "Batch",
     "Bye",
     "CDelta",
@@ -101,25 +76,16 @@ __all__ = [
     "Event",
     "Flow",
     "Frame",
-    "FrameTooLarge",
     "Hello",
-    "IdleTimeout",
     "Inflater",
     "Kind",
     "LocalProtocolError",
     "NeedData",
-    "NoBase",
-    "Overloaded",
-    "ProtocolError",
     "Reassembler",
-    "Replaced",
     "ServerConnection",
     "ServerEvent",
     "ServerFrame",
     "Snap",
-    "TooManyErrors",
-    "UnknownType",
-    "UnsupportedVersion",
     "Welcome",
     "apply_counter_patch",
     "apply_patch",
@@ -133,3 +99,4 @@ __all__ = [
     "server_frame_from_dict",
     "to_counter_patch",
 ]
+__all__ += errors.__all__

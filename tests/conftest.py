@@ -6,42 +6,41 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.strategies import MAX_EXAMPLES, PROFILE
+
 # Property tests assert what holds for all inputs, not how fast: a loaded CI machine
 # must not fail them on hypothesis' timing checks (speed is `make bench`'s job).
-settings.register_profile("deltawire", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# `make test`: at most MAX_EXAMPLES examples a property; a test that asks for a
+# count passes it through tests.strategies.examples, which caps it the same way.
+settings.register_profile(
+    "deltawire",
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 # `make fuzz` and `make soak`: every property at the count its test asks for.
-settings.register_profile("thorough", parent=settings.get_profile("deltawire"))
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "deltawire")
+settings.register_profile("thorough", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(PROFILE)
 
-#: `make test` runs each property with at most this many examples: the rule is
-#: checked on every run, the long search is `make fuzz`'s (HYPOTHESIS_PROFILE=
-#: thorough), and a failure found there stays in the example database.
-MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "50"))
 
-
-def _capped(current: Any) -> Any:
-    if isinstance(current, settings) and current.max_examples > MAX_EXAMPLES:
-        return settings(current, max_examples=MAX_EXAMPLES)
-    return current
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (`make test`): a worker per core and one more. Much of the suite
+    waits (on a collector process starting, a paced stream, an outage), so one
+    worker more than cores keeps both busy; more would pay each worker's
+    collection again."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if PROFILE != "deltawire":
-        return
-    for item in items:
-        # @given tests keep their settings here; a state machine on its TestCase.
-        fn = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
-        if hasattr(fn, "_hypothesis_internal_use_settings"):
-            fn._hypothesis_internal_use_settings = _capped(fn._hypothesis_internal_use_settings)
-        cls = getattr(item, "cls", None)
-        if cls is not None and isinstance(cls.__dict__.get("settings"), settings):
-            cls.settings = _capped(cls.settings)
+    """Modules with ``slow`` tests first, each module's own order kept: xdist
+    (``--dist loadscope``) hands out modules in this order, so the long ones start
+    at once and the short ones fill in around them instead of trailing at the end."""
+    slow = {getattr(item, "module", None) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: getattr(item, "module", None) not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["json_values", "names", "samples", "timestamps"]
+__all__ = ["MAX_EXAMPLES", "PROFILE", "examples", "json_values", "names", "samples", "timestamps"]
+
+#: The hypothesis profile tests/conftest.py loads: "deltawire" in `make test`;
+#: `make fuzz` and `make soak` set "thorough".
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "deltawire")
+#: `make test` runs each property with at most this many examples: the rule is
+#: checked on every run, the long search is `make fuzz`'s, and a failure found
+#: there stays in the example database.
+MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "50"))
+
+
+def examples(count: int) -> int:
+    """What a test asking for ``count`` examples runs: ``count`` under the
+    thorough profile, at most ``MAX_EXAMPLES`` otherwise. Pass it to
+    ``settings(max_examples=...)``: an explicit setting wins over any profile."""
+    return count if PROFILE != "deltawire" else min(count, MAX_EXAMPLES)
+
 
 _keys = st.text(min_size=0, max_size=8)  # unicode, including the empty key
 _scalars = (

@@ -64,6 +64,11 @@ def _spool_dir_option(fn: Any) -> Any:
                         help=_h("Spool directory", "WATCHDOG_SPOOL_DIR"))(fn)  # fmt: skip
 
 
+def _sessions_option(fn: Any) -> Any:
+    return click.option("--session", "sessions", multiple=True, metavar="ID",
+                        help="Only this session (repeatable). Default: every backlog.")(fn)  # fmt: skip
+
+
 @click.group(context_settings=_CONTEXT)
 @click.version_option(__version__, prog_name="watchdog")
 def cli() -> None:
@@ -318,13 +323,7 @@ def status(spool_dir: str | None, as_json: bool) -> int:
 @_spool_dir_option
 @click.option("--collector", metavar="HOST:PORT", help=_h("", "WATCHDOG_COLLECTOR"))
 @click.option("--token", metavar="T", help=_h("", "WATCHDOG_TOKEN"))
-@click.option(
-    "--session",
-    "sessions",
-    multiple=True,
-    metavar="ID",
-    help="Only this session (repeatable). Default: every backlog.",
-)
+@_sessions_option
 @click.option("--rate", metavar="B/S", help=_h("Send rate cap, 0 for none", "WATCHDOG_REPLAY_RATE"))
 @click.option(
     "--timeout",
@@ -378,13 +377,7 @@ def send(spool_dir: str | None, collector: str | None, token: str | None,
 
 @spool.command()
 @_spool_dir_option
-@click.option(
-    "--session",
-    "sessions",
-    multiple=True,
-    metavar="ID",
-    help="Only this session (repeatable). Default: every backlog.",
-)
+@_sessions_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(spool_dir: str | None, sessions: tuple[str, ...], yes: bool) -> int:
     """Drop backlogs without sending them (live sessions are left alone)."""

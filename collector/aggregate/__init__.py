@@ -6,40 +6,9 @@ rollup tiers (``deltawire.collector.stores.rollup``) and raw rows only for the
 partial edges of the window.
 """
 
+from . import query
 from .engine import RollupSource, plan_segments, run_aggregate
-from .query import (
-    FNS,
-    GROUPS,
-    QUANTILES,
-    AggregateError,
-    AggregateQuery,
-    AggregateRow,
-    Fn,
-    Group,
-    Order,
-    QueryTooHeavy,
-    Threshold,
-    parse_bucket,
-    parse_field,
-    parse_where,
-)
+from .query import *  # noqa: F403  (the query's names, listed once in query.__all__)
 
-__all__ = [
-    "FNS",
-    "GROUPS",
-    "QUANTILES",
-    "AggregateError",
-    "AggregateQuery",
-    "AggregateRow",
-    "Fn",
-    "Group",
-    "Order",
-    "QueryTooHeavy",
-    "RollupSource",
-    "Threshold",
-    "parse_bucket",
-    "parse_field",
-    "parse_where",
-    "plan_segments",
-    "run_aggregate",
-]
+__all__ = ["RollupSource", "plan_segments", "run_aggregate"]
+__all__ += query.__all__

@@ -97,6 +97,8 @@ from .nl_vocab import PREFERRED_STREAM, Term, TermKind, Vocabulary
 #: samples), and 1/30 of the window is below what such a question means.
 _ROUNDING: Final = 1 / 30
 
+#: Words that can start a named day or part of one (``_named_day``).
+_DAY_WORDS: Final = frozenset({*WEEKDAYS, *DAY_PARTS, "weekend", "weekends", "overnight"})
 #: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
 _TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
 
@@ -265,13 +267,15 @@ class _Parser:
         """A day or part of one named at i: "friday", "last monday", "the
         weekend", "yesterday afternoon", "last night", "overnight", "this
         evening" -> (start, end, words). Days are UTC; a part is said in a note."""
-        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
         k = i + (self.low(i) in ("on", "over", "during"))
         k += self.low(k) == "the"
         w, nxt = self.low(k), self.low(k + 1)
         last = w == "last"
         if last or w == "this":
             k, w, nxt = k + 1, nxt, self.low(k + 2)
+        if not (w in _DAY_WORDS or nxt in DAY_PARTS):
+            return None  # the common case, before any date arithmetic
+        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
         if w in WEEKDAYS:
             back = (today.weekday() - WEEKDAYS[w]) % 7 or (7 if last else 0)
             start = today - timedelta(days=back)

@@ -152,6 +152,20 @@ _UNAVAILABLE_CODES: Final = frozenset(
     }
 )
 
+#: The docs table's columns: migration 1 creates the table with them and UNIQUE
+#: (session, seq); migration 2 copies it into one with the same columns, without.
+_DOCS_COLUMNS: Final = """
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    host TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    ts REAL NOT NULL,
+    value REAL,
+    data TEXT"""
+
 # Schema migrations: migration i (0-based) moves PRAGMA user_version from i to
 # i + 1. Append, never edit: a database on disk has already run the old ones.
 #
@@ -182,19 +196,7 @@ _UNAVAILABLE_CODES: Final = frozenset(
 # see ``_tag_filter``.
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
-        """CREATE TABLE docs (
-            id INTEGER PRIMARY KEY,
-            session TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            name TEXT NOT NULL,
-            host TEXT,
-            tags TEXT NOT NULL DEFAULT '[]',
-            ts REAL NOT NULL,
-            value REAL,
-            data TEXT,
-            UNIQUE (session, seq)
-        )""",
+        f"CREATE TABLE docs ({_DOCS_COLUMNS},\n    UNIQUE (session, seq))",
         "CREATE INDEX docs_ts ON docs (ts)",
         "CREATE INDEX docs_session_ts ON docs (session, ts)",
         "CREATE INDEX docs_rare_kind_ts ON docs (kind, ts) WHERE kind != 'sample'",
@@ -233,18 +235,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """UPDATE sessions SET acked = coalesce(
             (SELECT max(seq) FROM docs WHERE docs.session = sessions.session), -1)""",
         # SQLite cannot drop a constraint's index: copy the table, ids kept.
-        """CREATE TABLE docs_new (
-            id INTEGER PRIMARY KEY,
-            session TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            name TEXT NOT NULL,
-            host TEXT,
-            tags TEXT NOT NULL DEFAULT '[]',
-            ts REAL NOT NULL,
-            value REAL,
-            data TEXT
-        )""",
+        f"CREATE TABLE docs_new ({_DOCS_COLUMNS})",
         """INSERT INTO docs_new (id, session, seq, kind, name, host, tags, ts, value, data)
             SELECT id, session, seq, kind, name, host, tags, ts, value, data FROM docs""",
         "DROP TABLE docs",

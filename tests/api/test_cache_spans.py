@@ -25,6 +25,7 @@ from deltawire.collector.api.control import ControlError, parse_control
 from deltawire.collector.api.routes.metrics import listing_span
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.protocol import Document
+from tests.strategies import examples
 
 from .inproc import client, sqlite_store
 
@@ -52,7 +53,7 @@ def _expected(entry: Span, bumps: list[Span]) -> bool:
     return not any(b.touches(entry) for b in bumps)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(entry=spans, bumps=st.lists(spans, max_size=8))
 def test_local_cache_drops_only_what_a_bump_touches(entry: Span, bumps: list[Span]) -> None:
     hit = asyncio.run(_replay(LocalCache(ttl=60), entry, bumps))
@@ -60,7 +61,7 @@ def test_local_cache_drops_only_what_a_bump_touches(entry: Span, bumps: list[Spa
 
 
 @pytest.mark.redis
-@settings(max_examples=40, deadline=None, suppress_health_check=_SUPPRESS)
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=_SUPPRESS)
 @given(entry=spans, bumps=st.lists(spans, max_size=8))
 def test_redis_cache_drops_only_what_a_bump_touches(
     redis_uri: str, entry: Span, bumps: list[Span]
@@ -117,7 +118,7 @@ def _page(store: Any, q: MetricQuery) -> tuple[list[dict[str, Any]], bool]:
     return fetched, len(fetched) > q.limit
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=_SUPPRESS)
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=_SUPPRESS)
 @given(
     old=st.lists(stamps, min_size=1, max_size=30),
     q=queries,

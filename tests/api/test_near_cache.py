@@ -22,6 +22,7 @@ from deltawire.collector.api.cache import EVERYTHING, NearCache, RedisCache, Spa
 from deltawire.collector.api.control import apply_control, parse_control
 from deltawire.collector.stores import open_store
 from deltawire.protocol import Document
+from tests.strategies import examples
 
 pytestmark = pytest.mark.redis
 
@@ -115,7 +116,7 @@ stamps = st.integers(0, 100).map(float)
 spans = st.tuples(stamps, stamps).map(lambda p: Span(min(p), max(p)))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(entry=spans, bumps=st.lists(st.tuples(st.booleans(), spans), max_size=6))
 def test_bumps_from_either_process_drop_exactly_what_they_touch(

@@ -14,6 +14,7 @@ from deltawire.collector.api.nl_vocab import Vocabulary, edit_distance
 from deltawire.collector.api.nlquery import EXAMPLES, Plan, PromptError, parse_prompt
 from deltawire.collector.stores.catalog import Catalog
 from deltawire.testing import nl_dataset
+from tests.strategies import examples
 
 NOW = nl_dataset.NOW  # a Monday noon: "this week" starts today
 VOCAB = Vocabulary(nl_dataset.catalog())
@@ -186,7 +187,7 @@ def test_edit_distance() -> None:
     assert edit_distance("a" * 30, "b" * 30, cap=4) == 4
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=120))
 def test_any_text_is_a_plan_or_a_prompt_error(text: str) -> None:
     try:

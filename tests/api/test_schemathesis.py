@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 from deltawire.collector.api import Deps, LocalCache, create_app
 from deltawire.collector.stores import open_store
 from deltawire.protocol import Document, Hello
+from tests.strategies import examples
 
 _TMP = Path(tempfile.mkdtemp(prefix="deltawire-schemathesis-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
@@ -43,7 +44,7 @@ schema = schema.exclude(path="/stream")
 
 @schema.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=examples(15),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,

@@ -34,6 +34,7 @@ from deltawire.collector.aggregate import (
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.collector.stores.rollup import RAW, Segment, Sketch, step
 from deltawire.protocol import Document
+from tests.strategies import examples
 
 BASE = 1_795_003_200.0  # a whole hour
 SESSIONS = ("s1", "s2")
@@ -329,9 +330,9 @@ def _answers_equal_a_raw_scan(
         _check(store, acts, qs)
 
 
-def _scan_test(examples: int) -> Any:
-    """The property test with ``examples`` examples per backend."""
-    return settings(max_examples=examples, deadline=None, suppress_health_check=_SUPPRESS)(
+def _scan_test(count: int) -> Any:
+    """The property test with ``count`` examples per backend."""
+    return settings(max_examples=examples(count), deadline=None, suppress_health_check=_SUPPRESS)(
         given(acts=actions, qs=st.lists(queries(), min_size=1, max_size=6))(
             _answers_equal_a_raw_scan
         )

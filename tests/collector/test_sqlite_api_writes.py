@@ -21,6 +21,7 @@ from deltawire.collector.stores import sqlite_rollup as sr
 from deltawire.collector.stores.base import Create, Delete, Edit, Replace
 from deltawire.collector.stores.rollup import HOUR, Sketch
 from deltawire.collector.stores.sqlite import _ROLLUP_SQL
+from tests.strategies import examples
 
 from .test_rollups import _all_docs, actions, api_point, apply
 
@@ -91,7 +92,7 @@ def _hours(conn: sqlite3.Connection) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     return {row[:7]: row[7:] for row in rows}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=_SUPPRESS)
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=_SUPPRESS)
 @given(acts=actions)
 def test_hour_buckets_after_edits_equal_a_rebuild_from_raw(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]]
@@ -171,7 +172,7 @@ def _tiers(db: pathlib.Path) -> tuple[Any, ...]:
         conn.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=_SUPPRESS)
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=_SUPPRESS)
 @given(acts=actions, edits=_edits, fold_first=st.booleans())
 def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]], edits: list[tuple[Any, ...]],

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from deltawire.collector.hub import IngestConfig
 from deltawire.collector.server import ServeConfig, serve
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.protocol import Document, ErrorFrame
@@ -37,8 +38,10 @@ def _hello(session: str) -> dict[str, Any]:
 @pytest.fixture
 async def collector(tmp_path: pathlib.Path) -> AsyncIterator[tuple[int, pathlib.Path]]:
     db = tmp_path / "takeover.db"
+    # A replaced connection waits shutdown_grace for the store before it closes
+    # anyway: 1 s, not 10, while a test holds the store's lock.
     cfg = ServeConfig(listen=("127.0.0.1", 0), http=None, store_uri=f"sqlite:///{db}",
-                      writer="thread")  # fmt: skip
+                      writer="thread", ingest=IngestConfig(shutdown_grace=1.0))  # fmt: skip
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve, cfg)
         yield port, db

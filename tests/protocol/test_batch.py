@@ -35,6 +35,7 @@ from deltawire.protocol import (
     group_batches,
 )
 from deltawire.protocol.frames import MAX_BATCH_SAMPLES
+from tests.strategies import examples
 
 from .test_counter import SAMPLE, _same
 
@@ -84,7 +85,7 @@ def _events(server: ServerConnection, wire: bytes, *, step: int = 1) -> list[Any
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(samples=SAMPLES, push=st.integers(min_value=1, max_value=6),
        events=st.sets(st.integers(min_value=0, max_value=14)), gap=st.booleans())  # fmt: skip
 def test_batched_pushes_reassemble_exactly_byte_by_byte(

@@ -18,6 +18,7 @@ from deltawire.protocol.frames import (
     check_int_literals,
 )
 from tests.protocol.test_server_fast_path import _chunked, _fast, _reference
+from tests.strategies import examples
 
 _HELLO = (b'{"t":"hello","v":1,"session":"s-1","host":"h","tags":["a"],'
           b'"ext":["counter","batch"]}')  # fmt: skip
@@ -75,7 +76,7 @@ def _line(draw: st.DrawFn, index: int) -> bytes:
     return orjson.dumps(frame)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     lines=st.integers(2, 16).flatmap(lambda n: st.tuples(*[_line(i) for i in range(n)])),
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=4),

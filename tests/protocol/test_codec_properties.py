@@ -20,7 +20,7 @@ from deltawire.protocol import (
     Snap,
     json_equal,
 )
-from tests.strategies import names, samples, timestamps
+from tests.strategies import examples, names, samples, timestamps
 
 _item = st.one_of(
     st.tuples(st.just("sample"), names, timestamps, samples),
@@ -62,7 +62,7 @@ def _check(items: list[tuple[str, str, float, Any]], events: list[Any]) -> None:
     assert docs[-1].kind == "session" and docs[-1].name == "end"
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.lists(_item, max_size=25), st.integers(1, 5))
 def test_round_trip_whole(items: list[tuple[str, str, float, Any]], keyframe_every: int) -> None:
     conn, out = ServerConnection(), []
@@ -71,7 +71,7 @@ def test_round_trip_whole(items: list[tuple[str, str, float, Any]], keyframe_eve
     _check(items, out)
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(st.lists(_item, max_size=12), st.integers(1, 5))
 def test_round_trip_byte_by_byte(
     items: list[tuple[str, str, float, Any]], keyframe_every: int
@@ -84,7 +84,7 @@ def test_round_trip_byte_by_byte(
     _check(items, out)
 
 
-@settings(max_examples=60, deadline=None)  # a loaded 2-core machine is no deadline
+@settings(max_examples=examples(60), deadline=None)  # a loaded 2-core machine is no deadline
 @given(st.lists(_item, max_size=12), st.data())
 def test_round_trip_random_chunks(
     items: list[tuple[str, str, float, Any]], data: st.DataObject

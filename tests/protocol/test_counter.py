@@ -24,6 +24,7 @@ from deltawire.protocol import (
     Welcome,
     to_counter_patch,
 )
+from tests.strategies import examples
 
 INT64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 LEAF = st.one_of(INT64, st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
@@ -54,7 +55,7 @@ def _server(ext: tuple[str, ...] = ("counter",)) -> ServerConnection:
     return server
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(samples=st.lists(SAMPLE, min_size=1, max_size=12))
 def test_cdelta_chains_reassemble_exactly(samples: list[dict[str, Any]]) -> None:
     enc = DeltaEncoder(counter=True)

@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 from deltawire.protocol import ProtocolError
 from deltawire.protocol.frames import INT64_MAX, INT64_MIN, MAX_DATA_DEPTH
 from deltawire.testing.fuzzing import check_documents, outcomes
+from tests.strategies import examples
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
-    max_examples=EXAMPLES,
+    max_examples=examples(EXAMPLES),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

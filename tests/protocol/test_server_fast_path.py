@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltawire.protocol import NEED_DATA, Document, Hello, ProtocolError, ServerConnection
-from tests.strategies import samples
+from tests.strategies import examples, samples
 
 _names = st.sampled_from(["process"] * 4 + ["system", "x" * 257, "", "ünï"])
 _seqs = st.integers(min_value=-2, max_value=12)
@@ -121,7 +121,7 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     lines=st.integers(0, 30).flatmap(lambda n: st.tuples(*[_frame_line(i) for i in range(n)])),
     with_hello=st.booleans(),

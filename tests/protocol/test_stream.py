@@ -34,6 +34,7 @@ from deltawire.protocol import (
     Welcome,
 )
 from deltawire.protocol.stream import Inflater
+from tests.strategies import examples
 
 SAMPLES = [{"cpu": {"user": 1.25 + i / 8}, "io": {"read": 4096 * i}, "n": i} for i in range(60)]
 
@@ -227,7 +228,7 @@ def test_a_line_past_the_limit_without_newline_is_refused_early() -> None:
     assert [e.seq for e in events] == [1]  # the complete line before it got through
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=40))
 def test_any_split_of_the_stream_gives_the_same_documents(cuts: list[int]) -> None:
     client = ClientConnection()

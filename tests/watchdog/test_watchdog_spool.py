@@ -25,6 +25,7 @@ from deltawire.watchdog.spool import (
     session_dirs,
     summarize,
 )
+from tests.strategies import examples
 
 META = {"session": "s1", "host": "h", "agent": "test", "tags": ["a"]}
 
@@ -113,7 +114,7 @@ class SpoolMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-SpoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
+SpoolMachine.TestCase.settings = settings(max_examples=examples(60), stateful_step_count=40, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 test_spool_state_machine = SpoolMachine.TestCase
 
@@ -161,7 +162,7 @@ class BoundedSpoolMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-BoundedSpoolMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=50,
+BoundedSpoolMachine.TestCase.settings = settings(max_examples=examples(40), stateful_step_count=50,
                                                  deadline=None)  # fmt: skip
 test_bounded_spool_state_machine = BoundedSpoolMachine.TestCase
 

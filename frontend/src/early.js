@@ -1,10 +1,5 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>deltawire</title>
-<script>
+// Inlined into collector/api/static/index.html (minified) by build.mjs: the page's
+// one inline script. It is not part of the bundle because it must run first.
 // A session page's first requests start here, while the bundle loads: they are
 // a first load's critical path (before the stylesheet, which would hold this
 // script until it has loaded). api.js takes each once, by URL, instead of
@@ -27,20 +22,3 @@
     early[u].catch(function () {}); // not taken up: no unhandled rejection
   });
 })();
-</script>
-<link rel="stylesheet" href="/static/app.css?v={{version}}">
-</head>
-<body>
-<header>
-  <a class="brand" href="/">deltawire</a>
-  <nav>
-    <a href="/" data-nav="sessions">Sessions</a>
-    <a href="/ui/query" data-nav="query">Query</a>
-    <a href="/ui/health" data-nav="health">Collector health</a>
-  </nav>
-  <span id="conn" class="muted"></span>
-</header>
-<main id="view"></main>
-<script src="/static/app.js?v={{version}}"></script>
-</body>
-</html>
