@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from deltawire.collector.stores.rollup import (
+    MINUTE,
     RAW,
     Bucket,
     Partial,
@@ -185,6 +186,13 @@ def _run(
         segments,
         sketches=percentile is not None,
         raw_filter=None if th is None else (th.op, th.number),
+        # a threshold's raw rows summed per minute by the store where the
+        # function needs no single value and minutes fit the answer buckets
+        raw_buckets=MINUTE
+        if th is not None
+        and percentile is None
+        and (query.bucket is None or query.bucket % MINUTE == 0)
+        else None,
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
 from deltawire.collector.stores.rollup import (
@@ -77,9 +77,7 @@ def apply_threshold(
                 f" {rows:,} values, more than {MAX_RAW_ROWS:,} to read one by one; narrow"
                 " the window or the filters"
             )
-        more = store.rollup_read(
-            RollupRequest(req.where, req.path, segments, req.sketches, req.raw_filter)
-        )
+        more = store.rollup_read(replace(req, segments=segments))
         tiers_cut = {tier for tier, _start in cut}
         pending = [b for b in more.buckets if _in_cut(cut, tiers_cut, b.series, b.start)]
         points += [
@@ -99,6 +97,8 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _
         low, high = th.passes(b.part.min), th.passes(b.part.max)
         if low and high:
             kept.append(b)
+        elif b.tier == RAW:  # raw sums hold passing values only (RollupRequest.raw_buckets)
+            raise ValueError("raw sums with values that fail the threshold")
         elif low or high:
             cut.setdefault((b.tier, b.start), set()).add(b.series)
     return cut

@@ -27,7 +27,7 @@ entry is still good if no bump since its generation touched its range (closed
 ranges never change); it is then re-tagged with the current generation. When
 the log no longer reaches back to the entry's generation, it is a miss.
 
-Two backends with one interface:
+Three backends with one interface:
 
 - ``LocalCache``: an in-process LRU (OrderedDict) and a dict of generations.
   Used when no Redis is configured. Only touched from the event loop thread.
@@ -36,6 +36,11 @@ Two backends with one interface:
   ``MGET gen_key value_key`` (one round trip) answers a lookup. Redis down: the
   cache is bypassed (answers come from the store), a warning is logged once per
   outage, and reconnects are tried at most once every ``retry_s`` seconds.
+- ``NearCache`` (what ``make_cache`` gives with Redis): a ``LocalCache`` in
+  front of a ``RedisCache``, kept coherent by the bumps it makes and by those
+  of other processes, which the bump script PUBLISHes (see its docstring).
+  Anything that bumps generations must do it through that script: a bare
+  ``INCR`` would go unheard by the other processes' near caches.
 
 Bumps from the ingest process (control messages) are applied by both backends:
 in Redis mode they ``INCR`` Redis too, even though the ingest process is meant

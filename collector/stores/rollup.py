@@ -143,6 +143,12 @@ class RollupRequest:
     #: (op, number): raw points whose value fails it may be left out (a
     #: threshold; the caller filters again, so a store may ignore it)
     raw_filter: tuple[str, float] | None = None
+    #: With ``raw_filter``: the raw rows of RAW segments may come back summed
+    #: per series and this many seconds, as buckets of tier RAW (count, sum,
+    #: min, max; no first/last values nor increase), all passing the filter,
+    #: except rows above the watermark (points, as always). Only for functions
+    #: that need no single value; a store may ignore it.
+    raw_buckets: int | None = None
 
 
 @dataclass(slots=True)

@@ -178,18 +178,29 @@ def _value_sql(sql: Sql, path: str, params: list[Any], clauses: list[str]) -> st
     return "json_extract(data, ?)"
 
 
-def _raw_points(
-    conn: sqlite3.Connection,
-    sql: Sql,
-    where: Filters,
-    path: str,
-    lo: float | None,
-    hi: float | None,
-    above: int | None,
-    upto: int | None = None,
-    raw_filter: tuple[str, float] | None = None,
-) -> list[RawPoint]:
-    q = _within(where, lo, hi)
+class _SeriesKeys(dict[tuple[Any, ...], SeriesKey]):
+    """SeriesKey by the docs columns (session, kind, name, host, tags), made once each."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def __missing__(self, key: tuple[Any, ...]) -> SeriesKey:
+        session, kind, name, host, tags = key
+        self[key] = series = SeriesKey(
+            session, kind, name, host, tuple(orjson.loads(tags)), self.path
+        )
+        return series
+
+
+def _raw_sql(
+    sql: Sql, q: MetricQuery, path: str, ids: tuple[int | None, int | None],
+    raw_filter: tuple[str, float] | None,
+) -> tuple[str, list[Any]]:  # fmt: skip
+    """``SELECT <series columns>, ts, id, <value> AS v FROM docs WHERE ...`` of
+    the rows ``q`` matches with an id in ``ids`` (above, up to: None for no
+    bound) and a number at ``path`` (passing ``raw_filter``), and its parameters."""
+    above, upto = ids
     # The tail is a short range of ids: read it by rowid. Left to itself the
     # planner takes the ts index, and reads the whole (long) window there.
     table_hint = " NOT INDEXED" if above is not None else ""
@@ -205,22 +216,53 @@ def _raw_points(
         value_clauses.append(f"{value_sql} {raw_filter[0]} ?")
         trailing += [*value_params, float(raw_filter[1])]
     query = (
-        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} FROM docs{table_hint}"
+        f"SELECT {_SERIES_COLUMNS}, ts, id, {value_sql} AS v FROM docs{table_hint}"
         f" WHERE {' AND '.join(clauses + value_clauses) or '1'}"
     )
-    args = [*value_params, *params, *trailing]
+    return query, [*value_params, *params, *trailing]
+
+
+def _raw_points(
+    conn: sqlite3.Connection,
+    sql: Sql,
+    where: Filters,
+    path: str,
+    lo: float | None,
+    hi: float | None,
+    above: int | None,
+    upto: int | None = None,
+    raw_filter: tuple[str, float] | None = None,
+) -> list[RawPoint]:
+    query, args = _raw_sql(sql, _within(where, lo, hi), path, (above, upto), raw_filter)
     tail = above is not None
-    cache: dict[tuple[Any, ...], SeriesKey] = {}
-    out: list[RawPoint] = []
-    for session, kind, name, host, tags, ts, doc_id, value in conn.execute(query, args):
-        skey = (session, kind, name, host, tags)
-        series = cache.get(skey)
-        if series is None:
-            cache[skey] = series = SeriesKey(
-                session, kind, name, host, tuple(orjson.loads(tags)), path
-            )
-        out.append(RawPoint(series, ts, doc_id, value, tail))
-    return out
+    keys = _SeriesKeys(path)
+    return [
+        RawPoint(keys[session, kind, name, host, tags], ts, doc_id, value, tail)
+        for session, kind, name, host, tags, ts, doc_id, value in conn.execute(query, args)
+    ]
+
+
+def _raw_sums(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, lo: float, hi: float | None, upto: int
+) -> list[Bucket]:
+    """The raw rows up to id ``upto`` summed per series and ``req.raw_buckets``
+    seconds (``lo >= 0``), in SQL: a threshold over noisy data passes ~10^5
+    rows, and a point each cost as much as reading them."""
+    width = int(req.raw_buckets or 0)
+    q = _within(req.where, lo, hi)
+    inner, args = _raw_sql(sql, q, req.path, (None, upto), req.raw_filter)
+    query = (
+        f"SELECT {_SERIES_COLUMNS}, CAST(ts / {width} AS INTEGER) * {width} AS b,"
+        " count(*), total(v), min(v), max(v), min(ts), max(ts)"
+        f" FROM ({inner}) GROUP BY {_SERIES_COLUMNS}, b"
+    )
+    keys = _SeriesKeys(req.path)
+    # (first and last values and the increase are not kept: no rate here)
+    return [
+        Bucket(keys[row[:5]], RAW, row[5], Partial(n, total, low, high, fts, low, lts, high, None))
+        for row in conn.execute(query, args)
+        for n, total, low, high, fts, lts in (row[6:],)
+    ]
 
 
 def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
@@ -233,8 +275,20 @@ def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     tiered = False
     for seg in req.segments:
         if seg.tier == RAW:
+            if (
+                req.raw_buckets
+                and req.raw_filter is not None
+                and req.raw_filter[0] in _RAW_OPS
+                and req.path != DOCS
+                and seg.lo is not None
+                and seg.lo >= 0
+            ):  # summed in SQL (what the tiers hold), and rows above the mark one by one
+                buckets += _raw_sums(conn, sql, req, seg.lo, seg.hi, mark)
+                above: int | None = mark
+            else:
+                above = None
             points += _raw_points(
-                conn, sql, req.where, req.path, seg.lo, seg.hi, None, raw_filter=req.raw_filter
+                conn, sql, req.where, req.path, seg.lo, seg.hi, above, raw_filter=req.raw_filter
             )
             continue
         buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi)

@@ -21,7 +21,7 @@ from deltawire.collector.aggregate import (
 )
 from deltawire.collector.aggregate.query import THRESHOLD_FNS
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.collector.stores.rollup import RollupRequest
+from deltawire.collector.stores.rollup import RAW, RollupRequest
 from deltawire.protocol import Document
 from tests.strategies import examples
 
@@ -87,7 +87,8 @@ class _Counting:
 
     def rollup_read(self, req: RollupRequest) -> Any:
         data = self.store.rollup_read(req)
-        self.raw += len(data.points)
+        # raw rows: one by one, or summed by the store (tier RAW buckets)
+        self.raw += len(data.points) + sum(b.part.n for b in data.buckets if b.tier == RAW)
         return data
 
 
