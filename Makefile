@@ -29,10 +29,10 @@ run: install
 PYTEST_WORKERS ?= auto
 test: install
 	@bash deploy/install-test-deps.sh
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 ## bench: codec, ingest, agent and store benchmarks, printed beside their baselines
 bench: install

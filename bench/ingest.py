@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -103,18 +103,20 @@ def _collector(
 
 
 def _loadgen(
-    port: int, sessions: int, per_session: int, full: bool, rate: float = 0.0, zstd: bool = False
-) -> dict[str, Any]:
+    port: int, sessions: int, per_session: int, full: bool, rate: float = 0.0, zstd: bool = False,
+    counter: bool = True,
+) -> dict[str, Any]:  # fmt: skip
     argv = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--sessions", str(sessions),
             "--per-session", str(per_session), "--rate", str(rate)] + (["--full"] if full else [])  # fmt: skip
     argv += ["--zstd"] if zstd else []
+    argv += [] if counter else ["--no-counter"]
     out = subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=600)
     return orjson.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
               stall: float = 0.0, rate: float = 0.0, writer: str = "process",
-              zstd: bool = False, fold: bool = True) -> dict[str, Any]:  # fmt: skip
+              zstd: bool = False, fold: bool = True, counter: bool = True) -> dict[str, Any]:  # fmt: skip
     with _collector(tmp, writer=writer, fold=fold) as (proc, port, _http, db):
         rss = _PeakRss(proc.pid)
         blocker = None
@@ -123,7 +125,7 @@ def _scenario(tmp: pathlib.Path, sessions: int, per_session: int, full: bool,
             blocker.execute("BEGIN IMMEDIATE")
             threading.Timer(stall, lambda: blocker.execute("ROLLBACK")).start()
         cpu0 = _cpu_seconds(proc.pid)
-        result = _loadgen(port, sessions, per_session, full, rate, zstd)
+        result = _loadgen(port, sessions, per_session, full, rate, zstd, counter)
         result["collector_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
         result["peak_rss"] = rss.stop()
         if blocker is not None:
@@ -143,23 +145,53 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def compression(tmp: pathlib.Path, scale: float) -> Table:
-    """Delta frames plain vs what the watchdog sends compressed (a zstd stream
-    of batched counter patches), in the same run."""
-    t = Table("ingest — zstd stream of batched counter patches (as the watchdog sends) vs "
-              "plain NDJSON delta frames, SQLite store", ["zstd", "plain (baseline)"])  # fmt: skip
+#: Rounds of the compression table: each runs plain, zstd and zstd +
+#: counter once, in a rotating order, so a slow phase of a shared machine
+#: falls on all three; medians shown, ratios per round as a range.
+COMPRESSION_ROUNDS = 3
+#: Columns of the compression table: (heading, zstd, counter).
+_COMPRESSION_MODES = (("zstd + counter batches", True, True), ("zstd, delta frames", True, False),
+                      ("plain (baseline)", False, False))  # fmt: skip
+
+
+def _medians(t: Table, label: str, runs: list[list[dict[str, Any]]],
+             fn: Callable[[dict[str, Any]], float], **kw: Any) -> None:  # fmt: skip
+    t.row(label, *(statistics.median(fn(x) for x in rs) for rs in runs), **kw)
+
+
+def compression(tmp: pathlib.Path, scale: float, rounds: int = COMPRESSION_ROUNDS) -> Table:
+    """Delta frames plain vs in a zstd stream vs what the watchdog sends (a
+    zstd stream of batched counter patches), interleaved round by round."""
+    t = Table(f"ingest — plain NDJSON delta frames vs a zstd stream of them vs batched counter "
+              f"patches in zstd (as the watchdog sends), SQLite store, median of {rounds} "
+              "interleaved rounds", [m[0] for m in _COMPRESSION_MODES], baseline=2)  # fmt: skip
+    loads = [os.getloadavg()[0]]
     for sessions, per_session in ((100, int(2000 * scale)), (1000, max(20, int(200 * scale)))):
-        z = _scenario(tmp, sessions, per_session, full=False, zstd=True)
-        p = _scenario(tmp, sessions, per_session, full=False)
+        runs: list[list[dict[str, Any]]] = [[] for _ in _COMPRESSION_MODES]
+        for r in range(rounds):
+            order = list(range(len(_COMPRESSION_MODES)))
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for m in order:
+                _name, zstd, counter = _COMPRESSION_MODES[m]
+                runs[m].append(_scenario(tmp, sessions, per_session, full=False, zstd=zstd,
+                                         counter=counter))  # fmt: skip
+                loads.append(os.getloadavg()[0])
         n = f"{sessions} sessions"
-        t.row(f"{n}: samples stored / s", z["rate"], p["rate"], goal="within 15%")
-        t.row(f"{n}: wire bytes / sample", z["wire_bytes"] / z["samples"],
-              p["wire_bytes"] / p["samples"], lower_is_better=True)  # fmt: skip
-        t.row(f"{n}: collector CPU us / sample", z["collector_cpu_s"] / z["samples"] * 1e6,
-              p["collector_cpu_s"] / p["samples"] * 1e6, ratio=False)  # fmt: skip
-        t.row(f"{n}: ack latency p99 ms", z["p99_ms"], p["p99_ms"], ratio=False)
-        t.row(f"{n}: collector peak RSS MB", z["peak_rss"] / 2**20, p["peak_rss"] / 2**20,
-              ratio=False, goal="< 300 MB" if sessions == 1000 else "")  # fmt: skip
+        _medians(t, f"{n}: samples stored / s", runs, lambda x: x["rate"], ratio=False)
+        for m in (0, 1):
+            ratios = sorted(a["rate"] / b["rate"] for a, b in zip(runs[m], runs[2], strict=True))
+            t.row(f"{n}: {_COMPRESSION_MODES[m][0]} / plain, samples/s, per round "
+                  f"({', '.join(f'{x:.2f}' for x in ratios)})", statistics.median(ratios), None,
+                  None, ratio=False, goal=">= 0.85" if m == 0 else "")  # fmt: skip
+        _medians(t, f"{n}: wire bytes / sample", runs, lambda x: x["wire_bytes"] / x["samples"],
+                 lower_is_better=True)  # fmt: skip
+        _medians(t, f"{n}: collector CPU us / sample", runs,
+                 lambda x: x["collector_cpu_s"] / x["samples"] * 1e6, lower_is_better=True)  # fmt: skip
+        _medians(t, f"{n}: ack latency p99 ms", runs, lambda x: x["p99_ms"], ratio=False)
+        _medians(t, f"{n}: collector peak RSS MB", runs, lambda x: x["peak_rss"] / 2**20,
+                 ratio=False, goal="< 300 MB" if sessions == 1000 else "")  # fmt: skip
+    t.row(f"load average (1 min) over the runs: {min(loads):.1f}-{max(loads):.1f}", None, None, None,
+          ratio=False)  # fmt: skip
     return t
 
 
@@ -345,10 +377,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the rollup tiers on vs folding off table (default: every table)")  # fmt: skip
     ap.add_argument("--compression", action="store_true",
                     help="only the zstd vs plain table (default: every table)")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=COMPRESSION_ROUNDS,
+                    help="interleaved rounds of the compression table (default: %(default)s)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.compression:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
-            print(compression(pathlib.Path(tmpname), args.scale).render(), flush=True)
+            print(compression(pathlib.Path(tmpname), args.scale, args.rounds).render(), flush=True)
         return 0
     if args.tiers:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:

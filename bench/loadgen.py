@@ -42,15 +42,17 @@ __all__ = ["main"]
 
 def _session_bytes(
     session: str, samples: list[tuple[str, float, dict[str, Any]]], n: int, delta: bool,
-    zstd: bool = False,
+    zstd: bool = False, counter: bool = True,
 ) -> tuple[Hello, bytes, list[tuple[int, int]]]:  # fmt: skip
     """The hello, the wire bytes after it and, per chunk, (end offset, last seq).
-    With zstd, as the watchdog sends: counter patches, batched, each chunk the
-    next block-flushed piece of one stream."""
-    enc, denc = Encoder(), DeltaEncoder(counter=zstd)
+    With zstd, as the watchdog sends: counter patches, batched (``counter``;
+    else plain delta frames), each chunk the next block-flushed piece of one
+    stream."""
+    counter = zstd and counter
+    enc, denc = Encoder(), DeltaEncoder(counter=counter)
     deflater = Deflater() if zstd else None
     hello = Hello(session=session, host="bench", compress=CODECS if zstd else (),
-                  ext=EXTENSIONS if zstd else ())  # fmt: skip
+                  ext=EXTENSIONS if counter else ())  # fmt: skip
     parts: list[bytes] = []
     chunk: list[Any] = []
     marks: list[tuple[int, int]] = []
@@ -62,7 +64,7 @@ def _session_bytes(
         frame = denc.encode(seq, ts, name, data) if delta else Snap(seq, ts, name, data)
         chunk.append(frame)
         if seq % 50 == 49 or seq == n - 1:
-            piece = enc.send_many(list(group_batches(chunk)) if zstd else chunk)
+            piece = enc.send_many(list(group_batches(chunk)) if counter else chunk)
             chunk = []
             if deflater is not None:
                 piece = deflater.compress(piece)
@@ -184,10 +186,11 @@ async def _main(
     rate: float = 0.0,
     zstd: bool = False,
     hold: float = 0.0,
+    counter: bool = True,
 ) -> dict[str, Any]:
     samples = load_recording()
     prepared = [_Session(*_session_bytes(f"bench-{'d' if delta else 'f'}-{time.time_ns()}-{i}",
-                                         samples, per_session, delta, zstd))
+                                         samples, per_session, delta, zstd, counter))
                 for i in range(sessions)]  # fmt: skip
     wire_bytes = sum(len(st.wire) for st in prepared)
     latencies: list[float] = []
@@ -243,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         help="offered samples/s over all sessions (0: as fast as accepted)",
     )
     ap.add_argument("--zstd", action="store_true", help="offer zstd stream compression")
+    ap.add_argument("--no-counter", action="store_true",
+                    help="with --zstd: plain delta frames (default: batched counter patches)")  # fmt: skip
     ap.add_argument("--hold", type=float, default=0.0,
                     help="seconds to keep the connections open at the end (RSS probes)")  # fmt: skip
     args = ap.parse_args(argv)
     result = trio.run(_main, args.port, args.sessions, args.per_session, not args.full, args.rate,
-                      args.zstd, args.hold)  # fmt: skip
+                      args.zstd, args.hold, not args.no_counter)  # fmt: skip
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -23,7 +23,7 @@ import logging
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -34,6 +34,14 @@ from .writer import BatchResult, BatchWriter, Item, ThreadWriter, Waiter
 __all__ = ["Chunk", "Committer", "Item", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("deltawire.collector.pipeline")
+
+
+#: A flow state, once announced, holds at least this long. A queue hovering
+#: around its high water flipped it several times a second (500 sessions
+#: opening at once), each flip a ``flow`` frame to every connection: ~40% of
+#: the collector's CPU. Agents sample every second or slower, so a flip
+#: sooner than this tells them nothing they could act on.
+FLOW_HOLD_S: Final = 1.0
 
 
 class Committer(Protocol):
@@ -100,6 +108,8 @@ class Pipeline:
         self._on_flow = on_flow or (lambda _interval: None)
         self._on_commit_batch = on_commit_batch
         self.throttled = False
+        #: When the flow state last changed (trio's clock); see FLOW_HOLD_S.
+        self._flow_since = -FLOW_HOLD_S
         stats.queue_capacity = config.queue_size
 
     # -- the readers' side -------------------------------------------------
@@ -125,13 +135,25 @@ class Pipeline:
         # Readers blocked in send() count as queued: they hold data too.
         fill = (st.current_buffer_used + st.tasks_waiting_send) / max(1, st.max_buffer_size)
         self.stats.queue_depth = st.current_buffer_used
-        if not self.throttled and fill >= self.config.high_water:
+        if self.throttled:
+            if fill > self.config.low_water:
+                return
+        elif fill < self.config.high_water:
+            return
+        # A crossing: announced only once the last change has held long
+        # enough; until then the monitor's next look re-decides on the fill
+        # of the moment, so a spike that is gone by then costs nothing.
+        now = trio.current_time()
+        if now - self._flow_since < FLOW_HOLD_S:
+            return
+        self._flow_since = now
+        if not self.throttled:
             self.throttled = True
             self.stats.throttled = 1
             log.warning("ingest queue above high water: asking agents to slow down",
                         extra={"fill": round(fill, 2)})  # fmt: skip
             self._on_flow(self.config.flow_min_interval)
-        elif self.throttled and fill <= self.config.low_water:
+        else:
             self.throttled = False
             self.stats.throttled = 0
             log.warning(

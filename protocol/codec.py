@@ -122,7 +122,7 @@ class Decoder:
             self._inflated = 0
             self._inflate_cap = max(MIN_INFLATE_PER_READ, INFLATE_RATIO * len(data))
             try:
-                self._inflater.feed(data, self._inflate_piece)
+                self._inflater.feed(data, self._inflate_piece, self._inflate_cap)
             except ProtocolError as exc:
                 # A copy is kept, not exc: its traceback's frames (and its
                 # context's) hold this decoder, a cycle (see _again).

@@ -433,7 +433,9 @@ def line_needs_limit_check(line: bytes | bytearray) -> bool:
 #: on the recording); far under ``MAX_DATA_DEPTH``, so it never admits a
 #: patch that limit refuses. Deeper lines take the exact checks.
 _BATCH_FAST_DEPTH: Final = 10
-_STRUCTURE_ONLY: Final = bytes(i for i in range(256) if i not in b"{}[]")
+#: Everything but brackets and quotes, deleted: what is left of a string
+#: without brackets in it is ``""``.
+_NOT_STRUCTURE: Final = bytes(i for i in range(256) if i not in b'{}[]"')
 _SQUARE_TO_CURLY: Final = bytes(
     0x7B if i == 0x5B else 0x7D if i == 0x5D else i for i in range(256)
 )  # fmt: skip
@@ -445,12 +447,18 @@ def batch_line_within_limits(line: bytes | bytearray) -> bool:
 
     A batch holds dozens of objects, so the bracket count of
     ``line_needs_limit_check`` always fails it; this measures the nesting
-    instead, in C: strings dropped (with no backslash in the line, every
-    quote delimits one), brackets kept, innermost pairs peeled once per level.
+    instead, in C: only brackets and quotes kept, every string without a
+    bracket in it (with no backslash in the line, every quote delimits one)
+    is then ``""`` and dropped, a quote left means a bracket inside a string
+    (rare: the exact checks), and innermost pairs are peeled once per level.
+    Splitting the line at its quotes instead made an object per string: 2.3x
+    the cost on the recording's batches.
     """
     if b"\\" in line or _NINETEEN_ZEROS in line.translate(_DIGITS_TO_ZERO):
         return False
-    nest = b"".join(line.split(b'"')[::2]).translate(_SQUARE_TO_CURLY, _STRUCTURE_ONLY)
+    nest = line.translate(_SQUARE_TO_CURLY, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in nest:
+        return False
     for _ in range(_BATCH_FAST_DEPTH):
         if not nest:
             return True

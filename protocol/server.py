@@ -197,7 +197,7 @@ class ServerConnection:
         except ProtocolError as exc:
             raise self._account(exc) from None
 
-    def next_events(self, out: list[Any]) -> None:
+    def next_events(self, out: list[Any], limit: int | None = None) -> None:
         """Append to ``out`` every event the complete lines buffered now make
         (hellos, and documents as the ``document`` factory builds them: the
         caller types its list by that factory).
@@ -205,16 +205,19 @@ class ServerConnection:
         Raises ``ProtocolError`` at a bad line: the events before it are
         already in ``out``, and the next call carries on after it (as with
         ``next_event``). Stops after a bye; a further call rejects what
-        follows it.
+        follows it. ``limit``: stop after the piece of lines (at most
+        ``SPLIT_BYTES``) in which ``out`` reached this many events; the next
+        call carries on (a caller that must yield now and then calls until
+        ``out`` gets nothing).
         """
         try:
-            self._next_events(out)
+            self._next_events(out, limit)
         except ProtocolError as exc:
             raise self._account(exc) from None
 
     # -- internals -------------------------------------------------------------
 
-    def _next_events(self, out: list[Event | Any]) -> None:
+    def _next_events(self, out: list[Event | Any], limit: int | None) -> None:
         self._drain(out)
         # The decoder hands lines over in bounded pieces: take every piece
         # buffered now (a peer waiting for its ack sends nothing more). A
@@ -231,6 +234,8 @@ class ServerConnection:
             self._take_lines(out)
             if self.ended and not ended:
                 return  # stop at a bye
+            if limit is not None and len(out) >= limit:
+                return
 
     def _take_lines(self, out: list[Event | Any]) -> None:
         """Events from the lines of the current piece, until it is used up

@@ -37,8 +37,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules with ``slow`` tests first, each module's own order kept: xdist
-    (``--dist loadscope``) hands out modules in this order, so the long ones start
-    at once and the short ones fill in around them instead of trailing at the end."""
+    (``--dist loadscope --no-loadscope-reorder``, as `make test` runs it) hands out
+    modules in this order, so the long ones start at once and the short ones fill
+    in around them instead of trailing at the end."""
     slow = {getattr(item, "module", None) for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: getattr(item, "module", None) not in slow)
 

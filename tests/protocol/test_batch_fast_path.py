@@ -12,7 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltawire.protocol import ServerConnection
-from deltawire.protocol.frames import MAX_DATA_DEPTH, batch_line_within_limits
+from deltawire.protocol.frames import (
+    MAX_DATA_DEPTH,
+    batch_line_within_limits,
+    check_int_literals,
+)
 from tests.protocol.test_server_fast_path import _chunked, _fast, _reference
 from tests.strategies import examples
 
@@ -87,10 +91,13 @@ def test_batch_fast_path_matches_reference(
 
 
 def test_batch_line_limit_check() -> None:
-    ok = orjson.dumps({"t": "batch", "data": [{"a": {"b": [1, {"c": 2}]}}], "s": "}}}"})
+    ok = orjson.dumps({"t": "batch", "data": [{"a": {"b": [1, {"c": 2}]}}], "s": "x:/"})
     assert batch_line_within_limits(ok)
-    # Strings cannot hide depth: brackets in them are dropped, and any
-    # backslash (an escaped quote could shift what counts as a string) fails.
+    # Strings cannot hide depth: a bracket in one, or any backslash (an
+    # escaped quote could shift what counts as a string), sends the line to
+    # the exact checks.
+    assert not batch_line_within_limits(ok.replace(b"x:/", b"}}}"))
+    assert not batch_line_within_limits(ok.replace(b"x:/", b"[{"))
     deep = orjson.dumps({"t": "batch", "data": [_deep(20)]})
     assert not batch_line_within_limits(deep)
     assert not batch_line_within_limits(b'{"s":"\\"}","data":[{}]}')
@@ -118,3 +125,37 @@ def test_batch_fast_path_reassembles_and_rejects_one_sample() -> None:
         (3, 1500000000.002, {"a": {"n": 4090, "f": 1}}),
     ]
     assert errors == [("no_base", 2)]
+
+
+_json = st.recursive(
+    st.one_of(st.integers(-(1 << 63), (1 << 64) - 1), st.floats(allow_nan=False), st.booleans(),
+              st.none(), st.text(alphabet='ab{}[]"\\:/', max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(alphabet='ab{}[]"', max_size=3), inner,
+                                            max_size=3)),
+    max_leaves=40,
+)  # fmt: skip
+
+
+def _depth(value: Any) -> int:
+    if type(value) is dict:
+        return 1 + max(map(_depth, value.values()), default=0)
+    if type(value) is list:
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.one_of(_json, st.builds(_deep, st.integers(1, MAX_DATA_DEPTH + 2))),
+                     min_size=1, max_size=4),
+       extra=_json)  # fmt: skip
+def test_batch_line_check_never_passes_a_line_over_a_limit(data: list[Any], extra: Any) -> None:
+    """Whatever strings and nesting a line holds, a line the quick check
+    passes is one the exact checks (the reference parser, the integer
+    literals) accept."""
+    frame = {"t": "batch", "seq": 1, "ts": 1.7e9, "dts": [1] * (len(data) - 1), "name": ["p"],
+             "data": [x if type(x) is dict else {"v": x} for x in data], "x": extra}  # fmt: skip
+    line = orjson.dumps(frame)
+    if batch_line_within_limits(line):
+        assert _depth(frame) <= MAX_DATA_DEPTH
+        check_int_literals(line, None)  # raises BadFrame for one outside int64

@@ -6,6 +6,7 @@ pieces of every size down to one byte, as TCP may deliver them.
 
 from __future__ import annotations
 
+import functools
 import tracemalloc
 from typing import Any
 
@@ -33,6 +34,7 @@ from deltawire.protocol import (
     Snap,
     Welcome,
 )
+from deltawire.protocol.stream import Inflater
 from tests.strategies import examples
 
 SAMPLES = [{"cpu": {"user": 1.25 + i / 8}, "io": {"read": 4096 * i}, "n": i} for i in range(60)]
@@ -268,3 +270,86 @@ def test_a_big_read_is_inflated_to_the_last_byte() -> None:
     docs: list[Any] = []
     server.next_events(docs)
     assert len(docs) == n and docs[-1].seq == n - 1
+
+
+class _Refuse(Exception):
+    pass
+
+
+@functools.cache
+def _bomb_after(lead: int, unit: bytes) -> bytes:
+    """``lead`` real lines, then 16 MiB of ``unit`` (past any budget drawn below)."""
+    real = b"".join(orjson.dumps({"n": i, "s": str(i) * (i % 7)}) + b"\n" for i in range(lead))
+    return _zstd(real + unit * ((16 << 20) // len(unit)))
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(
+    budget=st.integers(0, 8 << 20),
+    lead=st.sampled_from([0, 3000]),
+    unit=st.sampled_from([b"\n", b"x", b"ab\n"]),
+)
+def test_wide_slices_never_let_a_bomb_past_its_budget(budget: int, lead: int, unit: bytes) -> None:
+    """However much the caller still accepts, and whatever real data comes
+    first, a bomb's output stops within one narrow slice's worst case of the
+    budget: slices are only wide while the budget covers their worst case."""
+    seen = 0
+
+    def sink(out: bytes) -> None:
+        nonlocal seen
+        seen += len(out)
+        if seen > budget:
+            raise _Refuse
+
+    with pytest.raises(_Refuse):
+        Inflater().feed(_bomb_after(lead, unit), sink, budget)
+    assert seen <= budget + MAX_SLICE_INFLATE
+
+
+def test_a_full_read_inflates_exactly_with_its_budget() -> None:
+    """Wide slices cut the stream anywhere: the output is the input, exactly."""
+    lines = b"".join(
+        orjson.dumps({"t": "event", "seq": i, "ts": 1.0, "name": "e", "data": SAMPLES[i % 60]})
+        + b"\n"
+        for i in range(20_000)
+    )
+    wire = _zstd(lines)
+    calls: list[int] = []
+    Inflater().feed(wire, lambda out: calls.append(len(out)), 64 * len(wire))
+    assert sum(calls) == len(lines)
+
+
+def test_a_big_read_can_be_taken_in_runs() -> None:
+    """``next_events(out, limit)`` stops after the piece that reached the
+    limit and carries on at the next call: the same documents, in order, as
+    one call, in runs a caller can hand on between checkpoints."""
+    client = ClientConnection()
+    hello_bytes = client.send(Hello(session="s1", compress=("zstd",)))
+    enc = DeltaEncoder(keyframe_every=25)
+    frames = [enc.encode(i, 1000.0 + i, "p", SAMPLES[i % 60]) for i in range(6000)]
+
+    def server() -> ServerConnection:
+        conn = ServerConnection()
+        conn.receive_data(hello_bytes)
+        assert isinstance(conn.next_event(), Hello)
+        return conn
+
+    whole, runs = server(), server()
+    client.receive_data(whole.send(whole.welcome(-1)))
+    while client.next_event() is not NEED_DATA:
+        pass
+    up = client.send_many(frames[:3000]) + client.send_many(frames[3000:])
+    whole.receive_data(up)
+    runs.receive_data(up)
+    everything: list[Any] = []
+    whole.next_events(everything)
+    taken: list[list[Any]] = []
+    while True:
+        run: list[Any] = []
+        runs.next_events(run, 500)
+        if not run:
+            break
+        taken.append(run)
+    assert [d.seq for d in everything] == list(range(6000))
+    assert [d for r in taken for d in r] == everything
+    assert len(taken) > 2 and all(len(r) >= 500 for r in taken[:-1])
