@@ -765,9 +765,23 @@ def _merged(
     return _bucket_row(part, sketch)
 
 
+#: SQLite's INTEGER is 64-bit: one value always fits (the protocol's limit),
+#: a bucket's sum or increase of many may not, and binding it would raise
+#: OverflowError in the folder at every retry. Such a total is kept as a REAL
+#: (exact to 53 bits) rather than stopping the folder.
+_SQL_INT_MIN: Final = -(2**63)
+_SQL_INT_MAX: Final = 2**63 - 1
+
+
+def _sql_number(x: Any) -> Any:
+    if type(x) is int and not _SQL_INT_MIN <= x <= _SQL_INT_MAX:
+        return float(x)
+    return x
+
+
 def _bucket_row(p: Partial, sketch: Sketch | None) -> tuple[Any, ...]:
     """A bucket's columns after (series, bucket) in roll_{tier}."""
-    return (p.n, p.sum, p.min, p.max, p.fts, p.fv, p.lts, p.lv, p.inc,
+    return (p.n, _sql_number(p.sum), p.min, p.max, p.fts, p.fv, p.lts, p.lv, _sql_number(p.inc),
             None if sketch is None else sketch.to_bytes())  # fmt: skip
 
 

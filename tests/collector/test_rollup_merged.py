@@ -119,3 +119,21 @@ def test_sums_past_sqlite_integers_fall_back_to_python(tmp_path: pathlib.Path) -
             assert row.value == (6 if lo is None else 5) * big
     finally:
         s.close()
+
+
+def test_a_bucket_sum_past_sqlite_integers_is_folded(tmp_path: pathlib.Path) -> None:
+    """Two int64-limit values in one minute: their sum does not fit SQLite's
+    INTEGER. Folding must not stop on it (it would fail at every retry)."""
+    s = open_store(f"sqlite:///{tmp_path / 'huge.db'}")
+    s.open()
+    try:
+        top = 2**63 - 1
+        s.write_batch([Document("s", i, "sample", "p", BASE + i, None, (), {"v": top})
+                       for i in range(2)])  # fmt: skip
+        s.fold_rollups()
+        [row] = run_aggregate(s, AggregateQuery(fn="sum", field="v", where=MetricQuery()))
+        assert row.value == pytest.approx(2 * top, rel=1e-12)
+        [row] = run_aggregate(s, AggregateQuery(fn="max", field="v", where=MetricQuery()))
+        assert row.value == top
+    finally:
+        s.close()
