@@ -1345,7 +1345,10 @@ class SqliteStore:
                 # Memory is dropped; the raw rows are folded again.
                 log.warning("rollup fold failed; retrying", extra={"error": str(exc)})
                 n = 0
-            if n < _FOLD_SLICE and stop(_FOLD_POLL_S):
+            # Asked after every slice, not only when caught up: a collector
+            # that exits with a backlog must not leave its folder running
+            # for minutes (the next checkpoint resumes where this one left).
+            if stop(_FOLD_POLL_S if n < _FOLD_SLICE else 0):
                 return
 
     @contextmanager
