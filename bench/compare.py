@@ -106,12 +106,21 @@ def parse_tables(text: str) -> Iterator[tuple[str, str, str, float]]:
             spans = _spans(line)
             head = [lines[i - 1][a:b].strip() for a, b in _widen(spans, lines[i - 1])]
             i += 1
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith("== "):
+            while i < len(lines) and _is_row(lines[i], spans):
                 cells = [lines[i][a:b].strip() for a, b in _widen(spans, lines[i])]
                 yield from _row_figures(title, head, cells)
                 i += 1
             continue
         i += 1
+
+
+def _is_row(line: str, spans: list[tuple[int, int]]) -> bool:
+    """A table row leaves the gaps between the rule's dashes blank (a note
+    printed under the table, like bench.api's load line, does not)."""
+    if not line.strip() or line.startswith("== "):
+        return False
+    gaps = zip([b for _a, b in spans], [a for a, _b in spans[1:]], strict=False)
+    return all(not line[b:a].strip() for b, a in gaps)
 
 
 def _widen(spans: list[tuple[int, int]], line: str) -> list[tuple[int, int]]:
@@ -131,9 +140,13 @@ def _row_figures(
         if _TEXT_COLUMNS.match(column):
             continue
         names, parts = column.split(" | "), cell.split(" (")[0].split(" | ")
-        if len(parts) > 1 and len(names) == len(parts):
+        if len(names) > 1 and len(parts) == 1:
+            # one figure under "Redis on: req/s | p50": named "Redis on"
+            pairs = [(names[0].rpartition(": ")[0] or column, parts[0])]
+        elif len(parts) > 1 and len(names) == len(parts):
+            # "Redis on: req/s | p50 | p95": every part named with its "Redis on: "
             prefix, _, first = names[0].rpartition(": ")
-            names = [f"{prefix}: {first}" if prefix else first, *names[1:]]
+            names = [f"{prefix}: {n}" if prefix else n for n in [first, *names[1:]]]
             pairs = list(zip(names, parts, strict=True))
         else:
             pairs = [(column, cell)]
