@@ -242,19 +242,23 @@ def _cell(values: list[float], rounds: int) -> str:
     return mid
 
 
+_OPTIONS: dict[str, tuple[type, str, str]] = {
+    "--ref": (str, "HEAD~1", "commit to compare with (default HEAD~1: the previous commit)"),
+    "--only": (str, ",".join(PARTS), f"parts of python -m bench (default: all: {','.join(PARTS)})"),
+    "--scale": (float, "1.0", "passed to python -m bench (default 1.0; 0.1 for a quick look)"),
+    "--rounds": (int, "1", "runs of each part on each side, alternating (default 1)"),
+    "--timeout": (float, "1800", "seconds one run of a part may take (default 1800)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--ref", default="HEAD~1",
-                    help="commit to compare with (default HEAD~1: the previous commit)")  # fmt: skip
-    ap.add_argument("--only", default=",".join(PARTS),
-                    help=f"comma-separated parts of python -m bench (default: all: {','.join(PARTS)})")  # fmt: skip
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="passed to python -m bench (default 1.0; 0.1 for a quick look)")  # fmt: skip
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="runs of each part on each side, alternating (default 1)")  # fmt: skip
-    ap.add_argument("--timeout", type=float, default=1800.0,
-                    help="seconds one part's run may take before it counts as failed (default 1800)")  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, (kind, default, text) in _OPTIONS.items():
+        ap.add_argument(flag, type=kind, default=kind(default), help=text)
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
