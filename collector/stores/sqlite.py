@@ -264,6 +264,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ("CREATE TABLE id_floor (id INTEGER PRIMARY KEY)",),
     # 6: the per-series marks of a rollup checkpoint under way (sqlite_rollup.py).
     sqlite_rollup.MIGRATION_PENDING,
+    # 7: dirty buckets are looked up by every read of the tiers (sqlite_rollup.py).
+    sqlite_rollup.MIGRATION_DIRTY,
 )
 
 #: The schema version this code writes and reads.
@@ -1166,7 +1168,7 @@ class SqliteStore:
         """Every edit in ONE write transaction (one lock turn, one fsync: the
         API's group commit), each inside a SAVEPOINT so that one refused
         edit is rolled back alone. The rollup buckets the edits touch are
-        repaired once at the end, each bucket once."""
+        marked dirty (read raw until the folder rebuilds them)."""
         results: list[EditResult] = []
         touches: list[sqlite_rollup.Touch] = []
         with self._transaction("apply_edits") as conn:
@@ -1268,8 +1270,7 @@ class SqliteStore:
         return deleted
 
     def _touched(self, conn: sqlite3.Connection, touches: list[sqlite_rollup.Touch]) -> None:
-        minute_keep = self.rollup_retention[min(TIERS)]
-        sqlite_rollup.touched_all(conn, _ROLLUP_SQL, self._series_ids, touches, minute_keep)
+        sqlite_rollup.mark_dirty(conn, touches)
 
     def aggregate(self, q: AggQuery) -> list[dict[str, Any]]:
         with self._reader("aggregate") as conn, _snapshot(conn):
@@ -1302,6 +1303,8 @@ class SqliteStore:
                 elif got == 0 or n >= max_docs:
                     break
             self._checkpoint()
+            while self._repair():
+                pass
         return n
 
     def fold_idle(self) -> bool:
@@ -1332,6 +1335,8 @@ class SqliteStore:
         while True:
             n = 0
             try:
+                if not folder.docs and folder.limit is None:  # nothing absorbed: repair
+                    self._repair()
                 n = self._absorb(_FOLD_SLICE)
                 if folder.full or (
                     folder.docs
@@ -1366,6 +1371,20 @@ class SqliteStore:
             yield True
         finally:
             os.close(fd)  # releases the lock
+
+    def _repair(self) -> bool:
+        """Rebuild a batch of dirty buckets (sqlite_rollup.read_repair): read
+        in a snapshot, written in a short transaction. Only while the folder
+        holds nothing absorbed. Whether it wrote anything."""
+        minute_keep = self.rollup_retention[min(TIERS)]
+        with self._write_lock, _translated("rollup repair"):
+            conn = self._writer_conn()
+            with _snapshot(conn):
+                rep = sqlite_rollup.read_repair(conn, _ROLLUP_SQL, self._series_ids, minute_keep)
+        if rep is None:
+            return False
+        with self._transaction("rollup repair") as conn:
+            return sqlite_rollup.write_repair(conn, self._series_ids, rep)
 
     def _absorb(self, max_docs: int) -> int:
         with self._write_lock, _translated("rollup absorb"):
