@@ -755,6 +755,8 @@ class SqliteStore:
         self._series_ids = sqlite_rollup.SeriesIds()
         self._folder = sqlite_rollup.Folder()
         self._checkpointed = self._pruned = time.monotonic()
+        # The writer connection commits without fsync for ``_sync_log``.
+        self._log_unsynced = False
         self._folder_proc: subprocess.Popen[bytes] | None = None
         #: Seconds each tier keeps its buckets (0: forever), from days per tier
         #: finest first (ROLLUP_1M_RETENTION_DAYS, ROLLUP_1H_RETENTION_DAYS).
@@ -796,14 +798,26 @@ class SqliteStore:
         return self._writer
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, action: str, *, sync_after: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """The writer connection inside BEGIN IMMEDIATE ... COMMIT.
 
         IMMEDIATE takes the write lock up front, so a lock held elsewhere
         fails here, within busy_timeout, before any work is done.
+
+        ``sync_after``: the commit does not fsync the log inside the write
+        lock; the caller calls ``_sync_log`` once the lock is let go, before
+        it says the transaction is stored (the same durability, see there).
         """
         with self._write_lock, self._wlock.across_processes(), _translated(action):
             conn = self._writer_conn()
+            if sync_after and self.synchronous != "NORMAL":
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._log_unsynced = True
+            elif self._log_unsynced:
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                self._log_unsynced = False
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -815,6 +829,32 @@ class SqliteStore:
                 self._series_ids.rolled_back()
                 raise
             self._series_ids.committed()
+
+    def _sync_log(self) -> None:
+        """fsync the write-ahead log: what a commit with synchronous FULL
+        does inside the write lock, done after it (``_transaction``'s
+        ``sync_after``). The committed frames are in the log file already
+        (written, not yet synced); once synced they survive a power loss as
+        with FULL. Should a checkpoint have copied them into the database
+        and the log started over meanwhile, the checkpoint synced the
+        database first. The API's edits commit this way: ~70% of their write
+        transaction was that fsync (3-8 ms here), during which the ingest
+        writer, the folder and the next group of edits all waited for the
+        lock. No-op with synchronous NORMAL (nothing is synced then)."""
+        if self.synchronous == "NORMAL":
+            return
+        try:
+            fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # checkpointed and removed (the last connection closed): in the database
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.path}-wal to sync it: {exc}") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot sync {self.path}-wal: {exc}") from exc
+        finally:
+            os.close(fd)
 
     @contextmanager
     def _reader(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -1171,7 +1211,7 @@ class SqliteStore:
         marked dirty (read raw until the folder rebuilds them)."""
         results: list[EditResult] = []
         touches: list[sqlite_rollup.Touch] = []
-        with self._transaction("apply_edits") as conn:
+        with self._transaction("apply_edits", sync_after=True) as conn:
             for edit in edits:
                 conn.execute("SAVEPOINT edit")
                 mine: list[sqlite_rollup.Touch] = []
@@ -1191,6 +1231,7 @@ class SqliteStore:
                     results.append(e)
                 conn.execute("RELEASE edit")
             self._touched(conn, touches)
+        self._sync_log()  # outside the write lock: see there
         return results
 
     def _edit_in(
