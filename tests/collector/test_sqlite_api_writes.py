@@ -161,6 +161,18 @@ _edits = st.lists(
 )
 
 
+def _ops(edits: list[tuple[Any, ...]], docs: list[dict[str, Any]]) -> list[Edit]:
+    """The drawn edits as store edits: the k-th document of ``docs``."""
+    ops: list[Edit] = []
+    for act in edits:
+        if act[0] == "create":
+            ops.append(Create(act[1]))
+        elif docs:
+            doc_id = docs[act[1] % len(docs)]["id"]
+            ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
+    return ops
+
+
 def _tiers(db: pathlib.Path) -> tuple[Any, ...]:
     conn = sqlite3.connect(db)
     try:
@@ -196,13 +208,7 @@ def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
         docs = _all_docs(store)
     finally:
         store.close()
-    ops: list[Edit] = []
-    for act in edits:
-        if act[0] == "create":
-            ops.append(Create(act[1]))
-        elif docs:
-            doc_id = docs[act[1] % len(docs)]["id"]
-            ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
+    ops = _ops(edits, docs)
     serial_db = tmp_path / f"{uuid.uuid4().hex}.db"
     shutil.copyfile(db, serial_db)
     batched = open_store(uri.format(db), rollup_retention_days=(0, 0))
@@ -253,14 +259,7 @@ def test_an_aggregate_right_after_a_group_commit_equals_a_raw_scan(
         apply(store, [acts[0], ("fold", None), *acts[1:]], can_fold=True)
         store.fold_rollups()  # every document in the tiers: the edits hit buckets
         docs = _all_docs(store)
-        ops: list[Edit] = []
-        for act in edits:
-            if act[0] == "create":
-                ops.append(Create(act[1]))
-            elif docs:
-                doc_id = docs[act[1] % len(docs)]["id"]
-                ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
-        store.apply_edits(ops)
+        store.apply_edits(_ops(edits, docs))
         docs = _all_docs(store)
         for q in qs:
             assert_same(run_aggregate(store, q), reference(docs, q), q)
