@@ -304,24 +304,85 @@ def _raw_merged(
     ]
 
 
+#: The pieces of a counter in time order, each with the step from the one
+#: before (``rollup.step``: a drop is a reset) and whether it overlaps it.
+_INCREASE_SQL: Final = """
+WITH w AS (
+    SELECT *,
+        lag(lv) OVER win AS plv,
+        max(lts) OVER (win ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS plts,
+        first_value(fv) OVER win AS ffv,
+        last_value(lv) OVER (win ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS llv
+    FROM ({pieces})
+    WINDOW win AS (PARTITION BY session, kind, name, host, tags, sl ORDER BY fts, rnk, oid)
+)
+SELECT session, kind, name, host, tags, min(start), sum(n), sum(s), min(lo), max(hi),
+    min(fts), max(ffv), max(lts), max(llv),
+    CASE WHEN max(fts < plts) THEN NULL ELSE sum(inc + CASE WHEN plv IS NULL THEN 0
+        WHEN fv >= plv THEN fv - plv ELSE fv END) END
+FROM w GROUP BY session, kind, name, host, tags, sl
+"""
+
+
+def _increase_merged(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float
+) -> list[Bucket]:
+    """Every segment of ``req``, one Bucket per series and slice (increase_span)."""
+    pieces: list[str] = []
+    args: list[Any] = []
+    for seg in req.segments:
+        if seg.tier == RAW:
+            inner, more = _raw_sql(sql, _within(req.where, seg.lo, seg.hi), req.path,
+                                   (None, None), None)  # fmt: skip
+            pieces.append(f"SELECT {_SERIES_COLUMNS}, ts AS start, {_slice_col('ts', span)},"
+                          " 1 AS rnk, id AS oid, 1 AS n, v AS s, v AS lo, v AS hi, ts AS fts,"
+                          f" v AS fv, ts AS lts, v AS lv, 0 AS inc FROM ({inner})")  # fmt: skip
+        else:
+            where, more = _tier_where(sql, req, seg.tier, seg.lo, seg.hi)
+            pieces.append(f"SELECT {_SERIES_COLUMNS}, b.bucket AS start,"
+                          f" {_slice_col('b.bucket', span)}, 0 AS rnk, NULL AS oid, b.n AS n,"
+                          " b.sum AS s, b.min AS lo, b.max AS hi, b.fts AS fts, b.fv AS fv,"
+                          f" b.lts AS lts, b.lv AS lv, b.inc AS inc {where}")  # fmt: skip
+        args += more
+    if not pieces:
+        return []
+    keys = _SeriesKeys(req.path)
+    return [
+        Bucket(keys[row[:5]], RAW, row[5], Partial(*row[6:]))
+        for row in conn.execute(_INCREASE_SQL.format(pieces=" UNION ALL ".join(pieces)), args)
+    ]
+
+
+def _slice_col(column: str, span: float) -> str:
+    """The slice of ``span`` seconds ``column`` falls in, as column ``sl``."""
+    return f"floor({column} / {float(span)!r}) AS sl" if span else "0 AS sl"
+
+
 def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     """Buckets and raw points for ``req``; call inside one read snapshot."""
     try:
-        return _read(conn, sql, req, None if req.sketches else req.merge_span)
+        return _read(conn, sql, req, None if req.sketches else req.merge_span, req.increase_span)
     except sqlite3.OperationalError as e:
         if "integer overflow" not in str(e):  # SUM() of integers past 2**63
             raise
-        return _read(conn, sql, req, None)  # Python's sums do not overflow
+        return _read(conn, sql, req, None, None)  # Python's sums do not overflow
 
 
-def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | None) -> RollupData:
+def _read(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | None,
+    increase: float | None,
+) -> RollupData:  # fmt: skip
     mark = watermark(conn)
     buckets: list[Bucket] = []
     points: list[RawPoint] = []
     tier_lo: float | None = None
     tier_hi: float | None = None
     tiered = False
+    if increase is not None:  # (all segments in one query; the tail below)
+        buckets += _increase_merged(conn, sql, req, increase)
     for seg in req.segments:
+        if seg.tier == RAW and increase is not None:
+            continue
         if seg.tier == RAW and span is not None:
             buckets += _raw_merged(conn, sql, req, span, seg)
             continue
@@ -342,7 +403,8 @@ def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | 
                 conn, sql, req.where, req.path, seg.lo, seg.hi, above, raw_filter=req.raw_filter
             )
             continue
-        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
+        if increase is None:
+            buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
         if not tiered:
             tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
         else:  # tier segments are contiguous: widen the span
@@ -371,6 +433,26 @@ def _pending_marks(conn: sqlite3.Connection, path: str) -> dict[SeriesKey, int]:
     }
 
 
+def _tier_where(
+    sql: Sql, req: RollupRequest, tier: int, lo: float | None, hi: float | None
+) -> tuple[str, list[Any]]:
+    """``FROM ... WHERE ...`` of ``tier``'s buckets in ``[lo, hi)`` of the
+    series ``req`` asks for (``docs``: the series, ``b``: the buckets), and
+    its parameters."""
+    # The series table is aliased as docs: the filters are the same columns.
+    clauses, params = sql.filters(_within(req.where, None, None))
+    # (Its columns and the bucket table's have no name in common.)
+    clauses.append("docs.path = ?")
+    params.append(req.path)
+    _bound(clauses, params, "b.bucket >= ?", lo)
+    _bound(clauses, params, "b.bucket < ?", hi)
+    return (
+        f"FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+        f" WHERE {' AND '.join(clauses)}",
+        params,
+    )
+
+
 def _buckets(
     conn: sqlite3.Connection,
     sql: Sql,
@@ -380,20 +462,12 @@ def _buckets(
     hi: float | None,
     span: float | None = None,
 ) -> list[Bucket]:
-    # The series table is aliased as docs: the filters are the same columns.
-    clauses, params = sql.filters(_within(req.where, None, None))
-    # (Its columns and the bucket table's have no name in common.)
-    clauses.append("docs.path = ?")
-    params.append(req.path)
-    _bound(clauses, params, "b.bucket >= ?", lo)
-    _bound(clauses, params, "b.bucket < ?", hi)
+    where, params = _tier_where(sql, req, tier, lo, hi)
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
         merged = (
             f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), SUM(b.sum), MIN(b.min),"
-            " MAX(b.max), MIN(b.fts), MAX(b.lts)"
-            f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
-            f" WHERE {' AND '.join(clauses)} GROUP BY docs.id{group}"
+            f" MAX(b.max), MIN(b.fts), MAX(b.lts) {where} GROUP BY docs.id{group}"
         )
         keys = _SeriesKeys(req.path)
         return [
@@ -401,11 +475,7 @@ def _buckets(
             for row in conn.execute(merged, params)
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = (
-        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
-        f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
-        f" WHERE {' AND '.join(clauses)}"
-    )
+    query = f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql} {where}"
     series_by_id: dict[int, SeriesKey] = {}
     out: list[Bucket] = []
     for row in conn.execute(query, params):
@@ -416,9 +486,8 @@ def _buckets(
             series_by_id[sid] = series = SeriesKey(
                 session, kind, name, host, tuple(orjson.loads(tags)), req.path
             )
-        part = Partial(*row[7:16])
-        sketch = Sketch.from_bytes(row[16]) if row[16] is not None else None
-        out.append(Bucket(series, tier, row[6], part, sketch))
+        # (the sketch as stored: the engine's SketchSum merges it packed)
+        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16]))
     return out
 
 
