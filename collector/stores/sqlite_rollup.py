@@ -361,28 +361,51 @@ def _slice_col(column: str, span: float) -> str:
 def read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> RollupData:
     """Buckets and raw points for ``req``; call inside one read snapshot."""
     try:
-        return _read(conn, sql, req, None if req.sketches else req.merge_span, req.increase_span)
+        if req.increase_span is not None and not req.sketches and not _any_dirty(conn, req.path):
+            return _read_increase(conn, sql, req, req.increase_span)
+        return _read(conn, sql, req, None if req.sketches else req.merge_span)
     except sqlite3.OperationalError as e:
         if "integer overflow" not in str(e):  # SUM() of integers past 2**63
             raise
-        return _read(conn, sql, req, None, None)  # Python's sums do not overflow
+        return _read(conn, sql, req, None)  # Python's sums do not overflow
 
 
-def _read(
-    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | None,
-    increase: float | None,
-) -> RollupData:  # fmt: skip
+def _any_dirty(conn: sqlite3.Connection, path: str) -> bool:
+    """Whether an API edit left buckets of ``path`` to rebuild (roll_dirty):
+    then a rate takes the general path, which reads such buckets right."""
+    return (
+        conn.execute("SELECT 1 FROM roll_dirty WHERE path = ? LIMIT 1", (path,)).fetchone()
+        is not None
+    )
+
+
+def _read_increase(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float
+) -> RollupData:
+    """``req`` with ``increase_span``: every segment merged in one query, and the tail."""
+    mark = watermark(conn)
+    buckets = _increase_merged(conn, sql, req, span)
+    tiers = [seg for seg in req.segments if seg.tier != RAW]
+    if not tiers:
+        return RollupData(buckets, [])
+    lows, highs = [seg.lo for seg in tiers], [seg.hi for seg in tiers]
+    lo = None if None in lows else min(x for x in lows if x is not None)
+    hi = None if None in highs else max(x for x in highs if x is not None)
+    tail = _raw_points(conn, sql, req.where, req.path, lo, hi, mark)
+    pending = _pending_marks(conn, req.path) if tail else {}
+    if pending:  # a checkpoint is under way: some series are folded further
+        tail = [p for p in tail if p.order > pending.get(p.series, mark)]
+    return RollupData(buckets, tail)
+
+
+def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | None) -> RollupData:
     mark = watermark(conn)
     buckets: list[Bucket] = []
     points: list[RawPoint] = []
     tier_lo: float | None = None
     tier_hi: float | None = None
     tiered = False
-    if increase is not None:  # (all segments in one query; the tail below)
-        buckets += _increase_merged(conn, sql, req, increase)
     for seg in req.segments:
-        if seg.tier == RAW and increase is not None:
-            continue
         if seg.tier == RAW and span is not None:
             buckets += _raw_merged(conn, sql, req, span, seg)
             continue
@@ -403,8 +426,7 @@ def _read(
                 conn, sql, req.where, req.path, seg.lo, seg.hi, above, raw_filter=req.raw_filter
             )
             continue
-        if increase is None:
-            buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
+        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
         if not tiered:
             tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
         else:  # tier segments are contiguous: widen the span
