@@ -26,10 +26,10 @@ from deltawire.collector.stores.rollup import (
     RollupRequest,
     Segment,
     SeriesKey,
-    SketchSum,
 )
 
 from .query import QUANTILES, AggregateQuery, AggregateRow
+from .sketches import SketchSum
 from .threshold import apply_threshold
 
 __all__ = ["RollupSource", "plan_segments", "run_aggregate"]

@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deltawire.collector.aggregate import AggregateQuery, run_aggregate
+from deltawire.collector.aggregate.sketches import SketchSum
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.collector.stores.rollup import MINUTE, Sketch, SketchSum
+from deltawire.collector.stores.rollup import MINUTE, Sketch
 from deltawire.protocol import Document
 
 from .test_rollups import BASE
