@@ -197,6 +197,7 @@ def _run(
         else None,
         # (a threshold reads the cut buckets' rows again: it needs them whole)
         merge_span=(query.bucket or 0) if query.fn in _MERGEABLE and th is None else None,
+        vals=th is not None,  # cut minutes bring their values (threshold.py)
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)

@@ -157,6 +157,9 @@ class RollupRequest:
     #: NaN. At 10M samples a window read ~15,000 buckets and rows one by one
     #: into Python (~0.3-0.5 s); merged in SQL it is a row per series.
     merge_span: float | None = None
+    #: With ``raw_filter``: minute buckets the filter cuts (min passes, max
+    #: not, or the reverse) may bring their sorted values (``Bucket.vals``).
+    vals: bool = False
 
 
 @dataclass(slots=True)
@@ -373,6 +376,9 @@ class Bucket:
     start: float
     part: Partial
     sketch: Sketch | None = None
+    #: The bucket's values, sorted and packed (rollup_vals.py), where asked
+    #: (``RollupRequest.vals``) and stored; else None
+    vals: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

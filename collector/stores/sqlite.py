@@ -60,7 +60,7 @@ import orjson
 from deltawire.protocol import BadFrame, Document, Hello
 
 from ..point import PointError, check_fields
-from . import sqlite_rollup
+from . import rollup_vals, sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
@@ -264,6 +264,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ("CREATE TABLE id_floor (id INTEGER PRIMARY KEY)",),
     # 6: the per-series marks of a rollup checkpoint under way (sqlite_rollup.py).
     sqlite_rollup.MIGRATION_PENDING,
+    # 7: the sorted values of minute buckets, for thresholds (rollup_vals.py).
+    # Buckets folded before it have none: a threshold reads their raw rows.
+    rollup_vals.MIGRATION,
 )
 
 #: The schema version this code writes and reads.

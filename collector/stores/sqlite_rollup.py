@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import rollup_vals
 from .base import MetricQuery
 from .rollup import (
     DOCS,
@@ -401,14 +402,15 @@ def _buckets(
             for row in conn.execute(merged, params)
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
+    vals_sql, vals_params = rollup_vals.cut_sql(req, tier)
     query = (
-        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}"
-        f" FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql},"
+        f" {vals_sql} FROM roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
         f" WHERE {' AND '.join(clauses)}"
     )
     series_by_id: dict[int, SeriesKey] = {}
     out: list[Bucket] = []
-    for row in conn.execute(query, params):
+    for row in conn.execute(query, vals_params + params):
         sid = row[0]
         series = series_by_id.get(sid)
         if series is None:
@@ -418,7 +420,7 @@ def _buckets(
             )
         part = Partial(*row[7:16])
         sketch = Sketch.from_bytes(row[16]) if row[16] is not None else None
-        out.append(Bucket(series, tier, row[6], part, sketch))
+        out.append(Bucket(series, tier, row[6], part, sketch, row[17]))
     return out
 
 
@@ -527,6 +529,8 @@ class Folder:
         self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
+        #: each minute bucket's absorbed values, for roll_vals (rollup_vals.py)
+        self.vals: dict[BucketKey, list[float]] = {}
         #: Resuming a half-done checkpoint: its mark (absorb stops there) and
         #: the series it already wrote (skipped); None otherwise.
         self.limit: int | None = None
@@ -586,6 +590,8 @@ class Folder:
             tss, vals = _joined(self.columns[key])
             stream, path, _, start = key
             parts[key] = part = Partial.of(tss, vals)
+            if path != DOCS:
+                self.vals[key] = vals
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
             hours[hkey].append(part)
             in_hour = sketches.get(hkey)
@@ -631,6 +637,10 @@ class Folder:
                     step.redo.append(key)
                 else:
                     step.rows[tier].append((stream, path, start, *merged))
+                    if key in self.vals:
+                        blob = rollup_vals.merged(conn, sid, start, self.vals[key])
+                        if blob is not None:
+                            step.vals.append((stream, path, start, blob))
         return step
 
     def write_step(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step) -> bool:
@@ -649,6 +659,7 @@ class Folder:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows],
             )
+        rollup_vals.write_many(conn, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in step.vals])
         for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
         dirty = _dirty_by_series(conn)
@@ -690,6 +701,8 @@ class Step:
     rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     #: buckets the new rows overlap in time: rebuilt from the raw rows
     redo: list[BucketKey] = field(default_factory=list)
+    #: (stream, path, minute start, rollup_vals.merged's blob)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
 
 def _edits(conn: sqlite3.Connection) -> int:
@@ -816,9 +829,13 @@ def _recompute(
     sid = ids.get(conn, stream, path)
     if not points:
         conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
+        if tier == MINUTE:
+            rollup_vals.delete(conn, sid, start)
         return
     points.sort(key=lambda p: (p.ts, p.order))
     vals = [p.value for p in points]
+    if tier == MINUTE:
+        rollup_vals.write(conn, sid, start, vals)
     part = Partial.of([p.ts for p in points], vals)
     sketch = None
     if _sketched(tier, path):
@@ -1026,7 +1043,9 @@ def prune(
     for tier, keep in retention_s.items():
         if keep > 0:
             cutoff = now - keep
-            conn.executemany(
-                f"DELETE FROM roll_{tier} WHERE series = ? AND bucket < ?",
-                [(sid, cutoff) for sid in series],
-            )
+            tables = [f"roll_{tier}", *(["roll_vals"] if tier == MINUTE else [])]
+            for table in tables:
+                conn.executemany(
+                    f"DELETE FROM {table} WHERE series = ? AND bucket < ?",
+                    [(sid, cutoff) for sid in series],
+                )
