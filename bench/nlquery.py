@@ -32,6 +32,7 @@ beside the same with the exact start.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import runpy
@@ -224,8 +225,16 @@ def run(scale: float = 1.0) -> list[Table]:
     return [acc, parse, e2e, scaled]
 
 
-def main() -> int:
-    for table in run():
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.nlquery", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the data set and the runs (default: 1.0 = 1,000,000 samples; "
+                    "0.1 = quick)")  # fmt: skip
+    args = ap.parse_args(argv)
+    if args.scale <= 0:
+        ap.error("--scale must be above 0")
+    for table in run(args.scale):
         print(table.render())
     return 0
 

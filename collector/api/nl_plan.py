@@ -92,6 +92,8 @@ class Plan:
     project: str | None = None
     group: str | None = None
     notes: tuple[str, ...] = ()
+    #: /aggregate by host, rows kept for these hosts only ("web-1 and web-2")
+    only: tuple[str, ...] = ()
 
     def interpreted(self) -> dict[str, Any]:
         """The JSON ``interpreted`` of a /query answer: the request, copyable.
@@ -118,6 +120,8 @@ class Plan:
             out["field"] = self.project
         if self.group is not None:
             out["by"] = self.group
+        if self.only:
+            out["only"] = list(self.only)  # the rows of ``url`` kept
         return out
 
 
@@ -146,6 +150,7 @@ class ParseState:
     names: list[str] = _field(default_factory=list)  # name filter(s)
     kind: str | None = None
     host: str | None = None
+    more_hosts: list[str] = _field(default_factory=list)  # "web-1 and web-2": after the first
     session: str | None = None
     tags: list[str] = _field(default_factory=list)
     ts_from: float | None = None
@@ -189,6 +194,7 @@ class _Builder:
         if s.ignored:
             self.notes.append("ignored: " + ", ".join(repr(w) for w in s.ignored))
         if s.sessions_q:
+            self.several_hosts(aggregate=False)  # refuses: one host
             return self.sessions_plan()
         self.resolve_stream()
         if (
@@ -198,6 +204,7 @@ class _Builder:
             and not s.listing
             and (s.field or s.names)
         ):
+            self.several_hosts(aggregate=False)
             return self.latest_plan()
         if s.listing or (
             s.fn is None
@@ -208,8 +215,23 @@ class _Builder:
             and s.bucket is None  # "events per minute": counted per bucket
             and (self.words & LIST_WORDS or s.kind or self.all_words & {"events", "samples"})
         ):
+            self.several_hosts(aggregate=False)
             return self.list_plan()
         return self.aggregate_plan()
+
+    def several_hosts(self, aggregate: bool = True) -> tuple[str, ...]:
+        """ "avg cpu of web-1 and web-2": asked by host, those hosts' rows kept.
+        Only an aggregate not grouped otherwise can be; anything else needs one."""
+        s = self.s
+        if not s.more_hosts:
+            return ()
+        hosts = (s.host, *s.more_hosts)
+        if not aggregate or s.group not in (None, "host"):
+            shown = " and ".join(repr(h) for h in hosts)
+            raise PromptError(f"Two different hosts ({shown}); give one.")
+        s.group, s.host = "host", None
+        self.notes.append(f"asked by host; the rows of {', '.join(map(str, hosts))} kept")
+        return tuple(h for h in hosts if h is not None)
 
     def resolve_stream(self) -> None:
         """Which sample stream a data path is read from; say so when it was a guess."""
@@ -280,6 +302,15 @@ class _Builder:
                 )
         if fn == "sum" and fld is None and s.kind == "event" and s.fn_word in ("total", "totals"):
             fn = "count"  # "total deploys": how many, not a sum of some field of theirs
+        if fn == "rate" and fld is None and s.kind == "event" and s.names:
+            # "error rate on web-1": events have no counter to take a rate of;
+            # how often they happen is their count per interval.
+            fn = "count"
+            if s.bucket is None:
+                s.bucket = 60
+            self.notes.append(
+                f"rate of events read as their count per {_bucket_text(s.bucket)} interval"
+            )
         if fn != "count" and fld is None:
             if len(s.names) == 1 and s.names[0] in self.v.events:
                 owned = sorted(self.v.catalog.paths.get(s.names[0], ()))
@@ -296,6 +327,7 @@ class _Builder:
         params: dict[str, Any] = {"fn": fn}
         if fld is not None:  # with count: the documents that have it
             params["field"] = fld
+        only = self.several_hosts()
         if s.group is None and s.threshold is not None:
             # "hosts with cpu over 80": which hosts, so grouped by them
             for noun, group in (("hosts", "host"), ("sessions", "session")):
@@ -315,7 +347,7 @@ class _Builder:
         if s.rank_desc is not None or s.limit is not None:
             params["order"] = "-value" if s.rank_desc is not False else "value"
             params["limit"] = str(s.limit or DEFAULT_TOP)
-        return Plan("/aggregate", params, names, threshold, notes=tuple(self.notes))
+        return Plan("/aggregate", params, names, threshold, notes=tuple(self.notes), only=only)
 
     def threshold(self, fld: str | None) -> Threshold | None:
         s = self.s

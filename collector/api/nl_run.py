@@ -131,13 +131,16 @@ class _Run:
             )
         per_name = [self.aggregate_one(name) for name in names]
         rows = per_name[0] if len(per_name) == 1 else self.merge(fn, per_name)
+        if plan.only:  # "web-1 and web-2": asked by host, their rows kept
+            rows = [r for r in rows if r.get("group") in plan.only]
         return self.order(rows)
 
     def aggregate_one(self, name: str | None) -> list[Row]:
         """One /aggregate request, through the engine GET /aggregate runs."""
         plan = self.plan
         p = plan.params
-        merged = bool(plan.names)  # rows of each name: ordered and cut once merged
+        # Rows of each name, or of every host: ordered and cut once merged or kept.
+        merged = bool(plan.names) or bool(plan.only)
         try:
             q = AggregateQuery(
                 fn=p["fn"],

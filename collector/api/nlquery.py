@@ -899,7 +899,10 @@ class _Parser:
     def _assign(self, term: Term, text: str) -> None:
         s = self.s
         if term.kind == "host":
-            self.set_once("host", term.value, "host")
+            if s.host is None or s.host == term.value:
+                s.host = term.value
+            elif term.value not in s.more_hosts:
+                s.more_hosts.append(term.value)  # "web-1 and web-2": the builder decides
         elif term.kind == "session":
             self.set_once("session", term.value, "session")
         elif term.kind == "tag":

@@ -265,6 +265,8 @@ def _compare(plan: Plan, expect: dict[str, Any]) -> str | None:
         got.setdefault("field", plan.project)
     if plan.names and "name" not in got:
         got["name"] = list(plan.names)
+    if plan.only:
+        got["only"] = list(plan.only)
     for key, want in expect.items():
         if key == "status":
             continue

@@ -148,7 +148,10 @@ def test_misspelled_names_are_refused_with_the_closest(prompt: str, suggest: str
         ("avg of nothing", "nothing"),
         ("x" * 1001, "too long"),
         ("avg cpu today yesterday", "Two time windows"),
-        ("avg cpu on web-1 on web-2", "Two different hosts"),
+        # several hosts are answered by host, but not grouped otherwise nor listed
+        ("avg cpu by session on web-1 on web-2", "Two different hosts"),
+        ("last 5 events on web-1 and web-2", "Two different hosts"),
+        ("is web-1 or web-2 up", "Two different hosts"),
     ],
 )
 def test_refusals_say_why(prompt: str, needle: str) -> None:

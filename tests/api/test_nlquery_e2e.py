@@ -98,6 +98,40 @@ def test_threshold_on_an_event_path(world: Any) -> None:
     assert body["interpreted"]["params"]["where"] == "duration_ms > 150"
 
 
+def test_several_hosts_are_asked_by_host(world: Any) -> None:
+    body = ask(world, "avg cpu of web-1 and db-1")
+    want = {
+        h: mean([d.data["cpu"]["percent"] for d in docs(world[1], name="process", host=h)])
+        for h in ("web-1", "db-1")
+    }
+    assert {r["group"]: r["value"] for r in body["rows"]} == pytest.approx(want)
+    assert body["interpreted"]["params"]["by"] == "host"
+    assert "host" not in body["interpreted"]["params"]
+    assert body["interpreted"]["only"] == ["web-1", "db-1"]
+    # the copyable request answers every host; the kept rows are among them
+    every = world[0].get(body["interpreted"]["url"]).json()["rows"]
+    assert [r for r in every if r["group"] in want] == body["rows"]
+    assert len(every) > len(body["rows"])
+    # ranked among the named hosts only, not cut before they were kept
+    top = ask(world, "top host by cpu among web-1 and web-2")["rows"]
+    assert [r["group"] for r in top] == [max(("web-1", "web-2"), key=lambda h: mean(
+        [d.data["cpu"]["percent"] for d in docs(world[1], name="process", host=h)]))]  # fmt: skip
+
+
+def test_error_rate_is_error_events_per_minute(world: Any) -> None:
+    body = ask(world, "error rate on web-1")
+    want: dict[float, int] = {}
+    for d in world[1].docs:
+        if d.name in ("request_failed", "job_error") and d.host == "web-1":
+            want[d.ts // 60 * 60] = want.get(d.ts // 60 * 60, 0) + 1
+    got = {
+        datetime.fromisoformat(r["bucket"].replace("Z", "+00:00")).timestamp(): r["value"]
+        for r in body["rows"]
+    }
+    assert got == want and want
+    assert any("count per 1m" in n for n in body["notes"])
+
+
 def test_buckets(world: Any) -> None:
     rows = ask(world, "avg cpu of sess-c per hour")["rows"]
     want: dict[float, list[float]] = {}
