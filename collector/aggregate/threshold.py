@@ -71,18 +71,21 @@ def apply_threshold(
     kept: list[Bucket] = []
     pending: Sequence[Bucket] = data.buckets
     while pending:
-        cut = _classify(pending, th, kept, req.sketches)
+        cut_buckets: list[Bucket] = []
+        cut = _classify(pending, th, kept, req.sketches, cut_buckets)
         if not cut:
             break
         segments = _finer(cut, tiers)
-        rows = _raw_rows(segments, pending)
+        rows = _raw_rows(segments, cut_buckets)
         if rows > MAX_RAW_ROWS:
             raise QueryTooHeavy(
                 f"the threshold {th.text()} falls inside the value range of buckets holding"
                 f" {rows:,} values, more than {MAX_RAW_ROWS:,} to read one by one; narrow"
                 " the window or the filters"
             )
-        more = store.rollup_read(replace(req, segments=segments, vals=True))
+        # (passing_span: merged per cut bucket, so that _in_cut can tell)
+        span = None if req.passing_span is None else max(tier for tier, _start in cut)
+        more = store.rollup_read(replace(req, segments=segments, vals=True, passing_span=span))
         tiers_cut = {tier for tier, _start in cut}
         pending = [b for b in more.buckets if _in_cut(cut, tiers_cut, b.series, b.start)]
         points += [
@@ -95,9 +98,15 @@ def apply_threshold(
     return RollupData(kept, points)
 
 
-def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket], sketches: bool) -> _Cut:
+def _classify(
+    buckets: Iterable[Bucket],
+    th: Threshold,
+    kept: list[Bucket],
+    sketches: bool,
+    cut_buckets: list[Bucket],
+) -> _Cut:
     """Keep the buckets wholly inside, and what passes of cut ones whose
-    values came with them; return the other cut ones."""
+    values came with them; return (and list in ``cut_buckets``) the other cut ones."""
     cut: _Cut = {}
     for b in buckets:
         low, high = th.passes(b.part.min), th.passes(b.part.max)
@@ -111,6 +120,7 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket], sket
                 kept.append(passed)
             else:
                 cut.setdefault((b.tier, b.start), set()).add(b.series)
+                cut_buckets.append(b)
     return cut
 
 

@@ -160,6 +160,14 @@ class RollupRequest:
     #: With ``raw_filter``: minute buckets the filter cuts (min passes, max
     #: not, or the reverse) may bring their sorted values (``Bucket.vals``).
     vals: bool = False
+    #: With ``raw_filter``, for count, sum, avg, min and max: a store may hand
+    #: back tier buckets reduced to what passes it: per series and
+    #: ``passing_span``-second slice (epoch aligned; 0: the whole segment),
+    #: the buckets wholly passing and the passing values of cut ones it keeps
+    #: the values of (``vals``), merged into one bucket of the tier as
+    #: ``merge_span``'s (min and max pass); other cut buckets one by one; no
+    #: failing ones.
+    passing_span: float | None = None
 
 
 @dataclass(slots=True)

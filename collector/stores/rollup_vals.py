@@ -105,7 +105,7 @@ class Passing:
     sum: float
     min: float
     max: float
-    _sorted: array[Any]
+    _sorted: Sequence[Any]
     _base: int
 
     def values(self) -> list[float]:
@@ -113,19 +113,18 @@ class Passing:
         return list(map(self._base.__add__, self._sorted)) if self._base else list(self._sorted)
 
 
-def _unpack(blob: bytes) -> tuple[array[Any], int]:
-    """The sorted array and the number to add to each element."""
-    arr: array[Any]
+def _unpack(blob: bytes) -> tuple[Sequence[Any], int]:
+    """The sorted numbers (a view of ``blob``: no copy) and the number to add
+    to each."""
     if blob[:1] == _INTS:
         _, base, code = _INT_HEAD.unpack_from(blob)
-        arr = array(code.decode())
-        arr.frombytes(blob[_INT_HEAD.size :])
+        at, typecode = _INT_HEAD.size, code.decode()
     else:
-        base = 0
-        arr = array("d")
-        arr.frombytes(blob[1:])
-    if _SWAP:
-        arr.byteswap()
+        base, at, typecode = 0, 1, "d"
+    if not _SWAP:
+        return memoryview(blob)[at:].cast(typecode), base
+    arr = array(typecode, blob[at:])
+    arr.byteswap()
     return arr, base
 
 
@@ -135,20 +134,25 @@ def values(blob: bytes) -> list[float]:
     return list(map(base.__add__, arr)) if base else list(arr)
 
 
+def _slice(arr: Sequence[Any], base: int, op: str, number: float) -> Sequence[Any]:
+    # bisect on base + element: Python compares an int with a float exactly
+    key: Callable[[Any], Any] | None = base.__add__ if base else None
+    if op == ">":
+        return arr[bisect_right(arr, number, key=key) :]
+    if op == ">=":
+        return arr[bisect_left(arr, number, key=key) :]
+    if op == "<":
+        return arr[: bisect_left(arr, number, key=key)]
+    if op == "<=":
+        return arr[: bisect_right(arr, number, key=key)]
+    raise ValueError(f"not a threshold operator: {op!r}")
+
+
 def passing(blob: bytes, op: str, number: float) -> Passing | None:
     """The values in ``blob`` that compare ``op`` (> >= < <=) with ``number``
     exactly as the raw values would (ints compared as ints); None if none."""
     arr, base = _unpack(blob)
-    # bisect on base + element: Python compares an int with a float exactly
-    key: Callable[[Any], Any] | None = base.__add__ if base else None
-    if op in (">", ">="):
-        find = bisect_right if op == ">" else bisect_left
-        cut = arr[find(arr, number, key=key) :]
-    elif op in ("<", "<="):
-        find = bisect_left if op == "<" else bisect_right
-        cut = arr[: find(arr, number, key=key)]
-    else:
-        raise ValueError(f"not a threshold operator: {op!r}")
+    cut = _slice(arr, base, op, number)
     n = len(cut)
     if not n:
         return None

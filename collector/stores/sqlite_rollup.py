@@ -381,6 +381,9 @@ def _buckets(
     hi: float | None,
     span: float | None = None,
 ) -> list[Bucket]:
+    passing = _passing_buckets(conn, sql, req, tier, lo, hi)  # a threshold's
+    if passing is not None:
+        return passing
     # The series table is aliased as docs: the filters are the same columns.
     clauses, params = sql.filters(_within(req.where, None, None))
     # (Its columns and the bucket table's have no name in common.)
@@ -1049,3 +1052,87 @@ def prune(
                     f"DELETE FROM {table} WHERE series = ? AND bucket < ?",
                     [(sid, cutoff) for sid in series],
                 )
+
+
+# -- thresholds ---------------------------------------------------------------
+# "hosts with cpu over 90 in the last hour" at 1M noisy samples cuts ~6,000
+# minute buckets. Handed to the engine one by one (a Bucket, a Partial, a
+# bisection and an accumulation each) they took ~0.5-1 s of Python at load;
+# here the buckets wholly passing are merged in SQL, the wholly failing ones
+# are never read, and each cut minute's passing values (rollup_vals.py) are
+# added up in one tight loop per series and slice
+# (``RollupRequest.passing_span``).
+
+
+def _passing_buckets(
+    conn: sqlite3.Connection,
+    sql: Sql,
+    req: RollupRequest,
+    tier: int,
+    lo: float | None,
+    hi: float | None,
+) -> list[Bucket] | None:
+    """``roll_{tier}``'s buckets in ``[lo, hi)`` for ``req`` reduced to what
+    passes ``req.raw_filter``: a bucket (no first/last values, no increase)
+    per series and ``passing_span`` slice, plus the cut buckets
+    whose values are not stored, one by one at ``tier``. None where ``req``
+    does not ask for it (the caller reads as usual)."""
+    f, span = req.raw_filter, req.passing_span
+    if span is None or f is None or f[0] not in _RAW_OPS or req.path == DOCS or req.sketches:
+        return None
+    op, number = f[0], float(f[1])
+    clauses, params = sql.filters(_within(req.where, None, None))
+    clauses.append("docs.path = ?")
+    params.append(req.path)
+    _bound(clauses, params, "b.bucket >= ?", lo)
+    _bound(clauses, params, "b.bucket < ?", hi)
+    where = " AND ".join(clauses)
+    tables = f"roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
+    keys = _SeriesKeys(req.path)
+    # Wholly passing: merged in SQL (total(): a sum of integers may pass 64 bits).
+    whole = [*params, number, number]
+    group = _slice_sql("b.bucket", span, whole)
+    out = [
+        Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
+        for row in conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), total(b.sum), MIN(b.min),"
+            f" MAX(b.max), MIN(b.fts), MAX(b.lts) FROM {tables}"
+            f" WHERE {where} AND b.min {op} ? AND b.max {op} ? GROUP BY docs.id{group}",
+            whole,
+        )
+    ]
+    # Cut: each minute's passing values, summed per series and slice here.
+    vals_sql = (
+        "(SELECT v.vals FROM roll_vals AS v WHERE v.series = b.series AND v.bucket = b.bucket)"
+        if tier == MINUTE and req.vals
+        else "NULL"
+    )
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    passing = rollup_vals.passing
+    for row in conn.execute(
+        f"SELECT {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} FROM {tables}"
+        f" WHERE {where} AND (b.min {op} ?) != (b.max {op} ?)",
+        [*params, number, number],
+    ):
+        got = None if row[15] is None else passing(row[15], op, number)
+        if got is None:  # values not stored: the engine reads its raw rows
+            out.append(Bucket(keys[row[:5]], tier, row[5], Partial(*row[6:15])))
+            continue
+        key = (*row[:5], row[5] // span if span else 0)
+        acc = sums.get(key)
+        if acc is None:  # start, n, sum, min, max, first ts, last ts
+            sums[key] = [row[5], got.n, got.sum, got.min, got.max, row[10], row[12]]
+            continue
+        acc[1] += got.n
+        acc[2] += got.sum
+        if got.min < acc[3]:
+            acc[3] = got.min
+        if got.max > acc[4]:
+            acc[4] = got.max
+        if row[5] < acc[0]:
+            acc[0], acc[5] = row[5], row[10]
+        if row[12] > acc[6]:
+            acc[6] = row[12]
+    for key, (start, n, total, low, high, fts, lts) in sums.items():
+        out.append(Bucket(keys[key[:5]], tier, start, _merged_part(n, total, low, high, fts, lts)))
+    return out
