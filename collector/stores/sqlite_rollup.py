@@ -381,9 +381,6 @@ def _buckets(
     hi: float | None,
     span: float | None = None,
 ) -> list[Bucket]:
-    passing = _passing_buckets(conn, sql, req, tier, lo, hi)  # a threshold's
-    if passing is not None:
-        return passing
     # The series table is aliased as docs: the filters are the same columns.
     clauses, params = sql.filters(_within(req.where, None, None))
     # (Its columns and the bucket table's have no name in common.)
@@ -391,6 +388,9 @@ def _buckets(
     params.append(req.path)
     _bound(clauses, params, "b.bucket >= ?", lo)
     _bound(clauses, params, "b.bucket < ?", hi)
+    passing = _passing_buckets(conn, req, tier, clauses, params)  # a threshold's
+    if passing is not None:
+        return passing
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
         merged = (
@@ -1065,14 +1065,9 @@ def prune(
 
 
 def _passing_buckets(
-    conn: sqlite3.Connection,
-    sql: Sql,
-    req: RollupRequest,
-    tier: int,
-    lo: float | None,
-    hi: float | None,
+    conn: sqlite3.Connection, req: RollupRequest, tier: int, clauses: list[str], params: list[Any]
 ) -> list[Bucket] | None:
-    """``roll_{tier}``'s buckets in ``[lo, hi)`` for ``req`` reduced to what
+    """``roll_{tier}``'s buckets (``b``) matching ``clauses`` for ``req`` reduced to what
     passes ``req.raw_filter``: a bucket (no first/last values, no increase)
     per series and ``passing_span`` slice, plus the cut buckets
     whose values are not stored, one by one at ``tier``. None where ``req``
@@ -1081,11 +1076,6 @@ def _passing_buckets(
     if span is None or f is None or f[0] not in _RAW_OPS or req.path == DOCS or req.sketches:
         return None
     op, number = f[0], float(f[1])
-    clauses, params = sql.filters(_within(req.where, None, None))
-    clauses.append("docs.path = ?")
-    params.append(req.path)
-    _bound(clauses, params, "b.bucket >= ?", lo)
-    _bound(clauses, params, "b.bucket < ?", hi)
     where = " AND ".join(clauses)
     tables = f"roll_series AS docs JOIN roll_{tier} AS b ON b.series = docs.id"
     keys = _SeriesKeys(req.path)
