@@ -10,16 +10,27 @@ only these edges:
 - headers over ``MAX_HEADER_BYTES`` are a JSON 431 ``headers_too_large``;
 - headers not complete ``header_timeout`` seconds after a connection opens
   or a request starts are a JSON 408 ``header_timeout`` (slowloris).
+
+And one shortcut: a keep-alive HTTP/1.1 ``GET`` whose answer the cache holds
+(``FastGets``, fast.py) is written straight from the parser's callback, with
+the headers the full path sends. uvicorn would build a request cycle, an
+event and an asyncio task, and pass two ASGI messages through the app's
+middlewares, for an answer that is a few KB of bytes already.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import error_body
+
+if TYPE_CHECKING:
+    from .fast import FastGets
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_URL_BYTES", "JsonHttpToolsProtocol", "protocol_class"]
 
@@ -34,8 +45,27 @@ _REASONS = {
 }
 
 
+class _NoEvent:
+    def set(self) -> None:
+        """Nobody waits for the body of a request answered at once."""
+
+
+class _Answered:
+    """Stands in for uvicorn's request cycle of a request answered here: the
+    protocol's other callbacks then see a finished response."""
+
+    response_complete = True
+    disconnected = False
+    message_event = _NoEvent()
+
+
+_ANSWERED: Any = _Answered()
+_OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-cache: hit\r\n"
+
+
 class JsonHttpToolsProtocol(HttpToolsProtocol):
     header_timeout = 10.0
+    fast: FastGets | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,8 +103,45 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        if not self.transport.is_closing():  # not after a rejection
+        if self.transport.is_closing():  # after a rejection
+            return
+        if self.fast is None or not self._answered_at_once():
             super().on_headers_complete()
+
+    # -- cached GETs ---------------------------------------------------------------------------
+
+    def _answered_at_once(self) -> bool:
+        """Write the cache's answer now if this is a plain keep-alive GET it
+        holds (one at a time: never while a pipelined request is under way)."""
+        parser = self.parser
+        if (
+            parser.get_method() != b"GET"
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.root_path
+        ):
+            return False
+        started = time.perf_counter()
+        url = httptools.parse_url(self.url)
+        if b"%" in url.path:
+            return False  # the full path unquotes it
+        path = url.path.decode("ascii")
+        assert self.fast is not None
+        payload = self.fast.payload(path, url.query or b"", self.headers)
+        if payload is None:
+            return False
+        head = [_OK_HEAD]
+        for name, value in self.server_state.default_headers:  # date (and server, if on)
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-length: %d\r\n\r\n" % len(payload))
+        self.cycle = _ANSWERED
+        self.transport.write(b"".join(head) + payload)
+        self.on_response_complete()  # keep-alive timer, flow control, the request count
+        self.fast.answered(path, started)
+        return True
 
     # -- size limits -------------------------------------------------------------------------
 
@@ -117,6 +184,11 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout: float) -> type[JsonHttpToolsProtocol]:
-    """The protocol with this header deadline (uvicorn builds one per connection)."""
-    return type("JsonHttpTools", (JsonHttpToolsProtocol,), {"header_timeout": header_timeout})
+def protocol_class(
+    header_timeout: float, fast: FastGets | None = None
+) -> type[JsonHttpToolsProtocol]:
+    """The protocol with this header deadline and cache lookup (uvicorn
+    builds one per connection)."""
+    return type(
+        "JsonHttpTools", (JsonHttpToolsProtocol,), {"header_timeout": header_timeout, "fast": fast}
+    )

@@ -18,8 +18,10 @@ way leaves ``roll_pending`` behind; the next one finishes that checkpoint
 first (``Folder``'s resume), so nothing is counted twice.
 
 A bucket that the new rows overlap in time (a late document) is recomputed
-from its raw rows, so ``inc`` (the counter increase) stays exact. ``touched_all``
-rebuilds the buckets an API update or delete touches (hours from minutes).
+from its raw rows, so ``inc`` (the counter increase) stays exact. An API
+update or delete marks the buckets it touches dirty (``mark_dirty``): readers
+read those raw, and the folder rebuilds them between checkpoints
+(``read_repair``, ``write_repair``; hours from minutes).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import math
 import operator
 import sqlite3
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -59,18 +61,22 @@ from .rollup import (
 
 __all__ = [
     "MIGRATION",
+    "MIGRATION_DIRTY",
     "MIGRATION_PENDING",
     "SKETCH_TIERS",
     "DocValues",
     "Folder",
+    "Repair",
     "SeriesIds",
     "Sql",
     "Touch",
     "doc_values",
+    "mark_dirty",
     "prune",
     "read",
-    "touched_all",
+    "read_repair",
     "watermark",
+    "write_repair",
 ]
 
 #: Schema migration 3 of ``sqlite.py``: the tiers. Without ROWID, keyed by
@@ -117,6 +123,10 @@ MIGRATION_PENDING: Final = (
     # a read snapshot and writes in a (short) write transaction after it.
     "INSERT INTO roll_state (key, value) VALUES ('edits', 0)",
 )
+
+#: A later schema migration: every API update or delete marks its buckets
+#: dirty (``mark_dirty``) and every read of the tiers looks them up.
+MIGRATION_DIRTY: Final = ("CREATE INDEX roll_dirty_bucket ON roll_dirty (path, tier, bucket)",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +332,7 @@ def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | 
     tier_lo: float | None = None
     tier_hi: float | None = None
     tiered = False
+    dirty: list[tuple[Stream, int, int]] = []  # (stream, tier, start): read raw instead
     for seg in req.segments:
         if seg.tier == RAW and span is not None:
             buckets += _raw_merged(conn, sql, req, span, seg)
@@ -343,7 +354,9 @@ def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | 
                 conn, sql, req.where, req.path, seg.lo, seg.hi, above, raw_filter=req.raw_filter
             )
             continue
-        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span)
+        found = _dirty_in(conn, sql, req, seg.tier, seg.lo, seg.hi)
+        dirty += found
+        buckets += _buckets(conn, sql, req, seg.tier, seg.lo, seg.hi, span, bool(found))
         if not tiered:
             tier_lo, tier_hi, tiered = seg.lo, seg.hi, True
         else:  # tier segments are contiguous: widen the span
@@ -353,11 +366,70 @@ def _read(conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float | 
         tail = _raw_points(
             conn, sql, req.where, req.path, tier_lo, tier_hi, mark, raw_filter=req.raw_filter
         )
-        pending = _pending_marks(conn, req.path) if tail else {}
+        pending = _pending_marks(conn, req.path) if tail or dirty else {}
         if pending:  # a checkpoint is under way: some series are folded further
             tail = [p for p in tail if p.order > pending.get(p.series, mark)]
         points += tail
+        if dirty:
+            points += _dirty_points(conn, sql, req, dirty, mark, pending)
     return RollupData(buckets, points)
+
+
+def _dirty_in(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, tier: int, lo: float | None,
+    hi: float | None,
+) -> list[tuple[Stream, int, int]]:  # fmt: skip
+    """The dirty buckets (``mark_dirty``) of ``tier`` in ``[lo, hi)`` that
+    ``req``'s filters match: (stream, tier, start)."""
+    # roll_dirty aliased as docs: the filters are the same columns.
+    clauses, params = sql.filters(_within(req.where, None, None))
+    clauses += ["path = ?", "tier = ?"]
+    params += [req.path, tier]
+    _bound(clauses, params, "bucket >= ?", lo)
+    _bound(clauses, params, "bucket < ?", hi)
+    return [
+        (row[:5], tier, row[5])
+        for row in conn.execute(
+            f"SELECT DISTINCT {_SERIES_COLUMNS}, bucket FROM roll_dirty AS docs"
+            f" WHERE {' AND '.join(clauses)}",
+            params,
+        )
+    ]
+
+
+def _dirty_points(
+    conn: sqlite3.Connection,
+    sql: Sql,
+    req: RollupRequest,
+    dirty: list[tuple[Stream, int, int]],
+    mark: int,
+    pending: dict[SeriesKey, int],
+) -> list[RawPoint]:
+    """The raw rows of the dirty buckets up to what the tiers hold (the
+    watermark, or the series' mark mid-checkpoint): the tail has the rest."""
+    out: list[RawPoint] = []
+    for (session, kind, name, host, tags), tier, start in dirty:
+        where = MetricQuery(session=session, name=name, kind=kind, host=host)
+        raw = _raw_points(
+            conn, sql, where, req.path, start, start + tier, None, raw_filter=req.raw_filter
+        )
+        out += [
+            p
+            for p in raw
+            if p.order <= pending.get(p.series, mark)
+            and p.series.host == host
+            and orjson.dumps(list(p.series.tags)).decode() == tags
+        ]
+    return out
+
+
+#: A WHERE term on a bucket ``b`` of series ``docs``: no edit made it dirty.
+#: (The index roll_dirty_bucket makes it one lookup per bucket.)
+_NOT_DIRTY: Final = (
+    "NOT EXISTS (SELECT 1 FROM roll_dirty AS d WHERE d.path = docs.path AND d.tier = {tier}"
+    " AND d.bucket = b.bucket AND d.session = docs.session AND d.kind = docs.kind"
+    " AND d.name = docs.name AND d.host IS docs.host AND d.tags = docs.tags)"
+)
 
 
 def _pending_marks(conn: sqlite3.Connection, path: str) -> dict[SeriesKey, int]:
@@ -380,12 +452,15 @@ def _buckets(
     lo: float | None,
     hi: float | None,
     span: float | None = None,
+    skip_dirty: bool = False,
 ) -> list[Bucket]:
     # The series table is aliased as docs: the filters are the same columns.
     clauses, params = sql.filters(_within(req.where, None, None))
     # (Its columns and the bucket table's have no name in common.)
     clauses.append("docs.path = ?")
     params.append(req.path)
+    if skip_dirty:  # some are dirty: the caller reads those raw
+        clauses.append(_NOT_DIRTY.format(tier=int(tier)))
     _bound(clauses, params, "b.bucket >= ?", lo)
     _bound(clauses, params, "b.bucket < ?", hi)
     passing = _passing_buckets(conn, req, tier, clauses, params)  # a threshold's
@@ -665,15 +740,13 @@ class Folder:
         rollup_vals.write_many(conn, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in step.vals])
         for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
-        dirty = _dirty_by_series(conn)
+        # A dirty bucket stays dirty (read raw) whatever is written to it:
+        # the repair rebuilds it once the checkpoint is done (``read_repair``).
         marks = []
         for stream, path, _keys in step.series:
             sid = ids.get(conn, stream, path)
             if sid in self.done:
                 continue
-            for tier, start in dirty.pop((stream, path), ()):
-                _recompute(conn, sql, ids, stream, path, tier, start, self.through)
-                _undirty(conn, stream, path, tier, start)
             marks.append((sid, self.through))
         conn.executemany("INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)", marks)
         return True
@@ -689,7 +762,6 @@ class Folder:
         if self.base < 0 or watermark(conn) != self.base:
             return
         conn.execute("UPDATE roll_state SET value = ? WHERE key = 'watermark'", (self.through,))
-        _redo_dirty(conn, sql, ids, self.through)
         conn.execute("DELETE FROM roll_pending")
 
 
@@ -709,27 +781,9 @@ class Step:
 
 
 def _edits(conn: sqlite3.Connection) -> int:
-    """How many API edits touched the tiers so far (``touched_all`` counts them)."""
+    """How many repairs rewrote buckets so far (``write_repair`` counts them)."""
     row = conn.execute("SELECT value FROM roll_state WHERE key = 'edits'").fetchone()
     return 0 if row is None else int(row[0])
-
-
-def _dirty_by_series(conn: sqlite3.Connection) -> dict[tuple[Stream, str], list[tuple[int, int]]]:
-    """roll_dirty's (tier, bucket) by series (usually empty)."""
-    out: dict[tuple[Stream, str], list[tuple[int, int]]] = defaultdict(list)
-    for row in conn.execute(
-        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
-    ):
-        out[row[:5], row[5]].append((row[6], row[7]))
-    return out
-
-
-def _undirty(conn: sqlite3.Connection, stream: Stream, path: str, tier: int, start: int) -> None:
-    conn.execute(
-        "DELETE FROM roll_dirty WHERE session = ? AND kind = ? AND name = ? AND host IS ?"
-        " AND tags = ? AND path = ? AND tier = ? AND bucket = ?",
-        (*stream, path, tier, start),
-    )
 
 
 def _by_start(key: BucketKey) -> int:
@@ -822,6 +876,23 @@ def _recompute(
     upto: int,
 ) -> None:
     """Rebuild one bucket from the raw rows with ``id <= upto``."""
+    values: list[float] = []
+    built = _rebuilt(conn, sql, stream, path, tier, start, upto, values)
+    sid = ids.get(conn, stream, path)
+    if tier == MINUTE:
+        rollup_vals.write(conn, sid, start, values)
+    if built is None:
+        conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
+        return
+    _write_bucket(conn, tier, sid, start, *built)
+
+
+def _rebuilt(
+    conn: sqlite3.Connection, sql: Sql, stream: Stream, path: str, tier: int, start: int,
+    upto: int, values: list[float] | None = None,
+) -> tuple[Partial, Sketch | None] | None:  # fmt: skip
+    """One bucket computed from the raw rows with ``id <= upto`` (no write);
+    its values added to ``values`` if given (a minute's, for roll_vals)."""
     session, kind, name, host, tags = stream
     where = MetricQuery(session=session, name=name, kind=kind)
     points = [
@@ -829,22 +900,18 @@ def _recompute(
         for p in _raw_points(conn, sql, where, path, start, start + tier, None, upto)
         if p.series.host == host and orjson.dumps(list(p.series.tags)).decode() == tags
     ]
-    sid = ids.get(conn, stream, path)
     if not points:
-        conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
-        if tier == MINUTE:
-            rollup_vals.delete(conn, sid, start)
-        return
+        return None
     points.sort(key=lambda p: (p.ts, p.order))
     vals = [p.value for p in points]
-    if tier == MINUTE:
-        rollup_vals.write(conn, sid, start, vals)
+    if values is not None:
+        values += vals
     part = Partial.of([p.ts for p in points], vals)
     sketch = None
     if _sketched(tier, path):
         sketch = Sketch()
         sketch.add_values(vals)
-    _write_bucket(conn, tier, sid, start, part, sketch)
+    return part, sketch
 
 
 #: The values one stored document puts into each minute bucket it falls in
@@ -869,172 +936,174 @@ def doc_values(conn: sqlite3.Connection, doc_id: int) -> DocValues:
 @dataclass(frozen=True, slots=True)
 class Touch:
     """One API update or delete of document ``doc_id``: its values before and
-    after (empty once deleted), for ``touched_all``."""
+    after (empty once deleted), for ``mark_dirty``."""
 
     doc_id: int
     before: DocValues
     after: DocValues
 
 
-def touched_all(
-    conn: sqlite3.Connection,
-    sql: Sql,
-    ids: SeriesIds,
-    touches: Sequence[Touch],
-    minute_keep_s: float = 0.0,
-) -> None:
-    """After API updates and deletes (``touches``, all of one transaction):
-    rebuild the buckets they touch now where the document is in the tiers (up to the watermark, or its
-    series' mark while a checkpoint is under way), else mark them for the
-    checkpoint that folds it (a folder may hold the old version in memory).
-    In the caller's write transaction.
-
-    A minute bucket is rebuilt from its raw rows; an hour bucket from its
-    minute buckets, its sketch by taking the old values out and putting the
-    new ones in: reading an hour of raw rows (thousands) made every API write
-    take ~100 ms. Where the minutes may be pruned already (``minute_keep_s``,
-    the minute tier's retention), the series is mid-checkpoint, or anything
-    does not add up, the hour is rebuilt from its raw rows.
-
-    Each bucket is rebuilt once however many of the edits touch it (the API
-    commits its edits in groups; rebuilding a minute from its raw rows was
-    most of an edit's cost)."""
-    if not touches:
-        return
-    mark = watermark(conn)
-    pending = dict(conn.execute("SELECT series, mark FROM roll_pending").fetchall())
-
-    def upto(stream: Stream, path: str) -> int:
-        return pending.get(ids.get(conn, stream, path), mark) if pending else mark
-
-    # Per bucket: whether a folded document touched it (rebuild) and whether
-    # an unfolded one did (dirty, for the checkpoint that folds it); per hour
-    # also the values the folded documents took out and put in.
-    rebuild: dict[BucketKey, int] = {}
-    dirty: dict[tuple[Any, ...], None] = {}
-    hours: dict[BucketKey, tuple[list[float], list[float]]] = {}
+def mark_dirty(conn: sqlite3.Connection, touches: Sequence[Touch]) -> None:
+    """After API updates and deletes (``touches``), in the caller's write
+    transaction: mark every minute and hour bucket they touch dirty, folded
+    or not. Readers read a dirty bucket's raw rows instead of it (``read``),
+    so answers are exact the moment the edit commits; the folder rebuilds
+    it later (``read_repair``), off the request: rebuilding the buckets in
+    the edit's transaction was ~half of an API write's cost, and the write
+    lock (which the ingest writer waits on) was held meanwhile."""
+    keys: dict[tuple[Any, ...], None] = {}
     for t in touches:
-        for values, side in ((t.before, 0), (t.after, 1)):
-            for (stream, path, tier, start), vals in values.items():
-                limit = upto(stream, path)
-                hour = (stream, path, HOUR, start // HOUR * HOUR)
-                if t.doc_id > limit:
-                    dirty[(*stream, path, tier, start)] = None
-                    dirty[(*stream, path, HOUR, hour[3])] = None
-                    continue
-                rebuild[stream, path, tier, start] = limit
-                hours.setdefault(hour, ([], []))[side].extend(vals)
-    for (stream, path, tier, start), limit in rebuild.items():
-        _recompute(conn, sql, ids, stream, path, tier, start, limit)
-    for (stream, path, _, start), (gone, new) in hours.items():
-        sid = ids.get(conn, stream, path)
-        gone, new = _net(gone, new)
-        if sid in pending or not _hour_from_minutes(
-            conn, ids, stream, path, start, gone, new, minute_keep_s
-        ):
-            _recompute(conn, sql, ids, stream, path, HOUR, start, upto(stream, path))
-    # A checkpoint step merged in a read snapshot must merge again.
-    conn.execute("UPDATE roll_state SET value = value + ? WHERE key = 'edits'", (len(touches),))
-    if dirty:
+        for values in (t.before, t.after):
+            for stream, path, tier, start in values:
+                keys[(*stream, path, tier, start)] = None
+                keys[(*stream, path, HOUR, start // HOUR * HOUR)] = None
+    if keys:
         conn.executemany(
             "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            list(dirty),
+            list(keys),
         )
 
 
-def _net(gone: list[float], new: list[float]) -> tuple[list[float], list[float]]:
-    """The values taken out and put in, less those that are both (a document
-    edited twice in one batch: its middle version came and went)."""
-    if not gone or not new:
-        return gone, new
-    common = Counter(gone) & Counter(new)
-    if not common:
-        return gone, new
-    return list((Counter(gone) - common).elements()), list((Counter(new) - common).elements())
+#: Hours (with their minutes) one repair rebuilds: bounds its write
+#: transaction after a mass edit; the next repair takes the next ones.
+_REPAIR_HOURS: Final = 200
 
 
-def _hour_from_minutes(
+@dataclass(slots=True)
+class Repair:
+    """Dirty buckets rebuilt in a read snapshot (``read_repair``) at
+    watermark ``mark``, to write with ``write_repair``."""
+
+    mark: int
+    #: the last roll_dirty rowid read: marks made after it stay
+    top: int
+    #: the dirty keys rebuilt, and every bucket written (None: deleted)
+    keys: list[BucketKey] = field(default_factory=list)
+    rows: list[tuple[BucketKey, tuple[Partial, Sketch | None] | None]] = field(default_factory=list)
+    #: (stream, path, minute start, the minute's packed values or rollup_vals.DROP)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
+
+
+def read_repair(
+    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, minute_keep_s: float = 0.0
+) -> Repair | None:
+    """Rebuild up to ``_REPAIR_HOURS`` hours of dirty buckets, in a read
+    snapshot: minutes from their raw rows, each hour from its minutes (the
+    raw rows where minutes may be pruned, ``minute_keep_s``, or lack a
+    sketch). Only while the tiers hold exactly the documents up to the
+    watermark: no checkpoint under way, and the caller (the folder) holds
+    nothing absorbed. None if there is nothing to do."""
+    if conn.execute("SELECT 1 FROM roll_pending LIMIT 1").fetchone() is not None:
+        return None
+    (top,) = conn.execute("SELECT max(rowid) FROM roll_dirty").fetchone()
+    if top is None:
+        return None
+    rep = Repair(watermark(conn), top)
+    hours: dict[tuple[Stream, str, int], list[tuple[int, int]]] = defaultdict(list)
+    for row in conn.execute(
+        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
+        " WHERE rowid <= ?",
+        (top,),
+    ):
+        hours[row[:5], row[5], row[7] // HOUR * HOUR].append((row[6], row[7]))
+    for (stream, path, hour), keys in islice(hours.items(), _REPAIR_HOURS):
+        minutes: dict[int, tuple[Partial, Sketch | None] | None] = {}
+        for tier, start in keys:
+            rep.keys.append((stream, path, tier, start))
+            if tier == MINUTE:
+                values: list[float] = []
+                minutes[start] = built = _rebuilt(
+                    conn, sql, stream, path, MINUTE, start, rep.mark, values
+                )
+                rep.rows.append(((stream, path, MINUTE, start), built))
+                rep.vals.append((stream, path, start, rollup_vals.pack(values) or rollup_vals.DROP))
+        built = _hour_built(conn, sql, ids, stream, path, hour, minutes, rep.mark, minute_keep_s)
+        rep.rows.append(((stream, path, HOUR, hour), built))
+    return rep
+
+
+def _hour_built(
     conn: sqlite3.Connection,
+    sql: Sql,
     ids: SeriesIds,
     stream: Stream,
     path: str,
     start: int,
-    gone: list[float],
-    new: list[float],
+    fresh: dict[int, tuple[Partial, Sketch | None] | None],
+    upto: int,
     minute_keep_s: float,
-) -> bool:
-    """Rebuild one hour bucket from its (already rebuilt) minute buckets;
-    False where that cannot be trusted (the caller reads the raw rows)."""
+) -> tuple[Partial, Sketch | None] | None:
+    """An hour bucket from its minutes (the stored ones, ``fresh`` ones
+    instead where rebuilt): an hour of raw rows is thousands, a repair of
+    many hours read that way held up the folder for seconds. From the raw
+    rows where the minutes cannot be trusted to add up."""
     if minute_keep_s > 0 and start < time.time() - minute_keep_s + HOUR:
-        return False  # some of its minutes may be pruned
-    sid = ids.get(conn, stream, path)
-    row = conn.execute(
-        f"SELECT sketch FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start)
-    ).fetchone()
-    if row is None:
-        sketch = Sketch()
-        if gone:
-            return False  # the old values should be there
-    elif row[0] is None:
-        return False
-    else:
-        sketch = Sketch.from_bytes(row[0])
-    if not _take_out(sketch, gone):
-        return False
-    sketch.add_values(new)
-    parts = [
-        Partial(*r)
-        for r in conn.execute(
-            f"SELECT {_BUCKET_COLUMNS} FROM roll_{MINUTE} WHERE series = ? AND bucket >= ?"
-            " AND bucket < ? ORDER BY bucket",
+        return _rebuilt(conn, sql, stream, path, HOUR, start, upto)  # minutes may be pruned
+    sid = ids.find(conn, stream, path)
+    minutes: dict[int, tuple[Partial, Sketch | None] | None] = {}
+    if sid is not None:
+        for row in conn.execute(
+            f"SELECT bucket, {_BUCKET_COLUMNS}, sketch FROM roll_{MINUTE}"
+            " WHERE series = ? AND bucket >= ? AND bucket < ?",
             (sid, start, start + HOUR),
-        )
-    ]
-    n = sum(sketch.pos.values()) + sum(sketch.neg.values()) + sketch.zero
-    if not parts:
-        if n:
-            return False
-        conn.execute(f"DELETE FROM roll_{HOUR} WHERE series = ? AND bucket = ?", (sid, start))
-        return True
-    total = parts[0]
-    for part in parts[1:]:  # disjoint minutes in time order: inc stays exact
-        total.merge(part)
-    if total.inc is None or total.n != n:
+        ):
+            minutes[row[0]] = (
+                Partial(*row[1:10]),
+                None if row[10] is None else Sketch.from_bytes(row[10]),
+            )
+    minutes.update(fresh)
+    pieces = [minutes[m] for m in sorted(minutes) if minutes[m] is not None]
+    if not pieces:
+        return None
+    total: Partial | None = None
+    sketch = Sketch()
+    for piece in pieces:
+        assert piece is not None
+        part, minute = piece
+        if minute is not None:
+            sketch.merge(minute)
+        elif path == DOCS:  # a minute of documents keeps no sketch: its values are all 1
+            sketch.add_values([1] * part.n)
+        else:  # folded before minutes had sketches
+            return _rebuilt(conn, sql, stream, path, HOUR, start, upto)
+        if total is None:
+            total = part.copy()
+        else:
+            total.merge(part)  # disjoint minutes in time order: inc stays exact
+    assert total is not None
+    if total.inc is None:
+        return _rebuilt(conn, sql, stream, path, HOUR, start, upto)
+    return total, sketch
+
+
+def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
+    """Write ``rep`` in the caller's write transaction and clear the dirty
+    marks it covers; False (nothing written) if the tiers moved since it was
+    read. A bucket an edit marked again meanwhile stays dirty: still read
+    raw, rebuilt by the next repair."""
+    if watermark(conn) != rep.mark:
         return False
-    _write_bucket(conn, HOUR, sid, start, total, sketch)
-    return True
-
-
-def _take_out(sketch: Sketch, values: list[float]) -> bool:
-    """Remove ``values`` from ``sketch``; False if they were not all in it."""
-    if not values:
-        return True
-    gone = Sketch()
-    gone.add_values(values)
-    sketch.zero -= gone.zero
-    if sketch.zero < 0:
+    if conn.execute("SELECT 1 FROM roll_pending LIMIT 1").fetchone() is not None:
         return False
-    for bins, less in ((sketch.pos, gone.pos), (sketch.neg, gone.neg)):
-        for key, count in less.items():
-            left = bins.get(key, 0) - count
-            if left < 0:
-                return False
-            if left:
-                bins[key] = left
-            else:
-                del bins[key]
+    for (stream, path, tier, start), built in rep.rows:
+        if built is None:
+            sid = ids.find(conn, stream, path)
+            if sid is not None:
+                conn.execute(
+                    f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start)
+                )
+        else:
+            _write_bucket(conn, tier, ids.get(conn, stream, path), start, *built)
+    rollup_vals.write_many(conn, [(ids.get(conn, *v[:2]), *v[2:]) for v in rep.vals])
+    conn.executemany(
+        "DELETE FROM roll_dirty WHERE path = ? AND tier = ? AND bucket = ? AND session = ?"
+        " AND kind = ? AND name = ? AND host IS ? AND tags = ? AND rowid <= ?",
+        [(path, tier, start, *stream, rep.top) for stream, path, tier, start in rep.keys],
+    )
+    # A checkpoint step merged in a read snapshot must merge again.
+    conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
     return True
-
-
-def _redo_dirty(conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, upto: int) -> None:
-    rows = conn.execute(
-        "SELECT DISTINCT session, kind, name, host, tags, path, tier, bucket FROM roll_dirty"
-    ).fetchall()
-    if rows:
-        for row in rows:
-            _recompute(conn, sql, ids, row[:5], row[5], row[6], row[7], upto)
-        conn.execute("DELETE FROM roll_dirty")
 
 
 def prune(

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES
 from deltawire.collector.stores import Store, open_store
 from deltawire.collector.stores.base import (
     Create,
@@ -141,14 +142,18 @@ async def test_concurrent_requests_share_commits_and_answer_alone(tmp_path: Path
                 # the batch answers the second one 404 on its own.
                 nursery.start_soon(send, "del1", "DELETE", f"/metrics/{first}")
                 nursery.start_soon(send, "del2", "DELETE", f"/metrics/{first}")
+                # (two flushes wait for the lock, one edit each: MAX_FLUSHES)
                 await _until(
-                    lambda: deps.edits._flushing is not None and len(deps.edits._queue) == n - 1,
+                    lambda: (
+                        deps.edits.running == MAX_FLUSHES
+                        and len(deps.edits._queue) == n - MAX_FLUSHES
+                    ),
                     "every edit to queue behind the held lock",
                 )
                 fcntl.flock(blocker, fcntl.LOCK_UN)  # lets the blocked flush go
             assert deps.edits.edits - 1 == n  # the seed's edit, then these
             assert deps.edits.flushes - before < n  # fewer commits than edits
-            assert deps.edits.flushes - before <= 1 + -(-(n - 1) // 64)
+            assert deps.edits.flushes - before <= MAX_FLUSHES + -(-(n - MAX_FLUSHES) // MAX_BATCH)
             assert sorted(answers[f"post{i}"] for i in range(n - 2)) == [201] * (n - 2)
             assert sorted([answers["del1"], answers["del2"]]) == [204, 404]
             listed = (await c.get("/metrics", params={"name": "m", "limit": 100})).json()

@@ -19,10 +19,21 @@ from hypothesis import strategies as st
 from deltawire.collector.aggregate import AggregateQuery, parse_where, run_aggregate
 from deltawire.collector.stores import MetricQuery, open_store, rollup_vals
 from deltawire.collector.stores.rollup import DOCS
+from deltawire.collector.stores.sqlite import SCHEMA_VERSION
 from deltawire.protocol import Document
 from tests.strategies import examples
 
-from .test_rollups import _SUPPRESS, BASE, _all_docs, _value, actions, apply, numbers
+from .test_rollups import (
+    _SUPPRESS,
+    BASE,
+    NAMES,
+    SESSIONS,
+    _all_docs,
+    _value,
+    actions,
+    apply,
+    numbers,
+)
 
 OPS = (">", ">=", "<", "<=")
 
@@ -101,8 +112,43 @@ def _raw_minutes(docs: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[float
     return out
 
 
+# Documents in three minutes, so that minutes hold several values (test_rollups'
+# spread over three hours, mostly one a minute, which needs no stored values),
+# edited, deleted and folded in any order.
+_near = st.builds(lambda s, ms: BASE + s + ms / 1000, st.integers(0, 179), st.integers(0, 999))
+_small = st.one_of(st.integers(-5, 5), st.floats(-5, 5).map(lambda f: round(f, 1)), st.none())
+_data = st.fixed_dictionaries({"cpu": st.fixed_dictionaries({"p": _small}), "n": _small})
+_write = st.tuples(
+    st.just("write"),
+    st.lists(
+        st.tuples(st.sampled_from(SESSIONS), st.sampled_from(NAMES), st.just("sample"),
+                  st.lists(st.tuples(_near, _data), min_size=2, max_size=40), st.booleans()),
+        min_size=1, max_size=2,
+    ),
+)  # fmt: skip
+_point = st.fixed_dictionaries(
+    {"name": st.sampled_from(NAMES), "value": _small.filter(lambda v: v is not None),
+     "ts": _near, "tags": st.just([]), "data": _data}
+)  # fmt: skip
+clustered = st.builds(
+    lambda first, rest: [first, *rest],
+    _write,
+    st.lists(
+        st.one_of(
+            _write,
+            st.tuples(st.just("create"), _point),
+            st.tuples(st.just("delete"), st.integers(0, 10**6)),
+            st.tuples(st.just("replace"), st.integers(0, 10**6), _point),
+            st.tuples(st.just("fold"), st.none()),
+            st.tuples(st.just("halffold"), st.integers(1, 4)),
+        ),
+        max_size=12,
+    ),
+)
+
+
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=_SUPPRESS)
-@given(acts=actions)
+@given(acts=st.one_of(clustered, clustered, actions))
 def test_stored_values_are_the_raw_values_of_each_minute(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]]
 ) -> None:
@@ -128,7 +174,7 @@ def test_stored_values_are_the_raw_values_of_each_minute(
 def test_a_database_folded_before_stored_values_opens_and_stays_exact(
     tmp_path: pathlib.Path,
 ) -> None:
-    """Schema 6 (no roll_vals): it upgrades in place; its buckets have no
+    """The schema before roll_vals: it upgrades in place; its buckets have no
     values (thresholds read their raw rows), and a bucket that later documents
     add to gets none either (the old ones are unknown), while new ones do."""
     path = str(tmp_path / "old.db")
@@ -143,7 +189,7 @@ def test_a_database_folded_before_stored_values_opens_and_stays_exact(
     store.close()
     with sqlite3.connect(path) as conn:  # as written by the build before roll_vals
         conn.execute("DROP TABLE roll_vals")
-        conn.execute("PRAGMA user_version = 6")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     store = open_store(f"sqlite:///{path}")
     store.open()
     try:
@@ -157,5 +203,25 @@ def test_a_database_folded_before_stored_values_opens_and_stays_exact(
         [row] = run_aggregate(store, q)
         want = [i % 7 for i in range(90) if i % 7 > 4] + [4.5]
         assert (row.value, row.count) == (sum(want), len(want))
+    finally:
+        store.close()
+
+
+def test_edits_of_folded_documents_rebuild_their_minutes_values(tmp_path: pathlib.Path) -> None:
+    """An API delete and an update of documents already folded: the folder's
+    repair rebuilds their minute, values included."""
+    store = open_store(f"sqlite:///{tmp_path / 'edits.db'}")
+    store.open()
+    try:
+        store.write_batch(
+            [Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": i}) for i in range(10)]
+        )
+        store.fold_rollups()
+        docs = {d["data"]["ms"]: d["id"] for d in _all_docs(store)}
+        assert store.delete(docs[9])
+        assert store.replace(docs[0], {"name": "p", "ts": BASE, "data": {"ms": 0.5}}) is not None
+        store.fold_rollups()
+        [(n, low, high, stored)] = [v for k, v in _stored(store.path).items() if k[5] == "ms"]
+        assert (n, low, high, stored) == (9, 0.5, 8, [0.5, *range(1, 9)])
     finally:
         store.close()

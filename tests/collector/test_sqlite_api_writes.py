@@ -1,6 +1,7 @@
 """API writes on the SQLite store next to other writing processes: the shared
-write lock (sqlite_lock.py) and the cheap rebuild of the hour buckets an
-update or delete touches (sqlite_rollup.touched)."""
+write lock (sqlite_lock.py), the dirty marks an update or delete leaves on the
+buckets it touches and the folder's repair of them (sqlite_rollup.mark_dirty,
+read_repair: hours rebuilt from minutes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deltawire.collector.aggregate import AggregateQuery, run_aggregate
 from deltawire.collector.stores import open_store
 from deltawire.collector.stores import sqlite_rollup as sr
 from deltawire.collector.stores.base import Create, Delete, Edit, Replace
@@ -23,7 +25,7 @@ from deltawire.collector.stores.rollup import HOUR, Sketch
 from deltawire.collector.stores.sqlite import _ROLLUP_SQL
 from tests.strategies import examples
 
-from .test_rollups import _all_docs, actions, api_point, apply
+from .test_rollups import _all_docs, actions, api_point, apply, assert_same, queries, reference
 
 # A process that opens the store, holds a write transaction until told to
 # let go, then exits.
@@ -97,8 +99,9 @@ def _hours(conn: sqlite3.Connection) -> dict[tuple[Any, ...], tuple[Any, ...]]:
 def test_hour_buckets_after_edits_equal_a_rebuild_from_raw(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]]
 ) -> None:
-    """Edits of folded documents rebuild hours from minutes and adjust their
-    sketch; rebuilding every hour from the raw rows must give the same."""
+    """Edits mark buckets dirty; the folder's repair rebuilds hours from their
+    minutes (sketches merged); rebuilding every hour from the raw rows must
+    give the same."""
     db = tmp_path / f"{uuid.uuid4().hex}.db"
     # Tiers kept forever: the minute-based rebuild applies whatever the date.
     store = open_store(f"sqlite:///{db}", rollup_retention_days=(0, 0))
@@ -158,6 +161,18 @@ _edits = st.lists(
 )
 
 
+def _ops(edits: list[tuple[Any, ...]], docs: list[dict[str, Any]]) -> list[Edit]:
+    """The drawn edits as store edits: the k-th document of ``docs``."""
+    ops: list[Edit] = []
+    for act in edits:
+        if act[0] == "create":
+            ops.append(Create(act[1]))
+        elif docs:
+            doc_id = docs[act[1] % len(docs)]["id"]
+            ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
+    return ops
+
+
 def _tiers(db: pathlib.Path) -> tuple[Any, ...]:
     conn = sqlite3.connect(db)
     try:
@@ -178,9 +193,10 @@ def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]], edits: list[tuple[Any, ...]],
     fold_first: bool,
 ) -> None:  # fmt: skip
-    """The group commit's apply_edits repairs each touched bucket once; the
+    """The group commit's apply_edits marks each touched bucket dirty; the
     tiers (minutes, hours, buckets left dirty) must be what one edit per
-    transaction leaves, folded or not yet."""
+    transaction leaves, folded or not yet; after the folder's repair the
+    hours equal a rebuild from the raw rows."""
     db = tmp_path / f"{uuid.uuid4().hex}.db"
     uri = "sqlite:///{}"
     store = open_store(uri.format(db), rollup_retention_days=(0, 0))
@@ -192,13 +208,7 @@ def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
         docs = _all_docs(store)
     finally:
         store.close()
-    ops: list[Edit] = []
-    for act in edits:
-        if act[0] == "create":
-            ops.append(Create(act[1]))
-        elif docs:
-            doc_id = docs[act[1] % len(docs)]["id"]
-            ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
+    ops = _ops(edits, docs)
     serial_db = tmp_path / f"{uuid.uuid4().hex}.db"
     shutil.copyfile(db, serial_db)
     batched = open_store(uri.format(db), rollup_retention_days=(0, 0))
@@ -213,8 +223,6 @@ def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
     finally:
         batched.close()
         serial.close()
-    if fold_first:  # every edited document was folded: the hours are exact now
-        _assert_hours_match_raw(tmp_path, db)
     g, w = _tiers(db), _tiers(serial_db)
     assert g[0] == w[0] and g[2] == w[2]
     assert g[1].keys() == w[1].keys()
@@ -224,3 +232,39 @@ def test_edits_in_one_transaction_leave_the_tiers_serial_edits_leave(
         assert abs(hour[1] - other[1]) <= 1e-9 * max(1.0, abs(other[1])), key
         assert abs(hour[8] - other[8]) <= 1e-9 * max(1.0, abs(other[8])), key
         assert Sketch.from_bytes(hour[9]) == Sketch.from_bytes(other[9]), key
+    # The folder's repair rebuilds every bucket the edits marked dirty: then
+    # the hours are exact and nothing is dirty any more.
+    batched = open_store(uri.format(db), rollup_retention_days=(0, 0))
+    batched.open()
+    try:
+        batched.fold_rollups()
+    finally:
+        batched.close()
+    _assert_hours_match_raw(tmp_path, db)
+    assert _tiers(db)[2] == []
+
+
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=_SUPPRESS)
+@given(acts=actions, edits=_edits, qs=st.lists(queries(), min_size=1, max_size=4))
+def test_an_aggregate_right_after_a_group_commit_equals_a_raw_scan(
+    tmp_path: pathlib.Path, acts: list[tuple[Any, ...]], edits: list[tuple[Any, ...]],
+    qs: list[AggregateQuery],
+) -> None:  # fmt: skip
+    """An API write's answer goes out before the folder rebuilds the buckets
+    it touched: an aggregate read right after it (dirty buckets read raw)
+    equals a scan of the raw rows; so does one after the repair."""
+    store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
+    store.open()
+    try:
+        apply(store, [acts[0], ("fold", None), *acts[1:]], can_fold=True)
+        store.fold_rollups()  # every document in the tiers: the edits hit buckets
+        docs = _all_docs(store)
+        store.apply_edits(_ops(edits, docs))
+        docs = _all_docs(store)
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+        store.fold_rollups()
+        for q in qs:
+            assert_same(run_aggregate(store, q), reference(docs, q), q)
+    finally:
+        store.close()
