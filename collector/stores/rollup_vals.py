@@ -21,12 +21,13 @@ store) a threshold reads its raw rows, as before.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ __all__ = [
     "merged",
     "pack",
     "passing",
+    "totals",
     "values",
     "write",
     "write_many",
@@ -113,14 +115,14 @@ class Passing:
         return list(map(self._base.__add__, self._sorted)) if self._base else list(self._sorted)
 
 
-def _unpack(blob: bytes) -> tuple[Sequence[Any], int]:
+def _unpack(blob: bytes) -> tuple[Sequence[Any], int | None]:
     """The sorted numbers (a view of ``blob``: no copy) and the number to add
-    to each."""
+    to each (None: the numbers are float64 values)."""
     if blob[:1] == _INTS:
         _, base, code = _INT_HEAD.unpack_from(blob)
         at, typecode = _INT_HEAD.size, code.decode()
     else:
-        base, at, typecode = 0, 1, "d"
+        base, at, typecode = None, 1, "d"
     if not _SWAP:
         return memoryview(blob)[at:].cast(typecode), base
     arr = array(typecode, blob[at:])
@@ -131,20 +133,25 @@ def _unpack(blob: bytes) -> tuple[Sequence[Any], int]:
 def values(blob: bytes) -> list[float]:
     """Every value, sorted."""
     arr, base = _unpack(blob)
-    return list(map(base.__add__, arr)) if base else list(arr)
+    return list(arr) if base is None else list(map(base.__add__, arr))
 
 
-def _slice(arr: Sequence[Any], base: int, op: str, number: float) -> Sequence[Any]:
-    # bisect on base + element: Python compares an int with a float exactly
-    key: Callable[[Any], Any] | None = base.__add__ if base else None
+def _slice(arr: Sequence[Any], base: int | None, op: str, x: float) -> Sequence[Any]:
+    """The elements whose value (``base + element``) compares ``op`` with ``x``."""
+    low: float = x
+    high: float = x
+    if base is not None:
+        # base + n is an int: > x is > floor(x), >= x is >= ceil(x) (exact:
+        # Python's ints have no bound), so the offsets compare with ints
+        low, high = math.floor(x) - base, math.ceil(x) - base
     if op == ">":
-        return arr[bisect_right(arr, number, key=key) :]
+        return arr[bisect_right(arr, low) :]
     if op == ">=":
-        return arr[bisect_left(arr, number, key=key) :]
+        return arr[bisect_left(arr, high) :]
     if op == "<":
-        return arr[: bisect_left(arr, number, key=key)]
+        return arr[: bisect_left(arr, high)]
     if op == "<=":
-        return arr[: bisect_right(arr, number, key=key)]
+        return arr[: bisect_right(arr, low)]
     raise ValueError(f"not a threshold operator: {op!r}")
 
 
@@ -156,7 +163,21 @@ def passing(blob: bytes, op: str, number: float) -> Passing | None:
     n = len(cut)
     if not n:
         return None
+    if base is None:
+        return Passing(n, sum(cut), cut[0], cut[-1], cut, 0)
     return Passing(n, sum(cut) + base * n, cut[0] + base, cut[-1] + base, cut, base)
+
+
+def totals(blob: bytes, op: str, number: float) -> tuple[int, float, float, float] | None:
+    """``passing``'s count, sum, min and max only (a threshold's hot loop)."""
+    arr, base = _unpack(blob)
+    cut = _slice(arr, base, op, number)
+    n = len(cut)
+    if not n:
+        return None
+    if base is None:
+        return n, sum(cut), cut[0], cut[-1]
+    return n, sum(cut) + base * n, cut[0] + base, cut[-1] + base
 
 
 # -- SQLite: roll_vals beside roll_60 ---------------------------------------------------

@@ -1276,27 +1276,28 @@ def _passing_buckets(
         else "NULL"
     )
     sums: dict[tuple[Any, ...], list[Any]] = {}
-    passing = rollup_vals.passing
+    totals = rollup_vals.totals
     for row in conn.execute(
         f"SELECT {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
         f" AND (b.min {op} ?) != (b.max {op} ?)",
         [*params, number, number],
     ):
-        got = None if row[15] is None else passing(row[15], op, number)
+        got = None if row[15] is None else totals(row[15], op, number)
         if got is None:  # values not stored: the engine reads its raw rows
             out.append(Bucket(keys[row[:5]], tier, row[5], Partial(*row[6:15])))
             continue
+        n, total, low, high = got
         key = (*row[:5], row[5] // span if span else 0)
         acc = sums.get(key)
         if acc is None:  # start, n, sum, min, max, first ts, last ts
-            sums[key] = [row[5], got.n, got.sum, got.min, got.max, row[10], row[12]]
+            sums[key] = [row[5], n, total, low, high, row[10], row[12]]
             continue
-        acc[1] += got.n
-        acc[2] += got.sum
-        if got.min < acc[3]:
-            acc[3] = got.min
-        if got.max > acc[4]:
-            acc[4] = got.max
+        acc[1] += n
+        acc[2] += total
+        if low < acc[3]:
+            acc[3] = low
+        if high > acc[4]:
+            acc[4] = high
         if row[5] < acc[0]:
             acc[0], acc[5] = row[5], row[10]
         if row[12] > acc[6]:
