@@ -35,6 +35,7 @@ from .rollup import DOCS, MINUTE, RollupRequest
 
 __all__ = [
     "DROP",
+    "MAX_VALUES",
     "MIGRATION",
     "Passing",
     "cut_sql",
@@ -61,6 +62,13 @@ MIGRATION: Final = (
     ) WITHOUT ROWID""",
 )
 
+#: Most values one minute bucket keeps. The folder rewrites a bucket's values
+#: at every checkpoint that adds to it (every ~2 s): a minute of a 1 Hz
+#: stream is ~60 values, but one of a 1,000 Hz stream would be re-sorted and
+#: re-packed whole hundreds of times. Past this a minute keeps none, and a
+#: threshold that cuts it reads its raw rows.
+MAX_VALUES: Final = 1024
+
 _FLOATS: Final = b"d"
 _INTS: Final = b"i"
 #: after _INTS: the smallest value and the offsets' array typecode
@@ -74,8 +82,8 @@ _SWAP: Final = sys.byteorder != "little"
 
 def pack(values: Sequence[float]) -> bytes | None:
     """``values`` sorted and packed; None where no row is needed (no two
-    values differ) or none can be exact (an integer past 64 bits)."""
-    if not values:
+    values differ) or kept (more than ``MAX_VALUES``; an integer past 64 bits)."""
+    if not values or len(values) > MAX_VALUES:
         return None
     ordered = sorted(values)
     low, high = ordered[0], ordered[-1]
@@ -239,6 +247,8 @@ def merged(
         ).fetchone()
         if row is not None:
             n, low, high, blob = row
+            if n + len(new) > MAX_VALUES:
+                return None if blob is None else DROP
             if blob is not None:
                 out = pack([*values(blob), *new])
                 return DROP if out is None else out

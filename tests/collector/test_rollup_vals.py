@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,7 +154,7 @@ def test_stored_values_are_the_raw_values_of_each_minute(
     tmp_path: pathlib.Path, acts: list[tuple[Any, ...]]
 ) -> None:
     """After any writes, edits, deletes and folds, each minute bucket's stored
-    values are its raw values, sorted; no row where they are all equal."""
+    values are its raw values, sorted; no row where they are all equal or too many."""
     store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
     store.open()
     try:
@@ -166,7 +167,8 @@ def test_stored_values_are_the_raw_values_of_each_minute(
                 continue
             want = sorted(raw[key])
             assert (n, low, high) == (len(want), want[0], want[-1]), key
-            assert stored == (None if low == high else want), key
+            keep = low != high and n <= rollup_vals.MAX_VALUES
+            assert stored == (want if keep else None), key
     finally:
         store.close()
 
@@ -223,5 +225,28 @@ def test_edits_of_folded_documents_rebuild_their_minutes_values(tmp_path: pathli
         store.fold_rollups()
         [(n, low, high, stored)] = [v for k, v in _stored(store.path).items() if k[5] == "ms"]
         assert (n, low, high, stored) == (9, 0.5, 8, [0.5, *range(1, 9)])
+    finally:
+        store.close()
+
+
+def test_a_minute_of_too_many_values_keeps_none(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_VALUES a minute keeps no values (the folder would re-pack it
+    at every checkpoint), folded at once or bit by bit; thresholds stay exact."""
+    monkeypatch.setattr(rollup_vals, "MAX_VALUES", 25)
+    store = open_store(f"sqlite:///{tmp_path / 'many.db'}")
+    store.open()
+    try:
+        docs = [Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": i}) for i in range(50)]
+        store.write_batch(docs[:20])
+        store.fold_rollups()
+        assert [v[3] for k, v in _stored(store.path).items() if k[5] == "ms"] == [list(range(20))]
+        store.write_batch(docs[20:])
+        store.fold_rollups()
+        stored = {k[6] - BASE: v[3] for k, v in _stored(store.path).items() if k[5] == "ms"}
+        assert stored == {0: None}  # 50 values: none kept (the old row is gone)
+        q = AggregateQuery("count", "ms", MetricQuery(), threshold=parse_where("ms > 9"))
+        assert [r.value for r in run_aggregate(store, q)] == [40]
     finally:
         store.close()
