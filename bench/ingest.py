@@ -100,6 +100,10 @@ def _collector(
         yield proc, port, http_port, db
     finally:
         stop_process(proc, 30)
+        # Each run writes ~100 MB: deleted now, its dirty pages are dropped
+        # rather than written back during the next (timed) run.
+        for path in tmp.glob(f"{db.name}*"):  # -wal, -shm, lock files
+            path.unlink(missing_ok=True)
 
 
 def _loadgen(

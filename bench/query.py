@@ -524,7 +524,7 @@ def _ask_all(client: httpx.Client, api: str, influx: str, qs: list[Question], re
 
 def run(samples: int, sessions: int, reps: int, ingest_samples: int,
         keep: pathlib.Path | None = None, influx_reps: int | None = None,
-        influx_timeout: float = 120) -> list[Table]:  # fmt: skip
+        influx_timeout: float = 120, only: str = "") -> list[Table]:  # fmt: skip
     tables = []
     with _workdir(keep) as tmp:
         if ingest_samples:
@@ -537,11 +537,18 @@ def run(samples: int, sessions: int, reps: int, ingest_samples: int,
             tables.append(t)
             print(t.render(), flush=True)
             with _api(db) as api, httpx.Client(timeout=influx_timeout) as client:
-                tables += _ask_all(client, api, influx, questions(samples, sessions), reps,
+                qs = [q for q in questions(samples, sessions) if _picked(q.label, only)]
+                tables += _ask_all(client, api, influx, qs, reps,
                                    reps if influx_reps is None else influx_reps)  # fmt: skip
                 for t in tables[-2:]:
                     print(t.render(), flush=True)
     return tables
+
+
+def _picked(label: str, only: str) -> bool:
+    """Whether ``--only`` (comma-separated label substrings; empty: all) picks ``label``."""
+    words = [w.strip() for w in only.split(",") if w.strip()]
+    return not words or any(w in label for w in words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -581,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds an answer may take (default 120); past it the question is reported"
         " as unanswered and its runs are skipped",
     )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="ask only the questions whose label contains one of these comma-separated words"
+        " (default: all; e.g. 'p95 cpu.percent,rate,1 h buckets')",
+    )
     args = ap.parse_args(argv)
     run(
         args.samples,
@@ -590,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dir,
         args.influx_reps,
         args.timeout,
+        args.only,
     )
     return 0
 

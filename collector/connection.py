@@ -89,6 +89,10 @@ class Connection:
         self._progress = trio.Event()
         self._flow: float | None = None  # a flow value still to send
         self._flow_told = 0.0  # the last one sent (0 until one is: no limit)
+        # Frames came since the last flow frame: a flow change is worth
+        # telling now. An idle agent samples nothing it could slow down, so it
+        # is told (the latest value only) once it sends again, not at every flip.
+        self._active = False
         self._read_scope = trio.CancelScope()
         self._stopping = False
         self._nursery: trio.Nursery | None = None
@@ -131,7 +135,8 @@ class Connection:
             self._flow = None
             return
         self._flow = interval
-        self._wake.set()
+        if self._active:
+            self._wake.set()
 
     def stop_reading(self) -> None:
         self._stopping = True
@@ -191,8 +196,6 @@ class Connection:
             stats.connections_open -= 1
             if self._capture is not None:
                 self._capture.close()
-            if self.session is not None:
-                await self._disconnected(self.session)
 
     async def _read_loop(self) -> None:
         cfg = self.hub.config
@@ -253,6 +256,9 @@ class Connection:
             await self._on_hello(hello)
         if events:
             items = cast(list[Item], events)  # only the first frame is a hello
+            self._active = True
+            if self._flow is not None:
+                self._wake.set()  # a flow change that came while it was idle
             self.tracker.accepted(items[-1].seq)
             self._ack_times.received(items[-1].seq, trio.current_time(), len(items))
             await self.hub.pipeline.submit(self, items)
@@ -317,6 +323,14 @@ class Connection:
                 return await trio.to_thread.run_sync(fn, *args)
         raise AssertionError("retried forever")  # for mypy: the loop only returns
 
+    async def disconnected(self) -> None:
+        """Mark the session disconnected in the store if no other connection
+        holds it. Called once the socket is closed: a store that is down
+        (retried for up to 5 s) must not keep a connection's socket open, nor
+        a replaced one's, whose agent has already moved on."""
+        if self.session is not None:
+            await self._disconnected(self.session)
+
     async def _disconnected(self, session: str) -> None:
         refs = self.hub.session_refs
         refs[session] -= 1
@@ -372,6 +386,7 @@ class Connection:
                 # compared with this (an advisory cut short by a close is lost).
                 self._flow_told = flow
                 self._flow = None
+                self._active = False
             await self._send_locked(frames)
             if flow is not None:
                 self.hub.stats.flow_frames_sent += 1
@@ -455,6 +470,7 @@ async def handle_connection(stream: trio.abc.Stream, hub: Hub) -> None:
                 await conn.close()
             except _GONE:
                 pass
+        await conn.disconnected()
 
 
 async def _half_close_and_drain(stream: trio.abc.Stream, size: int) -> None:

@@ -151,21 +151,141 @@ class RawDeflater:
         return b"".join(out)
 
 
+#: The most one zstd block inflates to: RFC 8878's Block_Maximum_Size, the
+#: smaller of the frame's window and 128 KiB (zstd refuses a block past it:
+#: "destination buffer is too small"). 128 KiB until the window is read, and
+#: for a single-segment frame (whose window is its content size).
+BLOCK_OUT_MAX: Final = 128 << 10
+_FRAME_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+#: Frame header bytes after magic and descriptor, by Dictionary_ID_flag and by
+#: Frame_Content_Size_flag (RFC 8878 section 3.1.1.1).
+_DID_BYTES: Final = (0, 1, 2, 4)
+_FCS_BYTES: Final = (0, 2, 4, 8)
+_RAW, _RLE, _COMPRESSED = 0, 1, 2
+# Where _Framing is: a header (the frame's, then each block's), a block's
+# content, or lost (anything it does not follow: it bounds nothing more).
+_FRAME_HEAD, _BLOCK_HEAD, _CONTENT, _LOST = range(4)
+_NO_LIMIT: Final = 1 << 62
+
+
+class _Framing:
+    """Follows a zstd stream's framing (RFC 8878 section 3.1.1: the frame
+    header, then block headers and contents) so that a run of input can be
+    bounded by what it may inflate to without inflating it: a raw or RLE
+    block inflates to exactly its Block_Size, a compressed one to at most
+    ``BLOCK_OUT_MAX``. The end of the frame (a checksum, another frame), a
+    skippable frame or a reserved block type make it give up for good: the
+    inflater then slices narrowly, as it did before it followed blocks.
+
+    Why: sliced narrowly whatever the input, a 5 KB read (a session's 200
+    samples, or a 1,000-session collector's typical read) took ~330
+    decompress calls, ~1.5-2 us a sample, ~15% of the collector's ingest
+    CPU; in whole blocks it is one or two calls.
+    """
+
+    __slots__ = ("_block_max", "_head", "_last", "_need", "_open", "_phase")
+
+    def __init__(self) -> None:
+        self._block_max = BLOCK_OUT_MAX  # what a compressed block may inflate to
+        self._phase = _FRAME_HEAD
+        self._head = bytearray()  # the bytes of the header being read, so far
+        self._need = 5  # bytes of the current header or content still to come
+        self._open = 0  # what the block whose content is being read may inflate to
+        self._last = False  # that block is the frame's last
+
+    def run(self, data: memoryview, i: int, n: int, budget: int) -> int:
+        """The end ``j`` (``i <= j <= n``) of the longest run ``data[i:j]``
+        whose blocks together inflate to at most ``budget``, stopping only
+        before a block; the state moves over the run. ``i`` when the block
+        at hand may already inflate past the budget, or when lost."""
+        worst = self._open  # partly read before: its output may come now
+        if self._phase == _LOST or worst > budget:
+            return i
+        while i < n:
+            phase = self._phase
+            if phase == _CONTENT:
+                take = min(self._need, n - i)
+                i += take
+                self._need -= take
+                if not self._need:
+                    self._block_done()
+                continue
+            if phase == _LOST:
+                return i
+            head = self._head
+            if phase == _BLOCK_HEAD:
+                have = len(head)
+                if n - i < 3 - have:  # a header cut by the read: nothing inflates yet
+                    head += data[i:n]
+                    return n
+                h = int.from_bytes(head + data[i : i + 3 - have], "little")
+                kind, size = (h >> 1) & 3, h >> 3
+                out = self._block_max if kind == _COMPRESSED else size
+                if worst + out > budget:
+                    return i  # before it (or at the run's start, if begun earlier)
+                i += 3 - have
+                head.clear()
+                if kind > _COMPRESSED:
+                    self._phase = _LOST  # reserved: the decoder refuses it
+                    return i
+                worst += out
+                self._open = out
+                self._last = bool(h & 1)
+                self._need = 1 if kind == _RLE else size
+                self._phase = _CONTENT
+                if not self._need:
+                    self._block_done()
+                continue
+            # the frame header: nothing inflates from it
+            take = min(self._need, n - i)
+            head += data[i : i + take]
+            i += take
+            self._need -= take
+            if not self._need:
+                self._frame_head(head)
+        return i
+
+    def _frame_head(self, head: bytearray) -> None:
+        if len(head) == 5:  # magic and descriptor: now its length is known
+            fhd = head[4]
+            if head[:4] != _FRAME_MAGIC or fhd & 0x08:  # not a frame, or reserved bit
+                self._phase = _LOST
+                return
+            single = (fhd >> 5) & 1
+            fcs = _FCS_BYTES[fhd >> 6] or single  # 1 byte when single segment
+            self._need = (1 - single) + _DID_BYTES[fhd & 3] + fcs
+            if self._need:
+                return
+        if not head[4] & 0x20:  # not single-segment: a Window_Descriptor follows
+            exponent, mantissa = head[5] >> 3, head[5] & 7
+            window = (1 << (10 + exponent)) + (1 << (7 + exponent)) * mantissa
+            self._block_max = min(window, BLOCK_OUT_MAX)
+        head.clear()
+        self._phase, self._need = _BLOCK_HEAD, 3
+
+    def _block_done(self) -> None:
+        self._open = 0
+        # After the last block come a checksum or another frame: not followed.
+        self._phase, self._need = (_LOST, 0) if self._last else (_BLOCK_HEAD, 3)
+
+
 class Inflater:
     """One direction's decompressor; ``feed`` hands the output to a sink.
 
-    Input goes in slices of ``INFLATE_SLICE_BYTES``: one slice can inflate to
-    at most a few MiB (zstd's best case is ~128 KiB from 4 bytes), and the sink
-    sees each slice's output at once, so it can stop a bomb (by raising: the
-    exception propagates out of ``feed``) before it is big. A corrupt stream,
-    or one that declares a window over ``MAX_WINDOW_LOG``, raises ``BadStream``.
-    The sink is passed to each ``feed``, not kept: a kept bound method of its
-    owner would make owner and inflater a reference cycle, which only the
-    cyclic GC frees (the collector runs it rarely), so a closed connection's
-    buffers would outlive it.
+    Input goes in runs that cannot inflate past what the sink still takes
+    (``budget``): whole blocks, whose output is bounded by their headers
+    (``_Framing``); a block that alone may exceed it goes in slices of
+    ``INFLATE_SLICE_BYTES`` (one slice inflates to at most
+    ``MAX_SLICE_INFLATE``), and the sink sees each call's output at once,
+    so it can stop a bomb (by raising: the exception propagates out of
+    ``feed``) before it is big. A corrupt stream, or one that declares a
+    window over ``MAX_WINDOW_LOG``, raises ``BadStream``. The sink is passed
+    to each ``feed``, not kept: a kept bound method of its owner would make
+    owner and inflater a reference cycle, which only the cyclic GC frees (the
+    collector runs it rarely), so a closed connection's buffers would outlive it.
     """
 
-    __slots__ = ("_obj",)
+    __slots__ = ("_framing", "_obj")
 
     def __init__(self) -> None:
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
@@ -173,21 +293,27 @@ class Inflater:
         # stream_writer can leave the end of a block inside it until more
         # input comes, which for a peer waiting for an ack is never).
         self._obj = dctx.decompressobj(write_size=INFLATE_PIECE_BYTES)
+        self._framing = _Framing()
 
     def feed(
         self, data: bytes | bytearray | memoryview, sink: Callable[[bytes], object], budget: int = 0
     ) -> None:
         """``budget``: how many bytes of output the sink takes before it
-        refuses the stream (0: unknown, every slice narrow)."""
+        refuses the stream (0: unknown, every block in narrow slices)."""
         view = memoryview(data)
+        framing = self._framing
         i, n = 0, len(view)
         try:
             while i < n:
-                # the blocks the budget covers (less one begun), 4 bytes each
-                step = min(max(((budget >> MAX_WINDOW_LOG) - 1) << 2, INFLATE_SLICE_BYTES),
-                           INFLATE_MAX_SLICE_BYTES)  # fmt: skip
-                out = self._obj.decompress(view[i : i + step])
-                i += step
+                j = framing.run(view, i, n, budget)
+                if j == i:  # this block alone may pass the budget: narrowly
+                    # the blocks the budget covers (less one begun), 4 bytes each
+                    step = min(max(((budget >> MAX_WINDOW_LOG) - 1) << 2, INFLATE_SLICE_BYTES),
+                               INFLATE_MAX_SLICE_BYTES)  # fmt: skip
+                    j = min(i + step, n)
+                    framing.run(view, i, j, _NO_LIMIT)
+                out = self._obj.decompress(view[i:j])
+                i = j
                 if out:
                     budget -= len(out)
                     sink(out)

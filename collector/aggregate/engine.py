@@ -26,10 +26,10 @@ from deltawire.collector.stores.rollup import (
     RollupRequest,
     Segment,
     SeriesKey,
-    Sketch,
 )
 
 from .query import QUANTILES, AggregateQuery, AggregateRow
+from .sketches import SketchSum
 from .threshold import apply_threshold
 
 __all__ = ["RollupSource", "plan_segments", "run_aggregate"]
@@ -92,7 +92,7 @@ class _Acc:
     max: float = -math.inf
     first: float = math.inf
     last: float = -math.inf
-    sketch: Sketch | None = None
+    sketch: SketchSum | None = None
     raw_values: list[float] = field(default_factory=list)
     # rate: per series, (fts, rank, order, partial) pieces to merge in time order
     pieces: dict[SeriesKey, list[tuple[float, int, Any, Partial]]] | None = None
@@ -197,6 +197,7 @@ def _run(
         else None,
         # (a threshold reads the cut buckets' rows again: it needs them whole)
         merge_span=(query.bucket or 0) if query.fn in _MERGEABLE and th is None else None,
+        increase_span=(query.bucket or 0) if query.fn == "rate" and th is None else None,
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)
@@ -236,8 +237,8 @@ def _accumulate(
             if bucket.sketch is None:
                 raise _NoSketch(bucket.tier)
             if acc.sketch is None:
-                acc.sketch = Sketch()
-            acc.sketch.merge(bucket.sketch)
+                acc.sketch = SketchSum()
+            acc.sketch.add(bucket.sketch)
     point: RawPoint
     for point in data.points:
         acc = acc_for(point.series, point.ts)
@@ -264,7 +265,7 @@ def _value(query: AggregateQuery, acc: _Acc, percentile: float | None) -> float 
     if fn == "max":
         return acc.max
     if percentile is not None:
-        sketch = acc.sketch or Sketch()
+        sketch = acc.sketch or SketchSum()
         sketch.add_values(acc.raw_values)
         return sketch.quantile(percentile)
     # rate

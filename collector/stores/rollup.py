@@ -157,6 +157,15 @@ class RollupRequest:
     #: NaN. At 10M samples a window read ~15,000 buckets and rows one by one
     #: into Python (~0.3-0.5 s); merged in SQL it is a row per series.
     merge_span: float | None = None
+    #: Set for ``rate`` (counters): a store may hand back, per series and
+    #: ``increase_span``-second slice (epoch aligned; 0: all of it), one
+    #: Bucket merging its tier buckets and raw rows of every segment in (ts,
+    #: id) order, as ``Partial.merge`` would: ``inc`` counts the steps
+    #: between them (a drop is a reset), None where they overlap in time;
+    #: ``start`` its earliest start or ts. Rows above the watermark come
+    #: back as points, as always. At 10M samples a ragged window read ~15,000
+    #: pieces into Python and merged them one by one (~200 ms).
+    increase_span: float | None = None
 
 
 @dataclass(slots=True)
@@ -372,7 +381,10 @@ class Bucket:
     tier: int
     start: float
     part: Partial
-    sketch: Sketch | None = None
+    #: Its quantile sketch, or that packed (``Sketch.to_bytes``: a store may
+    #: hand the stored bytes over; the engine merges them undecoded, see
+    #: ``aggregate/sketches.py``).
+    sketch: Sketch | bytes | str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,10 +81,12 @@ async def test_stalled_store_pushes_back_then_stores_everything_once(
         proc = psutil.Process(col.pid)
         rss_before = proc.memory_info().rss
         acked = Level()
+        # Flow control reaches the agents that send (an idle one is told the
+        # latest value when it next sends, not at every flip).
+        await probe.send({"t": "snap", "seq": 0, "ts": 1000.0, "name": "p", "data": {"v": 0}})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: stream_session(
                 col.port, "stalled", samples, chunk=100, deadline=120, progress=acked.set))  # fmt: skip
-            # Flow control reaches the agents that are connected.
             await probe.until(lambda c: any(f.min_interval > 0 for f in c.flows), timeout=30)
             # An observation window, not synchronisation: the agent pushes against
             # the full queue for a while, and nothing may come back acked.
@@ -94,6 +96,7 @@ async def test_stalled_store_pushes_back_then_stores_everything_once(
             assert rss_stalled - rss_before < 50 * 2**20, "memory must stay bounded"
             blocker.execute("ROLLBACK")
             blocker.close()
+            await probe.send({"t": "snap", "seq": 1, "ts": 1001.0, "name": "p", "data": {"v": 1}})
             await probe.until(lambda c: any(f.min_interval == 0 for f in c.flows), timeout=60)
         await probe.aclose()
         _assert_exactly_once(uri, "stalled", n)

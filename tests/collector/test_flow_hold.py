@@ -18,7 +18,7 @@ from deltawire.collector.pipeline import FLOW_HOLD_S, Pipeline, PipelineConfig
 from deltawire.collector.stats import Stats
 from deltawire.collector.stores import open_store
 from deltawire.collector.writer import Item, ThreadWriter
-from deltawire.protocol import NEED_DATA, ClientConnection, Flow, Hello
+from deltawire.protocol import NEED_DATA, ClientConnection, Flow, Hello, Snap
 
 
 class _Nobody:
@@ -72,7 +72,9 @@ async def test_a_hovering_queue_flips_flow_once_per_hold(
 
 async def test_a_connection_is_told_each_flow_change_once(tmp_path: pathlib.Path) -> None:
     """A change undone before the sender ran sends nothing; the same value
-    twice is sent once; the agent ends up told the latest value."""
+    twice is sent once; the agent ends up told the latest value; an agent
+    that sent nothing since its last flow frame is told at its next frame,
+    not at every flip (issue 16: idle connections got a frame per flip)."""
     store = open_store(f"sqlite:///{tmp_path / 'told.db'}")
     store.open()
     stats = Stats()
@@ -81,17 +83,32 @@ async def test_a_connection_is_told_each_flow_change_once(tmp_path: pathlib.Path
     client_stream, server_stream = trio.testing.memory_stream_pair()
     conn = ClientConnection()
     flows: list[float] = []
+    seq = 0
+
+    async def frames() -> list[Any]:
+        conn.receive_data(await client_stream.receive_some())
+        out = []
+        while (frame := conn.next_event()) is not NEED_DATA:
+            out.append(frame)
+        return out
 
     async def until_welcome() -> None:
         while conn.welcome is None:
-            conn.receive_data(await client_stream.receive_some())
-            while conn.next_event() is not NEED_DATA:
-                pass
+            await frames()
+
+    async def send_one() -> list[float]:
+        """A sample, then what came up to its ack: the flow values among it."""
+        nonlocal seq
+        seq += 1
+        await client_stream.send_all(conn.send(Snap(seq, 1.0 + seq, "p", {"v": seq})))
+        told: list[float] = []
+        while conn.acked < seq:
+            told += [f.min_interval for f in await frames() if type(f) is Flow]
+        return told
 
     async def next_flow() -> float:
         while True:
-            conn.receive_data(await client_stream.receive_some())
-            while (frame := conn.next_event()) is not NEED_DATA:
+            for frame in await frames():
                 if type(frame) is Flow:
                     return frame.min_interval
 
@@ -102,20 +119,30 @@ async def test_a_connection_is_told_each_flow_change_once(tmp_path: pathlib.Path
                 nursery.start_soon(handle_connection, server_stream, hub)
                 await client_stream.send_all(conn.send(Hello(session="told")))
                 await until_welcome()
+                # Idle since its welcome: flips are not sent, even with the
+                # sender free to run between them.
+                hub.broadcast_flow(5.0)
+                await trio.testing.wait_all_tasks_blocked()
+                hub.broadcast_flow(0.0)
+                await trio.testing.wait_all_tasks_blocked()
+                hub.broadcast_flow(7.0)
+                await trio.testing.wait_all_tasks_blocked()
+                assert stats.flow_frames_sent == 0
+                assert await send_one() == [7.0]  # told the latest once it sends
+                assert await send_one() == []  # active: told below at once
                 hub.broadcast_flow(5.0)
                 hub.broadcast_flow(0.0)  # undone before the sender ran
-                hub.broadcast_flow(7.0)
-                hub.broadcast_flow(7.0)
-                flows.append(await next_flow())
                 hub.broadcast_flow(7.0)  # told already: nothing goes out
-                # An observation window, not synchronisation: the sender (20x
-                # its ack interval) would have sent a second 7 by now.
-                await trio.sleep(0.2)
+                hub.broadcast_flow(3.0)
+                hub.broadcast_flow(3.0)
+                flows.append(await next_flow())
+                hub.broadcast_flow(3.0)  # told already: nothing goes out
+                assert await send_one() == []
                 hub.broadcast_flow(0.0)
                 flows.append(await next_flow())
-                assert stats.flow_frames_sent == 2
+                assert stats.flow_frames_sent == 3
                 await client_stream.aclose()
                 pipeline.close()
     finally:
         store.close()
-    assert flows == [7.0, 0.0]
+    assert flows == [3.0, 0.0]

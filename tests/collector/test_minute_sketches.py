@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deltawire.collector.aggregate import AggregateQuery, run_aggregate
+from deltawire.collector.aggregate.sketches import SketchSum
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.collector.stores.rollup import MINUTE, Sketch
 from deltawire.protocol import Document
@@ -39,6 +40,42 @@ def test_packed_sketches_unpack_to_the_same_bins(values: list[float], big: list[
         {"p": sketch.pos, "n": sketch.neg, "z": sketch.zero}, option=orjson.OPT_NON_STR_KEYS
     )
     assert Sketch.from_bytes(legacy) == sketch  # as stored before the packed form
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.floats(-1e12, 1e12, allow_nan=False), max_size=80),
+            st.sampled_from(["packed", "dict", "json"]),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=20),
+    st.lists(st.integers(1, 2**40), max_size=2),
+)
+def test_sketch_sum_answers_as_the_merged_sketch(
+    parts: list[tuple[list[float], str]], raw: list[float], big: list[int]
+) -> None:
+    """SketchSum (numpy, sketches added packed) gives every quantile exactly
+    as merging the decoded sketches one by one does."""
+    merged, summed = Sketch(), SketchSum()
+    for i, (values, form) in enumerate(parts):
+        sketch = Sketch()
+        sketch.add_values(values)
+        for j, n in enumerate(big if i == 0 else []):  # wide counts, far keys
+            sketch.pos[j * 700 - 350] = n
+        merged.merge(Sketch.from_bytes(sketch.to_bytes()))
+        if form == "packed":
+            summed.add(sketch.to_bytes())
+        elif form == "dict":
+            summed.add(sketch)
+        else:  # as stored before the packed form
+            summed.add(orjson.dumps({"p": sketch.pos, "n": sketch.neg, "z": sketch.zero},
+                                    option=orjson.OPT_NON_STR_KEYS))  # fmt: skip
+    merged.add_values(raw)
+    summed.add_values(raw)
+    for q in (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0):
+        assert summed.quantile(q) == merged.quantile(q), q
 
 
 def _load(path: pathlib.Path) -> tuple[Any, list[float]]:

@@ -18,6 +18,8 @@ from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.collector.stores.rollup import RAW, RollupRequest
 from deltawire.protocol import Document
 
+from .test_rollups import _all_docs, assert_same, reference
+
 BASE = 1_795_003_200.0  # a whole hour
 #: (session, host): three series over ~3 hours, a sample every 7 s each
 SERIES = (("s1", "h1"), ("s2", "h1"), ("s3", "h2"))
@@ -101,6 +103,30 @@ def test_merged_reads_a_row_per_series_and_slice(store: Any) -> None:
     assert len(merged.buckets) == len(slices)
     assert len(merged.buckets) < len(whole.buckets) / 5
     assert any(b.tier == RAW for b in merged.buckets)  # the raw edges, merged too
+    n = sum(b.part.n for b in whole.buckets) + sum(1 for p in whole.points if not p.tail)
+    assert sum(b.part.n for b in merged.buckets) == n
+
+
+@pytest.mark.parametrize("by", [None, "host", "session"])
+def test_rate_merged_in_sql_equals_a_raw_scan(store: Any, by: str | None) -> None:
+    """rate (``RollupRequest.increase_span``): each series' pieces stepped in
+    SQL, resets (the noisy values drop often) counted as Partial.merge does."""
+    docs = _all_docs(store)
+    for (lo, hi), bucket in itertools.product(WINDOWS, (None, 60.0, 90.0, 600.0, 3600.0)):
+        q = AggregateQuery(
+            fn="rate", field="v", by=by, bucket=bucket, where=MetricQuery(ts_from=lo, ts_to=hi)
+        )
+        assert_same(run_aggregate(store, q), reference(docs, q), q)
+
+
+def test_rate_reads_a_row_per_series_and_slice(store: Any) -> None:
+    lo, hi = WINDOWS[1]
+    segments = plan_segments(lo, hi, store.rollup_tiers, None)
+    whole = store.rollup_read(RollupRequest(MetricQuery(), "v", segments))
+    merged = store.rollup_read(RollupRequest(MetricQuery(), "v", segments, increase_span=0))
+    assert merged.points == [p for p in whole.points if p.tail]  # the tail stays raw rows
+    assert len(merged.buckets) == len(SERIES)
+    assert all(b.part.inc is not None for b in merged.buckets)
     n = sum(b.part.n for b in whole.buckets) + sum(1 for p in whole.points if not p.tail)
     assert sum(b.part.n for b in merged.buckets) == n
 

@@ -169,3 +169,30 @@ def test_store_keeps_a_gap_below_the_mark(store_uri: str) -> None:
         assert store.acked(session) == 13
     finally:
         store.close()
+
+
+async def test_a_finished_connection_is_closed_while_the_store_is_down(
+    collector: tuple[int, pathlib.Path],
+) -> None:
+    """The store is write-locked, so marking the session disconnected is
+    retried (for up to 5 s): the connection's socket is closed first, not
+    after the store answers (it was held 5 s), and a newer connection for
+    the session is welcomed meanwhile."""
+    port, db = collector
+    a = await Client.connect(port)
+    await a.send(_hello("down"))
+    await a.until(lambda c: c.welcome)
+    blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        assert isinstance(a.stream, trio.SocketStream)
+        await a.stream.send_eof()  # the agent is done sending
+        await a.until_closed(timeout=3)  # was 5 s: the store's retries first
+        b = await Client.connect(port)
+        await b.send(_hello("down"))
+        await b.until(lambda c: c.welcome)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await b.send(_snap(0))
+    await b.until(lambda c: c.acked == 0)

@@ -24,6 +24,7 @@ from deltawire.protocol import (
     BadStream,
     Bye,
     ClientConnection,
+    Deflater,
     DeltaEncoder,
     Document,
     FrameTooLarge,
@@ -34,6 +35,7 @@ from deltawire.protocol import (
     Snap,
     Welcome,
 )
+from deltawire.protocol.codec import MIN_INFLATE_PER_READ
 from deltawire.protocol.stream import Inflater
 from tests.strategies import examples
 
@@ -353,3 +355,122 @@ def test_a_big_read_can_be_taken_in_runs() -> None:
     assert [d.seq for d in everything] == list(range(6000))
     assert [d for r in taken for d in r] == everything
     assert len(taken) > 2 and all(len(r) >= 500 for r in taken[:-1])
+
+
+class _Calls:
+    """The inflater's decompressor, counting its calls (the real one does the work)."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.count = 0
+
+    def decompress(self, data: memoryview) -> bytes:
+        self.count += 1
+        return self.obj.decompress(data)  # type: ignore[no-any-return]
+
+
+def _counted() -> tuple[Inflater, _Calls]:
+    inflater = Inflater()
+    calls = _Calls(inflater._obj)
+    inflater._obj = calls  # type: ignore[assignment]
+    return inflater, calls
+
+
+def _pushes(count: int, per_push: int = 50) -> tuple[bytes, bytes]:
+    """An agent's stream: ``count`` block-flushed pushes (the plain lines, the wire)."""
+    deflater = Deflater()
+    lines, wire = [], []
+    for p in range(count):
+        chunk = b"".join(
+            orjson.dumps({"t": "event", "seq": i, "ts": 1.0, "name": "e", "data": SAMPLES[i % 60]})
+            + b"\n"
+            for i in range(p * per_push, (p + 1) * per_push)
+        )
+        lines.append(chunk)
+        wire.append(deflater.compress(chunk))
+    return b"".join(lines), b"".join(wire)
+
+
+def test_a_small_read_of_whole_blocks_is_one_decompress_call() -> None:
+    """A read of a few pushes (what each of 1,000 sessions sends) goes to
+    zstd whole: its blocks' headers bound what it inflates to. Sliced
+    narrowly it took one call per 16 bytes (~1.5-2 us a sample)."""
+    lines, wire = _pushes(4)
+    inflater, calls = _counted()
+    out = bytearray()
+    inflater.feed(wire, out.extend, MIN_INFLATE_PER_READ)
+    assert out == lines
+    assert calls.count == 1, (calls.count, len(wire))
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=30),
+    budget=st.sampled_from([0, 1000, 200_000, MIN_INFLATE_PER_READ, 4 << 20]),
+    big=st.booleans(),
+)
+def test_runs_of_whole_blocks_stay_within_the_budget(
+    cuts: list[int], budget: int, big: bool
+) -> None:
+    """Cut anywhere (mid-header, mid-block), a sink that refuses past its
+    budget sees at most one narrow slice more, and a stream the budget
+    covers comes out exactly; pushes past the window make multi-block pushes."""
+    lines, wire = _pushes(12, 600 if big else 20)
+    inflater = Inflater()
+    out = bytearray()
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        fed = bytearray()
+
+        def sink(piece: bytes, fed: bytearray = fed) -> None:
+            fed.extend(piece)
+            if len(fed) > budget:
+                raise _Refuse
+
+        try:
+            inflater.feed(wire[pos : pos + cut], sink, budget)
+        except _Refuse:
+            assert len(fed) <= budget + MAX_SLICE_INFLATE
+            return  # refused: the stream ends here, as a collector's would
+        out += fed
+        pos += cut
+        if pos >= len(wire):
+            break
+    assert out == lines
+
+
+def _rle_bomb(blocks: int, size: int = 1 << 16) -> bytes:
+    """A frame (window 2^16) of RLE blocks: 4 bytes of input each, ``size`` out."""
+    header = b"\x28\xb5\x2f\xfd\x00" + bytes([(16 - 10) << 3])
+    block = ((size << 3) | (1 << 1)).to_bytes(3, "little") + b"\n"
+    return header + block * blocks
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(budget=st.integers(0, 8 << 20), raw_lead=st.integers(0, 40))
+def test_an_rle_bomb_stops_within_its_budget(budget: int, raw_lead: int) -> None:
+    """RLE blocks inflate most per input byte: read whole by their headers,
+    the bomb still stops within one narrow slice of the budget."""
+    lead = b"".join((1000 << 3).to_bytes(3, "little") + b"x" * 999 + b"\n" for _ in range(raw_lead))
+    bomb = _rle_bomb(4096)
+    wire = bomb[:6] + lead + bomb[6:]
+    seen = 0
+
+    def sink(out: bytes) -> None:
+        nonlocal seen
+        seen += len(out)
+        if seen > budget:
+            raise _Refuse
+
+    with pytest.raises(_Refuse):
+        Inflater().feed(wire, sink, budget)
+    assert seen <= budget + MAX_SLICE_INFLATE
+
+
+def test_an_rle_block_past_the_block_maximum_is_a_bad_stream() -> None:
+    """A header may declare 2 MiB for one RLE block: zstd refuses it (the
+    block maximum), so the bound read from headers is never exceeded."""
+    seen: list[int] = []
+    with pytest.raises(BadStream):
+        Inflater().feed(_rle_bomb(8, (1 << 21) - 1), lambda out: seen.append(len(out)), 64 << 20)
+    assert sum(seen) <= 1 << 17
