@@ -23,10 +23,12 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -177,12 +179,36 @@ def _check_imports(tree: Path) -> None:
 
 
 def _run_part(tree: Path, part: str, scale: float, timeout: float) -> str:
+    """One part's run on one side; its tables are echoed to stderr as they come
+    (a part can take minutes) and returned for parsing."""
     cmd = [sys.executable, "-m", "bench", "--only", part, "--scale", f"{scale:g}"]
-    proc = subprocess.run(cmd, cwd=tree, env=_env_for(tree), stdout=subprocess.PIPE,
-                          stderr=sys.stderr, text=True, timeout=timeout)  # fmt: skip
-    if proc.returncode != 0:
-        raise SystemExit(f"bench.compare: `{' '.join(cmd)}` in {tree} exited {proc.returncode}")
-    return proc.stdout
+    proc = subprocess.Popen(cmd, cwd=tree, env=_env_for(tree), stdout=subprocess.PIPE,
+                            stderr=sys.stderr, text=True)  # fmt: skip
+    killed = threading.Event()
+
+    def kill() -> None:  # our own child, by its PID
+        killed.set()
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C: the bench stops what it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            print(f"  | {line}", end="", file=sys.stderr, flush=True)
+    finally:
+        timer.cancel()
+        code = proc.wait()
+    if code != 0:
+        why = f"was killed after --timeout {timeout:g} s" if killed.is_set() else f"exited {code}"
+        raise SystemExit(f"bench.compare: `{' '.join(cmd)}` in {tree} {why}")
+    return "".join(lines)
 
 
 @contextlib.contextmanager
@@ -247,7 +273,11 @@ _OPTIONS: dict[str, tuple[type, str, str]] = {
     "--only": (str, ",".join(PARTS), f"parts of python -m bench (default: all: {','.join(PARTS)})"),
     "--scale": (float, "1.0", "passed to python -m bench (default 1.0; 0.1 for a quick look)"),
     "--rounds": (int, "1", "runs of each part on each side, alternating (default 1)"),
-    "--timeout": (float, "1800", "seconds one run of a part may take (default 1800)"),
+    "--timeout": (
+        float,
+        "1800",
+        "seconds one run of a part may take, then it is killed (default 1800)",
+    ),
 }
 
 
