@@ -168,18 +168,17 @@ def passing(blob: bytes, op: str, number: float) -> Passing | None:
     exactly as the raw values would (ints compared as ints); None if none."""
     arr, base = _unpack(blob)
     cut = _slice(arr, base, op, number)
-    n = len(cut)
-    if not n:
-        return None
-    if base is None:
-        return Passing(n, sum(cut), cut[0], cut[-1], cut, 0)
-    return Passing(n, sum(cut) + base * n, cut[0] + base, cut[-1] + base, cut, base)
+    got = _totals(cut, base)
+    return None if got is None else Passing(*got, cut, base or 0)
 
 
 def totals(blob: bytes, op: str, number: float) -> tuple[int, float, float, float] | None:
     """``passing``'s count, sum, min and max only (a threshold's hot loop)."""
     arr, base = _unpack(blob)
-    cut = _slice(arr, base, op, number)
+    return _totals(_slice(arr, base, op, number), base)
+
+
+def _totals(cut: Sequence[Any], base: int | None) -> tuple[int, float, float, float] | None:
     n = len(cut)
     if not n:
         return None
