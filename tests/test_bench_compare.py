@@ -43,6 +43,11 @@ def test_render_puts_ref_and_this_tree_side_by_side() -> None:
     ref.add("codec", "codec — 360 samples", "wire bytes / sample", "delta", 240.0)
     this.add("codec", "codec — 720 samples", "wire bytes / sample", "delta", 120.0)
     assert Key("codec", "codec — # samples", "wire bytes / sample", "delta") in this.values
+    ref.add("ingest", "ingest", "p99 ms", "paced at 18,000/s", 1.0)
+    this.add("ingest", "ingest", "p99 ms", "paced at 10,000/s", 2.0)
+    assert (
+        Key("ingest", "ingest", "p99 ms", "paced at #/s") in ref.values.keys() & this.values.keys()
+    )
     out = render("main", ref, this, rounds=1)
     assert "wire bytes / sample / delta" in out
     row = next(line for line in out.splitlines() if line.startswith("wire bytes"))
