@@ -32,6 +32,7 @@ from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import (
     Edit,
     EditResult,
+    Refused,
     Store,
     StoreError,
     StoreUnavailable,
@@ -158,6 +159,8 @@ class Deps:
         The routes validated it already, so a StoreError is the store's: 503."""
         try:
             return await self.edits.run(edit)
+        except Refused as e:  # the route's own check said no (403, 422)
+            raise e.reason from None
         except StoreError as e:
             self._failed(self.store.apply_edits, e)
 
