@@ -347,10 +347,10 @@ def _apply_one(store: Store, edit: Edit) -> EditResult:
             old = store.get(doc_id)
             if old is None:
                 return None
-            fields = decide(old)
-            if fields is None:
+            to_set = decide(old)
+            if to_set is None:
                 return Changed(old, None) if store.delete(doc_id) else None
-            new = store.replace(doc_id, fields)
+            new = store.replace(doc_id, to_set)
             return None if new is None else Changed(old, new)
     raise TypeError(f"not an edit: {edit!r}")
 
