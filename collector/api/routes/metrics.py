@@ -131,9 +131,8 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
         # Every field was validated above, so a StoreError here is the store's
         # failure (e.g. a corrupt file), not the client's: 503 like any other.
-        doc = await deps.edit(Create(point.store_fields(time.time())))
+        doc = await deps.edit(Create(point.store_fields(time.time())))  # bumps the cache
         assert isinstance(doc, dict)
-        await deps.bump([doc.get("session")], [doc.get("name")], Span.of([doc.get("ts")]))
         deps.hub.publish([doc])
         return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
 
@@ -143,7 +142,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         """PUT, PATCH and DELETE: ``fields_of(old)`` gives the new store fields
         (None: delete). It runs in the edit's own transaction, on the store's
         thread (one hop, one transaction: no read beforehand), so its refusals
-        (403, 422) travel back as ``Refused``. Bumps the cache after."""
+        (403, 422) travel back as ``Refused``."""
         doc_id = request.path_params["id"]
         role = request.scope["deltawire.role"]
 
@@ -155,16 +154,9 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             except ApiError as e:
                 raise Refused(e) from None
 
-        done = await deps.edit(Change(doc_id, decide))
+        done = await deps.edit(Change(doc_id, decide))  # the cache is bumped too
         if not isinstance(done, Changed):
             raise _not_found(doc_id)
-        old, new = done.old, done.new or {}
-        # The old document's session and name are what cached answers hold.
-        await deps.bump(
-            [old.get("session"), new.get("session")],
-            [old.get("name"), new.get("name")],
-            Span.of([old.get("ts")] + ([new.get("ts")] if new else [])),
-        )
         return done
 
     async def replace_metric(request: Request) -> Response:
