@@ -597,20 +597,30 @@ def _buckets(
             for row in conn.execute(merged, params)
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql} {where}"
-    series_by_id: dict[int, SeriesKey] = {}
-    out: list[Bucket] = []
-    for row in conn.execute(query, params):
-        sid = row[0]
-        series = series_by_id.get(sid)
-        if series is None:
-            session, kind, name, host, tags = row[1:6]
-            series_by_id[sid] = series = SeriesKey(
-                session, kind, name, host, tuple(orjson.loads(tags)), req.path
-            )
-        # (the sketch as stored: the engine's SketchSum merges it packed)
-        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16]))
-    return out
+    query = f"SELECT b.series, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql} {where}"
+    # The series' text columns read once each, not once per bucket: for
+    # ~3,000 buckets they were a third of a whole-history percentile's time.
+    series = _series_by_id(conn, sql, req)
+    # (the sketch as stored: the engine's SketchSum merges it packed)
+    return [
+        Bucket(series[row[0]], tier, row[1], Partial(*row[2:11]), row[11])
+        for row in conn.execute(query, params)
+    ]
+
+
+def _series_by_id(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> dict[int, SeriesKey]:
+    """The series ``req`` asks for (its filters and path), by id."""
+    clauses, params = sql.filters(_within(req.where, None, None))
+    clauses.append("docs.path = ?")
+    params.append(req.path)
+    return {
+        sid: SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), req.path)
+        for sid, session, kind, name, host, tags in conn.execute(
+            f"SELECT docs.id, {_SERIES_COLUMNS} FROM roll_series AS docs"
+            f" WHERE {' AND '.join(clauses)}",
+            params,
+        )
+    }
 
 
 # -- folding ------------------------------------------------------------------
