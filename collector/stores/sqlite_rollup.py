@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import rollup_vals
 from .base import MetricQuery
 from .rollup import (
     DOCS,
@@ -585,6 +586,9 @@ def _buckets(
     skip_dirty: bool = False,
 ) -> list[Bucket]:
     where, params = _tier_where(sql, req, tier, lo, hi, skip_dirty)
+    passing = _passing_buckets(conn, req, tier, where, params)  # a threshold's
+    if passing is not None:
+        return passing
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
         merged = (
@@ -597,30 +601,24 @@ def _buckets(
             for row in conn.execute(merged, params)
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = f"SELECT b.series, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql} {where}"
-    # The series' text columns read once each, not once per bucket: for
-    # ~3,000 buckets they were a third of a whole-history percentile's time.
-    series = _series_by_id(conn, sql, req)
-    # (the sketch as stored: the engine's SketchSum merges it packed)
-    return [
-        Bucket(series[row[0]], tier, row[1], Partial(*row[2:11]), row[11])
-        for row in conn.execute(query, params)
-    ]
-
-
-def _series_by_id(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> dict[int, SeriesKey]:
-    """The series ``req`` asks for (its filters and path), by id."""
-    clauses, params = sql.filters(_within(req.where, None, None))
-    clauses.append("docs.path = ?")
-    params.append(req.path)
-    return {
-        sid: SeriesKey(session, kind, name, host, tuple(orjson.loads(tags)), req.path)
-        for sid, session, kind, name, host, tags in conn.execute(
-            f"SELECT docs.id, {_SERIES_COLUMNS} FROM roll_series AS docs"
-            f" WHERE {' AND '.join(clauses)}",
-            params,
-        )
-    }
+    vals_sql, vals_params = rollup_vals.cut_sql(req, tier)
+    query = (
+        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql},"
+        f" {vals_sql} {where}"
+    )
+    series_by_id: dict[int, SeriesKey] = {}
+    out: list[Bucket] = []
+    for row in conn.execute(query, vals_params + params):
+        sid = row[0]
+        series = series_by_id.get(sid)
+        if series is None:
+            session, kind, name, host, tags = row[1:6]
+            series_by_id[sid] = series = SeriesKey(
+                session, kind, name, host, tuple(orjson.loads(tags)), req.path
+            )
+        # (the sketch as stored: the engine's SketchSum merges it packed)
+        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16], row[17]))
+    return out
 
 
 # -- folding ------------------------------------------------------------------
@@ -728,6 +726,8 @@ class Folder:
         self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
+        #: each minute bucket's absorbed values, for roll_vals (rollup_vals.py)
+        self.vals: dict[BucketKey, list[float]] = {}
         #: Resuming a half-done checkpoint: its mark (absorb stops there) and
         #: the series it already wrote (skipped); None otherwise.
         self.limit: int | None = None
@@ -787,6 +787,8 @@ class Folder:
             tss, vals = _joined(self.columns[key])
             stream, path, _, start = key
             parts[key] = part = Partial.of(tss, vals)
+            if path != DOCS:
+                self.vals[key] = vals
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
             hours[hkey].append(part)
             in_hour = sketches.get(hkey)
@@ -832,6 +834,10 @@ class Folder:
                     step.redo.append(key)
                 else:
                     step.rows[tier].append((stream, path, start, *merged))
+                    if key in self.vals:
+                        blob = rollup_vals.merged(conn, sid, start, self.vals[key])
+                        if blob is not None:
+                            step.vals.append((stream, path, start, blob))
         return step
 
     def write_step(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step) -> bool:
@@ -850,6 +856,7 @@ class Folder:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows],
             )
+        rollup_vals.write_many(conn, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in step.vals])
         for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
         # A dirty bucket stays dirty (read raw) whatever is written to it:
@@ -888,6 +895,8 @@ class Step:
     rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     #: buckets the new rows overlap in time: rebuilt from the raw rows
     redo: list[BucketKey] = field(default_factory=list)
+    #: (stream, path, minute start, rollup_vals.merged's blob)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
 
 def _edits(conn: sqlite3.Connection) -> int:
@@ -986,8 +995,11 @@ def _recompute(
     upto: int,
 ) -> None:
     """Rebuild one bucket from the raw rows with ``id <= upto``."""
-    built = _rebuilt(conn, sql, stream, path, tier, start, upto)
+    values: list[float] = []
+    built = _rebuilt(conn, sql, stream, path, tier, start, upto, values)
     sid = ids.get(conn, stream, path)
+    if tier == MINUTE:
+        rollup_vals.write(conn, sid, start, values)
     if built is None:
         conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
         return
@@ -996,9 +1008,10 @@ def _recompute(
 
 def _rebuilt(
     conn: sqlite3.Connection, sql: Sql, stream: Stream, path: str, tier: int, start: int,
-    upto: int,
+    upto: int, values: list[float] | None = None,
 ) -> tuple[Partial, Sketch | None] | None:  # fmt: skip
-    """One bucket computed from the raw rows with ``id <= upto`` (no write)."""
+    """One bucket computed from the raw rows with ``id <= upto`` (no write);
+    its values added to ``values`` if given (a minute's, for roll_vals)."""
     session, kind, name, host, tags = stream
     where = MetricQuery(session=session, name=name, kind=kind)
     points = [
@@ -1010,6 +1023,8 @@ def _rebuilt(
         return None
     points.sort(key=lambda p: (p.ts, p.order))
     vals = [p.value for p in points]
+    if values is not None:
+        values += vals
     part = Partial.of([p.ts for p in points], vals)
     sketch = None
     if _sketched(tier, path):
@@ -1085,6 +1100,8 @@ class Repair:
     #: the dirty keys rebuilt, and every bucket written (None: deleted)
     keys: list[BucketKey] = field(default_factory=list)
     rows: list[tuple[BucketKey, tuple[Partial, Sketch | None] | None]] = field(default_factory=list)
+    #: (stream, path, minute start, the minute's packed values or rollup_vals.DROP)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
 
 def read_repair(
@@ -1114,8 +1131,12 @@ def read_repair(
         for tier, start in keys:
             rep.keys.append((stream, path, tier, start))
             if tier == MINUTE:
-                minutes[start] = built = _rebuilt(conn, sql, stream, path, MINUTE, start, rep.mark)
+                values: list[float] = []
+                minutes[start] = built = _rebuilt(
+                    conn, sql, stream, path, MINUTE, start, rep.mark, values
+                )
                 rep.rows.append(((stream, path, MINUTE, start), built))
+                rep.vals.append((stream, path, start, rollup_vals.pack(values) or rollup_vals.DROP))
         built = _hour_built(conn, sql, ids, stream, path, hour, minutes, rep.mark, minute_keep_s)
         rep.rows.append(((stream, path, HOUR, hour), built))
     return rep
@@ -1193,6 +1214,7 @@ def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
                 )
         else:
             _write_bucket(conn, tier, ids.get(conn, stream, path), start, *built)
+    rollup_vals.write_many(conn, [(ids.get(conn, *v[:2]), *v[2:]) for v in rep.vals])
     conn.executemany(
         "DELETE FROM roll_dirty WHERE path = ? AND tier = ? AND bucket = ? AND session = ?"
         " AND kind = ? AND name = ? AND host IS ? AND tags = ? AND rowid <= ?",
@@ -1212,7 +1234,82 @@ def prune(
     for tier, keep in retention_s.items():
         if keep > 0:
             cutoff = now - keep
-            conn.executemany(
-                f"DELETE FROM roll_{tier} WHERE series = ? AND bucket < ?",
-                [(sid, cutoff) for sid in series],
-            )
+            tables = [f"roll_{tier}", *(["roll_vals"] if tier == MINUTE else [])]
+            for table in tables:
+                conn.executemany(
+                    f"DELETE FROM {table} WHERE series = ? AND bucket < ?",
+                    [(sid, cutoff) for sid in series],
+                )
+
+
+# -- thresholds ---------------------------------------------------------------
+# "hosts with cpu over 90 in the last hour" at 1M noisy samples cuts ~6,000
+# minute buckets. Handed to the engine one by one (a Bucket, a Partial, a
+# bisection and an accumulation each) they took ~0.5-1 s of Python at load;
+# here the buckets wholly passing are merged in SQL, the wholly failing ones
+# are never read, and each cut minute's passing values (rollup_vals.py) are
+# added up in one tight loop per series and slice
+# (``RollupRequest.passing_span``).
+
+
+def _passing_buckets(
+    conn: sqlite3.Connection, req: RollupRequest, tier: int, where: str, params: list[Any]
+) -> list[Bucket] | None:
+    """``roll_{tier}``'s buckets (``b``) of ``where`` (``_tier_where``) reduced to what
+    passes ``req.raw_filter``: a bucket (no first/last values, no increase)
+    per series and ``passing_span`` slice, plus the cut buckets
+    whose values are not stored, one by one at ``tier``. None where ``req``
+    does not ask for it (the caller reads as usual)."""
+    f, span = req.raw_filter, req.passing_span
+    if span is None or f is None or f[0] not in _RAW_OPS or req.path == DOCS or req.sketches:
+        return None
+    op, number = f[0], float(f[1])
+    keys = _SeriesKeys(req.path)
+    # Wholly passing: merged in SQL (total(): a sum of integers may pass 64 bits).
+    whole = [*params, number, number]
+    group = _slice_sql("b.bucket", span, whole)
+    out = [
+        Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
+        for row in conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), total(b.sum), MIN(b.min),"
+            f" MAX(b.max), MIN(b.fts), MAX(b.lts) {where}"
+            f" AND b.min {op} ? AND b.max {op} ? GROUP BY docs.id{group}",
+            whole,
+        )
+    ]
+    # Cut: each minute's passing values, summed per series and slice here.
+    vals_sql = (
+        "(SELECT v.vals FROM roll_vals AS v WHERE v.series = b.series AND v.bucket = b.bucket)"
+        if tier == MINUTE and req.vals
+        else "NULL"
+    )
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    totals = rollup_vals.totals
+    for row in conn.execute(
+        f"SELECT {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
+        f" AND (b.min {op} ?) != (b.max {op} ?)",
+        [*params, number, number],
+    ):
+        got = None if row[15] is None else totals(row[15], op, number)
+        if got is None:  # values not stored: the engine reads its raw rows
+            out.append(Bucket(keys[row[:5]], tier, row[5], Partial(*row[6:15])))
+            continue
+        n, total, low, high = got
+        key = (*row[:5], row[5] // span if span else 0)
+        acc = sums.get(key)
+        if acc is None:  # start, n, sum, min, max, first ts, last ts
+            sums[key] = [row[5], n, total, low, high, row[10], row[12]]
+            continue
+        acc[1] += n
+        acc[2] += total
+        if low < acc[3]:
+            acc[3] = low
+        if high > acc[4]:
+            acc[4] = high
+        if row[5] < acc[0]:
+            acc[0], acc[5] = row[5], row[10]
+        if row[12] > acc[6]:
+            acc[6] = row[12]
+    for key, (start, n, total, low, high, fts, lts) in sums.items():
+        out.append(Bucket(keys[key[:5]], tier, start, _merged_part(n, total, low, high, fts, lts)))
+    return out
