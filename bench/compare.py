@@ -184,17 +184,16 @@ def _run_part(tree: Path, part: str, scale: float, timeout: float) -> str:
     cmd = [sys.executable, "-m", "bench", "--only", part, "--scale", f"{scale:g}"]
     proc = subprocess.Popen(cmd, cwd=tree, env=_env_for(tree), stdout=subprocess.PIPE,
                             stderr=sys.stderr, text=True)  # fmt: skip
-    killed = threading.Event()
+    timed_out = threading.Event()
 
-    def kill() -> None:  # our own child, by its PID
-        killed.set()
+    def stop() -> None:  # our own child, by its PID
         proc.send_signal(signal.SIGINT)  # as Ctrl-C: the bench stops what it started
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
 
-    timer = threading.Timer(timeout, kill)
+    timer = threading.Timer(timeout, lambda: (timed_out.set(), stop()))
     timer.start()
     lines = []
     try:
@@ -202,11 +201,16 @@ def _run_part(tree: Path, part: str, scale: float, timeout: float) -> str:
         for line in proc.stdout:
             lines.append(line)
             print(f"  | {line}", end="", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # this process alone interrupted: the run stops too
+        stop()
+        raise
     finally:
         timer.cancel()
         code = proc.wait()
     if code != 0:
-        why = f"was killed after --timeout {timeout:g} s" if killed.is_set() else f"exited {code}"
+        why = (
+            f"was stopped after --timeout {timeout:g} s" if timed_out.is_set() else f"exited {code}"
+        )
         raise SystemExit(f"bench.compare: `{' '.join(cmd)}` in {tree} {why}")
     return "".join(lines)
 
@@ -303,19 +307,34 @@ def main(argv: list[str] | None = None) -> int:
         sides = [(ref_name, tree, ref_figs), ("this tree", REPO, this_figs)]
         for _name, side_tree, _figs in sides:
             _check_imports(side_tree)
-        for part in parts:
-            for rnd in range(args.rounds):
-                for name, side_tree, figs in sides if rnd % 2 == 0 else sides[::-1]:
-                    print(f"bench.compare: {part}, round {rnd + 1}/{args.rounds}, {name} "
-                          f"({time.monotonic() - started:.0f} s in)", file=sys.stderr, flush=True)  # fmt: skip
-                    before = _load()
-                    text = _run_part(side_tree, part, args.scale, args.timeout)
-                    figs.loads.append(f"{before}/{_load()}")
-                    for title, row, column, value in parse_tables(text):
-                        figs.add(part, title, row, column, value)
+        try:
+            _measure(parts, args.rounds, args.scale, args.timeout, sides, started)
+        except KeyboardInterrupt:
+            print("bench.compare: interrupted; the figures measured so far:", file=sys.stderr)
     print(render(ref_name, ref_figs, this_figs, args.rounds), flush=True)
     print(f"(bench.compare: {time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     return 0
+
+
+def _measure(
+    parts: list[str],
+    rounds: int,
+    scale: float,
+    timeout: float,
+    sides: list[tuple[str, Path, Figures]],
+    started: float,
+) -> None:
+    """Each part, round by round, on both sides (REF first in odd rounds)."""
+    for part in parts:
+        for rnd in range(rounds):
+            for name, side_tree, figs in sides if rnd % 2 == 0 else sides[::-1]:
+                print(f"bench.compare: {part}, round {rnd + 1}/{rounds}, {name} "
+                      f"({time.monotonic() - started:.0f} s in)", file=sys.stderr, flush=True)  # fmt: skip
+                before = _load()
+                text = _run_part(side_tree, part, scale, timeout)
+                figs.loads.append(f"{before}/{_load()}")
+                for title, row, column, value in parse_tables(text):
+                    figs.add(part, title, row, column, value)
 
 
 if __name__ == "__main__":
