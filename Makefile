@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DELTAWIRE_CACHE ?= $(HOME)/.cache/deltawire
 
-.PHONY: install run test test-fast bench lint clean services-up services-down envsample fuzz soak web
+.PHONY: install run test test-fast bench bench-compare lint clean services-up services-down envsample fuzz soak web
 
 install: $(STAMP)
 
@@ -25,11 +25,14 @@ run: install
 ## on PYTEST_WORKERS pytest-xdist workers (default: one a core and one more, see
 ## tests/conftest.py; 0 runs in this process), modules with slow tests handed out first.
 ## Each worker starts its own servers on free ports; a module's tests share a worker,
-## so its module-scoped fixtures start once.
+## so its module-scoped fixtures start once. Bytecode is compiled once up front and
+## kept (even where PYTHONDONTWRITEBYTECODE is set): every worker and every collector,
+## writer and agent process a test starts imports the same modules.
 PYTEST_WORKERS ?= auto
 test: install
 	@bash deploy/install-test-deps.sh
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	@$(PY) -m compileall -q -j 0 collector watchdog protocol deltawire tests >/dev/null
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
@@ -38,6 +41,12 @@ test-fast: install
 bench: install
 	@bash deploy/install-test-deps.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+## bench-compare: make bench's figures on REF (default HEAD~1) and on this tree, side by
+## side (python -m bench.compare --help); e.g. make bench-compare COMPARE_ARGS="--ref main --scale 0.1"
+bench-compare: install
+	@bash deploy/install-test-deps.sh
+	$(PY) -m bench.compare $(COMPARE_ARGS)
 
 ## fuzz: every property test at its full count (make test caps them at
 ## HYPOTHESIS_MAX_EXAMPLES, default 50), the decoder and reassembler fuzzed for longer:

@@ -198,6 +198,8 @@ def _run(
         # (a threshold reads the cut buckets' rows again: it needs them whole)
         merge_span=(query.bucket or 0) if query.fn in _MERGEABLE and th is None else None,
         increase_span=(query.bucket or 0) if query.fn == "rate" and th is None else None,
+        vals=th is not None,  # cut minutes bring their values (threshold.py)
+        passing_span=(query.bucket or 0) if th is not None and query.fn in _MERGEABLE else None,
     )
     data = store.rollup_read(req)
     if query.threshold is not None:  # only what passes it (threshold.py)

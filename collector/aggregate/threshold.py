@@ -4,10 +4,12 @@ A tier bucket knows the min and max of its values, so against a threshold it
 is one of three things: wholly inside (min and max pass: all its values
 count, its sums and sketch with them), wholly outside (neither passes:
 nothing of it counts), or cut (the rest). Only cut buckets are looked at
-more closely: an hour is read again as its minutes, a minute as its raw
-rows, and only the values that pass are kept. The answer is exact, as a raw
-scan's would be, and costs raw reads only where the threshold falls inside
-a bucket's range.
+more closely: an hour is read again as its minutes, and a minute by its
+stored sorted values where the store keeps them (SQLite, ``rollup_vals.py``:
+the passing ones are one slice, found by bisection), else as its raw rows;
+only the values that pass are kept. The answer is exact, as a raw scan's
+would be, and costs raw reads only where the threshold cuts a minute whose
+values are not stored.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from deltawire.collector.stores import rollup_vals
 from deltawire.collector.stores.rollup import (
     RAW,
     Bucket,
+    Partial,
     RollupData,
     RollupRequest,
     Segment,
     SeriesKey,
+    Sketch,
 )
 
 from .query import AggregateQuery, QueryTooHeavy, Threshold
@@ -66,18 +71,21 @@ def apply_threshold(
     kept: list[Bucket] = []
     pending: Sequence[Bucket] = data.buckets
     while pending:
-        cut = _classify(pending, th, kept)
+        cut_buckets: list[Bucket] = []
+        cut = _classify(pending, th, kept, req.sketches, cut_buckets)
         if not cut:
             break
         segments = _finer(cut, tiers)
-        rows = _raw_rows(segments, pending)
+        rows = _raw_rows(segments, cut_buckets)
         if rows > MAX_RAW_ROWS:
             raise QueryTooHeavy(
                 f"the threshold {th.text()} falls inside the value range of buckets holding"
                 f" {rows:,} values, more than {MAX_RAW_ROWS:,} to read one by one; narrow"
                 " the window or the filters"
             )
-        more = store.rollup_read(replace(req, segments=segments))
+        # (passing_span: merged per cut bucket, so that _in_cut can tell)
+        span = None if req.passing_span is None else max(tier for tier, _start in cut)
+        more = store.rollup_read(replace(req, segments=segments, vals=True, passing_span=span))
         tiers_cut = {tier for tier, _start in cut}
         pending = [b for b in more.buckets if _in_cut(cut, tiers_cut, b.series, b.start)]
         points += [
@@ -90,8 +98,15 @@ def apply_threshold(
     return RollupData(kept, points)
 
 
-def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _Cut:
-    """Keep the buckets wholly inside; return the cut ones."""
+def _classify(
+    buckets: Iterable[Bucket],
+    th: Threshold,
+    kept: list[Bucket],
+    sketches: bool,
+    cut_buckets: list[Bucket],
+) -> _Cut:
+    """Keep the buckets wholly inside, and what passes of cut ones whose
+    values came with them; return (and list in ``cut_buckets``) the other cut ones."""
     cut: _Cut = {}
     for b in buckets:
         low, high = th.passes(b.part.min), th.passes(b.part.max)
@@ -100,8 +115,28 @@ def _classify(buckets: Iterable[Bucket], th: Threshold, kept: list[Bucket]) -> _
         elif b.tier == RAW:  # raw sums hold passing values only (RollupRequest.raw_buckets)
             raise ValueError("raw sums with values that fail the threshold")
         elif low or high:
-            cut.setdefault((b.tier, b.start), set()).add(b.series)
+            passed = None if b.vals is None else _passing(b, b.vals, th, sketches)
+            if passed is not None:
+                kept.append(passed)
+            else:
+                cut.setdefault((b.tier, b.start), set()).add(b.series)
+                cut_buckets.append(b)
     return cut
+
+
+def _passing(b: Bucket, vals: bytes, th: Threshold, sketches: bool) -> Bucket | None:
+    """What of cut bucket ``b`` passes, from its sorted values: a tier RAW
+    bucket as a store's raw sums are (no first/last values, no increase).
+    None if nothing does, which its min and max deny: then its raw rows tell."""
+    got = rollup_vals.passing(vals, th.op, th.number)
+    if got is None:
+        return None
+    part = Partial(got.n, got.sum, got.min, got.max, b.part.fts, got.min, b.part.lts, got.max, None)
+    sketch = None
+    if sketches:
+        sketch = Sketch()
+        sketch.add_values(got.values())
+    return Bucket(b.series, RAW, b.start, part, sketch)
 
 
 def _raw_rows(segments: Sequence[Segment], buckets: Sequence[Bucket]) -> int:

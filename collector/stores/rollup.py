@@ -166,6 +166,17 @@ class RollupRequest:
     #: back as points, as always. At 10M samples a ragged window read ~15,000
     #: pieces into Python and merged them one by one (~200 ms).
     increase_span: float | None = None
+    #: With ``raw_filter``: minute buckets the filter cuts (min passes, max
+    #: not, or the reverse) may bring their sorted values (``Bucket.vals``).
+    vals: bool = False
+    #: With ``raw_filter``, for count, sum, avg, min and max: a store may hand
+    #: back tier buckets reduced to what passes it: per series and
+    #: ``passing_span``-second slice (epoch aligned; 0: the whole segment),
+    #: the buckets wholly passing and the passing values of cut ones it keeps
+    #: the values of (``vals``), merged into one bucket of the tier as
+    #: ``merge_span``'s (min and max pass); other cut buckets one by one; no
+    #: failing ones.
+    passing_span: float | None = None
 
 
 @dataclass(slots=True)
@@ -385,6 +396,9 @@ class Bucket:
     #: hand the stored bytes over; the engine merges them undecoded, see
     #: ``aggregate/sketches.py``).
     sketch: Sketch | bytes | str | None = None
+    #: The bucket's values, sorted and packed (rollup_vals.py), where asked
+    #: (``RollupRequest.vals``) and stored; else None
+    vals: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ import orjson
 from deltawire.protocol import BadFrame, Document, Hello
 
 from ..point import PointError, check_fields
-from . import sqlite_rollup
+from . import rollup_vals, sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
@@ -266,6 +266,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     sqlite_rollup.MIGRATION_PENDING,
     # 7: dirty buckets are looked up by every read of the tiers (sqlite_rollup.py).
     sqlite_rollup.MIGRATION_DIRTY,
+    # 8: the sorted values of minute buckets, for thresholds (rollup_vals.py).
+    # Buckets folded before it have none: a threshold reads their raw rows.
+    rollup_vals.MIGRATION,
 )
 
 #: The schema version this code writes and reads.

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import rollup_vals
 from .base import MetricQuery
 from .rollup import (
     DOCS,
@@ -314,7 +315,7 @@ def _raw_merged(
     ]
 
 
-#: The pieces of a counter in time order, each with the step from the one
+#: Tier buckets of a counter in time order, each with the step from the one
 #: before (``rollup.step``: a drop is a reset) and whether it overlaps it, then
 #: summed per series (``sid``) and slice (``sl``). One window, of lag/lead only:
 #: with sorted pieces, "starts before the previous one ends" is the overlap
@@ -325,7 +326,7 @@ _INCREASE_SQL: Final = """
 WITH w AS (
     SELECT *, lag(lv) OVER win AS plv, lag(lts) OVER win AS plts, lead(lv) OVER win AS nlv
     FROM ({pieces})
-    WINDOW win AS (PARTITION BY sid, sl ORDER BY fts, rnk, oid)
+    WINDOW win AS (PARTITION BY sid, sl ORDER BY fts)
 ), g AS (
     SELECT sid, min(start) AS start, sum(n) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi,
         min(fts) AS fts, max(CASE WHEN plv IS NULL THEN fv END) AS fv, max(lts) AS lts,
@@ -334,47 +335,57 @@ WITH w AS (
             WHEN fv >= plv THEN fv - plv ELSE fv END) END AS inc
     FROM w GROUP BY sid, sl
 )
-SELECT g.sid, docs.session, docs.kind, docs.name, docs.host, docs.tags, g.start, g.n, g.s,
+SELECT docs.session, docs.kind, docs.name, docs.host, docs.tags, g.start, g.n, g.s,
     g.lo, g.hi, g.fts, g.fv, g.lts, g.lv, g.inc
-FROM g LEFT JOIN roll_series AS docs ON docs.id = g.sid
+FROM g JOIN roll_series AS docs ON docs.id = g.sid
 """
-#: A raw row's series id (NULL: none yet: the series has not been folded).
-_RAW_SID: Final = (
-    "(SELECT s.id FROM roll_series AS s WHERE s.session = r.session AND s.name = r.name"
-    " AND s.path = ? AND s.kind = r.kind AND s.host IS r.host AND s.tags = r.tags)"
-)
 
 
 def _increase_merged(
     conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float
-) -> list[Bucket] | None:
-    """Every segment of ``req``, one Bucket per series and slice
-    (increase_span); None if a raw row's series has no id yet."""
+) -> list[Bucket]:
+    """Every segment of ``req``: per series and slice (increase_span), one
+    Bucket of its tier buckets (merged in SQL) and one per raw segment (its
+    rows, in Python: ~10^4 rows through a SQL window cost ~3x more). The
+    engine merges these few in time order."""
     pieces: list[str] = []
     args: list[Any] = []
+    out: list[Bucket] = []
     for seg in req.segments:
         if seg.tier == RAW:
-            inner, more = _raw_sql(sql, _within(req.where, seg.lo, seg.hi), req.path,
-                                   (None, None), None)  # fmt: skip
-            pieces.append(f"SELECT {_RAW_SID} AS sid, {_slice_col('r.ts', span)},"
-                          " r.ts AS start, 1 AS rnk, r.id AS oid, 1 AS n, r.v AS s, r.v AS lo,"
-                          " r.v AS hi, r.ts AS fts, r.v AS fv, r.ts AS lts, r.v AS lv, 0 AS inc"
-                          f" FROM ({inner}) AS r")  # fmt: skip
-            more = [req.path, *more]
-        else:
-            where, more = _tier_where(sql, req, seg.tier, seg.lo, seg.hi)
-            pieces.append(f"SELECT b.series AS sid, {_slice_col('b.bucket', span)},"
-                          " b.bucket AS start, 0 AS rnk, NULL AS oid, b.n AS n, b.sum AS s,"
-                          " b.min AS lo, b.max AS hi, b.fts AS fts, b.fv AS fv, b.lts AS lts,"
-                          f" b.lv AS lv, b.inc AS inc {where}")  # fmt: skip
+            out += _raw_increase(conn, sql, req, seg, span)
+            continue
+        where, more = _tier_where(sql, req, seg.tier, seg.lo, seg.hi)
+        pieces.append(f"SELECT b.series AS sid, {_slice_col('b.bucket', span)},"
+                      " b.bucket AS start, b.n AS n, b.sum AS s, b.min AS lo, b.max AS hi,"
+                      f" b.fts AS fts, b.fv AS fv, b.lts AS lts, b.lv AS lv, b.inc AS inc {where}")  # fmt: skip
         args += more
-    if not pieces:
-        return []
-    rows = conn.execute(_INCREASE_SQL.format(pieces=" UNION ALL ".join(pieces)), args).fetchall()
-    if any(row[0] is None for row in rows):
-        return None
+    if pieces:
+        keys = _SeriesKeys(req.path)
+        out += [
+            Bucket(keys[row[:5]], RAW, row[5], Partial(*row[6:]))
+            for row in conn.execute(_INCREASE_SQL.format(pieces=" UNION ALL ".join(pieces)), args)
+        ]
+    return out
+
+
+def _raw_increase(
+    conn: sqlite3.Connection, sql: Sql, req: RollupRequest, seg: Segment, span: float
+) -> list[Bucket]:
+    """The raw rows of ``seg``, one Bucket per series and slice (``Partial.of``)."""
+    query, args = _raw_sql(sql, _within(req.where, seg.lo, seg.hi), req.path, (None, None), None)
+    cells: dict[tuple[Any, ...], list[tuple[float, int, float]]] = defaultdict(list)
+    for session, kind, name, host, tags, ts, doc_id, v in conn.execute(query, args):
+        cells[session, kind, name, host, tags, math.floor(ts / span) if span else 0].append(
+            (ts, doc_id, v)
+        )
     keys = _SeriesKeys(req.path)
-    return [Bucket(keys[row[1:6]], RAW, row[6], Partial(*row[7:])) for row in rows]
+    out = []
+    for key, rows in cells.items():
+        rows.sort()  # (ts, id): mostly in that order already (the ts index)
+        part = Partial.of([r[0] for r in rows], [r[2] for r in rows])
+        out.append(Bucket(keys[key[:5]], RAW, rows[0][0], part))
+    return out
 
 
 def _slice_col(column: str, span: float) -> str:
@@ -409,8 +420,6 @@ def _read_increase(
     """``req`` with ``increase_span``: every segment merged in one query, and the tail."""
     mark = watermark(conn)
     buckets = _increase_merged(conn, sql, req, span)
-    if buckets is None:  # (rare: a series that appeared since the last fold)
-        return _read(conn, sql, req, None)
     tiers = [seg for seg in req.segments if seg.tier != RAW]
     if not tiers:
         return RollupData(buckets, [])
@@ -577,6 +586,9 @@ def _buckets(
     skip_dirty: bool = False,
 ) -> list[Bucket]:
     where, params = _tier_where(sql, req, tier, lo, hi, skip_dirty)
+    passing = _passing_buckets(conn, req, tier, where, params)  # a threshold's
+    if passing is not None:
+        return passing
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
         merged = (
@@ -589,10 +601,14 @@ def _buckets(
             for row in conn.execute(merged, params)
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
-    query = f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql} {where}"
+    vals_sql, vals_params = rollup_vals.cut_sql(req, tier)
+    query = (
+        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql},"
+        f" {vals_sql} {where}"
+    )
     series_by_id: dict[int, SeriesKey] = {}
     out: list[Bucket] = []
-    for row in conn.execute(query, params):
+    for row in conn.execute(query, vals_params + params):
         sid = row[0]
         series = series_by_id.get(sid)
         if series is None:
@@ -601,7 +617,7 @@ def _buckets(
                 session, kind, name, host, tuple(orjson.loads(tags)), req.path
             )
         # (the sketch as stored: the engine's SketchSum merges it packed)
-        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16]))
+        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16], row[17]))
     return out
 
 
@@ -710,6 +726,8 @@ class Folder:
         self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
+        #: each minute bucket's absorbed values, for roll_vals (rollup_vals.py)
+        self.vals: dict[BucketKey, list[float]] = {}
         #: Resuming a half-done checkpoint: its mark (absorb stops there) and
         #: the series it already wrote (skipped); None otherwise.
         self.limit: int | None = None
@@ -769,6 +787,8 @@ class Folder:
             tss, vals = _joined(self.columns[key])
             stream, path, _, start = key
             parts[key] = part = Partial.of(tss, vals)
+            if path != DOCS:
+                self.vals[key] = vals
             hkey = (stream, path, HOUR, start // HOUR * HOUR)
             hours[hkey].append(part)
             in_hour = sketches.get(hkey)
@@ -814,6 +834,10 @@ class Folder:
                     step.redo.append(key)
                 else:
                     step.rows[tier].append((stream, path, start, *merged))
+                    if key in self.vals:
+                        blob = rollup_vals.merged(conn, sid, start, self.vals[key])
+                        if blob is not None:
+                            step.vals.append((stream, path, start, blob))
         return step
 
     def write_step(self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step) -> bool:
@@ -832,6 +856,7 @@ class Folder:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows],
             )
+        rollup_vals.write_many(conn, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in step.vals])
         for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
         # A dirty bucket stays dirty (read raw) whatever is written to it:
@@ -870,6 +895,8 @@ class Step:
     rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     #: buckets the new rows overlap in time: rebuilt from the raw rows
     redo: list[BucketKey] = field(default_factory=list)
+    #: (stream, path, minute start, rollup_vals.merged's blob)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
 
 def _edits(conn: sqlite3.Connection) -> int:
@@ -968,8 +995,11 @@ def _recompute(
     upto: int,
 ) -> None:
     """Rebuild one bucket from the raw rows with ``id <= upto``."""
-    built = _rebuilt(conn, sql, stream, path, tier, start, upto)
+    values: list[float] = []
+    built = _rebuilt(conn, sql, stream, path, tier, start, upto, values)
     sid = ids.get(conn, stream, path)
+    if tier == MINUTE:
+        rollup_vals.write(conn, sid, start, values)
     if built is None:
         conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
         return
@@ -978,9 +1008,10 @@ def _recompute(
 
 def _rebuilt(
     conn: sqlite3.Connection, sql: Sql, stream: Stream, path: str, tier: int, start: int,
-    upto: int,
+    upto: int, values: list[float] | None = None,
 ) -> tuple[Partial, Sketch | None] | None:  # fmt: skip
-    """One bucket computed from the raw rows with ``id <= upto`` (no write)."""
+    """One bucket computed from the raw rows with ``id <= upto`` (no write);
+    its values added to ``values`` if given (a minute's, for roll_vals)."""
     session, kind, name, host, tags = stream
     where = MetricQuery(session=session, name=name, kind=kind)
     points = [
@@ -992,6 +1023,8 @@ def _rebuilt(
         return None
     points.sort(key=lambda p: (p.ts, p.order))
     vals = [p.value for p in points]
+    if values is not None:
+        values += vals
     part = Partial.of([p.ts for p in points], vals)
     sketch = None
     if _sketched(tier, path):
@@ -1067,6 +1100,8 @@ class Repair:
     #: the dirty keys rebuilt, and every bucket written (None: deleted)
     keys: list[BucketKey] = field(default_factory=list)
     rows: list[tuple[BucketKey, tuple[Partial, Sketch | None] | None]] = field(default_factory=list)
+    #: (stream, path, minute start, the minute's packed values or rollup_vals.DROP)
+    vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
 
 def read_repair(
@@ -1096,8 +1131,12 @@ def read_repair(
         for tier, start in keys:
             rep.keys.append((stream, path, tier, start))
             if tier == MINUTE:
-                minutes[start] = built = _rebuilt(conn, sql, stream, path, MINUTE, start, rep.mark)
+                values: list[float] = []
+                minutes[start] = built = _rebuilt(
+                    conn, sql, stream, path, MINUTE, start, rep.mark, values
+                )
                 rep.rows.append(((stream, path, MINUTE, start), built))
+                rep.vals.append((stream, path, start, rollup_vals.pack(values) or rollup_vals.DROP))
         built = _hour_built(conn, sql, ids, stream, path, hour, minutes, rep.mark, minute_keep_s)
         rep.rows.append(((stream, path, HOUR, hour), built))
     return rep
@@ -1175,6 +1214,7 @@ def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
                 )
         else:
             _write_bucket(conn, tier, ids.get(conn, stream, path), start, *built)
+    rollup_vals.write_many(conn, [(ids.get(conn, *v[:2]), *v[2:]) for v in rep.vals])
     conn.executemany(
         "DELETE FROM roll_dirty WHERE path = ? AND tier = ? AND bucket = ? AND session = ?"
         " AND kind = ? AND name = ? AND host IS ? AND tags = ? AND rowid <= ?",
@@ -1194,7 +1234,98 @@ def prune(
     for tier, keep in retention_s.items():
         if keep > 0:
             cutoff = now - keep
-            conn.executemany(
-                f"DELETE FROM roll_{tier} WHERE series = ? AND bucket < ?",
-                [(sid, cutoff) for sid in series],
-            )
+            tables = [f"roll_{tier}", *(["roll_vals"] if tier == MINUTE else [])]
+            for table in tables:
+                conn.executemany(
+                    f"DELETE FROM {table} WHERE series = ? AND bucket < ?",
+                    [(sid, cutoff) for sid in series],
+                )
+
+
+# -- thresholds ---------------------------------------------------------------
+# "hosts with cpu over 90 in the last hour" at 1M noisy samples cuts ~6,000
+# minute buckets. Handed to the engine one by one (a Bucket, a Partial, a
+# bisection and an accumulation each) they took ~0.5-1 s of Python at load;
+# here the buckets wholly passing are merged in SQL, the wholly failing ones
+# are never read, and each cut minute's passing values (rollup_vals.py) are
+# added up in one tight loop per series and slice
+# (``RollupRequest.passing_span``).
+
+
+def _passing_buckets(
+    conn: sqlite3.Connection, req: RollupRequest, tier: int, where: str, params: list[Any]
+) -> list[Bucket] | None:
+    """``roll_{tier}``'s buckets (``b``) of ``where`` (``_tier_where``) reduced to what
+    passes ``req.raw_filter``: a bucket (no first/last values, no increase)
+    per series and ``passing_span`` slice, plus the cut buckets
+    whose values are not stored, one by one at ``tier``. None where ``req``
+    does not ask for it (the caller reads as usual)."""
+    f, span = req.raw_filter, req.passing_span
+    if span is None or f is None or f[0] not in _RAW_OPS or req.path == DOCS or req.sketches:
+        return None
+    op, number = f[0], float(f[1])
+    keys = _SeriesKeys(req.path)
+    # Wholly passing: merged in SQL (total(): a sum of integers may pass 64 bits).
+    whole = [*params, number, number]
+    group = _slice_sql("b.bucket", span, whole)
+    out = [
+        Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
+        for row in conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), total(b.sum), MIN(b.min),"
+            f" MAX(b.max), MIN(b.fts), MAX(b.lts) {where}"
+            f" AND b.min {op} ? AND b.max {op} ? GROUP BY docs.id{group}",
+            whole,
+        )
+    ]
+    # Cut: each minute's passing values, summed per series and slice here.
+    vals_sql = (
+        "(SELECT v.vals FROM roll_vals AS v WHERE v.series = b.series AND v.bucket = b.bucket)"
+        if tier == MINUTE and req.vals
+        else "NULL"
+    )
+    sums: dict[tuple[int, float], list[Any]] = {}
+    whole_series: dict[int, tuple[Any, ...]] = {}  # id -> its docs columns, when needed
+    totals = rollup_vals.totals
+    # (the series' id, not its five text columns: ~6,000 rows at 1M samples)
+    for row in conn.execute(
+        f"SELECT docs.id, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
+        f" AND (b.min {op} ?) != (b.max {op} ?)",
+        [*params, number, number],
+    ):
+        got = None if row[11] is None else totals(row[11], op, number)
+        if got is None:  # values not stored: the engine reads its raw rows
+            out.append(Bucket(keys[_series_columns(conn, whole_series, row[0])], tier, row[1],
+                              Partial(*row[2:11])))  # fmt: skip
+            continue
+        n, total, low, high = got
+        key = (row[0], row[1] // span if span else 0)
+        acc = sums.get(key)
+        if acc is None:  # start, n, sum, min, max, first ts, last ts
+            sums[key] = [row[1], n, total, low, high, row[6], row[8]]
+            continue
+        acc[1] += n
+        acc[2] += total
+        if low < acc[3]:
+            acc[3] = low
+        if high > acc[4]:
+            acc[4] = high
+        if row[1] < acc[0]:
+            acc[0], acc[5] = row[1], row[6]
+        if row[8] > acc[6]:
+            acc[6] = row[8]
+    for (sid, _), (start, n, total, low, high, fts, lts) in sums.items():
+        series = keys[_series_columns(conn, whole_series, sid)]
+        out.append(Bucket(series, tier, start, _merged_part(n, total, low, high, fts, lts)))
+    return out
+
+
+def _series_columns(
+    conn: sqlite3.Connection, known: dict[int, tuple[Any, ...]], sid: int
+) -> tuple[Any, ...]:
+    """Series ``sid``'s (session, kind, name, host, tags), read once."""
+    cols = known.get(sid)
+    if cols is None:
+        known[sid] = cols = conn.execute(
+            f"SELECT {_SERIES_COLUMNS} FROM roll_series WHERE id = ?", (sid,)
+        ).fetchone()
+    return cols

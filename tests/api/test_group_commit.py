@@ -177,3 +177,48 @@ def test_mongo_applies_edits_one_by_one_with_the_same_results(mongo_uri: str) ->
         assert results[1] is True and _all(store) == []
     finally:
         store.close()
+
+
+def test_the_log_is_synced_after_the_write_lock_is_let_go(tmp_path: Path, monkeypatch: Any) -> None:
+    """apply_edits commits without fsync under the write lock, then fsyncs the
+    write-ahead log before it returns, with the lock free for the others;
+    with synchronous=normal it syncs nothing (as everywhere else)."""
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        other = os.open(str(tmp_path / "api.db") + LOCK_SUFFIX, os.O_RDWR)
+        try:  # could another process take the write lock now?
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(other)  # (and its lock with it)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), free))
+        real_fsync(fd)
+
+    store = sqlite_store(tmp_path)
+    assert isinstance(store, SqliteStore)
+    try:
+        monkeypatch.setattr(os, "fsync", fsync)
+        made = store.apply_edits([Create({"name": "a", "value": 1.0, "ts": T0})])
+        assert isinstance(made[0], dict)
+        assert synced == [(str(tmp_path / "api.db") + "-wal", True)]
+        # The next transaction of another kind syncs inside, as configured.
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        conn = store._writer_conn()
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL, for now
+        store.session_disconnected("s", T0)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    finally:
+        store.close()
+    normal = open_store(f"sqlite:///{tmp_path / 'n.db'}?synchronous=normal")
+    normal.open()
+    try:
+        synced.clear()
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert isinstance(normal.apply_edits([Create({"name": "a", "ts": T0})])[0], dict)
+        assert synced == []
+    finally:
+        normal.close()

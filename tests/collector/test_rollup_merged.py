@@ -125,7 +125,10 @@ def test_rate_reads_a_row_per_series_and_slice(store: Any) -> None:
     whole = store.rollup_read(RollupRequest(MetricQuery(), "v", segments))
     merged = store.rollup_read(RollupRequest(MetricQuery(), "v", segments, increase_span=0))
     assert merged.points == [p for p in whole.points if p.tail]  # the tail stays raw rows
-    assert len(merged.buckets) == len(SERIES)
+    # per series: its tier buckets merged, and one per raw segment (the edges)
+    raw_segments = sum(1 for seg in segments if seg.tier == RAW)
+    assert raw_segments == 2
+    assert len(merged.buckets) == len(SERIES) * (1 + raw_segments)
     assert all(b.part.inc is not None for b in merged.buckets)
     n = sum(b.part.n for b in whole.buckets) + sum(1 for p in whole.points if not p.tail)
     assert sum(b.part.n for b in merged.buckets) == n

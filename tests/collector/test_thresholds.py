@@ -4,6 +4,7 @@ scan of the documents that pass, whatever the data, the fold state and the query
 from __future__ import annotations
 
 import pathlib
+import sqlite3
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -57,15 +58,36 @@ def passing(docs: list[dict[str, Any]], th: Threshold) -> list[dict[str, Any]]:
     return out
 
 
+def forget_values(store: Any) -> None:
+    """The minute buckets' stored values gone, as in a database folded before
+    ``roll_vals`` existed (its buckets have none): thresholds read raw rows."""
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DELETE FROM roll_vals")
+
+
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=_SUPPRESS)
-@given(acts=actions, qs=st.lists(threshold_queries(), min_size=1, max_size=6))
+@given(
+    acts=actions,
+    qs=st.lists(threshold_queries(), min_size=1, max_size=6),
+    forget_at=st.one_of(st.none(), st.integers(0, 10)),
+)
 def test_thresholds_from_the_tiers_equal_a_raw_scan(
-    tmp_path: pathlib.Path, acts: list[tuple[Any, ...]], qs: list[AggregateQuery]
+    tmp_path: pathlib.Path,
+    acts: list[tuple[Any, ...]],
+    qs: list[AggregateQuery],
+    forget_at: int | None,
 ) -> None:
+    """Cut minutes answered from their stored values (``rollup_vals``), from
+    their raw rows where a database upgraded part way has none, or a mix."""
     store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
     store.open()
     try:
-        apply(store, acts, can_fold=True)
+        if forget_at is None:
+            apply(store, acts, can_fold=True)
+        else:
+            apply(store, acts[:forget_at], can_fold=True)
+            forget_values(store)
+            apply(store, acts[forget_at:], can_fold=True)
         docs = _all_docs(store)
         for _ in range(2):  # with a tail not folded yet, then all folded
             for q in qs:
@@ -92,9 +114,13 @@ class _Counting:
         return data
 
 
-def test_only_the_buckets_the_threshold_cuts_are_read_raw(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("stored_values", [True, False])
+def test_only_the_buckets_the_threshold_cuts_are_read_raw(
+    tmp_path: pathlib.Path, stored_values: bool
+) -> None:
     """Four hours of one value a second, 0..59 each minute, except one minute
-    of the third hour that reaches 100: "over 80" reads that minute only."""
+    of the third hour that reaches 100: "over 80" reads that minute only:
+    its stored values, or (a database folded before they were) its raw rows."""
     store = open_store(f"sqlite:///{tmp_path / 'th.db'}")
     store.open()
     try:
@@ -104,13 +130,16 @@ def test_only_the_buckets_the_threshold_cuts_are_read_raw(tmp_path: pathlib.Path
         ]  # fmt: skip
         store.write_batch(docs)
         store.fold_rollups()
+        if not stored_values:
+            forget_values(store)
         counting = _Counting(store)
         where = MetricQuery(ts_from=BASE, ts_to=BASE + 4 * 3600)
         q = AggregateQuery("count", where=where, threshold=parse_where("ms > 80"))
         [row] = run_aggregate(counting, q)
         assert row.value == sum(1 for i in range(9000, 9060) if i % 60 + 41 > 80)
-        # the rows of the one cut minute that pass (the store filters in SQL), nothing else
-        assert counting.raw == row.value == 20
+        # the rows of the one cut minute that pass (the store filters in SQL), nothing
+        # else; none at all where its values are stored
+        assert counting.raw == (0 if stored_values else 20)
         q = replace(q, threshold=parse_where("ms >= 0"))  # every bucket wholly inside
         counting.raw = 0
         assert run_aggregate(counting, q)[0].value == 4 * 3600
@@ -173,12 +202,17 @@ def test_a_threshold_that_would_read_too_many_raw_rows_is_refused_before_reading
         store.fold_rollups()
         counting = _Counting(store)
         q = AggregateQuery("count", where=MetricQuery(), threshold=parse_where("ms > 30"))
+        monkeypatch.setattr(threshold, "MAX_RAW_ROWS", 7199)
+        # every minute is cut, and answered from its stored values: no raw read
         [row] = run_aggregate(counting, q)
         assert row.value == 7200 * 29 // 60
-        monkeypatch.setattr(threshold, "MAX_RAW_ROWS", 7199)
-        counting.raw = 0
+        assert counting.raw == 0
+        forget_values(store)  # as folded before roll_vals: every minute read raw
         with pytest.raises(QueryTooHeavy, match="7,200 values"):
             run_aggregate(counting, q)
         assert counting.raw == 0  # refused before the raw read
+        monkeypatch.setattr(threshold, "MAX_RAW_ROWS", 7200)
+        assert run_aggregate(counting, q) == [row]
+        assert counting.raw == row.value
     finally:
         store.close()

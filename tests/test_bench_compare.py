@@ -1,0 +1,49 @@
+"""bench.compare reads the figures back from what the benches print: a
+bench.report.Table and bench.api's table, every numeric cell, nothing else."""
+
+from __future__ import annotations
+
+from bench.api import render as render_api
+from bench.compare import Figures, Key, parse_tables, render
+from bench.report import Table
+
+
+def test_figures_of_a_table_are_every_numeric_cell() -> None:
+    t = Table("codec — 360 samples", ["delta", "full JSON (baseline)"])
+    t.row("wire bytes / sample", 237, 429, goal="delta >= 5x smaller", lower_is_better=True)
+    t.row("encode samples/s", 11898.4, None)
+    t.row("p95 ms", 0.123, 12.5)
+    got = list(parse_tables("noise before\n" + t.render() + "\n(codec: 3 s)\n"))
+    assert got == [
+        ("codec — 360 samples", "wire bytes / sample", "delta", 237.0),
+        ("codec — 360 samples", "wire bytes / sample", "full JSON (baseline)", 429.0),
+        ("codec — 360 samples", "encode samples/s", "delta", 11898.0),
+        ("codec — 360 samples", "p95 ms", "delta", 0.12),
+        ("codec — 360 samples", "p95 ms", "full JSON (baseline)", 12.5),
+    ]
+
+
+def test_figures_of_the_api_table_split_at_the_bars() -> None:
+    result = {"rps": 1234.0, "p50": 1.0, "p95": 2.5, "p99": 7.25, "non2xx": 0, "errors": 0, "n": 9}
+    other = dict(result, rps=1300.0)
+    text = "== API: wrk\n" + render_api(
+        [("off", {("get_raw", "c=100"): result}, 0.5, "1.0/1.0"),
+         ("off", {("get_raw", "c=100"): other}, 0.5, "1.0/1.0")]
+    )  # fmt: skip
+    got = {(row, col): v for _t, row, col, v in parse_tables(text)}
+    assert got[("get_raw c=100", "off: req/s")] == (1234 + 1300) / 2  # a lo-hi range: its middle
+    assert got[("get_raw c=100", "off: p95")] == 2.5
+    assert got[("get_raw c=100", "off: p99 ms")] == 7.2  # printed with one digit
+    assert got[("cache hit rate, dashboard mix c=100", "off")] == 50.0
+    assert not [row for row, _col in got if row.startswith("load")]  # the note under the table
+
+
+def test_render_puts_ref_and_this_tree_side_by_side() -> None:
+    ref, this = Figures(), Figures()
+    ref.add("codec", "codec — 360 samples", "wire bytes / sample", "delta", 240.0)
+    this.add("codec", "codec — 720 samples", "wire bytes / sample", "delta", 120.0)
+    assert Key("codec", "codec — # samples", "wire bytes / sample", "delta") in this.values
+    out = render("main", ref, this, rounds=1)
+    assert "wire bytes / sample / delta" in out
+    row = next(line for line in out.splitlines() if line.startswith("wire bytes"))
+    assert row.split()[-3:] == ["240", "120", "0.50"]
