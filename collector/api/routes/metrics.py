@@ -142,7 +142,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         """PUT, PATCH and DELETE: ``fields_of(old)`` gives the new store fields
         (None: delete). It runs in the edit's own transaction, on the store's
         thread (one hop, one transaction: no read beforehand), so its refusals
-        (403, 422) travel back as ``Refused``."""
+        (403, 422, or any error of its own) travel back as ``Refused``."""
         doc_id = request.path_params["id"]
         role = request.scope["deltawire.role"]
 
@@ -151,7 +151,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
                 if old.get("session") != API_SESSION:
                     require(role, Role.admin, f"{what} a streamed document")
                 return fields_of(old)
-            except ApiError as e:
+            except Exception as e:  # this edit's alone (a bug too), never its group's
                 raise Refused(e) from None
 
         done = await deps.edit(Change(doc_id, decide))  # the cache is bumped too
