@@ -6,7 +6,8 @@ requests/s and p50/p95/p99 (wrk's own latency histogram, printed by a Lua
 ``done`` hook), with Redis off (the in-process LRU) and on. Cases: GET
 /metrics cached (one URL) and uncached (every URL new), /query, /aggregate,
 POST, PUT, PATCH, DELETE; then a dashboard mix of recent and filtered GETs
-with the cache hit rate from the answers' x-cache headers. The seed's
+with the cache hit rate from the answers' x-cache headers. Write rows also
+say how many edits each store commit carried (the group commit, from /stats). The seed's
 targets, printed beside the figures with whether every round met them: GET
 p95 < 30 ms and p99 < 50 ms, POST p95 < 25, PUT/PATCH p95 < 30, DELETE p95 <
 20, cached GET >= 10k req/s, hit rate >= 90%. Rounds alternate Redis off and
@@ -228,6 +229,15 @@ def _wrk(url: str, script: str, conns: int, seconds: float, tmp: pathlib.Path) -
     return result
 
 
+def _commits(base: str) -> tuple[float, float]:
+    """The API's (edits, store commits) so far: its group commit's counters."""
+    with urllib.request.urlopen(base + "/stats", timeout=30) as r:
+        text = r.read().decode()
+    found = [re.search(rf"^deltawire_api_{name}_total (\S+)$", text, re.M)
+             for name in ("edits", "edit_commits")]  # fmt: skip
+    return tuple(float(m.group(1)) if m else 0.0 for m in found)  # type: ignore[return-value]
+
+
 def _warm(base: str, script: str) -> None:
     """One request per URL of the mix first: the hit rate is the steady
     state's, not that of the first second's cold misses."""
@@ -316,7 +326,10 @@ def _round(
                     if run == PACED:
                         script += _PACED_LUA
                     conns = 10 if run == "c=10" else 100
+                    before = _commits(base)
                     r = results[(case, run)] = _wrk(base + URLS[case], script, conns, seconds, tmp)
+                    edits, commits = (a - b for a, b in zip(_commits(base), before, strict=True))
+                    r["per_commit"] = edits / commits if commits else 0.0
                     print(f"  {case} {run}: {r}", file=sys.stderr)
     return results, hit_rate
 
@@ -371,7 +384,9 @@ def render(
             non2xx = sum(r["non2xx"] + r["errors"] for r in rs)
             row.append(" | ".join([_span([r["rps"] for r in rs]), *(_span([r[p] for r in rs], 1)
                                   for p in ("p50", "p95", "p99"))])
-                       + (f" ({non2xx} errors/non-2xx)" if non2xx else ""))  # fmt: skip
+                       + (f" ({non2xx} errors/non-2xx)" if non2xx else "")
+                       + (f" ({_span([r['per_commit'] for r in rs], 1)} edits/commit)"
+                          if "per_commit" in rs[0] else ""))  # fmt: skip
             met.append(_met(case, run, rs))
         row += [_GOALS.get(case, "") if run != "c=10" else "", " / ".join(m for m in met if m)]
         body.append(row)

@@ -30,8 +30,10 @@ from starlette.responses import Response
 
 from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import (
+    Changed,
     Edit,
     EditResult,
+    Refused,
     Store,
     StoreError,
     StoreUnavailable,
@@ -96,7 +98,9 @@ class Deps:
         self.hub = StreamHub(store, self.config.max_subscribers)
         self.limiter = CapacityLimiter(max(1, self.config.store_threads))
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
-        self.edits = EditBatcher(store.apply_edits, functools.partial(self.store_call, write=True))
+        self.edits = EditBatcher(
+            store.apply_edits, functools.partial(self.store_call, write=True), self._bump_edited
+        )
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
         self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
@@ -158,8 +162,29 @@ class Deps:
         The routes validated it already, so a StoreError is the store's: 503."""
         try:
             return await self.edits.run(edit)
+        except Refused as e:  # the route's own check said no (403, 422)
+            raise e.reason from None
         except StoreError as e:
             self._failed(self.store.apply_edits, e)
+
+    async def _bump_edited(self, results: list[EditResult]) -> None:
+        """ONE cache bump for a committed group of edits, before any of them
+        is answered: with Redis, a bump per edit was a round trip per request
+        (and a PUBLISH every process hears). Its span covers every document
+        the group touched, before and after (coarser than one per edit, never
+        narrower: what it spares stays valid)."""
+        docs: list[dict[str, Any]] = []
+        for result in results:
+            if isinstance(result, Changed):
+                docs += [result.old] if result.new is None else [result.old, result.new]
+            elif isinstance(result, dict):
+                docs.append(result)
+        if docs:
+            await self.bump(
+                [d.get("session") for d in docs],
+                [d.get("name") for d in docs],
+                Span.of(d.get("ts") for d in docs),
+            )
 
     async def heavy_call(
         self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None

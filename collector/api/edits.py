@@ -20,7 +20,7 @@ second flush only made smaller groups and more fsyncs: measured worse.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -56,10 +56,14 @@ class EditBatcher:
     """
 
     def __init__(
-        self, apply: Callable[[Sequence[Edit]], list[EditResult]], call: Callable[..., Any]
+        self,
+        apply: Callable[[Sequence[Edit]], list[EditResult]],
+        call: Callable[..., Any],
+        after: Callable[[list[EditResult]], Awaitable[None]] | None = None,
     ) -> None:
         self._apply = apply
         self._call = call
+        self._after = after
         self._queue: list[_Pending] = []
         self.running = 0  # flushes under way
         self._ended = anyio.Event()  # set (and replaced) whenever a flush ends
@@ -86,29 +90,42 @@ class EditBatcher:
             raise p.result
         return p.result
 
+    def _wake(self) -> None:
+        ended, self._ended = self._ended, anyio.Event()
+        ended.set()
+
     async def _flush(self) -> None:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         for p in batch:
             p.taken = True
         self.running += 1
+        results: list[EditResult] | None = None
         try:
             # Once the thread runs, a cancellation waits for it (anyio shields
             # the call), so an applied batch always gets its results here.
             results = await self._call(self._apply, [p.edit for p in batch])
-            for p, result in zip(batch, results, strict=True):
-                p.result, p.finished = result, True
         except Exception as e:  # the store call failed (503): all of the batch did
             for p in batch:
                 p.failure, p.finished = e, True
             raise
         finally:
-            # Cancelled before the store call began: those edits go first next time.
-            again = [p for p in batch if not p.finished]
-            for p in again:
-                p.taken = False
-            self._queue[:0] = again
+            if results is None:
+                # Cancelled before the store call began: those edits go first next time.
+                again = [p for p in batch if not p.finished]
+                for p in again:
+                    p.taken = False
+                self._queue[:0] = again
             self.flushes += 1
             self.edits += len(batch)
-            self.running -= 1
-            ended, self._ended = self._ended, anyio.Event()
-            ended.set()
+            self.running -= 1  # the next group may take the store meanwhile
+            self._wake()
+        try:
+            if self._after is not None:
+                # Committed: the batch's cache bump (one for all of it) comes
+                # before any of its answers, whatever happens to this task.
+                with anyio.CancelScope(shield=True):
+                    await self._after(results)
+        finally:
+            for p, result in zip(batch, results, strict=True):
+                p.result, p.finished = result, True
+            self._wake()

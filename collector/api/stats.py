@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -69,16 +70,27 @@ class RequestStats:
         lat.count += 1
 
 
-def render_stats(ingest: IngestStats, requests: RequestStats, cache: QueryCache) -> str:
+def render_stats(
+    ingest: IngestStats, requests: RequestStats, cache: QueryCache, edits: Batched | None = None
+) -> str:
     """Prometheus text exposition (format 0.0.4) of both processes' counters:
     the ingest process's text as it came, then this process's own."""
     text = ingest.text
     if text and not text.endswith("\n"):
         text += "\n"
-    return text + prometheus_text(lambda: _families(ingest, requests, cache))
+    return text + prometheus_text(lambda: _families(ingest, requests, cache, edits))
 
 
-def _families(ingest: IngestStats, requests: RequestStats, cache: QueryCache) -> Iterator[Metric]:
+class Batched(Protocol):
+    """The group commit's counters (edits.EditBatcher)."""
+
+    edits: int
+    flushes: int
+
+
+def _families(
+    ingest: IngestStats, requests: RequestStats, cache: QueryCache, edits: Batched | None
+) -> Iterator[Metric]:
     p = "deltawire_api_"
     counts = CounterMetricFamily(p + "requests_total",
                                  "HTTP API requests by route, method and status.",
@@ -117,6 +129,11 @@ def _families(ingest: IngestStats, requests: RequestStats, cache: QueryCache) ->
         metric.add_metric([cache.backend], value)
         yield metric
 
+    if edits is not None:  # edits / commits: how well the group commit batches
+        yield CounterMetricFamily(p + "edits_total", "Writes (POST/PUT/PATCH/DELETE) that "
+                                  "reached the store.", value=edits.edits)  # fmt: skip
+        yield CounterMetricFamily(p + "edit_commits_total", "Store transactions they took "
+                                  "(group commit).", value=edits.flushes)  # fmt: skip
     yield CounterMetricFamily(p + "store_errors_total", "Store calls that failed (answered 503).",
                               value=requests.store_errors)  # fmt: skip
     age = math.nan if ingest.updated_at is None else time.monotonic() - ingest.updated_at

@@ -12,7 +12,7 @@ seconds (the API formats it as RFC 3339):
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -30,12 +30,15 @@ __all__ = [
     "STORE_BACKOFF",
     "AggQuery",
     "Catalog",
+    "Change",
+    "Changed",
     "Create",
     "Delete",
     "DocumentRows",
     "Edit",
     "EditResult",
     "MetricQuery",
+    "Refused",
     "Replace",
     "Row",
     "SessionQuery",
@@ -65,6 +68,15 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached or is locked: retry later, nothing was lost."""
 
 
+class Refused(StoreError):
+    """A ``Change``'s ``decide`` said no; ``reason`` is the caller's own error
+    (the API's 403 or 422), given back to it as this edit's result."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
 #: How callers retry a store that is unavailable: soon at first (a lock is
 #: often gone within milliseconds), then at most every 2 s until it is back.
 STORE_BACKOFF = Backoff(0.05, 2.0)
@@ -92,12 +104,34 @@ class Delete:
     doc_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An API edit that reads document ``doc_id`` first, in the same
+    transaction: ``decide(old)`` gives the fields to set (as ``Replace``) or
+    None to delete it, or raises ``Refused``. The API's PUT/PATCH/DELETE need
+    the old document (its owner, what a merge patch applies to, what cached
+    answers to drop): one thread hop and one transaction instead of a read
+    and then a write, and no other edit between the two. ``decide`` runs
+    inside the write transaction: it must be quick and touch no store."""
+
+    doc_id: str
+    decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """What a ``Change`` came to: the document before, and after (None: deleted)."""
+
+    old: dict[str, Any]
+    new: dict[str, Any] | None
+
+
 #: One API write, as ``Store.apply_edits`` takes them.
-Edit = Create | Replace | Delete
+Edit = Create | Replace | Delete | Change
 #: What an edit came to: the created or replaced document (None: no such
-#: document), whether a delete found its document, or the StoreError that
-#: refused this edit alone.
-EditResult = dict[str, Any] | bool | None | StoreError
+#: document), whether a delete found its document, a ``Change``'s
+#: ``Changed``, or the StoreError that refused this edit alone.
+EditResult = dict[str, Any] | bool | None | Changed | StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +342,17 @@ def _apply_one(store: Store, edit: Edit) -> EditResult:
             return store.replace(doc_id, fields)
         case Delete(doc_id):
             return store.delete(doc_id)
+        case Change(doc_id, decide):
+            # Not atomic here (each call commits alone), as before Change.
+            old = store.get(doc_id)
+            if old is None:
+                return None
+            to_set = decide(old)
+            if to_set is None:
+                return Changed(old, None) if store.delete(doc_id) else None
+            new = store.replace(doc_id, to_set)
+            return None if new is None else Changed(old, new)
+    raise TypeError(f"not an edit: {edit!r}")
 
 
 def apply_each(store: Store, edits: Sequence[Edit]) -> list[EditResult]:

@@ -64,6 +64,8 @@ from . import rollup_vals, sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
+    Change,
+    Changed,
     Create,
     Edit,
     EditResult,
@@ -1245,7 +1247,26 @@ class SqliteStore:
         rowid = _rowid(edit.doc_id)
         if isinstance(edit, Replace):
             return None if rowid is None else self._replace_in(conn, rowid, edit.fields, touches)
+        if isinstance(edit, Change):
+            return None if rowid is None else self._change_in(conn, rowid, edit, touches)
         return False if rowid is None else self._delete_in(conn, rowid, touches)
+
+    def _change_in(
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        edit: Change,
+        touches: list[sqlite_rollup.Touch],
+    ) -> Changed | None:
+        row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
+        if row is None:
+            return None
+        old = _doc_dict(row)
+        fields = edit.decide(old)  # Refused: this edit's result (apply_edits)
+        if fields is None:
+            return Changed(old, None) if self._delete_in(conn, rowid, touches) else None
+        new = self._replace_in(conn, rowid, fields, touches)
+        return None if new is None else Changed(old, new)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
         fields = _api_fields(doc)

@@ -1283,22 +1283,25 @@ def _passing_buckets(
         if tier == MINUTE and req.vals
         else "NULL"
     )
-    sums: dict[tuple[Any, ...], list[Any]] = {}
+    sums: dict[tuple[int, float], list[Any]] = {}
+    whole_series: dict[int, tuple[Any, ...]] = {}  # id -> its docs columns, when needed
     totals = rollup_vals.totals
+    # (the series' id, not its five text columns: ~6,000 rows at 1M samples)
     for row in conn.execute(
-        f"SELECT {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
+        f"SELECT docs.id, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
         f" AND (b.min {op} ?) != (b.max {op} ?)",
         [*params, number, number],
     ):
-        got = None if row[15] is None else totals(row[15], op, number)
+        got = None if row[11] is None else totals(row[11], op, number)
         if got is None:  # values not stored: the engine reads its raw rows
-            out.append(Bucket(keys[row[:5]], tier, row[5], Partial(*row[6:15])))
+            out.append(Bucket(keys[_series_columns(conn, whole_series, row[0])], tier, row[1],
+                              Partial(*row[2:11])))  # fmt: skip
             continue
         n, total, low, high = got
-        key = (*row[:5], row[5] // span if span else 0)
+        key = (row[0], row[1] // span if span else 0)
         acc = sums.get(key)
         if acc is None:  # start, n, sum, min, max, first ts, last ts
-            sums[key] = [row[5], n, total, low, high, row[10], row[12]]
+            sums[key] = [row[1], n, total, low, high, row[6], row[8]]
             continue
         acc[1] += n
         acc[2] += total
@@ -1306,10 +1309,23 @@ def _passing_buckets(
             acc[3] = low
         if high > acc[4]:
             acc[4] = high
-        if row[5] < acc[0]:
-            acc[0], acc[5] = row[5], row[10]
-        if row[12] > acc[6]:
-            acc[6] = row[12]
-    for key, (start, n, total, low, high, fts, lts) in sums.items():
-        out.append(Bucket(keys[key[:5]], tier, start, _merged_part(n, total, low, high, fts, lts)))
+        if row[1] < acc[0]:
+            acc[0], acc[5] = row[1], row[6]
+        if row[8] > acc[6]:
+            acc[6] = row[8]
+    for (sid, _), (start, n, total, low, high, fts, lts) in sums.items():
+        series = keys[_series_columns(conn, whole_series, sid)]
+        out.append(Bucket(series, tier, start, _merged_part(n, total, low, high, fts, lts)))
     return out
+
+
+def _series_columns(
+    conn: sqlite3.Connection, known: dict[int, tuple[Any, ...]], sid: int
+) -> tuple[Any, ...]:
+    """Series ``sid``'s (session, kind, name, host, tags), read once."""
+    cols = known.get(sid)
+    if cols is None:
+        known[sid] = cols = conn.execute(
+            f"SELECT {_SERIES_COLUMNS} FROM roll_series WHERE id = ?", (sid,)
+        ).fetchone()
+    return cols

@@ -18,11 +18,14 @@ import trio
 from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES
 from deltawire.collector.stores import Store, open_store
 from deltawire.collector.stores.base import (
+    Change,
+    Changed,
     Create,
     Delete,
     Edit,
     EditResult,
     MetricQuery,
+    Refused,
     Replace,
     StoreError,
 )
@@ -161,6 +164,55 @@ async def test_concurrent_requests_share_commits_and_answer_alone(tmp_path: Path
             assert (await c.get(f"/metrics/{first}")).status_code == 404
     finally:
         os.close(blocker)
+        store.close()
+
+
+def _refuse_b(old: dict[str, Any]) -> dict[str, Any] | None:
+    if old["name"] == "b":
+        raise Refused(PermissionError("not b"))
+    return None  # delete
+
+
+def _changes_give_old_and_new(store: Store) -> None:
+    """A Change reads its document in the edit (what decide sees is the
+    document as the earlier edits of the batch left it) and says old and new;
+    a refusal is that edit's result alone."""
+    a, b = store.apply_edits([Create({"name": "a", "ts": T0}), Create({"name": "b", "ts": T0})])
+    assert isinstance(a, dict) and isinstance(b, dict)
+    seen: list[Any] = []
+
+    def bump(old: dict[str, Any]) -> dict[str, Any]:
+        seen.append(old.get("value"))
+        return {"value": (old.get("value") or 0.0) + 1}
+
+    results = store.apply_edits([
+        Change(a["id"], bump), Change(a["id"], bump), Change(b["id"], _refuse_b),
+        Change(a["id"], _refuse_b), Change(a["id"], _refuse_b), Change("99999", bump),
+    ])  # fmt: skip
+    assert seen == [None, 1.0]
+    first, second, refused, deleted, gone, missing = results
+    assert isinstance(first, Changed) and first.old.get("value") is None and first.new is not None
+    assert isinstance(second, Changed) and second.new and second.new["value"] == 2.0
+    assert isinstance(refused, Refused) and isinstance(refused.reason, PermissionError)
+    assert isinstance(deleted, Changed) and deleted.new is None and deleted.old["value"] == 2.0
+    assert gone is None and missing is None
+    assert [d["name"] for d in _all(store)] == ["b"]
+
+
+def test_sqlite_change_reads_and_writes_in_one_transaction(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
+    try:
+        _changes_give_old_and_new(store)
+    finally:
+        store.close()
+
+
+def test_mongo_change_gives_the_same_results(mongo_uri: str) -> None:
+    store = open_store(mongo_uri, app_env=f"edits{uuid.uuid4().hex[:12]}")
+    store.open()
+    try:
+        _changes_give_old_and_new(store)
+    finally:
         store.close()
 
 

@@ -6,6 +6,8 @@ sharing the Redis) leaves a stale answer served once it has been applied."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +22,9 @@ from hypothesis import strategies as st
 from deltawire.collector.api import Deps, create_app
 from deltawire.collector.api.cache import EVERYTHING, NearCache, RedisCache, Span, make_cache
 from deltawire.collector.api.control import apply_control, parse_control
+from deltawire.collector.api.edits import MAX_FLUSHES
 from deltawire.collector.stores import open_store
+from deltawire.collector.stores.sqlite_lock import LOCK_SUFFIX
 from deltawire.protocol import Document
 from tests.strategies import examples
 
@@ -199,6 +203,65 @@ def test_api_writes_and_streamed_documents_are_never_served_stale(
                 assert len(await listing("miss")) == 1
                 assert len(await listing("hit")) == 1
         finally:
+            await cache.aclose()
+            store.close()
+
+    asyncio.run(body())
+
+
+def test_a_group_of_edits_bumps_redis_once_and_drops_all_it_touched(
+    redis_uri: str, tmp_path: Path
+) -> None:
+    """Concurrent edits committed together bump the cache once per commit
+    (one Redis round trip, not one per request), before any is answered, and
+    every answer they touched is a miss afterwards, near and in Redis."""
+    n = 12
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'group.db'}")
+        store.open()
+        cache = make_cache(redis_uri, ttl=60, namespace=uuid.uuid4().hex)
+        assert isinstance(cache, NearCache)
+        # flock locks belong to an open file: this one excludes the store's
+        # writer as the ingest writer would, so the edits pile up behind it.
+        blocker = os.open(str(tmp_path / "group.db") + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
+        try:
+            deps = Deps(store, cache)
+            transport = httpx.ASGITransport(app=create_app(deps))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                await asyncio.wait_for(cache.wait_subscribed(), DEADLINE_S)
+                ids = []
+                for i in range(n):
+                    r = await api.post("/metrics", json={"name": f"n{i}", "value": 0.0})
+                    ids.append(r.json()["id"])
+
+                async def values(i: int) -> tuple[str, list[Any]]:
+                    r = await api.get("/metrics", params={"name": f"n{i}"})
+                    return r.headers["x-cache"], [d["value"] for d in r.json()["items"]]
+
+                for i in range(n):
+                    assert (await values(i))[1] == [0.0]
+                    assert await values(i) == ("hit", [0.0])
+                bumps, flushes = cache.stats.bumps, deps.edits.flushes
+                fcntl.flock(blocker, fcntl.LOCK_EX)
+                sent = [
+                    asyncio.create_task(api.patch(f"/metrics/{doc_id}", json={"value": 1.0}))
+                    for doc_id in ids
+                ]
+                await _until(
+                    lambda: (
+                        deps.edits.running == MAX_FLUSHES
+                        and len(deps.edits._queue) == n - MAX_FLUSHES
+                    ),
+                    "every edit to queue behind the held lock",
+                )
+                fcntl.flock(blocker, fcntl.LOCK_UN)
+                assert [r.status_code for r in await asyncio.gather(*sent)] == [200] * n
+                assert cache.stats.bumps - bumps == deps.edits.flushes - flushes < n
+                for i in range(n):
+                    assert await values(i) == ("miss", [1.0])
+        finally:
+            os.close(blocker)
             await cache.aclose()
             store.close()
 

@@ -48,6 +48,13 @@ async def collector(tmp_path: pathlib.Path) -> AsyncIterator[tuple[int, pathlib.
         nursery.cancel_scope.cancel()
 
 
+async def _welcomed(port: int, session: str) -> Client:
+    client = await Client.connect(port)
+    await client.send(_hello(session))
+    await client.until(lambda c: c.welcome)
+    return client
+
+
 def _seqs(db: pathlib.Path, session: str) -> list[int]:
     store = open_store(f"sqlite:///{db}")
     store.open()
@@ -61,9 +68,7 @@ async def test_second_hello_takes_over_after_the_first_connection_is_stored(
     collector: tuple[int, pathlib.Path],
 ) -> None:
     port, db = collector
-    a = await Client.connect(port)
-    await a.send(_hello("s"))
-    await a.until(lambda c: c.welcome)
+    a = await _welcomed(port, "s")
     # Stall the store, so what A sends is accepted but cannot be stored yet.
     blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -179,9 +184,7 @@ async def test_a_finished_connection_is_closed_while_the_store_is_down(
     after the store answers (it was held 5 s), and a newer connection for
     the session is welcomed meanwhile."""
     port, db = collector
-    a = await Client.connect(port)
-    await a.send(_hello("down"))
-    await a.until(lambda c: c.welcome)
+    a = await _welcomed(port, "down")
     blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:

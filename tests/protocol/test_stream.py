@@ -295,6 +295,11 @@ def test_wide_slices_never_let_a_bomb_past_its_budget(budget: int, lead: int, un
     """However much the caller still accepts, and whatever real data comes
     first, a bomb's output stops within one narrow slice's worst case of the
     budget: slices are only wide while the budget covers their worst case."""
+    _assert_stops_within(_bomb_after(lead, unit), budget)
+
+
+def _assert_stops_within(bomb: bytes, budget: int) -> None:
+    """A sink that refuses past ``budget`` stops ``bomb`` within one narrow slice of it."""
     seen = 0
 
     def sink(out: bytes) -> None:
@@ -304,7 +309,7 @@ def test_wide_slices_never_let_a_bomb_past_its_budget(budget: int, lead: int, un
             raise _Refuse
 
     with pytest.raises(_Refuse):
-        Inflater().feed(_bomb_after(lead, unit), sink, budget)
+        Inflater().feed(bomb, sink, budget)
     assert seen <= budget + MAX_SLICE_INFLATE
 
 
@@ -453,18 +458,7 @@ def test_an_rle_bomb_stops_within_its_budget(budget: int, raw_lead: int) -> None
     the bomb still stops within one narrow slice of the budget."""
     lead = b"".join((1000 << 3).to_bytes(3, "little") + b"x" * 999 + b"\n" for _ in range(raw_lead))
     bomb = _rle_bomb(4096)
-    wire = bomb[:6] + lead + bomb[6:]
-    seen = 0
-
-    def sink(out: bytes) -> None:
-        nonlocal seen
-        seen += len(out)
-        if seen > budget:
-            raise _Refuse
-
-    with pytest.raises(_Refuse):
-        Inflater().feed(wire, sink, budget)
-    assert seen <= budget + MAX_SLICE_INFLATE
+    _assert_stops_within(bomb[:6] + lead + bomb[6:], budget)
 
 
 def test_an_rle_block_past_the_block_maximum_is_a_bad_stream() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,10 +16,11 @@ from starlette.responses import Response
 from deltawire.collector.point import PointBody, PointCreate, PointPatch
 from deltawire.collector.stores.base import (
     API_SESSION,
+    Change,
+    Changed,
     Create,
-    Delete,
     MetricQuery,
-    Replace,
+    Refused,
     encode_cursor,
 )
 
@@ -129,55 +131,53 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
         # Every field was validated above, so a StoreError here is the store's
         # failure (e.g. a corrupt file), not the client's: 503 like any other.
-        doc = await deps.edit(Create(point.store_fields(time.time())))
+        doc = await deps.edit(Create(point.store_fields(time.time())))  # bumps the cache
         assert isinstance(doc, dict)
-        await deps.bump([doc.get("session")], [doc.get("name")], Span.of([doc.get("ts")]))
         deps.hub.publish([doc])
         return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
 
-    async def change(request: Request, fields_of: Any) -> Response:
-        """PUT and PATCH: ``fields_of(old)`` gives the new store fields."""
+    async def change(
+        request: Request, what: str, fields_of: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> Changed:
+        """PUT, PATCH and DELETE: ``fields_of(old)`` gives the new store fields
+        (None: delete). It runs in the edit's own transaction, on the store's
+        thread (one hop, one transaction: no read beforehand), so its refusals
+        (403, 422, or any error of its own) travel back as ``Refused``."""
         doc_id = request.path_params["id"]
-        body = await read_json(request, deps.config.max_body_bytes)
-        old = await deps.store_call(store.get, doc_id)
-        if old is None:
+        role = request.scope["deltawire.role"]
+
+        def decide(old: dict[str, Any]) -> dict[str, Any] | None:
+            try:
+                if old.get("session") != API_SESSION:
+                    require(role, Role.admin, f"{what} a streamed document")
+                return fields_of(old)
+            except Exception as e:  # this edit's alone (a bug too), never its group's
+                raise Refused(e) from None
+
+        done = await deps.edit(Change(doc_id, decide))  # the cache is bumped too
+        if not isinstance(done, Changed):
             raise _not_found(doc_id)
-        if old.get("session") != API_SESSION:
-            require(request.scope["deltawire.role"], Role.admin, "changing a streamed document")
-        fields = fields_of(old, body)
-        new = await deps.edit(Replace(doc_id, fields))
-        if not isinstance(new, dict):
-            raise _not_found(doc_id)
-        # The old document's session and name are what cached answers hold.
-        await deps.bump(
-            [old.get("session"), new.get("session")],
-            [old.get("name"), new.get("name")],
-            Span.of([old.get("ts"), new.get("ts")]),
-        )
-        return JSONResponse(doc_out(new))
+        return done
 
     async def replace_metric(request: Request) -> Response:
-        return await change(
-            request, lambda old, body: validate(PointCreate, body).store_fields(time.time())
+        body = await read_json(request, deps.config.max_body_bytes)
+        done = await change(
+            request, "changing", lambda old: validate(PointCreate, body).store_fields(time.time())
         )
+        return JSONResponse(doc_out(done.new or {}))
 
     async def patch_metric(request: Request) -> Response:
-        def fields_of(old: dict[str, Any], body: Any) -> dict[str, Any]:
+        body = await read_json(request, deps.config.max_body_bytes)
+
+        def fields_of(old: dict[str, Any]) -> dict[str, Any]:
             merged = merge_patch(_writable(old), patch_body(body))
             return validate(PointBody, merged).store_fields(old["ts"])
 
-        return await change(request, fields_of)
+        done = await change(request, "changing", fields_of)
+        return JSONResponse(doc_out(done.new or {}))
 
     async def delete_metric(request: Request) -> Response:
-        doc_id = request.path_params["id"]
-        old = await deps.store_call(store.get, doc_id)
-        if old is None:
-            raise _not_found(doc_id)
-        if old.get("session") != API_SESSION:
-            require(request.scope["deltawire.role"], Role.admin, "deleting a streamed document")
-        if not await deps.edit(Delete(doc_id)):
-            raise _not_found(doc_id)
-        await deps.bump([old.get("session")], [old.get("name")], Span.of([old.get("ts")]))
+        await change(request, "deleting", lambda old: None)
         return Response(status_code=204)
 
     # Shared parts of the declarations below.

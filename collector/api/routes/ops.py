@@ -46,7 +46,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
 
     async def stats(request: Request) -> Response:
         return Response(
-            render_stats(deps.ingest, deps.stats, deps.cache),
+            render_stats(deps.ingest, deps.stats, deps.cache, deps.edits),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
