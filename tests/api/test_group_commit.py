@@ -9,10 +9,11 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES
@@ -207,28 +208,30 @@ def test_sqlite_change_reads_and_writes_in_one_transaction(tmp_path: Path) -> No
         store.close()
 
 
-def test_mongo_change_gives_the_same_results(mongo_uri: str) -> None:
+@pytest.fixture
+def mongo_store(mongo_uri: str) -> Iterator[Store]:
+    """A MongoDB-wire store in a database of its own, closed after the test."""
     store = open_store(mongo_uri, app_env=f"edits{uuid.uuid4().hex[:12]}")
     store.open()
     try:
-        _changes_give_old_and_new(store)
+        yield store
     finally:
         store.close()
 
 
-def test_mongo_applies_edits_one_by_one_with_the_same_results(mongo_uri: str) -> None:
-    store = open_store(mongo_uri, app_env=f"edits{uuid.uuid4().hex[:12]}")
-    store.open()
-    try:
-        made = store.apply_edits([Create({"name": "a", "ts": T0}), Create({"value": 1.0})])
-        assert isinstance(made[1], StoreError)
-        doc = made[0]
-        assert isinstance(doc, dict)
-        results = store.apply_edits([Replace(doc["id"], {"value": 2.0}), Delete(doc["id"])])
-        assert isinstance(results[0], dict) and results[0]["value"] == 2.0
-        assert results[1] is True and _all(store) == []
-    finally:
-        store.close()
+def test_mongo_change_gives_the_same_results(mongo_store: Store) -> None:
+    _changes_give_old_and_new(mongo_store)
+
+
+def test_mongo_applies_edits_one_by_one_with_the_same_results(mongo_store: Store) -> None:
+    store = mongo_store
+    made = store.apply_edits([Create({"name": "a", "ts": T0}), Create({"value": 1.0})])
+    assert isinstance(made[1], StoreError)
+    doc = made[0]
+    assert isinstance(doc, dict)
+    results = store.apply_edits([Replace(doc["id"], {"value": 2.0}), Delete(doc["id"])])
+    assert isinstance(results[0], dict) and results[0]["value"] == 2.0
+    assert results[1] is True and _all(store) == []
 
 
 def test_the_log_is_synced_after_the_write_lock_is_let_go(tmp_path: Path, monkeypatch: Any) -> None:
