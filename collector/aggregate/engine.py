@@ -210,6 +210,8 @@ def _run(
     if query.threshold is not None:  # only what passes it (threshold.py)
         data = apply_threshold(store, query, req, data, tiers)
     accs = _accumulate(query, data, percentile is not None)
+    if percentile is not None:  # every answer bucket's sketches unpacked at once
+        SketchSum.unpack_all([acc.sketch for acc in accs.values() if acc.sketch is not None])
     rows = [
         AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)
         for (group, bucket), acc in accs.items()

@@ -608,23 +608,32 @@ def _buckets(
         ]
     sketch_sql = "b.sketch" if req.sketches else "NULL"
     vals_sql, vals_params = rollup_vals.cut_sql(req, tier)
-    query = (
-        f"SELECT docs.id, {_SERIES_COLUMNS}, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql},"
-        f" {vals_sql} {where}"
-    )
-    series_by_id: dict[int, SeriesKey] = {}
-    out: list[Bucket] = []
-    for row in conn.execute(query, vals_params + params):
-        sid = row[0]
-        series = series_by_id.get(sid)
-        if series is None:
-            session, kind, name, host, tags = row[1:6]
-            series_by_id[sid] = series = SeriesKey(
-                session, kind, name, host, tuple(orjson.loads(tags)), req.path
-            )
-        # (the sketch as stored: the engine's SketchSum merges it packed)
-        out.append(Bucket(series, tier, row[6], Partial(*row[7:16]), row[16], row[17]))
-    return out
+    # Each series' five text columns read once, not once per bucket: at 10M
+    # samples "p99 every 10 minutes" reads ~12,000 buckets, and making their
+    # strings took two thirds of the read.
+    series = _series_by_id(conn, sql, req)
+    query = f"SELECT b.series, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}, {vals_sql} {where}"
+    # (the sketch as stored: the engine's SketchSum merges it packed)
+    return [
+        Bucket(series[row[0]], tier, row[1], Partial(*row[2:11]), row[11], row[12])
+        for row in conn.execute(query, vals_params + params)
+    ]
+
+
+def _series_by_id(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> dict[int, SeriesKey]:
+    """The series ``req`` asks for, by id (``roll_series`` aliased as docs:
+    the filters are the same columns)."""
+    clauses, params = sql.filters(_within(req.where, None, None))
+    clauses.append("docs.path = ?")
+    params.append(req.path)
+    keys = _SeriesKeys(req.path)
+    return {
+        row[0]: keys[row[1:]]
+        for row in conn.execute(
+            f"SELECT id, {_SERIES_COLUMNS} FROM roll_series AS docs WHERE {' AND '.join(clauses)}",
+            params,
+        )
+    }
 
 
 # -- folding ------------------------------------------------------------------
