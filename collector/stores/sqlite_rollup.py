@@ -612,12 +612,24 @@ def _buckets(
     # samples "p99 every 10 minutes" reads ~12,000 buckets, and making their
     # strings took two thirds of the read.
     series = _series_by_id(conn, sql, req)
+    if req.sketches and req.raw_filter is None:  # a percentile: counts and sketches only
+        return [
+            Bucket(series[sid], tier, start, _count_only(n, start), sketch)
+            for sid, start, n, sketch in conn.execute(
+                f"SELECT b.series, b.bucket, b.n, b.sketch {where}", params
+            )
+        ]
     query = f"SELECT b.series, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}, {vals_sql} {where}"
     # (the sketch as stored: the engine's SketchSum merges it packed)
     return [
         Bucket(series[row[0]], tier, row[1], Partial(*row[2:11]), row[11], row[12])
         for row in conn.execute(query, vals_params + params)
     ]
+
+
+def _count_only(n: int, start: float) -> Partial:
+    """A bucket's Partial with its count alone (``RollupRequest.sketches``)."""
+    return Partial(n, 0, math.nan, math.nan, start, math.nan, start, math.nan, None)
 
 
 def _series_by_id(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> dict[int, SeriesKey]:
