@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deltawire.collector.point import PointBody, PointCreate, PointPatch
+from deltawire.collector.point_models import PointBody, PointCreate, PointPatch
 from deltawire.collector.stores.base import (
     API_SESSION,
     Change,
