@@ -480,6 +480,12 @@ def _doc_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return doc
 
 
+def _values_of(row: tuple[Any, ...]) -> sqlite_rollup.DocValues:
+    """``sqlite_rollup.doc_values`` of a row of ``_DOC_COLUMNS`` read already."""
+    doc_id, session, _seq, kind, name, host, tags, ts, value, data = row
+    return sqlite_rollup.row_values(doc_id, (session, kind, name, host, tags), ts, value, data)
+
+
 def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     session, host, agent, tags, first_seen, last_seen, connected, ended, exit_code, signal = row
     return {
@@ -1334,8 +1340,8 @@ class SqliteStore:
         old = _doc_dict(row)
         fields = edit.decide(old)  # Refused: this edit's result (apply_edits)
         if fields is None:
-            return Changed(old, None) if self._delete_in(conn, rowid, touches) else None
-        new = self._replace_in(conn, rowid, fields, touches)
+            return Changed(old, None) if self._delete_in(conn, rowid, touches, row) else None
+        new = self._replace_in(conn, rowid, fields, touches, row)
         return None if new is None else Changed(old, new)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
@@ -1351,30 +1357,38 @@ class SqliteStore:
         rowid: int,
         fields: dict[str, Any],
         touches: list[sqlite_rollup.Touch],
+        row: tuple[Any, ...] | None = None,
     ) -> dict[str, Any] | None:
+        """``row``: the document as read in this transaction already, if it was."""
         values = _api_fields(fields)
-        before = sqlite_rollup.doc_values(conn, rowid)
-        if values:
-            # Column names come from the point model's fields only, never from the caller.
-            sets = ", ".join(f"{column} = ?" for column in values)
-            conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
-            if "name" in values:  # keep the names catalog complete
-                conn.execute(
-                    "INSERT OR IGNORE INTO names (name, kind) SELECT name, kind FROM docs"
-                    " WHERE id = ?",
-                    (rowid,),
-                )
-        row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
-        if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-            touches.append(
-                sqlite_rollup.Touch(rowid, before, sqlite_rollup.doc_values(conn, rowid))
-            )
-        return None if row is None else _doc_dict(row)
+        old = (
+            row
+            or conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
+        )
+        if old is None:
+            return None
+        if not values:
+            return _doc_dict(old)
+        # Column names come from the point model's fields only, never from the caller.
+        sets = ", ".join(f"{column} = ?" for column in values)
+        (new,) = conn.execute(
+            f"UPDATE docs SET {sets} WHERE id = ? RETURNING {_DOC_COLUMNS}",
+            [*values.values(), rowid],
+        ).fetchall()
+        if new[4] != old[4]:  # keep the names catalog complete (the old name is in it)
+            conn.execute(_INSERT_NAME, (new[4], new[3]))
+        # The tiers follow: the old buckets lose it, the new ones gain it.
+        touches.append(sqlite_rollup.Touch(rowid, _values_of(old), _values_of(new)))
+        return _doc_dict(new)
 
     def _delete_in(
-        self, conn: sqlite3.Connection, rowid: int, touches: list[sqlite_rollup.Touch]
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        touches: list[sqlite_rollup.Touch],
+        row: tuple[Any, ...] | None = None,
     ) -> bool:
-        before = sqlite_rollup.doc_values(conn, rowid)
+        before = sqlite_rollup.doc_values(conn, rowid) if row is None else _values_of(row)
         deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
         touches.append(sqlite_rollup.Touch(rowid, before, {}))
         if deleted:
