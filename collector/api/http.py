@@ -223,7 +223,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
                 not value.isdigit() or int(value) > self.writes.max_body
             ):
                 return False  # the full path answers 413 (or 400)
-        self.cycle = _Write(method.decode("ascii"), path, self.headers)
+        self.cycle = _Write(method.decode("ascii"), path, self.headers)  # type: ignore[assignment]
         return True
 
     def on_body(self, body: bytes) -> None:
