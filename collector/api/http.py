@@ -158,19 +158,23 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
     # -- cached GETs ---------------------------------------------------------------------------
 
-    def _answered_at_once(self) -> bool:
-        """Write the cache's answer now if this is a plain keep-alive GET it
-        holds (one at a time: never while a pipelined request is under way)."""
+    def _plain(self) -> bool:
+        """A keep-alive HTTP/1.1 request with nothing else under way (no
+        pipelined request before it), which the shortcuts may answer."""
         parser = self.parser
-        if (
-            parser.get_method() != b"GET"
-            or self.pipeline
+        return not (
+            self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
             or parser.should_upgrade()
             or self.root_path
-        ):
+        )
+
+    def _answered_at_once(self) -> bool:
+        """Write the cache's answer now if this is a plain keep-alive GET it
+        holds (one at a time: never while a pipelined request is under way)."""
+        if self.parser.get_method() != b"GET" or not self._plain():
             return False
         started = time.perf_counter()
         url = httptools.parse_url(self.url)
@@ -196,18 +200,8 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
     def _write_taken(self) -> bool:
         """Take this request down the write fast path if it is a plain
         keep-alive write of a metric with a small body of known length."""
-        parser = self.parser
-        method = parser.get_method()
-        if (
-            method not in _WRITES
-            or self.pipeline
-            or (self.cycle is not None and not self.cycle.response_complete)
-            or parser.get_http_version() != "1.1"
-            or not parser.should_keep_alive()
-            or parser.should_upgrade()
-            or self.root_path
-            or self.expect_100_continue
-        ):
+        method = self.parser.get_method()
+        if method not in _WRITES or not self._plain() or self.expect_100_continue:
             return False
         url = httptools.parse_url(self.url)
         if url.query or b"%" in url.path:
