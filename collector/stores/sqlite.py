@@ -196,7 +196,9 @@ _DOCS_COLUMNS: Final = """
 #   last hour) stays bounded by the ts index.
 # Tags: no side table (it would write one more row per tag per document);
 # see ``_tag_filter``.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+#: A migration step: SQL, or a function of the connection (in the same transaction).
+_Step = str | Callable[[sqlite3.Connection], None]
+_MIGRATIONS: Final[tuple[tuple[_Step, ...], ...]] = (
     (
         f"CREATE TABLE docs ({_DOCS_COLUMNS},\n    UNIQUE (session, seq))",
         "CREATE INDEX docs_ts ON docs (ts)",
@@ -271,6 +273,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 8: the sorted values of minute buckets, for thresholds (rollup_vals.py).
     # Buckets folded before it have none: a threshold reads their raw rows.
     rollup_vals.MIGRATION,
+    # 9: the ten-minute tier, built from the minutes (sqlite_rollup.py).
+    sqlite_rollup.MIGRATION_TEN_MINUTES,
 )
 
 #: The schema version this code writes and reads.
@@ -932,7 +936,10 @@ class SqliteStore:
                 )
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
             # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -1345,7 +1352,7 @@ class SqliteStore:
 
     # -- rollup tiers ----------------------------------------------------------
 
-    rollup_tiers: tuple[int, ...] = TIERS
+    rollup_tiers: tuple[int, ...] = sqlite_rollup.KEPT_TIERS
     rollup_sketch_tiers: tuple[int, ...] = sqlite_rollup.SKETCH_TIERS
 
     def rollup_read(self, req: RollupRequest) -> RollupData:
