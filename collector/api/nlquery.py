@@ -1282,10 +1282,11 @@ class _Parser:
             s.host is not None
             and s.group is None
             and (
-                words & (LIVE_WORDS | GONE_WORDS | HEALTH_WORDS) or ("how" in words and not s.kind)
+                words & (LIVE_WORDS | GONE_WORDS | HEALTH_WORDS | START_WORDS)
+                or ("how" in words and not s.kind)
             )
         ):
-            # "is db-1 up", "how's web-2 doing", "how are things on web-1": its sessions
+            # "is db-1 up", "how's web-2 doing", "did db-1 restart": its sessions
             return True
         if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
             # "list all hosts", "which servers are live": hosts are known by their sessions
