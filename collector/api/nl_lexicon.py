@@ -8,7 +8,7 @@ import functools
 import re
 from typing import Final
 
-from .nl_vocab import DeleteIndex, TermKind, Vocabulary
+from .nl_vocab import DeleteIndex, TermKind
 
 UNITS: Final = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -222,10 +222,6 @@ MEASURE_WORDS: Final = frozenset(
     "memory", "documents", "rss", "mem"
     }
 )  # fmt: skip
-
-
-def NAMED_POOLS(v: Vocabulary) -> tuple[tuple[TermKind, frozenset[str]], ...]:
-    return (("event", v.events), ("metric", v.metrics))
 
 
 KEY_KINDS: Final[dict[str, tuple[TermKind, ...]]] = {
