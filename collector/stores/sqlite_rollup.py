@@ -79,6 +79,7 @@ __all__ = [
     "prune",
     "read",
     "read_repair",
+    "row_values",
     "watermark",
     "write_repair",
 ]
@@ -1054,8 +1055,11 @@ def doc_values(conn: sqlite3.Connection, doc_id: int) -> DocValues:
     ).fetchone()
     if row is None:
         return {}
-    stream: Stream = row[:5]
-    ts, value, data = row[5], row[6], row[7]
+    return row_values(doc_id, row[:5], row[5], row[6], row[7])
+
+
+def row_values(doc_id: int, stream: Stream, ts: float, value: Any, data: str | None) -> DocValues:
+    """``doc_values`` of a row its caller read already (``data``: its JSON text)."""
     parsed = orjson.loads(data) if data is not None else None
     cols = stream_columns([(ts, doc_id, value, parsed if type(parsed) is dict else None)], MINUTE)
     return {(stream, path, MINUTE, start): list(vals) for (path, start), (_, vals) in cols.items()}
