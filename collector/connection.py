@@ -201,6 +201,7 @@ class Connection:
         cfg = self.hub.config
         stats = self.hub.stats
         proto = self.proto
+        pipeline = self.hub.pipeline
         last_frame = trio.current_time()
         while not self._stopping:
             data: bytes | bytearray = b""
@@ -222,10 +223,13 @@ class Connection:
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
             while True:  # the read's documents, in runs of about _RUN_DOCS
+                # Decoded only once the queue can take them (see Pipeline.room).
+                await pipeline.room()
                 events: list[Inbound] = []
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
+                    pipeline.decoded()
                     last_frame = now
                     stats.frames_in += len(events) + 1
                     if exc.fatal:
@@ -235,6 +239,7 @@ class Connection:
                     await self._accept(events)
                     await self._reject(exc)
                     continue
+                pipeline.decoded()
                 if not events:
                     break
                 last_frame = now
