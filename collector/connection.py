@@ -57,8 +57,12 @@ _LINGER_SECONDS: Final = 1.0
 #: Documents taken from one read before they go to the pipeline (a
 #: checkpoint) and the rest are taken: a plain 64 KiB read is ~270 samples,
 #: but a compressed one inflates to ~2,600, and taking those in one go kept
-#: the event loop from the writer's tasks for tens of ms at a time.
-_RUN_DOCS: Final = 512
+#: the event loop from the writer's tasks for tens of ms at a time. About a
+#: plain read's worth, so that a run (a queued chunk) is alike whatever the
+#: encoding: the queue holds as many chunks either way, and 770-sample runs
+#: of batches (a 64 KiB piece) had it hold ~3x the samples of plain's, all
+#: of them left to the writer alone at the end of a burst.
+_RUN_DOCS: Final = 256
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
