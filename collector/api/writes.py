@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from deltawire.collector.point import PointBody, PointCreate
+from deltawire.collector.point_models import PointBody, PointCreate
 from deltawire.collector.stores.base import API_SESSION, Change, Changed, Create, Refused
 
 from .auth import Role, require

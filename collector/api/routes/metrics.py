@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deltawire.collector.point import PointCreate, PointPatch
+from deltawire.collector.point_models import PointCreate, PointPatch
 from deltawire.collector.stores.base import MetricQuery, encode_cursor
 
 from ..auth import Role
