@@ -239,15 +239,19 @@ def _accumulate(
         return acc
 
     bucket: Bucket
-    for bucket in data.buckets:
-        acc = acc_for(bucket.series, bucket.start)
-        acc.add(bucket.series, bucket.part, 0, None)
-        if sketches:
+    if sketches:  # a percentile needs only the count and the sketches
+        # (~12,000 buckets for "p99 every 10 minutes" over a day at 10M samples)
+        for bucket in data.buckets:
+            acc = acc_for(bucket.series, bucket.start)
+            acc.n += bucket.part.n
             if bucket.sketch is None:
                 raise _NoSketch(bucket.tier)
             if acc.sketch is None:
                 acc.sketch = SketchSum()
             acc.sketch.add(bucket.sketch)
+    else:
+        for bucket in data.buckets:
+            acc_for(bucket.series, bucket.start).add(bucket.series, bucket.part, 0, None)
     point: RawPoint
     for point in data.points:
         acc = acc_for(point.series, point.ts)

@@ -68,20 +68,17 @@ class SketchSum:
         zeros, pos, neg = _unpack(blobs)
         for i, zero in enumerate(np.bincount(owner, zeros, len(sums))):
             sums[i].zero += round(zero)
+        cells = np.arange(1, len(sums))
         for side, bins in ((0, pos), (1, neg)):
-            if not bins:
-                continue
-            keys = np.concatenate([b[0] for b in bins])
-            counts = np.concatenate([b[1] for b in bins])
-            owners = owner[np.concatenate([b[2] for b in bins])]
-            order = np.argsort(owners, kind="stable")
-            cuts = np.searchsorted(owners[order], np.arange(1, len(sums)))
-            for one, k, c in zip(sums, np.split(keys[order], cuts), np.split(counts[order], cuts),
-                                 strict=True):  # fmt: skip
-                if len(k):
-                    arrays = one._neg if side else one._pos
-                    arrays.keys.append(k)
-                    arrays.counts.append(c)
+            for keys, counts, sketch in bins:
+                # (sketches come in order of their sum: so do their bins)
+                cuts = np.searchsorted(owner[sketch], cells)
+                for one, k, c in zip(sums, np.split(keys, cuts), np.split(counts, cuts),
+                                     strict=True):  # fmt: skip
+                    if len(k):
+                        arrays = one._neg if side else one._pos
+                        arrays.keys.append(k)
+                        arrays.counts.append(c)
 
     def quantile(self, q: float) -> float | None:
         """As ``Sketch.quantile`` of all the sketches added merged into one."""
@@ -169,13 +166,16 @@ def _unpack_side(buf: np.ndarray, at: np.ndarray, into: _Bins) -> np.ndarray:
         gw, cw = int(pair) // 16, int(pair) % 16
         pick = np.flatnonzero((n > 0) & (widths == pair))
         sizes = n[pick]
-        gaps = _gather(buf, gaps_at[pick], sizes - 1, gw)
+        gaps = _gather(buf, gaps_at[pick], sizes - 1, gw).astype(np.int64)
         counts = _gather(buf, counts_at[pick], sizes, cw)
-        # Each sketch's keys: its first key plus the sum of its gaps so far
-        # (a 0 put in front of each sketch's gaps).
-        begins = np.cumsum(sizes) - sizes
-        along = np.cumsum(np.insert(gaps, begins - np.arange(len(sizes)), 0))
-        keys = along - np.repeat(along[begins] - first[pick], sizes)
+        # Each sketch's keys: its first key plus the sum of its gaps so far.
+        # One running sum over all: in front of each sketch's gaps goes the
+        # step from the previous sketch's last key to its first key.
+        ends = np.cumsum(sizes - 1)  # where each sketch's gaps end in ``gaps``
+        summed = np.concatenate(([0], np.cumsum(gaps)))[ends]  # gaps summed up to there
+        lasts = first[pick] + summed - np.concatenate(([0], summed[:-1]))  # each last key
+        steps = first[pick] - np.concatenate(([0], lasts[:-1]))
+        keys = np.cumsum(np.insert(gaps, ends - (sizes - 1), steps))
         into.append((keys, counts, np.repeat(pick, sizes)))
     return counts_at + n * count_w
 
@@ -184,14 +184,19 @@ def _gather(buf: np.ndarray, at: np.ndarray, sizes: np.ndarray, width: int) -> n
     """Arrays of ``sizes`` little-endian ``width``-byte numbers at offsets ``at``, joined."""
     total = int(sizes.sum())
     if not total:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.uint8)
     begins = np.cumsum(sizes) - sizes
-    offsets = np.repeat(at - begins * width, sizes) + np.arange(total, dtype=np.int64) * width
-    return _le(buf, offsets, width).astype(np.int64)
+    # (32-bit offsets where they fit: half the memory to go through)
+    kind = np.int32 if len(buf) < 2**31 else np.int64
+    offsets = np.repeat((at - begins * width).astype(kind), sizes)
+    offsets += np.arange(0, total * width, width, dtype=kind)
+    return _le(buf, offsets, width)
 
 
 def _le(buf: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     """The little-endian unsigned ``width``-byte numbers at offsets ``at``."""
+    if width == 1:  # (most gaps and counts: no 64-bit shifts)
+        return buf[at]
     out = buf[at].astype(np.uint64)
     for k in range(1, width):
         out |= buf[at + k].astype(np.uint64) << np.uint64(8 * k)

@@ -8,7 +8,7 @@ import functools
 import re
 from typing import Final
 
-from .nl_vocab import DeleteIndex, TermKind, Vocabulary
+from .nl_vocab import DeleteIndex, TermKind
 
 UNITS: Final = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -134,7 +134,10 @@ BAD_EXIT_WORDS: Final = frozenset(
 GOOD_EXIT_WORDS: Final = frozenset(
     {"ok", "okay", "cleanly", "clean", "successfully", "success", "successful", "normally", "fine"}
 )
-START_WORDS: Final = frozenset({"start", "started", "starts", "begin", "began", "launched"})
+START_WORDS: Final = frozenset(
+    {"start", "started", "starts", "begin", "began", "launched", "restart", "restarts",
+     "restarted", "restarting", "reboot", "rebooted"}
+)  # fmt: skip
 #: How a host or a session is doing ("how's db-1 doing", "status of sess-c",
 #: "is web-2 healthy"): with nothing measured, its sessions answer (up or not,
 #: since when, how they ended).
@@ -221,10 +224,6 @@ MEASURE_WORDS: Final = frozenset(
 )  # fmt: skip
 
 
-def NAMED_POOLS(v: Vocabulary) -> tuple[tuple[TermKind, frozenset[str]], ...]:
-    return (("event", v.events), ("metric", v.metrics))
-
-
 KEY_KINDS: Final[dict[str, tuple[TermKind, ...]]] = {
     "host": ("host",), "session": ("session",), "tag": ("tag",), "event": ("event",),
     "metric": ("metric", "stream"), "name": ("metric", "event", "stream"), "stream": ("stream",),
@@ -274,7 +273,18 @@ ENGLISH: Final = frozenset(
     "posts", "simple", "your", "says", "pull", "quick",
     # chat around a question ("thank you", "it might have leaked", "earlier today")
     "close", "deal", "earlier", "example", "fact", "general", "light", "meant", "might", "part",
-    "pass", "quite", "read", "soon", "thank", "wish", "working",
+    "pass", "quite", "read", "soon", "thank", "wish", "working", "leak", "leaks", "leaked",
+    "leaking",
+    # words of a support ticket one edit from a keyword ("late" is no "rate", "logs" no
+    # "hogs", "including" no "excluding", "warning" no "burning", "counter" no "count")
+    "binds", "blocked", "blocking", "channel", "closes", "closest", "complete", "computed",
+    "corrected", "correctly", "counter", "counters", "created", "edit", "edited", "emit",
+    "examples", "existed", "fill", "including", "increment", "kill", "large", "late", "lift",
+    "lock", "logs", "lone", "lose", "loss", "meaning", "merging", "mount", "move", "noun",
+    "older", "ours", "port", "power", "present", "reading", "record", "recording", "routing",
+    "sends", "serve", "served", "sets", "short", "skipped", "speak", "strings", "tail",
+    "targets", "testing", "thin", "typos", "unchanged", "waiting", "warning", "warnings",
+    "ways", "worse",
     }
 )  # fmt: skip
 

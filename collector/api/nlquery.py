@@ -56,7 +56,6 @@ from .nl_lexicon import (
     LIST_WORDS,
     LIVE_WORDS,
     MEASURE_WORDS,
-    NAMED_POOLS,
     NUM_RE,
     NUM_UNIT_RE,
     NUMBER_WORDS,
@@ -199,24 +198,21 @@ class _Parser:
 
     def join_names(self) -> None:
         toks = self.toks
+        known = self.v.lookup
         i = 0
         while i < len(toks):
             for n in (3, 2):
-                if i + n > len(toks):
+                if i + n > len(toks) or any(t.quoted for t in toks[i : i + n]):
                     continue
-                parts = [t.text for t in toks[i : i + n]]
-                if any(t.quoted for t in toks[i : i + n]):
-                    continue
+                parts = [t.low for t in toks[i : i + n]]  # lookups ignore case
                 joins = [sep.join(parts) for sep in ("_", ".", "-", "")]
-                if n == 2 and not self.v.lookup(parts[0]):
+                if n == 2 and not known(parts[0]):
                     joins.append(f"{parts[1]}.{parts[0]}")  # "user cpu" -> cpu.user
-                for joined in joins:
-                    if self.v.lookup(joined):
-                        toks[i : i + n] = [_Tok(joined, joined.lower())]
-                        break
-                else:
-                    continue
-                break
+                hit = next((j for j in joins if known(j)), None)
+                if hit is not None:
+                    text = known(hit)[0].value  # the name as stored
+                    toks[i : i + n] = [_Tok(text, hit)]
+                    break
             i += 1
 
     def join_words(self) -> None:
@@ -1192,13 +1188,9 @@ class _Parser:
             word[:-1] if word.endswith("s") else word,
             word[:-2] if word.endswith("es") else word,
         }
-        stems = {x for x in stems if len(x) >= 3}
-        hits = [
-            Term(kind, name)
-            for kind, pool in NAMED_POOLS(self.v)
-            for name in pool
-            if stems & set(re.split(r"[_.\-]", name.lower()))
-        ]
+        hits = list(
+            dict.fromkeys(t for x in stems if len(x) >= 3 for t in self.v.name_parts.get(x, ()))
+        )
         if len(hits) > 1:
             raise PromptError(
                 f"{word!r} could be any of " + ", ".join(h.value for h in hits) + "; name one.",
@@ -1282,10 +1274,11 @@ class _Parser:
             s.host is not None
             and s.group is None
             and (
-                words & (LIVE_WORDS | GONE_WORDS | HEALTH_WORDS) or ("how" in words and not s.kind)
+                words & (LIVE_WORDS | GONE_WORDS | HEALTH_WORDS | START_WORDS)
+                or ("how" in words and not s.kind)
             )
         ):
-            # "is db-1 up", "how's web-2 doing", "how are things on web-1": its sessions
+            # "is db-1 up", "how's web-2 doing", "did db-1 restart": its sessions
             return True
         if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
             # "list all hosts", "which servers are live": hosts are known by their sessions

@@ -145,7 +145,10 @@ class RollupRequest:
     where: Filters
     path: str
     segments: tuple[Segment, ...]
-    sketches: bool = False  # percentiles: tier buckets must bring their sketch
+    #: percentiles: tier buckets must bring their sketch; without
+    #: ``raw_filter`` a store may leave their Partial at n alone (sum 0,
+    #: min, max and values NaN, times the start, inc None)
+    sketches: bool = False
     #: (op, number): raw points whose value fails it may be left out (a
     #: threshold; the caller filters again, so a store may ignore it)
     raw_filter: tuple[str, float] | None = None

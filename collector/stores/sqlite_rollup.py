@@ -613,12 +613,24 @@ def _buckets(
     # samples "p99 every 10 minutes" reads ~12,000 buckets, and making their
     # strings took two thirds of the read.
     series = _series_by_id(conn, sql, req)
+    if req.sketches and req.raw_filter is None:  # a percentile: counts and sketches only
+        return [
+            Bucket(series[sid], tier, start, _count_only(n, start), sketch)
+            for sid, start, n, sketch in conn.execute(
+                f"SELECT b.series, b.bucket, b.n, b.sketch {where}", params
+            )
+        ]
     query = f"SELECT b.series, b.bucket, {_BUCKET_COLUMNS}, {sketch_sql}, {vals_sql} {where}"
     # (the sketch as stored: the engine's SketchSum merges it packed)
     return [
         Bucket(series[row[0]], tier, row[1], Partial(*row[2:11]), row[11], row[12])
         for row in conn.execute(query, vals_params + params)
     ]
+
+
+def _count_only(n: int, start: float) -> Partial:
+    """A bucket's Partial with its count alone (``RollupRequest.sketches``)."""
+    return Partial(n, 0, math.nan, math.nan, start, math.nan, start, math.nan, None)
 
 
 def _series_by_id(conn: sqlite3.Connection, sql: Sql, req: RollupRequest) -> dict[int, SeriesKey]:
@@ -843,10 +855,11 @@ class Folder:
             sid = ids.find(conn, stream, path)
             if sid is not None and sid in self.done:
                 continue  # written by the checkpoint this one resumes
+            stored = _stored(conn, sid, keys)
             for key in keys:
                 _, _, tier, start = key
                 part = self.parts[key]
-                merged = None if part.inc is None else _merged(conn, tier, sid, start, part,
+                merged = None if part.inc is None else _merged(stored.get((tier, start)), part,
                                                                 self.sketches.get(key))  # fmt: skip
                 if merged is None:
                     step.redo.append(key)
@@ -936,23 +949,33 @@ def _joined(chunks: list[tuple[list[float], list[float]]]) -> tuple[list[float],
     return tss, vals
 
 
+def _stored(
+    conn: sqlite3.Connection, sid: int | None, keys: list[BucketKey]
+) -> dict[tuple[int, int], tuple[Any, ...]]:
+    """Series ``sid``'s stored buckets of ``keys`` (and maybe others between
+    them), by (tier, start): one query for all its tiers (a query per bucket
+    was ~a fifth of a checkpoint's CPU)."""
+    if sid is None:
+        return {}
+    spans: dict[int, tuple[int, int]] = {}
+    for _, _, tier, start in keys:
+        lo, hi = spans.get(tier, (start, start))
+        spans[tier] = (min(lo, start), max(hi, start))
+    selects = [
+        f"SELECT {int(tier)}, bucket, {_BUCKET_COLUMNS}, sketch FROM roll_{int(tier)}"
+        " WHERE series = ? AND bucket >= ? AND bucket <= ?"
+        for tier in spans
+    ]
+    args = [x for lo, hi in spans.values() for x in (sid, lo, hi)]
+    return {(r[0], r[1]): r[2:] for r in conn.execute(" UNION ALL ".join(selects), args)}
+
+
 def _merged(
-    conn: sqlite3.Connection,
-    tier: int,
-    sid: int | None,
-    start: int,
-    part: Partial,
-    sketch: Sketch | None,
+    row: tuple[Any, ...] | None, part: Partial, sketch: Sketch | None
 ) -> tuple[Any, ...] | None:
-    """The row of series ``sid``'s bucket with ``part`` (rows with larger
-    ids than the bucket's) added; None when they overlap in time (the
-    bucket needs a recompute)."""
-    row = None
-    if sid is not None:
-        row = conn.execute(
-            f"SELECT {_BUCKET_COLUMNS}, sketch FROM roll_{tier} WHERE series = ? AND bucket = ?",
-            (sid, start),
-        ).fetchone()
+    """The stored bucket ``row`` (its columns and sketch; None: none yet)
+    with ``part`` (rows with larger ids than the bucket's) added; None when
+    they overlap in time (the bucket needs a recompute)."""
     if row is not None:
         old = Partial(*row[:9])
         old.merge(part)

@@ -703,4 +703,13 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("job_error over 2 days", {"endpoint": A, "where": None, "from": "2026-11-21T12:00:00Z"}),
     ("request_failed status over 400", {"endpoint": A, "where": "status > 400"}),
+    # real words one edit from a keyword are left alone ("leaking" is no "eating",
+    # "including" no "excluding"); a restart is a session's start
+    ("is memory leaking on sess-c", {"endpoint": A, "field": "mem.rss", "session": "sess-c"}),
+    ("avg cpu including web-1", {"endpoint": A, "fn": "avg", "host": "web-1"}),
+    ("rate of the errors_total counter", {"endpoint": A, "fn": "rate", "name": "errors_total"}),
+    (
+        "did db-1 restart today",
+        {"endpoint": S, "host": "db-1", "from": "2026-11-23T00:00:00Z"},
+    ),
 ]
