@@ -76,7 +76,7 @@ from .base import (
     StoreUnavailable,
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
-from .rollup import TIERS, RollupData, RollupRequest
+from .rollup import HOUR, TIERS, RollupData, RollupRequest
 from .sqlite_lock import WriteLock
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
@@ -271,6 +271,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 8: the sorted values of minute buckets, for thresholds (rollup_vals.py).
     # Buckets folded before it have none: a threshold reads their raw rows.
     rollup_vals.MIGRATION,
+    # 9: each hour's values in sorted chunks, for thresholds (rollup_vals.py);
+    # the hours folded before are built by the folder from their minutes.
+    rollup_vals.MIGRATION_HOURS,
 )
 
 #: The schema version this code writes and reads.
@@ -1370,6 +1373,8 @@ class SqliteStore:
             self._checkpoint()
             while self._repair():
                 pass
+            while self._build_hours(math.inf):  # every hour, over or not
+                pass
         return n
 
     def fold_idle(self) -> bool:
@@ -1401,7 +1406,7 @@ class SqliteStore:
             n = 0
             try:
                 if not folder.docs and folder.limit is None:  # nothing absorbed: repair
-                    self._repair()
+                    self._repair() or self._build_hours(time.time())
                 n = self._absorb(_FOLD_SLICE)
                 if folder.full or (
                     folder.docs
@@ -1450,6 +1455,22 @@ class SqliteStore:
             return False
         with self._transaction("rollup repair") as conn:
             return sqlite_rollup.write_repair(conn, self._series_ids, rep)
+
+    def _build_hours(self, now: float) -> bool:
+        """Build the sorted chunks of a batch of hours over by ``now``
+        (rollup_vals.read_hours): read in a snapshot, written in a short
+        transaction. Whether it wrote anything."""
+        before = now - HOUR - rollup_vals.BUILD_AFTER_S
+        with self._write_lock, _translated("rollup hours"):
+            conn = self._writer_conn()
+            with _snapshot(conn):
+                raw = sqlite_rollup.raw_hours(conn)
+                built = rollup_vals.read_hours(conn, before, rollup_vals.BUILD_HOURS, raw)
+        if not built:
+            return False
+        with self._transaction("rollup hours") as conn:
+            rollup_vals.write_hours(conn, built)
+        return True
 
     def _absorb(self, max_docs: int) -> int:
         with self._write_lock, _translated("rollup absorb"):
