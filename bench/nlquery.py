@@ -1,26 +1,34 @@
 """/query bench: parse time per prompt, and how many held-out prompts are understood.
 
 Held-out prompts are never tuned on, and a set whose misses led to fixes is
-held out no longer. ``prompts_heldout10.jsonl`` is the held-out set: 50
-prompts written, with ``prompts_heldout9.jsonl``, by an engineer who had not
-read the parser or its tests (only the user docs and the data set), and
-committed before either was measured. Set 9 was measured first: 50 of 50
-untouched. The parser was then improved on further questions of the same
-kinds (real words no longer "corrected" into keywords, vague counts, named
-days, "N min buckets", hosts asked about as such, ...), and set 10 was
-measured once, at the end: 50 of 50 (100%); on the parser as it was before
-those changes, 48 of 50 (96%). The 2 it then missed ("what's running on
-db-1", "job_error over the weekend") are of kinds that were fixed after set 10
-was written, by its writer, so the 96% is the fairer figure of the two. No
-fix came from set 10.
+held out no longer. ``prompts_heldout12.jsonl`` is the held-out set: 50
+prompts written, with ``prompts_heldout11.jsonl``, by an engineer who had not
+read the parser or its tests (only the user docs and the data set), both
+committed before either was measured, aiming at kinds the earlier sets had
+few of (how a host is doing, comparisons, "is X still running", what
+changed, units, typos, one-word and long chatty prompts). Set 11 was measured
+first: 44 of 50 (88%). Its misses led to fixes of their kinds (how a host or
+session is doing, what changed, punctuation and chat words in long prompts,
+events named by their verb, a path's last part, "over 2 hours" as a window,
+size units); after them set 11 scores 49 of 50, the miss being a convention
+(the parser reads 1 MB as 2^20 bytes, the writer meant 10^6). Set 12 was then
+measured once, at the end: **43 of 50 (86%)**, below the 90% goal. Its misses
+(none fixed): the MB convention again; "this morning" in a long prompt read as
+a second time window; "at the moment" not read as the latest value; "fail"
+not read as a bad exit; two sessions compared (only hosts can be); "thread"
+for the path "threads" (a 422 suggesting it); "roughly" refused as an
+unknown name. The blind sets' first measurements: 100% (set 9), 96-100%
+(set 10, another writer), 88% (set 11), 86% (set 12): each fresh writer
+finds fresh gaps, so 90% on questions nobody has asked yet is not shown.
 
 The others are shown as seen: ``prompts_heldout.jsonl`` (written before the
 parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
 86.7%), ``prompts_heldout3.jsonl`` (36 of 42, 85.7%), ``prompts_heldout4.jsonl``
 (37 of 41, 90.2%), ``prompts_heldout5.jsonl`` (35 of 40, 87.5%),
 ``prompts_heldout6.jsonl`` (37 of 40, 92.5%), ``prompts_heldout7.jsonl`` (40 of
-40), ``prompts_heldout8.jsonl`` (33 of 40, 82.5%), set 9 (50 of 50); each was
-fixed after its first measurement where it missed. The tuning table
+40), ``prompts_heldout8.jsonl`` (33 of 40, 82.5%), set 9 (50 of 50), set 10 (50
+of 50, the previous held-out set: no fix came from it), set 11 (44 of 50); each
+was fixed after its first measurement where it missed. The tuning table
 (``tests/api/nl_prompts.py``) is the baseline column. Parse time is each
 prompt's fastest of several runs (the machine is shared: the fastest run is
 its cost, the rest is waiting for a core), against the 1 ms goal. ``/query``
@@ -52,8 +60,8 @@ from .report import Table
 __all__ = ["heldout", "main", "run"]
 
 HERE = pathlib.Path(__file__).resolve().parent
-HELDOUT = HERE / "prompts_heldout10.jsonl"
-SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", *"23456789"))
+HELDOUT = HERE / "prompts_heldout12.jsonl"
+SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", *"23456789", "10", "11"))
 TUNING = HERE.parent / "tests" / "api" / "nl_prompts.py"
 
 
@@ -199,7 +207,7 @@ def run(scale: float = 1.0) -> list[Table]:
     acc.row(
         f"held out, no fix from it ({len(held)})", held_pct, tune_pct, goal=">= 90%", ratio=False
     )
-    acc.row(f"held out once, since fixed ({len(seen)})", seen_pct, tune_pct, ratio=False)
+    acc.row(f"seen: sets 1-11 ({len(seen)})", seen_pct, tune_pct, ratio=False)
     rounds = max(3, int(20 * scale))
     times = _parse_times([p for p, _ in held + seen + tuning], vocab, rounds)
     parse = Table(f"/query parse time per prompt (us, fastest of {rounds} runs)",

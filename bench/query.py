@@ -378,11 +378,13 @@ def questions(samples: int, sessions: int) -> list[Question]:
         Question("p95 cpu.percent, last 30 minutes",
                  f"fn=p95&field=cpu.percent&from={last_30m[0]}&to={last_30m[1]}",
                  f"SELECT percentile(cpu_percent, 95) FROM process WHERE"
-                 f" time >= {last_30m[0]}s AND time < {last_30m[1]}s", _scalar, percentile=True),
+                 f" time >= {last_30m[0]}s AND time < {last_30m[1]}s", _scalar, percentile=True,
+                 prompt=f"p95 cpu.percent between {iso(last_30m[0])} and {iso(last_30m[1])}"),
         Question("p99 cpu.percent, 10 min buckets, minute-aligned window",
                  f"fn=p99&field=cpu.percent&bucket=10m&from={lo_m}&to={hi_m}",
                  f"SELECT percentile(cpu_percent, 99) FROM process WHERE time >= {lo_m}s AND"
-                 f" time < {hi_m}s GROUP BY time(10m)", _by_time, percentile=True),
+                 f" time < {hi_m}s GROUP BY time(10m)", _by_time, percentile=True,
+                 prompt=f"p99 cpu.percent every 10 minutes between {iso(lo_m)} and {iso(hi_m)}"),
         # A threshold on noisy data: every bucket's range straddles 80.
         Question("sessions with cpu.percent > 80 (count by session)",
                  "fn=count&field=cpu.percent&by=session&where=cpu.percent%20%3E%2080",

@@ -18,11 +18,12 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "deltawire")
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "50"))
 
 
-def examples(count: int) -> int:
+def examples(count: int, at_most: int = MAX_EXAMPLES) -> int:
     """What a test asking for ``count`` examples runs: ``count`` under the
-    thorough profile, at most ``MAX_EXAMPLES`` otherwise. Pass it to
+    thorough profile, at most ``MAX_EXAMPLES`` (or a test's own lower
+    ``at_most``: a slow backend) otherwise. Pass it to
     ``settings(max_examples=...)``: an explicit setting wins over any profile."""
-    return count if PROFILE != "deltawire" else min(count, MAX_EXAMPLES)
+    return count if PROFILE != "deltawire" else min(count, MAX_EXAMPLES, at_most)
 
 
 _keys = st.text(min_size=0, max_size=8)  # unicode, including the empty key

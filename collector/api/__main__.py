@@ -112,7 +112,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     from .app import Deps, create_app
     from .cache import cache_namespace, make_cache
     from .control import ControlReader, apply_control
-    from .fast import FastGets
+    from .fast import FastGets, FastWrites
     from .http import protocol_class
     from .stats import IngestStats
 
@@ -149,7 +149,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         port=port,
         loop="none",  # we run the loop (uvloop) ourselves
         # JSON answers for the parser's own errors, a header deadline (http.py)
-        http=protocol_class(api_config.header_timeout, FastGets(deps)),
+        http=protocol_class(api_config.header_timeout, FastGets(deps), FastWrites(deps)),
         lifespan="on",  # runs the /stream hub's task
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging

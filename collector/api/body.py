@@ -12,19 +12,19 @@ from deltawire.collector.point import DATA_MAX_DEPTH, PointError, check_data
 
 from .errors import ApiError, from_validation
 
-__all__ = ["merge_patch", "read_json", "validate"]
+__all__ = ["merge_patch", "parse_json", "read_json", "too_large", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _too_large(max_bytes: int) -> ApiError:
+def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the body is larger than {max_bytes} bytes")
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     # Counted while streaming: a chunked body has no Content-Length to trust.
@@ -32,12 +32,16 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise _too_large(max_bytes)
+                raise too_large(max_bytes)
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer; this only keeps it out of the error log.
         raise ApiError(400, "client_disconnected", "the client left mid-body") from None
-    body = b"".join(chunks)
+    return parse_json(b"".join(chunks))
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON: 400 ``bad_json`` (or 422 for a too-deep one) if not."""
     if not body.strip():
         raise ApiError(400, "bad_json", "the body is empty; send a JSON object")
     try:

@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -45,6 +45,9 @@ from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
 from .stats import IngestStats, RequestStats
+
+if TYPE_CHECKING:
+    from .writes import MetricWrites
 
 __all__ = ["ApiConfig", "Deps"]
 
@@ -111,6 +114,9 @@ class Deps:
         # path -> (query string -> its cache key, once validated): the fast
         # path for cached GETs (fast.py) answers those from the cache alone.
         self.cached_gets: dict[str, Callable[[bytes], Keyed | None]] = {}
+        # The metric writes (writes.py; set by routes/metrics.py): the write
+        # fast path (fast.py) calls the same functions as the routes.
+        self.writes: MetricWrites | None = None
 
     # -- the store ------------------------------------------------------------------------
 

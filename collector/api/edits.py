@@ -38,7 +38,7 @@ MAX_FLUSHES = 2
 
 
 class _Pending:
-    __slots__ = ("edit", "failure", "finished", "result", "taken")
+    __slots__ = ("edit", "failure", "finished", "result", "taken", "wake")
 
     def __init__(self, edit: Edit) -> None:
         self.edit = edit
@@ -46,6 +46,7 @@ class _Pending:
         self.finished = False
         self.result: EditResult = None
         self.failure: BaseException | None = None  # the whole flush failed (503)
+        self.wake: anyio.Event | None = None  # set when it may be finished or lead a flush
 
 
 class EditBatcher:
@@ -66,7 +67,6 @@ class EditBatcher:
         self._after = after
         self._queue: list[_Pending] = []
         self.running = 0  # flushes under way
-        self._ended = anyio.Event()  # set (and replaced) whenever a flush ends
         self.flushes = 0  # store transactions so far (tests, stats)
         self.edits = 0
 
@@ -79,10 +79,12 @@ class EditBatcher:
                 if not p.taken and self.running < MAX_FLUSHES:
                     await self._flush()
                 else:
-                    await self._ended.wait()
+                    p.wake = anyio.Event()
+                    await p.wake.wait()
         except BaseException:
             if not p.finished and p in self._queue:  # cancelled before its flush
                 self._queue.remove(p)
+                self._wake(())  # it may have been the one to lead the next flush
             raise
         if p.failure is not None:
             raise p.failure
@@ -90,15 +92,25 @@ class EditBatcher:
             raise p.result
         return p.result
 
-    def _wake(self) -> None:
-        ended, self._ended = self._ended, anyio.Event()
-        ended.set()
+    def _wake(self, batch: Sequence[_Pending]) -> None:
+        """Wake ``batch`` (its edits finished, or back in the queue) and, if
+        a flush slot is free, the first edit waiting, to lead the next flush.
+        Only those: waking every waiter at every flush's end cost 100 task
+        steps per ~30 edits at c=100."""
+        for p in batch:
+            if p.wake is not None:
+                p.wake.set()
+        if self._queue and self.running < MAX_FLUSHES:
+            head = self._queue[0].wake
+            if head is not None:
+                head.set()
 
     async def _flush(self) -> None:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         for p in batch:
             p.taken = True
         self.running += 1
+        self._wake(())  # the rest may lead a second flush (see MAX_FLUSHES)
         results: list[EditResult] | None = None
         try:
             # Once the thread runs, a cancellation waits for it (anyio shields
@@ -118,7 +130,7 @@ class EditBatcher:
             self.flushes += 1
             self.edits += len(batch)
             self.running -= 1  # the next group may take the store meanwhile
-            self._wake()
+            self._wake(() if results is not None else batch)
         try:
             if self._after is not None:
                 # Committed: the batch's cache bump (one for all of it) comes
@@ -128,4 +140,4 @@ class EditBatcher:
         finally:
             for p, result in zip(batch, results, strict=True):
                 p.result, p.finished = result, True
-            self._wake()
+            self._wake(batch)

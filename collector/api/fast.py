@@ -19,16 +19,22 @@ most of what a hit still cost here.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .auth import Role, require
+from .body import parse_json
 from .deps import Deps
-from .errors import ApiError
+from .errors import ApiError, error_body
+from .writes import Reply
 
-__all__ = ["CachedGets", "FastGets"]
+__all__ = ["CachedGets", "FastGets", "FastWrites"]
+
+log = logging.getLogger("deltawire.collector.api")
 
 _HEADERS = [(b"content-type", b"application/json"), (b"x-cache", b"hit")]
 
@@ -85,3 +91,59 @@ class CachedGets:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.fast.answered(scope["path"], start)
+
+
+_ITEM = "/metrics/"  # PUT/PATCH/DELETE /metrics/{id}
+
+
+class FastWrites:
+    """The write fast path's side of http.py: which writes it may take, and
+    their answers, from writes.py's functions (the routes' own), with the
+    dispatcher's checks in the same order (key and role, then the body) and
+    the same counters. A write it does not take (a query string, a body over
+    the limit or chunked, a rate limit to apply, ...) goes down the full
+    path, which answers exactly as before."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.max_body = deps.config.max_body_bytes
+
+    def route(self, method: bytes, path: str) -> str | None:
+        """The route template of ``method path`` if this path answers it."""
+        if self.deps.writes is None or self.deps.config.rate_limit > 0:
+            return None  # the limiter counts each request once, on the full path
+        if path == "/metrics":
+            return path if method == b"POST" else None
+        if method in (b"PUT", b"PATCH", b"DELETE") and path.startswith(_ITEM):
+            doc_id = path[len(_ITEM) :]
+            return "/metrics/{id}" if doc_id and "/" not in doc_id else None
+        return None
+
+    async def answer(
+        self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> Reply:
+        """The answer to a write ``route`` accepted; never raises."""
+        started = time.perf_counter()
+        route = "/metrics" if path == "/metrics" else "/metrics/{id}"
+        writes = self.deps.writes
+        assert writes is not None
+        try:
+            role = self.deps.config.keys.role_of(Request({"type": "http", "headers": headers}))
+            require(role, Role.write, f"{method} {route}")
+            if method == "POST":
+                reply = await writes.create(parse_json(body))
+            elif method == "DELETE":
+                reply = await writes.delete(path[len(_ITEM) :], role)
+            elif method == "PUT":
+                reply = await writes.replace(path[len(_ITEM) :], role, parse_json(body))
+            else:
+                reply = await writes.patch(path[len(_ITEM) :], role, parse_json(body))
+        except ApiError as e:
+            reply = Reply(e.status, error_body(e.code, e.detail, **e.extra), e.headers or {})
+        except Exception as e:  # as Starlette's error handler answers: logged, a JSON 500
+            log.error("unhandled error on %s %s", method, path, exc_info=e)
+            reply = Reply(500, error_body("internal", "unexpected server error"))
+        stats = self.deps.stats
+        stats.fast_writes += 1
+        stats.observe(route, method, reply.status, time.perf_counter() - started)
+        return reply

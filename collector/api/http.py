@@ -11,11 +11,16 @@ only these edges:
 - headers not complete ``header_timeout`` seconds after a connection opens
   or a request starts are a JSON 408 ``header_timeout`` (slowloris).
 
-And one shortcut: a keep-alive HTTP/1.1 ``GET`` whose answer the cache holds
+And two shortcuts: a keep-alive HTTP/1.1 ``GET`` whose answer the cache holds
 (``FastGets``, fast.py) is written straight from the parser's callback, with
 the headers the full path sends. uvicorn would build a request cycle, an
 event and an asyncio task, and pass two ASGI messages through the app's
-middlewares, for an answer that is a few KB of bytes already.
+middlewares, for an answer that is a few KB of bytes already. And a plain
+keep-alive write of a metric (``FastWrites``: POST ``/metrics``, PUT, PATCH,
+DELETE ``/metrics/{id}``) has its body gathered here and one task run the
+routes' own write function (writes.py), whose answer is written back here:
+no request cycle, ASGI messages, middlewares, router, ``Request`` or
+``Response``, which were most of a write's CPU flat out.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .errors import error_body
 
 if TYPE_CHECKING:
-    from .fast import FastGets
+    from .fast import FastGets, FastWrites
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_URL_BYTES", "JsonHttpToolsProtocol", "protocol_class"]
 
@@ -38,11 +43,22 @@ MAX_URL_BYTES = 16 << 10  # a filtered listing URL is well under 1 KB
 MAX_HEADER_BYTES = 64 << 10  # the sum of header names and values
 
 _REASONS = {
+    200: b"OK",
+    201: b"Created",
+    204: b"No Content",
     400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
     408: b"Request Timeout",
+    413: b"Content Too Large",
     414: b"URI Too Long",
+    422: b"Unprocessable Content",
     431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
+_WRITES = (b"POST", b"PUT", b"PATCH", b"DELETE")
 
 
 class _NoEvent:
@@ -60,12 +76,41 @@ class _Answered:
 
 
 _ANSWERED: Any = _Answered()
+
+
+class _Write:
+    """Stands in for uvicorn's request cycle of a write the fast path took:
+    its body as it arrives, and whether its answer went out (the protocol's
+    other callbacks, pipelining and shutdown read these)."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "response_complete",
+    )
+
+    message_event = _NoEvent()
+
+    def __init__(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        # The headers are this request's: a pipelined one's replace the protocol's.
+        self.method, self.path, self.headers = method, path, headers
+        self.body: list[bytes] = []
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True  # uvicorn's shutdown clears it: close after the answer
+
+
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-cache: hit\r\n"
 
 
 class JsonHttpToolsProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     fast: FastGets | None = None
+    writes: FastWrites | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,24 +150,31 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         if self.transport.is_closing():  # after a rejection
             return
-        if self.fast is None or not self._answered_at_once():
-            super().on_headers_complete()
+        if self.fast is not None and self._answered_at_once():
+            return
+        if self.writes is not None and self._write_taken():
+            return
+        super().on_headers_complete()
 
     # -- cached GETs ---------------------------------------------------------------------------
 
-    def _answered_at_once(self) -> bool:
-        """Write the cache's answer now if this is a plain keep-alive GET it
-        holds (one at a time: never while a pipelined request is under way)."""
+    def _plain(self) -> bool:
+        """A keep-alive HTTP/1.1 request with nothing else under way (no
+        pipelined request before it), which the shortcuts may answer."""
         parser = self.parser
-        if (
-            parser.get_method() != b"GET"
-            or self.pipeline
+        return not (
+            self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
             or parser.should_upgrade()
             or self.root_path
-        ):
+        )
+
+    def _answered_at_once(self) -> bool:
+        """Write the cache's answer now if this is a plain keep-alive GET it
+        holds (one at a time: never while a pipelined request is under way)."""
+        if self.parser.get_method() != b"GET" or not self._plain():
             return False
         started = time.perf_counter()
         url = httptools.parse_url(self.url)
@@ -142,6 +194,70 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         self.on_response_complete()  # keep-alive timer, flow control, the request count
         self.fast.answered(path, started)
         return True
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write_taken(self) -> bool:
+        """Take this request down the write fast path if it is a plain
+        keep-alive write of a metric with a small body of known length."""
+        method = self.parser.get_method()
+        if method not in _WRITES or not self._plain() or self.expect_100_continue:
+            return False
+        url = httptools.parse_url(self.url)
+        if url.query or b"%" in url.path:
+            return False  # the full path checks parameters (422) and unquotes
+        assert self.writes is not None
+        path = url.path.decode("ascii")
+        if self.writes.route(method, path) is None:
+            return False
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                return False  # chunked: the full path counts it as it streams
+            if name == b"content-length" and (
+                not value.isdigit() or int(value) > self.writes.max_body
+            ):
+                return False  # the full path answers 413 (or 400)
+        self.cycle = _Write(method.decode("ascii"), path, self.headers)  # type: ignore[assignment]
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        if type(self.cycle) is _Write:
+            self.cycle.body.append(body)  # at most max_body: its length was checked
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        write = self.cycle
+        if type(write) is not _Write:
+            super().on_message_complete()
+            return
+        task = self.loop.create_task(self._answer_write(write))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # uvicorn's shutdown waits for these
+
+    async def _answer_write(self, write: _Write) -> None:
+        assert self.writes is not None
+        reply = await self.writes.answer(
+            write.method, write.path, write.headers, b"".join(write.body)
+        )
+        write.response_complete = True
+        if self.transport.is_closing() or write.disconnected:
+            return  # the client left; the edit stands (committed before this answer)
+        head = [b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, b""))]
+        for name, value in self.server_state.default_headers:  # date (and server, if on)
+            head.append(name + b": " + value + b"\r\n")
+        for key, text in reply.headers.items():
+            head.append(b"%s: %s\r\n" % (key.encode("latin-1"), text.encode("latin-1")))
+        if reply.status != 204:
+            head.append(b"content-type: application/json\r\n")
+            head.append(b"content-length: %d\r\n" % len(reply.payload))
+        if not write.keep_alive:
+            head.append(b"connection: close\r\n")
+        self.transport.write(b"".join(head) + b"\r\n" + reply.payload)
+        if not write.keep_alive:
+            self.transport.close()
+            return
+        self.on_response_complete()  # keep-alive timer, flow control, pipelined requests
 
     # -- size limits -------------------------------------------------------------------------
 
@@ -185,10 +301,9 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
 
 def protocol_class(
-    header_timeout: float, fast: FastGets | None = None
+    header_timeout: float, fast: FastGets | None = None, writes: FastWrites | None = None
 ) -> type[JsonHttpToolsProtocol]:
-    """The protocol with this header deadline and cache lookup (uvicorn
-    builds one per connection)."""
-    return type(
-        "JsonHttpTools", (JsonHttpToolsProtocol,), {"header_timeout": header_timeout, "fast": fast}
-    )
+    """The protocol with this header deadline, cache lookup and write fast
+    path (uvicorn builds one per connection)."""
+    attrs = {"header_timeout": header_timeout, "fast": fast, "writes": writes}
+    return type("JsonHttpTools", (JsonHttpToolsProtocol,), attrs)

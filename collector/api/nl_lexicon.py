@@ -8,7 +8,7 @@ import functools
 import re
 from typing import Final
 
-from .nl_vocab import DeleteIndex, TermKind, Vocabulary
+from .nl_vocab import DeleteIndex, TermKind
 
 UNITS: Final = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -92,11 +92,15 @@ THAN_OPS: Final = {
 TIME_UNITS_MS: Final = {
     "ms": 1, "msec": 1, "millisecond": 1, "milliseconds": 1, "s": 1000, "sec": 1000,
     "secs": 1000, "second": 1000, "seconds": 1000, "min": 60000, "mins": 60000,
-    "minute": 60000, "minutes": 60000,
+    "minute": 60000, "minutes": 60000, "millis": 1, "milli": 1, "msecs": 1,
+    "hour": 3600000, "hours": 3600000, "hr": 3600000, "hrs": 3600000, "h": 3600000,
 }  # fmt: skip
 SIZE_UNITS: Final = {
     "b": 1, "bytes": 1, "kb": 1 << 10, "k": 1000, "mb": 1 << 20, "mib": 1 << 20,
-    "gb": 1 << 30, "gib": 1 << 30,
+    "gb": 1 << 30, "gib": 1 << 30, "kib": 1 << 10, "kilobytes": 1 << 10, "megabytes": 1 << 20,
+    "megabyte": 1 << 20, "meg": 1 << 20, "megs": 1 << 20, "gigabytes": 1 << 30,
+    "gigabyte": 1 << 30, "gig": 1 << 30, "gigs": 1 << 30, "g": 1 << 30, "tb": 1 << 40,
+    "tib": 1 << 40,
 }  # fmt: skip
 
 #: Words that sort a group without cutting it: "sort sessions by memory",
@@ -130,7 +134,26 @@ BAD_EXIT_WORDS: Final = frozenset(
 GOOD_EXIT_WORDS: Final = frozenset(
     {"ok", "okay", "cleanly", "clean", "successfully", "success", "successful", "normally", "fine"}
 )
-START_WORDS: Final = frozenset({"start", "started", "starts", "begin", "began", "launched"})
+START_WORDS: Final = frozenset(
+    {"start", "started", "starts", "begin", "began", "launched", "restart", "restarts",
+     "restarted", "restarting", "reboot", "rebooted"}
+)  # fmt: skip
+#: How a host or a session is doing ("how's db-1 doing", "status of sess-c",
+#: "is web-2 healthy"): with nothing measured, its sessions answer (up or not,
+#: since when, how they ended).
+HEALTH_WORDS: Final = frozenset(
+    {"doing", "status", "health", "healthy", "unhealthy", "state", "ok", "okay", "fine",
+     "looking", "look", "looks"}
+)  # fmt: skip
+#: "What changed on web-1", "what happened to sess-b", "anything new":
+#: with nothing measured, the events of those filters, newest first.
+ACTIVITY_WORDS: Final = frozenset(
+    {"changed", "change", "changes", "happened", "happen", "happening", "occurred", "new",
+     "going", "unusual", "weird", "strange", "odd", "wrong"}
+)  # fmt: skip
+#: Words after a verb that make one name with it: "logged in" -> login,
+#: "signed up" -> signup (an event's name is often the noun of such a verb).
+PARTICLES: Final = frozenset({"in", "on", "out", "up", "off"})
 LATEST_WORDS: Final = frozenset(
     {"current", "currently", "latest", "now", "newest", "recent", "final"}
 )
@@ -167,6 +190,10 @@ FILLER: Final = frozenset(
     "anywhere", "everywhere", "common", "frequent", "often", "usual", "happened", "busy",
     # verbs around what a process uses: never typos of a keyword ("uses" !-> "user")
     "uses", "consumes", "consumed", "eats", "needs", "needed", "ran", "run", "runs",
+    # who did something: "did anyone log in", "how many times did someone deploy"
+    "someone", "somebody", "anyone", "anybody", "people", "times", "things", "stuff",
+    # "I'm on call", "got paged": never a host after "on"
+    "call", "paged",
     ]
 )  # fmt: skip
 
@@ -197,10 +224,6 @@ MEASURE_WORDS: Final = frozenset(
 )  # fmt: skip
 
 
-def NAMED_POOLS(v: Vocabulary) -> tuple[tuple[TermKind, frozenset[str]], ...]:
-    return (("event", v.events), ("metric", v.metrics))
-
-
 KEY_KINDS: Final[dict[str, tuple[TermKind, ...]]] = {
     "host": ("host",), "session": ("session",), "tag": ("tag",), "event": ("event",),
     "metric": ("metric", "stream"), "name": ("metric", "event", "stream"), "stream": ("stream",),
@@ -212,6 +235,7 @@ KEYWORDS: Final = frozenset(
     [*UNITS, *FUNCS, *SUPERLATIVES, *GROUP_NOUNS, *THRESHOLD_OPS, *THAN_OPS,
      *LIVE_WORDS, *GONE_WORDS, *ENDED_WORDS, *BAD_EXIT_WORDS, *GOOD_EXIT_WORDS, *START_WORDS,
      *LATEST_WORDS, *LIST_WORDS, *ERROR_WORDS, *BUCKET_WORDS, *TIME_UNITS_MS, *SIZE_UNITS,
+     *HEALTH_WORDS, *ACTIVITY_WORDS,
      "today", "yesterday", "this", "last", "past", "since", "between", "ago", "percentile",
      "median", "cpu", "memory", "mem", "ram", "rss", "latency", "code", "exit", "first",
      "earliest", "oldest", "limit", "samples", "sample", "documents", "points", "than", "least",
@@ -246,7 +270,21 @@ ENGLISH: Final = frozenset(
     "along", "came", "clear", "clearly", "come", "core", "cores", "cost", "costs", "date",
     "dates", "dropped", "even", "fall", "falls", "file", "fire", "kind", "life", "like", "line", "longest",
     "lived", "lives", "mind", "mine", "miss", "mode", "must", "none", "note", "notes", "post",
-    "posts", "simple", "your",
+    "posts", "simple", "your", "says", "pull", "quick",
+    # chat around a question ("thank you", "it might have leaked", "earlier today")
+    "close", "deal", "earlier", "example", "fact", "general", "light", "meant", "might", "part",
+    "pass", "quite", "read", "soon", "thank", "wish", "working", "leak", "leaks", "leaked",
+    "leaking",
+    # words of a support ticket one edit from a keyword ("late" is no "rate", "logs" no
+    # "hogs", "including" no "excluding", "warning" no "burning", "counter" no "count")
+    "binds", "blocked", "blocking", "channel", "closes", "closest", "complete", "computed",
+    "corrected", "correctly", "counter", "counters", "created", "edit", "edited", "emit",
+    "examples", "existed", "fill", "including", "increment", "kill", "large", "late", "lift",
+    "lock", "logs", "lone", "lose", "loss", "meaning", "merging", "mount", "move", "noun",
+    "older", "ours", "port", "power", "present", "reading", "record", "recording", "routing",
+    "sends", "serve", "served", "sets", "short", "skipped", "speak", "strings", "tail",
+    "targets", "testing", "thin", "typos", "unchanged", "waiting", "warning", "warnings",
+    "ways", "worse",
     }
 )  # fmt: skip
 

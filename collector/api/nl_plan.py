@@ -18,6 +18,7 @@ from .nl_lexicon import (
     ENDED_WORDS,
     GONE_WORDS,
     GOOD_EXIT_WORDS,
+    HEALTH_WORDS,
     LIST_WORDS,
     LIVE_WORDS,
     SIZE_UNITS,
@@ -54,6 +55,8 @@ MAX_PROMPT: Final = 1000  # characters; a question is a sentence, not a document
 MAX_LIMIT: Final = 10_000
 DEFAULT_TOP: Final = 10
 _DEFAULT_LIST: Final = 20
+#: Data paths that hold a size in bytes: "300m" of one is megabytes, not minutes.
+_MEMORY_RE: Final = re.compile(r"mem|rss|vms|bytes|size")
 #: Plural nouns after "the last <name>": a page of them, not one.
 _PLURAL_DOCS: Final = frozenset({"events", "samples", "documents", "points", "records", "entries"})
 MAX_SPAN_S: Final = 100 * 366 * 86400  # longer is a typo, and datetime overflows
@@ -355,6 +358,8 @@ class _Builder:
             return None
         op, n, unit = s.threshold
         target = fld
+        if unit == "m":  # "over 300m": megabytes of a memory figure, else minutes
+            unit = "mb" if target is not None and _MEMORY_RE.search(target) else "min"
         if target is None or (target == "value" and s.kind == "event"):
             # "request_failed longer than 100 ms": the event's duration
             owned = sorted(self.v.catalog.paths.get(s.names[0], ())) if len(s.names) == 1 else []
@@ -380,7 +385,8 @@ class _Builder:
                 else 1
             )
             n = n * scale / base_ms
-        elif unit in SIZE_UNITS:
+        elif unit in SIZE_UNITS and SIZE_UNITS[unit] > 1:
+            self.notes.append(f"{n:g} {unit} read as {n * SIZE_UNITS[unit]:,.0f} bytes")
             n = n * SIZE_UNITS[unit]
         return Threshold(target, op, n)  # type: ignore[arg-type]
 
@@ -450,15 +456,17 @@ class _Builder:
             params["connected"] = "false"  # "not running anymore"
         elif w & GONE_WORDS:
             params["connected"] = "false"
-        exit_word = w & (BAD_EXIT_WORDS | GOOD_EXIT_WORDS) or (
-            "exit" in w and "code" in w and s.session is None
+        exit_word = (
+            w & BAD_EXIT_WORDS
+            or self._good_exit()
+            or ("exit" in w and "code" in w and s.session is None)
         )
         if s.session is None and (w & (ENDED_WORDS - {"end", "exit"}) or exit_word):
             params["ended"] = "false" if negated and not exit_word else "true"
         if w & BAD_EXIT_WORDS or (w & {"zero"} and w & {"non", "not"}):
             params["where"] = "exit_code != 0"  # /sessions takes one exit code: checked here
             params["ended"] = "true"
-        elif w & GOOD_EXIT_WORDS or ("zero" in w and "exit" in w):
+        elif self._good_exit() or ("zero" in w and "exit" in w):
             params["exit_code"] = "0"
             params["ended"] = "true"
         code = self._exit_code()
@@ -476,6 +484,13 @@ class _Builder:
             return Plan("/sessions", params, answer="count", notes=tuple(self.notes))
         params["limit"] = str(s.limit or 100)
         return Plan("/sessions", params, notes=tuple(self.notes))
+
+    def _good_exit(self) -> bool:
+        """ "exited cleanly", "sessions that ended ok"; but "is db-1 ok" asks how
+        it is doing (a word of health alone is no exit code)."""
+        w = self.words
+        good = w & GOOD_EXIT_WORDS
+        return bool(good - HEALTH_WORDS or (good and w & (ENDED_WORDS | {"exit", "code"})))
 
     def _exit_code(self) -> int | None:
         toks = [t.low for t in self.toks]

@@ -116,6 +116,13 @@ class Vocabulary:
         self.leaves: dict[str, set[str]] = {}
         for path in self.path_owners:
             self.leaves.setdefault(path.rsplit(".", 1)[-1].lower(), set()).add(path)
+        #: a part of an event's or metric's name ("login" of user_login) -> those
+        #: names, so a plain word is matched to one without splitting every name
+        self.name_parts: dict[str, list[Term]] = {}
+        for kind, pool in (("event", self.events), ("metric", self.metrics)):
+            for name in sorted(pool):
+                for part in set(re.split(r"[_.\-]", name.lower())):
+                    self.name_parts.setdefault(part, []).append(Term(kind, name))  # type: ignore[arg-type]
         self._index: dict[str, list[Term]] = {}
         groups: tuple[tuple[TermKind, Iterable[str]], ...] = (
             ("host", self.hosts),

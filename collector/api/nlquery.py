@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .nl_lexicon import (
+    ACTIVITY_WORDS,
     BAD_EXIT_WORDS,
     BUCKET_NOUNS,
     BUCKET_WORDS,
@@ -46,6 +47,7 @@ from .nl_lexicon import (
     FUNCS,
     GONE_WORDS,
     GROUP_NOUNS,
+    HEALTH_WORDS,
     HOST_NOUNS,
     IDENT_RE,
     KEY_KINDS,
@@ -54,13 +56,13 @@ from .nl_lexicon import (
     LIST_WORDS,
     LIVE_WORDS,
     MEASURE_WORDS,
-    NAMED_POOLS,
     NUM_RE,
     NUM_UNIT_RE,
     NUMBER_WORDS,
     OP_SPLIT_RE,
     ORDER_WORDS,
     ORDINAL_RE,
+    PARTICLES,
     PCT_RE,
     PERCENTILES,
     SESSION_LIFE_WORDS,
@@ -99,6 +101,12 @@ _ROUNDING: Final = 1 / 30
 
 #: Words that can start a named day or part of one (``_named_day``).
 _DAY_WORDS: Final = frozenset({*WEEKDAYS, *DAY_PARTS, "weekend", "weekends", "overnight"})
+#: Tokens without a letter or digit that mean something (operators, "per");
+#: any other run of punctuation ("-", "...", "--") only separates clauses.
+_SYMBOLS: Final = frozenset({">", ">=", "<", "<=", "=", "==", "/", "#", "%"})
+#: Words before a duration that make it a window when it is hours or more
+#: ("avg cpu over 2 hours", "errors for 3 days").
+_SPAN_WORDS: Final = frozenset({"over", "for", "during", "within", "throughout"})
 #: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
 _TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
 
@@ -125,8 +133,8 @@ def _tokenize(prompt: str) -> list[_Tok]:
         word = m.group(3).strip("?,;!()[]{}`").rstrip(".:")
         if word.lower().endswith("'s"):
             word = word[:-2]
-        if not word:
-            continue
+        if not word or not (word in _SYMBOLS or any(c.isalnum() for c in word)):
+            continue  # a dash or an ellipsis between clauses: "quick one - could you..."
         if (eq := FIELD_EQ_RE.match(word)) is not None:
             out.append(_Tok(eq.group(1), eq.group(1).lower()))
             out.append(_Tok(eq.group(2), eq.group(2).lower()))
@@ -190,22 +198,21 @@ class _Parser:
 
     def join_names(self) -> None:
         toks = self.toks
+        known = self.v.lookup
         i = 0
         while i < len(toks):
             for n in (3, 2):
-                if i + n > len(toks):
+                if i + n > len(toks) or any(t.quoted for t in toks[i : i + n]):
                     continue
-                parts = [t.text for t in toks[i : i + n]]
-                if any(t.quoted for t in toks[i : i + n]):
-                    continue
-                for sep in ("_", ".", "-", ""):
-                    joined = sep.join(parts)
-                    if self.v.lookup(joined):
-                        toks[i : i + n] = [_Tok(joined, joined.lower())]
-                        break
-                else:
-                    continue
-                break
+                parts = [t.low for t in toks[i : i + n]]  # lookups ignore case
+                joins = [sep.join(parts) for sep in ("_", ".", "-", "")]
+                if n == 2 and not known(parts[0]):
+                    joins.append(f"{parts[1]}.{parts[0]}")  # "user cpu" -> cpu.user
+                hit = next((j for j in joins if known(j)), None)
+                if hit is not None:
+                    text = known(hit)[0].value  # the name as stored
+                    toks[i : i + n] = [_Tok(text, hit)]
+                    break
             i += 1
 
     def join_words(self) -> None:
@@ -262,6 +269,15 @@ class _Parser:
         if self._and_a_half(k + 1):
             return seconds + UNITS[unit] / 2, k + 4 - i
         return seconds, k + 1 - i
+
+    def _long_span(self, i: int) -> bool:
+        """A duration of hours or more at i ("2 hours", "a couple of days"): after
+        "over" or "for" a time window; shorter ones ("over 2 minutes") are
+        durations of what is measured, thresholds."""
+        span = self._span(i)
+        return span is not None and any(
+            UNITS.get(self.low(j), 0) >= 3600 for j in range(i, i + span[1])
+        )
 
     def _named_day(self, i: int) -> tuple[float, float, int] | None:
         """A day or part of one named at i: "friday", "last monday", "the
@@ -427,7 +443,8 @@ class _Parser:
         i = 0
         while i < len(self.toks):
             w = self.low(i)
-            if w in WINDOW_WORDS:
+            if w in WINDOW_WORDS or (w in _SPAN_WORDS and self._long_span(i + 1)):
+                # "avg cpu over 2 hours" is a window, not cpu > 2
                 span = self._span(i + 1)
                 if span is not None:
                     seconds, n = span
@@ -594,7 +611,7 @@ class _Parser:
                 j += 1  # "half a second"
             unit = self.low(j + 1)
             used = [i, *range(i + 1, j + 1)]
-            if unit in TIME_UNITS_MS or unit in SIZE_UNITS or unit in ("%", "percent"):
+            if unit in TIME_UNITS_MS or unit in SIZE_UNITS or unit in ("%", "percent", "m"):
                 used.append(j + 1)
             else:
                 unit = None  # type: ignore[assignment]
@@ -867,6 +884,10 @@ class _Parser:
             hits = self.v.lookup(t.text)
             if not hits and t.low.endswith("s") and len(t.low) > 3 and not t.low.endswith("ss"):
                 hits = self.v.lookup(t.text[:-1])  # "user_logins", but not "http_latency_mss"
+            if not hits and t.low not in KEYWORDS and t.low not in FILLER:
+                hits = self._leaf(t.low)  # "vms" -> mem.vms
+            if t.low in HEALTH_WORDS and not self._owner_named(hits):
+                continue  # "status of sess-c": how it is doing, not request_failed's status
             if hits:
                 self._assign(self._pick(hits), t.text)
                 self.use(i)
@@ -878,11 +899,43 @@ class _Parser:
                 continue
             if w in FILLER or w in KEYWORDS or len(w) < 3:
                 continue
-            part = self._name_part(w)
+            part, words = self._name_part(w), 1
+            if part is None:
+                part, words = self._verb_part(i)
             if part is not None:
-                self._assign(part, t.text)
-                self.s.notes.append(f"read {t.text!r} as {part.kind} {part.value}")
-                self.use(i)
+                text = " ".join(x.text for x in toks[i : i + words])
+                self._assign(part, text)
+                self.s.notes.append(f"read {text!r} as {part.kind} {part.value}")
+                self.use(*range(i, i + words))
+
+    def _owner_named(self, hits: list[Term]) -> bool:
+        """Is a data path among ``hits`` asked of its own event or stream ("request_failed status")?"""
+        owners = {o for h in hits if h.kind == "path" for o in self.v.path_owners.get(h.value, ())}
+        return bool(owners & {t.text for t in self.toks}) or any(h.kind != "path" for h in hits)
+
+    def _leaf(self, word: str) -> list[Term]:
+        """The one data path whose last part is ``word`` ("vms" -> mem.vms), said in a note."""
+        paths = self.v.leaves.get(word, ())
+        if len(paths) != 1:
+            return []
+        (path,) = paths
+        self.s.notes.append(f"read {word!r} as {path}")
+        return [Term("path", path)]
+
+    def _verb_part(self, i: int) -> tuple[Term | None, int]:
+        """An event named by its verb: "users logged in" -> user_login, "deployed"
+        -> deploy_finished; (the term, how many words it took)."""
+        w = self.toks[i].low
+        stems = [w[: -len(end)] for end in ("ed", "d", "ing") if w.endswith(end)]
+        stems += [x[:-1] for x in stems if len(x) > 2 and x[-1] == x[-2]]  # logged -> log
+        particle = self.low(i + 1)
+        for stem in (w, *stems):  # "log in", "logged in", "logging in"
+            if particle in PARTICLES and (part := self._name_part(stem + particle)) is not None:
+                return part, 2
+        for stem in stems:
+            if (part := self._name_part(stem)) is not None:
+                return part, 1
+        return None, 1
 
     def _pick(self, hits: list[Term]) -> Term:
         order: tuple[TermKind, ...] = (
@@ -1135,13 +1188,9 @@ class _Parser:
             word[:-1] if word.endswith("s") else word,
             word[:-2] if word.endswith("es") else word,
         }
-        stems = {x for x in stems if len(x) >= 3}
-        hits = [
-            Term(kind, name)
-            for kind, pool in NAMED_POOLS(self.v)
-            for name in pool
-            if stems & set(re.split(r"[_.\-]", name.lower()))
-        ]
+        hits = list(
+            dict.fromkeys(t for x in stems if len(x) >= 3 for t in self.v.name_parts.get(x, ()))
+        )
         if len(hits) > 1:
             raise PromptError(
                 f"{word!r} could be any of " + ", ".join(h.value for h in hits) + "; name one.",
@@ -1215,13 +1264,22 @@ class _Parser:
                 | BAD_EXIT_WORDS
                 | START_WORDS
                 | SESSION_LIFE_WORDS
+                | HEALTH_WORDS
                 | {"code", "when", "exit", "long", "duration"}
             )
         )
         if s.session is not None and about:
             return True
-        if s.host is not None and s.group is None and words & (LIVE_WORDS | GONE_WORDS):
-            return True  # "is db-1 up", "is web-2 still reporting": its sessions
+        if (
+            s.host is not None
+            and s.group is None
+            and (
+                words & (LIVE_WORDS | GONE_WORDS | HEALTH_WORDS | START_WORDS)
+                or ("how" in words and not s.kind)
+            )
+        ):
+            # "is db-1 up", "how's web-2 doing", "did db-1 restart": its sessions
+            return True
         if not mentions and s.rank_desc is None and s.host is None and words & HOST_NOUNS:
             # "list all hosts", "which servers are live": hosts are known by their sessions
             s.group = "host"
@@ -1240,6 +1298,15 @@ class _Parser:
 
     def _latest_or_list(self, words: set[str]) -> None:
         s = self.s
+        if (
+            words & ACTIVITY_WORDS
+            and s.fn is None
+            and s.field is None
+            and not s.names
+            and s.threshold is None
+            and s.group is None
+        ):
+            s.kind, s.listing = "event", True  # "what changed on web-1": its events
         if s.fn is None and (
             words & LATEST_WORDS
             or ("last" in words and not self._has_last_n())

@@ -54,6 +54,7 @@ class RequestStats:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, _RouteLatency] = {}
         self.store_errors = 0
+        self.fast_writes = 0  # answered by the HTTP write fast path (fast.py)
         self.started = time.time()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -134,6 +135,9 @@ def _families(
                                   "reached the store.", value=edits.edits)  # fmt: skip
         yield CounterMetricFamily(p + "edit_commits_total", "Store transactions they took "
                                   "(group commit).", value=edits.flushes)  # fmt: skip
+    yield CounterMetricFamily(p + "fast_writes_total", "Writes answered by the HTTP server's "
+                              "write fast path (also in requests_total).",
+                              value=requests.fast_writes)  # fmt: skip
     yield CounterMetricFamily(p + "store_errors_total", "Store calls that failed (answered 503).",
                               value=requests.store_errors)  # fmt: skip
     age = math.nan if ingest.updated_at is None else time.monotonic() - ingest.updated_at

@@ -40,6 +40,7 @@ more CPU per row (see the comment above ``_MIGRATIONS``).
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -52,7 +53,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -196,7 +197,9 @@ _DOCS_COLUMNS: Final = """
 #   last hour) stays bounded by the ts index.
 # Tags: no side table (it would write one more row per tag per document);
 # see ``_tag_filter``.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+#: A migration step: SQL, or a function of the connection (in the same transaction).
+_Step = str | Callable[[sqlite3.Connection], None]
+_MIGRATIONS: Final[tuple[tuple[_Step, ...], ...]] = (
     (
         f"CREATE TABLE docs ({_DOCS_COLUMNS},\n    UNIQUE (session, seq))",
         "CREATE INDEX docs_ts ON docs (ts)",
@@ -271,8 +274,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 8: the sorted values of minute buckets, for thresholds (rollup_vals.py).
     # Buckets folded before it have none: a threshold reads their raw rows.
     rollup_vals.MIGRATION,
-    # 9: each hour's values in sorted chunks, for thresholds (rollup_vals.py);
-    # the hours folded before are built by the folder from their minutes.
+    # 9: the ten-minute tier, built from the minutes (sqlite_rollup.py).
+    sqlite_rollup.MIGRATION_TEN_MINUTES,
+    # 10: each hour's values in sorted chunks, for thresholds (rollup_vals.py);
+    # the hours folded before are built by the folder (from their minutes'
+    # values, or their raw rows).
     rollup_vals.MIGRATION_HOURS,
 )
 
@@ -288,6 +294,7 @@ _AGG_FUNCS: Final = {"count": "count", "avg": "avg", "min": "min", "max": "max",
 
 # Canonical decimal rowids only: int() would also take " 7", "+7", "0_7" or
 # non-ASCII digits, which would give one document several ids.
+_T = TypeVar("_T")
 _ROWID_RE: Final = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_ROWID: Final = 2**63 - 1
 
@@ -479,6 +486,12 @@ def _doc_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     if data is not None:
         doc["data"] = orjson.loads(data)
     return doc
+
+
+def _values_of(row: tuple[Any, ...]) -> sqlite_rollup.DocValues:
+    """``sqlite_rollup.doc_values`` of a row of ``_DOC_COLUMNS`` read already."""
+    doc_id, session, _seq, kind, name, host, tags, ts, value, data = row
+    return sqlite_rollup.row_values(doc_id, (session, kind, name, host, tags), ts, value, data)
 
 
 def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -935,7 +948,10 @@ class SqliteStore:
                 )
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
             # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -1215,31 +1231,99 @@ class SqliteStore:
     def apply_edits(self, edits: Sequence[Edit]) -> list[EditResult]:
         """Every edit in ONE write transaction (one lock turn, one fsync: the
         API's group commit), each inside a SAVEPOINT so that one refused
-        edit is rolled back alone. The rollup buckets the edits touch are
-        marked dirty (read raw until the folder rebuilds them)."""
+        edit is rolled back alone. A run of creates goes in at once
+        (``_creates_in``: one savepoint, executemany). The rollup buckets
+        the edits touch are marked dirty (read raw until the folder rebuilds
+        them)."""
         results: list[EditResult] = []
         touches: list[sqlite_rollup.Touch] = []
         with self._transaction("apply_edits", sync_after=True) as conn:
-            for edit in edits:
-                conn.execute("SAVEPOINT edit")
-                mine: list[sqlite_rollup.Touch] = []
-                try:
-                    with _translated("edit"):
-                        results.append(self._edit_in(conn, edit, mine))
-                    touches += mine
-                except StoreUnavailable:
-                    raise  # disk or lock trouble: the whole transaction goes
-                except StoreError as e:
-                    if not conn.in_transaction:  # SQLite ended it: nothing stands
-                        raise
-                    conn.execute("ROLLBACK TO edit")
-                    # Series ids that edit created are gone again; forgetting
-                    # the others only costs a lookup.
-                    self._series_ids.rolled_back()
-                    results.append(e)
-                conn.execute("RELEASE edit")
+            i = 0
+            while i < len(edits):
+                end = i
+                while end < len(edits) and isinstance(edits[end], Create):
+                    end += 1
+                if end - i > 1:
+                    run = cast("list[Create]", edits[i:end])
+                    done = self._saved(conn, functools.partial(self._creates_in, conn, run))
+                    if not isinstance(done, StoreError):
+                        results += done
+                        i = end
+                        continue
+                    # The run failed as a whole (not one bad field): one at a time.
+                for edit in edits[i : max(end, i + 1)]:
+                    mine: list[sqlite_rollup.Touch] = []
+                    one = self._saved(conn, functools.partial(self._edit_in, conn, edit, mine))
+                    results.append(one)
+                    if not isinstance(one, StoreError):
+                        touches += mine
+                i = max(end, i + 1)
             self._touched(conn, touches)
         self._sync_log()  # outside the write lock: see there
+        return results
+
+    def _saved(self, conn: sqlite3.Connection, work: Callable[[], _T]) -> _T | StoreError:
+        """``work()`` inside a SAVEPOINT: its StoreError rolls back its own
+        changes alone and is its result (a StoreUnavailable, disk or lock
+        trouble, ends the whole transaction)."""
+        conn.execute("SAVEPOINT edit")
+        try:
+            with _translated("edit"):
+                out: _T | StoreError = work()
+        except StoreUnavailable:
+            raise
+        except StoreError as e:
+            if not conn.in_transaction:  # SQLite ended it: nothing stands
+                raise
+            conn.execute("ROLLBACK TO edit")
+            # Series ids that edit created are gone again; forgetting
+            # the others only costs a lookup.
+            self._series_ids.rolled_back()
+            out = e
+        conn.execute("RELEASE edit")
+        return out
+
+    def _creates_in(self, conn: sqlite3.Connection, creates: Sequence[Create]) -> list[EditResult]:
+        """A run of API creates with one seq lookup, one id hold and one
+        executemany (the group commit's POSTs: ~7 statements each one at a
+        time). A create with a bad field is refused alone, as ``_create_in``
+        would; each gets the same id and seq it would get there."""
+        results: list[EditResult] = []
+        good: list[tuple[int, dict[str, Any]]] = []
+        for create in creates:
+            try:
+                fields = _api_fields(create.fields)
+                if "name" not in fields:
+                    raise StoreError("a metric point needs a name")
+            except StoreError as e:
+                results.append(e)
+                continue
+            good.append((len(results), fields))
+            results.append(None)
+        if not good:
+            return results
+        # max + 1 inside the write transaction: no other writer can take
+        # the same seq, and docs_api_seq keeps API points unique.
+        (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
+        now = time.time()
+        conn.executemany(_INSERT_NAME, [(f["name"], "metric") for _, f in good])
+        with _hold_ids(conn):
+            conn.executemany(
+                "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
+                " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
+                [
+                    (API_SESSION, top + 1 + n, f["name"], f.get("host"), f.get("tags", "[]"),
+                     now if f.get("ts") is None else f["ts"], f.get("value"), f.get("data"))
+                    for n, (_, f) in enumerate(good)
+                ],
+            )  # fmt: skip
+        rows = conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM docs WHERE session = ? AND kind = 'metric'"
+            " AND seq > ? AND seq <= ? ORDER BY seq",
+            (API_SESSION, top, top + len(good)),
+        ).fetchall()
+        for (at, _), row in zip(good, rows, strict=True):
+            results[at] = _doc_dict(row)
         return results
 
     def _edit_in(
@@ -1267,39 +1351,16 @@ class SqliteStore:
         old = _doc_dict(row)
         fields = edit.decide(old)  # Refused: this edit's result (apply_edits)
         if fields is None:
-            return Changed(old, None) if self._delete_in(conn, rowid, touches) else None
-        new = self._replace_in(conn, rowid, fields, touches)
+            return Changed(old, None) if self._delete_in(conn, rowid, touches, row) else None
+        new = self._replace_in(conn, rowid, fields, touches, row)
         return None if new is None else Changed(old, new)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
-        fields = _api_fields(doc)
-        if "name" not in fields:
-            raise StoreError("a metric point needs a name")
-        ts = fields.get("ts")
-        # max + 1 inside the write transaction: no other writer can take
-        # the same seq, and docs_api_seq keeps API points unique.
-        (top,) = conn.execute(_API_TOP, (API_SESSION,)).fetchone()
-        seq = top + 1
-        conn.execute(_INSERT_NAME, (fields["name"], "metric"))
-        with _hold_ids(conn):
-            cur = conn.execute(
-                "INSERT INTO docs (session, seq, kind, name, host, tags, ts, value, data)"
-                " VALUES (?, ?, 'metric', ?, ?, ?, ?, ?, ?)",
-                (
-                    API_SESSION,
-                    seq,
-                    fields["name"],
-                    fields.get("host"),
-                    fields.get("tags", "[]"),
-                    time.time() if ts is None else ts,
-                    fields.get("value"),
-                    fields.get("data"),
-                ),
-            )
-        row = conn.execute(
-            f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (cur.lastrowid,)
-        ).fetchone()
-        return _doc_dict(row)
+        (result,) = self._creates_in(conn, [Create(doc)])
+        if isinstance(result, StoreError):
+            raise result
+        assert isinstance(result, dict)
+        return result
 
     def _replace_in(
         self,
@@ -1307,30 +1368,38 @@ class SqliteStore:
         rowid: int,
         fields: dict[str, Any],
         touches: list[sqlite_rollup.Touch],
+        row: tuple[Any, ...] | None = None,
     ) -> dict[str, Any] | None:
+        """``row``: the document as read in this transaction already, if it was."""
         values = _api_fields(fields)
-        before = sqlite_rollup.doc_values(conn, rowid)
-        if values:
-            # Column names come from the point model's fields only, never from the caller.
-            sets = ", ".join(f"{column} = ?" for column in values)
-            conn.execute(f"UPDATE docs SET {sets} WHERE id = ?", [*values.values(), rowid])
-            if "name" in values:  # keep the names catalog complete
-                conn.execute(
-                    "INSERT OR IGNORE INTO names (name, kind) SELECT name, kind FROM docs"
-                    " WHERE id = ?",
-                    (rowid,),
-                )
-        row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
-        if values:  # the tiers follow: the old buckets lose it, the new ones gain it
-            touches.append(
-                sqlite_rollup.Touch(rowid, before, sqlite_rollup.doc_values(conn, rowid))
-            )
-        return None if row is None else _doc_dict(row)
+        old = (
+            row
+            or conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
+        )
+        if old is None:
+            return None
+        if not values:
+            return _doc_dict(old)
+        # Column names come from the point model's fields only, never from the caller.
+        sets = ", ".join(f"{column} = ?" for column in values)
+        (new,) = conn.execute(
+            f"UPDATE docs SET {sets} WHERE id = ? RETURNING {_DOC_COLUMNS}",
+            [*values.values(), rowid],
+        ).fetchall()
+        if new[4] != old[4]:  # keep the names catalog complete (the old name is in it)
+            conn.execute(_INSERT_NAME, (new[4], new[3]))
+        # The tiers follow: the old buckets lose it, the new ones gain it.
+        touches.append(sqlite_rollup.Touch(rowid, _values_of(old), _values_of(new)))
+        return _doc_dict(new)
 
     def _delete_in(
-        self, conn: sqlite3.Connection, rowid: int, touches: list[sqlite_rollup.Touch]
+        self,
+        conn: sqlite3.Connection,
+        rowid: int,
+        touches: list[sqlite_rollup.Touch],
+        row: tuple[Any, ...] | None = None,
     ) -> bool:
-        before = sqlite_rollup.doc_values(conn, rowid)
+        before = sqlite_rollup.doc_values(conn, rowid) if row is None else _values_of(row)
         deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
         touches.append(sqlite_rollup.Touch(rowid, before, {}))
         if deleted:
@@ -1348,7 +1417,7 @@ class SqliteStore:
 
     # -- rollup tiers ----------------------------------------------------------
 
-    rollup_tiers: tuple[int, ...] = TIERS
+    rollup_tiers: tuple[int, ...] = sqlite_rollup.KEPT_TIERS
     rollup_sketch_tiers: tuple[int, ...] = sqlite_rollup.SKETCH_TIERS
 
     def rollup_read(self, req: RollupRequest) -> RollupData:

@@ -649,4 +649,67 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("slowest request_failed", {"endpoint": A, "fn": "max", "field": "duration_ms"}),
     ("fastest request_failed on web-1", {"endpoint": A, "fn": "min", "field": "duration_ms"}),
+    # held-out set 11's misses (written blind), and more of their kinds:
+    # how a host or session is doing; what changed; chat around a question;
+    # events named by their verb; a path's last part; units of size and time
+    ("how's db-1 doing", {"endpoint": S, "host": "db-1", "connected": None, "ended": None}),
+    ("how's web-2 looking", {"endpoint": S, "host": "web-2"}),
+    ("how are things on web-1", {"endpoint": S, "host": "web-1"}),
+    ("status of sess-c", {"endpoint": S, "session": "sess-c"}),
+    ("is db-1 ok", {"endpoint": S, "host": "db-1", "ended": None, "exit_code": None}),
+    ("sessions that exited ok", {"endpoint": S, "exit_code": "0"}),
+    (
+        "what changed on web-1 in the last hour",
+        {"endpoint": M, "kind": "event", "host": "web-1", "from": "2026-11-23T11:00:00Z"},
+    ),
+    ("anything unusual on db-1", {"endpoint": M, "kind": "event", "host": "db-1"}),
+    ("what's going on with sess-b", {"endpoint": M, "kind": "event", "session": "sess-b"}),
+    (
+        "hey, quick one - a customer says things got really slow around lunchtime, could you"
+        " pull the 99th percentile of http_latency_ms for the last 3 hours, broken down per"
+        " hour? thanks!",
+        {
+            "endpoint": A,
+            "fn": "p99",
+            "name": "http_latency_ms",
+            "bucket": "1h",
+            "from": "2026-11-23T09:00:00Z",
+        },
+    ),
+    (
+        "hi there, I'm on call and got paged... which host had the most request_failed events"
+        " in the last hour? cheers",
+        {"endpoint": A, "fn": "count", "by": "host", "order": "-value", "limit": "1"},
+    ),
+    (
+        "ok so I need the max memory for sess-b, it might have leaked \u2014 thank you",
+        {"endpoint": A, "fn": "max", "field": "mem.rss", "session": "sess-b", "from": None},
+    ),
+    (
+        "how many users logged in today",
+        {"endpoint": A, "fn": "count", "name": "user_login", "from": "2026-11-23T00:00:00Z"},
+    ),
+    ("did anyone log in on web-1", {"endpoint": A, "fn": "count", "name": "user_login"}),
+    ("how many times did web-1 deploy", {"endpoint": A, "name": "deploy_finished"}),
+    ("sess-c vms", {"endpoint": A, "field": "mem.vms", "session": "sess-c"}),
+    ("sess-c user cpu", {"endpoint": A, "field": "cpu.user", "session": "sess-c"}),
+    ("system cpu on db-1", {"endpoint": A, "field": "cpu.percent", "name": "system"}),
+    ("memory > 300M", {"endpoint": A, "field": "mem.rss", "where": "mem.rss > 314572800"}),
+    ("request_failed longer than 2m", {"endpoint": A, "where": "duration_ms > 120000"}),
+    ("request_failed over 2 minutes", {"endpoint": A, "where": "duration_ms > 120000"}),
+    (
+        "avg cpu over 2 hours",
+        {"endpoint": A, "fn": "avg", "where": None, "from": "2026-11-23T10:00:00Z"},
+    ),
+    ("job_error over 2 days", {"endpoint": A, "where": None, "from": "2026-11-21T12:00:00Z"}),
+    ("request_failed status over 400", {"endpoint": A, "where": "status > 400"}),
+    # real words one edit from a keyword are left alone ("leaking" is no "eating",
+    # "including" no "excluding"); a restart is a session's start
+    ("is memory leaking on sess-c", {"endpoint": A, "field": "mem.rss", "session": "sess-c"}),
+    ("avg cpu including web-1", {"endpoint": A, "fn": "avg", "host": "web-1"}),
+    ("rate of the errors_total counter", {"endpoint": A, "fn": "rate", "name": "errors_total"}),
+    (
+        "did db-1 restart today",
+        {"endpoint": S, "host": "db-1", "from": "2026-11-23T00:00:00Z"},
+    ),
 ]

@@ -78,6 +78,34 @@ def test_sketch_sum_answers_as_the_merged_sketch(
         assert summed.quantile(q) == merged.quantile(q), q
 
 
+@given(
+    st.lists(
+        st.lists(st.lists(st.floats(-1e9, 1e9, allow_nan=False), max_size=60), max_size=4),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_sketch_sums_unpacked_together_answer_as_each_alone(
+    cells: list[list[list[float]]],
+) -> None:
+    """``SketchSum.unpack_all`` (a query's answer buckets at once) gives each
+    the quantiles it gives alone: no bin goes to another."""
+    alone, together = [], []
+    for sketches in cells:
+        one, other = SketchSum(), SketchSum()
+        for values in sketches:
+            sketch = Sketch()
+            sketch.add_values(values)
+            one.add(sketch.to_bytes())
+            other.add(sketch.to_bytes())
+        alone.append(one)
+        together.append(other)
+    SketchSum.unpack_all(together)
+    for one, other in zip(alone, together, strict=True):
+        for q in (0.0, 0.5, 0.99, 1.0):
+            assert other.quantile(q) == one.quantile(q)
+
+
 def _load(path: pathlib.Path) -> tuple[Any, list[float]]:
     """Three hours of one noisy value a second, folded."""
     store = open_store(f"sqlite:///{path}")

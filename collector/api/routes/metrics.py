@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -13,26 +11,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deltawire.collector.point import PointBody, PointCreate, PointPatch
-from deltawire.collector.stores.base import (
-    API_SESSION,
-    Change,
-    Changed,
-    Create,
-    MetricQuery,
-    Refused,
-    encode_cursor,
-)
+from deltawire.collector.point_models import PointCreate, PointPatch
+from deltawire.collector.stores.base import MetricQuery, encode_cursor
 
-from ..auth import Role, require
-from ..body import merge_patch, patch_body, read_json, validate
+from ..auth import Role
+from ..body import read_json
 from ..cache import Answer, Span, scope_for
 from ..deps import Deps
 from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
 from ..schemas import Document, Page
 from ..spec import Endpoint
-from ..views import doc_out, pack_page, rfc3339
+from ..views import doc_out, pack_page
+from ..writes import MetricWrites, Reply, not_found
 
 __all__ = ["endpoints"]
 
@@ -70,17 +61,6 @@ def listing_span(q: MetricQuery, fetched: list[dict[str, Any]]) -> Span:
         last = fetched[-1]["ts"]
         lo, hi = (max(lo, last), hi) if q.descending else (lo, min(hi, last))
     return Span(lo, hi)
-
-
-def _not_found(doc_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no document with id {doc_id!r}")
-
-
-def _writable(doc: dict[str, Any]) -> dict[str, Any]:
-    """A document's writable fields, in the API's form (what PATCH applies to)."""
-    out = {k: doc.get(k) for k in ("name", "value", "tags", "host", "data")}
-    out["timestamp"] = rfc3339(doc["ts"])
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def endpoints(deps: Deps) -> list[Endpoint]:
@@ -124,61 +104,36 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         doc_id = request.path_params["id"]
         doc = await deps.store_call(store.get, doc_id)
         if doc is None:
-            raise _not_found(doc_id)
+            raise not_found(doc_id)
         return JSONResponse(doc_out(doc))
 
+    # The writes themselves are writes.py's (the HTTP fast path calls them too).
+    mw = deps.writes = MetricWrites(deps)
+
+    def answer(reply: Reply) -> Response:
+        if reply.status == 204:
+            return Response(status_code=204)
+        return Response(reply.payload, reply.status, reply.headers, "application/json")
+
+    async def body(request: Request) -> Any:
+        return await read_json(request, deps.config.max_body_bytes)
+
+    def target(request: Request) -> tuple[str, Role]:
+        return request.path_params["id"], request.scope["deltawire.role"]
+
     async def create_metric(request: Request) -> Response:
-        point = validate(PointCreate, await read_json(request, deps.config.max_body_bytes))
-        # Every field was validated above, so a StoreError here is the store's
-        # failure (e.g. a corrupt file), not the client's: 503 like any other.
-        doc = await deps.edit(Create(point.store_fields(time.time())))  # bumps the cache
-        assert isinstance(doc, dict)
-        deps.hub.publish([doc])
-        return JSONResponse(doc_out(doc), 201, headers={"location": f"/metrics/{doc['id']}"})
-
-    async def change(
-        request: Request, what: str, fields_of: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> Changed:
-        """PUT, PATCH and DELETE: ``fields_of(old)`` gives the new store fields
-        (None: delete). It runs in the edit's own transaction, on the store's
-        thread (one hop, one transaction: no read beforehand), so its refusals
-        (403, 422, or any error of its own) travel back as ``Refused``."""
-        doc_id = request.path_params["id"]
-        role = request.scope["deltawire.role"]
-
-        def decide(old: dict[str, Any]) -> dict[str, Any] | None:
-            try:
-                if old.get("session") != API_SESSION:
-                    require(role, Role.admin, f"{what} a streamed document")
-                return fields_of(old)
-            except Exception as e:  # this edit's alone (a bug too), never its group's
-                raise Refused(e) from None
-
-        done = await deps.edit(Change(doc_id, decide))  # the cache is bumped too
-        if not isinstance(done, Changed):
-            raise _not_found(doc_id)
-        return done
+        return answer(await mw.create(await body(request)))
 
     async def replace_metric(request: Request) -> Response:
-        body = await read_json(request, deps.config.max_body_bytes)
-        done = await change(
-            request, "changing", lambda old: validate(PointCreate, body).store_fields(time.time())
-        )
-        return JSONResponse(doc_out(done.new or {}))
+        raw = await body(request)
+        return answer(await mw.replace(*target(request), raw))
 
     async def patch_metric(request: Request) -> Response:
-        body = await read_json(request, deps.config.max_body_bytes)
-
-        def fields_of(old: dict[str, Any]) -> dict[str, Any]:
-            merged = merge_patch(_writable(old), patch_body(body))
-            return validate(PointBody, merged).store_fields(old["ts"])
-
-        done = await change(request, "changing", fields_of)
-        return JSONResponse(doc_out(done.new or {}))
+        raw = await body(request)
+        return answer(await mw.patch(*target(request), raw))
 
     async def delete_metric(request: Request) -> Response:
-        await change(request, "deleting", lambda old: None)
-        return Response(status_code=204)
+        return answer(await mw.delete(*target(request)))
 
     # Shared parts of the declarations below.
     doc = functools.partial(Endpoint, answer=Document, tags=("metrics",))
