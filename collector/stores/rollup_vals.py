@@ -309,9 +309,10 @@ def write_many(conn: sqlite3.Connection, rows: Sequence[tuple[int, int, bytes]])
 
 #: Schema migration of ``sqlite.py``: the chunks, and the hours to build; the
 #: hours of a store folded before are marked, so the folder builds them from
-#: their minutes' values (no reload).
+#: their minutes' values (no reload). Idempotent: a test that sets a store's
+#: version back to replay an earlier migration replays this one too.
 MIGRATION_HOURS: Final = (
-    """CREATE TABLE roll_hvals (
+    """CREATE TABLE IF NOT EXISTS roll_hvals (
         series INTEGER NOT NULL,
         bucket INTEGER NOT NULL,
         lo NOT NULL,
@@ -319,12 +320,12 @@ MIGRATION_HOURS: Final = (
         vals BLOB NOT NULL,
         PRIMARY KEY (series, bucket, lo, chunk)
     ) WITHOUT ROWID""",
-    """CREATE TABLE roll_hbuild (
+    """CREATE TABLE IF NOT EXISTS roll_hbuild (
         series INTEGER NOT NULL,
         bucket INTEGER NOT NULL,
         PRIMARY KEY (series, bucket)
     ) WITHOUT ROWID""",
-    f"""INSERT INTO roll_hbuild (series, bucket)
+    f"""INSERT OR IGNORE INTO roll_hbuild (series, bucket)
         SELECT b.series, b.bucket FROM roll_{HOUR} AS b JOIN roll_series AS s ON s.id = b.series
         WHERE s.path != '' AND b.min < b.max""",
 )
