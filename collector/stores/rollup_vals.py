@@ -320,10 +320,11 @@ MIGRATION_HOURS: Final = (
         vals BLOB NOT NULL,
         PRIMARY KEY (series, bucket, lo, chunk)
     ) WITHOUT ROWID""",
+    # (keyed by time first: the folder takes the oldest hours over, in order)
     """CREATE TABLE IF NOT EXISTS roll_hbuild (
         series INTEGER NOT NULL,
         bucket INTEGER NOT NULL,
-        PRIMARY KEY (series, bucket)
+        PRIMARY KEY (bucket, series)
     ) WITHOUT ROWID""",
     f"""INSERT OR IGNORE INTO roll_hbuild (series, bucket)
         SELECT b.series, b.bucket FROM roll_{HOUR} AS b JOIN roll_series AS s ON s.id = b.series
