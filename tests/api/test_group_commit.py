@@ -105,7 +105,7 @@ _AN_EDIT = st.one_of(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(edits=st.lists(_AN_EDIT, min_size=1, max_size=12))
 def test_runs_of_creates_give_what_serial_calls_give(tmp_path: Path, edits: list[Edit]) -> None:
