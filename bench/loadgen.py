@@ -199,6 +199,9 @@ async def _main(
         await st.connect(port)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
+    # On stderr as the timed part starts: a probe of the collector's
+    # processes (CPU, run-queue and sleep times) reads from here on.
+    print(orjson.dumps({"timing": True}).decode(), file=sys.stderr, flush=True)
     async with trio.open_nursery() as nursery:
         for st in prepared:
             nursery.start_soon(st.read_acks, latencies, errors)

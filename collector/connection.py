@@ -57,8 +57,12 @@ _LINGER_SECONDS: Final = 1.0
 #: Documents taken from one read before they go to the pipeline (a
 #: checkpoint) and the rest are taken: a plain 64 KiB read is ~270 samples,
 #: but a compressed one inflates to ~2,600, and taking those in one go kept
-#: the event loop from the writer's tasks for tens of ms at a time.
-_RUN_DOCS: Final = 512
+#: the event loop from the writer's tasks for tens of ms at a time. About a
+#: plain read's worth, so that a run (a queued chunk) is alike whatever the
+#: encoding: the queue holds as many chunks either way, and 770-sample runs
+#: of batches (a 64 KiB piece) had it hold ~3x the samples of plain's, all
+#: of them left to the writer alone at the end of a burst.
+_RUN_DOCS: Final = 256
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -201,6 +205,7 @@ class Connection:
         cfg = self.hub.config
         stats = self.hub.stats
         proto = self.proto
+        pipeline = self.hub.pipeline
         last_frame = trio.current_time()
         while not self._stopping:
             data: bytes | bytearray = b""
@@ -222,10 +227,13 @@ class Connection:
             data = b""  # the decoder has it: not held twice while submit blocks
             now = trio.current_time()  # one clock read per read, not per frame
             while True:  # the read's documents, in runs of about _RUN_DOCS
+                # Decoded only once the queue can take them (see Pipeline.room).
+                await pipeline.room()
                 events: list[Inbound] = []
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
+                    pipeline.decoded()
                     last_frame = now
                     stats.frames_in += len(events) + 1
                     if exc.fatal:
@@ -235,6 +243,7 @@ class Connection:
                     await self._accept(events)
                     await self._reject(exc)
                     continue
+                pipeline.decoded()
                 if not events:
                     break
                 last_frame = now

@@ -206,9 +206,9 @@ class ServerConnection:
         already in ``out``, and the next call carries on after it (as with
         ``next_event``). Stops after a bye; a further call rejects what
         follows it. ``limit``: stop after the piece of lines (at most
-        ``SPLIT_BYTES``) in which ``out`` reached this many events; the next
-        call carries on (a caller that must yield now and then calls until
-        ``out`` gets nothing).
+        ``SPLIT_BYTES``), or the batch line, in which ``out`` reached this
+        many events; the next call carries on (a caller that must yield now
+        and then calls until ``out`` gets nothing).
         """
         try:
             self._next_events(out, limit)
@@ -231,15 +231,18 @@ class ServerConnection:
                 if not self._lines:
                     return
                 self._check_lines = lines_need_limit_check(self._lines)
-            self._take_lines(out)
+            self._take_lines(out, limit)
             if self.ended and not ended:
                 return  # stop at a bye
             if limit is not None and len(out) >= limit:
                 return
 
-    def _take_lines(self, out: list[Event | Any]) -> None:
+    def _take_lines(self, out: list[Event | Any], limit: int | None = None) -> None:
         """Events from the lines of the current piece, until it is used up
-        (or a bye, or a hello that starts a zstd stream and resets it)."""
+        (or a bye, or a hello that starts a zstd stream and resets it, or a
+        batch line that takes ``out`` to ``limit``: a piece of batches holds
+        ~3x the samples of a piece of deltas, and the caller's runs are meant
+        to be alike whatever the encoding)."""
         lines = self._lines
         i = self._line_i
         n = len(lines)
@@ -311,6 +314,8 @@ class ServerConnection:
                         try:
                             if self._fast_batch(d, reasm, out):
                                 self._drain(out)  # the rest of a batch a sample broke
+                                if limit is not None and len(out) >= limit:
+                                    return
                                 continue
                         finally:
                             last_seq = reasm.last_seq

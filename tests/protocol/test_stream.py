@@ -17,11 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltawire.protocol import (
+    EXTENSIONS,
     MAX_INFLATE_PER_READ,
     MAX_SLICE_INFLATE,
     NEED_DATA,
     Ack,
     BadStream,
+    Batch,
     Bye,
     ClientConnection,
     Deflater,
@@ -34,6 +36,7 @@ from deltawire.protocol import (
     ServerConnection,
     Snap,
     Welcome,
+    group_batches,
 )
 from deltawire.protocol.codec import MIN_INFLATE_PER_READ
 from deltawire.protocol.stream import Inflater
@@ -326,14 +329,25 @@ def test_a_full_read_inflates_exactly_with_its_budget() -> None:
     assert sum(calls) == len(lines)
 
 
-def test_a_big_read_can_be_taken_in_runs() -> None:
-    """``next_events(out, limit)`` stops after the piece that reached the
-    limit and carries on at the next call: the same documents, in order, as
-    one call, in runs a caller can hand on between checkpoints."""
+BATCH_OF = 50  # samples a batch line carries here (the bench's pushes)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["deltas", "batches"])
+def test_a_big_read_can_be_taken_in_runs(batched: bool) -> None:
+    """``next_events(out, limit)`` stops after the piece (or the batch line)
+    that reached the limit and carries on at the next call: the same
+    documents, in order, as one call, in runs a caller can hand on between
+    checkpoints. Runs of batches stop at the line that reached the limit,
+    not at the end of a 64 KiB piece (~770 samples of batches: 3x a piece
+    of deltas)."""
     client = ClientConnection()
-    hello_bytes = client.send(Hello(session="s1", compress=("zstd",)))
-    enc = DeltaEncoder(keyframe_every=25)
-    frames = [enc.encode(i, 1000.0 + i, "p", SAMPLES[i % 60]) for i in range(6000)]
+    hello_bytes = client.send(
+        Hello(session="s1", compress=("zstd",), ext=EXTENSIONS if batched else ())
+    )
+    enc = DeltaEncoder(keyframe_every=25, counter=batched)
+    # A process's steady part (the patches are deltas, not snaps) beside its counters.
+    steady = {"cmdline": "x" * 200, "name": "worker"}
+    frames = [enc.encode(i, 1000.0 + i, "p", {**SAMPLES[i % 60], **steady}) for i in range(6000)]
 
     def server() -> ServerConnection:
         conn = ServerConnection()
@@ -345,9 +359,15 @@ def test_a_big_read_can_be_taken_in_runs() -> None:
     client.receive_data(whole.send(whole.welcome(-1)))
     while client.next_event() is not NEED_DATA:
         pass
-    up = client.send_many(frames[:3000]) + client.send_many(frames[3000:])
-    whole.receive_data(up)
-    runs.receive_data(up)
+    up = b"".join(
+        client.send_many(
+            group_batches(frames[i : i + BATCH_OF]) if batched else frames[i : i + 3000]
+        )
+        for i in range(0, 6000, BATCH_OF if batched else 3000)
+    )
+    for i in range(0, len(up), 2048):  # reads a collector may get (batches inflate ~100x)
+        whole.receive_data(up[i : i + 2048])
+        runs.receive_data(up[i : i + 2048])
     everything: list[Any] = []
     whole.next_events(everything)
     taken: list[list[Any]] = []
@@ -360,6 +380,9 @@ def test_a_big_read_can_be_taken_in_runs() -> None:
     assert [d.seq for d in everything] == list(range(6000))
     assert [d for r in taken for d in r] == everything
     assert len(taken) > 2 and all(len(r) >= 500 for r in taken[:-1])
+    if batched:
+        assert sum(type(f) is Batch for f in group_batches(frames)) > 100
+        assert all(len(r) < 500 + BATCH_OF for r in taken), [len(r) for r in taken]
 
 
 class _Calls:

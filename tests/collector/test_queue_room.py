@@ -1,0 +1,76 @@
+"""Readers decode only what the ingest queue can take (``Pipeline.room``).
+
+A reader that decoded a run and then waited for the queue held work the
+writer could not have yet: with 100 compressed sessions (a read is a whole
+session, ~770 samples a run) the first pass of the event loop decoded 77,000
+samples before the writer's first batch, and the end had as many waiting for
+the writer alone (issue 16: zstd ingest at 0.72x of plain, quiet). Real
+sockets are not needed for that: memory streams, a real SQLite store."""
+
+from __future__ import annotations
+
+import pathlib
+
+import trio
+import trio.testing
+
+from deltawire.collector.connection import handle_connection
+from deltawire.collector.hub import Hub, IngestConfig
+from deltawire.collector.pipeline import Pipeline, PipelineConfig
+from deltawire.collector.stats import Stats
+from deltawire.collector.stores import open_store
+from deltawire.collector.writer import ThreadWriter
+from deltawire.protocol import NEED_DATA, ClientConnection, Hello, Snap
+
+SESSIONS = 8
+PER_SESSION = 100
+QUEUE = 2
+
+
+async def _until(conn: ClientConnection, stream: trio.abc.Stream, done: object) -> None:
+    while not done():  # type: ignore[operator]
+        conn.receive_data(await stream.receive_some())
+        while conn.next_event() is not NEED_DATA:
+            pass
+
+
+async def test_readers_wait_for_room_before_decoding(tmp_path: pathlib.Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'room.db'}")
+    store.open()
+    stats = Stats()
+    pipeline = Pipeline(store, stats, PipelineConfig(queue_size=QUEUE), writer=ThreadWriter(store))
+    hub = Hub(store, pipeline, stats, IngestConfig(ack_interval=0.01))
+    clients: list[tuple[ClientConnection, trio.abc.Stream]] = []
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for i in range(SESSIONS):
+                    client, server = trio.testing.memory_stream_pair()
+                    nursery.start_soon(handle_connection, server, hub)
+                    conn = ClientConnection()
+                    await client.send_all(conn.send(Hello(session=f"room-{i}")))
+                    await _until(conn, client, lambda c=conn: c.welcome is not None)
+                    clients.append((conn, client))
+                for conn, client in clients:
+                    # One read each: a run of PER_SESSION samples, then the
+                    # start of a line that is not complete (it decodes to
+                    # nothing: a reader woken for room may have nothing).
+                    wire = b"".join(conn.send(Snap(s, 1.0 + s, "p", {"v": s}))
+                                    for s in range(1, PER_SESSION + 1))  # fmt: skip
+                    await client.send_all(wire + b'{"t":"snap","seq":')
+                await trio.testing.wait_all_tasks_blocked()
+                # No writer yet: the queue holds QUEUE runs and nobody
+                # decoded more (before: every reader had decoded its run).
+                assert stats.documents_queued == QUEUE * PER_SESSION
+                nursery.start_soon(pipeline.run)
+                # Every sample is stored and acked: none of the readers is
+                # left waiting for room that nobody tells it about.
+                for conn, client in clients:
+                    await _until(conn, client, lambda c=conn: c.acked >= PER_SESSION)
+                for _conn, client in clients:
+                    await client.aclose()
+                await hub.all_left()
+                pipeline.close()
+    finally:
+        store.close()
+    assert stats.documents_queued == SESSIONS * PER_SESSION
