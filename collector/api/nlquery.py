@@ -108,11 +108,20 @@ _SYMBOLS: Final = frozenset({">", ">=", "<", "<=", "=", "==", "/", "#", "%"})
 #: ("avg cpu over 2 hours", "errors for 3 days").
 _SPAN_WORDS: Final = frozenset({"over", "for", "during", "within", "throughout"})
 #: Phrases that ask for the last value: "at the moment", "as of now", "at the end".
-_LATEST_PHRASES: Final = (
-    ("at", "the", "end"), ("in", "the", "end"), ("by", "the", "end"), ("at", "the", "moment"),
-    ("at", "this", "moment"), ("at", "present"), ("as", "of", "now"), ("as", "of", "right", "now"),
-    ("as", "we", "speak"), ("this", "instant"), ("at", "this", "point"), ("at", "this", "time"),
-)  # fmt: skip
+_LATEST_PHRASES: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "at": (
+        ("at", "the", "end"),
+        ("at", "the", "moment"),
+        ("at", "this", "moment"),
+        ("at", "present"),
+        ("at", "this", "point"),
+        ("at", "this", "time"),
+    ),
+    "in": (("in", "the", "end"),),
+    "by": (("by", "the", "end"),),
+    "as": (("as", "of", "now"), ("as", "of", "right", "now"), ("as", "we", "speak")),
+    "this": (("this", "instant"),),
+}  # fmt: skip  (by first word: a prompt's words are looked up, not every phrase tried)
 #: Error words that are verbs of what failed: of a session, a bad exit.
 _FAIL_VERBS: Final = frozenset({"fail", "fails", "failed", "failing"})
 #: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
@@ -1411,10 +1420,10 @@ class _Parser:
     def _at_the_end(self) -> bool:
         """ "memory of sess-a at the end", "cpu at the moment", "as of now": its
         last value (the phrase's words are used, never refused as names)."""
-        lows = [t.low for t in self.toks]
-        for i in range(len(lows)):
-            for phrase in _LATEST_PHRASES:
-                if lows[i : i + len(phrase)] == list(phrase):
+        lows = tuple(t.low for t in self.toks)
+        for i, w in enumerate(lows):
+            for phrase in _LATEST_PHRASES.get(w, ()):
+                if lows[i : i + len(phrase)] == phrase:
                     self.use(*range(i, i + len(phrase)))
                     return True
         return False
