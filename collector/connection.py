@@ -230,20 +230,22 @@ class Connection:
                 # Decoded only once the queue can take them (see Pipeline.room).
                 await pipeline.room()
                 events: list[Inbound] = []
+                error: ProtocolError | None = None
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
-                    pipeline.decoded()
+                    error = exc
+                finally:
+                    pipeline.decoded()  # whatever came of it, before any wait
+                if error is not None:
                     last_frame = now
                     stats.frames_in += len(events) + 1
-                    if exc.fatal:
-                        await self._accept(events)
-                        await self._fatal(exc)
-                        raise _Close from None
                     await self._accept(events)
-                    await self._reject(exc)
+                    if error.fatal:
+                        await self._fatal(error)
+                        raise _Close
+                    await self._reject(error)
                     continue
-                pipeline.decoded()
                 if not events:
                     break
                 last_frame = now
