@@ -6,8 +6,9 @@ requests/s and p50/p95/p99 (wrk's own latency histogram, printed by a Lua
 ``done`` hook), with Redis off (the in-process LRU) and on. Cases: GET
 /metrics cached (one URL) and uncached (every URL new), /query, /aggregate,
 POST, PUT, PATCH, DELETE; then a dashboard mix of recent and filtered GETs
-with the cache hit rate from the answers' x-cache headers. Write rows also
-say how many edits each store commit carried (the group commit, from /stats). The seed's
+with the cache hit rate from the answers' x-cache headers. Rows also say
+how many edits each store commit carried (the group commit, from /stats) and
+the API process's CPU per answer (user + system, psutil). The seed's
 targets, printed beside the figures with whether every round met them: GET
 p95 < 30 ms and p99 < 50 ms, POST p95 < 25, PUT/PATCH p95 < 30, DELETE p95 <
 20, cached GET >= 10k req/s, hit rate >= 90%. Rounds alternate Redis off and
@@ -34,6 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import psutil
 
 from deltawire.collector.stores import open_store
 from deltawire.collector.stores.base import Create
@@ -279,6 +281,20 @@ def _runs(case: str) -> tuple[str, ...]:
     return RUNS if case in WRITES else RUNS[:2]
 
 
+def _api_process(collector_pid: int) -> psutil.Process:
+    """The collector's HTTP API child (``python -m deltawire.collector.api``)."""
+    for child in psutil.Process(collector_pid).children(recursive=True):
+        if "deltawire.collector.api" in child.cmdline():
+            return child
+    raise RuntimeError("collector serve started no API process")
+
+
+def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of ``proc`` so far."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
 def _delete_share(ids: list[str], runs: tuple[str, ...], n: int, seconds: float) -> list[str]:
     """The ids run ``n`` of DELETE deletes, disjoint from the other runs':
     the paced run gets ~3x what its rate needs, the flat-out runs split the
@@ -306,6 +322,7 @@ def _round(
     hit_rate = None
     with collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp:
         base = f"http://127.0.0.1:{cp.http_port}"
+        api = _api_process(cp.proc.pid)
         total = seconds * (sum(len(_runs(c)) for c in cases) + 1) + 60
         with _agents(cp.port, total):
             chunks = {"put": ids[:10_000], "patch": ids[:10_000], "delete": ids[10_000:]}
@@ -338,8 +355,9 @@ def _round(
                     if run == PACED:
                         script += _PACED_LUA
                     conns = 10 if run == "c=10" else 100
-                    before = _commits(base)
+                    before, cpu = _commits(base), _cpu(api)
                     r = results[(case, run)] = _wrk(base + URLS[case], script, conns, seconds, tmp)
+                    r["cpu_us"] = (_cpu(api) - cpu) / max(1, r["n"]) * 1e6
                     edits, commits = (a - b for a, b in zip(_commits(base), before, strict=True))
                     r["per_commit"] = edits / commits if commits else 0.0
                     if case == "delete" and r["n"] > len(part):  # wrapped: 404s follow
@@ -400,7 +418,8 @@ def render(
                                   for p in ("p50", "p95", "p99"))])
                        + (f" ({non2xx} errors/non-2xx)" if non2xx else "")
                        + (" (ids ran out)" if any(r.get("ids_ran_out") for r in rs) else "")
-                       + (f" ({_span([r['per_commit'] for r in rs], 1)} edits/commit)"
+                       + (f" ({_span([r['per_commit'] for r in rs], 1)} edits/commit, "
+                          f"{_span([r['cpu_us'] for r in rs])} µs API CPU each)"
                           if "per_commit" in rs[0] else ""))  # fmt: skip
             met.append(_met(case, run, rs))
         row += [_GOALS.get(case, "") if run != "c=10" else "", " / ".join(m for m in met if m)]

@@ -10,20 +10,28 @@ dead child process is restarted) it asks ``Backoff.delay`` how long.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import stamina
-import stamina.instrumentation
-
 __all__ = ["Backoff", "backoff_delay"]
 
-# Our callers log an outage once, when it starts, and once when it ends;
-# stamina's default hooks would add a warning per attempt (every 2 s for as
-# long as a database is down) and a Prometheus counter we do not export.
-stamina.instrumentation.set_on_retry_hooks([])
+
+@functools.cache
+def _stamina() -> Any:
+    """stamina, imported on the first retry context rather than by every process
+    that declares a ``Backoff`` (stamina and tenacity cost ~0.05 s of CPU to
+    import; the folder and agent processes start often and may never retry)."""
+    import stamina
+    import stamina.instrumentation
+
+    # Our callers log an outage once, when it starts, and once when it ends;
+    # stamina's default hooks would add a warning per attempt (every 2 s for as
+    # long as a database is down) and a Prometheus counter we do not export.
+    stamina.instrumentation.set_on_retry_hooks([])
+    return stamina
 
 
 def backoff_delay(failures: int, low: float, high: float) -> float:
@@ -51,7 +59,7 @@ class Backoff:
         """stamina's retry context: ``for attempt in backoff.attempts(on):`` then
         ``with attempt:`` around the call (``async for`` in trio code). Retries
         while the call raises what ``on`` accepts; ``attempt.num`` counts from 1."""
-        return stamina.retry_context(
+        return _stamina().retry_context(
             on=on,
             attempts=attempts,
             timeout=None,

@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any
 
 import click
-import trio
 
 from deltawire import __version__
 from deltawire.config import ConfigError, flag_help, load
@@ -162,6 +161,8 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
     SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 are forwarded to it. COMMAND finds
     the event socket in $DELTAWIRE_EVENTS (see 'watchdog emit').
     """
+    import trio  # here, not at the top: `emit` and --help start without it
+
     from .agent import AgentConfig, AgentError, open_agent, run_session
 
     if sum((bool(command), pid is not None, system_only)) != 1:
@@ -339,6 +340,8 @@ def send(spool_dir: str | None, collector: str | None, token: str | None,
 
     Exit code 0 when everything was acknowledged, 1 otherwise.
     """
+    import trio
+
     from .backlog import backlog_link, deliver, open_backlogs
     from .link import RateLimiter, tcp_connector
 

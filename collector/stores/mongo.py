@@ -144,6 +144,11 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 _API_SEQ_COUNTER: Final = "api_seq"
+#: Buckets fold_idle compacts a call (three round trips each): the writer looks
+#: for a waiting batch between calls, so a batch waits for one slice, not for
+#: every bucket (FerretDB scans a tier per bucket: compacting them all at once
+#: held ingest back for tens of seconds after an outage).
+_IDLE_COMPACT_SLICE: Final = 16
 #: How often the writer drops tier buckets past their retention (fold_idle).
 _PRUNE_PERIOD_S: Final = 600.0
 _TTL_INDEX: Final = "ts_ttl"
@@ -1008,16 +1013,17 @@ class MongoStore(DocumentRows):
     def fold_idle(self) -> bool:
         """Between batches: compact the tiers' partial buckets (see
         mongo_rollup.py), and drop those past their retention at most every
-        ``_PRUNE_PERIOD_S``. Never more to do right away."""
+        ``_PRUNE_PERIOD_S``. ``_IDLE_COMPACT_SLICE`` buckets a call: True
+        while more are left."""
         if not self._keep_tiers:
             return False
         now = time.monotonic()
         with _translated("tiers compaction"):
-            self._rollups().compact()
+            more = self._rollups().compact_some(_IDLE_COMPACT_SLICE)
             if not self._pruned or now - self._pruned >= _PRUNE_PERIOD_S:
                 self._pruned = now
                 self._rollups().prune(self.rollup_retention)
-        return False
+        return more
 
     def sessions(self, limit: int = 1000) -> list[dict[str, Any]]:
         if limit < 1:

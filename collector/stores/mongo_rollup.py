@@ -456,6 +456,13 @@ class Tiers:
         self.recompute(redo)
         return done + len(redo)
 
+    def compact_some(self, limit: int) -> bool:
+        """``compact`` for at most ``limit`` of the buckets it would merge;
+        whether any are left."""
+        keys = [k for k, n in self._parts.items() if n > 1]
+        self.compact(keys[:limit])
+        return len(keys) > limit
+
     def recompute(self, units: Iterable[Unit]) -> None:
         """Rebuild every path's partial of each unit from the raw documents."""
         docs = self._db["docs"]

@@ -77,7 +77,7 @@ from .base import (
     StoreUnavailable,
 )
 from .catalog import Catalog, StreamTracker, first_sample_paths, sample_paths
-from .rollup import TIERS, RollupData, RollupRequest
+from .rollup import HOUR, TIERS, RollupData, RollupRequest
 from .sqlite_lock import WriteLock
 
 __all__ = ["End", "Row", "SqliteStore", "encode_row", "encode_rows"]
@@ -276,6 +276,10 @@ _MIGRATIONS: Final[tuple[tuple[_Step, ...], ...]] = (
     rollup_vals.MIGRATION,
     # 9: the ten-minute tier, built from the minutes (sqlite_rollup.py).
     sqlite_rollup.MIGRATION_TEN_MINUTES,
+    # 10: each hour's values in sorted chunks, for thresholds (rollup_vals.py);
+    # the hours folded before are built by the folder (from their minutes'
+    # values, or their raw rows).
+    rollup_vals.MIGRATION_HOURS,
 )
 
 #: The schema version this code writes and reads.
@@ -1438,6 +1442,8 @@ class SqliteStore:
             self._checkpoint()
             while self._repair():
                 pass
+            while self._build_hours(math.inf):  # every hour, over or not
+                pass
         return n
 
     def fold_idle(self) -> bool:
@@ -1469,7 +1475,7 @@ class SqliteStore:
             n = 0
             try:
                 if not folder.docs and folder.limit is None:  # nothing absorbed: repair
-                    self._repair()
+                    self._repair() or self._build_hours(time.time())
                 n = self._absorb(_FOLD_SLICE)
                 if folder.full or (
                     folder.docs
@@ -1518,6 +1524,22 @@ class SqliteStore:
             return False
         with self._transaction("rollup repair") as conn:
             return sqlite_rollup.write_repair(conn, self._series_ids, rep)
+
+    def _build_hours(self, now: float) -> bool:
+        """Build the sorted chunks of a batch of hours over by ``now``
+        (rollup_vals.read_hours): read in a snapshot, written in a short
+        transaction. Whether it wrote anything."""
+        before = now - HOUR - rollup_vals.BUILD_AFTER_S
+        with self._write_lock, _translated("rollup hours"):
+            conn = self._writer_conn()
+            with _snapshot(conn):
+                raw = sqlite_rollup.raw_hours(conn)
+                built = rollup_vals.read_hours(conn, before, rollup_vals.BUILD_HOURS, raw)
+        if not built:
+            return False
+        with self._transaction("rollup hours") as conn:
+            rollup_vals.write_hours(conn, built)
+        return True
 
     def _absorb(self, max_docs: int) -> int:
         with self._write_lock, _translated("rollup absorb"):

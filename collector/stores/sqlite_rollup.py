@@ -77,6 +77,7 @@ __all__ = [
     "doc_values",
     "mark_dirty",
     "prune",
+    "raw_hours",
     "read",
     "read_repair",
     "row_values",
@@ -884,6 +885,9 @@ class Folder:
         for tier, rows in step.rows.items():
             _insert_buckets(conn, tier, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows])
         rollup_vals.write_many(conn, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in step.vals])
+        rollup_vals.hours_changed(
+            conn, [(ids.get(conn, r[0], r[1]), r[2]) for r in step.rows[HOUR] if r[1] != DOCS]
+        )
         for stream, path, tier, start in step.redo:
             _recompute(conn, sql, ids, stream, path, tier, start, self.through)
         # A dirty bucket stays dirty (read raw) whatever is written to it:
@@ -1033,6 +1037,8 @@ def _recompute(
     sid = ids.get(conn, stream, path)
     if tier == MINUTE:
         rollup_vals.write(conn, sid, start, values)
+    elif tier == HOUR and path != DOCS:
+        rollup_vals.hours_changed(conn, [(sid, start)])
     if built is None:
         conn.execute(f"DELETE FROM roll_{tier} WHERE series = ? AND bucket = ?", (sid, start))
         return
@@ -1333,6 +1339,8 @@ def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
                 )
         else:
             _write_bucket(conn, tier, ids.get(conn, stream, path), start, *built)
+        if tier == HOUR and path != DOCS and (sid := ids.find(conn, stream, path)) is not None:
+            rollup_vals.hours_changed(conn, [(sid, start)])
     rollup_vals.write_many(conn, [(ids.get(conn, *v[:2]), *v[2:]) for v in rep.vals])
     conn.executemany(
         "DELETE FROM roll_dirty WHERE path = ? AND tier = ? AND bucket = ? AND session = ?"
@@ -1342,6 +1350,48 @@ def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
     # A checkpoint step merged in a read snapshot must merge again.
     conn.execute("UPDATE roll_state SET value = value + 1 WHERE key = 'edits'")
     return True
+
+
+def raw_hours(conn: sqlite3.Connection) -> Callable[[int, int], list[float] | None]:
+    """``rollup_vals.read_hours``' ``raw``: the values of a (series, hour)
+    in the raw rows the tiers hold (up to the watermark), each stream's hour
+    read and parsed once for all its paths."""
+    mark = watermark(conn)
+    memo: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+
+    def raw(series: int, start: int) -> list[float] | None:
+        row = conn.execute(
+            f"SELECT {_SERIES_COLUMNS}, path FROM roll_series WHERE id = ?", (series,)
+        ).fetchone()
+        if row is None:
+            return None
+        key = (*row[:5], start)
+        if key not in memo:
+            memo.clear()  # one stream's hour at a time
+            memo[key] = _hour_columns(conn, row[:5], start, mark)
+        return memo[key].get(row[5])
+
+    return raw
+
+
+def _hour_columns(
+    conn: sqlite3.Connection, stream: Stream, start: int, mark: int
+) -> dict[str, list[float]]:
+    session, kind, name, host, tags = stream
+    rows = conn.execute(
+        "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs WHERE session = ?"
+        " AND ts >= ? AND ts < ? AND id <= ? AND kind = ? AND name = ? AND host IS ? AND tags = ?",
+        (session, start, start + HOUR, mark, kind, name, host, tags),
+    ).fetchall()
+    out: dict[str, list[float]] = defaultdict(list)
+    for srows in _stream_rows(rows).values():
+        for (path, _minute), (_tss, vals) in stream_columns(srows, MINUTE).items():
+            out[path] += vals
+    return out
+
+
+#: Tables keyed by (series, bucket) of a tier beside its own (rollup_vals.py).
+_BESIDE: Final = {MINUTE: ("roll_vals",), HOUR: ("roll_hvals", "roll_hbuild")}
 
 
 def prune(
@@ -1355,7 +1405,7 @@ def prune(
     for tier, keep in retention_s.items():
         if keep > 0:
             cutoff = now - keep
-            tables = [f"roll_{tier}", *(["roll_vals"] if tier == MINUTE else [])]
+            tables = [f"roll_{tier}", *_BESIDE.get(tier, ())]
             for table in tables:
                 conn.executemany(
                     f"DELETE FROM {table} WHERE series = ? AND bucket < ?",
@@ -1398,22 +1448,30 @@ def _passing_buckets(
             whole,
         )
     ]
-    # Cut: each minute's passing values, summed per series and slice here.
-    vals_sql = (
-        "(SELECT v.vals FROM roll_vals AS v WHERE v.series = b.series AND v.bucket = b.bucket)"
-        if tier == MINUTE and req.vals
-        else "NULL"
-    )
+    # Cut: each minute's (or hour's: its one chunk where the threshold
+    # falls) passing values, summed per series and slice here.
+    vals_sql, vals_params = "NULL", []
+    if tier == MINUTE and req.vals:
+        vals_sql = (
+            "(SELECT v.vals FROM roll_vals AS v WHERE v.series = b.series AND v.bucket = b.bucket)"
+        )
+    elif tier == HOUR and req.vals:
+        vals_sql, vals_params = rollup_vals.hour_sql(op), [number]
     sums: dict[tuple[int, float], list[Any]] = {}
     whole_series: dict[int, tuple[Any, ...]] = {}  # id -> its docs columns, when needed
-    totals = rollup_vals.totals
+    totals, hour_totals = rollup_vals.totals, rollup_vals.hour_totals
     # (the series' id, not its five text columns: ~6,000 rows at 1M samples)
     for row in conn.execute(
         f"SELECT docs.id, b.bucket, {_BUCKET_COLUMNS}, {vals_sql} {where}"
         f" AND (b.min {op} ?) != (b.max {op} ?)",
-        [*params, number, number],
+        [*vals_params, *params, number, number],
     ):
-        got = None if row[11] is None else totals(row[11], op, number)
+        if row[11] is None:
+            got = None
+        elif tier == MINUTE:
+            got = totals(row[11], op, number)
+        else:
+            got = hour_totals(row[11], op, number, row[2], row[4], row[5])
         if got is None:  # values not stored: the engine reads its raw rows
             out.append(Bucket(keys[_series_columns(conn, whole_series, row[0])], tier, row[1],
                               Partial(*row[2:11])))  # fmt: skip

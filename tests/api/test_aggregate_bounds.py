@@ -27,6 +27,7 @@ async def test_a_too_heavy_threshold_is_503_query_timeout(
         # as folded before minutes kept their values (rollup_vals.py): raw reads
         with sqlite3.connect(store.path) as conn:
             conn.execute("DELETE FROM roll_vals")
+            conn.execute("DELETE FROM roll_hvals")
         params = {"fn": "count", "field": "ms", "where": "ms > 30"}
         async with client(store) as (c, _):
             assert (await c.get("/aggregate", params=params)).json()["rows"][0]["value"] == 290

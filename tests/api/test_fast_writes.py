@@ -178,3 +178,21 @@ def test_pipelined_writes_answer_in_order_and_count(api: ApiServer) -> None:
     after = api.metric("deltawire_api_requests_total", route="/metrics", method="POST")
     assert after - before == 5
     assert stats_metric(api.get("/stats").text, "deltawire_api_edits_total") >= 5
+
+
+def test_a_fast_post_reaches_a_stream_subscriber(api: ApiServer) -> None:
+    with api.client.stream("GET", "/stream", params={"name": "live"}) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith(":"))  # subscribed
+        c = _Conn(api.port)
+        try:
+            before = api.metric("deltawire_api_fast_writes_total")
+            c.send(_request("POST", "/metrics", {"name": "live", "value": 4.5}))
+            status, _h, body = c.answer()
+            assert status == 201
+            assert api.metric("deltawire_api_fast_writes_total") == before + 1
+        finally:
+            c.close()
+        event = orjson.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        assert event == orjson.loads(body)

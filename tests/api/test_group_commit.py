@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES
+from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES, EditBatcher
 from deltawire.collector.stores import Store, open_store
 from deltawire.collector.stores.base import (
     Change,
@@ -87,6 +90,82 @@ def test_one_transaction_gives_what_serial_calls_give(tmp_path: Path) -> None:
     finally:
         batched.close()
         serial.close()
+
+
+# Edits over ids 1-6: creates (some refused: no name, a bad tag) in runs of
+# any length, and replaces and deletes between them.
+_AN_EDIT = st.one_of(
+    st.builds(lambda v, ts: Create({"name": "p", "value": v, "ts": T0 + ts}),
+              st.floats(-1e6, 1e6), st.integers(0, 10_000)),
+    st.just(Create({"value": 1.0})),
+    st.just(Create({"name": "p", "tags": [""]})),
+    st.builds(lambda i, v: Replace(str(i), {"value": v}), st.integers(1, 6), st.floats(0, 9)),
+    st.builds(lambda i: Delete(str(i)), st.integers(1, 6)),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits=st.lists(_AN_EDIT, min_size=1, max_size=12))
+def test_runs_of_creates_give_what_serial_calls_give(tmp_path: Path, edits: list[Edit]) -> None:
+    """A run of creates goes in with one executemany (``_creates_in``): the
+    same ids, seqs, documents and refusals as one create at a time, and ids
+    still above every deleted one."""
+    d = tmp_path / uuid.uuid4().hex
+    d.mkdir()
+    batched, serial = sqlite_store(d, "b.db"), sqlite_store(d, "s.db")
+    try:
+        assert _comparable(batched.apply_edits(edits)) == _serially(serial, edits)
+        assert _all(batched) == _all(serial)
+    finally:
+        batched.close()
+        serial.close()
+
+
+async def _queue_and_cancel_the_head(
+    nursery: trio.Nursery, batcher: EditBatcher, edit: Callable[..., Any], blocker: int
+) -> None:
+    for i in range(MAX_FLUSHES):  # the flushes that wait for the lock
+        nursery.start_soon(edit, i)
+    await _until(lambda: batcher.running == MAX_FLUSHES, "the flushes to start")
+    head = trio.CancelScope()
+    nursery.start_soon(edit, 100, head)  # first in the queue: the next leader
+    for i in range(MAX_FLUSHES, MAX_FLUSHES + 3):
+        nursery.start_soon(edit, i)
+    await _until(lambda: len(batcher._queue) == 4, "the others to queue")
+    head.cancel()
+    await _until(lambda: len(batcher._queue) == 3, "the cancelled one to leave")
+    fcntl.flock(blocker, fcntl.LOCK_UN)
+
+
+async def test_a_cancelled_waiter_never_stalls_the_queue(tmp_path: Path) -> None:
+    """Only the first waiting edit is woken to lead the next flush (not every
+    waiter, at every flush's end): once it is cancelled and gone, the next
+    one must lead instead, and every other edit is still answered."""
+    store = sqlite_store(tmp_path)
+    blocker = os.open(str(tmp_path / "api.db") + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
+    batcher = EditBatcher(store.apply_edits, anyio.to_thread.run_sync)
+    done: list[Any] = []
+
+    async def edit(i: int, cancel: trio.CancelScope | None = None) -> None:
+        if cancel is None:
+            done.append((await batcher.run(Create({"name": "c", "value": i})))["value"])  # type: ignore[index]
+            return
+        with cancel:
+            await batcher.run(Create({"name": "c", "value": i}))
+            done.append("cancelled edit answered")  # pragma: no cover
+
+    try:
+        fcntl.flock(blocker, fcntl.LOCK_EX)
+        with trio.fail_after(10):  # a stalled queue fails here, never hangs
+            async with trio.open_nursery() as nursery:
+                await _queue_and_cancel_the_head(nursery, batcher, edit, blocker)
+        assert sorted(done) == list(range(MAX_FLUSHES + 3))
+        assert sorted(d["value"] for d in _all(store)) == sorted(done)  # not the cancelled one
+    finally:
+        os.close(blocker)
+        store.close()
 
 
 class _FailsAfterDeleting(SqliteStore):

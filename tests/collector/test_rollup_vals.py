@@ -190,8 +190,9 @@ def test_a_database_folded_before_stored_values_opens_and_stays_exact(
     store.fold_rollups()
     store.close()
     with sqlite3.connect(path) as conn:  # as written by the build before roll_vals
-        conn.execute("DROP TABLE roll_vals")
-        conn.execute("DROP TABLE roll_600")  # (a later migration's)
+        # (and the later migrations' tables)
+        for table in ("roll_vals", "roll_600", "roll_hvals", "roll_hbuild"):
+            conn.execute(f"DROP TABLE {table}")
         conn.execute(f"PRAGMA user_version = {_MIGRATIONS.index(rollup_vals.MIGRATION)}")
     store = open_store(f"sqlite:///{path}")
     store.open()
@@ -249,5 +250,129 @@ def test_a_minute_of_too_many_values_keeps_none(
         assert stored == {0: None}  # 50 values: none kept (the old row is gone)
         q = AggregateQuery("count", "ms", MetricQuery(), threshold=parse_where("ms > 9"))
         assert [r.value for r in run_aggregate(store, q)] == [40]
+    finally:
+        store.close()
+
+
+# -- an hour's values in sorted chunks (roll_hvals) -----------------------------------
+
+
+def _chunk_for(rows: list[tuple[Any, int, bytes]], op: str, x: float) -> bytes | None:
+    """The chunk ``rollup_vals.hour_sql`` selects: the last by (first value,
+    number) whose first value is <= x (> and <=) or < x (>= and <)."""
+    fits = [r for r in rows if (r[0] <= x if op in (">", "<=") else r[0] < x)]
+    return max(fits, key=lambda r: (r[0], r[1]))[2] if fits else None
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    vals=values,
+    op=st.sampled_from(OPS),
+    x=st.one_of(numbers, ints64.map(float)),
+    size=st.integers(1, 9),
+)
+def test_an_hours_chunk_tells_what_passes_of_the_whole_hour(
+    vals: list[Any], op: str, x: float, size: int
+) -> None:
+    """Of a cut hour, the one chunk where the threshold divides its sorted
+    values gives the count, sum, min and max of all the values that pass."""
+    rows = rollup_vals.hour_chunks(vals, size)
+    if rows is None:  # all equal, or a number (or a sum) an int64 cannot hold
+        big = any(abs(v) >= 2**53 for v in vals) or abs(sum(vals)) >= 2**63
+        assert min(vals) == max(vals) or big
+        return
+    low, high = min(vals), max(vals)
+    if _passes(low, op, x) == _passes(high, op, x):
+        return  # not cut: the tiers answer from min and max
+    blob = _chunk_for(rows, op, x)
+    assert blob is not None  # a cut hour always has it
+    got = rollup_vals.hour_totals(blob, op, x, len(vals), low, high)
+    want = sorted(v for v in vals if _passes(v, op, x))
+    assert got is not None
+    n, total, least, most = got
+    assert (n, least, most) == (len(want), want[0], want[-1])
+    assert math.isclose(total, sum(want), rel_tol=1e-9, abs_tol=1e-6)
+    if all(type(v) is int for v in vals):
+        assert total == sum(want)  # integers: exact
+    # any other chunk is not where x divides the values: it says so
+    for r in rows:
+        if r[2] != blob:
+            assert rollup_vals.hour_totals(r[2], op, x, len(vals), low, high) is None
+
+
+def _hours(path: str) -> tuple[int, int]:
+    """(hours with chunks, hours marked to build) of the store at ``path``."""
+    with sqlite3.connect(path) as conn:
+        built = conn.execute("SELECT count(DISTINCT bucket) FROM roll_hvals").fetchone()[0]
+        marked = conn.execute("SELECT count(*) FROM roll_hbuild").fetchone()[0]
+    return built, marked
+
+
+class _Reads:
+    """A store that records the tiers of the segments each read asks for."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.rollup_tiers = store.rollup_tiers
+        self.rollup_sketch_tiers = store.rollup_sketch_tiers
+        self.tiers: list[set[int]] = []
+
+    def rollup_read(self, req: Any) -> Any:
+        self.tiers.append({s.tier for s in req.segments})
+        return self.store.rollup_read(req)
+
+
+def test_an_hour_written_again_is_read_from_its_minutes_until_built_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Noisy hours: a threshold reads each one's chunk, no minute; a late
+    document makes one hour's chunks stale: until the folder builds it again
+    it is read as its minutes (exact all along); a store upgraded with no
+    minute values builds its hours from the raw rows."""
+    store = open_store(f"sqlite:///{tmp_path / 'hours.db'}")
+    store.open()
+    try:
+        ms = [(i * 37) % 101 for i in range(3 * 3600)]  # every minute spans 0..100
+        store.write_batch(
+            [
+                Document("s", i, "sample", "p", BASE + i, "h", (), {"ms": v})
+                for i, v in enumerate(ms)
+            ]
+        )
+        store.fold_rollups()
+        assert _hours(store.path) == (3, 0)
+        q = AggregateQuery("sum", "ms", MetricQuery(), threshold=parse_where("ms > 80"))
+        reads = _Reads(store)
+        [row] = run_aggregate(reads, q)
+        assert (row.value, row.count) == (sum(v for v in ms if v > 80), sum(v > 80 for v in ms))
+        assert reads.tiers == [{3600}]  # one read: the hours; no minute read again
+        # a late document in the second hour, folded: that hour is marked
+        store.write_batch([Document("s", 10**5, "sample", "p", BASE + 4000.5, "h", (), {"ms": 99})])
+        store._absorb(10**6)
+        store._checkpoint()
+        assert _hours(store.path) == (3, 1)
+        reads.tiers.clear()
+        [row] = run_aggregate(reads, q)
+        assert (row.value, row.count) == (
+            sum(v for v in ms if v > 80) + 99,
+            sum(v > 80 for v in ms) + 1,
+        )
+        assert reads.tiers == [{3600}, {60}]  # its minutes, read again
+        store.fold_rollups()  # builds it
+        assert _hours(store.path) == (3, 0)
+        reads.tiers.clear()
+        assert run_aggregate(reads, q) == [row]
+        assert reads.tiers == [{3600}]
+        # as upgraded from a store whose minutes have no values: built from raw rows
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DELETE FROM roll_vals")
+            conn.execute("DELETE FROM roll_hvals")
+            conn.execute(rollup_vals.MIGRATION_HOURS[-1])
+        assert _hours(store.path) == (0, 3)
+        store.fold_rollups()
+        assert _hours(store.path) == (3, 0)
+        reads.tiers.clear()
+        assert run_aggregate(reads, q) == [row]
+        assert reads.tiers == [{3600}]
     finally:
         store.close()

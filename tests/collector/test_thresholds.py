@@ -21,7 +21,7 @@ from deltawire.collector.aggregate import (
     run_aggregate,
 )
 from deltawire.collector.aggregate.query import THRESHOLD_FNS
-from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.stores import MetricQuery, open_store, rollup_vals
 from deltawire.collector.stores.rollup import RAW, RollupRequest
 from deltawire.protocol import Document
 from tests.strategies import examples
@@ -59,10 +59,12 @@ def passing(docs: list[dict[str, Any]], th: Threshold) -> list[dict[str, Any]]:
 
 
 def forget_values(store: Any) -> None:
-    """The minute buckets' stored values gone, as in a database folded before
-    ``roll_vals`` existed (its buckets have none): thresholds read raw rows."""
+    """The minute and hour buckets' stored values gone, as in a database
+    folded before ``roll_vals`` existed (its buckets have none): thresholds
+    read raw rows."""
     with sqlite3.connect(store.path) as conn:
         conn.execute("DELETE FROM roll_vals")
+        conn.execute("DELETE FROM roll_hvals")
 
 
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=_SUPPRESS)
@@ -70,15 +72,20 @@ def forget_values(store: Any) -> None:
     acts=actions,
     qs=st.lists(threshold_queries(), min_size=1, max_size=6),
     forget_at=st.one_of(st.none(), st.integers(0, 10)),
+    chunk=st.sampled_from((1, 3, rollup_vals.HOUR_CHUNK)),
 )
 def test_thresholds_from_the_tiers_equal_a_raw_scan(
     tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
     acts: list[tuple[Any, ...]],
     qs: list[AggregateQuery],
     forget_at: int | None,
+    chunk: int,
 ) -> None:
-    """Cut minutes answered from their stored values (``rollup_vals``), from
-    their raw rows where a database upgraded part way has none, or a mix."""
+    """Cut hours answered from their sorted chunks (``rollup_vals``: of any
+    size), cut minutes from their stored values, from their raw rows where a
+    database upgraded part way has none, or a mix."""
+    monkeypatch.setattr(rollup_vals, "HOUR_CHUNK", chunk)
     store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
     store.open()
     try:
