@@ -230,22 +230,26 @@ class Connection:
                 # Decoded only once the queue can take them (see Pipeline.room).
                 await pipeline.room()
                 events: list[Inbound] = []
-                error: ProtocolError | None = None
+                # pipeline.decoded() whatever came of it, before any wait. (The
+                # error is not kept past its except clause: its traceback holds
+                # this frame, and this frame would hold it, a reference cycle
+                # that kept closed connections' buffers until a cyclic GC.)
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
-                    error = exc
-                finally:
-                    pipeline.decoded()  # whatever came of it, before any wait
-                if error is not None:
+                    pipeline.decoded()
                     last_frame = now
                     stats.frames_in += len(events) + 1
                     await self._accept(events)
-                    if error.fatal:
-                        await self._fatal(error)
-                        raise _Close
-                    await self._reject(error)
+                    if exc.fatal:
+                        await self._fatal(exc)
+                        raise _Close from None
+                    await self._reject(exc)
                     continue
+                except BaseException:
+                    pipeline.decoded()
+                    raise
+                pipeline.decoded()
                 if not events:
                     break
                 last_frame = now
