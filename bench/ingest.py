@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import psutil
@@ -165,14 +165,20 @@ def _medians(t: Table, label: str, runs: list[list[dict[str, Any]]],
     t.row(label, *(statistics.median(fn(x) for x in rs) for rs in runs), **kw)
 
 
-def compression(tmp: pathlib.Path, scale: float, rounds: int = COMPRESSION_ROUNDS) -> Table:
+#: Session counts of the compression table, and samples per session at scale 1.
+COMPRESSION_SESSIONS: Final = {100: 2000, 1000: 200}
+
+
+def compression(tmp: pathlib.Path, scale: float, rounds: int = COMPRESSION_ROUNDS,
+                sessions_list: tuple[int, ...] = tuple(COMPRESSION_SESSIONS)) -> Table:  # fmt: skip
     """Delta frames plain vs in a zstd stream vs what the watchdog sends (a
     zstd stream of batched counter patches), interleaved round by round."""
     t = Table(f"ingest — plain NDJSON delta frames vs a zstd stream of them vs batched counter "
               f"patches in zstd (as the watchdog sends), SQLite store, median of {rounds} "
               "interleaved rounds", [m[0] for m in _COMPRESSION_MODES], baseline=2)  # fmt: skip
     loads = [os.getloadavg()[0]]
-    for sessions, per_session in ((100, int(2000 * scale)), (1000, max(20, int(200 * scale)))):
+    for sessions in sessions_list:
+        per_session = max(20, int(COMPRESSION_SESSIONS.get(sessions, 200) * scale))
         runs: list[list[dict[str, Any]]] = [[] for _ in _COMPRESSION_MODES]
         for r in range(rounds):
             order = list(range(len(_COMPRESSION_MODES)))
@@ -376,6 +382,18 @@ def run(scale: float = 1.0) -> Iterator[Table]:
         yield t
 
 
+def _session_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of counts: {text!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("session counts must be >= 1")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply sample counts (0.1 = quick)")
@@ -385,10 +403,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the zstd vs plain table (default: every table)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=COMPRESSION_ROUNDS,
                     help="interleaved rounds of the compression table (default: %(default)s)")  # fmt: skip
+    ap.add_argument("--sessions", type=_session_counts, default=tuple(COMPRESSION_SESSIONS),
+                    help="session counts of the compression table, comma-separated (default: "
+                    "100,1000; 100 sessions send 2,000 samples each, others 200)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.compression:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
-            print(compression(pathlib.Path(tmpname), args.scale, args.rounds).render(), flush=True)
+            table = compression(pathlib.Path(tmpname), args.scale, args.rounds, args.sessions)
+            print(table.render(), flush=True)
         return 0
     if args.tiers:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:

@@ -230,19 +230,25 @@ class Connection:
                 # Decoded only once the queue can take them (see Pipeline.room).
                 await pipeline.room()
                 events: list[Inbound] = []
+                # pipeline.decoded() whatever came of it, before any wait. (The
+                # error is not kept past its except clause: its traceback holds
+                # this frame, and this frame would hold it, a reference cycle
+                # that kept closed connections' buffers until a cyclic GC.)
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
                     pipeline.decoded()
                     last_frame = now
                     stats.frames_in += len(events) + 1
+                    await self._accept(events)
                     if exc.fatal:
-                        await self._accept(events)
                         await self._fatal(exc)
                         raise _Close from None
-                    await self._accept(events)
                     await self._reject(exc)
                     continue
+                except BaseException:
+                    pipeline.decoded()
+                    raise
                 pipeline.decoded()
                 if not events:
                     break
