@@ -159,6 +159,19 @@ def test_current_value(world: Any) -> None:
     body = ask(world, "current memory of session sess-c")
     assert body["rows"][0]["value"] == last.data["mem"]["rss"]
     assert body["interpreted"]["endpoint"] == "/metrics"
+    # "at the moment" is the same question: the last value, never an average
+    moment = ask(world, "what's the memory of sess-c at the moment")
+    assert moment["rows"][0]["value"] == last.data["mem"]["rss"]
+
+
+def test_two_sessions_are_compared_as_two_hosts_are(world: Any) -> None:
+    body = ask(world, "compare memory of sess-a and sess-c")
+    want = {
+        s: mean([d.data["mem"]["rss"] for d in docs(world[1], name="process", session=s)])
+        for s in ("sess-a", "sess-c")
+    }
+    assert {r["group"]: r["value"] for r in body["rows"]} == pytest.approx(want)
+    assert body["interpreted"]["only"] == ["sess-a", "sess-c"]
 
 
 def test_unknown_names_are_422_with_the_closest(world: Any) -> None:
@@ -235,8 +248,9 @@ def test_several_names_are_merged(world: Any) -> None:
     assert summed == want
 
 
-def test_nonzero_exit_codes_say_the_filter_applied_after(world: Any) -> None:
-    body = ask(world, "sessions that crashed")
+@pytest.mark.parametrize("prompt", ["sessions that crashed", "any sessions fail?"])
+def test_nonzero_exit_codes_say_the_filter_applied_after(world: Any, prompt: str) -> None:
+    body = ask(world, prompt)
     assert [r["session"] for r in body["rows"]] == ["sess-b"]
     i = body["interpreted"]
     assert i["where"] == "exit_code != 0" and "where" not in i["url"]
