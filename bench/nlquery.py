@@ -1,25 +1,33 @@
 """/query bench: parse time per prompt, and how many held-out prompts are understood.
 
 Held-out prompts are never tuned on, and a set whose misses led to fixes is
-held out no longer. ``prompts_heldout12.jsonl`` is the held-out set: 50
-prompts written, with ``prompts_heldout11.jsonl``, by an engineer who had not
-read the parser or its tests (only the user docs and the data set), both
-committed before either was measured, aiming at kinds the earlier sets had
-few of (how a host is doing, comparisons, "is X still running", what
-changed, units, typos, one-word and long chatty prompts). Set 11 was measured
-first: 44 of 50 (88%). Its misses led to fixes of their kinds (how a host or
-session is doing, what changed, punctuation and chat words in long prompts,
-events named by their verb, a path's last part, "over 2 hours" as a window,
-size units); after them set 11 scores 49 of 50, the miss being a convention
-(the parser reads 1 MB as 2^20 bytes, the writer meant 10^6). Set 12 was then
-measured once, at the end: **43 of 50 (86%)**, below the 90% goal. Its misses
-(none fixed): the MB convention again; "this morning" in a long prompt read as
-a second time window; "at the moment" not read as the latest value; "fail"
-not read as a bad exit; two sessions compared (only hosts can be); "thread"
-for the path "threads" (a 422 suggesting it); "roughly" refused as an
-unknown name. The blind sets' first measurements: 100% (set 9), 96-100%
-(set 10, another writer), 88% (set 11), 86% (set 12): each fresh writer
-finds fresh gaps, so 90% on questions nobody has asked yet is not shown.
+held out no longer. ``prompts_heldout13.jsonl`` is the held-out set: 50
+prompts written blind (from the user docs and the data set, never the parser
+or its tests) and committed before any measurement; the lead measures it
+once, at the end, and no fix comes from it. Until then this bench's held-out
+row is its only measurement.
+
+Set 12 (``prompts_heldout12.jsonl``, written blind with set 11) is seen now:
+**43 of 50 first measured** (86%, below the 90% goal). Its misses led to fixes
+of their categories, by general rules, each with siblings in the tuning
+table: "at the moment", "as of now" read as the latest value (it was an
+average); a session that fails or failed is one that exited non-zero (every
+session was listed; "errors by session" stay error events); two sessions
+compared as two hosts are (by session, their rows kept); a time window in an
+earlier sentence (a ticket's story: "a ticket from this morning; ... in the
+last 24 hours") gives way to the ask's in a later one, with a note (in one
+sentence two windows are still refused); a data path named in the singular
+("thread count" -> threads); hedges ("roughly", "approximately") are filler,
+not names; sizes follow the standard: MB/GB (and spoken "meg"/"gig") are
+powers of 10, MiB/GiB and a bare M/G (as top, free -h and psutil's
+bytes2human print them) powers of 2, and the note gives both readings. After
+them set 12 scores 50 of 50. Set 11 (first 44 of 50) scores 50 of 50 with
+the size standard; set 4 has one prompt ("800mb") whose expectation was
+written under the old binary reading, so the seen sets score 479 of 480 until
+that expectation follows the standard. The blind sets' first measurements:
+100% (set 9), 96-100% (set 10, another writer), 88% (set 11), 86% (set 12):
+each fresh writer finds fresh gaps, so 90% on questions nobody has asked yet
+is not shown.
 
 The others are shown as seen: ``prompts_heldout.jsonl`` (written before the
 parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
@@ -27,8 +35,8 @@ parser; first measured 36 of 42, 85.7%), ``prompts_heldout2.jsonl`` (39 of 45,
 (37 of 41, 90.2%), ``prompts_heldout5.jsonl`` (35 of 40, 87.5%),
 ``prompts_heldout6.jsonl`` (37 of 40, 92.5%), ``prompts_heldout7.jsonl`` (40 of
 40), ``prompts_heldout8.jsonl`` (33 of 40, 82.5%), set 9 (50 of 50), set 10 (50
-of 50, the previous held-out set: no fix came from it), set 11 (44 of 50); each
-was fixed after its first measurement where it missed. The tuning table
+of 50: no fix came from it), set 11 (44 of 50), set 12 (43 of 50); each was
+fixed after its first measurement where it missed. The tuning table
 (``tests/api/nl_prompts.py``) is the baseline column. Parse time is each
 prompt's fastest of several runs (the machine is shared: the fastest run is
 its cost, the rest is waiting for a core), against the 1 ms goal. ``/query``
@@ -60,8 +68,8 @@ from .report import Table
 __all__ = ["heldout", "main", "run"]
 
 HERE = pathlib.Path(__file__).resolve().parent
-HELDOUT = HERE / "prompts_heldout12.jsonl"
-SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", *"23456789", "10", "11"))
+HELDOUT = HERE / "prompts_heldout13.jsonl"
+SEEN = tuple(HERE / f"prompts_heldout{n}.jsonl" for n in ("", *"23456789", "10", "11", "12"))
 TUNING = HERE.parent / "tests" / "api" / "nl_prompts.py"
 
 
@@ -207,7 +215,7 @@ def run(scale: float = 1.0) -> list[Table]:
     acc.row(
         f"held out, no fix from it ({len(held)})", held_pct, tune_pct, goal=">= 90%", ratio=False
     )
-    acc.row(f"seen: sets 1-11 ({len(seen)})", seen_pct, tune_pct, ratio=False)
+    acc.row(f"seen: sets 1-12 ({len(seen)})", seen_pct, tune_pct, ratio=False)
     rounds = max(3, int(20 * scale))
     times = _parse_times([p for p, _ in held + seen + tuning], vocab, rounds)
     parse = Table(f"/query parse time per prompt (us, fastest of {rounds} runs)",

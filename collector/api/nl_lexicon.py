@@ -95,12 +95,19 @@ TIME_UNITS_MS: Final = {
     "minute": 60000, "minutes": 60000, "millis": 1, "milli": 1, "msecs": 1,
     "hour": 3600000, "hours": 3600000, "hr": 3600000, "hrs": 3600000, "h": 3600000,
 }  # fmt: skip
+#: Bytes per size unit. The standard: kB/MB/GB/TB are powers of 10, KiB/MiB/GiB
+#: powers of 2. Spoken "meg"/"gig" are the words for MB/GB: powers of 10 too. A
+#: bare letter ("300M", "2G") is how top, free -h, ps and psutil's bytes2human
+#: print binary sizes, copied from them into tickets: powers of 2. Every size
+#: read says its bytes and its convention in ``notes``.
 SIZE_UNITS: Final = {
-    "b": 1, "bytes": 1, "kb": 1 << 10, "k": 1000, "mb": 1 << 20, "mib": 1 << 20,
-    "gb": 1 << 30, "gib": 1 << 30, "kib": 1 << 10, "kilobytes": 1 << 10, "megabytes": 1 << 20,
-    "megabyte": 1 << 20, "meg": 1 << 20, "megs": 1 << 20, "gigabytes": 1 << 30,
-    "gigabyte": 1 << 30, "gig": 1 << 30, "gigs": 1 << 30, "g": 1 << 30, "tb": 1 << 40,
-    "tib": 1 << 40,
+    "b": 1, "bytes": 1, "byte": 1, "k": 1000,
+    "kb": 10**3, "kilobyte": 10**3, "kilobytes": 10**3,
+    "mb": 10**6, "megabyte": 10**6, "megabytes": 10**6, "meg": 10**6, "megs": 10**6,
+    "gb": 10**9, "gigabyte": 10**9, "gigabytes": 10**9, "gig": 10**9, "gigs": 10**9,
+    "tb": 10**12, "terabyte": 10**12, "terabytes": 10**12,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+    "g": 1 << 30,  # "m" (megabytes of a memory figure, else minutes) is read as "mib"
 }  # fmt: skip
 
 #: Words that sort a group without cutting it: "sort sessions by memory",
@@ -128,7 +135,7 @@ ENDED_WORDS: Final = frozenset(
      "closed", "done", "terminated", "completed", "over", "died", "quit"}
 )  # fmt: skip
 BAD_EXIT_WORDS: Final = frozenset(
-    {"crashed", "crash", "crashes", "failed", "failing", "nonzero", "non-zero", "bad", "abnormal",
+    {"crashed", "crash", "crashes", "failed", "failing", "fail", "fails", "nonzero", "non-zero", "bad", "abnormal",
      "abnormally", "unsuccessful", "unsuccessfully", "error", "errors", "failure", "failures"}
 )  # fmt: skip
 GOOD_EXIT_WORDS: Final = frozenset(
@@ -155,7 +162,7 @@ ACTIVITY_WORDS: Final = frozenset(
 #: "signed up" -> signup (an event's name is often the noun of such a verb).
 PARTICLES: Final = frozenset({"in", "on", "out", "up", "off"})
 LATEST_WORDS: Final = frozenset(
-    {"current", "currently", "latest", "now", "newest", "recent", "final"}
+    {"current", "currently", "latest", "now", "newest", "recent", "final", "presently"}
 )
 LIST_WORDS: Final = frozenset({"show", "list", "display", "print", "see", "find", "get"})
 ORDER_WORDS: Final = frozenset(
@@ -194,6 +201,10 @@ FILLER: Final = frozenset(
     "someone", "somebody", "anyone", "anybody", "people", "times", "things", "stuff",
     # "I'm on call", "got paged": never a host after "on"
     "call", "paged",
+    # hedges around a number or a window: "roughly the last few hours", "approx 2h"
+    "roughly", "approximately", "approx", "around", "about", "maybe", "perhaps", "probably",
+    "basically", "actually", "really", "nearly", "almost", "exactly", "precisely", "kinda",
+    "ish",
     ]
 )  # fmt: skip
 

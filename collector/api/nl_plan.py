@@ -128,6 +128,19 @@ class Plan:
         return out
 
 
+def _size_note(n: float, unit: str) -> str:
+    """How a size was read, with the other convention's bytes to check it by."""
+    size = SIZE_UNITS[unit]
+    binary = size & (size - 1) == 0
+    power = (size.bit_length() - 1) // 10 if binary else len(str(size)) // 3
+    other = (1 << (10 * power)) if not binary else 10 ** (3 * power)
+    kind = f"binary, 2^{10 * power}" if binary else f"decimal, 10^{3 * power}"
+    return (
+        f"{n:g} {unit} read as {n * size:,.0f} bytes ({kind}; MB/GB are decimal, MiB/GiB"
+        f" and a bare M/G binary: the other reading is {n * other:,.0f})"
+    )
+
+
 def _url(endpoint: str, params: dict[str, Any]) -> str:
     flat = [(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])]
     return f"{endpoint}?{urlencode(flat)}" if flat else endpoint
@@ -155,6 +168,7 @@ class ParseState:
     host: str | None = None
     more_hosts: list[str] = _field(default_factory=list)  # "web-1 and web-2": after the first
     session: str | None = None
+    more_sessions: list[str] = _field(default_factory=list)  # "sess-a and sess-d": likewise
     tags: list[str] = _field(default_factory=list)
     ts_from: float | None = None
     ts_to: float | None = None
@@ -223,18 +237,28 @@ class _Builder:
         return self.aggregate_plan()
 
     def several_hosts(self, aggregate: bool = True) -> tuple[str, ...]:
-        """ "avg cpu of web-1 and web-2": asked by host, those hosts' rows kept.
-        Only an aggregate not grouped otherwise can be; anything else needs one."""
+        """ "avg cpu of web-1 and web-2", "memory of sess-a vs sess-d": asked by
+        host (or session), those rows kept. Only an aggregate not grouped
+        otherwise can be; anything else needs one of each."""
         s = self.s
-        if not s.more_hosts:
+        several = [
+            (kind, (first, *more))
+            for kind, first, more in (
+                ("host", s.host, s.more_hosts),
+                ("session", s.session, s.more_sessions),
+            )
+            if more
+        ]
+        if not several:
             return ()
-        hosts = (s.host, *s.more_hosts)
-        if not aggregate or s.group not in (None, "host"):
-            shown = " and ".join(repr(h) for h in hosts)
-            raise PromptError(f"Two different hosts ({shown}); give one.")
-        s.group, s.host = "host", None
-        self.notes.append(f"asked by host; the rows of {', '.join(map(str, hosts))} kept")
-        return tuple(h for h in hosts if h is not None)
+        kind, names = several[0]
+        if not aggregate or len(several) > 1 or s.group not in (None, kind):
+            shown = " and ".join(repr(n) for n in names)
+            raise PromptError(f"Two different {kind}s ({shown}); give one.")
+        s.group = kind
+        setattr(s, kind, None)
+        self.notes.append(f"asked by {kind}; the rows of {', '.join(map(str, names))} kept")
+        return tuple(n for n in names if n is not None)
 
     def resolve_stream(self) -> None:
         """Which sample stream a data path is read from; say so when it was a guess."""
@@ -359,7 +383,7 @@ class _Builder:
         op, n, unit = s.threshold
         target = fld
         if unit == "m":  # "over 300m": megabytes of a memory figure, else minutes
-            unit = "mb" if target is not None and _MEMORY_RE.search(target) else "min"
+            unit = "mib" if target is not None and _MEMORY_RE.search(target) else "min"
         if target is None or (target == "value" and s.kind == "event"):
             # "request_failed longer than 100 ms": the event's duration
             owned = sorted(self.v.catalog.paths.get(s.names[0], ())) if len(s.names) == 1 else []
@@ -386,7 +410,7 @@ class _Builder:
             )
             n = n * scale / base_ms
         elif unit in SIZE_UNITS and SIZE_UNITS[unit] > 1:
-            self.notes.append(f"{n:g} {unit} read as {n * SIZE_UNITS[unit]:,.0f} bytes")
+            self.notes.append(_size_note(n, unit))
             n = n * SIZE_UNITS[unit]
         return Threshold(target, op, n)  # type: ignore[arg-type]
 

@@ -107,6 +107,23 @@ _SYMBOLS: Final = frozenset({">", ">=", "<", "<=", "=", "==", "/", "#", "%"})
 #: Words before a duration that make it a window when it is hours or more
 #: ("avg cpu over 2 hours", "errors for 3 days").
 _SPAN_WORDS: Final = frozenset({"over", "for", "during", "within", "throughout"})
+#: Phrases that ask for the last value: "at the moment", "as of now", "at the end".
+_LATEST_PHRASES: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "at": (
+        ("at", "the", "end"),
+        ("at", "the", "moment"),
+        ("at", "this", "moment"),
+        ("at", "present"),
+        ("at", "this", "point"),
+        ("at", "this", "time"),
+    ),
+    "in": (("in", "the", "end"),),
+    "by": (("by", "the", "end"),),
+    "as": (("as", "of", "now"), ("as", "of", "right", "now"), ("as", "we", "speak")),
+    "this": (("this", "instant"),),
+}  # fmt: skip  (by first word: a prompt's words are looked up, not every phrase tried)
+#: Error words that are verbs of what failed: of a session, a bad exit.
+_FAIL_VERBS: Final = frozenset({"fail", "fails", "failed", "failing"})
 #: "slowest X" with nothing ranked: its longest duration ("fastest": shortest).
 _TIMED_RANKS: Final = {"slowest": "max", "fastest": "min"}
 
@@ -120,15 +137,19 @@ class _Tok:
     used: bool = False
     quoted: bool = False
     at: float | None = None  # a time of day on a named day ("yesterday 3pm"), merged
+    sentence: int = 0  # which sentence (split at . ; ! ?) it is in: a ticket's story vs its ask
 
 
 def _tokenize(prompt: str) -> list[_Tok]:
     out: list[_Tok] = []
+    sentence, ended = 0, False
     for m in re.finditer(r'"([^"]*)"|\'([^\']*)\'|(\S+)', prompt):
+        sentence += ended
+        ended = (m.group(3) or "").rstrip(")]}`\"'")[-1:] in (".", ";", "!", "?")
         if m.group(3) is None:
             text = m.group(1) if m.group(1) is not None else m.group(2)
             if text:
-                out.append(_Tok(text, text.lower(), quoted=True))
+                out.append(_Tok(text, text.lower(), quoted=True, sentence=sentence))
             continue
         word = m.group(3).strip("?,;!()[]{}`").rstrip(".:")
         if word.lower().endswith("'s"):
@@ -136,26 +157,26 @@ def _tokenize(prompt: str) -> list[_Tok]:
         if not word or not (word in _SYMBOLS or any(c.isalnum() for c in word)):
             continue  # a dash or an ellipsis between clauses: "quick one - could you..."
         if (eq := FIELD_EQ_RE.match(word)) is not None:
-            out.append(_Tok(eq.group(1), eq.group(1).lower()))
-            out.append(_Tok(eq.group(2), eq.group(2).lower()))
+            out.append(_Tok(eq.group(1), eq.group(1).lower(), sentence=sentence))
+            out.append(_Tok(eq.group(2), eq.group(2).lower(), sentence=sentence))
             continue
         if (op := OP_SPLIT_RE.match(word)) is not None:
-            out.append(_Tok(op.group(1), op.group(1)))
+            out.append(_Tok(op.group(1), op.group(1), sentence=sentence))
             word = op.group(2)
         low = word.lower()
         if (nu := NUM_UNIT_RE.match(low)) is not None and not ORDINAL_RE.match(low):
             unit = nu.group(2)
             if unit in UNITS or unit in TIME_UNITS_MS or unit in SIZE_UNITS or unit == "%":
-                out.append(_Tok(nu.group(1), nu.group(1)))
-                out.append(_Tok(unit, unit))
+                out.append(_Tok(nu.group(1), nu.group(1), sentence=sentence))
+                out.append(_Tok(unit, unit, sentence=sentence))
                 continue
         if low.endswith("%") and (low == "%" or low[:-1].isalpha()):
             # "cpu%" -> "cpu percent" (then cpu.percent), "memory in %"
             if low != "%":
-                out.append(_Tok(word[:-1], low[:-1]))
-            out.append(_Tok("percent", "percent"))
+                out.append(_Tok(word[:-1], low[:-1], sentence=sentence))
+            out.append(_Tok("percent", "percent", sentence=sentence))
             continue
-        out.append(_Tok(word, low))
+        out.append(_Tok(word, low, sentence=sentence))
     return out
 
 
@@ -171,6 +192,8 @@ class _Parser:
         self.now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
         self.v = vocab
         self.s = ParseState()
+        self._at = 0  # the token a time window being read starts at (``times``)
+        self._window_sentence = -1  # the sentence the window read came from
 
     # -- helpers -----------------------------------------------------------------
 
@@ -211,7 +234,7 @@ class _Parser:
                 hit = next((j for j in joins if known(j)), None)
                 if hit is not None:
                     text = known(hit)[0].value  # the name as stored
-                    toks[i : i + n] = [_Tok(text, hit)]
+                    toks[i : i + n] = [_Tok(text, hit, sentence=toks[i].sentence)]
                     break
             i += 1
 
@@ -222,7 +245,7 @@ class _Parser:
             a, b = toks[i].low, toks[i + 1].low
             if (a, b) in (("non", "zero"), ("non", "0")) or (a == "p" and b in PERCENTILES):
                 word = f"{a}-zero" if a == "non" else f"p{b}"
-                toks[i : i + 2] = [_Tok(word, word)]
+                toks[i : i + 2] = [_Tok(word, word, sentence=toks[i].sentence)]
 
     # -- 2. keyword typos: "avrage" -> "average" ------------------------------------------
 
@@ -384,7 +407,7 @@ class _Parser:
             ):
                 text = " ".join(t.text for t in toks[i : j + 1])
                 at = self._clock(*hm, days_back=1 if w == "yesterday" else 0)
-                toks[i : j + 1] = [_Tok(text, text.lower(), at=at)]
+                toks[i : j + 1] = [_Tok(text, text.lower(), at=at, sentence=toks[i].sentence)]
             i += 1
 
     def _recent(self, seconds: float) -> None:
@@ -405,8 +428,17 @@ class _Parser:
         self._from(start)
 
     def _from(self, ts: float, to: float | None = None) -> None:
+        sentence = self.toks[self._at].sentence
         if self.s.ts_from is not None:
-            raise PromptError("Two time windows; give one.")
+            if sentence == self._window_sentence:
+                raise PromptError("Two time windows; give one.")
+            # In different sentences: a ticket tells its story first ("a ticket
+            # from this morning; ...") and asks last, so the later one is the ask.
+            self.s.notes.append(
+                "two time windows in different sentences: the later one is used"
+                f" ({' '.join(t.text for t in self.toks if t.sentence == sentence)[:60]!r})"
+            )
+        self._window_sentence = sentence
         self.s.ts_from = ts
         self.s.ts_to = to
 
@@ -443,6 +475,7 @@ class _Parser:
         i = 0
         while i < len(self.toks):
             w = self.low(i)
+            self._at = i
             if w in WINDOW_WORDS or (w in _SPAN_WORDS and self._long_span(i + 1)):
                 # "avg cpu over 2 hours" is a window, not cpu > 2
                 span = self._span(i + 1)
@@ -870,10 +903,12 @@ class _Parser:
                 if not hits:
                     if (
                         key in ("event", "metric", "name")
-                        and not self._is_value(j)
+                        and (not self._is_value(j) or self.v.lookup(val.text))
                         and not val.quoted
                     ):
-                        continue  # "event counts", "metric name": nouns, not filters
+                        # "event counts", "metric name": nouns, not filters; "job_error
+                        # events db-1 had": the noun, then a host
+                        continue
                     raise self._unknown(val.text, kinds, f"{key} {val.text!r}")
                 self._assign(hits[0], val.text)
                 self.use(i, j)
@@ -885,7 +920,7 @@ class _Parser:
             if not hits and t.low.endswith("s") and len(t.low) > 3 and not t.low.endswith("ss"):
                 hits = self.v.lookup(t.text[:-1])  # "user_logins", but not "http_latency_mss"
             if not hits and t.low not in KEYWORDS and t.low not in FILLER:
-                hits = self._leaf(t.low)  # "vms" -> mem.vms
+                hits = self._leaf(t.low) or self._plural_path(t.low)  # "vms" -> mem.vms
             if t.low in HEALTH_WORDS and not self._owner_named(hits):
                 continue  # "status of sess-c": how it is doing, not request_failed's status
             if hits:
@@ -922,6 +957,16 @@ class _Parser:
         self.s.notes.append(f"read {word!r} as {path}")
         return [Term("path", path)]
 
+    def _plural_path(self, word: str) -> list[Term]:
+        """A data path named in the singular: "thread count" -> threads, "attempt" -> attempts."""
+        if len(word) < 3 or not word.isalpha():
+            return []
+        plural = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+        hits = [h for h in self.v.lookup(plural) if h.kind == "path"] or self._leaf(plural)
+        if hits and hits[0].value == plural:
+            self.s.notes.append(f"read {word!r} as {plural}")
+        return hits
+
     def _verb_part(self, i: int) -> tuple[Term | None, int]:
         """An event named by its verb: "users logged in" -> user_login, "deployed"
         -> deploy_finished; (the term, how many words it took)."""
@@ -957,7 +1002,10 @@ class _Parser:
             elif term.value not in s.more_hosts:
                 s.more_hosts.append(term.value)  # "web-1 and web-2": the builder decides
         elif term.kind == "session":
-            self.set_once("session", term.value, "session")
+            if s.session is None or s.session == term.value:
+                s.session = term.value
+            elif term.value not in s.more_sessions:
+                s.more_sessions.append(term.value)  # "sess-a and sess-d": as hosts
         elif term.kind == "tag":
             if term.value not in s.tags:
                 s.tags.append(term.value)
@@ -1053,7 +1101,9 @@ class _Parser:
                 }
                 narrowed = [e for e in events if near & set(re.split(r"[_.\-]", e.lower()))]
                 events = narrowed or events
-                if events:
+                if set(s.names) & set(events):
+                    self.use(i)  # "jobs kept failing ... count job_error": the one named
+                elif events:
                     for e in events:
                         if e not in s.names:
                             s.names.append(e)
@@ -1292,7 +1342,10 @@ class _Parser:
         # "cpu per session" is about samples, "sessions per host" about sessions.
         # "errors by session": error events counted per session, not sessions
         # that exited with an error.
-        measures = bool(words & ({"cpu", "memory", "mem", "ram", "latency"} | ERROR_WORDS))
+        # "which sessions failed" (a verb of the session): how it ended, not error events
+        measures = bool(
+            words & ({"cpu", "memory", "mem", "ram", "latency"} | (ERROR_WORDS - _FAIL_VERBS))
+        )
         grouped = self.s.group == "session" and not words & {"sessions", "session"}
         return not (measures and s.group == "session" and (grouped or not about))
 
@@ -1308,9 +1361,9 @@ class _Parser:
         ):
             s.kind, s.listing = "event", True  # "what changed on web-1": its events
         if s.fn is None and (
-            words & LATEST_WORDS
+            self._at_the_end()  # first: its phrase's words are used ("as of now")
+            or words & LATEST_WORDS
             or ("last" in words and not self._has_last_n())
-            or self._at_the_end()
         ):
             s.latest = True
         if (
@@ -1365,12 +1418,15 @@ class _Parser:
                 return
 
     def _at_the_end(self) -> bool:
-        """ "memory of sess-a at the end": its last value."""
-        lows = [t.low for t in self.toks]
-        return any(
-            lows[i : i + 3] in (["at", "the", "end"], ["in", "the", "end"], ["by", "the", "end"])
-            for i in range(len(lows) - 2)
-        )
+        """ "memory of sess-a at the end", "cpu at the moment", "as of now": its
+        last value (the phrase's words are used, never refused as names)."""
+        lows = tuple(t.low for t in self.toks)
+        for i, w in enumerate(lows):
+            for phrase in _LATEST_PHRASES.get(w, ()):
+                if lows[i : i + len(phrase)] == phrase:
+                    self.use(*range(i, i + len(phrase)))
+                    return True
+        return False
 
     def _has_last_n(self) -> bool:
         return any(

@@ -310,7 +310,7 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "sessions where memory exceeded 500 mb",
-        {"endpoint": A, "by": "session", "where": "mem.rss > 524288000"},
+        {"endpoint": A, "by": "session", "where": "mem.rss > 500000000"},
     ),
     ("latency under 20", {"endpoint": A, "name": "http_latency_ms", "where": "value < 20"}),
     ("queue_depth at least 6 today", {"endpoint": A, "where": "value >= 6", "from": ANY}),
@@ -606,7 +606,7 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ("latency <= 50", {"endpoint": A, "name": "http_latency_ms", "where": "value <= 50"}),
     (
         "sessions using more than 400mb",
-        {"endpoint": A, "field": "mem.rss", "by": "session", "where": "mem.rss > 419430400"},
+        {"endpoint": A, "field": "mem.rss", "by": "session", "where": "mem.rss > 400000000"},
     ),
     ("how many threads does sess-c have", {"endpoint": A, "fn": "avg", "field": "threads"}),
     ("how many request_failed with status 500", {"status": 422}),
@@ -712,4 +712,75 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
         "did db-1 restart today",
         {"endpoint": S, "host": "db-1", "from": "2026-11-23T00:00:00Z"},
     ),
+    # -- set 12's misses and their siblings (fixed by category, not by prompt)
+    # "at the moment", "as of now": the latest value, never an average
+    (
+        "what's the memory of sess-d at the moment",
+        {"endpoint": M, "answer": "latest", "session": "sess-d", "field": "mem.rss"},
+    ),
+    ("cpu of web-1 at the moment", {"endpoint": M, "answer": "latest", "host": "web-1"}),
+    ("sess-b memory as of now", {"endpoint": M, "answer": "latest", "field": "mem.rss"}),
+    ("queue_depth at present", {"endpoint": M, "answer": "latest", "name": "queue_depth"}),
+    # a session that fails is one that exited non-zero; "errors by session" stay events
+    ("any sessions fail?", {"endpoint": S, "where": "exit_code != 0"}),
+    ("did any session fail today", {"endpoint": S, "where": "exit_code != 0", "from": ANY}),
+    ("which sessions failed", {"endpoint": S, "where": "exit_code != 0"}),
+    ("sessions that fail", {"endpoint": S, "where": "exit_code != 0"}),
+    ("failures per session", {"endpoint": A, "fn": "count", "by": "session", "kind": "event"}),
+    # a window in the story of a ticket ("a ticket from this morning"), then one in
+    # its ask, in another sentence: the ask's; in one sentence, still refused
+    (
+        "Hi team, I'm looking into a ticket from this morning where jobs kept failing on the"
+        " database host; can you count how many job_error events db-1 had in the last 24"
+        " hours and split them per hour so I can see when it started?",
+        {
+            "endpoint": A,
+            "fn": "count",
+            "name": "job_error",
+            "host": "db-1",
+            "bucket": "1h",
+            "from": "2026-11-22T12:00:00Z",
+        },
+    ),
+    (
+        "Got a ticket from yesterday. Show avg cpu on web-1 in the last hour",
+        {"endpoint": A, "fn": "avg", "host": "web-1", "from": "2026-11-23T11:00:00Z", "to": None},
+    ),
+    ("avg cpu today and yesterday", {"status": 422}),
+    # two sessions compared, as two hosts are
+    (
+        "compare memory of sess-a and sess-d",
+        {"endpoint": A, "field": "mem.rss", "by": "session", "only": ["sess-a", "sess-d"]},
+    ),
+    (
+        "avg cpu of sess-b vs sess-c",
+        {"endpoint": A, "fn": "avg", "by": "session", "only": ["sess-b", "sess-c"]},
+    ),
+    ("is sess-a or sess-b live", {"status": 422}),
+    # a data path named in the singular
+    ("thread count on web-2", {"field": "threads", "host": "web-2"}),
+    ("avg thread for sess-c", {"endpoint": A, "fn": "avg", "field": "threads"}),
+    # hedges are filler, not names
+    (
+        "what's the average cpu across all prod hosts for roughly the last few hours",
+        {
+            "endpoint": A,
+            "fn": "avg",
+            "field": "cpu.percent",
+            "tag": "prod",
+            "from": "2026-11-23T09:00:00Z",
+        },
+    ),
+    ("approximately how many job_error today", {"endpoint": A, "fn": "count", "from": ANY}),
+    (
+        "avg memory of web-1 over roughly the last 2 hours",
+        {"endpoint": A, "fn": "avg", "host": "web-1", "from": "2026-11-23T10:00:00Z"},
+    ),
+    # sizes: MB/GB decimal, MiB/GiB and a bare M/G (as top and psutil print) binary
+    ("sessions using over 0.5 GB", {"endpoint": A, "where": "mem.rss > 500000000"}),
+    ("hosts where memory is above 800 MB", {"endpoint": A, "where": "mem.rss > 800000000"}),
+    ("hosts with memory over 1 gig", {"endpoint": A, "where": "mem.rss > 1000000000"}),
+    ("memory above 2 GiB", {"endpoint": A, "where": "mem.rss > 2147483648"}),
+    ("memory over 512 MiB by host", {"endpoint": A, "where": "mem.rss > 536870912"}),
+    ("memory > 2G", {"endpoint": A, "where": "mem.rss > 2147483648"}),
 ]

@@ -227,3 +227,30 @@ async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
     now[0] = 5.7
     await cache.get(load)
     assert loads == [0.0, 0.6, 5.7]
+
+
+@given(
+    n=st.integers(min_value=1, max_value=4096),
+    unit=st.sampled_from(["MB", "GB", "meg", "gigs", "MiB", "GiB", "G"]),
+)
+@settings(max_examples=40, deadline=None)
+def test_sizes_follow_the_standard_and_say_both_readings(n: int, unit: str) -> None:
+    """MB/GB (and "meg"/"gig") are powers of 10; MiB/GiB and a bare G are
+    powers of 2 (as top and psutil print them). The note names the bytes used
+    and the other convention's, so a reader who meant the other can check."""
+    decimal = unit.lower().startswith(("mb", "gb", "meg", "gig"))
+    power = 2 if unit.lower().startswith("m") else 3
+    want = n * (10 ** (3 * power) if decimal else 1 << (10 * power))
+    other = n * (1 << (10 * power) if decimal else 10 ** (3 * power))
+    p = plan(f"hosts with memory over {n} {unit}")
+    assert p.params["where"] == f"mem.rss > {want}"
+    (note,) = [x for x in p.notes if "bytes" in x]
+    assert f"{want:,} bytes" in note and f"{other:,}" in note
+
+
+def test_a_window_in_the_story_gives_way_to_the_ask() -> None:
+    p = plan("A ticket from this morning says web-1 was slow. Avg cpu of web-1 in the last hour?")
+    assert p.params["from"] == iso(NOW - timedelta(hours=1))
+    assert any("two time windows in different sentences" in n for n in p.notes)
+    with pytest.raises(PromptError, match="Two time windows"):
+        plan("avg cpu of web-1 this morning in the last hour")
