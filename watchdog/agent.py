@@ -61,6 +61,10 @@ SESSION_ENV_VAR = "DELTAWIRE_SESSION"
 #: not drain: sampling slows down instead of piling up unsent data.
 _CONGESTED_AFTER = 1.0
 _MAX_WIDEN = 16
+#: Once the command has exited, its event connections are read to their end
+#: before the bye (they are normally closed already: the reads take
+#: microseconds); a grandchild that keeps one open does not hold the end longer.
+EVENTS_DRAIN_S = 2.0
 
 
 class AgentError(Exception):
@@ -339,6 +343,8 @@ async def _run(cfg: AgentConfig, agent: Agent) -> int:
                 nursery.start_soon(sample)
                 status = await _wait_end(cfg, supervisor, signals)
                 sampling.cancel()
+                with trio.move_on_after(EVENTS_DRAIN_S):
+                    await agent.events.drain()  # its last events, before the bye
                 await agent.end(status)
                 nursery.cancel_scope.cancel()
         finally:

@@ -68,6 +68,12 @@ class EventServer:
         self.received = 0
         self.malformed = 0
         self._sock: trio.socket.SocketType | None = None
+        #: the listening socket as bound (non-blocking once trio wraps it), for
+        #: ``drain``'s accepts that must not wait
+        self._raw: stdlib_socket.socket | None = None
+        #: clients being read, and an event set whenever one finishes
+        self._clients = 0
+        self._client_done = trio.Event()
 
     def bind(self) -> None:
         """Create the socket now (before the child starts), so no event is lost."""
@@ -84,6 +90,33 @@ class EventServer:
             raw.close()
             raise
         self._sock = trio.socket.from_stdlib_socket(raw)
+        self._raw = raw
+
+    async def drain(self) -> None:
+        """Read every connection already made to its end: those being read,
+        and those still waiting in the listen queue.
+
+        Called once the watched command has exited, before the session is
+        sealed: a command that writes its last events and exits at once
+        leaves connections that ``serve`` has not read yet (or not even
+        accepted), and they belong to the session. The caller bounds the
+        wait (a grandchild of the command may keep a connection open).
+        """
+        async with trio.open_nursery() as nursery:
+            while (stream := self._accept_waiting()) is not None:
+                nursery.start_soon(self._client, stream)
+            while self._clients:
+                await self._client_done.wait()
+
+    def _accept_waiting(self) -> trio.SocketStream | None:
+        """A connection waiting in the listen queue, or None (never blocks)."""
+        if self._raw is None or self._sock is None:
+            return None
+        try:
+            conn, _ = self._raw.accept()
+        except OSError:  # BlockingIOError: nobody waiting
+            return None
+        return trio.SocketStream(trio.socket.from_stdlib_socket(conn))
 
     async def serve(self) -> None:
         if self._sock is None:
@@ -99,6 +132,7 @@ class EventServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._raw = None
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
         else:
@@ -106,6 +140,15 @@ class EventServer:
                 self.path.unlink()
 
     async def _client(self, stream: trio.abc.Stream) -> None:
+        self._clients += 1
+        try:
+            await self._read(stream)
+        finally:
+            self._clients -= 1
+            self._client_done.set()
+            self._client_done = trio.Event()
+
+    async def _read(self, stream: trio.abc.Stream) -> None:
         buf = bytearray()
         skipping = False  # inside an over-long line: drop bytes up to its newline
         async with stream:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from deltawire.watchdog import client
 from deltawire.watchdog.events import MAX_EVENT_LINE, EventServer, parse_event_line
@@ -123,3 +124,51 @@ def test_emit_command_errors_are_messages(tmp_path: pathlib.Path) -> None:
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     for r in (run("x"), run("x", "--data", "[]")):
         assert "Traceback" not in r.stderr
+
+
+async def test_drain_reads_connections_serve_has_not_reached(tmp_path: pathlib.Path) -> None:
+    """A command that writes its last events and exits at once: its
+    connections are still in the listen queue (or unread) when the agent
+    learns of the exit. ``drain`` reads them all (the agent calls it before
+    the bye), with no ``serve`` running at all here."""
+    got = Received()
+    server = EventServer(got, directory=tmp_path)
+    server.bind()
+    try:
+        for i in range(3):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(str(server.path))
+                sock.sendall(b'{"name": "last", "data": {"i": %d}}\n{"name": "bye-line"}' % i)
+        assert got.events == []  # nothing reads them until drain
+        with trio.fail_after(10):
+            await server.drain()
+        assert sorted(d["i"] for n, d in got.events if n == "last" and d) == [0, 1, 2]
+        assert [n for n, _ in got.events].count("bye-line") == 3
+        with trio.fail_after(10):
+            await server.drain()  # nothing left: returns at once
+        assert len(got.events) == 6
+    finally:
+        server.close()
+
+
+async def test_drain_waits_for_a_client_being_read(served: tuple[EventServer, Received]) -> None:
+    server, got = served
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(server.path))
+        sock.sendall(b'{"name": "first"}\n')
+        await got.wait_for(1)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def drain() -> None:
+                await server.drain()
+                done.set()
+
+            nursery.start_soon(drain)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # the connection is open: drain waits for its end
+            sock.sendall(b'{"name": "second"}\n')
+            sock.shutdown(socket.SHUT_WR)
+            with trio.fail_after(10):
+                await done.wait()
+    assert [n for n, _ in got.events] == ["first", "second"]
