@@ -222,8 +222,14 @@ class _Parser:
     def join_names(self) -> None:
         toks = self.toks
         known = self.v.lookup
+        begins = self.v.name_prefixes
         i = 0
         while i < len(toks):
+            # (every join below starts with this word, or with the next one for
+            # "user cpu" -> cpu.user: neither begins a name, nothing to join)
+            if toks[i].low not in begins and (i + 1 >= len(toks) or toks[i + 1].low not in begins):
+                i += 1
+                continue
             for n in (3, 2):
                 if i + n > len(toks) or any(t.quoted for t in toks[i : i + n]):
                     continue
