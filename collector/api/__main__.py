@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from deltawire.collector.settings import ApiSettings
-from deltawire.config import ConfigError, load
+from deltawire.config import ConfigError, configure, load
 from deltawire.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -95,16 +95,7 @@ def _api_config(settings: ApiSettings) -> ApiConfig:
         keys = parse_keys(settings.api_keys)
     except ValueError as e:
         raise ConfigError(f"API_KEYS: {e}") from None
-    return ApiConfig(
-        keys=keys,
-        rate_limit=settings.rate_limit,
-        rate_burst=settings.rate_burst,
-        query_timeout=settings.query_timeout,
-        heavy_queries=settings.heavy_queries,
-        store_threads=settings.store_threads,
-        page_bytes=settings.page_bytes,
-        header_timeout=settings.header_timeout,
-    )
+    return configure(ApiConfig, settings, keys=keys)
 
 
 async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
