@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "Var",
     "configure",
+    "default",
     "load",
     "load_env_files",
     "parse_bool",
@@ -236,6 +237,13 @@ def load(
     values = resolve(variables(settings_class), overrides, environ, directory)
     fields = dataclasses.fields(settings_class)  # type: ignore[arg-type]
     return settings_class(**{f.name: values[f.metadata["var"].name] for f in fields})
+
+
+def default(settings_class: type, name: str) -> Any:
+    """The default of variable ``name`` of ``settings_class``, parsed: for a
+    component's own defaults, so that they are declared once, as settings."""
+    var = next(v for v in variables(settings_class) if v.name == name)
+    return var.parse(var.default)
 
 
 def configure(target: Callable[..., T], settings: object, **values: Any) -> T:
