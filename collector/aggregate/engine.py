@@ -20,9 +20,7 @@ from deltawire.collector.stores.rollup import (
     MINUTE,
     RAW,
     TIERS,
-    Bucket,
     Partial,
-    RawPoint,
     RollupData,
     RollupRequest,
     Segment,
@@ -238,7 +236,6 @@ def _accumulate(
             accs[key] = acc = _Acc(pieces={} if rate else None)
         return acc
 
-    bucket: Bucket
     if sketches:  # a percentile needs only the count and the sketches
         # (~12,000 buckets for "p99 every 10 minutes" over a day at 10M samples)
         for bucket in data.buckets:
@@ -252,7 +249,6 @@ def _accumulate(
     else:
         for bucket in data.buckets:
             acc_for(bucket.series, bucket.start).add(bucket.series, bucket.part, 0, None)
-    point: RawPoint
     for point in data.points:
         acc = acc_for(point.series, point.ts)
         v = point.value

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read NDJSON control messages (stats, bump) on stdin and exit when it closes; "
         "the ingest process passes this. Without it stdin is ignored.",
     )
+    p.add_argument("--parent-pid", metavar="PID", type=int,
+                   help="exit at most a few seconds after this process is gone (the ingest "
+                   "process passes its own; default: none)")  # fmt: skip
     return p
 
 
@@ -230,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    if args.parent_pid is not None:
+        from deltawire.collector.lifeline import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
     if _has("uvloop"):
         import uvloop
 

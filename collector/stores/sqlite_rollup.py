@@ -300,6 +300,27 @@ def _merged_part(n: int, total: float, low: float, high: float, fts: float, lts:
     return Partial(n, total, low, high, fts, math.nan, lts, math.nan, None)
 
 
+def _tier_merge(sum_fn: str = "SUM") -> str:
+    """The merged columns of tier buckets ``b`` (``_merged_buckets``);
+    ``sum_fn`` total where a sum of integers may pass 64 bits."""
+    return (
+        f"MIN(b.bucket), SUM(b.n), {sum_fn}(b.sum), MIN(b.min), MAX(b.max), MIN(b.fts), MAX(b.lts)"
+    )
+
+
+def _merged_buckets(
+    conn: sqlite3.Connection, path: str, tier: int, columns: str, rest: str, params: list[Any]
+) -> list[Bucket]:
+    """One Bucket per row of ``SELECT series columns, columns rest``, where
+    ``columns`` are start, n, sum, min, max, first and last time (merge_span):
+    the one reading of merged slices, raw or tier."""
+    keys = _SeriesKeys(path)
+    return [
+        Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
+        for row in conn.execute(f"SELECT {_SERIES_COLUMNS}, {columns} {rest}", params)
+    ]
+
+
 def _raw_merged(
     conn: sqlite3.Connection, sql: Sql, req: RollupRequest, span: float, seg: Segment
 ) -> list[Bucket]:
@@ -307,20 +328,14 @@ def _raw_merged(
     inner, args = _raw_sql(sql, _within(req.where, seg.lo, seg.hi), req.path, (None, None),
                            req.raw_filter)  # fmt: skip
     group = _slice_sql("ts", span, args)
-    query = (
-        f"SELECT {_SERIES_COLUMNS}, MIN(ts), COUNT(*), SUM(v), MIN(v), MAX(v), MAX(ts)"
-        f" FROM ({inner}) GROUP BY {_SERIES_COLUMNS}{group}"
+    return _merged_buckets(
+        conn,
+        req.path,
+        RAW,
+        "MIN(ts), COUNT(*), SUM(v), MIN(v), MAX(v), MIN(ts), MAX(ts)",
+        f"FROM ({inner}) GROUP BY {_SERIES_COLUMNS}{group}",
+        args,
     )
-    keys = _SeriesKeys(req.path)
-    return [
-        Bucket(
-            keys[row[:5]],
-            RAW,
-            row[5],
-            _merged_part(row[6], row[7], row[8], row[9], row[5], row[10]),
-        )
-        for row in conn.execute(query, args)
-    ]
 
 
 #: Tier buckets of a counter in time order, each with the step from the one
@@ -599,15 +614,8 @@ def _buckets(
         return passing
     if span is not None:  # merged in SQL (RollupRequest.merge_span)
         group = _slice_sql("b.bucket", span, params)
-        merged = (
-            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), SUM(b.sum), MIN(b.min),"
-            f" MAX(b.max), MIN(b.fts), MAX(b.lts) {where} GROUP BY docs.id{group}"
-        )
-        keys = _SeriesKeys(req.path)
-        return [
-            Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
-            for row in conn.execute(merged, params)
-        ]
+        rest = f"{where} GROUP BY docs.id{group}"
+        return _merged_buckets(conn, req.path, tier, _tier_merge(), rest, params)
     sketch_sql = "b.sketch" if req.sketches else "NULL"
     vals_sql, vals_params = rollup_vals.cut_sql(req, tier)
     # Each series' five text columns read once, not once per bucket: at 10M
@@ -888,8 +896,8 @@ class Folder:
         rollup_vals.hours_changed(
             conn, [(ids.get(conn, r[0], r[1]), r[2]) for r in step.rows[HOUR] if r[1] != DOCS]
         )
-        for stream, path, tier, start in step.redo:
-            _recompute(conn, sql, ids, stream, path, tier, start, self.through)
+        for key in step.redo:
+            _recompute(conn, sql, ids, key, self.through)
         # A dirty bucket stays dirty (read raw) whatever is written to it:
         # the repair rebuilds it once the checkpoint is done (``read_repair``).
         marks = []
@@ -1022,16 +1030,10 @@ def _write_bucket(
 
 
 def _recompute(
-    conn: sqlite3.Connection,
-    sql: Sql,
-    ids: SeriesIds,
-    stream: Stream,
-    path: str,
-    tier: int,
-    start: int,
-    upto: int,
+    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, key: BucketKey, upto: int
 ) -> None:
     """Rebuild one bucket from the raw rows with ``id <= upto``."""
+    stream, path, tier, start = key
     values: list[float] = []
     built = _rebuilt(conn, sql, stream, path, tier, start, upto, values)
     sid = ids.get(conn, stream, path)
@@ -1181,14 +1183,12 @@ def read_repair(
                 rep.rows.append(((stream, path, MINUTE, start), built))
                 rep.vals.append((stream, path, start, rollup_vals.pack(values) or rollup_vals.DROP))
             elif tier != HOUR:
-                built = _coarse_built(
-                    conn, sql, ids, stream, path, tier, start, minutes, rep.mark, minute_keep_s
-                )
-                rep.rows.append(((stream, path, tier, start), built))
-        built = _coarse_built(
-            conn, sql, ids, stream, path, HOUR, hour, minutes, rep.mark, minute_keep_s
-        )
-        rep.rows.append(((stream, path, HOUR, hour), built))
+                key = (stream, path, tier, start)
+                built = _coarse_built(conn, sql, ids, key, minutes, rep.mark, minute_keep_s)
+                rep.rows.append((key, built))
+        key = (stream, path, HOUR, hour)
+        built = _coarse_built(conn, sql, ids, key, minutes, rep.mark, minute_keep_s)
+        rep.rows.append((key, built))
     return rep
 
 
@@ -1196,10 +1196,7 @@ def _coarse_built(
     conn: sqlite3.Connection,
     sql: Sql,
     ids: SeriesIds,
-    stream: Stream,
-    path: str,
-    tier: int,
-    start: int,
+    key: BucketKey,
     fresh: dict[int, tuple[Partial, Sketch | None] | None],
     upto: int,
     minute_keep_s: float,
@@ -1208,6 +1205,7 @@ def _coarse_built(
     ones, ``fresh`` ones instead where rebuilt): an hour of raw rows is
     thousands, a repair of many hours read that way held up the folder for
     seconds. From the raw rows where the minutes cannot be trusted to add up."""
+    stream, path, tier, start = key
     end = start + tier
     if minute_keep_s > 0 and start < time.time() - minute_keep_s + tier:
         return _rebuilt(conn, sql, stream, path, tier, start, upto)  # minutes may be pruned
@@ -1439,15 +1437,8 @@ def _passing_buckets(
     # Wholly passing: merged in SQL (total(): a sum of integers may pass 64 bits).
     whole = [*params, number, number]
     group = _slice_sql("b.bucket", span, whole)
-    out = [
-        Bucket(keys[row[:5]], tier, row[5], _merged_part(*row[6:]))
-        for row in conn.execute(
-            f"SELECT {_SERIES_COLUMNS}, MIN(b.bucket), SUM(b.n), total(b.sum), MIN(b.min),"
-            f" MAX(b.max), MIN(b.fts), MAX(b.lts) {where}"
-            f" AND b.min {op} ? AND b.max {op} ? GROUP BY docs.id{group}",
-            whole,
-        )
-    ]
+    rest = f"{where} AND b.min {op} ? AND b.max {op} ? GROUP BY docs.id{group}"
+    out = _merged_buckets(conn, req.path, tier, _tier_merge("total"), rest, whole)
     # Cut: each minute's (or hour's: its one chunk where the threshold
     # falls) passing values, summed per series and slice here.
     vals_sql, vals_params = "NULL", []
