@@ -34,7 +34,7 @@ from .query import QUANTILES, AggregateQuery, AggregateRow
 from .sketches import SketchSum
 from .threshold import apply_threshold
 
-__all__ = ["RollupSource", "plan_segments", "run_aggregate"]
+__all__ = ["RollupSource", "plan_segments", "rate_seconds", "run_aggregate"]
 
 _GROUP_ATTR: Final = {"host": "host", "session": "session", "name": "name"}
 #: The functions of n, sum, min and max only (``RollupRequest.merge_span``).
@@ -326,14 +326,19 @@ def _value(query: AggregateQuery, acc: _Acc, percentile: float | None) -> float 
     inc = acc.increase()
     if inc is None:
         raise _Inexact
+    seconds = rate_seconds(query, acc.first, acc.last)
+    return inc / seconds if seconds > 0 else None
+
+
+def rate_seconds(query: AggregateQuery, first: float, last: float) -> float:
+    """What a rate's increase is divided by: the bucket, else the window asked
+    for, else the span of the values seen (``first`` to ``last``)."""
     w = query.where
     if query.bucket is not None:
-        seconds = query.bucket
-    elif w.ts_from is not None and w.ts_to is not None:
-        seconds = w.ts_to - w.ts_from
-    else:
-        seconds = acc.last - acc.first
-    return inc / seconds if seconds > 0 else None
+        return query.bucket
+    if w.ts_from is not None and w.ts_to is not None:
+        return w.ts_to - w.ts_from
+    return last - first
 
 
 def _ordered(query: AggregateQuery, rows: list[AggregateRow]) -> list[AggregateRow]:
