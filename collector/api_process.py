@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,7 +34,8 @@ log = logging.getLogger("deltawire.collector.api_process")
 
 class ApiProcess:
     def __init__(self, argv: list[str], stats_text: Callable[[], str]) -> None:
-        self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin", *argv]
+        self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin",
+                     "--parent-pid", str(os.getpid()), *argv]  # fmt: skip
         self._child = Child(self.argv, _RESTART_BACKOFF, grace=5.0)
         self._stats_text = stats_text
         self._sessions: set[str] = set()

@@ -15,12 +15,21 @@ import trio
 
 from deltawire.retry import Backoff
 
-__all__ = ["Child"]
+__all__ = ["STOP_GRACE_S", "Child"]
+
+#: Seconds ``stop`` gives a child to finish by itself before killing it: the
+#: writer may be committing its last batch.
+STOP_GRACE_S = 10.0
 
 
 class Child:
     def __init__(
-        self, argv: list[str], backoff: Backoff, *, stdout: bool = False, grace: float = 10.0
+        self,
+        argv: list[str],
+        backoff: Backoff,
+        *,
+        stdout: bool = False,
+        grace: float = STOP_GRACE_S,
     ) -> None:
         self.argv = argv
         self.backoff = backoff

@@ -27,6 +27,9 @@ from typing import Any, Final, Protocol
 
 import trio
 
+from deltawire.config import default
+
+from .settings import IngestSettings
 from .stats import Stats
 from .stores.base import Store
 from .writer import BatchResult, BatchWriter, Item, ThreadWriter, Waiter
@@ -55,12 +58,12 @@ class Committer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    queue_size: int = 16
-    batch_max_docs: int = 2000
-    batch_max_ms: float = 10.0
-    high_water: float = 0.75
-    low_water: float = 0.25
-    flow_min_interval: float = 5.0
+    queue_size: int = default(IngestSettings, "QUEUE_SIZE")
+    batch_max_docs: int = default(IngestSettings, "BATCH_MAX_DOCS")
+    batch_max_ms: float = default(IngestSettings, "BATCH_MAX_MS")
+    high_water: float = default(IngestSettings, "FLOW_HIGH_WATER")
+    low_water: float = default(IngestSettings, "FLOW_LOW_WATER")
+    flow_min_interval: float = default(IngestSettings, "FLOW_MIN_INTERVAL")
 
 
 class Chunk:

@@ -26,6 +26,7 @@ import orjson
 
 from deltawire.protocol import Document
 
+from .lifeline import ORPHAN_GRACE_S, exit_with_parent
 from .stores import open_store
 from .stores.base import STORE_BACKOFF, Row, Store, StoreError, StoreUnavailable
 
@@ -202,13 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--options", default="{}", help="store options as a JSON object")
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--parent-pid", type=int, default=None,
-                    help="exit instead of retrying once this process is gone (default: our "
-                    "parent at start-up)")  # fmt: skip
+                    help="exit instead of retrying once this process is gone, and at most "
+                    f"{ORPHAN_GRACE_S:g} s after it in any case (default: our parent at "
+                    "start-up)")  # fmt: skip
     args = ap.parse_args(argv)
     # Passed by the collector: by the time we read getppid() it may already
     # have died, and we would wait on whoever adopted us.
     parent = args.parent_pid if args.parent_pid is not None else os.getppid()
     setup_logging(args.log_level)
+    exit_with_parent(parent)  # whatever it is doing when the collector dies
     # The parent decides when we stop (it closes our stdin once drained): a
     # Ctrl-C or a SIGTERM to the whole process group must not cut a batch short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

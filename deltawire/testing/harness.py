@@ -29,6 +29,7 @@ from deltawire.protocol import (
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
 __all__ = [
+    "COLLECTOR_STOP_TIMEOUT_S",
     "Client",
     "CollectorProcess",
     "Level",
@@ -184,6 +185,13 @@ class CollectorProcess:
         return self.log_path.read_text(errors="replace")
 
 
+#: How long a collector asked to stop gets before it is SIGKILLed: more than
+#: its SHUTDOWN_GRACE (10 s of draining) plus the stop of its writer child
+#: (up to 10 s), so a slow but clean shutdown is never cut short. (A killed
+#: collector's children end by themselves: collector/lifeline.py.)
+COLLECTOR_STOP_TIMEOUT_S = 30.0
+
+
 @contextlib.contextmanager
 def collector_process(
     tmp: pathlib.Path,
@@ -220,7 +228,7 @@ def collector_process(
             raise RuntimeError(f"collector did not start: {exc}\n{cp.log()}") from exc
         yield cp
     finally:
-        stop_process(proc)
+        stop_process(proc, COLLECTOR_STOP_TIMEOUT_S)
 
 
 @contextlib.asynccontextmanager

@@ -123,6 +123,54 @@ def test_runs_of_creates_give_what_serial_calls_give(tmp_path: Path, edits: list
         serial.close()
 
 
+def _set(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda old: fields
+
+
+# Changes (the API's PUT/PATCH/DELETE) over ids 1-7 (7 is never created):
+# sets, renames and moves (indexed columns), deletes, refusals, bad fields,
+# and a few creates between them, so that runs of changes of any length form.
+_A_CHANGE = st.one_of(
+    st.builds(lambda i, v: Change(str(i), _set({"value": v})), st.integers(1, 7), st.floats(0, 9)),
+    st.builds(lambda i, ts: Change(str(i), _set({"name": "q", "ts": T0 + ts, "tags": ["t"]})),
+              st.integers(1, 7), st.integers(0, 10_000)),
+    st.builds(lambda i: Change(str(i), lambda old: None), st.integers(1, 7)),
+    st.builds(lambda i: Change(str(i), _refuse_b), st.integers(1, 7)),
+    st.builds(lambda i: Change(str(i), _set({"tags": "not a list"})), st.integers(1, 7)),
+    st.just(Change("x", lambda old: None)),
+    st.just(Create({"name": "p", "value": 1.0, "ts": T0})),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits=st.lists(_A_CHANGE, min_size=1, max_size=12))
+def test_runs_of_changes_give_what_serial_calls_give(tmp_path: Path, edits: list[Edit]) -> None:
+    """A run of changes goes in with one read and no savepoint each
+    (``_changes_in``): the same results, documents and refusals as one
+    change per transaction, and the next id still above every deleted one."""
+    d = tmp_path / uuid.uuid4().hex
+    d.mkdir()
+    batched, serial = sqlite_store(d, "b.db"), sqlite_store(d, "s.db")
+    seed: list[Edit] = [
+        Create({"name": "b" if i % 3 == 0 else "a", "value": float(i), "ts": T0 + i})
+        for i in range(6)
+    ]
+    try:
+        for store in (batched, serial):
+            store.apply_edits(seed)
+        got = batched.apply_edits(edits)
+        want = [serial.apply_edits([edit])[0] for edit in edits]
+        assert _comparable(got) == _comparable(want)
+        assert _all(batched) == _all(serial)
+        after = [Create({"name": "z", "ts": T0})]
+        assert _comparable(batched.apply_edits(after)) == _comparable(serial.apply_edits(after))
+    finally:
+        batched.close()
+        serial.close()
+
+
 async def _queue_and_cancel_the_head(
     nursery: trio.Nursery, batcher: EditBatcher, edit: Callable[..., Any], blocker: int
 ) -> None:

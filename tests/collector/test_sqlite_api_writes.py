@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from deltawire.collector.aggregate import AggregateQuery, run_aggregate
 from deltawire.collector.stores import open_store
 from deltawire.collector.stores import sqlite_rollup as sr
-from deltawire.collector.stores.base import Create, Delete, Edit, Replace
+from deltawire.collector.stores.base import Change, Create, Delete, Edit, Replace
 from deltawire.collector.stores.rollup import HOUR, Sketch
 from deltawire.collector.stores.sqlite import _ROLLUP_SQL
 from tests.strategies import examples
@@ -134,7 +134,7 @@ def _assert_hours_match_raw(tmp_path: pathlib.Path, db: pathlib.Path) -> None:
         want_conn.execute("BEGIN")
         for key in got:
             stream, path, start = key[:5], key[5], key[6]
-            sr._recompute(want_conn, _ROLLUP_SQL, ids, stream, path, HOUR, start, mark)
+            sr._recompute(want_conn, _ROLLUP_SQL, ids, (stream, path, HOUR, start), mark)
         want_conn.execute("COMMIT")
         want = _hours(want_conn)
     finally:
@@ -155,6 +155,9 @@ _edits = st.lists(
         st.tuples(st.just("replace"), st.integers(0, 10**6), api_point),
         st.tuples(st.just("delete"), st.integers(0, 10**6)),
         st.tuples(st.just("create"), api_point),
+        # PUT/PATCH (fields) and DELETE (None) as the API sends them: runs of
+        # these go in together (SqliteStore._changes_in).
+        st.tuples(st.just("change"), st.integers(0, 10**6), st.one_of(st.none(), api_point)),
     ),
     min_size=1,
     max_size=8,
@@ -169,7 +172,10 @@ def _ops(edits: list[tuple[Any, ...]], docs: list[dict[str, Any]]) -> list[Edit]
             ops.append(Create(act[1]))
         elif docs:
             doc_id = docs[act[1] % len(docs)]["id"]
-            ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
+            if act[0] == "change":
+                ops.append(Change(doc_id, lambda old, fields=act[2]: fields))
+            else:
+                ops.append(Replace(doc_id, act[2]) if act[0] == "replace" else Delete(doc_id))
     return ops
 
 
