@@ -173,7 +173,8 @@ class Pipeline:
     async def submit(self, committer: Committer, items: list[Item], promised: bool = False) -> None:
         """Queue a connection's documents (made by ``writer.make_item``);
         blocks while the queue is full. ``promised``: into the slot that
-        ``decoded(queued=True)`` kept (then it never blocks)."""
+        ``decoded(queued=True)`` kept, so it does not block (unless a submit
+        without one, a connection's first run behind its hello, took it)."""
         self.stats.documents_queued += len(items)
         self.stats.inflight_docs += len(items)
         if not promised:
