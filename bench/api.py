@@ -100,6 +100,16 @@ status_report = function()
   io.write(string.format('WRKSTATUS {"404": %%d, "422": %%d, "503": %%d, "other": %%d}\\n',
     c[1], c[2], c[3], c[4]))
 end
+-- the next document of this thread's walk over ids (every step-th): its index and id
+pick = function(step)
+  n = n + 1
+  local k = (n * step + tid) %% #ids + 1
+  return k, ids[k]
+end
+-- a JSON request to the document id
+edit = function(method, id, body)
+  return wrk.format(method, "/metrics/" .. id, {["content-type"] = "application/json"}, body)
+end
 """
 
 SCRIPTS: dict[str, str] = {
@@ -120,28 +130,23 @@ wrk.body = '{"name": "bench.point", "value": 1.5, "host": "bench-host", "tags": 
     "put": _IDS
     + """
 request = function()
-  n = n + 1
-  local k = (n * 7 + tid) %% #ids + 1
+  local k, id = pick(7)
   -- the whole document again, as a client that read it sends it back
-  return wrk.format("PUT", "/metrics/" .. ids[k], {["content-type"] = "application/json"},
-    '{"name": "bench.point", "value": ' .. n .. ', "tags": ["bench"], "timestamp": '
-    .. (@T0@ + k - 1) .. '}')
+  return edit("PUT", id, '{"name": "bench.point", "value": ' .. n .. ', "tags": ["bench"], '
+    .. '"timestamp": ' .. (@T0@ + k - 1) .. '}')
 end
 """,
     "patch": _IDS
     + """
 request = function()
-  n = n + 1
-  local id = ids[(n * 7 + tid) %% #ids + 1]
-  return wrk.format("PATCH", "/metrics/" .. id, {["content-type"] = "application/json"},
-    '{"value": ' .. n .. ', "data": {"k": ' .. n .. '}}')
+  local _, id = pick(7)
+  return edit("PATCH", id, '{"value": ' .. n .. ', "data": {"k": ' .. n .. '}}')
 end
 """,
     "delete": _IDS
     + """
 request = function()
-  n = n + 1
-  local id = ids[(n * 2 + tid) %% #ids + 1]
+  local _, id = pick(2)
   return wrk.format("DELETE", "/metrics/" .. id)
 end
 """,

@@ -36,6 +36,7 @@ import orjson
 # Run as a plain script (sys.path[0] is bench/), so make the repo importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deltawire.testing.servers import stop_process
 from deltawire.watchdog.sampler import ProcessSampler, SystemSampler
 
 PROGRESS_EVERY_S = 10.0
@@ -213,13 +214,7 @@ def _start_workload(seed: int) -> subprocess.Popen[bytes]:
 def _stop_workload(child: subprocess.Popen[bytes]) -> None:
     if child.stdin is not None:
         child.stdin.close()
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=CHILD_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    stop_process(child, CHILD_STOP_TIMEOUT_S)
 
 
 def _write(fh: IO[bytes], name: str, ts: float, data: dict[str, Any]) -> int:

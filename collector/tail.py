@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from .stores.base import DocFilter
+
 __all__ = [
     "SseEvent",
     "StreamFilters",
@@ -45,13 +47,8 @@ class TailError(Exception):
     """The collector refused the request (bad filter, key): retrying cannot help."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamFilters:
-    session: str | None = None
-    name: str | None = None
-    kind: str | None = None
-    host: str | None = None
-    tags: tuple[str, ...] = ()
+#: What ``collector tail`` follows: the filters ``/stream`` takes.
+StreamFilters = DocFilter
 
 
 def stream_path(f: StreamFilters) -> str:

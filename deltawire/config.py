@@ -25,6 +25,8 @@ __all__ = [
     "ENVIRONMENTS",
     "ConfigError",
     "Var",
+    "configure",
+    "default",
     "load",
     "load_env_files",
     "parse_bool",
@@ -235,6 +237,23 @@ def load(
     values = resolve(variables(settings_class), overrides, environ, directory)
     fields = dataclasses.fields(settings_class)  # type: ignore[arg-type]
     return settings_class(**{f.name: values[f.metadata["var"].name] for f in fields})
+
+
+def default(settings_class: type, name: str) -> Any:
+    """The default of variable ``name`` of ``settings_class``, parsed: for a
+    component's own defaults, so that they are declared once, as settings."""
+    var = next(v for v in variables(settings_class) if v.name == name)
+    return var.parse(var.default)
+
+
+def configure(target: Callable[..., T], settings: object, **values: Any) -> T:
+    """The dataclass ``target`` from ``values`` and, for its other fields,
+    ``settings``' attributes of the same names (fields that neither gives keep
+    their defaults): a component's config taken from a process's settings
+    without naming every field twice."""
+    names = {f.name for f in dataclasses.fields(target)} - values.keys()  # type: ignore[arg-type]
+    shared = {name: getattr(settings, name) for name in names if hasattr(settings, name)}
+    return target(**shared, **values)
 
 
 def sample_text(groups: Sequence[tuple[str, Sequence[Var]]]) -> str:

@@ -85,6 +85,22 @@ MAX_HELLO_TAG_CHARS: Final = 128
 MAX_HELLO_TOKEN_CHARS: Final = 1024
 
 
+class _FieldsFrame:
+    """A frame whose wire form is its fields as they are, in their order, an
+    optional one left out while None (event, bye, ack, flow, error)."""
+
+    __slots__ = ()
+    t: ClassVar[str]
+
+    def wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": self.t}
+        names: tuple[str, ...] = self.__slots__  # fast_frozen: the fields, in order
+        for name in names:
+            if (value := getattr(self, name)) is not None:
+                d[name] = value
+        return d
+
+
 @fast_frozen
 class Hello:
     t: ClassVar[str] = "hello"
@@ -101,36 +117,21 @@ class Hello:
 
     def wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"t": "hello", "v": self.v, "session": self.session}
-        if self.token is not None:
-            d["token"] = self.token
-        if self.host is not None:
-            d["host"] = self.host
-        if self.agent is not None:
-            d["agent"] = self.agent
-        if self.tags:
-            d["tags"] = list(self.tags)
-        if self.compress:
-            d["compress"] = list(self.compress)
-        if self.ext:
-            d["ext"] = list(self.ext)
+        # The optional fields go out only when given.
+        for key in ("token", "host", "agent"):
+            if (value := getattr(self, key)) is not None:
+                d[key] = value
+        for key in ("tags", "compress", "ext"):
+            if values := getattr(self, key):
+                d[key] = list(values)
         return d
 
 
 @fast_frozen
-class Snap:
-    t: ClassVar[str] = "snap"
-    seq: int
-    ts: float
-    name: str
-    data: dict[str, Any]
+class _Sample:
+    """A sample of one stream: in full (snap) or as a patch (delta, cdelta)."""
 
-    def wire(self) -> dict[str, Any]:
-        return {"t": "snap", "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
-
-
-@fast_frozen
-class Delta:
-    t: ClassVar[str] = "delta"
+    t: ClassVar[str]
     seq: int
     ts: float
     name: str
@@ -138,6 +139,18 @@ class Delta:
 
     def wire(self) -> dict[str, Any]:
         return {"t": self.t, "seq": self.seq, "ts": self.ts, "name": self.name, "data": self.data}
+
+
+@fast_frozen
+class Snap(_Sample):
+    t: ClassVar[str] = "snap"
+
+
+@fast_frozen
+class Delta(_Sample):
+    """A JSON Merge Patch against the stream's previous sample."""
+
+    t: ClassVar[str] = "delta"
 
 
 @fast_frozen
@@ -174,32 +187,20 @@ class Batch:
 
 
 @fast_frozen
-class Event:
+class Event(_FieldsFrame):
     t: ClassVar[str] = "event"
     seq: int
     ts: float
     name: str
     data: dict[str, Any] | None = None
 
-    def wire(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"t": "event", "seq": self.seq, "ts": self.ts, "name": self.name}
-        if self.data is not None:
-            d["data"] = self.data
-        return d
-
 
 @fast_frozen
-class Bye:
+class Bye(_FieldsFrame):
     t: ClassVar[str] = "bye"
     seq: int
     ts: float
     data: dict[str, Any] | None = None
-
-    def wire(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"t": "bye", "seq": self.seq, "ts": self.ts}
-        if self.data is not None:
-            d["data"] = self.data
-        return d
 
 
 @fast_frozen
@@ -227,36 +228,24 @@ class Welcome:
 
 
 @fast_frozen
-class Ack:
+class Ack(_FieldsFrame):
     t: ClassVar[str] = "ack"
     seq: int
 
-    def wire(self) -> dict[str, Any]:
-        return {"t": "ack", "seq": self.seq}
-
 
 @fast_frozen
-class Flow:
+class Flow(_FieldsFrame):
     t: ClassVar[str] = "flow"
     min_interval: float
 
-    def wire(self) -> dict[str, Any]:
-        return {"t": "flow", "min_interval": self.min_interval}
-
 
 @fast_frozen
-class ErrorFrame:
+class ErrorFrame(_FieldsFrame):
     t: ClassVar[str] = "error"
     code: str
     msg: str
     fatal: bool
     seq: int | None = None
-
-    def wire(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"t": "error", "code": self.code, "msg": self.msg, "fatal": self.fatal}
-        if self.seq is not None:
-            d["seq"] = self.seq
-        return d
 
 
 ClientFrame = Hello | Snap | Delta | CDelta | Batch | Event | Bye

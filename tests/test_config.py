@@ -11,6 +11,7 @@ import pytest
 from deltawire.config import (
     ConfigError,
     Var,
+    configure,
     load_env_files,
     parse_bytes,
     parse_hostport,
@@ -86,3 +87,22 @@ def test_help(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_configure_takes_the_settings_of_the_same_names() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Component:
+        a: int = 1
+        b: str = "b"
+        c: float = 3.0
+
+    @dataclasses.dataclass
+    class Settings:
+        a: int
+        b: str
+        unrelated: str = "x"
+
+    got = configure(Component, Settings(a=10, b="from settings"), b="given")
+    assert got == Component(a=10, b="given", c=3.0)  # given wins; c keeps its default

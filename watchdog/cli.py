@@ -7,14 +7,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from deltawire import __version__
-from deltawire.config import ConfigError, flag_help, load
+from deltawire.config import ConfigError, configure, flag_help, load
 from deltawire.logs import log_format, setup_logging
 from deltawire.protocol.frames import MAX_NAME_CHARS
 
@@ -23,24 +23,6 @@ from .settings import LOG_VARS, WATCHDOG_VARS, WatchdogSettings
 __all__ = ["cli", "main"]
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-#: Flag name for each variable, so a bad flag is reported as the flag.
-_FLAGS = {
-    "WATCHDOG_COLLECTOR": "--collector",
-    "WATCHDOG_INTERVAL": "--interval",
-    "WATCHDOG_PUSH_EVERY": "--push-every",
-    "WATCHDOG_TOKEN": "--token",
-    "WATCHDOG_TAGS": "--tag",
-    "WATCHDOG_SPOOL_DIR": "--spool-dir",
-    "WATCHDOG_SPOOL_MAX_BYTES": "--spool-max-bytes",
-    "WATCHDOG_FSYNC": "--fsync",
-    "WATCHDOG_REPLAY": "--replay",
-    "WATCHDOG_REPLAY_RATE": "--replay-rate",
-    "WATCHDOG_MOUNTS": "--mount",
-    "WATCHDOG_DASHBOARD": "--dashboard",
-    "LOG_LEVEL": "--log-level",
-    "LOG_FORMAT": "--log-format",
-}
 
 
 def _h(text: str, name: str) -> str:
@@ -79,79 +61,78 @@ def cli() -> None:
     """
 
 
+class VarFlag(NamedTuple):
+    """A flag of 'watchdog run' that stands for a variable (and beats it)."""
+
+    flag: str
+    var: str
+    #: What the flag means; its variable and that variable's default are added.
+    text: str
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    #: Repeatable: the name of its parameter (a tuple); the variable takes
+    #: the values comma-separated.
+    repeated: str = ""
+
+    @property
+    def param(self) -> str:
+        return self.repeated or self.flag[2:].replace("-", "_")
+
+    def option(self) -> Callable[[Any], Any]:
+        kind: dict[str, Any] = (
+            {"type": click.Choice(self.choices)} if self.choices else {"metavar": self.metavar}
+        )
+        names = (self.flag, self.repeated) if self.repeated else (self.flag,)
+        return click.option(*names, multiple=bool(self.repeated), help=_h(self.text, self.var),
+                            **kind)  # fmt: skip
+
+    def override(self, value: Any) -> Any:
+        """The flag's value as the variable's (None: not given)."""
+        return (",".join(value) or None) if self.repeated else value
+
+
+def _options(*options: VarFlag | Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Click options, listed by --help in the order given."""
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = (option.option() if isinstance(option, VarFlag) else option)(fn)
+        return fn
+
+    return decorate
+
+
+# One option a line: the table of what 'watchdog run' takes, in --help's order.
+# fmt: off
+_RUN_OPTIONS = (
+    VarFlag("--collector", "WATCHDOG_COLLECTOR", "Collector ingest address", "HOST:PORT"),
+    VarFlag("--interval", "WATCHDOG_INTERVAL", "Seconds between samples", "S"),
+    VarFlag("--push-every", "WATCHDOG_PUSH_EVERY", "Samples per send (the first goes at once)", "N"),
+    click.option("--session", metavar="ID", help="Session id [default: generated per run]. Reusing one continues it."),
+    VarFlag("--token", "WATCHDOG_TOKEN", "Token for the collector", "T"),
+    VarFlag("--tag", "WATCHDOG_TAGS", "Session tag, repeatable (the variable: comma-separated)", "TAG", repeated="tags"),
+    VarFlag("--spool-dir", "WATCHDOG_SPOOL_DIR", "Spool directory", "DIR"),
+    VarFlag("--spool-max-bytes", "WATCHDOG_SPOOL_MAX_BYTES", "Spool bound", "B"),
+    VarFlag("--fsync", "WATCHDOG_FSYNC", "Spool fsync policy", choices=("always", "batch", "never")),
+    VarFlag("--replay", "WATCHDOG_REPLAY", "Backlogs of earlier runs", choices=("auto", "manual")),
+    VarFlag("--replay-rate", "WATCHDOG_REPLAY_RATE", "Send rate cap, 0 for none", "B/S"),
+    VarFlag("--mount", "WATCHDOG_MOUNTS", "Mount point whose disk usage is sampled, repeatable", "PATH", repeated="mounts"),
+    VarFlag("--dashboard", "WATCHDOG_DASHBOARD", "Dashboard URL for the printed session link (none: http://<collector host>:8080)", "URL"),
+    click.option("--pid", type=int, metavar="PID", help="Watch this running process instead of a COMMAND [default: none]."),
+    click.option("--system-only", is_flag=True, help="Sample the host alone."),
+    VarFlag("--log-level", "LOG_LEVEL", "", choices=("debug", "info", "warning", "error")),
+    VarFlag("--log-format", "LOG_FORMAT", "auto: text at a terminal, JSON otherwise", choices=("auto", "json", "text")),
+    click.option("--quiet", "-q", is_flag=True, help="Do not print the session id and dashboard link on start."),
+)
+# fmt: on
+#: The options that stand for variables, by parameter name.
+_RUN = {o.param: o for o in _RUN_OPTIONS if isinstance(o, VarFlag)}
+#: Flag name for each variable, so a bad flag is reported as the flag.
+_FLAGS = {f.var: f.flag for f in _RUN.values()}
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
-@click.option(
-    "--collector", metavar="HOST:PORT", help=_h("Collector ingest address", "WATCHDOG_COLLECTOR")
-)
-@click.option("--interval", metavar="S", help=_h("Seconds between samples", "WATCHDOG_INTERVAL"))
-@click.option(
-    "--push-every",
-    metavar="N",
-    help=_h("Samples per send (the first goes at once)", "WATCHDOG_PUSH_EVERY"),
-)
-@click.option(
-    "--session",
-    metavar="ID",
-    help="Session id [default: generated per run]. Reusing one continues it.",
-)
-@click.option("--token", metavar="T", help=_h("Token for the collector", "WATCHDOG_TOKEN"))
-@click.option(
-    "--tag",
-    "tags",
-    multiple=True,
-    metavar="TAG",
-    help=_h("Session tag, repeatable (the variable: comma-separated)", "WATCHDOG_TAGS"),
-)
-@click.option("--spool-dir", metavar="DIR", help=_h("Spool directory", "WATCHDOG_SPOOL_DIR"))
-@click.option("--spool-max-bytes", metavar="B", help=_h("Spool bound", "WATCHDOG_SPOOL_MAX_BYTES"))
-@click.option(
-    "--fsync",
-    type=click.Choice(["always", "batch", "never"]),
-    help=_h("Spool fsync policy", "WATCHDOG_FSYNC"),
-)
-@click.option(
-    "--replay",
-    type=click.Choice(["auto", "manual"]),
-    help=_h("Backlogs of earlier runs", "WATCHDOG_REPLAY"),
-)
-@click.option(
-    "--replay-rate", metavar="B/S", help=_h("Send rate cap, 0 for none", "WATCHDOG_REPLAY_RATE")
-)
-@click.option(
-    "--mount",
-    "mounts",
-    multiple=True,
-    metavar="PATH",
-    help=_h("Mount point whose disk usage is sampled, repeatable", "WATCHDOG_MOUNTS"),
-)
-@click.option(
-    "--dashboard",
-    metavar="URL",
-    help=_h(
-        "Dashboard URL for the printed session link (none: http://<collector host>:8080)",
-        "WATCHDOG_DASHBOARD",
-    ),
-)
-@click.option(
-    "--pid",
-    type=int,
-    metavar="PID",
-    help="Watch this running process instead of a COMMAND [default: none].",
-)
-@click.option("--system-only", is_flag=True, help="Sample the host alone.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help=_h("", "LOG_LEVEL"),
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "json", "text"]),
-    help=_h("auto: text at a terminal, JSON otherwise", "LOG_FORMAT"),
-)
-@click.option(
-    "--quiet", "-q", is_flag=True, help="Do not print the session id and dashboard link on start."
-)
+@_options(*_RUN_OPTIONS)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS...]]")
 def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: str | None,
         quiet: bool, **flags: Any) -> int:  # fmt: skip
@@ -169,45 +150,10 @@ def run(command: tuple[str, ...], pid: int | None, system_only: bool, session: s
         raise click.UsageError(
             "give exactly one of: -- COMMAND [ARGS...], --pid PID, --system-only"
         )
-    s = _settings({
-        "WATCHDOG_COLLECTOR": flags["collector"],
-        "WATCHDOG_INTERVAL": flags["interval"],
-        "WATCHDOG_PUSH_EVERY": flags["push_every"],
-        "WATCHDOG_TOKEN": flags["token"],
-        "WATCHDOG_TAGS": ",".join(flags["tags"]) or None,
-        "WATCHDOG_SPOOL_DIR": flags["spool_dir"],
-        "WATCHDOG_SPOOL_MAX_BYTES": flags["spool_max_bytes"],
-        "WATCHDOG_FSYNC": flags["fsync"],
-        "WATCHDOG_REPLAY": flags["replay"],
-        "WATCHDOG_REPLAY_RATE": flags["replay_rate"],
-        "WATCHDOG_MOUNTS": ",".join(flags["mounts"]) or None,
-        "WATCHDOG_DASHBOARD": flags["dashboard"],
-        "LOG_LEVEL": flags["log_level"],
-        "LOG_FORMAT": flags["log_format"],
-    })  # fmt: skip
+    s = _settings({_RUN[param].var: _RUN[param].override(v) for param, v in flags.items()})
     setup_logging(s.log_level, s.log_format)
-    cfg = AgentConfig(
-        collector=s.collector,
-        interval=s.interval,
-        push_every=s.push_every,
-        session=session,
-        token=s.token,
-        tags=s.tags,
-        spool_dir=s.spool_dir,
-        spool_max_bytes=s.spool_max_bytes,
-        fsync=s.fsync,
-        replay=s.replay,
-        replay_rate=s.replay_rate,
-        replay_ask_bytes=s.replay_ask_bytes,
-        mounts=s.mounts,
-        keyframe_every=s.keyframe_every,
-        shutdown_grace=s.shutdown_grace,
-        tls=s.tls,
-        tls_ca=s.tls_ca,
-        command=command,
-        pid=pid,
-        system_only=system_only,
-    )
+    cfg = configure(AgentConfig, s, session=session, command=command, pid=pid,
+                    system_only=system_only)  # fmt: skip
     try:
         agent = open_agent(cfg)
         if not quiet:

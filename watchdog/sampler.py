@@ -9,6 +9,7 @@ costs nothing on the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,37 +27,22 @@ _IO_FIELDS = ("read_bytes", "write_bytes", "read_count", "write_count")
 _NET_FIELDS = ("bytes_sent", "bytes_recv", "packets_sent", "packets_recv")
 
 
+@dataclasses.dataclass(slots=True)
 class _TreeTotals:
     """Running sums over the watched process and its descendants."""
 
-    __slots__ = (
-        "ctx_involuntary",
-        "ctx_voluntary",
-        "fds",
-        "have_fds",
-        "have_io",
-        "io",
-        "percent",
-        "rss",
-        "system",
-        "threads",
-        "user",
-        "vms",
-    )
-
-    def __init__(self) -> None:
-        self.percent = 0.0
-        self.user = 0.0
-        self.system = 0.0
-        self.rss = 0
-        self.vms = 0
-        self.threads = 0
-        self.fds = 0
-        self.have_fds = False
-        self.io = dict.fromkeys(_IO_FIELDS, 0)
-        self.have_io = False
-        self.ctx_voluntary = 0
-        self.ctx_involuntary = 0
+    percent: float = 0.0
+    user: float = 0.0
+    system: float = 0.0
+    rss: int = 0
+    vms: int = 0
+    threads: int = 0
+    fds: int = 0
+    have_fds: bool = False
+    io: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(_IO_FIELDS, 0))
+    have_io: bool = False
+    ctx_voluntary: int = 0
+    ctx_involuntary: int = 0
 
     def merge(self, other: _TreeTotals) -> None:
         self.percent += other.percent

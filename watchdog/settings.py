@@ -12,18 +12,8 @@ import pathlib
 from dataclasses import dataclass
 from typing import Literal
 
-from deltawire.config import (
-    Var,
-    choice,
-    parse_bool,
-    parse_bytes,
-    parse_float,
-    parse_hostport,
-    parse_int,
-    parse_list,
-    setting,
-    variables,
-)
+from deltawire import config
+from deltawire.config import Var, setting, variables
 from deltawire.logs import LOG_VARS, LogSettings
 from deltawire.protocol.frames import MAX_HELLO_TAG_CHARS, MAX_HELLO_TAGS, MAX_HELLO_TOKEN_CHARS
 
@@ -53,7 +43,7 @@ def parse_positive_float(text: str) -> float:
 
 def parse_positive_int(text: str) -> int:
     try:
-        value = parse_int(text)
+        value = config.parse_int(text)
     except ValueError:
         value = 0
     if value < 1:
@@ -71,7 +61,7 @@ def parse_path(text: str) -> pathlib.Path:
 def _parse_tags(text: str) -> tuple[str, ...]:
     """Tags within the hello's limits, so a bad one stops the watchdog at
     start (a usage error) instead of every connection being refused later."""
-    tags = parse_list(text)
+    tags = config.parse_list(text)
     if len(tags) > MAX_HELLO_TAGS:
         raise ValueError(f"at most {MAX_HELLO_TAGS} tags (got {len(tags)})")
     for tag in tags:
@@ -88,7 +78,7 @@ def _parse_token(text: str) -> str:
 
 
 def _parse_max_bytes(text: str) -> int:
-    value = parse_bytes(text)
+    value = config.parse_bytes(text)
     # Below a few records the bound could not hold even one flush.
     if value < 4096:
         raise ValueError("must be at least 4k")
@@ -104,7 +94,7 @@ class WatchdogSettings(LogSettings):
         "WATCHDOG_COLLECTOR",
         "127.0.0.1:7700",
         "Collector ingest address HOST:PORT.",
-        parse_hostport,
+        config.parse_hostport,
     )
     # Per-second data, as Netdata shows, sent every 4 s: a chart moves while
     # its process runs, and the bandwidth and CPU goals (issue 16) are measured
@@ -152,7 +142,7 @@ class WatchdogSettings(LogSettings):
         "batch",
         "When spooled frames are fsynced: always (each frame), batch (each send)\n"
         "or never (left to the OS: a power loss may lose the last seconds).",
-        choice("always", "batch", "never"),
+        config.choice("always", "batch", "never"),
     )
     replay: Literal["auto", "manual"] = setting(
         "WATCHDOG_REPLAY",
@@ -160,27 +150,27 @@ class WatchdogSettings(LogSettings):
         "Backlogs left in the spool by earlier runs: auto sends them all; manual sends\n"
         "those up to WATCHDOG_REPLAY_ASK_BYTES and leaves bigger ones to\n"
         "'watchdog spool send' (or 'purge').",
-        choice("auto", "manual"),
+        config.choice("auto", "manual"),
     )
     replay_rate: int = setting(
         "WATCHDOG_REPLAY_RATE",
         "128KiB",
         "Cap on the bytes per second the watchdog sends (a backlog is replayed at\n"
         "this rate, so it cannot flood a thin link). 0: no cap.",
-        parse_bytes,
+        config.parse_bytes,
     )
     replay_ask_bytes: int = setting(
         "WATCHDOG_REPLAY_ASK_BYTES",
         "16MiB",
         "With WATCHDOG_REPLAY=manual, older backlogs above this size wait for\n"
         "'watchdog spool send'.",
-        parse_bytes,
+        config.parse_bytes,
     )
     mounts: tuple[str, ...] = setting(
         "WATCHDOG_MOUNTS",
         "/",
         "Comma-separated mount points whose disk usage is sampled.",
-        parse_list,
+        config.parse_list,
     )
     keyframe_every: int = setting(
         "WATCHDOG_KEYFRAME_EVERY",
@@ -193,7 +183,7 @@ class WatchdogSettings(LogSettings):
         "5",
         "Seconds to wait for the collector to acknowledge the end of the session\n"
         "before exiting anyway (what is unsent stays in the spool).",
-        parse_float,
+        config.parse_float,
     )
     dashboard: str = setting(
         "WATCHDOG_DASHBOARD",
@@ -201,7 +191,9 @@ class WatchdogSettings(LogSettings):
         "The collector's dashboard (its HTTP address), for the session link 'watchdog run'\n"
         "prints. Empty: http://<the collector's host>:8080.",
     )
-    tls: bool = setting("WATCHDOG_TLS", "false", "Connect to the collector over TLS.", parse_bool)
+    tls: bool = setting(
+        "WATCHDOG_TLS", "false", "Connect to the collector over TLS.", config.parse_bool
+    )
     tls_ca: str = setting(
         "WATCHDOG_TLS_CA",
         "",

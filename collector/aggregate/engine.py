@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final, Protocol
+
+import numpy as np
 
 from deltawire.collector.stores.rollup import (
     MINUTE,
@@ -31,7 +34,7 @@ from .query import QUANTILES, AggregateQuery, AggregateRow
 from .sketches import SketchSum
 from .threshold import apply_threshold
 
-__all__ = ["RollupSource", "plan_segments", "run_aggregate"]
+__all__ = ["RollupSource", "plan_segments", "rate_seconds", "run_aggregate"]
 
 _GROUP_ATTR: Final = {"host": "host", "session": "session", "name": "name"}
 #: The functions of n, sum, min and max only (``RollupRequest.merge_span``).
@@ -91,7 +94,8 @@ class _Acc:
     max: float = -math.inf
     first: float = math.inf
     last: float = -math.inf
-    sketch: SketchSum | None = None
+    #: a percentile's sketches (empty for the other functions)
+    sketch: SketchSum = field(default_factory=SketchSum)
     raw_values: list[float] = field(default_factory=list)
     # rate: per series, (fts, rank, order, partial) pieces to merge in time order
     pieces: dict[SeriesKey, list[tuple[float, int, Any, Partial]]] | None = None
@@ -209,7 +213,7 @@ def _run(
         data = apply_threshold(store, query, req, data, tiers)
     accs = _accumulate(query, data, percentile is not None)
     if percentile is not None:  # every answer bucket's sketches unpacked at once
-        SketchSum.unpack_all([acc.sketch for acc in accs.values() if acc.sketch is not None])
+        SketchSum.unpack_all([acc.sketch for acc in accs.values()])
     rows = [
         AggregateRow(group, bucket, _value(query, acc, percentile), acc.n)
         for (group, bucket), acc in accs.items()
@@ -226,25 +230,37 @@ def _accumulate(
     rate = query.fn == "rate"
     accs: dict[tuple[Any, float | None], _Acc] = {}
 
-    def acc_for(series: SeriesKey, ts: float) -> _Acc:
-        key = (
-            None if attr is None else getattr(series, attr),
-            None if width is None else math.floor(ts / width) * width,
-        )
+    def acc_at(key: tuple[Any, float | None]) -> _Acc:
         acc = accs.get(key)
         if acc is None:
             accs[key] = acc = _Acc(pieces={} if rate else None)
         return acc
 
+    def acc_for(series: SeriesKey, ts: float) -> _Acc:
+        return acc_at(
+            (
+                None if attr is None else getattr(series, attr),
+                None if width is None else math.floor(ts / width) * width,
+            )
+        )
+
     if sketches:  # a percentile needs only the count and the sketches
-        # (~12,000 buckets for "p99 every 10 minutes" over a day at 10M samples)
+        for cols in data.sketched:
+            if None in cols.sketches:
+                raise _NoSketch(cols.tier)
+            if cols.starts:
+                groups = None if attr is None else list(map(attrgetter(attr), cols.series))
+                keys, which, counts = _answer_keys(groups, cols.starts, width, cols.counts)
+                answers = [acc_at(key) for key in keys]
+                for acc, n in zip(answers, counts, strict=True):
+                    acc.n += n
+                sums = [acc.sketch for acc in answers]
+                SketchSum.add_packed(sums, which, cols.sketches)
         for bucket in data.buckets:
             acc = acc_for(bucket.series, bucket.start)
             acc.n += bucket.part.n
             if bucket.sketch is None:
                 raise _NoSketch(bucket.tier)
-            if acc.sketch is None:
-                acc.sketch = SketchSum()
             acc.sketch.add(bucket.sketch)
     else:
         for bucket in data.buckets:
@@ -261,6 +277,36 @@ def _accumulate(
     return accs
 
 
+def _answer_keys(
+    groups: list[Any] | None, starts: Sequence[float], width: float | None, counts: Sequence[int]
+) -> tuple[list[tuple[Any, float | None]], np.ndarray, list[int]]:
+    """The answer rows of column rows (``SketchColumns``): their keys (group,
+    bucket start) as ``acc_for`` makes them, each row's index into those
+    keys, and how many values each gets. Grouped in numpy: a Python step
+    per row was a third of "p99 every 10 minutes" at 10M samples."""
+    rows = len(starts)
+    slot = np.zeros(rows, np.int64)
+    low, slots = 0, 1
+    if width is not None:
+        floors = np.floor(np.asarray(starts, np.float64) / width)
+        low = int(floors.min())
+        slot = floors.astype(np.int64) - low
+        slots = int(slot.max()) + 1
+    names: list[Any] = [None]
+    code = slot
+    if groups is not None:
+        index = {group: i for i, group in enumerate(dict.fromkeys(groups))}
+        names = list(index)
+        code = np.fromiter(map(index.__getitem__, groups), np.int64, rows) * slots + slot
+    present, which = np.unique(code, return_inverse=True)
+    keys = [
+        (names[c // slots], None if width is None else (low + c % slots) * width)
+        for c in present.tolist()
+    ]
+    summed = np.bincount(which, np.asarray(counts, np.float64), len(present))
+    return keys, which, np.rint(summed).astype(np.int64).tolist()
+
+
 def _value(query: AggregateQuery, acc: _Acc, percentile: float | None) -> float | None:
     fn = query.fn
     if fn == "count":
@@ -274,21 +320,25 @@ def _value(query: AggregateQuery, acc: _Acc, percentile: float | None) -> float 
     if fn == "max":
         return acc.max
     if percentile is not None:
-        sketch = acc.sketch or SketchSum()
-        sketch.add_values(acc.raw_values)
-        return sketch.quantile(percentile)
+        acc.sketch.add_values(acc.raw_values)
+        return acc.sketch.quantile(percentile)
     # rate
     inc = acc.increase()
     if inc is None:
         raise _Inexact
+    seconds = rate_seconds(query, acc.first, acc.last)
+    return inc / seconds if seconds > 0 else None
+
+
+def rate_seconds(query: AggregateQuery, first: float, last: float) -> float:
+    """What a rate's increase is divided by: the bucket, else the window asked
+    for, else the span of the values seen (``first`` to ``last``)."""
     w = query.where
     if query.bucket is not None:
-        seconds = query.bucket
-    elif w.ts_from is not None and w.ts_to is not None:
-        seconds = w.ts_to - w.ts_from
-    else:
-        seconds = acc.last - acc.first
-    return inc / seconds if seconds > 0 else None
+        return query.bucket
+    if w.ts_from is not None and w.ts_to is not None:
+        return w.ts_to - w.ts_from
+    return last - first
 
 
 def _ordered(query: AggregateQuery, rows: list[AggregateRow]) -> list[AggregateRow]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from deltawire.collector.settings import ApiSettings
-from deltawire.config import ConfigError, load
+from deltawire.config import ConfigError, configure, load
 from deltawire.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -29,6 +29,21 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("deltawire.collector.api")
 
 
+#: The flags that stand for a variable (and beat it): flag -> (variable, metavar, help).
+# fmt: off
+_VAR_FLAGS = {
+    "--http": ("COLLECTOR_HTTP", "HOST:PORT", "listen address (default 127.0.0.1:8080)"),
+    "--store": ("STORE_URI", "URI", "sqlite:///PATH or mongodb://... (STORE_URI)"),
+    "--redis": ("REDIS_URI", "URI", "Redis for the query cache; none: in-process LRU"),
+    "--cache-ttl": ("CACHE_TTL", "S", "seconds a cached answer may live (default 5)"),
+    "--cache-size": ("CACHE_SIZE", "N", "entries of the in-process LRU, in front of Redis if set (default 1024)"),
+    "--store-threads": ("STORE_THREADS", "N", "store calls running at once (default 4)"),
+    "--log-level": ("LOG_LEVEL", "L", "debug, info, warning (default) or error"),
+    "--log-format": ("LOG_FORMAT", "F", "auto (default), json or text"),
+}
+# fmt: on
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m deltawire.collector.api",
@@ -36,18 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Flags override the environment (COLLECTOR_HTTP, STORE_URI, REDIS_URI, CACHE_TTL, "
         "CACHE_SIZE, STORE_THREADS, LOG_LEVEL, LOG_FORMAT) and .env files.",
     )
-    p.add_argument("--http", metavar="HOST:PORT", help="listen address (default 127.0.0.1:8080)")
-    p.add_argument("--store", metavar="URI", help="sqlite:///PATH or mongodb://... (STORE_URI)")
-    p.add_argument("--redis", metavar="URI", help="Redis for the query cache; none: in-process LRU")
-    p.add_argument("--cache-ttl", metavar="S", help="seconds a cached answer may live (default 5)")
-    p.add_argument(
-        "--cache-size",
-        metavar="N",
-        help="entries of the in-process LRU, in front of Redis if set (default 1024)",
-    )
-    p.add_argument("--store-threads", metavar="N", help="store calls running at once (default 4)")
-    p.add_argument("--log-level", metavar="L", help="debug, info, warning (default) or error")
-    p.add_argument("--log-format", metavar="F", help="auto (default), json or text")
+    for flag, (_var, metavar, help_) in _VAR_FLAGS.items():
+        p.add_argument(flag, metavar=metavar, help=help_)
     p.add_argument(
         "--workers",
         metavar="N",
@@ -68,19 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> ApiSettings:
-    return load(
-        ApiSettings,
-        overrides={
-            "COLLECTOR_HTTP": args.http,
-            "STORE_URI": args.store,
-            "REDIS_URI": args.redis,
-            "CACHE_TTL": args.cache_ttl,
-            "CACHE_SIZE": args.cache_size,
-            "STORE_THREADS": args.store_threads,
-            "LOG_LEVEL": args.log_level,
-            "LOG_FORMAT": args.log_format,
-        },
-    )
+    flags = vars(args)
+    return load(ApiSettings, overrides={var: flags[flag[2:].replace("-", "_")]
+                                        for flag, (var, _m, _h) in _VAR_FLAGS.items()})  # fmt: skip
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -95,16 +90,7 @@ def _api_config(settings: ApiSettings) -> ApiConfig:
         keys = parse_keys(settings.api_keys)
     except ValueError as e:
         raise ConfigError(f"API_KEYS: {e}") from None
-    return ApiConfig(
-        keys=keys,
-        rate_limit=settings.rate_limit,
-        rate_burst=settings.rate_burst,
-        query_timeout=settings.query_timeout,
-        heavy_queries=settings.heavy_queries,
-        store_threads=settings.store_threads,
-        page_bytes=settings.page_bytes,
-        header_timeout=settings.header_timeout,
-    )
+    return configure(ApiConfig, settings, keys=keys)
 
 
 async def _serve(settings: ApiSettings, control_stdin: bool) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "Changed",
     "Create",
     "Delete",
+    "DocFilter",
     "DocumentRows",
     "Edit",
     "EditResult",
@@ -135,14 +136,20 @@ EditResult = dict[str, Any] | bool | None | Changed | StoreError
 
 
 @dataclass(frozen=True, slots=True)
-class MetricQuery:
-    """Filters of ``GET /metrics``: every given filter must match."""
+class DocFilter:
+    """Which documents: every given filter must match (``/metrics``, ``/stream``)."""
 
     session: str | None = None
     name: str | None = None
     kind: str | None = None
     host: str | None = None
     tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricQuery(DocFilter):
+    """Filters of ``GET /metrics``: every given filter must match."""
+
     ts_from: float | None = None  # inclusive
     ts_to: float | None = None  # exclusive
     limit: int = 100

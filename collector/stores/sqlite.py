@@ -280,6 +280,8 @@ _MIGRATIONS: Final[tuple[tuple[_Step, ...], ...]] = (
     # the hours folded before are built by the folder (from their minutes'
     # values, or their raw rows).
     rollup_vals.MIGRATION_HOURS,
+    # 11: the ten-minute sketches rewritten dense (sqlite_rollup.DENSE_TIERS).
+    sqlite_rollup.MIGRATION_DENSE,
 )
 
 #: The schema version this code writes and reads.

@@ -3,7 +3,7 @@
 
 import { getText } from "./api.js";
 import { TimeChart } from "./chart.js";
-import { h, fmtNum, fmtBytes, errorText } from "./util.js";
+import { h, fmtNum, fmtBytes, repeat } from "./util.js";
 
 const POLL_MS = 2000;
 const HISTORY_SEC = 600;
@@ -75,68 +75,60 @@ export function healthView(root) {
   chart.windowSec = HISTORY_SEC;
 
   let prev = null;
-  let timer = null;
-  let stopped = false;
 
   function tile(id, label, value, hint) {
     return h("div", { class: "tile", id }, h("div", { class: "tile-value" }, value), h("div", { class: "tile-label" }, label), hint ? h("div", { class: "muted small" }, hint) : null);
   }
 
   async function poll() {
-    try {
-      const text = await getText("/stats");
-      const now = Date.now() / 1000;
-      const s = parseProm(text);
-      const cur = {
-        t: now,
-        stored: one(s, "deltawire_documents_stored_total"),
-        frames: one(s, "deltawire_frames_in_total"),
-        bytes: one(s, "deltawire_bytes_in_total"),
-        acks: one(s, "deltawire_acks_sent_total"),
-        batchSum: one(s, "deltawire_batch_seconds_sum"),
-        batchCount: one(s, "deltawire_batch_seconds_count"),
-      };
-      const dt = prev ? cur.t - prev.t : 0;
-      const rate = (k) => (prev && dt > 0 ? Math.max(0, (cur[k] - prev[k]) / dt) : null);
-      cur.ack = ackBuckets(s);
-      const ackSpan = prev && prev.ack && quantileBetween(cur.ack, prev.ack, 0.5) != null ? "last 2 s" : "since start";
-      const ackPrev = ackSpan === "last 2 s" ? prev.ack : null;
-      const ackP50 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.5);
-      const ackP99 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.99);
-      const dBatches = prev ? cur.batchCount - prev.batchCount : 0;
-      const commitMs = dBatches > 0 ? (1000 * (cur.batchSum - prev.batchSum)) / dBatches : null;
-      const protoErrors = s.get("deltawire_errors_total") || [];
-      const errorTotal =
-        protoErrors.reduce((a, x) => a + x.value, 0) + one(s, "deltawire_store_rejects_total") + one(s, "deltawire_api_store_errors_total") + one(s, "deltawire_connections_refused_total");
-      const depth = one(s, "deltawire_queue_depth");
-      const cap = one(s, "deltawire_queue_capacity");
-      tiles.replaceChildren(
-        tile("t-ingest", "documents stored / s", fmtNum(rate("stored")), `${fmtNum(cur.stored)} in total`),
-        tile("t-frames", "frames in / s", fmtNum(rate("frames")), `${fmtBytes(rate("bytes"))}/s`),
-        tile("t-conns", "connections open", fmtNum(one(s, "deltawire_connections_open")), `${fmtNum(one(s, "deltawire_connections_total"))} accepted`),
-        tile("t-queue", "queue depth", has(s, "deltawire_queue_depth") ? `${fmtNum(depth)} / ${fmtNum(cap)}` : "–", `${fmtNum(one(s, "deltawire_inflight_documents"))} documents in flight`),
-        cur.ack
-          ? tile("t-ack", `ack latency p99 (${ackSpan})`, ackP99 == null ? "–" : `${fmtNum(ackP99 * 1000)} ms`,
-              `p50 ${ackP50 == null ? "–" : fmtNum(ackP50 * 1000) + " ms"} · ${fmtNum(rate("acks"))} acks / s`)
-          : tile("t-ack", "store commit (acks follow it)", commitMs == null ? "–" : `${fmtNum(commitMs)} ms`, `${fmtNum(rate("acks"))} acks / s`),
-        tile("t-errors", "errors", fmtNum(errorTotal), one(s, "deltawire_throttled") ? "agents asked to slow down" : "not throttling"),
-      );
-      errors.replaceChildren(...protoErrors.map((x) => h("tr", {}, h("td", {}, x.labels.code || "?"), h("td", {}, fmtNum(x.value)))));
-      if (!protoErrors.length) errors.append(h("tr", {}, h("td", { colspan: 2, class: "muted" }, "none")));
-      const r = rate("stored");
-      if (r != null) chart.push(now, r);
-      const age = one(s, "deltawire_api_ingest_stats_age_seconds");
-      status.textContent = has(s, "deltawire_documents_stored_total") ? `updated ${new Date().toLocaleTimeString()}` : "the ingest process has not reported yet" + (Number.isFinite(age) ? ` (${fmtNum(age)} s)` : "");
-      prev = cur;
-    } catch (e) {
-      status.textContent = errorText(e);
-    }
-    if (!stopped) timer = setTimeout(poll, POLL_MS);
+    const text = await getText("/stats");
+    const now = Date.now() / 1000;
+    const s = parseProm(text);
+    const cur = {
+      t: now,
+      stored: one(s, "deltawire_documents_stored_total"),
+      frames: one(s, "deltawire_frames_in_total"),
+      bytes: one(s, "deltawire_bytes_in_total"),
+      acks: one(s, "deltawire_acks_sent_total"),
+      batchSum: one(s, "deltawire_batch_seconds_sum"),
+      batchCount: one(s, "deltawire_batch_seconds_count"),
+    };
+    const dt = prev ? cur.t - prev.t : 0;
+    const rate = (k) => (prev && dt > 0 ? Math.max(0, (cur[k] - prev[k]) / dt) : null);
+    cur.ack = ackBuckets(s);
+    const ackSpan = prev && prev.ack && quantileBetween(cur.ack, prev.ack, 0.5) != null ? "last 2 s" : "since start";
+    const ackPrev = ackSpan === "last 2 s" ? prev.ack : null;
+    const ackP50 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.5);
+    const ackP99 = cur.ack && quantileBetween(cur.ack, ackPrev, 0.99);
+    const dBatches = prev ? cur.batchCount - prev.batchCount : 0;
+    const commitMs = dBatches > 0 ? (1000 * (cur.batchSum - prev.batchSum)) / dBatches : null;
+    const protoErrors = s.get("deltawire_errors_total") || [];
+    const errorTotal =
+      protoErrors.reduce((a, x) => a + x.value, 0) + one(s, "deltawire_store_rejects_total") + one(s, "deltawire_api_store_errors_total") + one(s, "deltawire_connections_refused_total");
+    const depth = one(s, "deltawire_queue_depth");
+    const cap = one(s, "deltawire_queue_capacity");
+    tiles.replaceChildren(
+      tile("t-ingest", "documents stored / s", fmtNum(rate("stored")), `${fmtNum(cur.stored)} in total`),
+      tile("t-frames", "frames in / s", fmtNum(rate("frames")), `${fmtBytes(rate("bytes"))}/s`),
+      tile("t-conns", "connections open", fmtNum(one(s, "deltawire_connections_open")), `${fmtNum(one(s, "deltawire_connections_total"))} accepted`),
+      tile("t-queue", "queue depth", has(s, "deltawire_queue_depth") ? `${fmtNum(depth)} / ${fmtNum(cap)}` : "–", `${fmtNum(one(s, "deltawire_inflight_documents"))} documents in flight`),
+      cur.ack
+        ? tile("t-ack", `ack latency p99 (${ackSpan})`, ackP99 == null ? "–" : `${fmtNum(ackP99 * 1000)} ms`,
+            `p50 ${ackP50 == null ? "–" : fmtNum(ackP50 * 1000) + " ms"} · ${fmtNum(rate("acks"))} acks / s`)
+        : tile("t-ack", "store commit (acks follow it)", commitMs == null ? "–" : `${fmtNum(commitMs)} ms`, `${fmtNum(rate("acks"))} acks / s`),
+      tile("t-errors", "errors", fmtNum(errorTotal), one(s, "deltawire_throttled") ? "agents asked to slow down" : "not throttling"),
+    );
+    errors.replaceChildren(...protoErrors.map((x) => h("tr", {}, h("td", {}, x.labels.code || "?"), h("td", {}, fmtNum(x.value)))));
+    if (!protoErrors.length) errors.append(h("tr", {}, h("td", { colspan: 2, class: "muted" }, "none")));
+    const r = rate("stored");
+    if (r != null) chart.push(now, r);
+    const age = one(s, "deltawire_api_ingest_stats_age_seconds");
+    status.textContent = has(s, "deltawire_documents_stored_total") ? `updated ${new Date().toLocaleTimeString()}` : "the ingest process has not reported yet" + (Number.isFinite(age) ? ` (${fmtNum(age)} s)` : "");
+    prev = cur;
   }
-  poll();
+  const loop = repeat(POLL_MS, status, poll);
   return () => {
-    stopped = true;
-    clearTimeout(timer);
+    loop.stop();
     chart.destroy();
   };
 }

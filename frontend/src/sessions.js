@@ -3,7 +3,7 @@
 // few seconds.
 
 import { getJSON, ApiError } from "./api.js";
-import { h, fmtTime, fmtAgo, errorText } from "./util.js";
+import { h, fmtTime, fmtAgo, repeat } from "./util.js";
 
 const REFRESH_MS = 3000;
 const FILTERS = ["host", "tag", "state", "exit_code"];
@@ -89,39 +89,28 @@ export function sessionsView(root, query) {
     for (const k of FILTERS) f[k] = (form.elements[k].value || "").trim();
     const q = new URLSearchParams(Object.entries(f).filter(([, v]) => v));
     history.replaceState(null, "", q.toString() ? `/?${q}` : "/");
-    refresh();
+    loop.again();
   }
 
-  let timer = null;
-  let stopped = false;
-  async function refresh() {
-    clearTimeout(timer);
-    try {
-      const rows = (await fetchSessions(f)).filter((s) => matches(s, f));
-      tbody.replaceChildren(
-        ...rows.map((s) =>
-          h(
-            "tr",
-            { "data-session": s.session },
-            h("td", {}, h("a", { href: `/ui/sessions/${encodeURIComponent(s.session)}` }, s.session)),
-            h("td", {}, s.host || "–"),
-            h("td", {}, ...(s.tags || []).map((t) => h("span", { class: "tag" }, t))),
-            h("td", {}, stateCell(s)),
-            h("td", {}, fmtTime(s.first_seen)),
-            h("td", { title: fmtTime(s.last_seen) }, fmtAgo(s.last_seen)),
-          ),
+  async function step() {
+    const rows = (await fetchSessions(f)).filter((s) => matches(s, f));
+    tbody.replaceChildren(
+      ...rows.map((s) =>
+        h(
+          "tr",
+          { "data-session": s.session },
+          h("td", {}, h("a", { href: `/ui/sessions/${encodeURIComponent(s.session)}` }, s.session)),
+          h("td", {}, s.host || "–"),
+          h("td", {}, ...(s.tags || []).map((t) => h("span", { class: "tag" }, t))),
+          h("td", {}, stateCell(s)),
+          h("td", {}, fmtTime(s.first_seen)),
+          h("td", { title: fmtTime(s.last_seen) }, fmtAgo(s.last_seen)),
         ),
-      );
-      if (!rows.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No sessions yet: start one with  watchdog run -- COMMAND")));
-      status.textContent = `${rows.length} session(s)`;
-    } catch (e) {
-      status.textContent = errorText(e);
-    }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
+      ),
+    );
+    if (!rows.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No sessions yet: start one with  watchdog run -- COMMAND")));
+    status.textContent = `${rows.length} session(s)`;
   }
-  refresh();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  const loop = repeat(REFRESH_MS, status, step);
+  return loop.stop;
 }

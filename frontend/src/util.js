@@ -98,3 +98,28 @@ export function errorText(e) {
   if (e && e.body && e.body.detail) return `${e.body.error}: ${e.body.detail}`;
   return String(e && e.message ? e.message : e);
 }
+
+/** Runs `step` now and again `ms` after each run ends (a failure is shown in
+ * `status`, and the next run tries again). `again()` runs it at once (the view's
+ * filters changed); `stop()` ends the loop when the view is left. */
+export function repeat(ms, status, step) {
+  let timer = null;
+  let stopped = false;
+  async function again() {
+    clearTimeout(timer);
+    try {
+      await step();
+    } catch (e) {
+      status.textContent = errorText(e);
+    }
+    if (!stopped) timer = setTimeout(again, ms);
+  }
+  again();
+  return {
+    again,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -31,6 +31,7 @@ from deltawire.collector.aggregate import (
     plan_segments,
     run_aggregate,
 )
+from deltawire.collector.aggregate.engine import rate_seconds
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.collector.stores.rollup import RAW, Segment, Sketch, step
 from deltawire.protocol import Document
@@ -120,13 +121,8 @@ def reference(docs: list[dict[str, Any]], q: AggregateQuery) -> dict[tuple[Any, 
             for pts in per_series.values():
                 pts.sort(key=lambda p: (p[0], p[1]))
                 inc += sum(step(a[2], b[2]) for a, b in itertools.pairwise(pts))
-            w = q.where
-            if q.bucket is not None:
-                seconds = q.bucket
-            elif w.ts_from is not None and w.ts_to is not None:
-                seconds = w.ts_to - w.ts_from
-            else:
-                seconds = max(t for _s, t, _o, _v in items) - min(t for _s, t, _o, _v in items)
+            times = [t for _s, t, _o, _v in items]
+            seconds = rate_seconds(q, min(times), max(times))
             value = inc / seconds if seconds > 0 else None
         out[key] = (value, n)
     return out

@@ -120,8 +120,9 @@ def test_data_survives_close_and_reopen(sqlite_uri: str) -> None:
 
 def test_new_database_layout(store: SqliteStore, other: sqlite3.Connection) -> None:
     # 3: the paths catalog, 4: the rollup tiers, 5: id_floor, 6: roll_pending,
-    # 7: roll_dirty's index, 8: roll_vals, 9: roll_600, 10: roll_hvals and roll_hbuild
-    assert SCHEMA_VERSION == 10
+    # 7: roll_dirty's index, 8: roll_vals, 9: roll_600, 10: roll_hvals and roll_hbuild,
+    # 11: roll_600's sketches dense
+    assert SCHEMA_VERSION == 11
     assert other.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'roll_dirty_bucket'"
     ).fetchone() == (1,)
