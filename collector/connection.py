@@ -66,6 +66,13 @@ _RUN_DOCS: Final = 256
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
+def _queues(events: list[Inbound]) -> bool:
+    """Whether ``_accept`` queues this run into the slot its reader holds: it
+    has documents and no hello first (a hello is answered before them, which
+    may wait on the store or a take-over: the slot is not held over that)."""
+    return bool(events) and not isinstance(events[0], Hello)
+
+
 class _Close(Exception):
     """Stop serving this connection (after a fatal error was sent, or the peer left)."""
 
@@ -237,7 +244,7 @@ class Connection:
                 try:
                     proto.next_events(events, _RUN_DOCS)
                 except ProtocolError as exc:
-                    pipeline.decoded()
+                    pipeline.decoded(_queues(events))
                     last_frame = now
                     stats.frames_in += len(events) + 1
                     await self._accept(events)
@@ -247,16 +254,19 @@ class Connection:
                     await self._reject(exc)
                     continue
                 except BaseException:
-                    pipeline.decoded()
+                    pipeline.decoded(False)
                     raise
-                pipeline.decoded()
+                pipeline.decoded(_queues(events))
                 if not events:
                     break
                 last_frame = now
                 stats.frames_in += len(events)
+                # A short run took every complete line buffered: asking again
+                # would only wait for a slot of the queue to learn that.
+                short = len(events) < _RUN_DOCS
                 await self._accept(events)
-                if proto.ended:
-                    return  # a bye: nothing after it is read
+                if proto.ended or short:
+                    break
             if proto.ended:
                 return
 
@@ -266,6 +276,7 @@ class Connection:
         Documents go in runs: the tracker needs only a run's last seq, since
         a run commits in order and is acknowledged as a whole.
         """
+        promised = _queues(events)  # see Pipeline.decoded
         if events and isinstance(hello := events[0], Hello):
             del events[0]
             await self._on_hello(hello)
@@ -276,7 +287,7 @@ class Connection:
                 self._wake.set()  # a flow change that came while it was idle
             self.tracker.accepted(items[-1].seq)
             self._ack_times.received(items[-1].seq, trio.current_time(), len(items))
-            await self.hub.pipeline.submit(self, items)
+            await self.hub.pipeline.submit(self, items, promised)
 
     async def _reject(self, exc: ProtocolError) -> None:
         """A frame that is not stored: count it, tell the agent, let acks pass it."""

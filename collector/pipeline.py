@@ -108,8 +108,12 @@ class Pipeline:
         self.stats = stats
         self.config = config
         self._send, self._receive = trio.open_memory_channel[Chunk](config.queue_size)
-        # Readers waiting for room in the queue before they decode (``room``);
-        # the writer wakes one per chunk it takes.
+        # Room in the queue, counted in chunks (``room``): the slots neither
+        # holding a queued chunk, nor promised to one a reader decoded and is
+        # about to submit, nor held by a reader decoding. Readers that find
+        # none wait here, first come first served, and are handed a slot
+        # each as one frees (they never wake to find it gone again).
+        self._free = config.queue_size
         self._room = trio.lowlevel.ParkingLot()
         self._on_flow = on_flow or (lambda _interval: None)
         self._on_commit_batch = on_commit_batch
@@ -120,9 +124,9 @@ class Pipeline:
 
     # -- the readers' side -------------------------------------------------
     async def room(self) -> None:
-        """Return once the queue has room for a chunk (at once if it has).
-        The caller decodes its next run and then calls ``decoded``, whatever
-        came of it.
+        """Return holding a slot of the queue (at once if one is free). The
+        caller decodes its next run and then calls ``decoded``, whatever came
+        of it.
 
         A reader waits here BEFORE it decodes its next run, not only in
         ``submit`` after: a reader that decodes first and then waits holds a
@@ -134,48 +138,67 @@ class Pipeline:
         had as many left to commit while the decoding side sat idle; the
         two processes overlapped that much less (issue 16: zstd ingest at
         0.72x of plain quietly, while it costs only ~16% more CPU).
+
+        Slots are handed over, not announced: the first version woke one
+        reader per chunk taken and let it look again, and a reader woken
+        then also woke the next while its own run was still on its way, so
+        about half the woken found the queue full again and went to the back
+        of the line (the readers that had waited longest, overtaken), and
+        newcomers queued behind them even when there was room.
         """
-        if not self._full() and not self._room:
+        if self._free > 0 and not self._room:
+            self._free -= 1
             return
-        while True:  # FIFO; re-checked on waking: the room may be gone again
-            await self._room.park()
-            if not self._full():
-                return
+        await self._room.park()  # whoever wakes us has counted our slot taken
 
-    def decoded(self) -> None:
-        """A reader let in by ``room`` decoded its run (it is submitting it,
-        or had none: lines not complete yet, a rejected frame): if room is
-        left, the next waiting reader may go. Without this, a reader woken
-        for room that turned out to have nothing would leave the room
-        unused and the others parked, with nothing left to wake them."""
-        if self._room and not self._full():
-            self._room.unpark()
+    def decoded(self, queued: bool) -> None:
+        """A reader let in by ``room`` decoded its run. ``queued``: it now
+        submits a chunk with ``promised=True``, which keeps the slot until
+        the writer takes it; else (lines not complete yet, a rejected frame,
+        a hello, which is answered first) the slot is free again."""
+        if not queued:
+            self._free += 1
+            self._hand_room()
 
-    def _full(self) -> bool:
-        st = self._send.statistics()
-        return st.current_buffer_used >= st.max_buffer_size
+    @property
+    def waiting(self) -> int:
+        """Readers waiting in ``room`` (each has a run it has not decoded)."""
+        return len(self._room)
 
-    async def submit(self, committer: Committer, items: list[Item]) -> None:
+    def _hand_room(self) -> None:
+        """Free slots to the readers waiting, oldest first."""
+        if self._free > 0 and self._room:
+            self._free -= len(self._room.unpark(count=self._free))
+
+    async def submit(self, committer: Committer, items: list[Item], promised: bool = False) -> None:
         """Queue a connection's documents (made by ``writer.make_item``);
-        blocks while the queue is full."""
+        blocks while the queue is full. ``promised``: into the slot that
+        ``decoded(queued=True)`` kept (then it never blocks)."""
         self.stats.documents_queued += len(items)
         self.stats.inflight_docs += len(items)
-        # Packed now, while the rows are in the CPU's caches (a whole batch
-        # serialised later measured twice the cost); the queue then holds
-        # bytes, not thousands of objects.
-        chunk = Chunk(committer, items, self.writer.pack(items))
-        if chunk.packed is not items:
-            # The caller's list: free the rows now rather than hold them next
-            # to their packed copy while this reader waits for queue space
-            # (1000 blocked readers x a read's worth of rows adds up).
-            items.clear()
-        await self._send.send(chunk)
+        if not promised:
+            self._free -= 1  # a slot taken without ``room``: the take frees it all the same
+        try:
+            # Packed now, while the rows are in the CPU's caches (a whole
+            # batch serialised later measured twice the cost); the queue then
+            # holds bytes, not thousands of objects.
+            chunk = Chunk(committer, items, self.writer.pack(items))
+            if chunk.packed is not items:
+                # The caller's list: free the rows now rather than hold them
+                # next to their packed copy while this reader waits for queue
+                # space (1000 blocked readers x a read's worth of rows adds up).
+                items.clear()
+            await self._send.send(chunk)
+        except BaseException:
+            self._free += 1  # not queued after all: the slot is free again
+            self._hand_room()
+            raise
         self._check_flow()
 
     def _check_flow(self) -> None:
         st = self._send.statistics()  # once: it builds an object per call
         # Readers blocked in send() count as queued: they hold data too.
-        waiting = st.tasks_waiting_send + len(self._room)
+        waiting = st.tasks_waiting_send + self.waiting
         fill = (st.current_buffer_used + waiting) / max(1, st.max_buffer_size)
         self.stats.queue_depth = st.current_buffer_used
         if self.throttled:
@@ -248,12 +271,11 @@ class Pipeline:
     async def _next_batch(self) -> list[Chunk] | None:
         cfg = self.config
         receive = self._receive
-        room = self._room
         try:
             first = await receive.receive()
         except trio.EndOfChannel:
             return None
-        room.unpark()
+        self._took()
         batch = [first]
         ndocs = first.count
         # Gather more for up to batch_max_ms: one commit (one fsync) per batch,
@@ -269,10 +291,16 @@ class Pipeline:
                         break
                 except trio.EndOfChannel:
                     break
-                room.unpark()
+                self._took()
                 batch.append(chunk)
                 ndocs += chunk.count
         return batch
+
+    def _took(self) -> None:
+        """The writer took a chunk: its slot goes to the next waiting reader
+        now, during the gathering, so the queue refills while it lasts."""
+        self._free += 1
+        self._hand_room()
 
     async def _complete(self, batch: list[Chunk], result: BatchResult) -> None:
         ndocs = sum(c.count for c in batch)

@@ -19,7 +19,7 @@ from deltawire.collector.hub import Hub, IngestConfig
 from deltawire.collector.pipeline import Pipeline, PipelineConfig
 from deltawire.collector.stats import Stats
 from deltawire.collector.stores import open_store
-from deltawire.collector.writer import ThreadWriter
+from deltawire.collector.writer import Item, ThreadWriter
 from deltawire.protocol import NEED_DATA, ClientConnection, Hello, Snap
 
 SESSIONS = 8
@@ -74,3 +74,91 @@ async def test_readers_wait_for_room_before_decoding(tmp_path: pathlib.Path) -> 
     finally:
         store.close()
     assert stats.documents_queued == SESSIONS * PER_SESSION
+
+
+class _Nobody:
+    def on_commit(self, seq: int) -> None:
+        pass
+
+    def on_store_reject(self, seq: int, reason: str) -> None:
+        pass
+
+
+async def test_waiting_readers_get_room_first_come_first_served(
+    tmp_path: pathlib.Path, autojump_clock: object
+) -> None:
+    """Each chunk the writer takes hands its slot to the reader that waited
+    longest, which then goes: none wakes only to find the room gone and
+    queue again at the back, none is overtaken (the first version woke one
+    reader per chunk taken, and each woken reader also woke the next while
+    its own run was still on its way: half of them went to the back)."""
+    store = open_store(f"sqlite:///{tmp_path / 'fifo.db'}")
+    # One document a chunk and a batch: each _next_batch takes one chunk.
+    pipeline = Pipeline(store, Stats(), PipelineConfig(queue_size=QUEUE, batch_max_docs=1),
+                        writer=ThreadWriter(store))  # fmt: skip
+    queued: list[int] = []
+
+    async def reader(i: int) -> None:  # what a connection's read loop does
+        await pipeline.room()
+        pipeline.decoded(queued=True)
+        await pipeline.submit(_Nobody(), [Item(f"s{i}", 1, "n", 1.0, None)], promised=True)
+        queued.append(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(SESSIONS):  # they come in this order
+            nursery.start_soon(reader, i)
+            await trio.testing.wait_all_tasks_blocked()
+        assert queued == list(range(QUEUE))
+        assert pipeline.waiting == SESSIONS - QUEUE
+        taken: list[str] = []
+        for n in range(QUEUE + 1, SESSIONS + 1):
+            batch = await pipeline._next_batch()  # the writer's take
+            assert batch is not None
+            taken += [chunk.session for chunk in batch]
+            await trio.testing.wait_all_tasks_blocked()
+            # The slot went to the next in line, and nobody else moved.
+            assert queued == list(range(n))
+            assert pipeline.waiting == SESSIONS - n
+    assert taken == [f"s{i}" for i in range(SESSIONS - QUEUE)]
+
+
+async def test_a_reader_that_took_every_line_goes_back_to_its_socket(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A run shorter than a run's limit took every complete line the read
+    had: the reader reads its socket next, it does not wait for room in the
+    queue only to learn that it has nothing (the first version did, so every
+    paced reader whose run filled the queue waited a writer's take for
+    nothing, and counted as queued work for flow control while it did)."""
+    store = open_store(f"sqlite:///{tmp_path / 'short.db'}")
+    store.open()
+    stats = Stats()
+    pipeline = Pipeline(store, stats, PipelineConfig(queue_size=1), writer=ThreadWriter(store))
+    hub = Hub(store, pipeline, stats, IngestConfig(ack_interval=0.01))
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                clients = []
+                for i in range(2):
+                    client, server = trio.testing.memory_stream_pair()
+                    nursery.start_soon(handle_connection, server, hub)
+                    conn = ClientConnection()
+                    await client.send_all(conn.send(Hello(session=f"short-{i}")))
+                    await _until(conn, client, lambda c=conn: c.welcome is not None)
+                    clients.append((conn, client))
+                for conn, client in clients:
+                    await client.send_all(b"".join(conn.send(Snap(s, 1.0 + s, "p", {"v": s}))
+                                                   for s in range(1, 11)))  # fmt: skip
+                    await trio.testing.wait_all_tasks_blocked()
+                # The first run fills the queue; its reader is back at its
+                # socket. Only the second, which has a run to decode, waits.
+                assert stats.documents_queued == 10
+                assert pipeline.waiting == 1
+                nursery.start_soon(pipeline.run)
+                for conn, client in clients:
+                    await _until(conn, client, lambda c=conn: c.acked >= 10)
+                    await client.aclose()
+                await hub.all_left()
+                pipeline.close()
+    finally:
+        store.close()

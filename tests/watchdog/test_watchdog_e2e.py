@@ -139,8 +139,20 @@ def test_done_when_exit_code_3_with_process_and_system_samples(
     tmp_path: pathlib.Path, collector: Collector
 ) -> None:
     collector.start()
+    # The command runs until the collector holds 5 samples of each (then
+    # exits 3): a condition, not a time, so a slow start under load cannot
+    # leave the run with fewer samples than it asserts.
+    stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.2", "--push-every", "2", "--session",
-                  "done-when", "--tag", "e2e", "--", "sh", "-c", "sleep 2; exit 3")  # fmt: skip
+                  "done-when", "--tag", "e2e", "--", "sh", "-c",
+                  f"while [ ! -e {stop} ]; do sleep 0.05; done; exit 3")  # fmt: skip
+
+    def stored(name: str) -> int:
+        return sum(d["name"] == name for d in collector.docs("done-when"))
+
+    wait_for("5 process and 5 system samples stored",
+             lambda: stored("process") >= 5 and stored("system") >= 5)  # fmt: skip
+    stop.touch()
     assert wd.wait() == 3, wd.stderr
     session = wait_for("the session end", lambda: (s := collector.session("done-when"))
                        and s["ended"] and s)  # fmt: skip
