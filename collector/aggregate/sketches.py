@@ -312,7 +312,9 @@ class _Run:
 
     def cells(self, offset: np.ndarray) -> np.ndarray:
         """Every bin's key plus its sketch's ``offset``."""
-        return self.steps + np.repeat(self.base + offset, self.sizes)
+        cells = np.repeat(self.base + offset, self.sizes)
+        cells += self.steps  # (in place: one pass over the bins less)
+        return cells
 
 
 def _unpack(blobs: Sequence[bytes]) -> tuple[np.ndarray | None, list[_Run], list[_Run]]:
