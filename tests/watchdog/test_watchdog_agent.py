@@ -85,7 +85,7 @@ async def run_until(agent: Agent, collector: MemCollector, names: set[str], stop
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collector.serve)
-        with trio.fail_after(30):
+        with trio.fail_after(60):  # generous: a slow machine is slow, not wrong
             async with trio.open_nursery() as run:
                 run.start_soon(session)
                 await collector.until(agent.spool.session, names, count)
