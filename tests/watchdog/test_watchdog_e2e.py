@@ -62,7 +62,7 @@ class Collector:
             env=base_env(self.tmp_path), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
         log.close()
-        wait_port("127.0.0.1", self.port, 30, self.proc)
+        wait_port("127.0.0.1", self.port, DEADLINE, self.proc)  # a process start: generous
 
     def kill(self) -> None:
         assert self.proc is not None
