@@ -38,6 +38,22 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
+async def test_patch_keeps_the_stored_timestamp_exactly(store: Store) -> None:
+    """A patch that does not name the timestamp leaves ``ts`` as stored (to
+    the last bit, not rounded to the microsecond), and one that does sets it."""
+    ts = T0 + 0.123456789
+    async with client(store) as (c, _):
+        doc = (await c.post("/metrics", json={"name": "t", "value": 1, "timestamp": ts})).json()
+        assert store.get(doc["id"])["ts"] == ts  # type: ignore[index]
+        r = await c.patch(f"/metrics/{doc['id']}", json={"value": 2})
+        assert r.status_code == 200 and r.json()["timestamp"] == doc["timestamp"]
+        assert store.get(doc["id"])["ts"] == ts  # type: ignore[index]
+        r = await c.patch(f"/metrics/{doc['id']}", json={"timestamp": None, "value": 3})
+        assert r.status_code == 200 and store.get(doc["id"])["ts"] == ts  # type: ignore[index]
+        r = await c.patch(f"/metrics/{doc['id']}", json={"timestamp": T0 + 7})
+        assert r.status_code == 200 and store.get(doc["id"])["ts"] == T0 + 7  # type: ignore[index]
+
+
 async def test_post_keeps_host_and_patch_merges(store: Store) -> None:
     async with client(store) as (c, _):
         r = await c.post("/metrics", json={"name": "t", "value": 1, "host": "h1",
