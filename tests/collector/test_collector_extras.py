@@ -14,7 +14,7 @@ import trio
 import trustme
 
 from deltawire.collector.stores import MetricQuery, open_store
-from deltawire.testing.harness import REPO, Client, collector_process
+from deltawire.testing.harness import REPO, Client, collector_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -130,15 +130,30 @@ def test_watchdog_over_tls(tmp_path: pathlib.Path) -> None:
     ) as col:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DELTAWIRE_CONFIG_DIR": str(tmp_path),
                "WATCHDOG_TLS_CA": str(ca_file), "WATCHDOG_SPOOL_DIR": str(tmp_path / "spool")}  # fmt: skip
-        proc = subprocess.run(
+        # The command runs until a process sample is stored over TLS (a
+        # condition: a fixed `sleep 1` could end before a slow start sampled).
+        stop = tmp_path / "stop"
+        proc = subprocess.Popen(
             [sys.executable, "-m", "deltawire.watchdog", "run", "--collector", f"127.0.0.1:{col.port}",
-             "--interval", "0.2", "--push-every", "1", "--session", "wd-tls", "--", "sleep", "1"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+             "--interval", "0.2", "--push-every", "1", "--session", "wd-tls", "--",
+             "sh", "-c", f"while [ ! -e {stop} ]; do sleep 0.05; done"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
         store = open_store(col.store_uri)
         store.open()
         try:
+
+            def process_sample() -> bool:
+                assert proc.poll() is None, "the watchdog exited early"
+                docs = store.find(MetricQuery(session="wd-tls", limit=1000))
+                return any(d["name"] == "process" for d in docs)
+
+            try:
+                wait_until(process_sample, 60, "a process sample stored over TLS")
+            finally:
+                stop.touch()
+                _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
             docs = store.find(MetricQuery(session="wd-tls", limit=1000))
             ended = {s["session"]: s for s in store.sessions()}["wd-tls"]
         finally:

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from deltawire.protocol import Ack, Document, Hello, Welcome
-from deltawire.watchdog.agent import AgentConfig, AgentError, open_agent, run_session
+from deltawire.watchdog.agent import Agent, AgentConfig, AgentError, open_agent, run_session
 from deltawire.watchdog.spool import session_dirs
 
 from .test_watchdog_link import Net, Peer
@@ -61,6 +61,38 @@ class MemCollector:
     def session_docs(self, session: str) -> list[Document]:
         return [d for (s, _), d in sorted(self.docs.items()) if s == session]
 
+    async def until(self, session: str, names: set[str], count: int = 1) -> None:
+        """Wait until ``session`` holds ``count`` documents of each of ``names``."""
+        while not all(sum(d.name == n for d in self.session_docs(session)) >= count
+                      for n in names):  # fmt: skip
+            await self.changed.wait()
+
+
+def held(stop: pathlib.Path, code: int = 0) -> list[str]:
+    """A command that runs until ``stop`` exists: a test ends it on a condition
+    it waited for, never after a fixed time a slow machine could spend first."""
+    return ["sh", "-c", f"while [ ! -e {stop} ]; do sleep 0.05; done; exit {code}"]
+
+
+async def run_until(agent: Agent, collector: MemCollector, names: set[str], stop: pathlib.Path,
+                    count: int = 1) -> int:  # fmt: skip
+    """Run ``agent``'s session against ``collector``; once it holds ``count``
+    documents of each of ``names``, create ``stop``; return the exit code."""
+    codes: list[int] = []
+
+    async def session() -> None:
+        codes.append(await run_session(agent))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.serve)
+        with trio.fail_after(60):  # generous: a slow machine is slow, not wrong
+            async with trio.open_nursery() as run:
+                run.start_soon(session)
+                await collector.until(agent.spool.session, names, count)
+                stop.touch()
+        nursery.cancel_scope.cancel()
+    return codes[0]
+
 
 @pytest.fixture
 def child_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,22 +116,20 @@ subprocess.run([sys.executable, "-m", "deltawire.watchdog", "emit", "shell.step"
                check=True)
 s = socket.socket(socket.AF_UNIX); s.connect(os.environ["DELTAWIRE_EVENTS"])
 s.sendall(b"this is not json\n"); s.close()
-time.sleep(0.6)
+while not os.path.exists(sys.argv[1]):  # the test says when (it has what it asserts)
+    time.sleep(0.02)
 sys.exit(3)
 """
 
 
 async def test_a_session_from_start_to_bye(tmp_path: pathlib.Path, child_env: None) -> None:
     collector = MemCollector()
-    cfg = config(tmp_path, collector.net, [sys.executable, "-c", APP])
+    stop = tmp_path / "stop"
+    cfg = config(tmp_path, collector.net, [sys.executable, "-c", APP, str(stop)])
     agent = open_agent(cfg)
     session = agent.spool.session
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collector.serve)
-        with trio.fail_after(30):
-            code = await run_session(agent)
-        nursery.cancel_scope.cancel()
-    assert code == 3
+    wanted = {"process", "system", "app.ready", "shell.step", "watchdog.malformed_events"}
+    assert await run_until(agent, collector, wanted, stop) == 3
     docs = collector.session_docs(session)
     seqs = [d.seq for d in docs]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -124,17 +154,17 @@ async def test_a_session_from_start_to_bye(tmp_path: pathlib.Path, child_env: No
 async def test_collector_down_at_start_then_up(tmp_path: pathlib.Path, child_env: None) -> None:
     collector = MemCollector()
     collector.net.refuse = 3  # the first connection attempts fail
-    cfg = config(tmp_path, collector.net, ["sh", "-c", "sleep 1.5; exit 0"])
+    stop = tmp_path / "stop"
+    cfg = config(tmp_path, collector.net, held(stop))
     agent = open_agent(cfg)
     agent.link.backoff = (0.2, 0.4)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collector.serve)
-        with trio.fail_after(30):
-            assert await run_session(agent) == 0
-        nursery.cancel_scope.cancel()
+    # The run ends once 8 system samples are stored (a condition, not the
+    # 1.5 s it used to sleep): some were taken while nobody listened.
+    assert await run_until(agent, collector, {"system"}, stop, count=8) == 0
+    assert collector.net.refuse == 0, "the collector was never down"
     docs = collector.session_docs(agent.spool.session)
     samples = [d for d in docs if d.name == "system"]
-    assert len(samples) >= 8  # 1.5 s at 0.1 s: none lost while nobody listened
+    assert len(samples) >= 8  # none lost while nobody listened
     seqs = [d.seq for d in docs]
     assert seqs == list(range(len(seqs)))  # every seq, exactly once, in order
     assert docs[-1].data == {"exit_code": 0}
@@ -178,14 +208,13 @@ def test_a_live_session_cannot_be_opened_twice(tmp_path: pathlib.Path) -> None:
 
 async def test_attached_to_a_running_pid(tmp_path: pathlib.Path) -> None:
     collector = MemCollector()
-    target = await trio.lowlevel.open_process(["sleep", "1"])
+    stop = tmp_path / "stop"
+    target = await trio.lowlevel.open_process(held(stop))
     cfg = config(tmp_path, collector.net, [], pid=target.pid)
     agent = open_agent(cfg)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collector.serve)
-        with trio.fail_after(30):
-            assert await run_session(agent) == 0
-        nursery.cancel_scope.cancel()
+    # The target ends once a process sample is stored (it used to sleep 1 s,
+    # which a slow start could spend before the first sample).
+    assert await run_until(agent, collector, {"process"}, stop) == 0
     await target.wait()
     docs = collector.session_docs(agent.spool.session)
     process = [d for d in docs if d.name == "process"]
@@ -232,7 +261,6 @@ async def test_the_first_sample_goes_out_at_once(tmp_path: pathlib.Path, child_e
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collector.serve)
         nursery.start_soon(run_session, agent)
-        with trio.fail_after(10):
-            while not {"process", "system"} <= {d.name for d in collector.session_docs(session)}:
-                await collector.changed.wait()
+        with trio.fail_after(30):  # far below the hour between samples
+            await collector.until(session, {"process", "system"})
         nursery.cancel_scope.cancel()

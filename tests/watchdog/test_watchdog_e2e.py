@@ -62,7 +62,7 @@ class Collector:
             env=base_env(self.tmp_path), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
         log.close()
-        wait_port("127.0.0.1", self.port, 30, self.proc)
+        wait_port("127.0.0.1", self.port, DEADLINE, self.proc)  # a process start: generous
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -130,6 +130,23 @@ class Watchdog:
         self.proc.wait(timeout=10)
 
 
+def held(stop: pathlib.Path, code: int = 0) -> list[str]:
+    """A command that runs until ``stop`` exists, then exits ``code``: the test
+    ends the run on a condition it waited for, never after a fixed time that
+    a slow machine would spend before the samples it asserts were taken."""
+    return ["sh", "-c", f"while [ ! -e {stop} ]; do sleep 0.05; done; exit {code}"]
+
+
+def running(wd: Watchdog, check: Callable[[], Any]) -> Callable[[], Any]:
+    """``check``, failing at once if the watchdog ended before it held."""
+
+    def probe() -> Any:
+        assert wd.proc.poll() is None, f"the watchdog exited early: {wd.stderr}"
+        return check()
+
+    return probe
+
+
 def assert_exactly_once_in_order(docs: list[dict[str, Any]]) -> None:
     seqs = [d["seq"] for d in docs]
     assert seqs == list(range(len(seqs))), f"gaps or duplicates: {seqs}"
@@ -144,8 +161,7 @@ def test_done_when_exit_code_3_with_process_and_system_samples(
     # leave the run with fewer samples than it asserts.
     stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.2", "--push-every", "2", "--session",
-                  "done-when", "--tag", "e2e", "--", "sh", "-c",
-                  f"while [ ! -e {stop} ]; do sleep 0.05; done; exit 3")  # fmt: skip
+                  "done-when", "--tag", "e2e", "--", *held(stop, 3))  # fmt: skip
 
     def stored(name: str) -> int:
         return sum(d["name"] == name for d in collector.docs("done-when"))
@@ -172,30 +188,43 @@ def test_done_when_exit_code_3_with_process_and_system_samples(
 def test_collector_down_at_start_then_up_no_sample_missing(
     tmp_path: pathlib.Path, collector: Collector
 ) -> None:
+    stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.1", "--push-every", "2", "--session",
-                  "late-collector", "--", "sleep", "4")  # fmt: skip
+                  "late-collector", "--", *held(stop))  # fmt: skip
     spool = session_dir(wd.spool_dir, "late-collector")
     wait_for("samples spooled while nobody listens",
-             lambda: spool.exists() and summarize(spool).records >= 10)  # fmt: skip
+             running(wd, lambda: spool.exists() and summarize(spool).records >= 10))  # fmt: skip
     collector.start()
+    # The run ends once 25 system samples are stored (a condition, not the
+    # 4 s it used to sleep, which a slow start could spend with fewer taken).
+    wait_for("25 system samples stored", running(wd, lambda: sum(
+        d["name"] == "system" for d in collector.docs("late-collector")) >= 25))  # fmt: skip
+    stop.touch()
     assert wd.wait() == 0, wd.stderr
     docs = collector.docs("late-collector")
     assert_exactly_once_in_order(docs)
-    assert sum(d["name"] == "system" for d in docs) >= 25  # ~4 s at 0.1 s
+    assert sum(d["name"] == "system" for d in docs) >= 25
     assert docs[-1]["data"] == {"exit_code": 0}
 
 
 def test_collector_killed_mid_stream_and_restarted(tmp_path: pathlib.Path,
                                                    collector: Collector) -> None:  # fmt: skip
     collector.start()
+    stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.05", "--push-every", "2", "--session",
-                  "collector-crash", "--", "sleep", "5")  # fmt: skip
-    wait_for("the first samples stored", lambda: len(collector.docs("collector-crash")) >= 10)
+                  "collector-crash", "--", *held(stop))  # fmt: skip
+    wait_for("the first samples stored",
+             running(wd, lambda: len(collector.docs("collector-crash")) >= 10))  # fmt: skip
     collector.kill()
     spool = session_dir(wd.spool_dir, "collector-crash")
-    wait_for("samples spooled while the collector is down",
-             lambda: summarize(spool).records >= 20)  # fmt: skip
+    spooled = wait_for("samples spooled while the collector is down",
+                       running(wd, lambda: (s := summarize(spool)).records >= 20 and s))  # fmt: skip
     collector.start()
+    # What was spooled during the outage is stored while the run goes on: the
+    # end does not depend on the shutdown grace being long enough for it.
+    wait_for("the outage's samples stored", running(wd, lambda: (
+        d := collector.docs("collector-crash")) and d[-1]["seq"] >= spooled.last_seq))  # fmt: skip
+    stop.touch()
     assert wd.wait() == 0, wd.stderr
     docs = collector.docs("collector-crash")
     assert_exactly_once_in_order(docs)
@@ -220,10 +249,12 @@ def test_watchdog_killed_and_restarted_delivers_the_spool(tmp_path: pathlib.Path
     assert left.owner_pid is None and left.first_seq == 0
 
     collector.start()
-    second = Watchdog(tmp_path, collector, "--interval", "0.2", "--", "sleep", "0.5")
+    stop = tmp_path / "stop"
+    second = Watchdog(tmp_path, collector, "--interval", "0.2", "--", *held(stop))
+    docs = wait_for("the backlog stored", running(second, lambda: len(
+        d := collector.docs("killed-run")) >= left.records and d))  # fmt: skip
+    stop.touch()
     assert second.wait() == 0, second.stderr
-    docs = wait_for("the backlog stored",
-                    lambda: len(d := collector.docs("killed-run")) >= left.records and d)  # fmt: skip
     assert_exactly_once_in_order(docs)
     assert docs[-1]["seq"] == left.last_seq
     wait_for("the backlog removed from the spool", lambda: not spool.exists())
@@ -232,17 +263,29 @@ def test_watchdog_killed_and_restarted_delivers_the_spool(tmp_path: pathlib.Path
 def test_spool_bound_respected_and_drops_reported(tmp_path: pathlib.Path,
                                                   collector: Collector) -> None:  # fmt: skip
     bound = 16 * 1024
+    stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.01", "--push-every", "1",
-                  "--spool-max-bytes", str(bound), "--session", "bounded", "--", "sleep", "3",
+                  "--spool-max-bytes", str(bound), "--session", "bounded", "--", *held(stop),
                   env={"WATCHDOG_SHUTDOWN_GRACE": "0.1"})  # fmt: skip
     spool = session_dir(wd.spool_dir, "bounded")
     sizes: list[int] = []
+    first_drop: int | None = None  # the last seq when the first drop was seen
+    deadline = time.monotonic() + DEADLINE
     while wd.proc.poll() is None:
         size = 0
         for seg in spool.glob("*.seg"):
             with contextlib.suppress(FileNotFoundError):  # dropped meanwhile
                 size += seg.stat().st_size
         sizes.append(size)
+        # The run ends once a whole spool's worth was dropped (everything held
+        # at the first drop is gone): a condition, not a time.
+        with contextlib.suppress(FileNotFoundError):  # a segment dropped meanwhile
+            now = summarize(spool) if spool.exists() else None
+            if now is not None and (now.first_seq or 0) > 0:
+                first_drop = now.last_seq if first_drop is None else first_drop
+                if (now.first_seq or 0) > (first_drop or 0):
+                    stop.touch()
+        assert time.monotonic() < deadline, f"the spool did not turn over in {DEADLINE}s"
         time.sleep(0.02)  # the sampling period of the size, not synchronisation
     assert wd.proc.returncode == 0
     assert sizes and max(sizes) <= bound + 4096  # within one record of the bound
@@ -267,11 +310,16 @@ def test_spool_bound_respected_and_drops_reported(tmp_path: pathlib.Path,
 
 def test_corrupt_segment_is_skipped_and_the_rest_replayed(tmp_path: pathlib.Path,
                                                           collector: Collector) -> None:  # fmt: skip
+    stop = tmp_path / "stop"
     wd = Watchdog(tmp_path, collector, "--interval", "0.01", "--push-every", "1",
-                  "--spool-max-bytes", "128k", "--session", "corrupt", "--", "sleep", "1.5",
+                  "--spool-max-bytes", "128k", "--session", "corrupt", "--", *held(stop),
                   env={"WATCHDOG_SHUTDOWN_GRACE": "0.1"})  # fmt: skip
-    assert wd.wait() == 0
     spool = session_dir(wd.spool_dir, "corrupt")
+    # The run ends once the spool has several segments (it used to sleep 1.5 s
+    # and hope for them).
+    wait_for("several segments", running(wd, lambda: len(list(spool.glob("*.seg"))) >= 4))
+    stop.touch()
+    assert wd.wait() == 0
     segments = sorted(spool.glob("*.seg"))
     assert len(segments) >= 3, "want several segments"
     before = summarize(spool)
@@ -281,12 +329,14 @@ def test_corrupt_segment_is_skipped_and_the_rest_replayed(tmp_path: pathlib.Path
     victim.write_bytes(bytes(raw))
 
     collector.start()
-    second = Watchdog(tmp_path, collector, "--interval", "0.2", "--", "sleep", "0.5",
+    stop_second = tmp_path / "stop-second"
+    second = Watchdog(tmp_path, collector, "--interval", "0.2", "--", *held(stop_second),
                       env={"LOG_LEVEL": "warning"})  # fmt: skip
+    docs = wait_for("the backlog stored", running(second, lambda: (d := collector.docs("corrupt"))
+                    and d[-1]["kind"] == "session" and d))  # fmt: skip
+    stop_second.touch()
     assert second.wait() == 0
     assert "corrupt" in second.stderr
-    docs = wait_for("the backlog stored", lambda: (d := collector.docs("corrupt"))
-                    and d[-1]["kind"] == "session" and d)  # fmt: skip
     seqs = [d["seq"] for d in docs]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert seqs[0] == 0 and seqs[-1] == before.last_seq  # before and after the victim

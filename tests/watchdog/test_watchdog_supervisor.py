@@ -51,7 +51,7 @@ async def test_signals_reach_the_whole_process_group() -> None:
     sup = Supervisor(["sh", "-c", "sleep 30; exit 0"])
     pid = await sup.spawn()
     proc = psutil.Process(pid)
-    await wait_for(proc.children, 10, "sh to start its sleep")
+    await wait_for(proc.children, 30, "sh to start its sleep")  # a process start: generous
     grandchild = proc.children()[0]
     sup.send_signal(signal.SIGTERM)
     status = await sup.wait()
@@ -72,7 +72,7 @@ async def test_a_trapped_signal_decides_the_exit_code() -> None:
     sup.process = await trio.lowlevel.open_process(sup.argv, stdout=subprocess.PIPE,
                                                    process_group=0)  # fmt: skip
     assert sup.process.stdout is not None
-    with trio.fail_after(10):
+    with trio.fail_after(30):  # a Python start: generous on a slow machine
         assert b"ready" in await sup.process.stdout.receive_some(100)
     sup.send_signal(signal.SIGTERM)
     assert await sup.wait() == ExitStatus(7)
