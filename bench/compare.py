@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .__main__ import PARTS
+from .ingest import PACED_RATE_ENV
 from .report import fmt
 
 __all__ = ["Figures", "main", "parse_tables"]
@@ -65,13 +66,18 @@ class Figures:
     values: dict[Key, list[float]] = field(default_factory=dict)
     titles: dict[tuple[str, str], str] = field(default_factory=dict)
     loads: list[str] = field(default_factory=list)
+    #: A figure's row and column as printed, before the blanking below.
+    labels: dict[Key, set[str]] = field(default_factory=dict)
 
     def add(self, part: str, title: str, row: str, column: str, value: float) -> None:
         table = _DIGITS.sub("#", title)
         self.titles.setdefault((part, table), title)
+        printed = f"{row} / {column}"
         # "paced at 18,000/s": a rate the bench derived from its own measurement
         row, column = _THOUSANDS.sub("#", row), _THOUSANDS.sub("#", column)
-        self.values.setdefault(Key(part, table, row, column), []).append(value)
+        key = Key(part, table, row, column)
+        self.values.setdefault(key, []).append(value)
+        self.labels.setdefault(key, set()).add(printed)
 
 
 def _number(cell: str) -> float | None:
@@ -254,7 +260,15 @@ def render(ref_name: str, ref: Figures, this: Figures, rounds: int) -> str:
             ratio = ""
             if a and b and statistics.median(a):
                 ratio = f"{statistics.median(b) / statistics.median(a):.2f}"
-            body.append([f"{key.row} / {key.column}", _cell(a, rounds), _cell(b, rounds), ratio])
+            label = f"{key.row} / {key.column}"
+            seen = (ref.labels.get(key, set()), this.labels.get(key, set()))
+            if all(seen) and seen[0] != seen[1]:
+                # The two sides chose different numbers in the label (a paced
+                # rate derived from each build's own saturated run): the
+                # figures answer different questions, so no ratio.
+                ratio = "not alike"
+                label += f" (ref: {'; '.join(sorted(seen[0]))}; this: {'; '.join(sorted(seen[1]))})"
+            body.append([label, _cell(a, rounds), _cell(b, rounds), ratio])
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
         out.append(f"== [{part}] {title}")
         for r in [head, ["-" * w for w in widths], *body]:
@@ -280,6 +294,13 @@ _OPTIONS: dict[str, tuple[type, str, str]] = {
     "--only": (str, ",".join(PARTS), f"parts of python -m bench (default: all: {','.join(PARTS)})"),
     "--scale": (float, "1.0", "passed to python -m bench (default 1.0; 0.1 for a quick look)"),
     "--rounds": (int, "1", "runs of each part on each side, alternating (default 1)"),
+    "--paced-rate": (
+        float,
+        "0",
+        "samples/s every paced ingest run offers, on both sides (BENCH_PACED_RATE; default 0: "
+        "each side derives it from its own saturated run, and rows whose rates differ say "
+        "'not alike'); a REF older than this option ignores it",
+    ),
     "--timeout": (
         float,
         "1800",
@@ -301,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
-    if args.rounds < 1 or args.scale <= 0:
-        ap.error("--rounds must be >= 1 and --scale > 0")
+    if args.rounds < 1 or args.scale <= 0 or args.paced_rate < 0:
+        ap.error("--rounds must be >= 1, --scale > 0 and --paced-rate >= 0")
+    if args.paced_rate:
+        os.environ[PACED_RATE_ENV] = f"{args.paced_rate:g}"  # both sides inherit it
     started = time.monotonic()
     ref_figs, this_figs = Figures(), Figures()
     with ref_tree(args.ref) as (tree, sha):

@@ -39,6 +39,18 @@ PACED_RUNS = 3
 #: The paced rate of the tiers on/off table (issue 12's regression was
 #: measured at ~30k/s), or 70% of what the collector takes if that is less.
 PACED_TIERS_RATE = 30_000
+#: Set, every paced run offers this rate (samples/s) instead of one derived
+#: from the build's own saturated run: two builds compared side by side
+#: (``bench.compare --paced-rate``) must be offered the same load, or their
+#: latencies are not comparable (a faster build is otherwise offered more).
+PACED_RATE_ENV = "BENCH_PACED_RATE"
+
+
+def _offered(derived: float) -> float:
+    """The paced rate: ``derived`` (from this build's saturated run) unless
+    ``BENCH_PACED_RATE`` pins one."""
+    pinned = float(os.environ.get(PACED_RATE_ENV) or 0)
+    return pinned if pinned > 0 else derived
 
 
 class _PeakRss:
@@ -218,7 +230,7 @@ def tiers(tmp: pathlib.Path, scale: float, runs: int = PACED_RUNS) -> Table:
         for fold in (True, False):
             sat[fold].append(_scenario(tmp, 100, per, full=False, fold=fold))
     peak = statistics.median(r["rate"] for r in sat[False])
-    offered = min(PACED_TIERS_RATE, round(peak * 0.7, -3))
+    offered = _offered(min(PACED_TIERS_RATE, round(peak * 0.7, -3)))
     paced: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for _ in range(runs):
         for fold in (True, False):
@@ -343,7 +355,8 @@ def run(scale: float = 1.0) -> Iterator[Table]:
                                                             writer=writer)  # fmt: skip
             # The goal is stated at 100k/s: offer exactly that where the
             # collector can take it, else 70% of what it took saturated.
-            offered = GOAL_RATE if peak["rate"] > GOAL_RATE else round(peak["rate"] * 0.7, -3)
+            offered = _offered(GOAL_RATE if peak["rate"] > GOAL_RATE
+                               else round(peak["rate"] * 0.7, -3))  # fmt: skip
             # Near saturation on a shared 2-core VM one run's p99 is a coin
             # toss: the default writer gets several runs, the median shown.
             runs = sorted((_scenario(tmp, 100, max(200, int(offered * 10 / 100)), full=False,

@@ -3,6 +3,8 @@ bench.report.Table and bench.api's table, every numeric cell, nothing else."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.api import render as render_api
 from bench.compare import Figures, Key, parse_tables, render
 from bench.report import Table
@@ -52,3 +54,25 @@ def test_render_puts_ref_and_this_tree_side_by_side() -> None:
     assert "wire bytes / sample / delta" in out
     row = next(line for line in out.splitlines() if line.startswith("wire bytes"))
     assert row.split()[-3:] == ["240", "120", "0.50"]
+    # Paced at different rates (each build derived its own): no ratio, both
+    # rates named, so a faster build offered more load is not read as slower.
+    paced = next(line for line in out.splitlines() if line.startswith("p99 ms"))
+    assert paced.endswith("not alike")
+    assert "paced at 18,000/s" in paced and "paced at 10,000/s" in paced
+
+
+def test_render_compares_rows_offered_the_same_rate() -> None:
+    ref, this = Figures(), Figures()
+    ref.add("ingest", "ingest", "p99 ms", "paced at 20,000/s", 40.0)
+    this.add("ingest", "ingest", "p99 ms", "paced at 20,000/s", 44.0)
+    row = next(line for line in render("main", ref, this, 1).splitlines() if "p99" in line)
+    assert row.split()[-3:] == ["40.0", "44.0", "1.10"]
+
+
+def test_a_pinned_paced_rate_overrides_the_derived_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.ingest import PACED_RATE_ENV, _offered
+
+    monkeypatch.delenv(PACED_RATE_ENV, raising=False)
+    assert _offered(27_000) == 27_000
+    monkeypatch.setenv(PACED_RATE_ENV, "20000")
+    assert _offered(27_000) == 20_000  # bench.compare --paced-rate sets it for both sides
