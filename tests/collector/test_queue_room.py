@@ -34,6 +34,18 @@ async def _until(conn: ClientConnection, stream: trio.abc.Stream, done: object) 
             pass
 
 
+async def _connect(
+    nursery: trio.Nursery, hub: Hub, session: str
+) -> tuple[ClientConnection, trio.abc.Stream]:
+    """A session over a memory stream to ``hub``, welcomed."""
+    client, server = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_connection, server, hub)
+    conn = ClientConnection()
+    await client.send_all(conn.send(Hello(session=session)))
+    await _until(conn, client, lambda: conn.welcome is not None)
+    return conn, client
+
+
 async def test_readers_wait_for_room_before_decoding(tmp_path: pathlib.Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'room.db'}")
     store.open()
@@ -45,12 +57,7 @@ async def test_readers_wait_for_room_before_decoding(tmp_path: pathlib.Path) -> 
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 for i in range(SESSIONS):
-                    client, server = trio.testing.memory_stream_pair()
-                    nursery.start_soon(handle_connection, server, hub)
-                    conn = ClientConnection()
-                    await client.send_all(conn.send(Hello(session=f"room-{i}")))
-                    await _until(conn, client, lambda c=conn: c.welcome is not None)
-                    clients.append((conn, client))
+                    clients.append(await _connect(nursery, hub, f"room-{i}"))
                 for conn, client in clients:
                     # One read each: a run of PER_SESSION samples, then the
                     # start of a line that is not complete (it decodes to
@@ -140,12 +147,7 @@ async def test_a_reader_that_took_every_line_goes_back_to_its_socket(
             async with trio.open_nursery() as nursery:
                 clients = []
                 for i in range(2):
-                    client, server = trio.testing.memory_stream_pair()
-                    nursery.start_soon(handle_connection, server, hub)
-                    conn = ClientConnection()
-                    await client.send_all(conn.send(Hello(session=f"short-{i}")))
-                    await _until(conn, client, lambda c=conn: c.welcome is not None)
-                    clients.append((conn, client))
+                    clients.append(await _connect(nursery, hub, f"short-{i}"))
                 for conn, client in clients:
                     await client.send_all(b"".join(conn.send(Snap(s, 1.0 + s, "p", {"v": s}))
                                                    for s in range(1, 11)))  # fmt: skip
