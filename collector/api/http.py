@@ -48,6 +48,13 @@ __all__ = [
 
 MAX_URL_BYTES = 16 << 10  # a filtered listing URL is well under 1 KB
 MAX_HEADER_BYTES = 64 << 10  # the sum of header names and values
+# After an error answer (414, 431, 400, 408) the client may still be sending
+# what we refused: closing at once with its bytes unread makes the kernel
+# reset the connection, and a reset can discard our answer before the client
+# reads it. So we send FIN after the answer and read and drop what still
+# comes, until the client closes or this many seconds pass (nginx's
+# "lingering close").
+LINGER_S = 2.0
 
 _REASONS = {
     200: b"OK",
@@ -146,6 +153,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._fd = -1  # the connection's socket, where _send may write to it directly
+        self._rejected = False  # an error answer went out: what arrives is dropped
 
     # -- the header deadline -------------------------------------------------------------
 
@@ -186,7 +194,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        if self.transport.is_closing():  # after a rejection
+        if self._rejected or self.transport.is_closing():
             return
         if self.fast is not None and self._answered_at_once():
             return
@@ -315,8 +323,8 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            return  # rejected already: ignore what is still arriving
+        if self._rejected or self.transport.is_closing():
+            return  # rejected already: drop what is still arriving (LINGER_S)
         super().data_received(data)
 
     # -- the answers -------------------------------------------------------------------------
@@ -326,8 +334,9 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
     def _reject(self, status: int, code: str, detail: str) -> None:
         self._disarm()
-        if self.transport.is_closing():
+        if self._rejected or self.transport.is_closing():
             return
+        self._rejected = True
         body = error_body(code, detail)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
@@ -335,7 +344,11 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # FIN after the answer; the client's EOF closes us
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
 
 
 def protocol_class(

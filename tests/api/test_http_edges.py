@@ -127,3 +127,16 @@ def test_cached_gets_answered_by_the_protocol_are_the_full_answer(api: ApiServer
     line = 'deltawire_api_requests_total{method="GET",route="/metrics",status="200"} '
     (count,) = [float(x[len(line) :]) for x in stats.splitlines() if x.startswith(line)]
     assert count >= 7, stats
+
+
+def test_a_refused_request_still_being_sent_gets_its_answer(api: ApiServer) -> None:
+    # 4 MiB of URL: the server refuses after 16 KiB while the client is still
+    # sending. Closing with those bytes unread would reset the connection and
+    # could discard the 414 before the client reads it; the server reads and
+    # drops the rest after a FIN instead (LINGER_S), so the client finishes
+    # sending and then reads the whole answer.
+    got, headers, body = _exchange(
+        api.port, b"GET /metrics?" + b"x" * (4 << 20) + b" HTTP/1.1\r\n\r\n"
+    )
+    assert got == 414 and headers["content-type"] == "application/json"
+    assert orjson.loads(body)["error"] == "url_too_long"
