@@ -24,17 +24,8 @@ from typing import Any
 import orjson
 
 from deltawire.collector.point_models import PointBody, PointCreate
-from deltawire.collector.stores.base import (
-    API_SESSION,
-    Change,
-    Changed,
-    Create,
-    Edit,
-    EditResult,
-    Refused,
-    Store,
-    StoreError,
-)
+from deltawire.collector.stores import base as stores
+from deltawire.collector.stores.base import Change, Changed, Create, Refused, StoreError
 
 from .auth import Role, require
 from .body import merge_patch, patch_body, validate
@@ -128,7 +119,7 @@ def _change(job: EditJob) -> Change:
 
     def decide(old: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            if old.get("session") != API_SESSION:
+            if old.get("session") != stores.API_SESSION:
                 require(job.role, Role.admin, f"{what} a streamed document")
             return fields_of(old)
         except Exception as e:  # this edit's alone (a bug too), never its group's
@@ -141,7 +132,7 @@ def _mark(doc: dict[str, Any]) -> Mark:
     return Mark(doc.get("session"), doc.get("name"), doc.get("ts"))
 
 
-def _done(job: EditJob, result: EditResult) -> EditDone:
+def _done(job: EditJob, result: stores.EditResult) -> EditDone:
     """A store result as the job's answer."""
     if isinstance(result, Refused):
         if isinstance(result.reason, ApiError):
@@ -170,13 +161,13 @@ def _done(job: EditJob, result: EditResult) -> EditDone:
                     marks=(_mark(result.old), _mark(result.new)))  # fmt: skip
 
 
-def apply_jobs(store: Store, jobs: Sequence[EditJob]) -> list[EditDone]:
+def apply_jobs(store: stores.Store, jobs: Sequence[EditJob]) -> list[EditDone]:
     """Every job's answer, the valid ones applied in ONE ``apply_edits``
     call (blocking). A POST's body is validated first (it needs no old
     document); a refusal is its answer alone. A StoreError of the call
     itself (the store is down) is raised: every job of the group failed."""
     answers: list[EditDone | None] = []
-    edits: list[Edit] = []
+    edits: list[stores.Edit] = []
     at: list[int] = []  # the job of each edit
     for i, job in enumerate(jobs):
         if job.op == "create":

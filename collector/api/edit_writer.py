@@ -22,6 +22,7 @@ under way are answered, and soon after the API process dies (lifeline.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import pickle
@@ -103,22 +104,29 @@ def serve(store: Store, inp: BinaryIO, out: BinaryIO) -> None:
             pool.submit(apply, group, jobs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from deltawire.logs import setup_logging
-
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m deltawire.collector.api.edit_writer",
         description="The HTTP API's edit writer process (started by the API process; reads "
         "length-prefixed pickled groups of edits on stdin, answers each on stdout).",
     )
-    ap.add_argument("--store", required=True, help="the store URI (required)")
-    ap.add_argument("--options", default="{}", help="store options as a JSON object (default {})")
-    ap.add_argument("--log-level", default="warning", help="default warning")
-    ap.add_argument("--log-format", default="auto", help="auto (default), json or text")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help=f"exit at most {ORPHAN_GRACE_S:g} s after this process is gone "
                     "(default: none)")  # fmt: skip
-    args = ap.parse_args(argv)
+    for flag, default, what in (
+        ("--store", None, "the store URI (required)"),
+        ("--options", "{}", "store options as a JSON object (default {})"),
+        ("--log-level", "warning", "debug, info, warning (default) or error"),
+        ("--log-format", "auto", "auto (default), json or text"),
+    ):
+        ap.add_argument(flag, default=default, required=default is None, help=what)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deltawire.logs import setup_logging
+
+    args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if args.parent_pid is not None:
         exit_with_parent(args.parent_pid)
@@ -134,14 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # as the API process: short-lived garbage
-    try:
-        sys.stdout.buffer.write(frame(READY, None))
-        sys.stdout.buffer.flush()
-        serve(store, sys.stdin.buffer, sys.stdout.buffer)
-    except BrokenPipeError:
-        pass
-    finally:
-        store.close()
+    out = sys.stdout.buffer
+    with contextlib.suppress(BrokenPipeError), contextlib.closing(store):
+        out.write(frame(READY, None))  # the store is open
+        out.flush()
+        serve(store, sys.stdin.buffer, out)
     return 0
 
 
