@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, unquote
@@ -783,6 +783,11 @@ class SqliteStore:
         # The writer connection commits without fsync for ``_sync_log``.
         self._log_unsynced = False
         self._folder_proc: subprocess.Popen[bytes] | None = None
+        #: Entered around every write transaction, the wait for the write lock
+        #: included: the folder process (sqlite_folder.py) computes at idle
+        #: CPU priority and leaves it here, so that it never holds the lock
+        #: other writers wait for while the scheduler keeps it off the CPU.
+        self.lock_priority: Callable[[], AbstractContextManager[object]] = nullcontext
         #: Seconds each tier keeps its buckets (0: forever), from days per tier
         #: finest first (ROLLUP_1M_RETENTION_DAYS, ROLLUP_1H_RETENTION_DAYS).
         self.rollup_retention: dict[int, float] = {
@@ -835,7 +840,12 @@ class SqliteStore:
         lock; the caller calls ``_sync_log`` once the lock is let go, before
         it says the transaction is stored (the same durability, see there).
         """
-        with self._write_lock, self._wlock.across_processes(), _translated(action):
+        with (
+            self.lock_priority(),
+            self._write_lock,
+            self._wlock.across_processes(),
+            _translated(action),
+        ):
             conn = self._writer_conn()
             if sync_after and self.synchronous != "NORMAL":
                 conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,0 +1,56 @@
+"""The folder process computes at SCHED_IDLE and writes at the normal policy."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from deltawire.collector.stores import open_store
+from deltawire.collector.stores.sqlite_folder import _leaves_idle
+from deltawire.testing.harness import wait_until
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "SCHED_IDLE") or not _leaves_idle(),
+    reason="this kernel or these privileges give no way back from SCHED_IDLE",
+)
+
+_PROBE = """
+import os
+from deltawire.collector.stores.sqlite_folder import _idle, _normal
+_idle()
+policies = [os.sched_getscheduler(0)]
+with _normal():
+    policies.append(os.sched_getscheduler(0))
+policies.append(os.sched_getscheduler(0))
+print(*policies)
+"""
+
+
+def test_normal_inside_idle_outside() -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         check=True, timeout=30)  # fmt: skip
+    assert out.stdout.split() == [str(os.SCHED_IDLE), str(os.SCHED_OTHER), str(os.SCHED_IDLE)]
+
+
+def _policy(pid: int) -> int:
+    # /proc/PID/stat: field 41 (the fields after the command's ")" start at 3)
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[41 - 3])
+
+
+def test_the_folder_process_runs_at_idle_priority(tmp_path: pathlib.Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.open()
+    try:
+        store.start_checkpointer()
+        folder = store._folder_proc
+        assert folder is not None
+        wait_until(lambda: _policy(folder.pid) == os.SCHED_IDLE, timeout=30,
+                   what="the folder at SCHED_IDLE")  # fmt: skip
+    finally:
+        store.close()
+    assert folder.returncode is not None
