@@ -2,7 +2,9 @@
 
 The ingest process (trio) starts this with ``--control-stdin`` and keeps a pipe
 to our stdin (see ``control.py``); started by hand it just serves. Serving runs
-on uvicorn (uvloop + httptools when available), one process.
+on uvicorn (uvloop + httptools when available), one process, and the writes
+(POST/PUT/PATCH/DELETE) are committed by a child of ours, the edit writer
+(edit_writer.py), started and stopped with us and restarted if it dies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -94,6 +97,7 @@ def _api_config(settings: ApiSettings) -> ApiConfig:
 
 
 async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
+    import orjson
     import uvicorn
 
     from deltawire.collector.stores import open_store
@@ -101,6 +105,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     from .app import Deps, create_app
     from .cache import cache_namespace, make_cache
     from .control import ControlReader, apply_control
+    from .edit_client import EditWriter, EditWriterFailed
     from .fast import FastGets, FastWrites
     from .http import protocol_class
     from .stats import IngestStats
@@ -123,7 +128,16 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     )
     ingest = IngestStats()
     api_config = _api_config(settings)
-    deps = Deps(store, cache, ingest, api_config)
+    editor = EditWriter(["--store", uri, "--options", orjson.dumps(store_options).decode(),
+                         "--log-level", settings.log_level, "--log-format", settings.log_format,
+                         "--parent-pid", str(os.getpid())])  # fmt: skip
+    try:
+        await editor.start()
+    except EditWriterFailed as e:
+        log.error("%s", e)
+        store.close()
+        return 1
+    deps = Deps(store, cache, ingest, api_config, editor=editor)
     app = create_app(deps)
     host, port = settings.http
     if not api_config.keys.enabled and host not in _LOOPBACK:
@@ -194,6 +208,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        await editor.aclose()  # after the last request: nothing of theirs is under way
         await cache.aclose()
         store.close()
     return 0 if server.started else 1

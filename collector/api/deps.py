@@ -10,7 +10,9 @@ configuration, and the three ways a route reaches the store:
   abandoned call ends, so a pile of slow queries can never take every
   thread (``/readyz`` pings on a thread of its own);
 - ``edit``: a write (POST/PUT/PATCH/DELETE), committed together with the
-  others pending (group commit, edits.py);
+  others pending (group commit, edits.py) by the edit writer process
+  (edit_writer.py) if there is one, else on a thread here (the same
+  ``apply_jobs``);
 - ``cached``: an answer from the query cache, or computed and stored.
 """
 
@@ -21,7 +23,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -29,18 +31,11 @@ from anyio import CapacityLimiter
 from starlette.responses import Response
 
 from deltawire.collector.aggregate import QueryTooHeavy
-from deltawire.collector.stores.base import (
-    Changed,
-    Edit,
-    EditResult,
-    Refused,
-    Store,
-    StoreError,
-    StoreUnavailable,
-)
+from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
 from .auth import Keys
 from .cache import EVERYTHING, Answer, Keyed, QueryCache, Span
+from .edit_jobs import EditDone, EditJob, apply_jobs
 from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
@@ -73,6 +68,12 @@ class ApiConfig:
     max_subscribers: int = 10_000
 
 
+class Editor(Protocol):
+    """Who commits a group of writes: the edit writer process (edit_client.py)."""
+
+    async def apply(self, jobs: list[EditJob]) -> list[EditDone]: ...
+
+
 class _Flight:
     """One computation of a missed answer that other requests may wait for."""
 
@@ -92,6 +93,7 @@ class Deps:
         ingest: IngestStats | None = None,
         config: ApiConfig | None = None,
         request_stats: RequestStats | None = None,
+        editor: Editor | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -101,8 +103,11 @@ class Deps:
         self.hub = StreamHub(store, self.config.max_subscribers)
         self.limiter = CapacityLimiter(max(1, self.config.store_threads))
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
-        self.edits = EditBatcher(
-            store.apply_edits, functools.partial(self.store_call, write=True), self._bump_edited
+        # Without a writer process (tests, in-process apps) the group
+        # commits run here on a thread: the same apply_jobs.
+        self.editor = editor
+        self.edits: EditBatcher[EditJob, EditDone] = EditBatcher(
+            self._apply_jobs, self._bump_edited
         )
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
@@ -163,33 +168,33 @@ class Deps:
         self._recovered()
         return result
 
-    async def edit(self, edit: Edit) -> EditResult:
-        """``edit`` applied and committed (with whichever others are pending).
-        The routes validated it already, so a StoreError is the store's: 503."""
-        try:
-            return await self.edits.run(edit)
-        except Refused as e:  # the route's own check said no (403, 422)
-            raise e.reason from None
-        except StoreError as e:
-            self._failed(self.store.apply_edits, e)
+    async def edit(self, job: EditJob) -> EditDone:
+        """``job``'s answer once committed (with whichever others are
+        pending), the cache bumped; ApiError 503 if the store failed."""
+        return await self.edits.run(job)
 
-    async def _bump_edited(self, results: list[EditResult]) -> None:
+    async def _apply_jobs(self, jobs: list[EditJob]) -> list[EditDone]:
+        """One group commit: by the writer process, or on a write thread here."""
+        if self.editor is None:
+            return await self.store_call(functools.partial(apply_jobs, self.store), jobs,
+                                         write=True)  # fmt: skip
+        try:
+            done = await self.editor.apply(jobs)
+        except StoreError as e:
+            self._failed(self.editor.apply, e)
+        self._recovered()
+        return done
+
+    async def _bump_edited(self, results: list[EditDone]) -> None:
         """ONE cache bump for a committed group of edits, before any of them
         is answered: with Redis, a bump per edit was a round trip per request
         (and a PUBLISH every process hears). Its span covers every document
         the group touched, before and after (coarser than one per edit, never
         narrower: what it spares stays valid)."""
-        docs: list[dict[str, Any]] = []
-        for result in results:
-            if isinstance(result, Changed):
-                docs += [result.old] if result.new is None else [result.old, result.new]
-            elif isinstance(result, dict):
-                docs.append(result)
-        if docs:
+        marks = [m for done in results for m in done.marks]
+        if marks:
             await self.bump(
-                [d.get("session") for d in docs],
-                [d.get("name") for d in docs],
-                Span.of(d.get("ts") for d in docs),
+                [m.session for m in marks], [m.name for m in marks], Span.of(m.ts for m in marks)
             )
 
     async def heavy_call(

@@ -16,16 +16,19 @@ SQLite's ``apply_edits`` syncs the log after it lets the write lock go
 (``SqliteStore._sync_log``), so the next group's transaction runs during the
 previous one's fsync instead of after it. (With the fsync inside the lock, a
 second flush only made smaller groups and more fsyncs: measured worse.)
+
+Generic over what a flush applies: the API's ``EditJob`` groups, which the
+edit writer process commits (``Deps.apply_jobs``), or store ``Edit``s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import anyio
 
-from deltawire.collector.stores.base import Edit, EditResult, StoreError
+from deltawire.collector.stores.base import StoreError
 
 __all__ = ["MAX_BATCH", "MAX_FLUSHES", "EditBatcher"]
 
@@ -37,42 +40,46 @@ MAX_BATCH = 64
 MAX_FLUSHES = 2
 
 
-class _Pending:
+J = TypeVar("J")  # what a flush applies (a job)
+R = TypeVar("R")  # its result
+
+
+class _Pending(Generic[J, R]):
     __slots__ = ("edit", "failure", "finished", "result", "taken", "wake")
 
-    def __init__(self, edit: Edit) -> None:
+    def __init__(self, edit: J) -> None:
         self.edit = edit
         self.taken = False  # in a running flush's batch
         self.finished = False
-        self.result: EditResult = None
+        self.result: R | None = None
         self.failure: BaseException | None = None  # the whole flush failed (503)
         self.wake: anyio.Event | None = None  # set when it may be finished or lead a flush
 
 
-class EditBatcher:
-    """Runs edits through ``call(store.apply_edits, edits)`` a batch at a time.
+class EditBatcher(Generic[J, R]):
+    """Runs edits through ``await apply(edits)`` a batch at a time.
 
-    ``call`` is the API's way to run a store call on a thread (``Deps.store_call``
-    with ``write=True``): its errors (503) are every edit's answer in that batch.
+    ``apply``'s errors (the API's: 503) are every edit's answer in that
+    batch. Once it started, a cancellation must wait for it to end (a thread
+    call does; ``EditWriter.apply`` shields itself), so that an applied batch
+    always gets its results. ``after(results)`` runs before any is answered.
     """
 
     def __init__(
         self,
-        apply: Callable[[Sequence[Edit]], list[EditResult]],
-        call: Callable[..., Any],
-        after: Callable[[list[EditResult]], Awaitable[None]] | None = None,
+        apply: Callable[[list[J]], Awaitable[list[R]]],
+        after: Callable[[list[R]], Awaitable[None]] | None = None,
     ) -> None:
         self._apply = apply
-        self._call = call
         self._after = after
-        self._queue: list[_Pending] = []
+        self._queue: list[_Pending[J, R]] = []
         self.running = 0  # flushes under way
         self.flushes = 0  # store transactions so far (tests, stats)
         self.edits = 0
 
-    async def run(self, edit: Edit) -> EditResult:
+    async def run(self, edit: J) -> R:
         """``edit``'s result once committed; a StoreError of its own is raised."""
-        p = _Pending(edit)
+        p: _Pending[J, R] = _Pending(edit)
         self._queue.append(p)
         try:
             while not p.finished:
@@ -90,9 +97,9 @@ class EditBatcher:
             raise p.failure
         if isinstance(p.result, StoreError):
             raise p.result
-        return p.result
+        return p.result  # type: ignore[return-value]
 
-    def _wake(self, batch: Sequence[_Pending]) -> None:
+    def _wake(self, batch: list[_Pending[J, R]] | tuple[()]) -> None:
         """Wake ``batch`` (its edits finished, or back in the queue) and, if
         a flush slot is free, the first edit waiting, to lead the next flush.
         Only those: waking every waiter at every flush's end cost 100 task
@@ -111,11 +118,11 @@ class EditBatcher:
             p.taken = True
         self.running += 1
         self._wake(())  # the rest may lead a second flush (see MAX_FLUSHES)
-        results: list[EditResult] | None = None
+        results: list[R] | None = None
         try:
-            # Once the thread runs, a cancellation waits for it (anyio shields
-            # the call), so an applied batch always gets its results here.
-            results = await self._call(self._apply, [p.edit for p in batch])
+            # Once the call runs, a cancellation waits for it (see the class),
+            # so an applied batch always gets its results here.
+            results = await self._apply([p.edit for p in batch])
         except Exception as e:  # the store call failed (503): all of the batch did
             for p in batch:
                 p.failure, p.finished = e, True

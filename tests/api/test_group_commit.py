@@ -193,7 +193,9 @@ async def test_a_cancelled_waiter_never_stalls_the_queue(tmp_path: Path) -> None
     one must lead instead, and every other edit is still answered."""
     store = sqlite_store(tmp_path)
     blocker = os.open(str(tmp_path / "api.db") + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
-    batcher = EditBatcher(store.apply_edits, anyio.to_thread.run_sync)
+    batcher: EditBatcher[Edit, EditResult] = EditBatcher(
+        lambda edits: anyio.to_thread.run_sync(store.apply_edits, edits)
+    )
     done: list[Any] = []
 
     async def edit(i: int, cancel: trio.CancelScope | None = None) -> None:
