@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,36 @@ def test_the_writer_answers_what_apply_jobs_answers(tmp_path: Path) -> None:
         assert got[2].marks and got[0].created is not None and got[0].created["name"] == "a"
         assert store.get("2") is None and store.get("1").get("value") is None  # type: ignore[union-attr]
         assert writer.pid is not None and _gone(writer.pid)
+    finally:
+        store.close()
+
+
+def test_the_writer_opens_a_mongodb_store_from_its_uri(mongo_uri: str) -> None:
+    """The same process on the MongoDB-wire server: the store comes from
+    the URI and options the API passes."""
+    env = f"editw{uuid.uuid4().hex[:12]}"
+    writer = EditWriter(
+        ["--store", mongo_uri, "--options", orjson.dumps({"app_env": env}).decode()]
+    )
+    jobs = [
+        EditJob("create", None, Role.write, {"name": "m", "value": 1.0, "timestamp": T0}),
+        EditJob("patch", "no-such-id", Role.write, {"value": 2.0}),
+    ]
+
+    async def main() -> list[Any]:
+        await writer.start()
+        try:
+            return await writer.apply(jobs)
+        finally:
+            await writer.aclose()
+
+    created, missing = _run(main)
+    assert (created.status, missing.status) == (201, 404)
+    doc_id = orjson.loads(created.payload)["id"]
+    store = open_store(mongo_uri, app_env=env)
+    store.open()
+    try:
+        assert store.get(doc_id)["value"] == 1.0  # type: ignore[index]
     finally:
         store.close()
 
