@@ -34,6 +34,7 @@ from itertools import accumulate, compress, islice, repeat
 from operator import itemgetter
 from typing import Any, Final, Protocol
 
+import numpy as np
 import orjson
 from ddsketch.mapping import LogarithmicMapping
 
@@ -203,6 +204,11 @@ class Sketch:
     def add_values(self, values: Sequence[float]) -> None:
         if not values:
             return
+        if isinstance(values, array) and len(values) >= _NUMPY_MIN:
+            keyed = _as_floats(values)
+            if keyed is not None:
+                self._add_floats(keyed)
+                return
         # Telemetry repeats itself (gauges, totals, idle counters): a key per
         # distinct value, counted in C, is much cheaper than one per value.
         if min(values) > _MIN_POSITIVE:  # the usual case: all positive
@@ -217,6 +223,15 @@ class Sketch:
                 _add_counts(self.neg, _keys((-v,)), (n,))
             else:
                 self.zero += n
+
+    def _add_floats(self, values: np.ndarray[Any, np.dtype[np.float64]]) -> None:
+        pos = values[values > _MIN_POSITIVE]
+        neg = -values[values < -_MIN_POSITIVE]
+        self.zero += len(values) - len(pos) - len(neg)
+        for bins, side in ((self.pos, pos), (self.neg, neg)):
+            if len(side):
+                keys, counts = np.unique(_np_keys(side), return_counts=True)
+                _add_counts(bins, keys.tolist(), counts.tolist())
 
     def merge(self, other: Sketch) -> None:
         _merge_into(self.pos, other.pos)
@@ -383,6 +398,40 @@ def _unpack_bins(raw: bytes, at: int) -> tuple[dict[int, int], int]:
 def _keys(values: Iterable[float]) -> Iterator[int]:
     # (log2 is one C call where log(v, 2) is two; ceil() gives an int already)
     return map(operator.add, map(math.ceil, map(operator.mul, map(math.log2, values), repeat(_MULTIPLIER))), repeat(_OFFSET))  # fmt: skip
+
+
+#: Arrays of at least this many values (the folder's columns) are keyed by
+#: numpy: a minute's values keyed one by one in Python were a tenth of the
+#: folder's CPU. Fewer are cheaper in Python.
+_NUMPY_MIN: Final = 16
+#: Ints exactly representable as float64: beyond, Python keys them (exact).
+_FLOAT_EXACT: Final = 2**53
+
+
+def _as_floats(values: array[Any]) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """A float64 view or copy of ``values`` (an ``array`` of float64 or
+    int64); None where an int would round."""
+    if values.typecode == "d":
+        return np.frombuffer(values, np.float64)
+    if values.typecode != "q":
+        return None
+    ints = np.frombuffer(values, np.int64)
+    if ints.max() > _FLOAT_EXACT or ints.min() < -_FLOAT_EXACT:
+        return None
+    return ints.astype(np.float64)
+
+
+def _np_keys(values: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """``_keys`` of positive ``values``, the same keys: numpy's log2 may
+    differ from math.log2 in the last bit, which moves a key only where
+    log2(v) * multiplier is that close to an integer, so those few are
+    keyed by ``_keys``."""
+    scaled = np.log2(values) * _MULTIPLIER
+    keys = np.ceil(scaled) + _OFFSET  # (small integers: exact as floats)
+    near = np.abs(scaled - np.rint(scaled)) < 1e-6
+    if near.any():
+        keys[near] = list(_keys(values[near].tolist()))
+    return keys.astype(np.int64)
 
 
 def _add_counts(bins: dict[int, int], keys: Iterable[int], counts: Iterable[int]) -> None:

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from .rollup import DOCS, HOUR, MINUTE, RollupRequest
 
 __all__ = [
@@ -272,12 +274,45 @@ def merged(
             if n + len(new) > MAX_VALUES:
                 return None if blob is None else DROP
             if blob is not None:
-                out = pack([*values(blob), *new])
+                out = _pack_more(blob, new)
                 return DROP if out is None else out
             if low != high:
                 return None  # folded before roll_vals: unknown (raw reads)
             return pack([*([low] * n), *new])
     return pack(new)
+
+
+def _pack_more(blob: bytes, new: Sequence[float]) -> bytes | None:
+    """``pack([*values(blob), *new])``: the same bytes, sorted and packed by
+    numpy where the stored values and ``new`` (the folder's array) are of
+    one kind, all float64 or all int64: the folder merges every minute it
+    adds to at every checkpoint, and one Python number per value was a
+    sixth of its CPU."""
+    if isinstance(new, array) and blob[:1] == new.typecode.encode() == _FLOATS:
+        both = np.concatenate((np.frombuffer(blob, "<f8", offset=1), np.frombuffer(new, "=f8")))
+        both.sort(kind="stable")  # (as sorted() orders equal floats, -0.0 and 0.0)
+        if both[0] == both[-1]:
+            return None
+        return _FLOATS + both.astype("<f8", copy=False).tobytes()
+    if isinstance(new, array) and new.typecode == "q" and blob[:1] == _INTS:
+        _, base, code = _INT_HEAD.unpack_from(blob)
+        stored = np.frombuffer(
+            blob, np.dtype(code.decode()).newbyteorder("<"), offset=_INT_HEAD.size
+        )
+        # int64 arithmetic wraps: every value and difference is exact modulo
+        # 2**64, and each value fits int64, each offset uint64 (as packed).
+        ints = np.concatenate(
+            (stored.astype(np.int64) + np.int64(base), np.frombuffer(new, np.int64))
+        )
+        ints.sort(kind="stable")
+        low, high = int(ints[0]), int(ints[-1])
+        if low == high:
+            return None
+        width = next(c for c, most in _WIDTHS if high - low <= most)
+        offsets = (ints - np.int64(low)).view(np.uint64)
+        packed = offsets.astype(np.dtype(width).newbyteorder("<"), copy=False)
+        return _INT_HEAD.pack(_INTS, low, width.encode()) + packed.tobytes()
+    return pack([*values(blob), *new])
 
 
 def write_many(conn: sqlite3.Connection, rows: Sequence[tuple[int, int, bytes]]) -> None:

@@ -13,8 +13,9 @@ nice 10 a weight of 110 against 1024), and it is always behind there, so a
 cheaper fold would not have given that share back. A ``SCHED_IDLE`` process
 preempted while it holds the store's write lock would stall the ingest
 writer for as long as the machine stays busy (priority inversion), so it
-returns to the normal (niced) policy around every write transaction, the
-wait for the lock included (``SqliteStore.lock_priority``).
+returns to the normal policy around every write transaction, the
+wait for the lock included (``SqliteStore.lock_priority``), at the
+priority it was started with (``_Policy``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 __all__ = ["main"]
@@ -50,39 +52,48 @@ def _stopper(inp: BinaryIO) -> Callable[[float], bool]:
     return stop
 
 
-def _leaves_idle() -> bool:
-    """Whether this process may take ``SCHED_IDLE`` and leave it again: the
-    way back to the normal policy needs CAP_SYS_NICE or a high enough
-    RLIMIT_NICE (root in a container may lack the first). Tried in a forked
-    child, which exits at once: a process stuck at idle priority would hold
-    the write lock unscheduled."""
-    if not hasattr(os, "SCHED_IDLE"):
-        return False  # not Linux
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover  (the child)
-        code = 1
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """The folder's CPU policy: ``SCHED_IDLE`` while it computes, and around
+    every write transaction (``normal``) the normal policy at the priority
+    it was started with (the writer's: the nice ``NICE`` adds is taken off
+    too), so a transaction is over as fast as the writer's own are."""
+
+    base: int  # the nice value inside write transactions
+    niced: int  # the nice value outside (irrelevant at SCHED_IDLE, kept for clarity)
+
+    def idle(self) -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+    @contextmanager
+    def normal(self) -> Iterator[None]:
+        os.setpriority(os.PRIO_PROCESS, 0, self.base)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            code = 0
+            yield
         finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+            self.idle()
+            os.setpriority(os.PRIO_PROCESS, 0, self.niced)
 
-
-def _idle() -> None:
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
-@contextmanager
-def _normal() -> Iterator[None]:
-    """The normal (niced) policy inside, idle again after."""
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    try:
-        yield
-    finally:
-        _idle()
+    def works(self) -> bool:
+        """Whether this process may take ``SCHED_IDLE`` and leave it again
+        for its former priority: that needs CAP_SYS_NICE or a high enough
+        RLIMIT_NICE (root in a container may lack the first). Tried in a
+        forked child, which exits at once: a folder stuck at idle priority
+        would hold the write lock unscheduled."""
+        if not hasattr(os, "SCHED_IDLE"):
+            return False  # not Linux
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  (the child)
+            code = 1
+            try:
+                self.idle()
+                with self.normal():
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,15 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     # rolled back anyway, but the log would say it failed).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
     if args.nice:
         os.nice(args.nice)
+    policy = _Policy(base, os.getpriority(os.PRIO_PROCESS, 0))
     try:
         store = SqliteStore(args.store)
     except ValueError as exc:
         ap.error(str(exc))
-    if args.idle and _leaves_idle():
-        _idle()
-        store.lock_priority = _normal
+    if args.idle and policy.works():
+        policy.idle()
+        store.lock_priority = policy.normal
     else:
         log.info("folding at the normal CPU policy (SCHED_IDLE not available or not asked)")
     stop = _stopper(sys.stdin.buffer)

@@ -31,6 +31,7 @@ import math
 import operator
 import sqlite3
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -773,12 +774,12 @@ class Folder:
         #: The values absorbed, by minute bucket: the (ts, value) columns of
         #: each slice, appended as they come (cheap), and turned into
         #: buckets once per checkpoint by ``prepare`` (per-bucket work done
-        #: once, not once per slice).
-        self.columns: dict[BucketKey, list[tuple[list[float], list[float]]]] = defaultdict(list)
+        #: once, not once per slice). Packed as arrays (``_packed``).
+        self.columns: dict[BucketKey, list[Column]] = defaultdict(list)
         self.parts: dict[BucketKey, Partial] = {}
         self.sketches: dict[BucketKey, Sketch] = {}
         #: each minute bucket's absorbed values, for roll_vals (rollup_vals.py)
-        self.vals: dict[BucketKey, list[float]] = {}
+        self.vals: dict[BucketKey, Sequence[float]] = {}
         #: Resuming a half-done checkpoint: its mark (absorb stops there) and
         #: the series it already wrote (skipped); None otherwise.
         self.limit: int | None = None
@@ -822,8 +823,12 @@ class Folder:
             return 0
         columns = self.columns
         for stream, srows in _stream_rows(rows).items():
-            for (path, start), column in stream_columns(srows, MINUTE).items():
-                columns[stream, path, MINUTE, start].append(column)
+            times: dict[int, array[float]] = {}  # a bucket's ts list, shared by its paths
+            for (path, start), (tss, vals) in stream_columns(srows, MINUTE).items():
+                packed_tss = times.get(id(tss))
+                if packed_tss is None:
+                    packed_tss = times[id(tss)] = array("d", tss)
+                columns[stream, path, MINUTE, start].append((packed_tss, _packed(vals)))
         self.through = max(self.through, rows[-1][0])
         self.docs += len(rows)
         return len(rows)
@@ -962,16 +967,48 @@ def _by_start(key: BucketKey) -> int:
     return key[3]
 
 
-def _joined(chunks: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float]]:
+#: One slice's (ts, value) column of a bucket, as the folder keeps it.
+Column = tuple["array[float]", Sequence[float]]
+
+_FLOATS: Final = {float}
+_INTS: Final = {int}
+
+
+def _packed(vals: list[float]) -> Sequence[float]:
+    """``vals`` as an array where that keeps every value and its type (ints
+    stay ints: sums and roll_vals keep them exact): a list holds a pointer
+    and an object per number, ~5x the memory, and the folder holds up to
+    ``_CHECKPOINT_DOCS`` documents' values. Mixed or huge numbers stay a list."""
+    kinds = set(map(type, vals))
+    if kinds == _FLOATS:
+        return array("d", vals)
+    if kinds == _INTS:
+        try:
+            return array("q", vals)
+        except OverflowError:  # past 64 bits
+            return vals
+    return vals
+
+
+def _joined(chunks: list[Column]) -> tuple[Sequence[float], Sequence[float]]:
     """One (ts, value) column of a bucket from its slices' (each in (ts, id)
     order, ids rising from one slice to the next), in (ts, id) order."""
     if len(chunks) == 1:
         return chunks[0]
-    tss = [t for c in chunks for t in c[0]]
-    vals = [v for c in chunks for v in c[1]]
+    tss = array("d")
+    for c in chunks:
+        tss += c[0]
+    vals: Sequence[float]
+    arrays = [c[1] for c in chunks if isinstance(c[1], array)]
+    if len(arrays) == len(chunks) and len({a.typecode for a in arrays}) == 1:
+        vals = joined = array(arrays[0].typecode)
+        for a in arrays:
+            joined += a
+    else:
+        vals = [v for c in chunks for v in c[1]]
     if not all(map(operator.le, tss, islice(tss, 1, None))):  # a late document
         order = sorted(range(len(tss)), key=tss.__getitem__)  # stable: id order kept
-        tss, vals = [tss[i] for i in order], [vals[i] for i in order]
+        return [tss[i] for i in order], [vals[i] for i in order]
     return tss, vals
 
 

@@ -10,30 +10,39 @@ import sys
 import pytest
 
 from deltawire.collector.stores import open_store
-from deltawire.collector.stores.sqlite_folder import _leaves_idle
+from deltawire.collector.stores.sqlite_folder import _Policy
 from deltawire.testing.harness import wait_until
 
 pytestmark = pytest.mark.skipif(
-    not hasattr(os, "SCHED_IDLE") or not _leaves_idle(),
+    not hasattr(os, "SCHED_IDLE") or not _Policy(0, 10).works(),
     reason="this kernel or these privileges give no way back from SCHED_IDLE",
 )
 
 _PROBE = """
 import os
-from deltawire.collector.stores.sqlite_folder import _idle, _normal
-_idle()
-policies = [os.sched_getscheduler(0)]
-with _normal():
-    policies.append(os.sched_getscheduler(0))
-policies.append(os.sched_getscheduler(0))
-print(*policies)
+from deltawire.collector.stores.sqlite_folder import _Policy
+base = os.getpriority(os.PRIO_PROCESS, 0)
+os.nice(10)
+policy = _Policy(base, base + 10)
+policy.idle()
+seen = []
+def now():
+    seen.extend([os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0) - base])
+now()
+with policy.normal():
+    now()
+now()
+print(*seen)
 """
 
 
 def test_normal_inside_idle_outside() -> None:
+    """Write transactions at the normal policy and the priority the folder
+    was started with; idle (and niced) outside them."""
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
                          check=True, timeout=30)  # fmt: skip
-    assert out.stdout.split() == [str(os.SCHED_IDLE), str(os.SCHED_OTHER), str(os.SCHED_IDLE)]
+    idle, normal = str(os.SCHED_IDLE), str(os.SCHED_OTHER)
+    assert out.stdout.split() == [idle, "10", normal, "0", idle, "10"]
 
 
 def _policy(pid: int) -> int:
