@@ -41,6 +41,19 @@ def _writer(db: Path) -> EditWriter:
     return EditWriter(["--store", f"sqlite:///{db}", "--parent-pid", str(os.getpid())])
 
 
+def _applied(writer: EditWriter, jobs: list[EditJob]) -> list[Any]:
+    """``jobs`` through a started writer, which is then stopped."""
+
+    async def main() -> list[Any]:
+        await writer.start()
+        try:
+            return await writer.apply(jobs)
+        finally:
+            await writer.aclose()
+
+    return _run(main)  # type: ignore[no-any-return]
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -74,15 +87,8 @@ def test_the_writer_answers_what_apply_jobs_answers(tmp_path: Path) -> None:
     store.write_batch(seed)
     writer = _writer(db)
 
-    async def main() -> list[Any]:
-        await writer.start()
-        try:
-            return await writer.apply(jobs)
-        finally:
-            await writer.aclose()
-
     try:
-        got = _run(main)
+        got = _applied(writer, jobs)
         assert [d.status for d in got] == [201, 422, 200, 200, 403, 200, 204, 404]
         timeless = [orjson.loads(d.payload or b"{}") for d in (*got, *want)]
         for body in timeless:
@@ -107,14 +113,7 @@ def test_the_writer_opens_a_mongodb_store_from_its_uri(mongo_uri: str) -> None:
         EditJob("patch", "no-such-id", Role.write, {"value": 2.0}),
     ]
 
-    async def main() -> list[Any]:
-        await writer.start()
-        try:
-            return await writer.apply(jobs)
-        finally:
-            await writer.aclose()
-
-    created, missing = _run(main)
+    created, missing = _applied(writer, jobs)
     assert (created.status, missing.status) == (201, 404)
     doc_id = orjson.loads(created.payload)["id"]
     store = open_store(mongo_uri, app_env=env)
