@@ -194,3 +194,21 @@ def test_the_served_api_writes_through_its_writer_and_takes_it_along(tmp_path: P
                    "the writer of a killed API to exit")  # fmt: skip
     finally:
         api.close()
+
+
+def test_a_sigterm_to_everyone_stops_the_api_and_then_its_writer(tmp_path: Path) -> None:
+    """As an init system stops a service (SIGTERM to every process): the
+    writer waits for the API to close its stdin, so it is neither cut short
+    nor restarted during the API's shutdown."""
+    api = start_api(tmp_path, f"sqlite:///{tmp_path / 'api.db'}", control=False)
+    try:
+        child = wait_until(lambda: _writer_of(api.proc.pid), DEADLINE_S, "the edit writer")
+        assert api.client.post("/metrics", json={"name": "a", "value": 1.0}).status_code == 201
+        child.send_signal(signal.SIGTERM)
+        assert api.client.post("/metrics", json={"name": "b", "value": 2.0}).status_code == 201
+        api.proc.send_signal(signal.SIGTERM)
+        assert api.proc.wait(DEADLINE_S) == 0
+        wait_until(lambda: _gone(child.pid), DEADLINE_S, "the writer to exit after the API")
+        assert "edit writer process exited" not in api.log.read_text()
+    finally:
+        api.close()
