@@ -143,7 +143,13 @@ class EditWriter:
         self._groups += 1
         group = self._groups
         future = self._pending[group] = asyncio.get_running_loop().create_future()
-        proc.stdin.write(frame(group, jobs))
+        try:
+            # No drain: at most MAX_FLUSHES groups are under way (EditBatcher),
+            # so what waits in the pipe's buffer stays small.
+            proc.stdin.write(frame(group, jobs))
+        except (OSError, RuntimeError) as e:  # it died just now: the supervisor restarts it
+            self._pending.pop(group, None)
+            raise StoreUnavailable(f"the edit writer process is gone: {e}") from None
         # Sent: from here on the writer may commit it, so its answer is
         # awaited whatever happens to this request (EditBatcher relies on it).
         with anyio.CancelScope(shield=True):

@@ -50,6 +50,12 @@ class EditJob:
     role: Role
     body: Any = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its constructor's arguments: ~3x faster both ways than
+        # a slotted dataclass's default (a state dict through setstate),
+        # which was ~10% of the API's GIL time a write, flat out.
+        return EditJob, (self.op, self.doc_id, self.role, self.body)
+
 
 @dataclass(frozen=True, slots=True)
 class Mark:
@@ -59,6 +65,9 @@ class Mark:
     session: str | None
     name: str | None
     ts: float | None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Mark, (self.session, self.name, self.ts)  # see EditJob's
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,9 @@ class EditDone:
     location: str | None = None
     marks: tuple[Mark, ...] = ()
     created: dict[str, Any] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return EditDone, (self.status, self.payload, self.location, self.marks, self.created)
 
 
 def not_found(doc_id: str) -> ApiError:

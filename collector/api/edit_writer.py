@@ -131,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent_pid is not None:
         exit_with_parent(args.parent_pid)
     # The API process decides when we stop (it closes our stdin once its
-    # requests are answered): a Ctrl-C to the process group must not cut a
-    # group short.
+    # requests are answered): a Ctrl-C or a SIGTERM to the whole process
+    # group (an init system stopping the service) must not cut a group short
+    # while the API still answers its requests. If the API dies, so do we
+    # (EOF, and the lifeline).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         store = open_store(args.store, **orjson.loads(args.options))
         store.open()

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ def _run(main: Callable[[], Awaitable[Any]]) -> Any:
 
 def _writer(db: Path) -> EditWriter:
     return EditWriter(["--store", f"sqlite:///{db}", "--parent-pid", str(os.getpid())])
+
+
+def _applied(writer: EditWriter, jobs: list[EditJob]) -> list[Any]:
+    """``jobs`` through a started writer, which is then stopped."""
+
+    async def main() -> list[Any]:
+        await writer.start()
+        try:
+            return await writer.apply(jobs)
+        finally:
+            await writer.aclose()
+
+    return _run(main)  # type: ignore[no-any-return]
 
 
 def _gone(pid: int) -> bool:
@@ -73,15 +87,8 @@ def test_the_writer_answers_what_apply_jobs_answers(tmp_path: Path) -> None:
     store.write_batch(seed)
     writer = _writer(db)
 
-    async def main() -> list[Any]:
-        await writer.start()
-        try:
-            return await writer.apply(jobs)
-        finally:
-            await writer.aclose()
-
     try:
-        got = _run(main)
+        got = _applied(writer, jobs)
         assert [d.status for d in got] == [201, 422, 200, 200, 403, 200, 204, 404]
         timeless = [orjson.loads(d.payload or b"{}") for d in (*got, *want)]
         for body in timeless:
@@ -90,6 +97,29 @@ def test_the_writer_answers_what_apply_jobs_answers(tmp_path: Path) -> None:
         assert got[2].marks and got[0].created is not None and got[0].created["name"] == "a"
         assert store.get("2") is None and store.get("1").get("value") is None  # type: ignore[union-attr]
         assert writer.pid is not None and _gone(writer.pid)
+    finally:
+        store.close()
+
+
+def test_the_writer_opens_a_mongodb_store_from_its_uri(mongo_uri: str) -> None:
+    """The same process on the MongoDB-wire server: the store comes from
+    the URI and options the API passes."""
+    env = f"editw{uuid.uuid4().hex[:12]}"
+    writer = EditWriter(
+        ["--store", mongo_uri, "--options", orjson.dumps({"app_env": env}).decode()]
+    )
+    jobs = [
+        EditJob("create", None, Role.write, {"name": "m", "value": 1.0, "timestamp": T0}),
+        EditJob("patch", "no-such-id", Role.write, {"value": 2.0}),
+    ]
+
+    created, missing = _applied(writer, jobs)
+    assert (created.status, missing.status) == (201, 404)
+    doc_id = orjson.loads(created.payload)["id"]
+    store = open_store(mongo_uri, app_env=env)
+    store.open()
+    try:
+        assert store.get(doc_id)["value"] == 1.0  # type: ignore[index]
     finally:
         store.close()
 
@@ -162,5 +192,23 @@ def test_the_served_api_writes_through_its_writer_and_takes_it_along(tmp_path: P
         api.proc.wait(DEADLINE_S)
         wait_until(lambda: _gone(again.pid), ORPHAN_GRACE_S + DEADLINE_S,
                    "the writer of a killed API to exit")  # fmt: skip
+    finally:
+        api.close()
+
+
+def test_a_sigterm_to_everyone_stops_the_api_and_then_its_writer(tmp_path: Path) -> None:
+    """As an init system stops a service (SIGTERM to every process): the
+    writer waits for the API to close its stdin, so it is neither cut short
+    nor restarted during the API's shutdown."""
+    api = start_api(tmp_path, f"sqlite:///{tmp_path / 'api.db'}", control=False)
+    try:
+        child = wait_until(lambda: _writer_of(api.proc.pid), DEADLINE_S, "the edit writer")
+        assert api.client.post("/metrics", json={"name": "a", "value": 1.0}).status_code == 201
+        child.send_signal(signal.SIGTERM)
+        assert api.client.post("/metrics", json={"name": "b", "value": 2.0}).status_code == 201
+        api.proc.send_signal(signal.SIGTERM)
+        assert api.proc.wait(DEADLINE_S) == 0
+        wait_until(lambda: _gone(child.pid), DEADLINE_S, "the writer to exit after the API")
+        assert "edit writer process exited" not in api.log.read_text()
     finally:
         api.close()
