@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compression", action="store_true",
                     help="only the zstd vs plain table (default: every table)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=COMPRESSION_ROUNDS,
-                    help="interleaved rounds of the compression table (default: %(default)s)")  # fmt: skip
+                    help="interleaved rounds of the compression table, and with --tiers the "
+                    "interleaved pairs of each of its halves, saturated and paced "
+                    "(default: %(default)s)")  # fmt: skip
     ap.add_argument("--sessions", type=_session_counts, default=tuple(COMPRESSION_SESSIONS),
                     help="session counts of the compression table, comma-separated (default: "
                     "100,1000; 100 sessions send 2,000 samples each, others 200)")  # fmt: skip
@@ -478,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tiers:
         with tempfile.TemporaryDirectory(prefix="deltawire-bench-") as tmpname:
-            print(tiers(pathlib.Path(tmpname), args.scale).render(), flush=True)
+            print(tiers(pathlib.Path(tmpname), args.scale, args.rounds).render(), flush=True)
         return 0
     return show(run(args.scale))
 

@@ -788,7 +788,7 @@ class SqliteStore:
         self._log_unsynced = False
         self._folder_proc: subprocess.Popen[bytes] | None = None
         #: Entered around every write transaction, the wait for the write lock
-        #: included, and the folder's reads: the folder process
+        #: included, and the folder's plain reads: the folder process
         #: (sqlite_folder.py) computes at idle CPU priority and leaves it
         #: here, so that it never holds the lock other writers wait for, nor
         #: a read snapshot (which keeps the log from starting over), while
@@ -1668,7 +1668,11 @@ class SqliteStore:
             while steps is None or steps > 0:
                 with self._write_lock, _translated("rollup checkpoint"):
                     conn = self._writer_conn()
-                    with self.lock_priority(), _snapshot(conn):
+                    # (at the folder's idle priority: most of a step's CPU is
+                    # merging, done here; a snapshot it holds while descheduled
+                    # only keeps the log from starting over, and a starved
+                    # folder rests niced after sqlite_folder.STARVED_S)
+                    with _snapshot(conn):
                         step = folder.read_step(conn, self._series_ids, series)
                 with self._transaction("rollup checkpoint") as conn:
                     if step is None:
