@@ -788,9 +788,11 @@ class SqliteStore:
         self._log_unsynced = False
         self._folder_proc: subprocess.Popen[bytes] | None = None
         #: Entered around every write transaction, the wait for the write lock
-        #: included: the folder process (sqlite_folder.py) computes at idle
-        #: CPU priority and leaves it here, so that it never holds the lock
-        #: other writers wait for while the scheduler keeps it off the CPU.
+        #: included, and the folder's reads: the folder process
+        #: (sqlite_folder.py) computes at idle CPU priority and leaves it
+        #: here, so that it never holds the lock other writers wait for, nor
+        #: a read snapshot (which keeps the log from starting over), while
+        #: the scheduler keeps it off the CPU.
         self.lock_priority: Callable[[], AbstractContextManager[object]] = nullcontext
         #: Seconds each tier keeps its buckets (0: forever), from days per tier
         #: finest first (ROLLUP_1M_RETENTION_DAYS, ROLLUP_1H_RETENTION_DAYS).
@@ -1619,7 +1621,7 @@ class SqliteStore:
         minute_keep = self.rollup_retention[min(TIERS)]
         with self._write_lock, _translated("rollup repair"):
             conn = self._writer_conn()
-            with _snapshot(conn):
+            with self.lock_priority(), _snapshot(conn):
                 rep = sqlite_rollup.read_repair(conn, _ROLLUP_SQL, self._series_ids, minute_keep)
         if rep is None:
             return False
@@ -1633,7 +1635,7 @@ class SqliteStore:
         before = now - HOUR - rollup_vals.BUILD_AFTER_S
         with self._write_lock, _translated("rollup hours"):
             conn = self._writer_conn()
-            with _snapshot(conn):
+            with self.lock_priority(), _snapshot(conn):
                 raw = sqlite_rollup.raw_hours(conn)
                 built = rollup_vals.read_hours(conn, before, rollup_vals.BUILD_HOURS, raw)
         if not built:
@@ -1644,7 +1646,7 @@ class SqliteStore:
 
     def _absorb(self, max_docs: int) -> int:
         with self._write_lock, _translated("rollup absorb"):
-            return self._folder.absorb(self._writer_conn(), max_docs)
+            return self._folder.absorb(self._writer_conn(), max_docs, self.lock_priority)
 
     def _checkpoint(
         self,
@@ -1666,7 +1668,7 @@ class SqliteStore:
             while steps is None or steps > 0:
                 with self._write_lock, _translated("rollup checkpoint"):
                     conn = self._writer_conn()
-                    with _snapshot(conn):
+                    with self.lock_priority(), _snapshot(conn):
                         step = folder.read_step(conn, self._series_ids, series)
                 with self._transaction("rollup checkpoint") as conn:
                     if step is None:

@@ -15,7 +15,9 @@ preempted while it holds the store's write lock would stall the ingest
 writer for as long as the machine stays busy (priority inversion), so it
 returns to the normal policy around every write transaction, the
 wait for the lock included (``SqliteStore.lock_priority``), at the
-priority it was started with (``_Policy``).
+priority it was started with (``_Policy``). Should it stay behind the writer
+for ``STARVED_S`` (a machine kept busy by other work may never leave CPU
+idle), it rests niced instead, as before, until it catches up.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 __all__ = ["main"]
@@ -52,18 +54,30 @@ def _stopper(inp: BinaryIO) -> Callable[[float], bool]:
     return stop
 
 
-@dataclass(frozen=True, slots=True)
+#: Behind the writer this long without a break (every slice it absorbs is
+#: a full one), the folder rests at the normal niced policy instead of
+#: ``SCHED_IDLE`` until it catches up: on a machine kept busy by other work,
+#: idle CPU may never come, and the tail every query reads raw would grow
+#: without end. Longer than a burst (the saturated bench's is ~3 s).
+STARVED_S: Final = 10.0
+
+
 class _Policy:
-    """The folder's CPU policy: ``SCHED_IDLE`` while it computes, and around
-    every write transaction (``normal``) the normal policy at the priority
-    it was started with (the writer's: the nice ``NICE`` adds is taken off
-    too), so a transaction is over as fast as the writer's own are."""
+    """The folder's CPU policy: it rests at ``SCHED_IDLE`` (or, ``starved``,
+    at the normal policy, niced) and around every write transaction
+    (``normal``) takes the normal policy at the priority it was started with
+    (the writer's: the nice ``NICE`` adds is taken off too), so that a
+    transaction is over as fast as the writer's own are."""
 
-    base: int  # the nice value inside write transactions
-    niced: int  # the nice value outside (irrelevant at SCHED_IDLE, kept for clarity)
+    def __init__(self, base: int, niced: int) -> None:
+        self.base = base  # the nice value inside write transactions
+        self.niced = niced  # the nice value at rest
+        self.starved = False
+        self._behind_since: float | None = None
 
-    def idle(self) -> None:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    def rest(self) -> None:
+        policy = os.SCHED_OTHER if self.starved else os.SCHED_IDLE
+        os.sched_setscheduler(0, policy, os.sched_param(0))
 
     @contextmanager
     def normal(self) -> Iterator[None]:
@@ -72,8 +86,29 @@ class _Policy:
         try:
             yield
         finally:
-            self.idle()
+            self.rest()
             os.setpriority(os.PRIO_PROCESS, 0, self.niced)
+
+    def paced(self, stop: Callable[[float], bool]) -> Callable[[float], bool]:
+        """``stop`` for ``fold_forever``, which asks it after every slice:
+        with a timeout when the slice was short (caught up with the writer),
+        with 0 while behind. Starved past ``STARVED_S``, rest niced instead."""
+
+        def paced_stop(timeout: float) -> bool:
+            now = time.monotonic()
+            if timeout > 0:
+                self._behind_since = None
+                starved = False
+            else:
+                self._behind_since = self._behind_since or now
+                starved = self.starved or now - self._behind_since > STARVED_S
+            if starved != self.starved:
+                self.starved = starved
+                self.rest()
+                log.info("folder priority", extra={"starved": starved})
+            return stop(timeout)
+
+        return paced_stop
 
     def works(self) -> bool:
         """Whether this process may take ``SCHED_IDLE`` and leave it again
@@ -87,7 +122,7 @@ class _Policy:
         if pid == 0:  # pragma: no cover  (the child)
             code = 1
             try:
-                self.idle()
+                self.rest()
                 with self.normal():
                     code = 0
             finally:
@@ -128,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         store = SqliteStore(args.store)
     except ValueError as exc:
         ap.error(str(exc))
+    stop = _stopper(sys.stdin.buffer)
+    fold_stop = stop
     if args.idle and policy.works():
-        policy.idle()
+        policy.rest()
         store.lock_priority = policy.normal
+        fold_stop = policy.paced(stop)
     else:
         log.info("folding at the normal CPU policy (SCHED_IDLE not available or not asked)")
-    stop = _stopper(sys.stdin.buffer)
     try:
         while True:
             try:
@@ -143,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("cannot open the store yet; retrying", extra={"error": str(exc)})
                 if stop(1.0):
                     return 0
-        store.fold_forever(stop)
+        store.fold_forever(fold_stop)
     finally:
         store.close()
     return 0

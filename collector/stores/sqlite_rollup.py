@@ -34,6 +34,7 @@ import time
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import groupby, islice
 from typing import Any, Final
@@ -803,20 +804,27 @@ class Folder:
         """A resumed checkpoint has absorbed all it must before writing."""
         return self.limit is not None and self.through >= self.limit
 
-    def absorb(self, conn: sqlite3.Connection, max_docs: int) -> int:
-        """Add up to ``max_docs`` documents to memory; how many."""
-        mark = watermark(conn)
-        if self.base != mark or self.through < mark:
-            # First use, or memory was dropped: start over at the watermark.
-            self._start(conn, mark)
-        if self._queue is not None or self.full:
-            return 0  # a checkpoint is under way: finish it first
-        upto = "" if self.limit is None else f" AND id <= {int(self.limit)}"
-        rows = conn.execute(
-            "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs"
-            f" WHERE id > ?{upto} ORDER BY id LIMIT ?",
-            (self.through, max_docs),
-        ).fetchall()
+    def absorb(
+        self,
+        conn: sqlite3.Connection,
+        max_docs: int,
+        reading: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> int:
+        """Add up to ``max_docs`` documents to memory; how many. ``reading``
+        is entered while the database is read (not while the rows are added)."""
+        with reading():
+            mark = watermark(conn)
+            if self.base != mark or self.through < mark:
+                # First use, or memory was dropped: start over at the watermark.
+                self._start(conn, mark)
+            if self._queue is not None or self.full:
+                return 0  # a checkpoint is under way: finish it first
+            upto = "" if self.limit is None else f" AND id <= {int(self.limit)}"
+            rows = conn.execute(
+                "SELECT id, session, kind, name, host, tags, ts, value, data FROM docs"
+                f" WHERE id > ?{upto} ORDER BY id LIMIT ?",
+                (self.through, max_docs),
+            ).fetchall()
         if self.limit is not None and len(rows) < max_docs:
             self.through = self.limit  # (later ids up to the limit were deleted)
         if not rows:

@@ -24,7 +24,7 @@ from deltawire.collector.stores.sqlite_folder import _Policy
 base = os.getpriority(os.PRIO_PROCESS, 0)
 os.nice(10)
 policy = _Policy(base, base + 10)
-policy.idle()
+policy.rest()
 seen = []
 def now():
     seen.extend([os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0) - base])
@@ -43,6 +43,34 @@ def test_normal_inside_idle_outside() -> None:
                          check=True, timeout=30)  # fmt: skip
     idle, normal = str(os.SCHED_IDLE), str(os.SCHED_OTHER)
     assert out.stdout.split() == [idle, "10", normal, "0", idle, "10"]
+
+
+_STARVED_PROBE = """
+import os, time
+from deltawire.collector.stores import sqlite_folder
+sqlite_folder.STARVED_S = 0.05
+policy = sqlite_folder._Policy(0, 10)
+policy.rest()
+stop = policy.paced(lambda timeout: False)
+seen = [os.sched_getscheduler(0)]
+deadline = time.monotonic() + 20
+while os.sched_getscheduler(0) == os.SCHED_IDLE and time.monotonic() < deadline:
+    stop(0)  # a full slice each time: behind
+seen.append(os.sched_getscheduler(0))
+with policy.normal():
+    pass
+seen.append(os.sched_getscheduler(0))  # still resting at the normal policy
+stop(0.2)  # a short slice: caught up
+seen.append(os.sched_getscheduler(0))
+print(*seen)
+"""
+
+
+def test_a_starved_folder_rests_niced_until_it_catches_up() -> None:
+    out = subprocess.run([sys.executable, "-c", _STARVED_PROBE], capture_output=True, text=True,
+                         check=True, timeout=60)  # fmt: skip
+    idle, normal = str(os.SCHED_IDLE), str(os.SCHED_OTHER)
+    assert out.stdout.split() == [idle, normal, normal, idle]
 
 
 def _policy(pid: int) -> int:
