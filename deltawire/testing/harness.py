@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -28,6 +28,9 @@ from deltawire.protocol import (
 )
 from deltawire.testing.servers import free_port, stop_process, wait_port
 
+if TYPE_CHECKING:
+    from deltawire.collector.stores.sqlite import SqliteStore
+
 __all__ = [
     "COLLECTOR_STOP_TIMEOUT_S",
     "Client",
@@ -35,6 +38,7 @@ __all__ = [
     "Level",
     "collector_in_process",
     "collector_process",
+    "sqlite_with_folder",
     "wait_for",
     "wait_until",
 ]
@@ -245,6 +249,25 @@ async def collector_in_process(tmp: pathlib.Path, **ingest: Any) -> AsyncIterato
     async with trio.open_nursery() as nursery:
         yield await nursery.start(serve, cfg)
         nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def sqlite_with_folder(db: pathlib.Path) -> Iterator[tuple[SqliteStore, subprocess.Popen[bytes]]]:
+    """An open SQLite store at ``db`` with its folder process started
+    (``start_checkpointer``); yields (store, folder). On a clean exit the
+    store is closed and the folder must have stopped with it."""
+    from deltawire.collector.stores.sqlite import SqliteStore
+
+    store = SqliteStore(f"sqlite:///{db}")
+    store.open()
+    try:
+        store.start_checkpointer()
+        folder = store._folder_proc
+        assert folder is not None
+        yield store, folder
+    finally:
+        store.close()
+    assert folder.returncode is not None  # stopped with the store
 
 
 def make_samples(n: int, seed: int = 0) -> list[dict[str, Any]]:

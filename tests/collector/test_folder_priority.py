@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from deltawire.collector.stores import open_store
 from deltawire.collector.stores.sqlite_folder import _Policy
-from deltawire.testing.harness import wait_until
+from deltawire.testing.harness import sqlite_with_folder, wait_until
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "SCHED_IDLE") or not _Policy(0, 10).works(),
@@ -80,14 +79,6 @@ def _policy(pid: int) -> int:
 
 
 def test_the_folder_process_runs_at_idle_priority(tmp_path: pathlib.Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
-    store.open()
-    try:
-        store.start_checkpointer()
-        folder = store._folder_proc
-        assert folder is not None
+    with sqlite_with_folder(tmp_path / "p.db") as (_store, folder):
         wait_until(lambda: _policy(folder.pid) == os.SCHED_IDLE, timeout=30,
                    what="the folder at SCHED_IDLE")  # fmt: skip
-    finally:
-        store.close()
-    assert folder.returncode is not None

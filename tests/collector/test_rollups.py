@@ -454,14 +454,9 @@ def test_the_folder_process_folds_as_documents_arrive(tmp_path: pathlib.Path) ->
     (no fold call here), answers stay exact, close stops it; while it holds
     the folder lock nobody else folds."""
     from deltawire.collector.stores import sqlite_rollup
-    from deltawire.testing.harness import wait_until
+    from deltawire.testing.harness import sqlite_with_folder, wait_until
 
-    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
-    store.open()
-    try:
-        store.start_checkpointer()
-        folder = store._folder_proc
-        assert folder is not None
+    with sqlite_with_folder(tmp_path / "f.db") as (store, _folder):
         docs = [Document(f"s{i % 3}", i // 3, "sample", "p", BASE + i, "h", (), {"n": i % 17})
                 for i in range(600)]  # fmt: skip
         for i in range(0, 600, 30):
@@ -476,9 +471,6 @@ def test_the_folder_process_folds_as_documents_arrive(tmp_path: pathlib.Path) ->
         stored = _all_docs(store)
         for q in (AggregateQuery("rate", "n", by="session"), AggregateQuery("p50", "n")):
             assert_same(run_aggregate(store, q), reference(stored, q), q)
-    finally:
-        store.close()
-    assert folder.returncode is not None  # stopped with the store
 
 
 def test_edits_while_a_checkpoint_is_half_done(tmp_path: pathlib.Path) -> None:
