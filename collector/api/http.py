@@ -26,6 +26,7 @@ no request cycle, ASGI messages, middlewares, router, ``Request`` or
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .errors import error_body
 
 if TYPE_CHECKING:
     from .fast import FastGets, FastWrites
+    from .writes import Reply
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -277,15 +279,12 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         if type(write) is not _Write:
             super().on_message_complete()
             return
-        task = self.loop.create_task(self._answer_write(write))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)  # uvicorn's shutdown waits for these
-
-    async def _answer_write(self, write: _Write) -> None:
         assert self.writes is not None
-        reply = await self.writes.answer(
-            write.method, write.path, write.headers, b"".join(write.body)
-        )
+        self.writes.submit(write.method, write.path, write.headers, b"".join(write.body),
+                           functools.partial(self._answer_write, write))  # fmt: skip
+
+    def _answer_write(self, write: _Write, reply: Reply) -> None:
+        """Send a write's answer (its group committed, or it was refused)."""
         write.response_complete = True
         if self.transport.is_closing() or write.disconnected:
             return  # the client left; the edit stands (committed before this answer)

@@ -18,7 +18,7 @@ from typing import Any
 
 from .auth import Role
 from .deps import Deps
-from .edit_jobs import EditJob, not_found
+from .edit_jobs import EditDone, EditJob, not_found
 
 __all__ = ["MetricWrites", "Reply", "not_found"]
 
@@ -39,7 +39,11 @@ class MetricWrites:
         self.deps = deps
 
     async def write(self, job: EditJob) -> Reply:
-        done = await self.deps.edit(job)  # committed; the cache is bumped already
+        return self.reply(await self.deps.edit(job))
+
+    def reply(self, done: EditDone) -> Reply:
+        """A committed job's answer (the cache is bumped already); a created
+        document goes to ``/stream``'s subscribers."""
         if done.created is not None:
             self.deps.hub.publish([done.created])
         return Reply(done.status, done.payload,
