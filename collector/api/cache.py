@@ -595,6 +595,7 @@ class NearCache:
         self.stats = remote.stats
         self.near = LocalCache(size=size, ttl=remote.ttl)
         self.heard = 0  # bumps of other processes applied (tests wait on it)
+        self.received = 0  # messages on the channel, ours included (tests)
         self._live = False
         self._lost = False  # the subscription broke (healthy() says so until back)
         self._epoch = 0
@@ -647,8 +648,10 @@ class NearCache:
                     if msg["type"] == "subscribe":
                         if msg["channel"] == presence.encode():  # the second: both hold
                             self._set_live(True)
-                    elif msg["type"] == "message" and not msg["data"].startswith(ours):
-                        self._heard(msg["data"])
+                    elif msg["type"] == "message":
+                        self.received += 1
+                        if not msg["data"].startswith(ours):
+                            self._heard(msg["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis gone: plain Redis lookups until it is back

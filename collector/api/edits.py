@@ -159,7 +159,11 @@ class EditBatcher(Generic[J, R]):
             head = self._queue[0]
             if head.wake is not None:
                 head.wake.set()
-            elif head.answered is not None and self._spawn is not None:
+            elif (
+                head.answered is not None
+                and self._spawn is not None
+                and len(self._queue) > self._starting * MAX_BATCH  # not all spoken for
+            ):
                 self._starting += 1
                 self._spawn(self._spawned())
 

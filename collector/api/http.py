@@ -154,6 +154,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._in_headers = False  # a request began and its headers are not complete
         self._fd = -1  # the connection's socket, where _send may write to it directly
         self._rejected = False  # an error answer went out: what arrives is dropped
 
@@ -192,9 +193,13 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
-        self._arm()
+        # The deadline is armed only if the headers are still incomplete once
+        # what arrived is parsed (data_received): a request that comes whole
+        # in one read, as nearly all do, costs no timer to arm and cancel.
+        self._in_headers = True
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._disarm()
         if self._rejected or self.transport.is_closing():
             return
@@ -325,6 +330,8 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         if self._rejected or self.transport.is_closing():
             return  # rejected already: drop what is still arriving (LINGER_S)
         super().data_received(data)
+        if self._in_headers and self._header_timer is None and not self._rejected:
+            self._arm()  # a request's headers are arriving in pieces: from now on
 
     # -- the answers -------------------------------------------------------------------------
 
