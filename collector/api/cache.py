@@ -190,7 +190,8 @@ def _redis_log_key(scope: str, namespace: str) -> str:
 
 
 def redis_channel(namespace: str = "") -> str:
-    """The pub/sub channel every bump of ``namespace`` is published on."""
+    """The pub/sub channel bumps of ``namespace`` are published on (when
+    another near cache than the bumper's listens: see ``_BUMP_LUA``)."""
     return f"{REDIS_PREFIX}{namespace}:bumps"
 
 
@@ -579,7 +580,9 @@ class NearCache:
       it either read Redis after its INCR or is tagged with a generation the
       local bump makes stale;
     - every bump made elsewhere (other API processes sharing the Redis),
-      heard on the namespace's pub/sub channel (the bump script PUBLISHes).
+      heard on the namespace's pub/sub channel (the bump script PUBLISHes
+      them while another process listens: ours never costs us a message
+      when we are alone).
 
     The near cache is used only while the subscription is known to be up:
     until its confirmation, and from a broken connection until the next
