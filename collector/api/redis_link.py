@@ -88,7 +88,8 @@ class RedisLink:
         if "path" in where:
             reader, writer = await asyncio.open_unix_connection(where["path"])
         else:
-            reader, writer = await asyncio.open_connection(where["host"], where.get("port", 6379))
+            host, port = where.get("host", "localhost"), where.get("port", 6379)  # redis-py's
+            reader, writer = await asyncio.open_connection(host, port)
         self._reader, self._writer = reader, writer
         if where.get("password"):
             user = where.get("username")
