@@ -1483,7 +1483,8 @@ class SqliteStore:
         one write statement, atomic alone; the caller's savepoint covers the
         run, and any other error redoes it one edit at a time. Edits of the
         same document see each other, in order, as they would one at a time."""
-        wanted = list({r for r in (_rowid(c.doc_id) for c in changes) if r is not None})
+        rowids = [_rowid(c.doc_id) for c in changes]
+        wanted = list({r for r in rowids if r is not None})
         rows: dict[int, tuple[Any, ...] | None] = {}
         if wanted:
             marks = ", ".join("?" * len(wanted))  # at most MAX_BATCH: well under SQLite's limit
@@ -1491,8 +1492,7 @@ class SqliteStore:
             rows.update((row[0], row) for row in found)
         results: list[EditResult] = []
         floor = 0  # the highest id deleted: only it matters to id_floor (_RECORD_FLOOR)
-        for change in changes:
-            rowid = _rowid(change.doc_id)
+        for change, rowid in zip(changes, rowids, strict=True):
             row = None if rowid is None else rows.get(rowid)
             if rowid is None or row is None:
                 results.append(None)
