@@ -18,10 +18,11 @@ configuration, and the three ways a route reaches the store:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
@@ -107,8 +108,9 @@ class Deps:
         # commits run here on a thread: the same apply_jobs.
         self.editor = editor
         self.edits: EditBatcher[EditJob, EditDone] = EditBatcher(
-            self._apply_jobs, self._bump_edited
+            self._apply_jobs, self._bump_edited, self._spawn
         )
+        self._flush_tasks: set[asyncio.Task[None]] = set()  # the write fast path's flushes
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
         self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
@@ -172,6 +174,13 @@ class Deps:
         """``job``'s answer once committed (with whichever others are
         pending), the cache bumped; ApiError 503 if the store failed."""
         return await self.edits.run(job)
+
+    def _spawn(self, flush: Coroutine[Any, Any, None]) -> None:
+        """A group commit as a task of its own (the write fast path's, fast.py:
+        only ever in the served process, on asyncio)."""
+        task = asyncio.get_running_loop().create_task(flush)
+        self._flush_tasks.add(task)  # a reference: the loop keeps only weak ones
+        task.add_done_callback(self._flush_tasks.discard)
 
     async def _apply_jobs(self, jobs: list[EditJob]) -> list[EditDone]:
         """One group commit: by the writer process, or on a write thread here."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .auth import Role, require
 from .body import parse_json
 from .deps import Deps
+from .edit_jobs import EditDone, EditJob
 from .errors import ApiError, error_body
 from .writes import Reply
 
@@ -119,31 +120,57 @@ class FastWrites:
             return "/metrics/{id}" if doc_id and "/" not in doc_id else None
         return None
 
-    async def answer(
-        self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
-    ) -> Reply:
-        """The answer to a write ``route`` accepted; never raises."""
+    def submit(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        answer: Callable[[Reply], None],
+    ) -> None:
+        """Answer a write ``route`` accepted: ``answer(reply)`` at once if it
+        is refused (key, role, body), else once its group is committed (from
+        the group's task: no task per write). Never raises."""
         started = time.perf_counter()
         route = "/metrics" if path == "/metrics" else "/metrics/{id}"
         writes = self.deps.writes
         assert writes is not None
+
+        def answered(done: EditDone | None, error: BaseException | None) -> None:
+            if error is None:
+                assert done is not None
+                self._reply(answer, route, method, started, writes.reply(done))
+            else:
+                self._reply(answer, route, method, started, _error_reply(method, path, error))
+
         try:
             role = self.deps.config.keys.role_of(Request({"type": "http", "headers": headers}))
             require(role, Role.write, f"{method} {route}")
-            if method == "POST":
-                reply = await writes.create(parse_json(body))
-            elif method == "DELETE":
-                reply = await writes.delete(path[len(_ITEM) :], role)
-            elif method == "PUT":
-                reply = await writes.replace(path[len(_ITEM) :], role, parse_json(body))
-            else:
-                reply = await writes.patch(path[len(_ITEM) :], role, parse_json(body))
-        except ApiError as e:
-            reply = Reply(e.status, error_body(e.code, e.detail, **e.extra), e.headers or {})
-        except Exception as e:  # as Starlette's error handler answers: logged, a JSON 500
-            log.error("unhandled error on %s %s", method, path, exc_info=e)
-            reply = Reply(500, error_body("internal", "unexpected server error"))
+            doc_id = None if method == "POST" else path[len(_ITEM) :]
+            parsed = None if method == "DELETE" else parse_json(body)
+            job = EditJob(_OPS[method], doc_id, role, parsed)
+        except Exception as e:
+            self._reply(answer, route, method, started, _error_reply(method, path, e))
+            return
+        self.deps.edits.submit(job, answered)
+
+    def _reply(
+        self, answer: Callable[[Reply], None], route: str, method: str, started: float, reply: Reply
+    ) -> None:
         stats = self.deps.stats
         stats.fast_writes += 1
         stats.observe(route, method, reply.status, time.perf_counter() - started)
-        return reply
+        answer(reply)
+
+
+#: The job of each write method (edit_jobs.OPS).
+_OPS = {"POST": "create", "PUT": "replace", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _error_reply(method: str, path: str, e: BaseException) -> Reply:
+    """An error as the answer to a write, as the full path's error handlers
+    answer it: the ApiError's JSON, or a logged 500."""
+    if isinstance(e, ApiError):
+        return Reply(e.status, error_body(e.code, e.detail, **e.extra), e.headers or {})
+    log.error("unhandled error on %s %s", method, path, exc_info=e)
+    return Reply(500, error_body("internal", "unexpected server error"))

@@ -26,6 +26,7 @@ no request cycle, ASGI messages, middlewares, router, ``Request`` or
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .errors import error_body
 
 if TYPE_CHECKING:
     from .fast import FastGets, FastWrites
+    from .writes import Reply
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -152,6 +154,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._in_headers = False  # a request began and its headers are not complete
         self._fd = -1  # the connection's socket, where _send may write to it directly
         self._rejected = False  # an error answer went out: what arrives is dropped
 
@@ -190,9 +193,13 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
-        self._arm()
+        # The deadline is armed only if the headers are still incomplete once
+        # what arrived is parsed (data_received): a request that comes whole
+        # in one read, as nearly all do, costs no timer to arm and cancel.
+        self._in_headers = True
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._disarm()
         if self._rejected or self.transport.is_closing():
             return
@@ -277,15 +284,12 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         if type(write) is not _Write:
             super().on_message_complete()
             return
-        task = self.loop.create_task(self._answer_write(write))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)  # uvicorn's shutdown waits for these
-
-    async def _answer_write(self, write: _Write) -> None:
         assert self.writes is not None
-        reply = await self.writes.answer(
-            write.method, write.path, write.headers, b"".join(write.body)
-        )
+        self.writes.submit(write.method, write.path, write.headers, b"".join(write.body),
+                           functools.partial(self._answer_write, write))  # fmt: skip
+
+    def _answer_write(self, write: _Write, reply: Reply) -> None:
+        """Send a write's answer (its group committed, or it was refused)."""
         write.response_complete = True
         if self.transport.is_closing() or write.disconnected:
             return  # the client left; the edit stands (committed before this answer)
@@ -326,6 +330,8 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         if self._rejected or self.transport.is_closing():
             return  # rejected already: drop what is still arriving (LINGER_S)
         super().data_received(data)
+        if self._in_headers and self._header_timer is None and not self._rejected:
+            self._arm()  # a request's headers are arriving in pieces: from now on
 
     # -- the answers -------------------------------------------------------------------------
 

@@ -13,23 +13,27 @@ the edit writer process (edit_writer.py), which answers with its reply's bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .auth import Role
 from .deps import Deps
-from .edit_jobs import EditJob, not_found
+from .edit_jobs import EditDone, EditJob, not_found
 
 __all__ = ["MetricWrites", "Reply", "not_found"]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A write's answer: status, JSON body (empty for 204) and extra headers."""
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class Reply(NamedTuple):
+    """A write's answer: status, JSON body (empty for 204) and extra headers.
+    (A named tuple: one per write, built ~3x faster than a frozen dataclass.)"""
 
     status: int
     payload: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
 
 
 class MetricWrites:
@@ -39,11 +43,16 @@ class MetricWrites:
         self.deps = deps
 
     async def write(self, job: EditJob) -> Reply:
-        done = await self.deps.edit(job)  # committed; the cache is bumped already
+        return self.reply(await self.deps.edit(job))
+
+    def reply(self, done: EditDone) -> Reply:
+        """A committed job's answer (the cache is bumped already); a created
+        document goes to ``/stream``'s subscribers."""
         if done.created is not None:
             self.deps.hub.publish([done.created])
-        return Reply(done.status, done.payload,
-                     {"location": done.location} if done.location else {})  # fmt: skip
+        if done.location:
+            return Reply(done.status, done.payload, {"location": done.location})
+        return Reply(done.status, done.payload)
 
     async def create(self, body: Any, role: Role = Role.write) -> Reply:
         return await self.write(EditJob("create", None, role, body))

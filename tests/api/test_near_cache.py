@@ -20,7 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deltawire.collector.api import Deps, create_app
-from deltawire.collector.api.cache import EVERYTHING, NearCache, RedisCache, Span, make_cache
+from deltawire.collector.api.cache import (
+    EVERYTHING,
+    NearCache,
+    RedisCache,
+    Span,
+    make_cache,
+    redis_channel,
+)
 from deltawire.collector.api.control import apply_control, parse_control
 from deltawire.collector.api.edits import MAX_FLUSHES
 from deltawire.collector.stores import open_store
@@ -91,6 +98,39 @@ def test_a_bump_here_is_a_miss_at_once_and_elsewhere_once_heard(redis_uri: str) 
         assert a.heard == 0
 
     asyncio.run(_both(redis_uri, body))
+
+
+def test_a_lone_api_process_never_hears_its_own_bumps(redis_uri: str) -> None:
+    """The bump script publishes only when another near cache listens (its
+    presence channel, see _BUMP_LUA): alone on a Redis, a process's bumps
+    cost it no pub/sub message; once a second one subscribes, it hears them."""
+
+    async def body() -> None:
+        from redis.asyncio import Redis
+
+        ns = uuid.uuid4().hex
+        a, raw = _near(redis_uri, ns), Redis.from_url(redis_uri)
+        b: NearCache | None = None
+        try:
+            await asyncio.wait_for(a.wait_subscribed(), DEADLINE_S)
+            for i in range(5):
+                await a.bump(["s"], ["n"], Span(T0 + i, T0 + i))
+            # Published after the bumps: it arrives after anything they published.
+            await raw.publish(redis_channel(ns), b"marker")
+            await _until(lambda: a.received >= 1, "the marker")
+            assert a.received == 1  # the marker alone
+            b = _near(redis_uri, ns)
+            await asyncio.wait_for(b.wait_subscribed(), DEADLINE_S)
+            await a.bump(["s"], ["n"], Span(T0, T0))
+            await _until(lambda: b is not None and b.heard == 1, "b to hear a's bump")
+            assert a.heard == 0
+        finally:
+            await a.aclose()
+            await raw.aclose()
+            if b is not None:
+                await b.aclose()
+
+    asyncio.run(body())
 
 
 def test_an_answer_fetched_across_a_bump_is_not_kept(redis_uri: str) -> None:
