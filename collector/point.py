@@ -31,6 +31,7 @@ __all__ = [
     "MAX_TEXT",
     "MAX_TS",
     "STORE_FIELDS",
+    "CheckedFields",
     "PointError",
     "check_data",
     "check_fields",
@@ -136,10 +137,23 @@ def check_data(
     return value
 
 
+class CheckedFields(dict[str, Any]):
+    """Store fields these rules have validated and normalised already: what
+    the point models' ``store_fields`` return (their validators are the same
+    field checks). ``check_fields`` passes them through: checking a PATCH's
+    result twice (its data walked again, each field's rule run again) was
+    ~5% of the edit writer's CPU per edit. Made only from a validated model."""
+
+    __slots__ = ()
+
+
 def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The store form of a point, any subset of ``STORE_FIELDS``, validated and
     normalised (tags deduplicated); ``PointError`` names the first bad field.
-    ``value``, ``host`` and ``data`` may be None (absent)."""
+    ``value``, ``host`` and ``data`` may be None (absent). ``CheckedFields``
+    are that already, and returned as they are."""
+    if type(fields) is CheckedFields:
+        return fields
     unknown = set(fields) - STORE_FIELDS
     if unknown:
         raise PointError(sorted(unknown)[0], f"unknown field; a point has {sorted(STORE_FIELDS)}")

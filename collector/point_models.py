@@ -15,6 +15,7 @@ from .point import (
     DATA_MAX_DEPTH,
     MAX_TAGS,
     MAX_TEXT,
+    CheckedFields,
     _number,
     _tags,
     _text,
@@ -81,16 +82,18 @@ class PointBody(BaseModel):
     seq: int | None = Field(default=None, description="ignored (server-assigned)")
     kind: str | None = Field(default=None, description="ignored (server-assigned)")
 
-    def store_fields(self, now: float) -> dict[str, Any]:
-        """The store form (``ts``: the timestamp, or ``now`` when absent)."""
-        return {
+    def store_fields(self, now: float) -> CheckedFields:
+        """The store form (``ts``: the timestamp, or ``now`` when absent),
+        validated: this model ran ``check_fields``' rules (and ``now``
+        goes through the timestamp's)."""
+        return CheckedFields({
             "name": self.name,
             "value": self.value,
             "tags": self.tags,
-            "ts": now if self.timestamp is None else self.timestamp,
+            "ts": parse_time(now, "ts") if self.timestamp is None else self.timestamp,
             "host": self.host,
             "data": self.data,
-        }
+        })  # fmt: skip
 
 
 class PointCreate(PointBody):

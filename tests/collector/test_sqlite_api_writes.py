@@ -21,7 +21,7 @@ from deltawire.collector.aggregate import AggregateQuery, run_aggregate
 from deltawire.collector.stores import open_store
 from deltawire.collector.stores import sqlite_rollup as sr
 from deltawire.collector.stores.base import Change, Create, Delete, Edit, Replace
-from deltawire.collector.stores.rollup import HOUR, Sketch
+from deltawire.collector.stores.rollup import HOUR, MINUTE, Sketch, stream_columns
 from deltawire.collector.stores.sqlite import _ROLLUP_SQL
 from tests.strategies import examples
 
@@ -274,3 +274,32 @@ def test_an_aggregate_right_after_a_group_commit_equals_a_raw_scan(
             assert_same(run_aggregate(store, q), reference(docs, q), q)
     finally:
         store.close()
+
+
+_dotted_keys = st.sampled_from(["", "a", "b", "a.b", 'q"', "value"]) | st.text(max_size=4)
+_leaves = st.recursive(
+    st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=3)
+    | st.none(),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_dotted_keys, kids, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    ts=st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integers(0, 4_000_000_000),
+    value=st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False),
+    data=st.none() | _leaves,
+)
+def test_the_buckets_a_dirty_mark_names_are_those_the_fold_puts_values_in(
+    ts: float, value: Any, data: Any
+) -> None:
+    # mark_dirty names a document's buckets by keys alone (doc_buckets); the
+    # folder puts its values where stream_columns says: the two must agree,
+    # or an edit would leave a bucket it changed unmarked (a stale answer).
+    stream = ("s", "metric", "n", None, "[]")
+    folded = stream_columns([(ts, 1, value, data if type(data) is dict else None)], MINUTE)
+    expected = {(stream, path, MINUTE, start) for path, start in folded}
+    got = sr.doc_buckets(stream, ts, value, data)
+    assert set(got) == expected
+    assert len(got) == len(expected) or "value" in (data or {})  # no duplicates but that one

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 from deltawire.collector.stores import (
@@ -30,6 +31,7 @@ from deltawire.collector.stores import (
     encode_cursor,
     open_store,
 )
+from deltawire.collector.stores.base import Change, Changed
 from deltawire.protocol import Document, Hello
 
 T0 = 1_700_000_000.0
@@ -605,6 +607,35 @@ def test_replace_a_streamed_document(store: Store) -> None:
     new = store.replace(doc["id"], {"value": 3.0})
     assert new is not None
     assert new == {**doc, "value": 3.0}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"value": 7},  # an integer in a REAL column (SQLite): answered as stored, 7.0
+        {"value": 2**53 + 1},
+        {"value": -(2**63)},
+        {"value": 0.1, "ts": int(T0) + 5},
+        {"value": 3, "data": {"k": 3, "f": 0.5}},
+    ],
+)
+def test_an_edits_answer_is_the_stored_document(store: Store, fields: dict[str, Any]) -> None:
+    """A PUT or PATCH answers with the document as stored, to the JSON byte:
+    a GET right after says the same (types included: 7.0 is not 7)."""
+
+    def same(doc: dict[str, Any] | None, doc_id: str) -> None:
+        as_json = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+        assert doc is not None
+        assert as_json(doc) == as_json(store.get(doc_id))
+
+    created = store.create({"name": "n", "value": 1.5, "ts": T0})
+    same(store.replace(created["id"], fields), created["id"])
+    store.replace(created["id"], {"value": 1.5, "ts": T0})
+    writable = ("name", "value", "tags", "ts")
+    change = Change(created["id"], lambda old: {**{k: old[k] for k in writable}, **fields})
+    [changed] = store.apply_edits([change])
+    assert isinstance(changed, Changed)
+    same(changed.new, created["id"])
 
 
 def test_delete(store: Store) -> None:
