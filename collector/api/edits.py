@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from deltawire.collector.stores.base import StoreError
 
@@ -194,10 +195,16 @@ class EditBatcher(Generic[J, R]):
             self.running -= 1  # the next group may take the store meanwhile
             self._wake(() if results is not None else batch)
         try:
-            if self._after is not None:
-                # Committed: the batch's cache bump (one for all of it) comes
-                # before any of its answers, whatever happens to this task.
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                # The next flush (woken or spawned above) goes first: it takes
+                # the queue and hands its group to the store before this one's
+                # answers are sent, so the store is not idle while they are.
+                # (Answering first cost the LRU ~30% of its writes/s flat out,
+                # where a Redis bump's await let the next flush go meanwhile.)
+                await anyio.lowlevel.checkpoint()
+                if self._after is not None:
+                    # Committed: the batch's cache bump (one for all of it)
+                    # comes before any of its answers, whatever happens to this task.
                     await self._after(results)
         finally:
             for p, result in zip(batch, results, strict=True):
