@@ -12,8 +12,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from deltawire.collector.api.edits import MAX_FLUSHES, EditBatcher
+from deltawire.collector.api.edits import MAX_BATCH, MAX_FLUSHES, EditBatcher
 from deltawire.collector.stores.base import StoreError, StoreUnavailable
 
 DEADLINE_S = 10.0
@@ -132,5 +134,59 @@ def test_run_and_submit_share_the_queue() -> None:
             assert await ran == 8
         await _until(lambda: len(answers) == 4, "every submitted edit's answer")
         assert answers == {1: 2, 2: 4, 3: 6, 5: 10}
+
+    asyncio.run(body())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plan=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=150),
+    leaders=st.sets(st.integers(0, 149), max_size=10),
+)
+def test_every_edit_is_answered_once_whatever_the_timing(
+    plan: list[tuple[int, int]], leaders: set[int]
+) -> None:
+    """Edits arrive ``gap`` loop turns apart, each group takes as many turns
+    as its first edit says, and a few edits come through ``run`` (the full
+    path) among the submitted ones: every edit is answered exactly once, in
+    groups of at most MAX_BATCH, with at most MAX_FLUSHES under way."""
+
+    async def body() -> None:
+        tasks: set[asyncio.Task[Any]] = set()
+        peak = 0
+
+        def spawn(flush: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.get_running_loop().create_task(flush)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def apply(edits: list[int]) -> list[int]:
+            nonlocal peak
+            peak = max(peak, batcher.running)
+            assert len(edits) <= MAX_BATCH
+            for _ in range(plan[edits[0]][1]):
+                await asyncio.sleep(0)
+            return [2 * e for e in edits]
+
+        batcher: EditBatcher[int, int] = EditBatcher(apply, spawn=spawn)
+        answers: dict[int, list[int | None]] = {}
+
+        def answered(e: int) -> Callable[[int | None, BaseException | None], None]:
+            return lambda result, error: answers.setdefault(e, []).append(result)
+
+        async def ran(e: int) -> None:
+            result = await batcher.run(e)
+            answers.setdefault(e, []).append(result)
+
+        for e, (gap, _) in enumerate(plan):
+            for _ in range(gap):
+                await asyncio.sleep(0)
+            if e in leaders:
+                spawn(ran(e))
+            else:
+                batcher.submit(e, answered(e))
+        await _until(lambda: len(answers) == len(plan), "every edit's answer")
+        assert answers == {e: [2 * e] for e in range(len(plan))}
+        assert peak <= MAX_FLUSHES and batcher.running == 0 and not batcher._queue
 
     asyncio.run(body())
