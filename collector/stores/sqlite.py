@@ -1402,10 +1402,13 @@ class SqliteStore:
         if row is None:
             return None
         old = _doc_dict(row)
+        before = _buckets_of(row, old)  # before decide, which may change ``old``
         fields = edit.decide(old)  # Refused: this edit's result (apply_edits)
         if fields is None:
-            return Changed(old, None) if self._delete_in(conn, rowid, touches, row, old) else None
-        _, new = self._update_in(conn, rowid, _api_fields(fields), row, touches, old)
+            return (
+                Changed(old, None) if self._delete_in(conn, rowid, touches, row, before) else None
+            )
+        _, new = self._update_in(conn, rowid, _api_fields(fields), row, touches, before)
         return Changed(old, new)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
@@ -1435,10 +1438,10 @@ class SqliteStore:
         values: dict[str, Any],
         old: tuple[Any, ...],
         touches: list[sqlite_rollup.Touch],
-        old_doc: dict[str, Any] | None = None,
+        before: sqlite_rollup.DocBuckets | None = None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Set ``values`` (``_api_fields``) on the document whose row ``old``
-        this transaction read (``old_doc``: its ``_doc_dict``, if made): its
+        this transaction read (``before``: its buckets, if known): its
         new row and document. One write statement (atomic alone) but for the
         names catalog's INSERT OR IGNORE.
 
@@ -1472,7 +1475,9 @@ class SqliteStore:
             conn.execute(_INSERT_NAME, (new[4], new[3]))
         # The tiers follow: the old buckets lose it, the new ones gain it.
         doc = _doc_dict(new)
-        touches.append(sqlite_rollup.Touch(rowid, _buckets_of(old, old_doc), _buckets_of(new, doc)))
+        if before is None:
+            before = _buckets_of(old)
+        touches.append(sqlite_rollup.Touch(rowid, before, _buckets_of(new, doc)))
         return new, doc
 
     def _changes_in(
@@ -1504,6 +1509,7 @@ class SqliteStore:
                 results.append(None)
                 continue
             old = _doc_dict(row)
+            before = _buckets_of(row, old)  # before decide, which may change ``old``
             try:
                 fields = change.decide(old)
                 values = None if fields is None else _api_fields(fields)
@@ -1512,11 +1518,11 @@ class SqliteStore:
                 continue
             if values is None:
                 conn.execute("DELETE FROM docs WHERE id = ?", (rowid,))
-                touches.append(sqlite_rollup.Touch(rowid, _buckets_of(row, old), []))
+                touches.append(sqlite_rollup.Touch(rowid, before, []))
                 rows[rowid], floor = None, max(floor, rowid)
                 results.append(Changed(old, None))
             else:
-                rows[rowid], new = self._update_in(conn, rowid, values, row, touches, old)
+                rows[rowid], new = self._update_in(conn, rowid, values, row, touches, before)
                 results.append(Changed(old, new))
         if floor:
             conn.execute(_RECORD_FLOOR, (floor,))
@@ -1528,13 +1534,14 @@ class SqliteStore:
         rowid: int,
         touches: list[sqlite_rollup.Touch],
         row: tuple[Any, ...] | None = None,
-        doc: dict[str, Any] | None = None,
+        before: sqlite_rollup.DocBuckets | None = None,
     ) -> bool:
         """``row``: the document as read in this transaction already, if it
-        was (``doc``: its ``_doc_dict``)."""
+        was (``before``: its buckets, if known)."""
         if row is None:
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
-        before = [] if row is None else _buckets_of(row, doc)
+        if before is None:
+            before = [] if row is None else _buckets_of(row)
         deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
         touches.append(sqlite_rollup.Touch(rowid, before, []))
         if deleted:
