@@ -796,6 +796,7 @@ class SqliteStore:
         self._checkpointed = self._pruned = time.monotonic()
         # The writer connection commits without fsync for ``_sync_log``.
         self._log_unsynced = False
+        self._edit_journal_in_memory = False  # see _transaction's ``edits``
         self._folder_proc: subprocess.Popen[bytes] | None = None
         #: Entered around every write transaction, the wait for the write lock
         #: included, and the folder's plain reads: the folder process
@@ -845,7 +846,7 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(
-        self, action: str, *, sync_after: bool = False
+        self, action: str, *, sync_after: bool = False, edits: bool = False
     ) -> Iterator[sqlite3.Connection]:
         """The writer connection inside BEGIN IMMEDIATE ... COMMIT.
 
@@ -855,6 +856,14 @@ class SqliteStore:
         ``sync_after``: the commit does not fsync the log inside the write
         lock; the caller calls ``_sync_log`` once the lock is let go, before
         it says the transaction is stored (the same durability, see there).
+
+        ``edits``: the API's group commit (``apply_edits``), whose SAVEPOINT's
+        sub-journal (the first image of each page it changes) is then kept
+        in memory from here on, not in a temporary file: ~8 µs less CPU per
+        API update (a 16 KiB write per page otherwise), and it holds the
+        pages of one group (~30). Only on a connection that commits API
+        edits (the edit writer's): the folder and the ingest writer keep
+        their sorts and temporary files on disk, where a big one belongs.
         """
         with (
             self.lock_priority(),
@@ -863,6 +872,9 @@ class SqliteStore:
             _translated(action),
         ):
             conn = self._writer_conn()
+            if edits and not self._edit_journal_in_memory:
+                conn.execute("PRAGMA temp_store = MEMORY")  # outside a transaction only
+                self._edit_journal_in_memory = True
             if sync_after and self.synchronous != "NORMAL":
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._log_unsynced = True
@@ -954,17 +966,11 @@ class SqliteStore:
                     conn.execute("PRAGMA journal_mode = WAL")
                     with self._wlock.across_processes():
                         self._migrate(conn)
-                    # After the migrations (whose index builds may sort a
-                    # whole table): the sub-journal of a SAVEPOINT (the
-                    # API's edits run in one) keeps each page's first image
-                    # in memory, not in a temporary file: ~8 µs less CPU per
-                    # API update (a 16 KiB write per page otherwise). It
-                    # holds the pages one savepoint touches: ~30 a group.
-                    conn.execute("PRAGMA temp_store = MEMORY")
                 except BaseException:
                     conn.close()
                     raise
             self._writer = conn
+            self._edit_journal_in_memory = False
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -1274,7 +1280,7 @@ class SqliteStore:
         them). So does a run of PUT/PATCH/DELETEs (``_changes_in``)."""
         results: list[EditResult] = []
         touches: list[sqlite_rollup.Touch] = []
-        with self._transaction("apply_edits", sync_after=True) as conn:
+        with self._transaction("apply_edits", sync_after=True, edits=True) as conn:
             i = 0
             while i < len(edits):
                 kind, end = type(edits[i]), i + 1
@@ -1396,10 +1402,13 @@ class SqliteStore:
         if row is None:
             return None
         old = _doc_dict(row)
+        before = _buckets_of(row, old)  # before decide, which may change ``old``
         fields = edit.decide(old)  # Refused: this edit's result (apply_edits)
         if fields is None:
-            return Changed(old, None) if self._delete_in(conn, rowid, touches, row, old) else None
-        _, new = self._update_in(conn, rowid, _api_fields(fields), row, touches, old)
+            return (
+                Changed(old, None) if self._delete_in(conn, rowid, touches, row, before) else None
+            )
+        _, new = self._update_in(conn, rowid, _api_fields(fields), row, touches, before)
         return Changed(old, new)
 
     def _create_in(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, Any]:
@@ -1429,10 +1438,10 @@ class SqliteStore:
         values: dict[str, Any],
         old: tuple[Any, ...],
         touches: list[sqlite_rollup.Touch],
-        old_doc: dict[str, Any] | None = None,
+        before: sqlite_rollup.DocBuckets | None = None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Set ``values`` (``_api_fields``) on the document whose row ``old``
-        this transaction read (``old_doc``: its ``_doc_dict``, if made): its
+        this transaction read (``before``: its buckets, if known): its
         new row and document. One write statement (atomic alone) but for the
         names catalog's INSERT OR IGNORE.
 
@@ -1466,7 +1475,9 @@ class SqliteStore:
             conn.execute(_INSERT_NAME, (new[4], new[3]))
         # The tiers follow: the old buckets lose it, the new ones gain it.
         doc = _doc_dict(new)
-        touches.append(sqlite_rollup.Touch(rowid, _buckets_of(old, old_doc), _buckets_of(new, doc)))
+        if before is None:
+            before = _buckets_of(old)
+        touches.append(sqlite_rollup.Touch(rowid, before, _buckets_of(new, doc)))
         return new, doc
 
     def _changes_in(
@@ -1498,6 +1509,7 @@ class SqliteStore:
                 results.append(None)
                 continue
             old = _doc_dict(row)
+            before = _buckets_of(row, old)  # before decide, which may change ``old``
             try:
                 fields = change.decide(old)
                 values = None if fields is None else _api_fields(fields)
@@ -1506,11 +1518,11 @@ class SqliteStore:
                 continue
             if values is None:
                 conn.execute("DELETE FROM docs WHERE id = ?", (rowid,))
-                touches.append(sqlite_rollup.Touch(rowid, _buckets_of(row, old), []))
+                touches.append(sqlite_rollup.Touch(rowid, before, []))
                 rows[rowid], floor = None, max(floor, rowid)
                 results.append(Changed(old, None))
             else:
-                rows[rowid], new = self._update_in(conn, rowid, values, row, touches, old)
+                rows[rowid], new = self._update_in(conn, rowid, values, row, touches, before)
                 results.append(Changed(old, new))
         if floor:
             conn.execute(_RECORD_FLOOR, (floor,))
@@ -1522,13 +1534,14 @@ class SqliteStore:
         rowid: int,
         touches: list[sqlite_rollup.Touch],
         row: tuple[Any, ...] | None = None,
-        doc: dict[str, Any] | None = None,
+        before: sqlite_rollup.DocBuckets | None = None,
     ) -> bool:
         """``row``: the document as read in this transaction already, if it
-        was (``doc``: its ``_doc_dict``)."""
+        was (``before``: its buckets, if known)."""
         if row is None:
             row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE id = ?", (rowid,)).fetchone()
-        before = [] if row is None else _buckets_of(row, doc)
+        if before is None:
+            before = [] if row is None else _buckets_of(row)
         deleted = conn.execute("DELETE FROM docs WHERE id = ?", (rowid,)).rowcount > 0
         touches.append(sqlite_rollup.Touch(rowid, before, []))
         if deleted:

@@ -14,6 +14,7 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -303,3 +304,29 @@ def test_the_buckets_a_dirty_mark_names_are_those_the_fold_puts_values_in(
     got = sr.doc_buckets(stream, ts, value, data)
     assert set(got) == expected
     assert len(got) == len(expected) or "value" in (data or {})  # no duplicates but that one
+
+
+@pytest.mark.parametrize("group", [1, 2])  # one edit alone, and a run of them
+def test_a_decide_that_changes_the_old_document_still_marks_its_old_buckets(
+    tmp_path: pathlib.Path, group: int
+) -> None:
+    # The old document's buckets are taken before decide runs: a decide that
+    # empties the old document's data must not leave its old buckets unmarked.
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    store.open()
+    try:
+        t0 = 1_700_000_040.0
+        made = store.apply_edits(
+            [Create({"name": "n", "value": 1.0, "ts": t0 + i, "data": {"a": 1}}) for i in range(2)]
+        )
+
+        def decide(old: dict[str, Any]) -> dict[str, Any]:
+            old["data"].clear()
+            return {"name": "n", "value": 2.0, "ts": t0 + 7200}
+
+        store.apply_edits([Change(doc["id"], decide) for doc in made[:group]])
+        with sqlite3.connect(store.path) as conn:
+            marks = set(conn.execute("SELECT path, tier, bucket FROM roll_dirty"))
+        assert ("a", 60, int(t0 // 60 * 60)) in marks
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from deltawire.collector.stores import (
     StoreUnavailable,
     open_store,
 )
+from deltawire.collector.stores.base import Create
 from deltawire.collector.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, encode_rows
 from deltawire.protocol import Document
 
@@ -555,3 +556,19 @@ def test_data_the_row_encoder_cannot_write_is_a_bad_frame_not_a_crash() -> None:
     assert (caught.value.code, caught.value.seq, caught.value.fatal) == ("bad_frame", 1, False)
     conn.next_events(events)
     assert events[-1][:4] == ("s", 2, "sample", "p")
+
+
+def test_only_the_api_edits_keep_their_savepoint_journal_in_memory(store: SqliteStore) -> None:
+    # The edit writer's group commit: its savepoint's sub-journal in memory
+    # (cheaper per update); ingest and the folder keep temporary files on
+    # disk, where a big sort belongs.
+    def temp_store() -> int:
+        assert store._writer is not None
+        (mode,) = store._writer.execute("PRAGMA temp_store").fetchone()
+        return int(mode)
+
+    store.write_batch(docs("s1", range(3)))
+    assert temp_store() == 0  # the default: files
+    [created] = store.apply_edits([Create({"name": "n", "value": 1, "ts": T0})])
+    assert temp_store() == 2  # memory
+    assert isinstance(created, dict) and store.get(created["id"]) == created
