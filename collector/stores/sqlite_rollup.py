@@ -61,6 +61,7 @@ from .rollup import (
     Sketch,
     SketchColumns,
     StreamRow,
+    leaves,
     stream_columns,
 )
 
@@ -1139,31 +1140,18 @@ def _rebuilt(
 #: ``stream_columns`` builds was ~12% of an API update's CPU in the edit writer).
 DocBuckets = list[BucketKey]
 
-_NUMBER_TYPES: Final = (int, float)
-
 
 def doc_buckets(stream: Stream, ts: float, value: Any, data: Any) -> DocBuckets:
     """The ``DocBuckets`` of a document of ``stream`` (``data`` parsed; a
-    non-dict has no leaves). The same rule as ``rollup._flatten`` (a test
-    checks it against ``stream_columns`` for all documents): a key that is
-    empty or holds '.' or '"' has no dotted path; booleans are not numbers."""
+    non-dict has no leaves): its paths are ``rollup.leaves``', the one rule
+    of which leaves a dotted path reaches (a test checks the keys against
+    ``stream_columns`` for all documents)."""
     start = int(ts // MINUTE) * MINUTE
     out: DocBuckets = [(stream, DOCS, MINUTE, start)]
-    if type(value) in _NUMBER_TYPES:
+    if type(value) is int or type(value) is float:  # booleans are not numbers
         out.append((stream, "value", MINUTE, start))
-    if type(data) is dict and data:
-        # Iterative, depth-first: data may nest DATA_MAX_DEPTH levels.
-        stack: list[tuple[str, dict[str, Any]]] = [("", data)]
-        while stack:
-            prefix, node = stack.pop()
-            for key, leaf in node.items():
-                if not key or "." in key or '"' in key:
-                    continue
-                kind = type(leaf)
-                if kind in _NUMBER_TYPES:
-                    out.append((stream, prefix + key, MINUTE, start))
-                elif kind is dict:
-                    stack.append((prefix + key + ".", leaf))
+    if type(data) is dict:
+        out += [(stream, path, MINUTE, start) for path, _ in leaves(data)]
     return out
 
 
