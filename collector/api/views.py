@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
+from deltawire.collector.stores.base import FoundPage
 from deltawire.formats import rfc3339
 
-__all__ = ["doc_out", "pack_page", "rfc3339", "select_paths", "session_out"]
+__all__ = ["doc_out", "found_page", "pack_page", "rfc3339", "select_paths", "session_out", "within"]
 
 
 def select_paths(data: Any, paths: Sequence[tuple[str, ...]]) -> dict[str, Any] | None:
@@ -80,3 +81,24 @@ def pack_page(items: Sequence[dict[str, Any]], budget: int) -> tuple[bytes, int]
             break
         parts.append(part)
     return b",".join(parts), len(parts)
+
+
+def within(page: FoundPage, budget: int) -> bool:
+    """Whether ``pack_page`` would keep all of ``page`` under ``budget``."""
+    return page.count <= 1 or len(page.items) + 1 <= budget
+
+
+def found_page(
+    fetched: list[dict[str, Any]],
+    limit: int,
+    paths: Sequence[tuple[str, ...]] | None,
+    budget: int,
+) -> FoundPage:
+    """The page of ``find``'s documents, ``fetched`` with one more than
+    ``limit`` asked for: "next" is set exactly when another page exists."""
+    docs = fetched[:limit]
+    items, n = pack_page([doc_out(d, paths) for d in docs], budget)
+    more = len(fetched) > limit or n < len(docs)
+    last = docs[n - 1] if more and n else None
+    beyond = fetched[-1]["ts"] if len(fetched) > limit else None
+    return FoundPage(items, n, None if last is None else (last["ts"], last["id"]), beyond)

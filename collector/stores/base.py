@@ -38,6 +38,7 @@ __all__ = [
     "DocumentRows",
     "Edit",
     "EditResult",
+    "FoundPage",
     "MetricQuery",
     "Refused",
     "Replace",
@@ -158,6 +159,22 @@ class MetricQuery(DocFilter):
 
 
 @dataclass(frozen=True, slots=True)
+class FoundPage:
+    """A page of ``find``, its documents already written as the API's JSON
+    (``Store.find_page``, or the API's own ``doc_out`` where a store has none)."""
+
+    items: bytes  # the documents' JSON objects, comma-joined
+    count: int  # how many documents ``items`` holds
+    #: (ts, id) of the page's last document when more documents match after
+    #: it (the next page's cursor), else None.
+    next: tuple[float, str] | None
+    #: The ts of the first document past the page when the query read one
+    #: (it asks for one more than it shows), else None: a write later than
+    #: that in the page's order cannot change the page (the cache's span).
+    beyond: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionQuery:
     """Filters of ``GET /sessions``: every given filter must match. Ordered by
     last seen, newest first, then session; ``after`` is the (last_seen,
@@ -248,6 +265,12 @@ class Store(Protocol):
     # -- API ----------------------------------------------------------------
     def find(self, q: MetricQuery) -> list[dict[str, Any]]:
         """Up to ``q.limit`` documents, ordered by (ts, id) per ``q.descending``."""
+
+    def find_page(self, q: MetricQuery) -> FoundPage | None:
+        """``find(q)``'s documents as ``views.doc_out`` writes them (no
+        ``fields=``, no byte budget); None where the store cannot write them
+        exactly as that does, for the caller to render ``find``'s. A fast
+        path: None is always a right answer."""
 
     def get(self, doc_id: str) -> dict[str, Any] | None: ...
 

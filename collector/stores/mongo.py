@@ -84,6 +84,7 @@ from .base import (
     API_SESSION,
     AggQuery,
     DocumentRows,
+    FoundPage,
     MetricQuery,
     SessionQuery,
     StoreError,
@@ -814,6 +815,9 @@ class MongoStore(DocumentRows):
             )
 
     # -- API ------------------------------------------------------------------
+
+    def find_page(self, q: MetricQuery) -> FoundPage | None:
+        return None  # the API renders find's documents (MongoDB writes no such JSON)
 
     def find(self, q: MetricQuery) -> list[dict[str, Any]]:
         if q.limit < 1:

@@ -61,7 +61,7 @@ import orjson
 from deltawire.protocol import BadFrame, Document, Hello
 
 from ..point import PointError, check_fields
-from . import rollup_vals, sqlite_rollup
+from . import rollup_vals, sqlite_page, sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
@@ -70,6 +70,7 @@ from .base import (
     Create,
     Edit,
     EditResult,
+    FoundPage,
     MetricQuery,
     Replace,
     SessionQuery,
@@ -605,7 +606,9 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
 _ROLLUP_SQL: Final = sqlite_rollup.Sql(_filters, _json_path)
 
 
-def _find_sql(q: MetricQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
+def _find_sql(
+    q: MetricQuery, *, no_samples: bool = False, columns: str = _DOC_COLUMNS
+) -> tuple[str, list[Any]]:
     """The SELECT of ``find``: filters, keyset cursor, (ts, id) order, limit."""
     if q.limit < 1:
         raise StoreError(f"limit must be >= 1, got {q.limit}")
@@ -622,7 +625,7 @@ def _find_sql(q: MetricQuery, *, no_samples: bool = False) -> tuple[str, list[An
     order = "ts DESC, id DESC" if q.descending else "ts, id"
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     params.append(q.limit)
-    return f"SELECT {_DOC_COLUMNS} FROM docs{where} ORDER BY {order} LIMIT ?", params
+    return f"SELECT {columns} FROM docs{where} ORDER BY {order} LIMIT ?", params
 
 
 def _aggregate_sql(q: AggQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
@@ -1237,6 +1240,25 @@ class SqliteStore:
             sql, params = _find_sql(q, no_samples=self._no_samples(conn, q))
             rows = conn.execute(sql, params).fetchall()
         return [_doc_dict(row) for row in rows]
+
+    def find_page(self, q: MetricQuery) -> FoundPage | None:
+        with self._reader("find") as conn, _snapshot(conn):
+            no_samples = self._no_samples(conn, q)
+            find_sql, params = _find_sql(q, no_samples=no_samples)
+            items, count, odd = conn.execute(sqlite_page.page_sql(find_sql), params).fetchone()
+            if odd:
+                return None
+            edge: list[tuple[float, int]] = []
+            if count == q.limit:
+                # The page's last document (the next page's cursor) and the
+                # one after it, if any: an index walk, no document read again.
+                edge_sql, params = _find_sql(q, no_samples=no_samples, columns="ts, id")
+                params[-1] = 2
+                edge = conn.execute(edge_sql + " OFFSET ?", [*params, q.limit - 1]).fetchall()
+        if len(edge) < 2:  # no more
+            return FoundPage(items or b"", count, None, None)
+        (last_ts, last_id), (beyond, _) = edge
+        return FoundPage(items, count, (last_ts, str(last_id)), beyond)
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
         rowid = _rowid(doc_id)

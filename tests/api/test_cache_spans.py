@@ -23,7 +23,9 @@ from deltawire.collector.api.cache import (
 )
 from deltawire.collector.api.control import ControlError, parse_control
 from deltawire.collector.api.routes.metrics import listing_span
+from deltawire.collector.api.views import found_page
 from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.stores.base import FoundPage
 from deltawire.protocol import Document
 from tests.strategies import examples
 
@@ -113,9 +115,10 @@ queries = st.builds(
 )
 
 
-def _page(store: Any, q: MetricQuery) -> tuple[list[dict[str, Any]], bool]:
+def _pages(store: Any, q: MetricQuery) -> list[FoundPage]:
+    """The page both ways: as SQLite writes it, and as the API's doc_out does."""
     fetched = store.find(replace(q, limit=q.limit + 1))
-    return fetched, len(fetched) > q.limit
+    return [store.find_page(q), found_page(fetched, q.limit, None, 1 << 20)]
 
 
 @settings(max_examples=examples(100), deadline=None, suppress_health_check=_SUPPRESS)
@@ -134,17 +137,17 @@ def test_a_write_outside_a_listings_span_leaves_its_page_alone(
             Document("s", i, "sample", "p", T0 + t, "h", (), {"v": 1}) for i, t in enumerate(old)
         ]
         store.write_batch(docs)
-        before, more_before = _page(store, q)
-        span = listing_span(q, before)
+        before = _pages(store, q)
+        assert before[0] == before[1]
+        span = listing_span(q, before[0].beyond)
         late = [T0 + t for t in new]
         store.write_batch(
             [Document("s", len(old) + i, "sample", "p", t, "h", (), {"v": 2})
              for i, t in enumerate(late)]
         )  # fmt: skip
-        after, more_after = _page(store, q)
+        after = _pages(store, q)
         if not Span.of(late).touches(span):
-            assert [d["id"] for d in after[: q.limit]] == [d["id"] for d in before[: q.limit]]
-            assert more_after == more_before
+            assert after == before
     finally:
         store.close()
 

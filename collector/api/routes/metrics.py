@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deltawire.collector.point_models import PointCreate, PointPatch
-from deltawire.collector.stores.base import MetricQuery, encode_cursor
+from deltawire.collector.stores.base import FoundPage, MetricQuery, Store, encode_cursor
 
 from ..auth import Role
 from ..body import read_json
@@ -22,7 +22,7 @@ from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
 from ..schemas import Document, Page
 from ..spec import Endpoint
-from ..views import doc_out, pack_page
+from ..views import doc_out, found_page, within
 from ..writes import MetricWrites, Reply, not_found
 
 __all__ = ["endpoints"]
@@ -48,19 +48,31 @@ class _Listing:
         self.scope = scope_for(q.session, q.name)
 
 
-def listing_span(q: MetricQuery, fetched: list[dict[str, Any]]) -> Span:
+def listing_span(q: MetricQuery, beyond: float | None) -> Span:
     """The timestamps a listing's answer depends on: its window, and, once
-    more documents matched than it shows, only up to the last one read (in
-    its order): a write later than that (in ingest, all of them: agents write
-    at "now") cannot change the page."""
+    more documents matched than it shows, only up to ``beyond``, the first
+    one past the page (in its order): a write later than that (in ingest,
+    all of them: agents write at "now") cannot change the page."""
     lo = -math.inf if q.ts_from is None else q.ts_from
     hi = math.inf if q.ts_to is None else q.ts_to
     if q.after is not None:  # the cursor's page starts at its ts
         lo, hi = (lo, min(hi, q.after[0])) if q.descending else (max(lo, q.after[0]), hi)
-    if len(fetched) > q.limit:
-        last = fetched[-1]["ts"]
-        lo, hi = (max(lo, last), hi) if q.descending else (lo, min(hi, last))
+    if beyond is not None:
+        lo, hi = (max(lo, beyond), hi) if q.descending else (lo, min(hi, beyond))
     return Span(lo, hi)
+
+
+def read_page(store: Store, ls: _Listing, budget: int) -> FoundPage:
+    """A listing's page, on a store thread: written by the store where it
+    can (``find_page``: SQLite, one statement), else by ``doc_out`` here."""
+    q = ls.query
+    if ls.paths is None:
+        page = store.find_page(q)
+        if page is not None and within(page, budget):
+            return page
+    # One more than asked: "next" is set exactly when another page exists.
+    fetched = store.find(replace(q, limit=q.limit + 1))
+    return found_page(fetched, q.limit, ls.paths, budget)
 
 
 def endpoints(deps: Deps) -> list[Endpoint]:
@@ -83,20 +95,14 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         q = ls.query
 
         async def compute() -> Answer:
-            # One more than asked: "next" is set exactly when another page exists.
             refused = ApiError(422, "bad_parameter", _BAD_CURSOR, parameter="after")
-            fetched = await deps.store_call(
-                store.find,
-                replace(q, limit=q.limit + 1),
+            page = await deps.store_call(
+                read_page, store, ls, deps.config.page_bytes,
                 refused=refused if q.after is not None else None,
-            )
-            more = len(fetched) > q.limit
-            docs = fetched[: q.limit]
-            items, n = pack_page([doc_out(d, ls.paths) for d in docs], deps.config.page_bytes)
-            more = more or n < len(docs)
-            nxt = encode_cursor(docs[n - 1]["ts"], docs[n - 1]["id"]) if more and n else None
-            payload = b'{"items":[' + items + b'],"next":' + orjson.dumps(nxt) + b"}"
-            return Answer(payload, listing_span(q, fetched))
+            )  # fmt: skip
+            nxt = None if page.next is None else encode_cursor(*page.next)
+            payload = b'{"items":[' + page.items + b'],"next":' + orjson.dumps(nxt) + b"}"
+            return Answer(payload, listing_span(q, page.beyond))
 
         return await deps.cached(ls.key, ls.scope, compute)
 

@@ -1,0 +1,76 @@
+"""``GET /metrics`` pages rendered by SQLite itself, in one step (``find_page``).
+
+Why: the uncached listing was bound by how Python reads rows, not by SQLite.
+``fetchall`` steps once per row and lets go of the GIL around each step, so
+with the API's store threads reading at once every row became a GIL hand-off:
+on the bench's store, a 100-document page cost 0.78 ms of CPU on one thread
+and 2.0-3.5 ms each with 2-4 threads reading (400-600 pages/s in all). Here
+the page is ONE row: SQLite writes each document's JSON and joins them,
+with the GIL let go for the whole statement, so store threads read in
+parallel (0.34 ms a page on one thread, and 2 threads twice the pages once
+SQLite's memory statistics are off: sqlite_memstatus.py; figures in
+docs/api-performance.md).
+
+What it writes is ``views.doc_out``'s JSON, byte for byte (a property test
+holds the two together, tests/stores/test_sqlite_page.py):
+
+- strings through ``json_quote``, which escapes as orjson does;
+- ``tags`` and ``data`` as stored: both are orjson's text (``_json_text``);
+- ``timestamp`` from ``round(ts * 1000)`` milliseconds, with Python's
+  round-half-even (``rfc3339``);
+- ``value`` through ``printf('%!.15g')``, which is orjson's shortest form
+  wherever 15 digits give the value back and it is written without an
+  exponent (1e-4 <= |value| < 1e15: checked per row).
+
+A row outside that (``ODD``: a value with more digits or an exponent, a time
+before 1970 or after 9999, a JSON ``null`` as data) makes ``find_page``
+answer None, and the caller renders that page in Python (``find`` and
+``doc_out``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ODD", "RENDERED", "page_sql"]
+
+# x = ts * 1000 (the same double as Python's). For 1 <= x < 2**52, x + 0.5 is
+# exact, so its integer part is round-half-up; a tie (x + 0.5 whole) that
+# lands on an odd number goes down to the even one, as Python's round does.
+_UP: Final = "CAST(ts * 1000 + 0.5 AS INTEGER)"
+_MS: Final = f"({_UP} - (ts * 1000 + 0.5 = {_UP} AND {_UP} % 2 = 1))"
+
+#: Per row: a document this module cannot write as doc_out does.
+#: 253402300800 is 10000-01-01 (``datetime`` stops at 9999); before 1 s
+#: the rounding above is not exact.
+ODD: Final = (
+    "(ts < 1 OR ts >= 253402300800 OR typeof(seq) != 'integer' OR data = 'null'"
+    " OR (value IS NOT NULL AND value != 0 AND NOT (abs(value) >= 1e-4 AND abs(value) < 1e15"
+    " AND CAST(vtext AS REAL) = value)))"
+)
+
+#: Per row: the document as ``views.doc_out`` writes it (no ``fields=``).
+RENDERED: Final = (
+    """'{"id":"' || id || '","session":' || json_quote(session) || ',"seq":' || seq"""
+    """ || ',"kind":' || json_quote(kind) || ',"name":' || json_quote(name)"""
+    """ || ',"host":' || json_quote(host) || ',"tags":' || tags"""
+    """ || ',"timestamp":"' || replace(datetime(ms / 1000, 'unixepoch'), ' ', 'T')"""
+    """ || '.' || substr(ms % 1000 + 1000, 2) || 'Z"'"""
+    """ || ifnull(',"value":' || vtext, '') || ifnull(',"data":' || data, '') || '}'"""
+)
+
+
+def page_sql(find_sql: str) -> str:
+    """The one-row page query around ``find_sql`` (a SELECT of the document
+    columns, filtered, ordered and limited to the page): the page's
+    documents joined (a BLOB: bytes, as the answer wants them), how many
+    there are, and how many of them are odd (``ODD``).
+
+    The aggregate joins the rows in the subquery's order (SQLite feeds them
+    in that order; the tests check it over pages of many documents)."""
+    return (
+        "SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd)"
+        f" FROM (SELECT {RENDERED} AS j, {ODD} AS odd"
+        f" FROM (SELECT *, {_MS} AS ms, iif(value IS NULL, NULL, printf('%!.15g', value)) AS vtext"
+        f" FROM ({find_sql})))"
+    )

@@ -1,0 +1,204 @@
+"""``SqliteStore.find_page``: a listing page written by SQLite (sqlite_page.py)
+is the one the API's ``doc_out`` writes, byte for byte, or None."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from deltawire.collector.api.views import doc_out, found_page
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.stores.base import Create, FoundPage
+from deltawire.collector.stores.sqlite import SqliteStore
+from deltawire.formats import rfc3339
+from deltawire.protocol import Document
+from tests.strategies import examples, samples
+
+_SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+_BUDGET = 1 << 30  # no byte budget: find_page has none, the caller checks it
+
+_text = st.text(max_size=6)  # control characters, quotes, non-ASCII: json_quote's cases
+# Times as agents send them (now, to the microsecond), whole ones, ties at
+# half a millisecond, and the edges of what SQLite may write (before 1 s
+# and after 9999 it must decline).
+_stamps = st.one_of(
+    st.floats(1.7e9, 1.9e9),
+    st.integers(0, 4_000_000_000).map(float),
+    st.integers(1_000_000, 4_000_000_000_000).map(lambda ms: ms / 1000 + 0.0005),
+    st.floats(0, 2),
+    st.floats(2.5e11, 2.6e11),
+)
+# Values as people write them (few digits), and any float at all.
+_values = st.one_of(
+    st.none(),
+    st.integers(-(10**6), 10**6).map(lambda n: n / 100),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+_streamed = st.builds(
+    lambda session, seq, kind, name, ts, host, tags, data: (
+        "doc", Document(session, seq, kind, name, ts, host, tuple(tags), data)
+    ),
+    _text, st.integers(0, 10**6), st.sampled_from(["sample", "event"]), _text, _stamps,
+    st.none() | _text, st.lists(_text, max_size=2), st.none() | samples,
+)  # fmt: skip
+_points = st.builds(
+    lambda name, value, ts, tags, data: (
+        "point", {"name": name, "value": value, "ts": ts, "tags": tags, **data}
+    ),
+    st.text(min_size=1, max_size=6), _values, _stamps, st.lists(_text, max_size=2),
+    st.just({}) | samples.map(lambda d: {"data": d}),
+)  # fmt: skip
+_queries = st.builds(
+    lambda limit, desc, name, lo: MetricQuery(
+        name=name, ts_from=lo, limit=limit, descending=desc
+    ),
+    st.integers(1, 12), st.booleans(), st.none() | _text, st.none() | _stamps,
+)  # fmt: skip
+
+
+def _store(tmp_path: pathlib.Path, docs: list[tuple[str, Any]]) -> SqliteStore:
+    store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
+    assert isinstance(store, SqliteStore)
+    store.open()
+    streamed: dict[tuple[str, int], Document] = {}
+    for what, doc in docs:
+        if what == "doc":
+            streamed.setdefault((doc.session, doc.seq), doc)
+        else:
+            store.apply_edits([Create(doc)])
+    # Each session's documents in seq order, as the protocol stores them.
+    store.write_batch(sorted(streamed.values(), key=lambda d: (d.session, d.seq)))
+    return store
+
+
+def _by_doc_out(store: SqliteStore, q: MetricQuery) -> FoundPage:
+    from dataclasses import replace
+
+    return found_page(store.find(replace(q, limit=q.limit + 1)), q.limit, None, _BUDGET)
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=_SUPPRESS)
+@given(docs=st.lists(_streamed | _points, min_size=1, max_size=25), q=_queries)
+@example(docs=[("point", {"name": "p", "value": 0.1 + 0.2, "ts": 1.8e9, "tags": []})],
+         q=MetricQuery(limit=5))  # fmt: skip
+def test_a_page_sqlite_writes_is_doc_outs_byte_for_byte(
+    tmp_path: pathlib.Path, docs: list[tuple[str, Any]], q: MetricQuery
+) -> None:
+    store = _store(tmp_path, docs)
+    try:
+        page = store.find_page(q)
+        if page is not None:
+            assert page == _by_doc_out(store, q)
+        # The cursor of the page leads to the same next page both ways.
+        if page is not None and page.next is not None:
+            from dataclasses import replace
+
+            nxt = replace(q, after=page.next)
+            again = store.find_page(nxt)
+            assert again is None or again == _by_doc_out(store, nxt)
+    finally:
+        store.close()
+
+
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=_SUPPRESS)
+@given(
+    stamps=st.lists(
+        st.floats(1.7e9, 1.9e9) | st.integers(1_700_000_000, 1_900_000_000), min_size=1, max_size=30
+    ),
+    values=st.lists(st.integers(-(10**9), 10**9).map(lambda n: n / 1000), min_size=1, max_size=30),
+    q=_queries.map(lambda q: MetricQuery(limit=q.limit, descending=q.descending)),
+)
+def test_ordinary_documents_are_written_by_sqlite(
+    tmp_path: pathlib.Path, stamps: list[float], values: list[float], q: MetricQuery
+) -> None:
+    """The fast path is taken, not declined, for what agents and people
+    write: times since 1970, values of a few digits, names with any text."""
+    docs: list[tuple[str, Any]] = [
+        ("doc", Document("s\u00e9ssion", i, "sample", 'na"me', ts, None, ("t",), {"v": i}))
+        for i, ts in enumerate(stamps)
+    ]
+    docs += [("point", {"name": "p\n", "value": v, "ts": stamps[0], "tags": []}) for v in values]
+    store = _store(tmp_path, docs)
+    try:
+        page = store.find_page(q)
+        assert page is not None
+        assert page == _by_doc_out(store, q)
+        assert page.count == min(q.limit, len(stamps) + len(values))
+    finally:
+        store.close()
+
+
+def test_the_timestamp_rounds_half_a_millisecond_to_even(tmp_path: pathlib.Path) -> None:
+    """``rfc3339``'s round(): ties go to the even millisecond, both ways."""
+    stamps = [1_800_000_000.0005, 1_800_000_000.0015, 1_800_000_000.0025, 1_800_000_000.9995]
+    docs: list[tuple[str, Any]] = [
+        ("doc", Document("s", i, "sample", "n", ts, "h", (), None)) for i, ts in enumerate(stamps)
+    ]
+    store = _store(tmp_path, docs)
+    try:
+        page = store.find_page(MetricQuery(limit=10))
+        assert page is not None
+        shown = [rfc3339(ts) for ts in stamps]
+        assert [d["timestamp"] for d in _items(page)] == shown
+        assert page.items == b",".join(
+            __import__("orjson").dumps(doc_out(d)) for d in store.find(MetricQuery(limit=10))
+        )
+    finally:
+        store.close()
+
+
+def test_what_sqlite_cannot_write_exactly_is_left_to_doc_out(tmp_path: pathlib.Path) -> None:
+    """A value of 16-17 digits or with an exponent, or a time before 1970 s
+    1: None, and the API writes that page itself."""
+    for point in ({"value": 0.1 + 0.2}, {"value": 1e20}, {"value": 1e-7}, {"ts": 0.25}):
+        store = _store(tmp_path, [("point", {"name": "p", "value": 1.0, "ts": 1.8e9, **point})])
+        try:
+            assert store.find_page(MetricQuery(limit=5)) is None
+        finally:
+            store.close()
+
+
+def _items(page: FoundPage) -> list[dict[str, Any]]:
+    import orjson
+
+    return list(orjson.loads(b"[" + page.items + b"]"))
+
+
+_MEMORY_USED = """
+import ctypes, ctypes.util, sys
+{first}
+from deltawire.collector.stores import open_store
+store = open_store("sqlite:///" + sys.argv[1])
+store.open()
+store.find(__import__("deltawire.collector.stores", fromlist=["MetricQuery"]).MetricQuery())
+lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+lib.sqlite3_memory_used.restype = ctypes.c_int64
+print(lib.sqlite3_memory_used())
+store.close()
+"""
+
+
+def test_opening_a_sqlite_store_first_turns_its_memory_statistics_off(
+    tmp_path: pathlib.Path,
+) -> None:
+    """With them on, every SQLite allocation takes a process-wide mutex
+    (sqlite_memstatus.py): the store turns them off when it is the first to
+    start SQLite in the process, and leaves SQLite alone when it is not."""
+
+    def used(first: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_USED.format(first=first),
+             str(tmp_path / f"{uuid.uuid4().hex}.db")],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return int(out.stdout.split()[-1])
+
+    assert used("") == 0  # not counted: off
+    assert used("import sqlite3") > 0  # Python started SQLite first: on, as ever
