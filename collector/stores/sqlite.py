@@ -1242,22 +1242,19 @@ class SqliteStore:
         return [_doc_dict(row) for row in rows]
 
     def find_page(self, q: MetricQuery) -> FoundPage | None:
-        with self._reader("find") as conn, _snapshot(conn):
+        with self._reader("find") as conn:
             no_samples = self._no_samples(conn, q)
             find_sql, params = _find_sql(q, no_samples=no_samples)
-            items, count, odd = conn.execute(sqlite_page.page_sql(find_sql), params).fetchone()
-            if odd:
-                return None
-            edge: list[tuple[float, int]] = []
-            if count == q.limit:
-                # The page's last document (the next page's cursor) and the
-                # one after it, if any: an index walk, no document read again.
-                edge_sql, params = _find_sql(q, no_samples=no_samples, columns="ts, id")
-                params[-1] = 2
-                edge = conn.execute(edge_sql + " OFFSET ?", [*params, q.limit - 1]).fetchall()
-        if len(edge) < 2:  # no more
+            edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
+            edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1
+            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql)
+            items, count, odd, last_ts, last_id, beyond = conn.execute(
+                sql, [*edge_params, *params]
+            ).fetchone()
+        if odd:
+            return None
+        if beyond is None:  # no more
             return FoundPage(items or b"", count, None, None)
-        (last_ts, last_id), (beyond, _) = edge
         return FoundPage(items, count, (last_ts, str(last_id)), beyond)
 
     def get(self, doc_id: str) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ _UP: Final = "CAST(ts * 1000 + 0.5 AS INTEGER)"
 _MS: Final = f"({_UP} - (ts * 1000 + 0.5 = {_UP} AND {_UP} % 2 = 1))"
 
 #: Per row: a document this module cannot write as doc_out does.
-#: 253402300800 is 10000-01-01 (``datetime`` stops at 9999); before 1 s
+#: 253402300800 is 10000-01-01 (SQLite's dates stop at 9999); before 1 s
 #: the rounding above is not exact.
 ODD: Final = (
     "(ts < 1 OR ts >= 253402300800 OR typeof(seq) != 'integer' OR data = 'null'"
@@ -50,27 +50,38 @@ ODD: Final = (
 )
 
 #: Per row: the document as ``views.doc_out`` writes it (no ``fields=``).
+#: ``vtext``: the value as text, as ``printf('%!.15g')`` writes a REAL; ``%f`` writes the
+#: seconds of a whole number of milliseconds exactly (strftime turns
+#: ``unixepoch`` seconds into whole milliseconds, rounded).
 RENDERED: Final = (
     """'{"id":"' || id || '","session":' || json_quote(session) || ',"seq":' || seq"""
     """ || ',"kind":' || json_quote(kind) || ',"name":' || json_quote(name)"""
     """ || ',"host":' || json_quote(host) || ',"tags":' || tags"""
-    """ || ',"timestamp":"' || replace(datetime(ms / 1000, 'unixepoch'), ' ', 'T')"""
-    """ || '.' || substr(ms % 1000 + 1000, 2) || 'Z"'"""
+    """ || ',"timestamp":"' || strftime('%Y-%m-%dT%H:%M:%fZ', ms / 1000.0, 'unixepoch') || '"'"""
     """ || ifnull(',"value":' || vtext, '') || ifnull(',"data":' || data, '') || '}'"""
 )
 
 
-def page_sql(find_sql: str) -> str:
-    """The one-row page query around ``find_sql`` (a SELECT of the document
-    columns, filtered, ordered and limited to the page): the page's
-    documents joined (a BLOB: bytes, as the answer wants them), how many
-    there are, and how many of them are odd (``ODD``).
+def page_sql(edge_sql: str, find_sql: str) -> str:
+    """The page query: ONE statement (one snapshot, and one step, so one
+    hand-off of the GIL), whose ``?`` are ``edge_sql``'s, then ``find_sql``'s.
+    ``find_sql`` selects the page's document columns (filtered, ordered,
+    limited to the page); ``edge_sql`` selects ``ts, id`` of the page's last
+    document and the one after it, if any (the same query at LIMIT 2 OFFSET
+    limit - 1: an index walk, no document read twice).
+
+    One row: the page's documents joined (a BLOB: bytes, as the answer wants
+    them), how many there are, how many of them are odd (``ODD``), the
+    (ts, id) of the edge's first row and the ts of its second (None where
+    there is none).
 
     The aggregate joins the rows in the subquery's order (SQLite feeds them
     in that order; the tests check it over pages of many documents)."""
     return (
-        "SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd)"
+        f"WITH edge AS MATERIALIZED ({edge_sql})"
+        " SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd),"
+        " (SELECT ts FROM edge LIMIT 1), (SELECT id FROM edge LIMIT 1),"
+        " (SELECT ts FROM edge LIMIT 1 OFFSET 1)"
         f" FROM (SELECT {RENDERED} AS j, {ODD} AS odd"
-        f" FROM (SELECT *, {_MS} AS ms, iif(value IS NULL, NULL, printf('%!.15g', value)) AS vtext"
-        f" FROM ({find_sql})))"
+        f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql})))"
     )
