@@ -67,9 +67,9 @@ import os
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -83,6 +83,7 @@ __all__ = [
     "REDIS_PREFIX",
     "Answer",
     "CacheStats",
+    "CachedRead",
     "Keyed",
     "LocalCache",
     "NearCache",
@@ -223,6 +224,15 @@ class Keyed(Protocol):
 
     @property
     def scope(self) -> str: ...
+
+
+class CachedRead(NamedTuple):
+    """A cacheable GET, parsed: its key, its scope, and how to compute it
+    (``Deps.cached_answer``)."""
+
+    key: str
+    scope: str
+    compute: Callable[[], Awaitable[Answer]]
 
 
 @dataclass(slots=True)

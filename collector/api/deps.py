@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 from anyio import CapacityLimiter
+from starlette.requests import Request
 from starlette.responses import Response
 
 from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
 from .auth import Keys
-from .cache import EVERYTHING, Answer, Keyed, QueryCache, Span
+from .cache import EVERYTHING, Answer, CachedRead, Keyed, QueryCache, Span
 from .edit_jobs import EditDone, EditJob, apply_jobs
 from .edits import EditBatcher
 from .errors import ApiError
@@ -75,6 +76,18 @@ class Editor(Protocol):
     async def apply(self, jobs: list[EditJob]) -> list[EditDone]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CachedGet:
+    """A GET path whose answers are cached (``Deps.cached_answer``): how the
+    fast path (fast.py) answers it without Starlette's routing and objects."""
+
+    #: A query string validated before -> its cache key (no parsing: a hit
+    #: costs a dict lookup); None for one not seen yet.
+    known: Callable[[bytes], Keyed | None]
+    #: The request parsed (ApiError: 422) -> its key and how to compute it.
+    read: Callable[[Request], CachedRead]
+
+
 class _Flight:
     """One computation of a missed answer that other requests may wait for."""
 
@@ -108,9 +121,9 @@ class Deps:
         # commits run here on a thread: the same apply_jobs.
         self.editor = editor
         self.edits: EditBatcher[EditJob, EditDone] = EditBatcher(
-            self._apply_jobs, self._bump_edited, self._spawn
+            self._apply_jobs, self._bump_edited, self.spawn
         )
-        self._flush_tasks: set[asyncio.Task[None]] = set()  # the write fast path's flushes
+        self._tasks: set[asyncio.Task[None]] = set()  # the fast paths' (spawn)
         # Heavy queries run on threads of their own: an abandoned one (past its
         # deadline) keeps its thread but never blocks short calls.
         self._heavy_slots = threading.BoundedSemaphore(max(1, self.config.heavy_queries))
@@ -118,9 +131,8 @@ class Deps:
         self.ready_limiter = CapacityLimiter(1)
         self._store_down = False  # for "logged once per outage"
         self._flights: dict[str, _Flight] = {}  # cache misses being computed, by key
-        # path -> (query string -> its cache key, once validated): the fast
-        # path for cached GETs (fast.py) answers those from the cache alone.
-        self.cached_gets: dict[str, Callable[[bytes], Keyed | None]] = {}
+        # The GET paths whose answers are cached, for the fast path (fast.py).
+        self.cached_gets: dict[str, CachedGet] = {}
         # The metric writes (writes.py; set by routes/metrics.py): the write
         # fast path (fast.py) calls the same functions as the routes.
         self.writes: MetricWrites | None = None
@@ -175,12 +187,12 @@ class Deps:
         pending), the cache bumped; ApiError 503 if the store failed."""
         return await self.edits.run(job)
 
-    def _spawn(self, flush: Coroutine[Any, Any, None]) -> None:
-        """A group commit as a task of its own (the write fast path's, fast.py:
-        only ever in the served process, on asyncio)."""
-        task = asyncio.get_running_loop().create_task(flush)
-        self._flush_tasks.add(task)  # a reference: the loop keeps only weak ones
-        task.add_done_callback(self._flush_tasks.discard)
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """``work`` as a task of its own: a group commit, or a GET's answer
+        (the fast paths', fast.py: only ever in the served process, on asyncio)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # a reference: the loop keeps only weak ones
+        task.add_done_callback(self._tasks.discard)
 
     async def _apply_jobs(self, jobs: list[EditJob]) -> list[EditDone]:
         """One group commit: by the writer process, or on a write thread here."""
@@ -247,6 +259,13 @@ class Deps:
     async def cached(
         self, key: str, scope: str, compute: Callable[[], Awaitable[bytes | Answer]]
     ) -> Response:
+        """``cached_answer`` as a Starlette response."""
+        payload, how = await self.cached_answer(key, scope, compute)
+        return Response(payload, media_type="application/json", headers={"x-cache": how})
+
+    async def cached_answer(
+        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes | Answer]]
+    ) -> tuple[bytes, str]:
         """The cached answer, or one computation shared by every request for
         ``key`` that misses meanwhile (single flight): after a write bumps a
         hot query's generation, 100 concurrent clients must not all run it.
@@ -254,19 +273,19 @@ class Deps:
         wrk -c100 on a cached listing with a bump every 100 ms (as the ingest
         side sends) measured 602 req/s, p99 654 ms without this, and 10-12k
         req/s, p99 67-103 ms with it (same shared machine, load ~10).
+        Returns the answer and how it came (its x-cache header): ``hit``,
+        ``shared`` (another request's computation) or ``miss``.
 
         ``compute`` may return an ``Answer`` with the span of timestamps the
         answer depends on: writes outside it then leave it cached."""
         payload, gen = await self.cache.get(key, scope)
         if payload is not None:
-            return Response(payload, media_type="application/json", headers={"x-cache": "hit"})
+            return payload, "hit"
         flight = self._flights.get(key)
         if flight is not None and flight.gen == gen:
             await flight.done.wait()
             if flight.payload is not None:
-                return Response(
-                    flight.payload, media_type="application/json", headers={"x-cache": "shared"}
-                )
+                return flight.payload, "shared"
         flight = self._flights[key] = _Flight(gen)
         try:
             answer = await compute()
@@ -279,7 +298,7 @@ class Deps:
                 del self._flights[key]
         if gen is not None:
             await self.cache.put(key, gen, payload, answer.span)
-        return Response(payload, media_type="application/json", headers={"x-cache": "miss"})
+        return payload, "miss"
 
     async def bump(
         self,

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Role, require
 from .body import parse_json
+from .cache import CachedRead
 from .deps import Deps
 from .edit_jobs import EditDone, EditJob
 from .errors import ApiError, error_body
@@ -43,34 +44,78 @@ _HEADERS = [(b"content-type", b"application/json"), (b"x-cache", b"hit")]
 class FastGets:
     """The lookup both fast paths share: this ASGI middleware and the HTTP
     protocol's (http.py, which answers before uvicorn builds a request cycle
-    and a task for it)."""
+    and a task for it), and the protocol's path for a GET the cache does not
+    hold (``submit``)."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+
+    def _allowed(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        """Whether a GET may skip the dispatcher's checks: no rate limit to
+        count it against, and a key (if keys are on) of any role."""
+        deps = self.deps
+        if deps.config.rate_limit > 0:
+            return False  # the limiter counts each request once, on the full path
+        if deps.config.keys.enabled:
+            try:  # any role may GET
+                deps.config.keys.role_of(Request({"type": "http", "headers": headers}))
+            except ApiError:
+                return False  # the full path answers 401
+        return True
 
     def payload(
         self, path: str, query: bytes, headers: Sequence[tuple[bytes, bytes]]
     ) -> bytes | None:
         """The held answer of ``GET path?query``, or None: the full path answers."""
-        lookup = self.deps.cached_gets.get(path)
-        if lookup is None:
+        cached = self.deps.cached_gets.get(path)
+        if cached is None:
             return None
-        keyed = lookup(query)
-        if keyed is None:
+        keyed = cached.known(query)
+        if keyed is None or not self._allowed(headers):
             return None  # not validated yet: the full path parses it (or says 422)
-        deps = self.deps
-        if deps.config.rate_limit > 0:
-            return None  # the limiter counts each request once, on the full path
-        if deps.config.keys.enabled:
-            try:  # any role may GET
-                deps.config.keys.role_of(Request({"type": "http", "headers": headers}))
-            except ApiError:
-                return None  # the full path answers 401
-        return deps.cache.peek(keyed.key, keyed.scope)
+        return self.deps.cache.peek(keyed.key, keyed.scope)
 
     def answered(self, path: str, started: float) -> None:
         """Count an answer sent at once (as the full path counts its answers)."""
         self.deps.stats.observe(path, "GET", 200, time.perf_counter() - started)
+
+    def submit(
+        self,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        answer: Callable[[Reply], None],
+    ) -> bool:
+        """Take a GET of a cached path that ``payload`` could not answer: its
+        answer (from the cache, another request's computation or its own,
+        as the route's) goes to ``answer`` from a task, without Starlette's
+        middlewares, router, ``Request`` and ``Response`` or uvicorn's
+        request cycle (for a new listing, ~a third of the event loop's CPU).
+        False (the full path answers) for a path it does not serve, a check
+        it leaves to the dispatcher, or bad parameters (the full path's 422)."""
+        cached = self.deps.cached_gets.get(path)
+        if cached is None or not self._allowed(headers):
+            return False
+        started = time.perf_counter()
+        try:
+            read = cached.read(Request({"type": "http", "query_string": query, "headers": headers}))
+        except ApiError:
+            return False
+        self.deps.spawn(self._answer(path, read, started, answer))
+        return True
+
+    async def _answer(
+        self, path: str, read: CachedRead, started: float, answer: Callable[[Reply], None]
+    ) -> None:
+        try:
+            payload, how = await self.deps.cached_answer(read.key, read.scope, read.compute)
+            reply = Reply(200, payload, {"x-cache": how})
+        except Exception as e:
+            reply = _error_reply("GET", path, e)
+        stats = self.deps.stats
+        stats.fast_reads += 1
+        stats.observe(path, "GET", reply.status, time.perf_counter() - started)
+        answer(reply)
 
 
 class CachedGets:

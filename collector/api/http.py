@@ -117,9 +117,10 @@ _ANSWERED: Any = _Answered()
 
 
 class _Write:
-    """Stands in for uvicorn's request cycle of a write the fast path took:
-    its body as it arrives, and whether its answer went out (the protocol's
-    other callbacks, pipelining and shutdown read these)."""
+    """Stands in for uvicorn's request cycle of a write the fast path took
+    (or a GET: ``FastGets.submit``): its body as it arrives, and whether its
+    answer went out (the protocol's other callbacks, pipelining and shutdown
+    read these)."""
 
     __slots__ = (
         "body",
@@ -226,7 +227,9 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
     def _answered_at_once(self) -> bool:
         """Write the cache's answer now if this is a plain keep-alive GET it
-        holds (one at a time: never while a pipelined request is under way)."""
+        holds (one at a time: never while a pipelined request is under way);
+        if the cache does not hold it, the fast path may still take it
+        (``FastGets.submit``), and answer it once computed."""
         if self.parser.get_method() != b"GET" or not self._plain():
             return False
         started = time.perf_counter()
@@ -235,9 +238,15 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
             return False  # the full path unquotes it
         path = url.path.decode("ascii")
         assert self.fast is not None
-        payload = self.fast.payload(path, url.query or b"", self.headers)
+        query = url.query or b""
+        payload = self.fast.payload(path, query, self.headers)
         if payload is None:
-            return False
+            read = _Write("GET", path, self.headers)
+            if not self.fast.submit(path, query, self.headers,
+                                    functools.partial(self._answer_taken, read)):  # fmt: skip
+                return False
+            self.cycle = read  # type: ignore[assignment]
+            return True
         head = [_OK_HEAD]
         for name, value in self.server_state.default_headers:  # date (and server, if on)
             head.append(name + b": " + value + b"\r\n")
@@ -284,11 +293,13 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         if type(write) is not _Write:
             super().on_message_complete()
             return
+        if write.method == "GET":
+            return  # taken by FastGets.submit, under way already
         assert self.writes is not None
         self.writes.submit(write.method, write.path, write.headers, b"".join(write.body),
-                           functools.partial(self._answer_write, write))  # fmt: skip
+                           functools.partial(self._answer_taken, write))  # fmt: skip
 
-    def _answer_write(self, write: _Write, reply: Reply) -> None:
+    def _answer_taken(self, write: _Write, reply: Reply) -> None:
         """Send a write's answer (its group committed, or it was refused)."""
         write.response_complete = True
         if self.transport.is_closing() or write.disconnected:

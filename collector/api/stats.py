@@ -55,6 +55,7 @@ class RequestStats:
         self.latency: dict[str, _RouteLatency] = {}
         self.store_errors = 0
         self.fast_writes = 0  # answered by the HTTP write fast path (fast.py)
+        self.fast_reads = 0  # GETs the cache missed, answered by the fast path (fast.py)
         self.started = time.time()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -138,6 +139,9 @@ def _families(
     yield CounterMetricFamily(p + "fast_writes_total", "Writes answered by the HTTP server's "
                               "write fast path (also in requests_total).",
                               value=requests.fast_writes)  # fmt: skip
+    yield CounterMetricFamily(p + "fast_reads_total", "GETs not held by the process's cache "
+                              "answered by the HTTP server's fast path (also in "
+                              "requests_total).", value=requests.fast_reads)  # fmt: skip
     yield CounterMetricFamily(p + "store_errors_total", "Store calls that failed (answered 503).",
                               value=requests.store_errors)  # fmt: skip
     age = math.nan if ingest.updated_at is None else time.monotonic() - ingest.updated_at

@@ -16,8 +16,8 @@ from deltawire.collector.stores.base import FoundPage, MetricQuery, Store, encod
 
 from ..auth import Role
 from ..body import read_json
-from ..cache import Answer, Span, scope_for
-from ..deps import Deps
+from ..cache import Answer, CachedRead, Span, scope_for
+from ..deps import CachedGet, Deps
 from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
 from ..schemas import Document, Page
@@ -88,9 +88,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             hit = parsed[raw] = _Listing(parse(request, MetricFilters))
         return hit
 
-    deps.cached_gets["/metrics"] = parsed.get
-
-    async def list_metrics(request: Request) -> Response:
+    def read(request: Request) -> CachedRead:
         ls = listing(request)
         q = ls.query
 
@@ -104,7 +102,13 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             payload = b'{"items":[' + page.items + b'],"next":' + orjson.dumps(nxt) + b"}"
             return Answer(payload, listing_span(q, page.beyond))
 
-        return await deps.cached(ls.key, ls.scope, compute)
+        return CachedRead(ls.key, ls.scope, compute)
+
+    deps.cached_gets["/metrics"] = CachedGet(parsed.get, read)
+
+    async def list_metrics(request: Request) -> Response:
+        r = read(request)
+        return await deps.cached(r.key, r.scope, r.compute)
 
     async def get_metric(request: Request) -> Response:
         doc_id = request.path_params["id"]
