@@ -58,9 +58,6 @@ def open_store(uri: str, **options: Any) -> Store:
     """
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     if scheme == "sqlite":
-        from .sqlite_memstatus import disable_memstatus
-
-        disable_memstatus()  # first: importing the store below starts SQLite
         from .sqlite import SqliteStore
 
         unknown = set(options) - _MONGO_ONLY_OPTIONS - {"retention_days", "rollup_retention_days"}

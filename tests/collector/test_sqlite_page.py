@@ -172,25 +172,26 @@ def _items(page: FoundPage) -> list[dict[str, Any]]:
 
 
 _MEMORY_USED = """
-import ctypes, ctypes.util, sys
+import ctypes, sys
 {first}
-from deltawire.collector.stores import open_store
+import deltawire.collector.api.app  # what the API process imports before its store
+from deltawire.collector.stores import MetricQuery, open_store
 store = open_store("sqlite:///" + sys.argv[1])
 store.open()
-store.find(__import__("deltawire.collector.stores", fromlist=["MetricQuery"]).MetricQuery())
-lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+store.find(MetricQuery())
+lib = ctypes.CDLL("libsqlite3.so.0")
 lib.sqlite3_memory_used.restype = ctypes.c_int64
 print(lib.sqlite3_memory_used())
 store.close()
 """
 
 
-def test_opening_a_sqlite_store_first_turns_its_memory_statistics_off(
+def test_a_collector_process_turns_sqlites_memory_statistics_off(
     tmp_path: pathlib.Path,
 ) -> None:
     """With them on, every SQLite allocation takes a process-wide mutex
-    (sqlite_memstatus.py): the store turns them off when it is the first to
-    start SQLite in the process, and leaves SQLite alone when it is not."""
+    (sqlite_memstatus.py): importing deltawire.collector turns them off when
+    SQLite has not started yet, and leaves SQLite alone when it has."""
 
     def used(first: str) -> int:
         out = subprocess.run(
