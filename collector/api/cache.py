@@ -443,9 +443,13 @@ class RedisCache:
             retry=Retry(NoBackoff(), 0),
         )
         self._redis = Redis(connection_pool=pool)
-        # The bump: on a connection of its own in RESP (redis_link.py: a
-        # sixth of redis-py's CPU a call), or through redis-py under TLS.
-        self._bump_link = RedisLink(uri, _BUMP_LUA, timeout_s) if RedisLink.supports(uri) else None
+        # Lookups, puts and bumps: on a connection of their own in RESP
+        # (redis_link.py: a fifth of redis-py's CPU a command), or through
+        # redis-py under TLS.
+        self._link = RedisLink(uri, timeout_s) if RedisLink.supports(uri) else None
+        self._command = (
+            self._link.command if self._link is not None else self._redis.execute_command
+        )
         self._bump_script = self._redis.register_script(_BUMP_LUA)
         self.origin = uuid.uuid4().hex  # names this cache's bumps on the channel
         self._down = False
@@ -485,8 +489,8 @@ class RedisCache:
             return None, EVERYTHING, None
         value_key = _redis_value_key(key, self.namespace)
         try:
-            raw_gen, raw_val = await self._redis.mget(
-                redis_gen_key(scope, self.namespace), value_key
+            raw_gen, raw_val = await self._command(
+                "MGET", redis_gen_key(scope, self.namespace), value_key
             )
             gen = int(raw_gen) if raw_gen is not None else 0
             if raw_val is not None:
@@ -497,7 +501,7 @@ class RedisCache:
                     entry_gen is not None and await self._unchanged(scope, entry_gen, span)
                 ):
                     if entry_gen != gen:  # the next lookups hit at once again
-                        await self._redis.set(value_key, _tag(gen, span) + payload, keepttl=True)
+                        await self._command("SET", value_key, _tag(gen, span) + payload, "KEEPTTL")
                     self._ok()
                     self.stats.hits += 1
                     return payload, span, None
@@ -515,7 +519,7 @@ class RedisCache:
     async def _unchanged(self, scope: str, since: int, span: Span) -> bool:
         if span == EVERYTHING:
             return False
-        raw = await self._redis.lrange(_redis_log_key(scope, self.namespace), 0, -1)
+        raw = await self._command("LRANGE", _redis_log_key(scope, self.namespace), 0, -1)
         log_: list[tuple[int, Span]] = []
         for item in raw:
             gen, lo, hi = item.split()
@@ -526,11 +530,10 @@ class RedisCache:
         if self.ttl <= 0 or not self._usable():
             return
         try:
-            await self._redis.set(
-                _redis_value_key(key, self.namespace),
-                _tag(gen, span) + payload,
-                px=max(1, int(self.ttl * 1000)),
-            )
+            await self._command(
+                "SET", _redis_value_key(key, self.namespace), _tag(gen, span) + payload,
+                "PX", max(1, int(self.ttl * 1000)),
+            )  # fmt: skip
         except Exception as e:
             self._failed(e)
         else:
@@ -559,8 +562,8 @@ class RedisCache:
             _presence_channel(self.namespace, self.origin).encode(),
         ]
         try:
-            if self._bump_link is not None:
-                await self._bump_link.call([k.encode() for k in keys], args)
+            if self._link is not None:
+                await self._link.script(_BUMP_LUA.encode(), [k.encode() for k in keys], args)
             else:
                 await self._bump_script(keys=keys, args=args)
         except Exception as e:
@@ -572,8 +575,8 @@ class RedisCache:
         return not self._down
 
     async def aclose(self) -> None:
-        if self._bump_link is not None:
-            await self._bump_link.aclose()
+        if self._link is not None:
+            await self._link.aclose()
         try:
             await self._redis.aclose()
         except Exception:  # closing a dead connection may fail; nothing to do
@@ -627,6 +630,7 @@ class NearCache:
         self._epoch = 0
         self._subscribed: asyncio.Event | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     def _listen_once_started(self) -> None:
         if self._listener is None:
@@ -667,7 +671,10 @@ class NearCache:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(channel, presence)
-                while True:
+                # redis-py can swallow a cancellation that lands while it
+                # subscribes (aclose's): the subscribe then returns as if none
+                # came, and the read below would wait for ever.
+                while not self._closing:
                     msg = await pubsub.get_message(timeout=None)
                     if msg is None:
                         continue
@@ -681,6 +688,8 @@ class NearCache:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis gone: plain Redis lookups until it is back
+                if self._closing:
+                    return  # aclose's cancellation, turned into an error by redis-py
                 log.debug("near cache: subscription lost: %s", e)
                 self._lost = True
                 self._set_live(False)
@@ -688,6 +697,8 @@ class NearCache:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await client.aclose()
+            if self._closing:
+                return
             await asyncio.sleep(self.remote.retry_s)
 
     def _heard(self, raw: bytes) -> None:
@@ -749,6 +760,7 @@ class NearCache:
         return self.remote.healthy() and not self._lost
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,11 +1,11 @@
-"""The cache's bump over its own RESP connection (redis_link.py), against a
-real redis-server: a user, a password and a database from the URI; a
-script cache Redis emptied; a connection Redis dropped; a wrong password."""
+"""The cache's own RESP connection (redis_link.py), against a real
+redis-server: a user, a password and a database from the URI; a script
+cache Redis emptied; a connection Redis dropped; a wrong password;
+pipelined commands and their replies; a reply that comes too late."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from deltawire.collector.api.cache import RedisCache, Span, redis_gen_key
-from deltawire.collector.api.redis_link import RedisLink
+from deltawire.collector.api.redis_link import RedisLink, RedisLinkError
 
 pytestmark = pytest.mark.redis
 
@@ -70,7 +70,10 @@ def test_bumps_authenticate_select_their_database_and_survive_a_script_flush(
     asyncio.run(body())
 
 
-def test_a_dropped_connection_fails_one_bump_then_reconnects(redis_uri: str) -> None:
+def test_a_dropped_connection_is_noticed_and_replaced(redis_uri: str) -> None:
+    """Redis drops the link's connection between two bumps: the link sees it
+    close (its reader), and the next bump connects again: no bump lost."""
+
     async def body() -> None:
         async with _user(redis_uri, "pw") as (uri, db3):
             ns = uuid.uuid4().hex
@@ -79,15 +82,67 @@ def test_a_dropped_connection_fails_one_bump_then_reconnects(redis_uri: str) -> 
             try:
                 await cache.bump([], ["n"])
                 assert await _gen(db3, ns) == 1
+                conn = cache._link._conn  # type: ignore[union-attr]
+                assert conn is not None and not conn.closed
                 await db3.execute_command("CLIENT", "KILL", "USER", name)
-                await cache.bump([], ["n"])  # its reply never comes: this bump fails
-                assert cache.stats.errors == 1 and not cache.healthy()
-                async with asyncio.timeout(DEADLINE_S):  # until the retry is due
-                    while time.monotonic() < cache._retry_at:
-                        await asyncio.sleep(0.01)
+                async with asyncio.timeout(DEADLINE_S):  # until its reader sees the close
+                    while not conn.closed:
+                        await asyncio.sleep(0.005)
                 await cache.bump([], ["n"])
-                assert cache.healthy() and await _gen(db3, ns) == 2
+                assert cache.stats.errors == 0 and cache.healthy()
+                assert await _gen(db3, ns) == 2
             finally:
                 await cache.aclose()
+
+    asyncio.run(body())
+
+
+def test_pipelined_commands_get_their_own_replies(redis_uri: str) -> None:
+    """Commands from many tasks at once share one connection, each reply
+    matched to its command in order (large values split across reads
+    included); an error reply fails its command alone."""
+
+    async def body() -> None:
+        link = RedisLink(redis_uri, timeout_s=DEADLINE_S)
+        ns = uuid.uuid4().hex
+        try:
+            sizes = [0, 1, 100, 70_000, 1 << 20] * 20
+
+            async def one(i: int, size: int) -> None:
+                value = (b"%d:" % i) * (size // 8 + 1)
+                assert await link.command("SET", f"{ns}:{i}", value, "PX", 60_000) == b"OK"
+                got = await link.command("MGET", f"{ns}:{i}", f"{ns}:none")
+                assert got == [value, None]
+
+            async with asyncio.timeout(DEADLINE_S):
+                await asyncio.gather(*[one(i, n) for i, n in enumerate(sizes)])
+                await link.command("SET", f"{ns}:text", "x")
+                with pytest.raises(RedisLinkError, match="not an integer"):
+                    await link.command("INCR", f"{ns}:text")
+                assert await link.command("INCR", f"{ns}:n") == 1  # the connection goes on
+        finally:
+            await link.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_reply_past_its_timeout_closes_the_connection(redis_uri: str) -> None:
+    """A command whose reply does not come in time fails, and so does every
+    command queued behind it on that connection; the next one reconnects."""
+
+    async def body() -> None:
+        link = RedisLink(redis_uri, timeout_s=0.2)
+        try:
+            blocked = asyncio.gather(
+                link.command("BLPOP", uuid.uuid4().hex, 5),  # holds the connection
+                link.command("PING"),
+                return_exceptions=True,
+            )
+            first, second = await blocked
+            assert isinstance(first, TimeoutError)
+            assert isinstance(second, TimeoutError | ConnectionError)
+            assert await link.command("PING") == b"PONG"
+        finally:
+            await link.aclose()
 
     asyncio.run(body())
