@@ -290,6 +290,8 @@ class Result:
 
 @dataclass(frozen=True)
 class RunKey:
+    """A row of the table: one kind of run, measured once a round."""
+
     page: str
     mode: str
     conns: int
@@ -298,6 +300,9 @@ class RunKey:
 
 @dataclass
 class Results:
+    """Everything measured: each run's rounds, each side's answer size, and
+    whether each InfluxDB side answered the same page as deltawire."""
+
     runs: dict[RunKey, list[Result]] = field(default_factory=dict)
     #: (page, side) -> mean body bytes of an answer
     weights: dict[tuple[str, str], float] = field(default_factory=dict)
