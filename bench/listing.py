@@ -286,6 +286,7 @@ class Result:
     cpu_us: float
     load: str  # 1-minute load average before/after the run
     errors: int
+    answers: int  # 0: none came within the run (its latencies say nothing)
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,7 @@ def _one(side: Side, script: str, conns: int, seconds: float, tmp: pathlib.Path)
     r = _wrk(side.base + "/", script, conns, seconds, tmp)
     n = max(1, r["n"])
     return Result(r["rps"], r["p50"], r["p95"], r["p99"], (_cpu(side.process) - cpu) / n * 1e6,
-                  f"{before}/{_load()}", r["non2xx"] + r["errors"])  # fmt: skip
+                  f"{before}/{_load()}", r["non2xx"] + r["errors"], r["n"])  # fmt: skip
 
 
 def _get(client: httpx.Client, side: Side, page: Page, from_ms: int) -> httpx.Response:
@@ -366,7 +367,7 @@ def _deltawire_ingest(ingest_port: int, base: str, seconds: float) -> Iterator[N
 def _influx_ingest(base: str, schema: Schema, sessions: int, _seconds: float) -> Iterator[None]:
     """Line-protocol writes of the same samples at the agents' rate, stamped
     now, for as long as the block runs (``_seconds``: the agents' need)."""
-    stop = threading.Event()
+    stop, flowing = threading.Event(), threading.Event()
     per_write = max(1, int(AGENT_RATE / WRITES_PER_S))
 
     def write() -> None:
@@ -379,10 +380,13 @@ def _influx_ingest(base: str, schema: Schema, sessions: int, _seconds: float) ->
                 client.post(f"{base}/write", params={"db": schema.db, "precision": "ms"},
                             content=body.encode()).raise_for_status()  # fmt: skip
                 i += per_write
+                if i >= AGENT_RATE:  # a second's worth stored, as the agents' wait
+                    flowing.set()
 
     thread = threading.Thread(target=write, daemon=True)
     thread.start()
     try:
+        flowing.wait(INGEST_START_S)
         yield
     finally:
         stop.set()
@@ -475,13 +479,16 @@ def render(results: Results, plan: Plan, data: DataSet, rates: dict[str, float])
     body = []
     for key in sorted(results.runs, key=rank):
         rs = results.runs[key]
+        answered = [r for r in rs if r.answers]  # latencies and CPU of runs with answers
         errors = sum(r.errors for r in rs)
+        notes = (f" ({errors} errors/non-2xx)" if errors else "") + (
+            f" ({len(rs) - len(answered)} run(s) without one answer)" if len(answered) < len(rs)
+            else "")  # fmt: skip
         body.append([f"{key.page}, {key.mode}, c={key.conns}, {key.side}", _span([r.rps for r in rs]),
-                     *(_span([getattr(r, p) for r in rs], 1) for p in ("p50", "p95", "p99")),
-                     _span([r.cpu_us for r in rs]),
+                     *(_span([getattr(r, p) for r in answered], digits) if answered else "-"
+                       for p, digits in (("p50", 1), ("p95", 1), ("p99", 1), ("cpu_us", 0))),
                      f"{results.weights[(key.page, key.side)]:,.0f}",
-                     ", ".join(r.load for r in rs) + (f" ({errors} errors/non-2xx)" if errors
-                                                      else "")])  # fmt: skip
+                     ", ".join(r.load for r in rs) + notes])  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
