@@ -67,6 +67,15 @@ WEIGH_PAGES = 20
 INGEST_START_S = 60.0
 #: The InfluxDB writer's beat: AGENT_RATE / this many lines per request.
 WRITES_PER_S = 10
+#: InfluxDB as it holds older data: its cache written out to TSM files, and
+#: those fully compacted, within a second of the last write (its defaults, 10
+#: minutes and 4 hours, left most of a fresh load in the cache, which made a
+#: page 2-3x dearer and its cost depend on when the last snapshot fell).
+INFLUX_DATA = (
+    '  cache-snapshot-write-cold-duration = "1s"\n  compact-full-write-cold-duration = "1s"\n'
+)
+#: How long InfluxDB may take to write out its cache and compact after a load.
+SETTLE_S = 120.0
 CONCURRENCY = (10, 100)
 HOSTS = 4
 
@@ -398,6 +407,26 @@ def _influx_ingest(base: str, schema: Schema, sessions: int, _seconds: float) ->
         thread.join()
 
 
+def _cache_bytes(base: str) -> int:
+    stats = httpx.get(base + "/debug/vars", timeout=30).json()
+    return sum(
+        v["values"].get("memBytes", 0) for k, v in stats.items() if k.startswith("tsm1_cache")
+    )
+
+
+def _settle(base: str, influxd: psutil.Process) -> None:
+    """Until InfluxDB's cache is empty and it rests (compactions done): a
+    condition polled with a deadline, said on stderr if not reached."""
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        cpu = _cpu(influxd)
+        time.sleep(1.0)  # a second's CPU: whether it still compacts
+        if _cache_bytes(base) == 0 and _cpu(influxd) - cpu < 0.05:
+            _progress("InfluxDB: cache written out, at rest")
+            return
+    _progress(f"InfluxDB: not at rest after {SETTLE_S:.0f} s (cache {_cache_bytes(base):,} B)")
+
+
 def _progress(text: str) -> None:
     print(f"  {text}", file=sys.stderr, flush=True)
 
@@ -418,7 +447,7 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
     data = DataSet(plan.sessions, plan.samples // plan.sessions)
     results = Results()
     rates = {}
-    with _workdir(keep) as tmp, _influx(tmp / "influx") as influx:
+    with _workdir(keep) as tmp, _influx(tmp / "influx", INFLUX_DATA) as influx:
         db = tmp / "listing.db"
         for stale in tmp.glob("listing.db*"):
             stale.unlink()
@@ -433,6 +462,7 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
         with collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp:
             api = f"http://127.0.0.1:{cp.http_port}"
             influxd = next(p for p in psutil.Process().children() if p.name() == "influxd")
+            _settle(influx, influxd)
             sides = [Side("deltawire", api, _api_process(cp.proc.pid), deltawire_path,
                           functools.partial(_deltawire_ingest, cp.port, api))]  # fmt: skip
             sides += [
@@ -463,6 +493,8 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
                                     r = _one(side, script, conns, plan.seconds, tmp)
                                     results.runs.setdefault(key, []).append(r)
                                     _progress(f"round {n + 1}/{plan.rounds} {key}: {r}")
+                        if mode == "ingesting" and side.process is influxd:
+                            _settle(influx, influxd)  # its compactions not in the next run
     return render(results, plan, data, rates)
 
 

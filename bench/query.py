@@ -223,7 +223,8 @@ def _influxd() -> str:
 
 
 @contextlib.contextmanager
-def _influx(tmp: pathlib.Path) -> Iterator[str]:
+def _influx(tmp: pathlib.Path, data_settings: str = "") -> Iterator[str]:
+    """influxd on free ports; ``data_settings``: more lines of its [data] section."""
     port, rpc = free_port(), free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "influxdb.conf"
@@ -231,7 +232,7 @@ def _influx(tmp: pathlib.Path) -> Iterator[str]:
         f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
         f'[meta]\n  dir = "{tmp / "meta"}"\n'
         f'[data]\n  dir = "{tmp / "data"}"\n  wal-dir = "{tmp / "wal"}"\n'
-        '  query-log-enabled = false\n'
+        f'  query-log-enabled = false\n{data_settings}'
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
         '[monitor]\n  store-enabled = false\n'
         '[continuous_queries]\n  enabled = false\n'
