@@ -1,6 +1,7 @@
 """``make bench``: every benchmark, each figure printed beside its baseline.
 
-    python -m bench [--only codec,zmem,ingest,agent,store,nlquery,api,dashboard] [--scale 0.2]
+    python -m bench [--only codec,zmem,ingest,agent,store,nlquery,api,listing,dashboard]
+                    [--scale 0.2]
 
 --scale multiplies sample counts and durations (1.0: the full run, several
 minutes; 0.1: a quick look)."""
@@ -13,7 +14,7 @@ import time
 
 __all__ = ["main"]
 
-PARTS = ("codec", "zmem", "ingest", "agent", "store", "nlquery", "api", "dashboard")
+PARTS = ("codec", "zmem", "ingest", "agent", "store", "nlquery", "api", "listing", "dashboard")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             from . import api
 
             print(api.run(seconds=max(2.0, 5.0 * args.scale)), flush=True)
+        elif part == "listing":
+            from . import listing
+
+            # uncached pages of full samples beside InfluxDB, quiet and ingesting
+            plan = listing.Plan(samples=max(20_000, int(200_000 * args.scale)),
+                                seconds=max(2.0, 5.0 * args.scale), ingest=True)  # fmt: skip
+            print(listing.run(plan), flush=True)
         elif part == "dashboard":
             from . import dashboard
 

@@ -112,7 +112,13 @@ def _lines(chunk: list[tuple[int, int]]) -> bytes:
 # -- deltawire ----------------------------------------------------------------------------
 
 
-def _load_deltawire(path: pathlib.Path, samples: int, sessions: int) -> dict[str, float]:
+#: Builds the rows (or InfluxDB lines) of a chunk of (session, i): the data set.
+RowsOf = Callable[[list[tuple[int, int]]], list[Any]]
+LinesOf = Callable[[list[tuple[int, int]]], bytes]
+
+
+def _load_deltawire(path: pathlib.Path, samples: int, sessions: int,
+                    rows_of: RowsOf = _rows) -> dict[str, float]:  # fmt: skip
     """Load the store; returns write rate (tiers on) and the fold time after."""
     store = SqliteStore(f"sqlite:///{path}?synchronous=NORMAL")
     store.open()
@@ -121,7 +127,7 @@ def _load_deltawire(path: pathlib.Path, samples: int, sessions: int) -> dict[str
     started = time.monotonic()
     try:
         for chunk in _chunks(samples, sessions, BATCH):
-            rows = _rows(chunk)
+            rows = rows_of(chunk)
             t = time.perf_counter()
             store.write_rows(rows)
             seconds += time.perf_counter() - t
@@ -217,7 +223,8 @@ def _influxd() -> str:
 
 
 @contextlib.contextmanager
-def _influx(tmp: pathlib.Path) -> Iterator[str]:
+def _influx(tmp: pathlib.Path, data_settings: str = "") -> Iterator[str]:
+    """influxd on free ports; ``data_settings``: more lines of its [data] section."""
     port, rpc = free_port(), free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "influxdb.conf"
@@ -225,7 +232,7 @@ def _influx(tmp: pathlib.Path) -> Iterator[str]:
         f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
         f'[meta]\n  dir = "{tmp / "meta"}"\n'
         f'[data]\n  dir = "{tmp / "data"}"\n  wal-dir = "{tmp / "wal"}"\n'
-        '  query-log-enabled = false\n'
+        f'  query-log-enabled = false\n{data_settings}'
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
         '[monitor]\n  store-enabled = false\n'
         '[continuous_queries]\n  enabled = false\n'
@@ -241,14 +248,15 @@ def _influx(tmp: pathlib.Path) -> Iterator[str]:
         stop_process(proc)
 
 
-def _load_influx(base: str, samples: int, sessions: int) -> float:
+def _load_influx(base: str, samples: int, sessions: int, lines_of: LinesOf = _lines,
+                 precision: str = "s", db: str = "bench") -> float:  # fmt: skip
     written = 0
     t = time.perf_counter()
     shown = time.monotonic()
     with httpx.Client(timeout=300) as client:
         for chunk in _chunks(samples, sessions, INFLUX_BATCH):
-            r = client.post(f"{base}/write", params={"db": "bench", "precision": "s"},
-                            content=_lines(chunk))  # fmt: skip
+            r = client.post(f"{base}/write", params={"db": db, "precision": precision},
+                            content=lines_of(chunk))  # fmt: skip
             r.raise_for_status()
             written += len(chunk)
             if time.monotonic() - shown > 10:
