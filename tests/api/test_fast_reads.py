@@ -14,23 +14,15 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from .test_api import ApiServer, seed, start_api, stats_metric
-from .test_fast_writes import _Conn
+from .test_api import ApiServer, stats_metric
+from .test_fast_writes import _Conn, served_with_keys
 
 pytestmark = pytest.mark.slow
-
-KEYS = {"read": "r-key", "admin": "a-key"}
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    tmp = tmp_path_factory.mktemp("fastreads")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("API_KEYS", ",".join(f"{k}:{role}" for role, k in KEYS.items()))
-        server = start_api(tmp, seed(tmp / "store.db"))
-    server.client.headers["x-api-key"] = "r-key"
-    yield server
-    server.close()
+    yield from served_with_keys(tmp_path_factory, "fastreads")  # keys on, "r-key" reads
 
 
 def _get(path: str, key: str | None = "r-key", close: bool = False) -> bytes:

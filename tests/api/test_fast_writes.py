@@ -22,15 +22,20 @@ pytestmark = pytest.mark.slow
 KEYS = {"write": "w-key", "read": "r-key", "admin": "a-key"}
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    tmp = tmp_path_factory.mktemp("fastwrites")
+def served_with_keys(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[ApiServer]:
+    """A real API process over a seeded store, with ``KEYS`` on."""
+    tmp = tmp_path_factory.mktemp(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("API_KEYS", ",".join(f"{k}:{role}" for role, k in KEYS.items()))
         server = start_api(tmp, seed(tmp / "store.db"))
-    server.client.headers["x-api-key"] = "r-key"  # its own reads (the raw writes carry theirs)
+    server.client.headers["x-api-key"] = "r-key"  # its own reads (raw requests carry theirs)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    yield from served_with_keys(tmp_path_factory, "fastwrites")
 
 
 def _request(method: str, path: str, body: Any = None, key: str | None = "w-key",
