@@ -689,7 +689,7 @@ class NearCache:
                 raise
             except Exception as e:  # Redis gone: plain Redis lookups until it is back
                 if self._closing:
-                    return  # aclose's cancellation, turned into an error by redis-py
+                    return  # whatever ended the subscription, aclose wants it stopped
                 log.debug("near cache: subscription lost: %s", e)
                 self._lost = True
                 self._set_live(False)

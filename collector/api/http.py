@@ -300,7 +300,8 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
                            functools.partial(self._answer_taken, write))  # fmt: skip
 
     def _answer_taken(self, write: _Write, reply: Reply) -> None:
-        """Send a write's answer (its group committed, or it was refused)."""
+        """Send the answer of a request the fast path took: a write's (its
+        group committed, or it was refused) or a GET's (``FastGets.submit``)."""
         write.response_complete = True
         if self.transport.is_closing() or write.disconnected:
             return  # the client left; the edit stands (committed before this answer)

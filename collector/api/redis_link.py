@@ -110,12 +110,14 @@ class RedisLink:
         return "connection_class" not in parse_url(uri) or uri.startswith("unix:")
 
     async def command(self, *parts: bytes | str | int) -> Any:
+        conn = None
         try:
             async with asyncio.timeout(self._timeout_s):
                 conn = await self._connected()
                 return await conn.send(_command(parts))
         except TimeoutError:
-            self._close()  # a reply that never came: the ones behind it would not either
+            if conn is not None:  # a reply that never came: the ones behind it would not either
+                conn.close()
             raise
 
     async def script(self, script: bytes, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
