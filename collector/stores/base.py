@@ -266,11 +266,13 @@ class Store(Protocol):
     def find(self, q: MetricQuery) -> list[dict[str, Any]]:
         """Up to ``q.limit`` documents, ordered by (ts, id) per ``q.descending``."""
 
-    def find_page(self, q: MetricQuery) -> FoundPage | None:
-        """``find(q)``'s documents as ``views.doc_out`` writes them (no
-        ``fields=``, no byte budget); None where the store cannot write them
-        exactly as that does, for the caller to render ``find``'s. A fast
-        path: None is always a right answer."""
+    def find_page(
+        self, q: MetricQuery, paths: Sequence[tuple[str, ...]] | None = None
+    ) -> FoundPage | None:
+        """``find(q)``'s documents as ``views.doc_out(doc, paths)`` writes
+        them (no byte budget); None where the store cannot write them exactly
+        as that does, for the caller to render ``find``'s. A fast path: None
+        is always a right answer."""
 
     def get(self, doc_id: str) -> dict[str, Any] | None: ...
 

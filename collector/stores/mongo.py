@@ -816,7 +816,9 @@ class MongoStore(DocumentRows):
 
     # -- API ------------------------------------------------------------------
 
-    def find_page(self, q: MetricQuery) -> FoundPage | None:
+    def find_page(
+        self, q: MetricQuery, paths: Sequence[tuple[str, ...]] | None = None
+    ) -> FoundPage | None:
         return None  # the API renders find's documents (MongoDB writes no such JSON)
 
     def find(self, q: MetricQuery) -> list[dict[str, Any]]:

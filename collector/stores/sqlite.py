@@ -1241,13 +1241,18 @@ class SqliteStore:
             rows = conn.execute(sql, params).fetchall()
         return [_doc_dict(row) for row in rows]
 
-    def find_page(self, q: MetricQuery) -> FoundPage | None:
+    def find_page(
+        self, q: MetricQuery, paths: Sequence[tuple[str, ...]] | None = None
+    ) -> FoundPage | None:
+        data = "data" if paths is None else sqlite_page.selected(paths)
+        if data is None:
+            return None
         with self._reader("find") as conn:
             no_samples = self._no_samples(conn, q)
             find_sql, params = _find_sql(q, no_samples=no_samples)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1
-            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql)
+            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data)
             items, count, odd, last_ts, last_id, beyond = conn.execute(
                 sql, [*edge_params, *params]
             ).fetchone()

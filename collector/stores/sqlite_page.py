@@ -11,11 +11,12 @@ parallel (0.34 ms a page on one thread, and 2 threads twice the pages once
 SQLite's memory statistics are off: sqlite_memstatus.py; figures in
 docs/api-performance.md).
 
-What it writes is ``views.doc_out``'s JSON, byte for byte (a property test
-holds the two together, tests/stores/test_sqlite_page.py):
+What it writes is ``views.doc_out``'s JSON, byte for byte (property tests
+hold the two together, tests/collector/test_sqlite_page.py):
 
 - strings through ``json_quote``, which escapes as orjson does;
 - ``tags`` and ``data`` as stored: both are orjson's text (``_json_text``);
+  ``fields=``'s paths of ``data`` through ``->``, which keeps that text;
 - ``timestamp`` from ``round(ts * 1000)`` milliseconds, with Python's
   round-half-even (``rfc3339``);
 - ``value`` through ``printf('%!.15g')``, which is orjson's shortest form
@@ -23,16 +24,19 @@ holds the two together, tests/stores/test_sqlite_page.py):
   exponent (1e-4 <= |value| < 1e15: checked per row).
 
 A row outside that (``ODD``: a value with more digits or an exponent, a time
-before 1970 or after 9999, a JSON ``null`` as data) makes ``find_page``
-answer None, and the caller renders that page in Python (``find`` and
-``doc_out``).
+before 1970 or after 9999, a JSON ``null`` as data), or paths it cannot
+name (``selected``), make ``find_page`` answer None, and the caller renders
+that page in Python (``find`` and ``doc_out``).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
-__all__ = ["ODD", "RENDERED", "page_sql"]
+import orjson
+
+__all__ = ["ODD", "page_sql", "rendered", "selected"]
 
 # x = ts * 1000 (the same double as Python's). For 1 <= x < 2**52, x + 0.5 is
 # exact, so its integer part is round-half-up; a tie (x + 0.5 whole) that
@@ -49,26 +53,80 @@ ODD: Final = (
     " AND CAST(vtext AS REAL) = value)))"
 )
 
-#: Per row: the document as ``views.doc_out`` writes it (no ``fields=``).
-#: ``vtext``: the value as text, as ``printf('%!.15g')`` writes a REAL; ``%f`` writes the
-#: seconds of a whole number of milliseconds exactly (strftime turns
-#: ``unixepoch`` seconds into whole milliseconds, rounded).
-RENDERED: Final = (
-    """'{"id":"' || id || '","session":' || json_quote(session) || ',"seq":' || seq"""
-    """ || ',"kind":' || json_quote(kind) || ',"name":' || json_quote(name)"""
-    """ || ',"host":' || json_quote(host) || ',"tags":' || tags"""
-    """ || ',"timestamp":"' || strftime('%Y-%m-%dT%H:%M:%fZ', ms / 1000.0, 'unixepoch') || '"'"""
-    """ || ifnull(',"value":' || vtext, '') || ifnull(',"data":' || data, '') || '}'"""
-)
+
+def rendered(data: str = "data") -> str:
+    """Per row: the document as ``views.doc_out`` writes it, its ``data``
+    as the SQL ``data`` (JSON text, or NULL for none: ``selected`` for
+    ``fields=``). ``vtext``: the value as text, as ``printf('%!.15g')``
+    writes a REAL; ``%f`` writes the seconds of a whole number of
+    milliseconds exactly (strftime turns ``unixepoch`` seconds into whole
+    milliseconds, rounded)."""
+    return (
+        """'{"id":"' || id || '","session":' || json_quote(session) || ',"seq":' || seq"""
+        """ || ',"kind":' || json_quote(kind) || ',"name":' || json_quote(name)"""
+        """ || ',"host":' || json_quote(host) || ',"tags":' || tags"""
+        """ || ',"timestamp":"' || strftime('%Y-%m-%dT%H:%M:%fZ', ms / 1000.0, 'unixepoch') || '"'"""
+        f""" || ifnull(',"value":' || vtext, '') || ifnull(',"data":' || {data}, '') || '}}'"""
+    )
 
 
-def page_sql(edge_sql: str, find_sql: str) -> str:
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def selected(paths: Sequence[tuple[str, ...]]) -> str | None:
+    """SQL for ``views.select_paths(data, paths)`` as JSON text (NULL when
+    none of the paths is present), or None where this cannot write it
+    exactly: a key that is empty or holds a double quote (JSON paths here
+    cannot name it), or a path that another one continues (``a`` and
+    ``a.b``: Python's merge of the two is not worth copying).
+
+    ``data -> '$."a"."b"'`` is the element's JSON text as stored (orjson's:
+    numbers keep their digits), NULL when a key is missing or a step is not
+    an object, as ``select_paths`` skips such a path. Keys come in the order
+    the paths first name them, as the dict ``select_paths`` builds."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        if not path or any(not key or '"' in key for key in path):
+            return None
+        node = tree
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if child is _LEAF:
+                return None
+            node = child
+        if node.get(path[-1], _LEAF) is not _LEAF:
+            return None  # a path under this one came first
+        node[path[-1]] = _LEAF
+
+    def obj(node: dict[str, Any], at: tuple[str, ...]) -> str:
+        members = []
+        for key, child in node.items():
+            where = (*at, key)
+            if child is _LEAF:
+                value = "(data -> " + _literal("$" + "".join(f'."{k}"' for k in where)) + ")"
+            else:
+                value = obj(child, where)
+            members.append(
+                f"ifnull({_literal(',' + orjson.dumps(key).decode() + ':')} || {value}, '')"
+            )
+        # ",m1,m2" or '' -> "{m1,m2}" or NULL (no member present)
+        return "('{' || substr(nullif(" + " || ".join(members) + ", ''), 2) || '}')"
+
+    return obj(tree, ())
+
+
+_LEAF: Final = object()  # a selected path ends here
+
+
+def page_sql(edge_sql: str, find_sql: str, data: str = "data") -> str:
     """The page query: ONE statement (one snapshot, and one step, so one
     hand-off of the GIL), whose ``?`` are ``edge_sql``'s, then ``find_sql``'s.
     ``find_sql`` selects the page's document columns (filtered, ordered,
     limited to the page); ``edge_sql`` selects ``ts, id`` of the page's last
     document and the one after it, if any (the same query at LIMIT 2 OFFSET
-    limit - 1: an index walk, no document read twice).
+    limit - 1: an index walk, no document read twice). ``data``: as
+    ``rendered`` takes it.
 
     One row: the page's documents joined (a BLOB: bytes, as the answer wants
     them), how many there are, how many of them are odd (``ODD``), the
@@ -82,6 +140,6 @@ def page_sql(edge_sql: str, find_sql: str) -> str:
         " SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd),"
         " (SELECT ts FROM edge LIMIT 1), (SELECT id FROM edge LIMIT 1),"
         " (SELECT ts FROM edge LIMIT 1 OFFSET 1)"
-        f" FROM (SELECT {RENDERED} AS j, {ODD} AS odd"
+        f" FROM (SELECT {rendered(data)} AS j, {ODD} AS odd"
         f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql})))"
     )

@@ -203,3 +203,53 @@ def test_a_collector_process_turns_sqlites_memory_statistics_off(
 
     assert used("") == 0  # not counted: off
     assert used("import sqlite3") > 0  # Python started SQLite first: on, as ever
+
+
+# fields=: keys from a small alphabet, so the paths asked for are often there
+# (and sometimes not, or half way, or under a list or a number).
+_KEYS = ["cpu", "percent", "a", "b.c", "it's", "é", "", 'q"']
+_data_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+_paths = st.lists(
+    st.lists(st.sampled_from(_KEYS), min_size=1, max_size=3).map(tuple), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=_SUPPRESS)
+@given(
+    datas=st.lists(st.none() | st.dictionaries(st.sampled_from(_KEYS), _data_values, max_size=4),
+                   min_size=1, max_size=8),
+    paths=_paths,
+    limit=st.integers(1, 6),
+)  # fmt: skip
+@example(  # siblings, in the order the paths first name them; a missing one; a number half way
+    datas=[{"cpu": {"percent": 1.5, "a": 2}, "é": {"it's": [3]}, "b.c": 7}, None, {"cpu": 4}],
+    paths=[("cpu", "percent"), ("é", "it's"), ("cpu", "a"), ("cpu", "b.c"), ("b.c", "a")],
+    limit=3,
+)
+def test_a_page_of_selected_paths_is_doc_outs_byte_for_byte(
+    tmp_path: pathlib.Path, datas: list[Any], paths: list[tuple[str, ...]], limit: int
+) -> None:
+    docs: list[tuple[str, Any]] = [
+        ("doc", Document("s", i, "sample", "n", 1.8e9 + i, "h", (), data))
+        for i, data in enumerate(datas)
+    ]
+    store = _store(tmp_path, docs)
+    try:
+        from dataclasses import replace
+
+        q = MetricQuery(limit=limit)
+        page = store.find_page(q, paths)
+        fetched = store.find(replace(q, limit=limit + 1))
+        assert page is None or page == found_page(fetched, limit, paths, _BUDGET)
+        plain = all(p and all(k and '"' not in k for k in p) for p in paths) and not any(
+            a != b and b[: len(a)] == a for a in paths for b in paths
+        )
+        assert (page is not None) == plain  # declined exactly where it says it would
+    finally:
+        store.close()

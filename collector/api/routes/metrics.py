@@ -64,12 +64,12 @@ def listing_span(q: MetricQuery, beyond: float | None) -> Span:
 
 def read_page(store: Store, ls: _Listing, budget: int) -> FoundPage:
     """A listing's page, on a store thread: written by the store where it
-    can (``find_page``: SQLite, one statement), else by ``doc_out`` here."""
+    can (``find_page``: SQLite, one statement, ``fields=`` too), else by
+    ``doc_out`` here."""
     q = ls.query
-    if ls.paths is None:
-        page = store.find_page(q)
-        if page is not None and within(page, budget):
-            return page
+    page = store.find_page(q, ls.paths)
+    if page is not None and within(page, budget):
+        return page
     # One more than asked: "next" is set exactly when another page exists.
     fetched = store.find(replace(q, limit=q.limit + 1))
     return found_page(fetched, q.limit, ls.paths, budget)
