@@ -530,14 +530,19 @@ def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _json_path(dotted: str) -> str:
-    """``cpu.percent`` -> ``$."cpu"."percent"``: every key quoted, so keys with
-    dashes, spaces or other punctuation address what they say."""
-    parts = dotted.split(".")
-    for part in parts:
+    """``cpu.percent`` -> ``$."cpu"."percent"`` (``_key_path``)."""
+    return _key_path(dotted.split("."))
+
+
+def _key_path(keys: Sequence[str]) -> str:
+    """``("cpu", "percent")`` -> ``$."cpu"."percent"``: every key quoted, so
+    keys with dashes, spaces or other punctuation address what they say."""
+    for key in keys:
         # SQLite's path syntax has no escape for '"' inside a quoted key.
-        if not part or '"' in part:
+        if not key or '"' in key:
+            dotted = ".".join(keys)
             raise StoreError(f"bad path {dotted!r}: keys must be non-empty and without '\"'")
-    return "$" + "".join(f'."{part}"' for part in parts)
+    return "$" + "".join(f'."{key}"' for key in keys)
 
 
 def _tag_filter(tags: Sequence[str], clauses: list[str], params: list[Any]) -> None:
@@ -1244,7 +1249,10 @@ class SqliteStore:
     def find_page(
         self, q: MetricQuery, paths: Sequence[tuple[str, ...]] | None = None
     ) -> FoundPage | None:
-        data = "data" if paths is None else sqlite_page.selected(paths)
+        try:
+            data = "data" if paths is None else sqlite_page.selected(paths, _key_path)
+        except StoreError:  # a key no JSON path names: doc_out selects it
+            return None
         if data is None:
             return None
         with self._reader("find") as conn:

@@ -31,7 +31,7 @@ that page in Python (``find`` and ``doc_out``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -74,12 +74,14 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def selected(paths: Sequence[tuple[str, ...]]) -> str | None:
+def selected(
+    paths: Sequence[tuple[str, ...]], key_path: Callable[[Sequence[str]], str]
+) -> str | None:
     """SQL for ``views.select_paths(data, paths)`` as JSON text (NULL when
     none of the paths is present), or None where this cannot write it
-    exactly: a key that is empty or holds a double quote (JSON paths here
-    cannot name it), or a path that another one continues (``a`` and
-    ``a.b``: Python's merge of the two is not worth copying).
+    exactly: a path that another one continues (``a`` and ``a.b``: Python's
+    merge of the two is not worth copying). ``key_path``: the store's JSON
+    path of a key sequence (it raises for a key no path can name).
 
     ``data -> '$."a"."b"'`` is the element's JSON text as stored (orjson's:
     numbers keep their digits), NULL when a key is missing or a step is not
@@ -87,7 +89,7 @@ def selected(paths: Sequence[tuple[str, ...]]) -> str | None:
     the paths first name them, as the dict ``select_paths`` builds."""
     tree: dict[str, Any] = {}
     for path in paths:
-        if not path or any(not key or '"' in key for key in path):
+        if not path:
             return None
         node = tree
         for key in path[:-1]:
@@ -104,7 +106,7 @@ def selected(paths: Sequence[tuple[str, ...]]) -> str | None:
         for key, child in node.items():
             where = (*at, key)
             if child is _LEAF:
-                value = "(data -> " + _literal("$" + "".join(f'."{k}"' for k in where)) + ")"
+                value = "(data -> " + _literal(key_path(where)) + ")"
             else:
                 value = obj(child, where)
             members.append(
