@@ -53,7 +53,7 @@ import psutil
 from deltawire.collector.stores.sqlite import encode_row
 from deltawire.testing.harness import collector_process
 
-from .api import AGENT_RATE, AGENTS, _agents, _api_process, _cpu, _span, _wrk
+from .api import _FRESH_RANDOM, AGENT_RATE, AGENTS, _agents, _api_process, _cpu, _span, _wrk
 from .codec import load_recording
 from .query import T0, LinesOf, _influx, _load_deltawire, _load_influx, _workdir
 
@@ -218,7 +218,7 @@ def _lua(path_of: PathOf, page: Page, data: DataSet) -> str:
     same ``path_of`` (letters as placeholders: URL encoding keeps them)."""
     expr = '"' + path_of(page, "XSECONDSX", "XMILLISX") + '"'
     expr = expr.replace("XSECONDSX", '" .. s .. "').replace("XMILLISX", '" .. ms .. "')
-    return f"""
+    return _FRESH_RANDOM + f"""
 request = function()
   local s = {T0} + math.random(0, {data.last_second})
   local ms = string.format("%03d", math.random(0, 999))
