@@ -218,13 +218,16 @@ def _lua(path_of: PathOf, page: Page, data: DataSet) -> str:
     same ``path_of`` (letters as placeholders: URL encoding keeps them)."""
     expr = '"' + path_of(page, "XSECONDSX", "XMILLISX") + '"'
     expr = expr.replace("XSECONDSX", '" .. s .. "').replace("XMILLISX", '" .. ms .. "')
-    return _FRESH_RANDOM + f"""
+    return (
+        _FRESH_RANDOM
+        + f"""
 request = function()
   local s = {T0} + math.random(0, {data.last_second})
   local ms = string.format("%03d", math.random(0, 999))
   return wrk.format("GET", {expr})
 end
 """
+    )
 
 
 # -- the same answer ---------------------------------------------------------------------------

@@ -132,10 +132,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            await tg.start(deps.hub.run)
-            yield
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(deps.hub.run)
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            deps.reads.close()
 
     app = Starlette(
         routes=routes,

@@ -42,6 +42,7 @@ from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
 from .stats import IngestStats, RequestStats
+from .store_threads import StoreThreads
 
 if TYPE_CHECKING:
     from .writes import MetricWrites
@@ -115,7 +116,7 @@ class Deps:
         self.config = config if config is not None else ApiConfig()
         self.stats = request_stats if request_stats is not None else RequestStats()
         self.hub = StreamHub(store, self.config.max_subscribers)
-        self.limiter = CapacityLimiter(max(1, self.config.store_threads))
+        self.reads = StoreThreads(self.config.store_threads)
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
         # Without a writer process (tests, in-process apps) the group
         # commits run here on a thread: the same apply_jobs.
@@ -173,10 +174,14 @@ class Deps:
     ) -> T:
         """``fn(*args)`` on a worker thread; 503 if the store fails. Writes run
         on threads of their own: one waiting for the store's write lock (the
-        ingest writer holds it while it commits) must never hold up reads."""
-        limiter = self.write_limiter if write else self.limiter
+        ingest writer holds it while it commits) must never hold up reads.
+        A write's caller always waits for it, even cancelled (anyio's
+        hand-off); a read's may leave it running (store_threads.py)."""
         try:
-            result = await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+            if write:
+                result = await anyio.to_thread.run_sync(fn, *args, limiter=self.write_limiter)
+            else:
+                result = await self.reads.run(fn, *args)
         except Exception as e:  # a store bug or driver error must still not be a 500
             self._outcome(fn, e, refused)
         self._recovered()

@@ -1,0 +1,57 @@
+"""Short store reads on worker threads: ``StoreThreads.run(fn, *args)``.
+
+Why not just ``anyio.to_thread.run_sync``: on the served process (asyncio,
+uvloop) its hand-off cost the event loop 42-62 µs of CPU per call (a cancel
+scope, a capacity limiter, a future and a wake-up, each in Python), against
+20-24 µs for ``loop.run_in_executor``. An uncached ``GET /metrics`` is one
+such call, and the loop's CPU is what bounds those pages: with the executor
+the API served 3.6-4.5k uncached pages/s where it served 2.8-3.4k
+(docs/api-performance.md). So on asyncio the reads go to an executor of
+``size`` threads (which is also the bound on how many run at once); on any
+other loop (the in-process tests run the app on trio) through anyio, with a
+limiter of the same size.
+
+Only reads come here. A read whose caller is cancelled (its client left)
+may finish on its thread with nobody waiting, which costs nothing but the
+read; a write must not be let go that way (deps.store_call keeps writes on
+anyio, which waits for the thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import sniffio
+from anyio import CapacityLimiter
+
+__all__ = ["StoreThreads"]
+
+T = TypeVar("T")
+
+
+class StoreThreads:
+    def __init__(self, size: int, name: str = "store-read") -> None:
+        self.size = max(1, size)
+        self._name = name
+        self._limiter = CapacityLimiter(self.size)
+        self._pool: ThreadPoolExecutor | None = None  # made on first use (asyncio only)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on one of the threads, once one is free."""
+        if sniffio.current_async_library() != "asyncio":
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self._name)
+        call = functools.partial(fn, *args) if args else fn
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def close(self) -> None:
+        """Let the threads go once their calls end; calls not started are dropped."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

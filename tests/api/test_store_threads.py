@@ -1,0 +1,132 @@
+"""``StoreThreads``: store reads on worker threads, at most ``size`` at once,
+on asyncio (the served process: an executor) and on trio (anyio's
+hand-off). Real threads, real loops; every wait has a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import trio
+
+from deltawire.collector.api.store_threads import StoreThreads
+
+DEADLINE = 10.0  # s: a hung hand-off fails the test instead of hanging it
+
+
+class Gate:
+    """A call that reports it started, then waits to be let through."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.started = threading.Semaphore(0)
+        self.open = threading.Event()
+        self.ran: list[int] = []
+
+    def __call__(self, n: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.started.release()
+        try:
+            assert self.open.wait(DEADLINE), "never let through"
+            self.ran.append(n)
+            return n * 2
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def wait_started(self, count: int) -> None:
+        for _ in range(count):
+            assert self.started.acquire(timeout=DEADLINE), "a call never started"
+
+
+def test_asyncio_runs_off_the_loop_at_most_size_at_once() -> None:
+    threads = StoreThreads(3)
+    gate = Gate()
+
+    async def main() -> list[int]:
+        loop_thread = threading.get_ident()
+        where = await threads.run(threading.get_ident)
+        assert where != loop_thread
+        calls = [asyncio.ensure_future(threads.run(gate, n)) for n in range(8)]
+        await asyncio.to_thread(gate.wait_started, 3)
+        assert gate.running == 3  # the other five wait for a thread
+        gate.open.set()
+        return await asyncio.wait_for(asyncio.gather(*calls), DEADLINE)
+
+    try:
+        assert asyncio.run(main()) == [n * 2 for n in range(8)]
+    finally:
+        threads.close()
+    assert gate.most == 3
+
+
+def test_asyncio_a_cancelled_caller_drops_a_call_not_started() -> None:
+    threads = StoreThreads(1)
+    gate = Gate()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(threads.run(gate, 1))
+        await asyncio.to_thread(gate.wait_started, 1)
+        waiting = asyncio.ensure_future(threads.run(gate, 2))
+        await asyncio.sleep(0)  # submitted to the executor
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        gate.open.set()
+        assert await asyncio.wait_for(first, DEADLINE) == 2
+        assert await asyncio.wait_for(threads.run(gate, 3), DEADLINE) == 6
+
+    try:
+        asyncio.run(main())
+    finally:
+        threads.close()
+    assert gate.ran == [1, 3]  # 2's caller left before a thread took it
+
+
+def test_asyncio_errors_reach_the_caller() -> None:
+    threads = StoreThreads(2)
+
+    def fails() -> None:
+        raise KeyError("boom")
+
+    async def main() -> None:
+        with pytest.raises(KeyError, match="boom"):
+            await threads.run(fails)
+
+    try:
+        asyncio.run(main())
+    finally:
+        threads.close()
+
+
+def test_close_then_use_again() -> None:
+    """The app's lifespan closes it; an app started again gets new threads."""
+    threads = StoreThreads(2)
+    for _ in range(2):
+        assert asyncio.run(threads.run(pow, 2, 10)) == 1024
+        threads.close()
+
+
+async def test_trio_runs_off_the_loop_at_most_size_at_once() -> None:
+    threads = StoreThreads(2)
+    gate = Gate()
+    results: list[int] = []
+
+    async def one(n: int) -> None:
+        results.append(await threads.run(gate, n))
+
+    with trio.fail_after(DEADLINE):
+        assert await threads.run(threading.get_ident) != threading.get_ident()
+        async with trio.open_nursery() as nursery:
+            for n in range(5):
+                nursery.start_soon(one, n)
+            await trio.to_thread.run_sync(gate.wait_started, 2)
+            assert gate.running == 2
+            gate.open.set()
+    assert sorted(results) == [n * 2 for n in range(5)]
+    assert gate.most == 2
