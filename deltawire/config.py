@@ -29,6 +29,7 @@ __all__ = [
     "default",
     "load",
     "load_env_files",
+    "parse_auto_count",
     "parse_bool",
     "parse_bytes",
     "parse_float",
@@ -60,6 +61,16 @@ def parse_int(text: str) -> int:
     value = int(text.strip().replace("_", ""))
     if value < 0:
         raise ValueError("must be >= 0")
+    return value
+
+
+def parse_auto_count(text: str) -> int:
+    """A count, or ``auto`` (0: the component picks one for the machine)."""
+    if text.strip().lower() == "auto":
+        return 0
+    value = parse_int(text)
+    if value < 1:
+        raise ValueError("must be >= 1, or auto")
     return value
 
 

@@ -13,6 +13,7 @@ from deltawire.config import (
     Var,
     configure,
     load_env_files,
+    parse_auto_count,
     parse_bytes,
     parse_hostport,
     parse_int,
@@ -67,6 +68,11 @@ def test_parsers() -> None:
     assert parse_hostport("[::1]:80") == ("::1", 80)
     with pytest.raises(ValueError):
         parse_hostport("nope")
+    assert parse_auto_count("auto") == 0 and parse_auto_count(" AUTO ") == 0
+    assert parse_auto_count("3") == 3
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError):
+            parse_auto_count(bad)
 
 
 @pytest.mark.parametrize("command", ["collector", "watchdog"])

@@ -3,7 +3,7 @@
 It holds the store, the cache, the stream hub, the counters and the API's
 configuration, and the three ways a route reaches the store:
 
-- ``store_call``: a short call on a worker thread (at most ``store_threads``);
+- ``store_call``: a short call on a worker thread (reads: at most ``store_threads``);
 - ``heavy_call``: a query that may scan (``/query``, ``/aggregate``, uncached
   listings): at most ``heavy_queries`` at once and a deadline; past it the
   client gets 503 ``query_timeout`` and the slot stays taken until the
@@ -42,7 +42,7 @@ from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
 from .stats import IngestStats, RequestStats
-from .store_threads import StoreThreads
+from .store_threads import StoreThreads, auto_size
 
 if TYPE_CHECKING:
     from .writes import MetricWrites
@@ -64,7 +64,7 @@ class ApiConfig:
     rate_burst: int = 100
     query_timeout: float = 10.0
     heavy_queries: int = 2
-    store_threads: int = 4
+    store_threads: int = 0  # 0: auto (store_threads.auto_size)
     max_body_bytes: int = 1 << 20
     page_bytes: int = 4 << 20  # a listing answer stops before this many bytes (then next)
     header_timeout: float = 10.0
@@ -116,7 +116,7 @@ class Deps:
         self.config = config if config is not None else ApiConfig()
         self.stats = request_stats if request_stats is not None else RequestStats()
         self.hub = StreamHub(store, self.config.max_subscribers)
-        self.reads = StoreThreads(self.config.store_threads)
+        self.reads = StoreThreads(self.config.store_threads or auto_size(store))
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
         # Without a writer process (tests, in-process apps) the group
         # commits run here on a thread: the same apply_jobs.

@@ -213,6 +213,9 @@ class AggQuery:
 @runtime_checkable
 class Store(Protocol):
     uri: str
+    #: True where a read is CPU work in this process (SQLite), False where it
+    #: mostly waits on the network (MongoDB): how many reader threads pay.
+    reads_use_cpu: bool
 
     # -- lifecycle --------------------------------------------------------
     def open(self) -> None:

@@ -441,6 +441,8 @@ def _create_missing_indexes(coll: Collection[dict[str, Any]], models: Sequence[I
 class MongoStore(DocumentRows):
     """The Store protocol on MongoDB (see the module docstring)."""
 
+    reads_use_cpu = False  # a read mostly waits for the server
+
     def __init__(
         self,
         uri: str,

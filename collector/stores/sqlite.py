@@ -782,6 +782,8 @@ def _end(row: Row) -> End:
 class SqliteStore:
     """The Store protocol on one SQLite file (see the module docstring)."""
 
+    reads_use_cpu = True  # a read is SQLite's work on this process's cores
+
     def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
         self.path, self.synchronous, self._busy_timeout_s, self.fold = _parse_uri(uri)

@@ -5,12 +5,18 @@ hand-off). Real threads, real loops; every wait has a deadline."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import threading
 
 import pytest
 import trio
 
-from deltawire.collector.api.store_threads import StoreThreads
+from deltawire.collector.api import Deps, LocalCache
+from deltawire.collector.api.deps import ApiConfig
+from deltawire.collector.api.store_threads import StoreThreads, auto_size
+from deltawire.collector.stores.mongo import MongoStore
+from deltawire.collector.stores.sqlite import SqliteStore
 
 DEADLINE = 10.0  # s: a hung hand-off fails the test instead of hanging it
 
@@ -130,3 +136,17 @@ async def test_trio_runs_off_the_loop_at_most_size_at_once() -> None:
             gate.open.set()
     assert sorted(results) == [n * 2 for n in range(5)]
     assert gate.most == 2
+
+
+def test_auto_size_follows_the_cores_and_the_store(tmp_path: pathlib.Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    sqlite = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")  # not opened: no file needed
+    assert auto_size(sqlite) == cores + 1  # CPU work: a thread more than the cores
+    assert auto_size(MongoStore("mongodb://127.0.0.1:1")) == 4 * cores  # network waits
+
+
+def test_the_api_sizes_its_reads_from_the_setting(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")
+    cache = LocalCache(size=0)
+    assert Deps(store, cache).reads.size == auto_size(store)  # STORE_THREADS=auto
+    assert Deps(store, cache, config=ApiConfig(store_threads=7)).reads.size == 7
