@@ -227,12 +227,13 @@ class Keyed(Protocol):
 
 
 class CachedRead(NamedTuple):
-    """A cacheable GET, parsed: its key, its scope, and how to compute it
-    (``Deps.cached_answer``)."""
+    """A cacheable GET, parsed: its key, its scope, how to compute it, and
+    whether that is cheap (``Deps.cached_answer``'s arguments)."""
 
     key: str
     scope: str
     compute: Callable[[], Awaitable[Answer]]
+    cheap: bool = False
 
 
 @dataclass(slots=True)

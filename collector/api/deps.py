@@ -35,6 +35,7 @@ from starlette.responses import Response
 from deltawire.collector.aggregate import QueryTooHeavy
 from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
+from .admission import Doorkeeper
 from .auth import Keys
 from .cache import EVERYTHING, Answer, CachedRead, Keyed, QueryCache, Span
 from .edit_jobs import EditDone, EditJob, apply_jobs
@@ -132,6 +133,7 @@ class Deps:
         self.ready_limiter = CapacityLimiter(1)
         self._store_down = False  # for "logged once per outage"
         self._flights: dict[str, _Flight] = {}  # cache misses being computed, by key
+        self.doorkeeper = Doorkeeper()  # which cheap answers the cache keeps (admission.py)
         # The GET paths whose answers are cached, for the fast path (fast.py).
         self.cached_gets: dict[str, CachedGet] = {}
         # The metric writes (writes.py; set by routes/metrics.py): the write
@@ -262,14 +264,22 @@ class Deps:
     # -- the cache ----------------------------------------------------------------------------
 
     async def cached(
-        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes | Answer]]
+        self,
+        key: str,
+        scope: str,
+        compute: Callable[[], Awaitable[bytes | Answer]],
+        cheap: bool = False,
     ) -> Response:
         """``cached_answer`` as a Starlette response."""
-        payload, how = await self.cached_answer(key, scope, compute)
+        payload, how = await self.cached_answer(key, scope, compute, cheap)
         return Response(payload, media_type="application/json", headers={"x-cache": how})
 
     async def cached_answer(
-        self, key: str, scope: str, compute: Callable[[], Awaitable[bytes | Answer]]
+        self,
+        key: str,
+        scope: str,
+        compute: Callable[[], Awaitable[bytes | Answer]],
+        cheap: bool = False,
     ) -> tuple[bytes, str]:
         """The cached answer, or one computation shared by every request for
         ``key`` that misses meanwhile (single flight): after a write bumps a
@@ -280,6 +290,12 @@ class Deps:
         req/s, p99 67-103 ms with it (same shared machine, load ~10).
         Returns the answer and how it came (its x-cache header): ``hit``,
         ``shared`` (another request's computation) or ``miss``.
+
+        ``cheap``: an answer computed in one short store read (a listing
+        page): stored only from the second time its key is computed lately
+        (admission.py), since most such URLs are asked once. Others (an
+        aggregate, a /query) are stored the first time: computing them again
+        costs more than storing them.
 
         ``compute`` may return an ``Answer`` with the span of timestamps the
         answer depends on: writes outside it then leave it cached."""
@@ -301,7 +317,7 @@ class Deps:
             flight.done.set()
             if self._flights.get(key) is flight:
                 del self._flights[key]
-        if gen is not None:
+        if gen is not None and (not cheap or self.doorkeeper.admit(key)):
             await self.cache.put(key, gen, payload, answer.span)
         return payload, "miss"
 

@@ -108,7 +108,9 @@ class FastGets:
         self, path: str, read: CachedRead, started: float, answer: Callable[[Reply], None]
     ) -> None:
         try:
-            payload, how = await self.deps.cached_answer(read.key, read.scope, read.compute)
+            payload, how = await self.deps.cached_answer(
+                read.key, read.scope, read.compute, read.cheap
+            )
             reply = Reply(200, payload, {"x-cache": how})
         except Exception as e:
             reply = _error_reply("GET", path, e)

@@ -162,6 +162,7 @@ async def test_ingest_at_now_keeps_a_closed_listing_cached(tmp_path: pathlib.Pat
     async with client(store) as (c, deps):
         url = "/metrics?name=p&limit=5"
         assert (await c.get(url)).headers["x-cache"] == "miss"
+        assert (await c.get(url)).headers["x-cache"] == "miss"  # kept from now (admission.py)
         assert (await c.get(url)).headers["x-cache"] == "hit"
         store.write_batch([Document("s", 20, "sample", "p", T0 + 100, "h", (), {"v": 0})])
         await deps.cache.bump(["s"], ["p"], Span(T0 + 100, T0 + 100))

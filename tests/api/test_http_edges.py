@@ -103,9 +103,10 @@ def test_cached_gets_answered_by_the_protocol_are_the_full_answer(api: ApiServer
     url = b"/metrics?limit=3&sort=-timestamp"
     get = b"GET " + url + b" HTTP/1.1\r\nhost: a\r\n\r\n"
     with socket.create_connection((HOST, api.port), timeout=10) as s:
-        s.sendall(get)
-        ((status, miss_headers, body),) = _read_responses(s, 1)
-        assert status == 200 and miss_headers["x-cache"] == "miss"
+        for _ in range(2):  # computed twice: a listing is kept once asked again (admission.py)
+            s.sendall(get)
+            ((status, miss_headers, body),) = _read_responses(s, 1)
+            assert status == 200 and miss_headers["x-cache"] == "miss"
         s.sendall(get)
         ((status, headers, again),) = _read_responses(s, 1)
         assert status == 200 and headers["x-cache"] == "hit" and again == body

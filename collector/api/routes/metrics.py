@@ -102,13 +102,13 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             payload = b'{"items":[' + page.items + b'],"next":' + orjson.dumps(nxt) + b"}"
             return Answer(payload, listing_span(q, page.beyond))
 
-        return CachedRead(ls.key, ls.scope, compute)
+        return CachedRead(ls.key, ls.scope, compute, cheap=True)  # one short read
 
     deps.cached_gets["/metrics"] = CachedGet(parsed.get, read)
 
     async def list_metrics(request: Request) -> Response:
         r = read(request)
-        return await deps.cached(r.key, r.scope, r.compute)
+        return await deps.cached(r.key, r.scope, r.compute, r.cheap)
 
     async def get_metric(request: Request) -> Response:
         doc_id = request.path_params["id"]
