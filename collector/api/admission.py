@@ -4,9 +4,11 @@ An answer is stored the second time its query is computed within a while,
 not the first. Why: a listing paged through, or any URL asked once, is
 never asked again, and storing it cost more than computing it was worth.
 With Redis each such answer was a SET of its ~25-45 KB (and a copy in
-Redis's memory until its TTL); an uncached page cost the API 720-900 µs of
-CPU with Redis against ~600 without it, and Redis held ~290 MB after 16 s of
-them (2026-11-30, the standalone API at c=100). In the in-process LRU they
+Redis's memory until its TTL): the API alone, every URL new, c=100, served
+1,376-1,707 pages/s, and Redis held 231-288 MB after each 9 s run (its
+default 5 s TTL) and used 0.06-0.075 of a core; with this, 1,829-2,195
+pages/s, Redis at 1 MB and 0.02 of a core (2026-11-30, 3 runs each,
+interleaved; docs/api-performance.md). In the in-process LRU they
 pushed out the answers dashboards ask for again and again: at 2,500 new
 pages a second, 1,024 entries last 0.4 s. A query asked again is stored on
 its second computation, and from then on answered from the cache; a query

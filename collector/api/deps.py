@@ -4,9 +4,9 @@ It holds the store, the cache, the stream hub, the counters and the API's
 configuration, and the three ways a route reaches the store:
 
 - ``store_call``: a short call on a worker thread (reads: at most ``store_threads``);
-- ``heavy_call``: a query that may scan (``/query``, ``/aggregate``, uncached
-  listings): at most ``heavy_queries`` at once and a deadline; past it the
-  client gets 503 ``query_timeout`` and the slot stays taken until the
+- ``heavy_call``: a query that may scan (``/query``, ``/aggregate``): at
+  most ``heavy_queries`` at once and a deadline; past it the client gets
+  503 ``query_timeout`` and the slot stays taken until the
   abandoned call ends, so a pile of slow queries can never take every
   thread (``/readyz`` pings on a thread of its own);
 - ``edit``: a write (POST/PUT/PATCH/DELETE), committed together with the

@@ -4,9 +4,10 @@ Why not just ``anyio.to_thread.run_sync``: on the served process (asyncio,
 uvloop) its hand-off cost the event loop 42-62 µs of CPU per call (a cancel
 scope, a capacity limiter, a future and a wake-up, each in Python), against
 20-24 µs for ``loop.run_in_executor``. An uncached ``GET /metrics`` is one
-such call, and the loop's CPU is what bounds those pages: with the executor
-the API served 3.6-4.5k uncached pages/s where it served 2.8-3.4k
-(docs/api-performance.md). So on asyncio the reads go to an executor of
+such call: with the executor, bench.api's uncached pages at c=100 went from
+1,271-1,784 to 1,680-2,314 a second with the LRU, and from 1,052-1,156 to
+1,531-1,728 with Redis (3 rounds each, interleaved; docs/api-performance.md).
+So on asyncio the reads go to an executor of
 ``size`` threads (which is also the bound on how many run at once); on any
 other loop (the in-process tests run the app on trio) through anyio, with a
 limiter of the same size.
