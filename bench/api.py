@@ -125,7 +125,7 @@ local threads_seeded = 0
 setup = function(thread)
   threads_seeded = threads_seeded + 1
   thread:set("seed", threads_seeded)
-  if track then track(thread) end
+  if track then track(thread) end  -- _CACHE_COUNT's, when the script has it
 end
 init = function(args) math.randomseed(os.time() * 1000 + seed) end
 """
