@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import trio
 
@@ -107,10 +108,7 @@ def test_a_watched_process_charts_live(
         [sys.executable, "-m", "deltawire.watchdog", "run",
          "--collector", f"127.0.0.1:{collector.port}", "--dashboard", base(collector),
          "--spool-dir", str(tmp_path / "spool"), "--", sys.executable, "-c", APP],
-        env=env, stderr=subprocess.PIPE, text=True,
-        # Its own process group: a failing test kills the watched app with it,
-        # which a SIGKILLed watchdog (rightly) leaves running.
-        start_new_session=True,
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         assert watchdog.stderr is not None
@@ -142,9 +140,19 @@ def test_a_watched_process_charts_live(
         page.wait_for_function("document.getElementById('state').textContent === 'exit 5'")
         page.screenshot(path=tmp_path / "session-ended.png", full_page=True)
     finally:
+        # The watched app runs in a process group of its own (the watchdog's
+        # supervisor), which a SIGKILLed watchdog (rightly) leaves running: a
+        # failing test stops it by its PID too (one was found still running
+        # half an hour after a test timed out).
+        app: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            app = psutil.Process(watchdog.pid).children(recursive=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(watchdog.pid, signal.SIGKILL)
         watchdog.wait()
+        for proc in app:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def test_a_question_in_the_query_box(
