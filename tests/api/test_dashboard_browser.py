@@ -204,9 +204,14 @@ def test_sessions_list_and_collector_health(
     page.wait_for_function("document.querySelector('#t-conns .tile-value')?.textContent === '0'")
     stored = page.inner_text("#t-ingest .tile-label") + page.inner_text("#t-ingest")
     assert "documents stored" in stored
-    # The batch session's frames were acked: the tile reads the ack-latency histogram.
+    # The batch session's frames were acked: the tile reads the ack-latency
+    # histogram, once the ingest's stats that count them have reached the API
+    # (it sends them every few seconds) and the page has polled them: until
+    # then the tile reads "–" (seen in CI: asserted at once, this failed).
+    page.wait_for_function(
+        "document.querySelector('#t-ack .tile-value')?.textContent.endsWith(' ms')"
+    )
     assert page.inner_text("#t-ack .tile-label").startswith("ack latency p99")
-    assert page.inner_text("#t-ack .tile-value").endswith(" ms")
     page.screenshot(path=tmp_path / "health.png", full_page=True)
 
 
