@@ -206,8 +206,8 @@ def test_sessions_list_and_collector_health(
     assert "documents stored" in stored
     # The batch session's frames were acked: the tile reads the ack-latency
     # histogram, once the ingest's stats that count them have reached the API
-    # (it sends them every few seconds) and the page has polled them: until
-    # then the tile reads "–" (seen in CI: asserted at once, this failed).
+    # (it sends them every second) and the page has polled them: until then
+    # the tile reads a dash (seen in CI: asserted at once, this failed).
     page.wait_for_function(
         "document.querySelector('#t-ack .tile-value')?.textContent.endsWith(' ms')"
     )
