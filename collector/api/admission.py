@@ -1,7 +1,8 @@
-"""Which computed answers the query cache stores: ``Doorkeeper.admit(key)``.
+"""Which cheap answers the query cache stores: ``Doorkeeper.admit(key)``.
 
-An answer is stored the second time its query is computed within a while,
-not the first. Why: a listing paged through, or any URL asked once, is
+A cheap answer (a listing page: one short store read; ``cached_answer``'s
+``cheap``) is stored the second time its query is computed within a while,
+not the first; others are stored at once. Why: a listing paged through, or any URL asked once, is
 never asked again, and storing it cost more than computing it was worth.
 With Redis each such answer was a SET of its ~25-45 KB (and a copy in
 Redis's memory until its TTL): the API alone, every URL new, c=100, served

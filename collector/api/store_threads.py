@@ -7,10 +7,9 @@ scope, a capacity limiter, a future and a wake-up, each in Python), against
 such call: with the executor, bench.api's uncached pages at c=100 went from
 1,271-1,784 to 1,680-2,314 a second with the LRU, and from 1,052-1,156 to
 1,531-1,728 with Redis (3 rounds each, interleaved; docs/api-performance.md).
-So on asyncio the reads go to an executor of
-``size`` threads (which is also the bound on how many run at once); on any
-other loop (the in-process tests run the app on trio) through anyio, with a
-limiter of the same size.
+So on asyncio the reads go to an executor of ``size`` threads (which is also
+the bound on how many run at once); on any other loop (the in-process tests
+run the app on trio) through anyio, with a limiter of the same size.
 
 Only reads come here. A read whose caller is cancelled (its client left)
 may finish on its thread with nobody waiting, which costs nothing but the
