@@ -2,6 +2,8 @@
 # Install what the test suite needs, if missing:
 #   - redis-server and chromium (Debian packages; need root or sudo). Chromium is
 #     the browser the dashboard tests drive through Playwright.
+#   - a C compiler (gcc): the SQLite store builds its page renderer with it
+#     (collector/stores/sqlite_native.py), and the tests check that it does
 #   - the FerretDB test server binary (built from deploy/ferretdb with Go)
 # Idempotent and quick when everything is already present.
 # Progress goes to stderr; the last stdout line is the ferretdb binary path.
@@ -35,6 +37,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq >&2
     as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
+    echo "install-test-deps.sh: installing gcc via apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq >&2
+    as_root apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
 fi
 
 # wrk drives the API part of make bench (bench/api.py); the tests never need it,

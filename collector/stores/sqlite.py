@@ -61,7 +61,7 @@ import orjson
 from deltawire.protocol import BadFrame, Document, Hello
 
 from ..point import PointError, check_fields
-from . import rollup_vals, sqlite_page, sqlite_rollup
+from . import rollup_vals, sqlite_native, sqlite_page, sqlite_rollup
 from .base import (
     API_SESSION,
     AggQuery,
@@ -375,8 +375,9 @@ def _hold_ids(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("DELETE FROM docs WHERE id = ?", (hold,))
 
 
-def _parse_uri(uri: str) -> tuple[str, str, float, bool]:
-    """(path, synchronous, busy timeout in seconds, fold) from a ``sqlite://`` URI."""
+def _parse_uri(uri: str) -> tuple[str, str, float, bool, bool]:
+    """(path, synchronous, busy timeout in seconds, fold, C renderer wanted)
+    from a ``sqlite://`` URI."""
     if not uri.startswith(_SCHEME):
         raise ValueError(f"not a sqlite URI (expected sqlite:///PATH): {uri!r}")
     rest, _, query = uri[len(_SCHEME) :].partition("?")
@@ -392,6 +393,7 @@ def _parse_uri(uri: str) -> tuple[str, str, float, bool]:
     synchronous = "FULL"
     busy_ms = _DEFAULT_BUSY_TIMEOUT_MS
     fold = True
+    native = True
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
         if key == "synchronous":
             synchronous = value.upper()
@@ -407,11 +409,16 @@ def _parse_uri(uri: str) -> tuple[str, str, float, bool]:
             if value not in ("on", "off"):
                 raise ValueError(f"fold must be on or off, got {value!r}")
             fold = value == "on"
+        elif key == "render":
+            if value not in ("auto", "sql"):
+                raise ValueError(f"render must be auto or sql, got {value!r}")
+            native = value == "auto"
         else:
             raise ValueError(
-                f"unknown sqlite URI parameter {key!r} (known: synchronous, busy_timeout_ms, fold)"
+                f"unknown sqlite URI parameter {key!r}"
+                " (known: synchronous, busy_timeout_ms, fold, render)"
             )
-    return path, synchronous, busy_ms / 1000, fold
+    return path, synchronous, busy_ms / 1000, fold, native
 
 
 def _start_folder(uri: str) -> subprocess.Popen[bytes]:
@@ -786,7 +793,7 @@ class SqliteStore:
 
     def __init__(self, uri: str, rollup_retention_days: Sequence[float] = (30, 400)) -> None:
         self.uri = uri
-        self.path, self.synchronous, self._busy_timeout_s, self.fold = _parse_uri(uri)
+        self.path, self.synchronous, self._busy_timeout_s, self.fold, self._native = _parse_uri(uri)
         # Every write transaction holds the file lock too (sqlite_lock.py):
         # the ingest writer child, the API and the folder take turns fairly.
         self._wlock = WriteLock(self.path)
@@ -962,6 +969,9 @@ class SqliteStore:
                 raise StoreUnavailable(
                     f"cannot create the directory of {self.path}: {exc}"
                 ) from exc
+            # Before any connection of this store: they all get dw_doc then.
+            if self._native:
+                self._native = sqlite_native.install()
             with _translated("open"):
                 try:
                     self._wlock.open()
@@ -1262,7 +1272,7 @@ class SqliteStore:
             find_sql, params = _find_sql(q, no_samples=no_samples)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1
-            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data)
+            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data, self._native)
             items, count, odd, last_ts, last_id, beyond = conn.execute(
                 sql, [*edge_params, *params]
             ).fetchone()

@@ -121,14 +121,16 @@ def selected(
 _LEAF: Final = object()  # a selected path ends here
 
 
-def page_sql(edge_sql: str, find_sql: str, data: str = "data") -> str:
+def page_sql(edge_sql: str, find_sql: str, data: str = "data", native: bool = False) -> str:
     """The page query: ONE statement (one snapshot, and one step, so one
     hand-off of the GIL), whose ``?`` are ``edge_sql``'s, then ``find_sql``'s.
     ``find_sql`` selects the page's document columns (filtered, ordered,
     limited to the page); ``edge_sql`` selects ``ts, id`` of the page's last
     document and the one after it, if any (the same query at LIMIT 2 OFFSET
     limit - 1: an index walk, no document read twice). ``data``: as
-    ``rendered`` takes it.
+    ``rendered`` takes it. ``native``: each document written by ``dw_doc``
+    (sqlite_docjson.c, where sqlite_native.py installed it), which answers
+    NULL where ``ODD`` holds; else by ``rendered``.
 
     One row: the page's documents joined (a BLOB: bytes, as the answer wants
     them), how many there are, how many of them are odd (``ODD``), the
@@ -137,11 +139,20 @@ def page_sql(edge_sql: str, find_sql: str, data: str = "data") -> str:
 
     The aggregate joins the rows in the subquery's order (SQLite feeds them
     in that order; the tests check it over pages of many documents)."""
+    if native:
+        doc = f"dw_doc(id, session, seq, kind, name, host, tags, ts, value, {data})"
+        rows = f"SELECT {doc} AS j FROM ({find_sql})"
+        odd = "count(*) - count(j)"  # group_concat skips the NULLs
+    else:
+        rows = (
+            f"SELECT {rendered(data)} AS j, {ODD} AS odd"
+            f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql}))"
+        )
+        odd = "sum(odd)"
     return (
         f"WITH edge AS MATERIALIZED ({edge_sql})"
-        " SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd),"
+        f" SELECT CAST(group_concat(j, ',') AS BLOB), count(*), {odd},"
         " (SELECT ts FROM edge LIMIT 1), (SELECT id FROM edge LIMIT 1),"
         " (SELECT ts FROM edge LIMIT 1 OFFSET 1)"
-        f" FROM (SELECT {rendered(data)} AS j, {ODD} AS odd"
-        f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql})))"
+        f" FROM ({rows})"
     )

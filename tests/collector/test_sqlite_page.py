@@ -3,12 +3,14 @@ is the one the API's ``doc_out`` writes, byte for byte, or None."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -63,10 +65,18 @@ _queries = st.builds(
 )  # fmt: skip
 
 
-def _store(tmp_path: pathlib.Path, docs: list[tuple[str, Any]]) -> SqliteStore:
-    store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
+#: Both ways a page is written: by the C renderer (sqlite_docjson.c, built
+#: here: the test machine has a C compiler) and in SQL (``?render=sql``).
+RENDERS = pytest.mark.parametrize("render", ["auto", "sql"])
+
+
+def _store(
+    tmp_path: pathlib.Path, docs: list[tuple[str, Any]], render: str = "auto"
+) -> SqliteStore:
+    store = open_store(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db?render={render}")
     assert isinstance(store, SqliteStore)
     store.open()
+    assert store._native == (render == "auto")  # C where asked: never silently SQL here
     streamed: dict[tuple[str, int], Document] = {}
     for what, doc in docs:
         if what == "doc":
@@ -84,14 +94,15 @@ def _by_doc_out(store: SqliteStore, q: MetricQuery) -> FoundPage:
     return found_page(store.find(replace(q, limit=q.limit + 1)), q.limit, None, _BUDGET)
 
 
+@RENDERS
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=_SUPPRESS)
 @given(docs=st.lists(_streamed | _points, min_size=1, max_size=25), q=_queries)
 @example(docs=[("point", {"name": "p", "value": 0.1 + 0.2, "ts": 1.8e9, "tags": []})],
          q=MetricQuery(limit=5))  # fmt: skip
 def test_a_page_sqlite_writes_is_doc_outs_byte_for_byte(
-    tmp_path: pathlib.Path, docs: list[tuple[str, Any]], q: MetricQuery
+    tmp_path: pathlib.Path, docs: list[tuple[str, Any]], q: MetricQuery, render: str
 ) -> None:
-    store = _store(tmp_path, docs)
+    store = _store(tmp_path, docs, render)
     try:
         page = store.find_page(q)
         if page is not None:
@@ -107,6 +118,7 @@ def test_a_page_sqlite_writes_is_doc_outs_byte_for_byte(
         store.close()
 
 
+@RENDERS
 @settings(max_examples=examples(100), deadline=None, suppress_health_check=_SUPPRESS)
 @given(
     stamps=st.lists(
@@ -116,7 +128,7 @@ def test_a_page_sqlite_writes_is_doc_outs_byte_for_byte(
     q=_queries.map(lambda q: MetricQuery(limit=q.limit, descending=q.descending)),
 )
 def test_ordinary_documents_are_written_by_sqlite(
-    tmp_path: pathlib.Path, stamps: list[float], values: list[float], q: MetricQuery
+    tmp_path: pathlib.Path, stamps: list[float], values: list[float], q: MetricQuery, render: str
 ) -> None:
     """The fast path is taken, not declined, for what agents and people
     write: times since 1970, values of a few digits, names with any text."""
@@ -125,7 +137,7 @@ def test_ordinary_documents_are_written_by_sqlite(
         for i, ts in enumerate(stamps)
     ]
     docs += [("point", {"name": "p\n", "value": v, "ts": stamps[0], "tags": []}) for v in values]
-    store = _store(tmp_path, docs)
+    store = _store(tmp_path, docs, render)
     try:
         page = store.find_page(q)
         assert page is not None
@@ -135,13 +147,16 @@ def test_ordinary_documents_are_written_by_sqlite(
         store.close()
 
 
-def test_the_timestamp_rounds_half_a_millisecond_to_even(tmp_path: pathlib.Path) -> None:
+@RENDERS
+def test_the_timestamp_rounds_half_a_millisecond_to_even(
+    tmp_path: pathlib.Path, render: str
+) -> None:
     """``rfc3339``'s round(): ties go to the even millisecond, both ways."""
     stamps = [1_800_000_000.0005, 1_800_000_000.0015, 1_800_000_000.0025, 1_800_000_000.9995]
     docs: list[tuple[str, Any]] = [
         ("doc", Document("s", i, "sample", "n", ts, "h", (), None)) for i, ts in enumerate(stamps)
     ]
-    store = _store(tmp_path, docs)
+    store = _store(tmp_path, docs, render)
     try:
         page = store.find_page(MetricQuery(limit=10))
         assert page is not None
@@ -154,11 +169,16 @@ def test_the_timestamp_rounds_half_a_millisecond_to_even(tmp_path: pathlib.Path)
         store.close()
 
 
-def test_what_sqlite_cannot_write_exactly_is_left_to_doc_out(tmp_path: pathlib.Path) -> None:
+@RENDERS
+def test_what_sqlite_cannot_write_exactly_is_left_to_doc_out(
+    tmp_path: pathlib.Path, render: str
+) -> None:
     """A value of 16-17 digits or with an exponent, or a time before 1970 s
     1: None, and the API writes that page itself."""
     for point in ({"value": 0.1 + 0.2}, {"value": 1e20}, {"value": 1e-7}, {"ts": 0.25}):
-        store = _store(tmp_path, [("point", {"name": "p", "value": 1.0, "ts": 1.8e9, **point})])
+        store = _store(
+            tmp_path, [("point", {"name": "p", "value": 1.0, "ts": 1.8e9, **point})], render
+        )
         try:
             assert store.find_page(MetricQuery(limit=5)) is None
         finally:
@@ -220,6 +240,7 @@ _paths = st.lists(
 )
 
 
+@RENDERS
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=_SUPPRESS)
 @given(
     datas=st.lists(st.none() | st.dictionaries(st.sampled_from(_KEYS), _data_values, max_size=4),
@@ -233,13 +254,13 @@ _paths = st.lists(
     limit=3,
 )
 def test_a_page_of_selected_paths_is_doc_outs_byte_for_byte(
-    tmp_path: pathlib.Path, datas: list[Any], paths: list[tuple[str, ...]], limit: int
+    tmp_path: pathlib.Path, datas: list[Any], paths: list[tuple[str, ...]], limit: int, render: str
 ) -> None:
     docs: list[tuple[str, Any]] = [
         ("doc", Document("s", i, "sample", "n", 1.8e9 + i, "h", (), data))
         for i, data in enumerate(datas)
     ]
-    store = _store(tmp_path, docs)
+    store = _store(tmp_path, docs, render)
     try:
         from dataclasses import replace
 
@@ -253,3 +274,69 @@ def test_a_page_of_selected_paths_is_doc_outs_byte_for_byte(
         assert (page is not None) == plain  # declined exactly where it says it would
     finally:
         store.close()
+
+
+_WITHOUT_COMPILER = """
+import sys
+from deltawire.collector.stores import MetricQuery, open_store
+from deltawire.collector.stores.base import Create
+store = open_store("sqlite:///" + sys.argv[1])
+store.open()
+store.apply_edits([Create({"name": "p", "value": 1.5, "ts": 1.8e9})])
+page = store.find_page(MetricQuery())
+print(store._native, page.count, page.items.decode())
+store.close()
+"""
+
+
+def test_without_a_c_compiler_pages_are_written_in_sql(tmp_path: pathlib.Path) -> None:
+    """No compiler to build the C renderer (and none built before): the
+    store says so in its log and writes the same pages in SQL."""
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "DELTAWIRE_CACHE": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_COMPILER, str(tmp_path / "x.db")],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
+    native, count, items = out.stdout.split(maxsplit=2)
+    assert (native, count) == ("False", "1")
+    assert '"value":1.5' in items and '"timestamp":"2027-01-15T08:00:00.000Z"' in items
+    assert not (tmp_path / "native").exists() or not any((tmp_path / "native").glob("*.so"))
+
+
+def _dw_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> str | None:
+    import sqlite3
+
+    from deltawire.collector.stores import sqlite_native
+
+    assert sqlite_native.install()
+    conn = sqlite3.connect(":memory:")
+    try:
+        (out,) = conn.execute(
+            "SELECT dw_doc(1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL)", (text, text, text, ts, value)
+        ).fetchone()
+    finally:
+        conn.close()
+    return out  # type: ignore[no-any-return]
+
+
+@settings(max_examples=examples(2000), deadline=None)
+@given(
+    value=st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**15), 10**15).map(lambda n: n / 10 ** (n % 19)),
+    text=st.text(max_size=8),
+    ts=st.floats(1, 253402300799.999),
+)
+def test_the_c_renderer_writes_what_orjson_writes(value: float, text: str, ts: float) -> None:
+    """Any float, any text, any time SQLite may hold: dw_doc writes doc_out's
+    JSON exactly, or declines (NULL) - and it declines only values outside
+    1e-4 <= |v| < 1e15 or of more than 15 significant digits."""
+    import orjson
+
+    out = _dw_doc(value, text, ts)
+    doc = {"id": "1", "session": text, "seq": 2, "kind": "k", "name": text, "host": text,
+           "tags": [], "ts": ts, "value": value}  # fmt: skip
+    if out is not None:
+        assert out.encode() == orjson.dumps(doc_out(doc))
+    else:
+        digits = len(repr(abs(value)).split("e")[0].replace(".", "").strip("0"))
+        assert value != 0 and not (1e-4 <= abs(value) < 1e15 and digits <= 15)
