@@ -1270,9 +1270,14 @@ class SqliteStore:
         with self._reader("find") as conn:
             no_samples = self._no_samples(conn, q)
             find_sql, params = _find_sql(q, no_samples=no_samples)
+            if self._native:
+                params[-1] = q.limit + 1  # the row past the page: is there more?
+                sql = sqlite_page.native_page_sql(find_sql, data)
+                (answer,) = conn.execute(sql, [q.limit, *params]).fetchone()
+                return sqlite_page.native_page(answer)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1
-            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data, self._native)
+            sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data)
             items, count, odd, last_ts, last_id, beyond = conn.execute(
                 sql, [*edge_params, *params]
             ).fetchone()

@@ -1,5 +1,5 @@
-"""``dw_doc``, the C function that writes a stored document as the API's JSON
-inside SQLite (sqlite_docjson.c), built and loaded on first use.
+"""``dw_page``, the C function that writes a page of stored documents as the
+API's JSON inside SQLite (sqlite_docjson.c), built and loaded on first use.
 
 Why: an uncached ``GET /metrics`` page was 80 % SQLite rendering each row
 with ~20 SQL string operations (sqlite_page.py); in C the statement costs
@@ -9,7 +9,7 @@ How: the C file is compiled once per machine, with the C compiler found
 (``$CC``, else ``cc``), into the deltawire cache directory
 (``$DELTAWIRE_CACHE``, default ``~/.cache/deltawire``), under a name that
 holds a hash of the source and of the SQLite library, and reused after.
-Loading it registers ``dw_doc`` with SQLite's ``sqlite3_auto_extension``,
+Loading it registers ``dw_page`` with SQLite's ``sqlite3_auto_extension``,
 so every connection the process opens from then on has it. It links the very
 library Python's sqlite3 module uses (found in this process's memory map):
 no handle is taken from Python's objects.
@@ -36,6 +36,9 @@ import tempfile
 import threading
 from typing import Final
 
+from . import sqlite_page
+from .base import FoundPage
+
 __all__ = ["SOURCE", "install", "installed"]
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,15 @@ _BUILD_TIMEOUT_S: Final = 120.0
 #: A row and the bytes views.doc_out writes for it: checked after loading,
 #: so a library that links but misbehaves is never used.
 _CHECK_SQL: Final = (
-    "SELECT dw_doc(7, 's\"\n', 3, 'sample', 'cpu', NULL, '[\"t\"]', 1800000000.0005, 1.5,"
-    " '{\"a\":1}')"
+    "SELECT dw_page(1, 7, 's\"\n', 3, 'sample', 'cpu', NULL, '[\"t\"]', 1800000000.0005,"
+    " 1.5, '{\"a\":1}')"
 )
-_CHECK_OUT: Final = (
-    '{"id":"7","session":"s\\"\\n","seq":3,"kind":"sample","name":"cpu","host":null,'
-    '"tags":["t"],"timestamp":"2027-01-15T08:00:00.000Z","value":1.5,"data":{"a":1}}'
+_CHECK_OUT: Final = FoundPage(
+    b'{"id":"7","session":"s\\"\\n","seq":3,"kind":"sample","name":"cpu","host":null,'
+    b'"tags":["t"],"timestamp":"2027-01-15T08:00:00.000Z","value":1.5,"data":{"a":1}}',
+    1,
+    None,
+    None,
 )
 
 _lock = threading.Lock()
@@ -62,12 +68,12 @@ _state: bool | None = None  # None: not tried yet in this process
 
 
 def installed() -> bool:
-    """Whether ``dw_doc`` is registered in this process (without trying)."""
+    """Whether ``dw_page`` is registered in this process (without trying)."""
     return bool(_state)
 
 
 def install() -> bool:
-    """Register ``dw_doc`` for the connections this process opens from now
+    """Register ``dw_page`` for the connections this process opens from now
     on; True where it is (built if need be: once per machine). Tried once
     per process; later calls answer the first one's result."""
     global _state
@@ -99,9 +105,10 @@ def _install() -> bool:
         return False
     conn = sqlite3.connect(":memory:")
     try:
-        (out,) = conn.execute(_CHECK_SQL).fetchone()
+        (answer,) = conn.execute(_CHECK_SQL).fetchone()
     finally:
         conn.close()
+    out = sqlite_page.native_page(answer)
     if out != _CHECK_OUT:
         # Registered, so every connection has it, but find_page will not call it.
         log.warning("pages are written in SQL: the C renderer wrote %r", out)
@@ -133,7 +140,7 @@ def _built(library: pathlib.Path) -> pathlib.Path | None:
     """The compiled renderer for ``library``: from the cache, or built now."""
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + str(library.resolve()).encode()).hexdigest()[:16]
-    target = _cache_dir() / "native" / f"dw_docjson-{key}.so"
+    target = _cache_dir() / "native" / f"sqlite_docjson-{key}.so"
     if target.exists():
         return target
     cc = os.environ.get("CC") or "cc"

@@ -31,12 +31,16 @@ that page in Python (``find`` and ``doc_out``).
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["ODD", "page_sql", "rendered", "selected"]
+from .base import FoundPage
+
+__all__ = ["ODD", "native_page", "native_page_sql", "page_sql", "rendered", "selected"]
 
 # x = ts * 1000 (the same double as Python's). For 1 <= x < 2**52, x + 0.5 is
 # exact, so its integer part is round-half-up; a tie (x + 0.5 whole) that
@@ -121,16 +125,14 @@ def selected(
 _LEAF: Final = object()  # a selected path ends here
 
 
-def page_sql(edge_sql: str, find_sql: str, data: str = "data", native: bool = False) -> str:
+def page_sql(edge_sql: str, find_sql: str, data: str = "data") -> str:
     """The page query: ONE statement (one snapshot, and one step, so one
     hand-off of the GIL), whose ``?`` are ``edge_sql``'s, then ``find_sql``'s.
     ``find_sql`` selects the page's document columns (filtered, ordered,
     limited to the page); ``edge_sql`` selects ``ts, id`` of the page's last
     document and the one after it, if any (the same query at LIMIT 2 OFFSET
     limit - 1: an index walk, no document read twice). ``data``: as
-    ``rendered`` takes it. ``native``: each document written by ``dw_doc``
-    (sqlite_docjson.c, where sqlite_native.py installed it), which answers
-    NULL where ``ODD`` holds; else by ``rendered``.
+    ``rendered`` takes it.
 
     One row: the page's documents joined (a BLOB: bytes, as the answer wants
     them), how many there are, how many of them are odd (``ODD``), the
@@ -139,20 +141,44 @@ def page_sql(edge_sql: str, find_sql: str, data: str = "data", native: bool = Fa
 
     The aggregate joins the rows in the subquery's order (SQLite feeds them
     in that order; the tests check it over pages of many documents)."""
-    if native:
-        doc = f"dw_doc(id, session, seq, kind, name, host, tags, ts, value, {data})"
-        rows = f"SELECT {doc} AS j FROM ({find_sql})"
-        odd = "count(*) - count(j)"  # group_concat skips the NULLs
-    else:
-        rows = (
-            f"SELECT {rendered(data)} AS j, {ODD} AS odd"
-            f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql}))"
-        )
-        odd = "sum(odd)"
     return (
         f"WITH edge AS MATERIALIZED ({edge_sql})"
-        f" SELECT CAST(group_concat(j, ',') AS BLOB), count(*), {odd},"
+        " SELECT CAST(group_concat(j, ',') AS BLOB), count(*), sum(odd),"
         " (SELECT ts FROM edge LIMIT 1), (SELECT id FROM edge LIMIT 1),"
         " (SELECT ts FROM edge LIMIT 1 OFFSET 1)"
-        f" FROM ({rows})"
+        f" FROM (SELECT {rendered(data)} AS j, {ODD} AS odd"
+        f" FROM (SELECT *, {_MS} AS ms, CAST(value AS TEXT) AS vtext FROM ({find_sql})))"
     )
+
+
+def native_page_sql(find_sql: str, data: str = "data") -> str:
+    """The page query where ``dw_page`` is installed (sqlite_docjson.c,
+    sqlite_native.py): ONE statement and one row, ``dw_page``'s answer
+    (``native_page`` reads it). Its ``?`` are the page's limit, then
+    ``find_sql``'s, which selects the document columns of limit + 1 rows
+    (the one past the page only says whether another page follows, and
+    where). ``data``: as ``rendered`` takes it.
+
+    The aggregate sees the rows in the subquery's order (SQLite feeds them
+    in that order; the tests check it over pages of many documents)."""
+    return (
+        f"SELECT dw_page(?, id, session, seq, kind, name, host, tags, ts, value, {data})"
+        f" FROM ({find_sql})"
+    )
+
+
+#: dw_page's trailer: how many documents, the ts and id of the last one and
+#: the ts of the row after it (NaN: none), in the machine's byte order.
+_TRAILER: Final = struct.Struct("=qdqd")
+
+
+def native_page(answer: bytes | None) -> FoundPage | None:
+    """``dw_page``'s answer as a page; None where it declined (a document
+    it cannot write exactly: the caller writes the page in Python)."""
+    if answer is None:
+        return None
+    cut = len(answer) - _TRAILER.size
+    count, last_ts, last_id, beyond = _TRAILER.unpack_from(answer, cut)
+    if math.isnan(beyond):  # no more
+        return FoundPage(answer[:cut], count, None, None)
+    return FoundPage(answer[:cut], count, (last_ts, str(last_id)), beyond)

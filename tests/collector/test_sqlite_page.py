@@ -303,20 +303,22 @@ def test_without_a_c_compiler_pages_are_written_in_sql(tmp_path: pathlib.Path) -
     assert not (tmp_path / "native").exists() or not any((tmp_path / "native").glob("*.so"))
 
 
-def _dw_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> str | None:
+def _dw_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> bytes | None:
+    """One document as dw_page writes it (None: it declined)."""
     import sqlite3
 
-    from deltawire.collector.stores import sqlite_native
+    from deltawire.collector.stores import sqlite_native, sqlite_page
 
     assert sqlite_native.install()
     conn = sqlite3.connect(":memory:")
     try:
-        (out,) = conn.execute(
-            "SELECT dw_doc(1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL)", (text, text, text, ts, value)
+        (answer,) = conn.execute(
+            "SELECT dw_page(1, 1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL)", (text, text, text, ts, value)
         ).fetchone()
     finally:
         conn.close()
-    return out  # type: ignore[no-any-return]
+    page = sqlite_page.native_page(answer)
+    return None if page is None else page.items
 
 
 @settings(max_examples=examples(2000), deadline=None)
@@ -327,7 +329,7 @@ def _dw_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> str | No
     ts=st.floats(1, 253402300799.999),
 )
 def test_the_c_renderer_writes_what_orjson_writes(value: float, text: str, ts: float) -> None:
-    """Any float, any text, any time SQLite may hold: dw_doc writes doc_out's
+    """Any float, any text, any time SQLite may hold: dw_page writes doc_out's
     JSON exactly, or declines (NULL) - and it declines only values outside
     1e-4 <= |v| < 1e15 or of more than 15 significant digits."""
     import orjson
@@ -336,7 +338,7 @@ def test_the_c_renderer_writes_what_orjson_writes(value: float, text: str, ts: f
     doc = {"id": "1", "session": text, "seq": 2, "kind": "k", "name": text, "host": text,
            "tags": [], "ts": ts, "value": value}  # fmt: skip
     if out is not None:
-        assert out.encode() == orjson.dumps(doc_out(doc))
+        assert out == orjson.dumps(doc_out(doc))
     else:
         digits = len(repr(abs(value)).split("e")[0].replace(".", "").strip("0"))
         assert value != 0 and not (1e-4 <= abs(value) < 1e15 and digits <= 15)
