@@ -6,7 +6,9 @@ into a SQLite store (through the store writer's path, as bench.query does) and
 into InfluxDB as points (the data paths as fields, ``seq`` as a field), twice:
 ``session`` and ``host`` as tags (a series per session, as InfluxDB's docs
 advise for what one filters by; side "InfluxDB") and as fields (one series;
-side "InfluxDB 1 series"). Then wrk asks each, at c=10 and c=100, for pages
+side "InfluxDB 1 series"); and, as the baseline, deltawire again on a copy of
+its store with ``?render=sql`` (side "deltawire, SQL pages": each page's JSON
+written in SQL, not by the C renderer). Then wrk asks each, at c=10 and c=100, for pages
 whose every URL is new (a random millisecond of the loaded span): deltawire
 ``GET /metrics?name=process&from=<s.ms>&limit=100`` from ``collector serve``
 (its defaults: the in-process LRU on, Redis off; no page is ever asked twice),
@@ -39,6 +41,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import sys
 import threading
 import time
@@ -78,6 +81,8 @@ INFLUX_DATA = (
 SETTLE_S = 120.0
 CONCURRENCY = (10, 100)
 HOSTS = 4
+#: The baseline side: deltawire with its pages written in SQL (?render=sql).
+SQL_PAGES = "deltawire, SQL pages"
 
 
 # -- the data ------------------------------------------------------------------------------
@@ -353,7 +358,8 @@ def _check(client: httpx.Client, sides: list[Side], page: Page, data: DataSet,
     probe = data.random_from(random.Random(1))
     ours = deltawire_page(_get(client, sides[0], page, probe).json())
     for side in sides[1:]:
-        verdict = compare(ours, influx_page(_get(client, side, page, probe).json()))
+        parse = deltawire_page if side.path_of is deltawire_path else influx_page
+        verdict = compare(ours, parse(_get(client, side, page, probe).json()))
         results.verdicts[(page.name, side.name)] = verdict
         _progress(f"{page.name}, {side.name}'s first page: {verdict}")
     for side in sides:
@@ -461,13 +467,27 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
             _progress(f"loading {plan.samples:,} samples into InfluxDB ({SCHEMAS[schema]})")
             rates[SCHEMAS[schema]] = _load_influx(influx, plan.samples, plan.sessions,
                                                   data.lines(schema), "ms", schema.db)  # fmt: skip
+        # The same store again, for the baseline: pages written in SQL
+        # (?render=sql), not by the C renderer (collector/stores/sqlite_native.py).
+        sql_db = tmp / "listing-sql.db"
+        for suffix in ("", "-wal"):
+            if (db.parent / (db.name + suffix)).exists():
+                shutil.copyfile(db.parent / (db.name + suffix), sql_db.parent / (sql_db.name + suffix))
         env = {"REDIS_URI": "", "LOG_LEVEL": "warning"}
-        with collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp:
+        with (
+            collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp,
+            collector_process(
+                tmp, store_uri=f"sqlite:///{sql_db}?render=sql", http=True, env=env
+            ) as sql_cp,
+        ):
             api = f"http://127.0.0.1:{cp.http_port}"
+            sql_api = f"http://127.0.0.1:{sql_cp.http_port}"
             influxd = next(p for p in psutil.Process().children() if p.name() == "influxd")
             _settle(influx, influxd)
             sides = [Side("deltawire", api, _api_process(cp.proc.pid), deltawire_path,
-                          functools.partial(_deltawire_ingest, cp.port, api))]  # fmt: skip
+                          functools.partial(_deltawire_ingest, cp.port, api)),
+                     Side(SQL_PAGES, sql_api, _api_process(sql_cp.proc.pid), deltawire_path,
+                          functools.partial(_deltawire_ingest, sql_cp.port, sql_api))]  # fmt: skip
             sides += [
                 Side(name, influx, influxd, functools.partial(influx_path, db=schema.db),
                      functools.partial(_influx_ingest, influx, schema, plan.sessions))
@@ -508,7 +528,7 @@ def render(results: Results, plan: Plan, data: DataSet, rates: dict[str, float])
     order = (
         [PAGES[p].name for p in plan.pages],
         ["quiet", "ingesting"],
-        ["deltawire", *SCHEMAS.values()],
+        ["deltawire", SQL_PAGES, *SCHEMAS.values()],
     )
 
     def rank(key: RunKey) -> tuple[int, int, int, int]:
@@ -544,8 +564,10 @@ def render(results: Results, plan: Plan, data: DataSet, rates: dict[str, float])
         *lines,
         *(f"{page}: {side}'s first page beside deltawire's: {v}"
           for (page, side), v in results.verdicts.items()),
-        f"bytes/answer: the body (identity encoding), mean of {WEIGH_PAGES} pages. InfluxDB:"
-        " session and host as tags (a series per session); InfluxDB 1 series: as fields",
+        f"bytes/answer: the body (identity encoding), mean of {WEIGH_PAGES} pages. {SQL_PAGES}:"
+        " the same store with ?render=sql (each page's JSON written in SQL, not by the C"
+        " renderer). InfluxDB: session and host as tags (a series per session); InfluxDB 1"
+        " series: as fields",
         "loaded at (samples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items())
         + f"; ingesting: deltawire {AGENTS} agents, InfluxDB line protocol, {AGENT_RATE:g}"
         " samples/s each",

@@ -40,7 +40,7 @@ _VAR_FLAGS = {
     "--redis": ("REDIS_URI", "URI", "Redis for the query cache; none: in-process LRU"),
     "--cache-ttl": ("CACHE_TTL", "S", "seconds a cached answer may live (default 5)"),
     "--cache-size": ("CACHE_SIZE", "N", "entries of the in-process LRU, in front of Redis if set (default 1024)"),
-    "--store-threads": ("STORE_THREADS", "N", "store calls running at once (default 4)"),
+    "--store-threads": ("STORE_THREADS", "N", "store reads running at once, or auto (default auto: the cores + 1 on SQLite, 4 a core on MongoDB)"),
     "--log-level": ("LOG_LEVEL", "L", "debug, info, warning (default) or error"),
     "--log-format": ("LOG_FORMAT", "F", "auto (default), json or text"),
 }
