@@ -472,7 +472,9 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
         sql_db = tmp / "listing-sql.db"
         for suffix in ("", "-wal"):
             if (db.parent / (db.name + suffix)).exists():
-                shutil.copyfile(db.parent / (db.name + suffix), sql_db.parent / (sql_db.name + suffix))
+                shutil.copyfile(
+                    db.parent / (db.name + suffix), sql_db.parent / (sql_db.name + suffix)
+                )
         env = {"REDIS_URI": "", "LOG_LEVEL": "warning"}
         with (
             collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp,
