@@ -7,9 +7,17 @@ scope, a capacity limiter, a future and a wake-up, each in Python), against
 such call: with the executor, bench.api's uncached pages at c=100 went from
 1,271-1,784 to 1,680-2,314 a second with the LRU, and from 1,052-1,156 to
 1,531-1,728 with Redis (3 rounds each, interleaved; docs/api-performance.md).
-So on asyncio the reads go to an executor of ``size`` threads (which is also
-the bound on how many run at once); on any other loop (the in-process tests
-run the app on trio) through anyio, with a limiter of the same size.
+
+Why not ``run_in_executor`` either, since pages got cheap (the C renderer):
+its concurrent future (a condition variable), the asyncio future wrapping
+it and the callbacks chaining the two cost 30-35 µs of CPU a call in all,
+on uvloop with 3 threads and 50 callers, against 3.5-5 µs for ``_Threads``:
+a ``queue.SimpleQueue`` of calls (C), and each result set on the caller's
+own asyncio future through ``call_soon_threadsafe`` (which uvloop wakes the
+loop for once for many). So on asyncio the reads go to ``size`` such
+threads (which is also the bound on how many run at once); on any other
+loop (the in-process tests run the app on trio) through anyio, with a
+limiter of the same size.
 
 Only reads come here. A read whose caller is cancelled (its client left)
 may finish on its thread with nobody waiting, which costs nothing but the
@@ -20,14 +28,13 @@ anyio, which waits for the thread).
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import sniffio
 from anyio import CapacityLimiter
 
 from deltawire.collector.stores.base import Store
@@ -52,24 +59,100 @@ def auto_size(store: Store) -> int:
     return cores + 1 if store.reads_use_cpu else 4 * cores
 
 
+class _Call:
+    """A read for a thread: the function, its arguments, and the caller's
+    future on its loop."""
+
+    __slots__ = ("args", "fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.fn, self.args, self.loop, self.future = fn, args, loop, future
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: the read's outcome to its caller, unless it left."""
+    if future.done():  # cancelled: its client left
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _Threads:
+    """``size`` threads taking calls from one queue, in order."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"{name}_{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        take = self.calls.get
+        while (call := take()) is not None:
+            if call.future.done():
+                continue  # its caller was cancelled before it started: dropped
+            try:
+                result = call.fn(*call.args)
+            except BaseException as e:
+                error: BaseException | None = e
+                result = None
+            else:
+                error = None
+            try:
+                call.loop.call_soon_threadsafe(_settle, call.future, result, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+            del call, result, error  # not kept alive until the next call
+
+    def close(self) -> None:
+        """Calls not started are dropped (their callers cancelled); each
+        thread ends after the call it is running."""
+        while True:
+            try:
+                call = self.calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                try:
+                    call.loop.call_soon_threadsafe(call.future.cancel)
+                except RuntimeError:  # its loop is closed: nobody is waiting
+                    pass
+        for _ in self.threads:
+            self.calls.put(None)
+
+
 class StoreThreads:
     def __init__(self, size: int, name: str = "store-read") -> None:
         self.size = max(1, size)
         self._name = name
         self._limiter = CapacityLimiter(self.size)
-        self._pool: ThreadPoolExecutor | None = None  # made on first use (asyncio only)
+        self._threads: _Threads | None = None  # started on first use (asyncio only)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on one of the threads, once one is free."""
-        if sniffio.current_async_library() != "asyncio":
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: trio, in the in-process tests
             return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self._name)
-        call = functools.partial(fn, *args) if args else fn
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        if self._threads is None:
+            self._threads = _Threads(self.size, self._name)
+        future: asyncio.Future[T] = loop.create_future()
+        self._threads.calls.put(_Call(fn, args, loop, future))
+        return await future
 
     def close(self) -> None:
         """Let the threads go once their calls end; calls not started are dropped."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.close()
