@@ -969,7 +969,7 @@ class SqliteStore:
                 raise StoreUnavailable(
                     f"cannot create the directory of {self.path}: {exc}"
                 ) from exc
-            # Before any connection of this store: they all get dw_doc then.
+            # Before any connection of this store: they all get dw_page then.
             if self._native:
                 self._native = sqlite_native.install()
             with _translated("open"):

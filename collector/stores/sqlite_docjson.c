@@ -366,6 +366,6 @@ static int dw_init(sqlite3 *db, char **err, const void *api) {
                                       dw_page_step, dw_page_final, NULL);
 }
 
-/* Registers dw_doc for every connection opened from now on, in this
+/* Registers dw_page for every connection opened from now on, in this
  * process; SQLite's result code (0: done). */
 int dw_install(void) { return sqlite3_auto_extension((void (*)(void))dw_init); }

@@ -39,7 +39,7 @@ from typing import Final
 from . import sqlite_page
 from .base import FoundPage
 
-__all__ = ["SOURCE", "install", "installed"]
+__all__ = ["SOURCE", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ _CHECK_OUT: Final = FoundPage(
 
 _lock = threading.Lock()
 _state: bool | None = None  # None: not tried yet in this process
-
-
-def installed() -> bool:
-    """Whether ``dw_page`` is registered in this process (without trying)."""
-    return bool(_state)
 
 
 def install() -> bool:
@@ -145,7 +140,7 @@ def _built(library: pathlib.Path) -> pathlib.Path | None:
         return target
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
-        log.info("pages are written in SQL: no C compiler (%s) to build the C renderer", cc)
+        log.warning("pages are written in SQL: no C compiler (%s) to build the C renderer", cc)
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the target and renamed into place: processes starting at

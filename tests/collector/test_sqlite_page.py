@@ -303,7 +303,7 @@ def test_without_a_c_compiler_pages_are_written_in_sql(tmp_path: pathlib.Path) -
     assert not (tmp_path / "native").exists() or not any((tmp_path / "native").glob("*.so"))
 
 
-def _dw_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> bytes | None:
+def _one_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> bytes | None:
     """One document as dw_page writes it (None: it declined)."""
     import sqlite3
 
@@ -334,7 +334,7 @@ def test_the_c_renderer_writes_what_orjson_writes(value: float, text: str, ts: f
     1e-4 <= |v| < 1e15 or of more than 15 significant digits."""
     import orjson
 
-    out = _dw_doc(value, text, ts)
+    out = _one_doc(value, text, ts)
     doc = {"id": "1", "session": text, "seq": 2, "kind": "k", "name": text, "host": text,
            "tags": [], "ts": ts, "value": value}  # fmt: skip
     if out is not None:

@@ -418,6 +418,8 @@ def test_relative_and_absolute_paths(
 def test_uri_options(sqlite_uri: str) -> None:
     assert SqliteStore(sqlite_uri).synchronous == "FULL"
     assert SqliteStore(sqlite_uri + "?synchronous=normal").synchronous == "NORMAL"
+    assert SqliteStore(sqlite_uri)._native and SqliteStore(sqlite_uri + "?render=auto")._native
+    assert not SqliteStore(sqlite_uri + "?render=sql")._native
     s = SqliteStore(sqlite_uri + "?synchronous=NORMAL&busy_timeout_ms=0")
     s.open()
     try:
@@ -438,6 +440,7 @@ def test_uri_options(sqlite_uri: str) -> None:
         "sqlite:///x.db?busy_timeout_ms=-1",
         "sqlite:///x.db?busy_timeout_ms=soon",
         "sqlite:///x.db?journal=delete",
+        "sqlite:///x.db?render=c",
     ],
 )
 def test_bad_uris(uri: str) -> None:
