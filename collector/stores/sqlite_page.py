@@ -11,8 +11,12 @@ parallel (0.34 ms a page on one thread, and 2 threads twice the pages once
 SQLite's memory statistics are off: sqlite_memstatus.py; figures in
 docs/api-performance.md).
 
-What it writes is ``views.doc_out``'s JSON, byte for byte (property tests
-hold the two together, tests/collector/test_sqlite_page.py):
+Two ways to write the documents, the same bytes: ``native_page_sql``, by
+``dw_page``, a SQLite function in C (sqlite_docjson.c; about a third of
+the statement's CPU), wherever sqlite_native.py could build and load it;
+else ``page_sql``, in SQL, as follows. Both write ``views.doc_out``'s JSON,
+byte for byte (property tests hold each to it,
+tests/collector/test_sqlite_page.py):
 
 - strings through ``json_quote``, which escapes as orjson does;
 - ``tags`` and ``data`` as stored: both are orjson's text (``_json_text``);
