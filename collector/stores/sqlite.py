@@ -1272,8 +1272,9 @@ class SqliteStore:
             find_sql, params = _find_sql(q, no_samples=no_samples)
             if self._native:
                 params[-1] = q.limit + 1  # the row past the page: is there more?
-                sql = sqlite_page.native_page_sql(find_sql, data)
-                (answer,) = conn.execute(sql, [q.limit, *params]).fetchone()
+                spec = None if paths is None else sqlite_page.path_spec(paths)
+                sql = sqlite_page.native_page_sql(find_sql)
+                (answer,) = conn.execute(sql, [q.limit, spec, *params]).fetchone()
                 return sqlite_page.native_page(answer)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1

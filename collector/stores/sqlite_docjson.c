@@ -189,8 +189,9 @@ struct row {
 
 enum { ROW_OK, ROW_ODD, ROW_NOMEM };
 
-/* argv: id, session, seq, kind, name, host, tags, ts, value, data */
-static int read_row(sqlite3_value **argv, struct row *r) {
+/* argv: id, session, seq, kind, name, host, tags, ts, value, data.
+ * selecting: fields= (a JSON null as data is then simply not selected). */
+static int read_row(sqlite3_value **argv, struct row *r, int selecting) {
     int host_type = sqlite3_value_type(argv[5]), ts_type = sqlite3_value_type(argv[7]);
     int value_type = sqlite3_value_type(argv[8]), data_type = sqlite3_value_type(argv[9]);
     if (sqlite3_value_type(argv[0]) != T_INTEGER || sqlite3_value_type(argv[2]) != T_INTEGER ||
@@ -223,21 +224,200 @@ static int read_row(sqlite3_value **argv, struct row *r) {
     if (!r->session || !r->kind || !r->name || !r->tags || (host_type == T_TEXT && !r->host) ||
         (data_type == T_TEXT && !r->data))
         return ROW_NOMEM;
-    if (r->data && r->n_data == 4 && memcmp(r->data, "null", 4) == 0)
+    if (!selecting && r->data && r->n_data == 4 && memcmp(r->data, "null", 4) == 0)
         return ROW_ODD; /* doc_out leaves "data" out for null */
     return ROW_OK;
 }
 
-/* The most write_row may write for r: keys and punctuation < 128, two
- * integers < 24 each, the timestamp 26, a value < 40. */
-static uint64_t row_room(const struct row *r) {
-    return 256 + quoted_room(r->n_session) + quoted_room(r->n_kind) + quoted_room(r->n_name) +
-           quoted_room(r->n_host) + (uint64_t)r->n_tags + (uint64_t)r->n_data;
+/* fields=: the paths of data to keep, as a tree. The spec (sqlite_page.
+ * path_spec) is one line a path, its keys separated by tabs, each key as
+ * orjson writes it, quotes included: a member of the stored data (orjson's
+ * text) is matched by its key's bytes, no unescaping. Children keep the
+ * order the paths first name them, which is the order they are written in
+ * (as views.select_paths builds its dict). */
+struct node {
+    const char *key; /* in the tree's copy of the spec; NULL for the root */
+    int n_key, child, next, leaf; /* child, next: node indexes, -1 for none */
+    const char *span;             /* per row: the member's value, NULL: absent */
+    int n_span;
+};
+
+struct tree {
+    char *spec;
+    struct node *nodes;
+    int count;
+    uint64_t room; /* the most keys and punctuation a selection adds */
+};
+
+static void free_tree(struct tree *t) {
+    sqlite3_free(t->spec);
+    sqlite3_free(t->nodes);
+    t->spec = NULL;
+    t->nodes = NULL;
 }
 
-/* r as doc_out's JSON at out (row_room bytes free); the end, or NULL where
- * the value cannot be written exactly. */
-static char *write_row(char *out, const struct row *r) {
+/* The child of node at with this key, made if missing (leaf as given); -1
+ * where a path would run through or end at a path of another depth (a and
+ * a.b: the caller declines those), -2 out of memory. */
+static int tree_child(struct tree *t, int at, const char *key, int n_key, int leaf) {
+    int last = -1;
+    for (int c = t->nodes[at].child; c >= 0; c = t->nodes[c].next) {
+        if (t->nodes[c].n_key == n_key && memcmp(t->nodes[c].key, key, (size_t)n_key) == 0)
+            return t->nodes[c].leaf == leaf ? c : -1;
+        last = c;
+    }
+    int n = t->count++;
+    struct node *grown = sqlite3_realloc64(t->nodes, (uint64_t)t->count * sizeof *grown);
+    if (!grown) return -2;
+    t->nodes = grown;
+    t->nodes[n] = (struct node){key, n_key, -1, -1, leaf, NULL, 0};
+    if (last < 0) t->nodes[at].child = n;
+    else t->nodes[last].next = n;
+    t->room += (uint64_t)n_key + 4; /* the key, ':', ',' and an object's braces */
+    return n;
+}
+
+/* The tree of spec (n bytes); 0, or ROW_ODD for paths it declines, or
+ * ROW_NOMEM. */
+static int parse_tree(struct tree *t, const unsigned char *spec, int n) {
+    t->spec = sqlite3_malloc64((uint64_t)n + 1);
+    t->nodes = sqlite3_malloc64(sizeof *t->nodes);
+    if (!t->spec || !t->nodes) return ROW_NOMEM;
+    memcpy(t->spec, spec, (size_t)n);
+    t->spec[n] = '\n'; /* every path ends with a newline */
+    t->nodes[0] = (struct node){NULL, 0, -1, -1, 0, NULL, 0};
+    t->count = 1;
+    t->room = 4;
+    const char *p = t->spec, *end = t->spec + n + 1;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        int at = 0;
+        while (p < eol) {
+            const char *tab = memchr(p, '\t', (size_t)(eol - p));
+            const char *stop = tab ? tab : eol;
+            if (stop - p < 3 || *p != '"') return ROW_ODD; /* not a key as orjson writes one */
+            at = tree_child(t, at, p, (int)(stop - p), stop == eol);
+            if (at == -2) return ROW_NOMEM;
+            if (at < 0) return ROW_ODD;
+            p = stop == eol ? eol : stop + 1;
+        }
+        p = eol + 1;
+    }
+    return 0;
+}
+
+/* JSON text scanning, for orjson's text (compact, valid; spaces allowed
+ * anyway). Each answers where what starts at p ends, NULL if malformed. */
+static const char *skip_space(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+static const char *skip_string(const char *p, const char *end) { /* p at '"' */
+    for (p++; p < end; p++) {
+        if (*p == '\\') p++;
+        else if (*p == '"') return p + 1;
+    }
+    return NULL;
+}
+
+static const char *skip_value(const char *p, const char *end) {
+    if (p >= end) return NULL;
+    if (*p == '"') return skip_string(p, end);
+    if (*p != '{' && *p != '[') { /* a number, true, false or null */
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ') p++;
+        return p;
+    }
+    int depth = 0;
+    while (p < end) {
+        if (*p == '"') {
+            p = skip_string(p, end);
+            if (!p) return NULL;
+            continue;
+        }
+        if (*p == '{' || *p == '[') depth++;
+        else if (*p == '}' || *p == ']') {
+            if (--depth == 0) return p + 1;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* The members of the object at p (its text up to end) that node at's
+ * children name, as an object written at out in the children's order: the
+ * end, or NULL where none of them is present (nothing to write). *bad: the
+ * text is not JSON as expected (the page is then written in Python). */
+static char *put_selected(struct node *nodes, int at, const char *p, const char *end, char *out,
+                          int *bad) {
+    for (int c = nodes[at].child; c >= 0; c = nodes[c].next) nodes[c].span = NULL;
+    p = skip_space(p + 1, end); /* past '{' */
+    if (p < end && *p == '}') return NULL;
+    for (;;) {
+        if (p >= end || *p != '"') goto malformed;
+        const char *key = p;
+        p = skip_string(p, end);
+        if (!p) goto malformed;
+        int n_key = (int)(p - key);
+        p = skip_space(p, end);
+        if (p >= end || *p != ':') goto malformed;
+        p = skip_space(p + 1, end);
+        const char *value = p;
+        p = skip_value(p, end);
+        if (!p) goto malformed;
+        for (int c = nodes[at].child; c >= 0; c = nodes[c].next) {
+            if (nodes[c].n_key == n_key && memcmp(nodes[c].key, key, (size_t)n_key) == 0) {
+                nodes[c].span = value; /* a repeated key: the last one, as json.loads */
+                nodes[c].n_span = (int)(p - value);
+                break;
+            }
+        }
+        p = skip_space(p, end);
+        if (p < end && *p == ',') {
+            p = skip_space(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}') break;
+        goto malformed;
+    }
+    char *start = out;
+    *out++ = '{';
+    for (int c = nodes[at].child; c >= 0; c = nodes[c].next) {
+        struct node *n = &nodes[c];
+        if (!n->span) continue;
+        if (!n->leaf && *n->span != '{') continue; /* a path through a non-object: absent */
+        char *mark = out;
+        if (out > start + 1) *out++ = ',';
+        out = put_raw(out, n->key, (size_t)n->n_key);
+        *out++ = ':';
+        if (n->leaf) {
+            out = put_raw(out, n->span, (size_t)n->n_span);
+            continue;
+        }
+        char *inner = put_selected(nodes, c, n->span, n->span + n->n_span, out, bad);
+        if (*bad) return NULL;
+        out = inner ? inner : mark; /* none of its paths present: not written */
+    }
+    if (out == start + 1) return NULL;
+    *out++ = '}';
+    return out;
+malformed:
+    *bad = 1;
+    return NULL;
+}
+
+/* The most write_row may write for r: keys and punctuation < 128, two
+ * integers < 24 each, the timestamp 26, a value < 40. */
+static uint64_t row_room(const struct row *r, const struct tree *t) {
+    return 256 + quoted_room(r->n_session) + quoted_room(r->n_kind) + quoted_room(r->n_name) +
+           quoted_room(r->n_host) + (uint64_t)r->n_tags + (uint64_t)r->n_data +
+           (t ? t->room : 0);
+}
+
+/* r as doc_out's JSON at out (row_room bytes free), its data's paths of t
+ * only where t is given (fields=); the end, or NULL where the value cannot
+ * be written exactly or the data is not JSON as expected. */
+static char *write_row(char *out, const struct row *r, struct tree *t) {
     out = PUT_LIT(out, "{\"id\":\"");
     out = put_int(out, r->id);
     out = PUT_LIT(out, "\",\"session\":");
@@ -259,21 +439,31 @@ static char *write_row(char *out, const struct row *r) {
         out = put_float(out, r->value);
         if (!out) return NULL;
     }
-    if (r->data) {
+    if (r->data && !t) {
         out = PUT_LIT(out, ",\"data\":");
         out = put_raw(out, (const char *)r->data, (size_t)r->n_data);
+    } else if (r->data && r->n_data && r->data[0] == '{') { /* else: no path present */
+        char *mark = out;
+        int bad = 0;
+        out = PUT_LIT(out, ",\"data\":");
+        const char *data = (const char *)r->data;
+        char *end = put_selected(t->nodes, 0, data, data + r->n_data, out, &bad);
+        if (bad) return NULL;
+        out = end ? end : mark;
     }
     *out++ = '}';
     return out;
 }
 
-/* dw_page(limit, id, session, seq, kind, name, host, tags, ts, value, data),
- * an aggregate over the rows of a page query asked for limit + 1 rows, in
+/* dw_page(limit, id, session, seq, kind, name, host, tags, ts, value, data,
+ * paths): an aggregate over the rows of a page query asked for limit + 1 rows, in
  * their order: the first limit documents' JSON joined with commas (the
  * bytes the answer sends), then a trailer of 32 bytes in the machine's
  * order: int64 how many documents, double ts and int64 id of the last one,
  * double ts of the row after it (NaN if none: no further page). NULL where
  * any document cannot be written exactly (the caller writes the page).
+ * paths: NULL for whole documents, or fields='s paths of data (struct
+ * tree's spec): each document's data then holds only those.
  *
  * One buffer for the page: group_concat over a per-row function allocated,
  * copied and freed a string per row, and the (ts, id) of the page's edge
@@ -284,6 +474,8 @@ struct page {
     int64_t count, last_id;
     double last_ts, beyond_ts;
     int beyond, odd, nomem;
+    int started, selecting; /* started: the paths read (at the first row) */
+    struct tree tree;
 };
 
 #define TRAILER 32
@@ -306,6 +498,16 @@ static void dw_page_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         sqlite3_result_error_nomem(ctx);
         return;
     }
+    if (!p->started) {
+        p->started = 1;
+        if (sqlite3_value_type(argv[11]) != T_NULL) {
+            const unsigned char *spec = sqlite3_value_text(argv[11]);
+            int rc = spec ? parse_tree(&p->tree, spec, sqlite3_value_bytes(argv[11])) : ROW_NOMEM;
+            p->selecting = 1;
+            p->odd = rc == ROW_ODD;
+            p->nomem = rc == ROW_NOMEM;
+        }
+    }
     if (p->odd || p->nomem || p->beyond) return; /* the answer is settled */
     if (p->count >= sqlite3_value_int64(argv[0])) { /* the row after the page */
         p->beyond = 1;
@@ -313,19 +515,20 @@ static void dw_page_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         return;
     }
     struct row r;
-    int rc = read_row(argv + 1, &r);
+    int rc = read_row(argv + 1, &r, p->selecting);
     if (rc != ROW_OK) {
         p->odd = rc == ROW_ODD;
         p->nomem = rc == ROW_NOMEM;
         return;
     }
-    if (!reserve(p, p->len + 1 + row_room(&r) + TRAILER)) {
+    struct tree *t = p->selecting ? &p->tree : NULL;
+    if (!reserve(p, p->len + 1 + row_room(&r, t) + TRAILER)) {
         p->nomem = 1;
         return;
     }
     char *out = p->buf + p->len;
     if (p->count) *out++ = ',';
-    out = write_row(out, &r);
+    out = write_row(out, &r, t);
     if (!out) {
         p->odd = 1;
         return;
@@ -339,6 +542,7 @@ static void dw_page_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 static void dw_page_final(sqlite3_context *ctx) {
     struct page empty = {0}, *p = sqlite3_aggregate_context(ctx, 0);
     if (!p) p = &empty; /* no rows */
+    free_tree(&p->tree);
     if (p->nomem || p->odd) {
         sqlite3_free(p->buf);
         if (p->nomem) sqlite3_result_error_nomem(ctx);
@@ -362,7 +566,7 @@ static void dw_page_final(sqlite3_context *ctx) {
 static int dw_init(sqlite3 *db, char **err, const void *api) {
     (void)err;
     (void)api;
-    return sqlite3_create_function_v2(db, "dw_page", 11, UTF8 | INNOCUOUS, NULL, NULL,
+    return sqlite3_create_function_v2(db, "dw_page", 12, UTF8 | INNOCUOUS, NULL, NULL,
                                       dw_page_step, dw_page_final, NULL);
 }
 

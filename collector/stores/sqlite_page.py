@@ -44,7 +44,15 @@ import orjson
 
 from .base import FoundPage
 
-__all__ = ["ODD", "native_page", "native_page_sql", "page_sql", "rendered", "selected"]
+__all__ = [
+    "ODD",
+    "native_page",
+    "native_page_sql",
+    "page_sql",
+    "path_spec",
+    "rendered",
+    "selected",
+]
 
 # x = ts * 1000 (the same double as Python's). For 1 <= x < 2**52, x + 0.5 is
 # exact, so its integer part is round-half-up; a tie (x + 0.5 whole) that
@@ -155,20 +163,29 @@ def page_sql(edge_sql: str, find_sql: str, data: str = "data") -> str:
     )
 
 
-def native_page_sql(find_sql: str, data: str = "data") -> str:
+def native_page_sql(find_sql: str) -> str:
     """The page query where ``dw_page`` is installed (sqlite_docjson.c,
     sqlite_native.py): ONE statement and one row, ``dw_page``'s answer
-    (``native_page`` reads it). Its ``?`` are the page's limit, then
-    ``find_sql``'s, which selects the document columns of limit + 1 rows
-    (the one past the page only says whether another page follows, and
-    where). ``data``: as ``rendered`` takes it.
+    (``native_page`` reads it). Its ``?`` are the page's limit,
+    ``path_spec``'s paths (NULL: whole documents), then ``find_sql``'s,
+    which selects the document columns of limit + 1 rows (the one past the
+    page only says whether another page follows, and where).
 
     The aggregate sees the rows in the subquery's order (SQLite feeds them
     in that order; the tests check it over pages of many documents)."""
     return (
-        f"SELECT dw_page(?, id, session, seq, kind, name, host, tags, ts, value, {data})"
+        "SELECT dw_page(?, id, session, seq, kind, name, host, tags, ts, value, data, ?)"
         f" FROM ({find_sql})"
     )
+
+
+def path_spec(paths: Sequence[tuple[str, ...]]) -> str:
+    """``fields=``'s paths as ``dw_page`` takes them: a line a path, its keys
+    separated by tabs, each as orjson writes it (which escapes tabs and
+    newlines, so they only ever separate), to be matched against the
+    stored data's keys byte for byte. Paths ``selected`` declines are
+    declined here too (the caller checks with it first)."""
+    return "\n".join("\t".join(orjson.dumps(key).decode() for key in path) for path in paths)
 
 
 #: dw_page's trailer: how many documents, the ts and id of the last one and

@@ -313,7 +313,8 @@ def _one_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> bytes |
     conn = sqlite3.connect(":memory:")
     try:
         (answer,) = conn.execute(
-            "SELECT dw_page(1, 1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL)", (text, text, text, ts, value)
+            "SELECT dw_page(1, 1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL, NULL)",
+            (text, text, text, ts, value),
         ).fetchone()
     finally:
         conn.close()
