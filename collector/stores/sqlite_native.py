@@ -8,7 +8,8 @@ less than half (figures in docs/api-performance.md).
 How: the C file is compiled once per machine, with the C compiler found
 (``$CC``, else ``cc``), into the deltawire cache directory
 (``$DELTAWIRE_CACHE``, default ``~/.cache/deltawire``), under a name that
-holds a hash of the source and of the SQLite library, and reused after.
+holds a hash of the source, the SQLite library and the machine's kind, and
+reused after.
 Loading it registers ``dw_page`` with SQLite's ``sqlite3_auto_extension``,
 so every connection the process opens from then on has it. It links the very
 library Python's sqlite3 module uses (found in this process's memory map):
@@ -28,6 +29,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import platform
 import shutil
 import sqlite3
 import subprocess
@@ -134,7 +136,9 @@ def _cache_dir() -> pathlib.Path:
 def _built(library: pathlib.Path) -> pathlib.Path | None:
     """The compiled renderer for ``library``: from the cache, or built now."""
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + str(library.resolve()).encode()).hexdigest()[:16]
+    # A home directory shared by machines of other kinds gets one build each.
+    where = f"{library.resolve()}\0{platform.machine()}".encode()
+    key = hashlib.sha256(source + where).hexdigest()[:16]
     target = _cache_dir() / "native" / f"sqlite_docjson-{key}.so"
     if target.exists():
         return target
