@@ -94,6 +94,27 @@ def test_asyncio_a_cancelled_caller_drops_a_call_not_started() -> None:
     assert gate.ran == [1, 3]  # 2's caller left before a thread took it
 
 
+def test_asyncio_close_drops_the_calls_not_started() -> None:
+    """close() (the app's lifespan ending): a call no thread took is never
+    run and its caller is cancelled; the one running finishes."""
+    threads = StoreThreads(1)
+    gate = Gate()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(threads.run(gate, 1))
+        await asyncio.to_thread(gate.wait_started, 1)
+        waiting = asyncio.ensure_future(threads.run(gate, 2))
+        await asyncio.sleep(0)  # queued for the one thread, which is busy
+        threads.close()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, DEADLINE)
+        gate.open.set()
+        assert await asyncio.wait_for(first, DEADLINE) == 2
+
+    asyncio.run(main())
+    assert gate.ran == [1]
+
+
 def test_asyncio_errors_reach_the_caller() -> None:
     threads = StoreThreads(2)
 
