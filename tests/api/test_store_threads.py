@@ -71,15 +71,23 @@ def test_asyncio_runs_off_the_loop_at_most_size_at_once() -> None:
     assert gate.most == 3
 
 
+async def _one_running_one_queued(
+    threads: StoreThreads, gate: Gate
+) -> tuple[asyncio.Future[int], asyncio.Future[int]]:
+    """Call 1 running on the one thread (held at the gate), call 2 queued behind it."""
+    first = asyncio.ensure_future(threads.run(gate, 1))
+    await asyncio.to_thread(gate.wait_started, 1)
+    waiting = asyncio.ensure_future(threads.run(gate, 2))
+    await asyncio.sleep(0)  # queued for the one thread, which is busy
+    return first, waiting
+
+
 def test_asyncio_a_cancelled_caller_drops_a_call_not_started() -> None:
     threads = StoreThreads(1)
     gate = Gate()
 
     async def main() -> None:
-        first = asyncio.ensure_future(threads.run(gate, 1))
-        await asyncio.to_thread(gate.wait_started, 1)
-        waiting = asyncio.ensure_future(threads.run(gate, 2))
-        await asyncio.sleep(0)  # submitted to the executor
+        first, waiting = await _one_running_one_queued(threads, gate)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -101,10 +109,7 @@ def test_asyncio_close_drops_the_calls_not_started() -> None:
     gate = Gate()
 
     async def main() -> None:
-        first = asyncio.ensure_future(threads.run(gate, 1))
-        await asyncio.to_thread(gate.wait_started, 1)
-        waiting = asyncio.ensure_future(threads.run(gate, 2))
-        await asyncio.sleep(0)  # queued for the one thread, which is busy
+        first, waiting = await _one_running_one_queued(threads, gate)
         threads.close()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiting, DEADLINE)
