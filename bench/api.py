@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import psutil
 
+from deltawire.collector.api_process import auto_workers
 from deltawire.collector.stores import open_store
 from deltawire.collector.stores.base import Create
 from deltawire.protocol import Document
@@ -313,28 +314,30 @@ def _runs(case: str) -> tuple[str, ...]:
     return RUNS if case in WRITES else RUNS[:2]
 
 
-def _api_process(collector_pid: int) -> psutil.Process:
-    """The collector's HTTP API child (``python -m deltawire.collector.api``)."""
-    for child in psutil.Process(collector_pid).children(recursive=True):
-        if "deltawire.collector.api" in child.cmdline():
-            return child
-    raise RuntimeError("collector serve started no API process")
+def _api_processes(collector_pid: int) -> list[psutil.Process]:
+    """The collector's HTTP API workers (``python -m deltawire.collector.api``)."""
+    procs = [child for child in psutil.Process(collector_pid).children()
+             if "deltawire.collector.api" in child.cmdline()]  # fmt: skip
+    if not procs:
+        raise RuntimeError("collector serve started no API process")
+    return procs
 
 
-def _edit_writer(api: psutil.Process) -> psutil.Process | None:
-    """The API process's edit writer child, which commits its writes."""
-    for child in api.children():
-        if "deltawire.collector.api.edit_writer" in child.cmdline():
-            return child
-    return None
+def _edit_writers(apis: list[psutil.Process]) -> list[psutil.Process]:
+    """The API workers' edit writer children, which commit their writes."""
+    return [child for api in apis for child in api.children()
+            if "deltawire.collector.api.edit_writer" in child.cmdline()]  # fmt: skip
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    """CPU seconds (user + system) of ``proc`` so far (0: none)."""
-    if proc is None:
+def _cpu(procs: psutil.Process | list[psutil.Process] | None) -> float:
+    """CPU seconds (user + system) of ``procs`` so far (0: none)."""
+    if procs is None:
         return 0.0
-    t = proc.cpu_times()
-    return t.user + t.system
+    total = 0.0
+    for proc in procs if isinstance(procs, list) else [procs]:
+        t = proc.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def _delete_share(ids: list[str], runs: tuple[str, ...], n: int, seconds: float) -> list[str]:
@@ -349,7 +352,11 @@ def _delete_share(ids: list[str], runs: tuple[str, ...], n: int, seconds: float)
 
 
 def _round(
-    redis_uri: str | None, seconds: float, cases: list[str], tmp: pathlib.Path
+    redis_uri: str | None,
+    seconds: float,
+    cases: list[str],
+    tmp: pathlib.Path,
+    workers: str = "auto",
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], float | None]:
     from deltawire.testing.harness import collector_process
 
@@ -359,13 +366,14 @@ def _round(
     ids = (tmp / "seed.ids").read_text().split("\n")
     db = tmp / f"api-{'redis' if redis_uri else 'local'}.db"
     shutil.copyfile(seed, db)
-    env = {"REDIS_URI": redis_uri or "", "CACHE_TTL": "30", "LOG_LEVEL": "warning"}
+    env = {"REDIS_URI": redis_uri or "", "CACHE_TTL": "30", "LOG_LEVEL": "warning",
+           "API_WORKERS": workers}  # fmt: skip
     results: dict[tuple[str, str], dict[str, Any]] = {}
     hit_rate = None
     with collector_process(tmp, store_uri=f"sqlite:///{db}", http=True, env=env) as cp:
         base = f"http://127.0.0.1:{cp.http_port}"
-        api = _api_process(cp.proc.pid)
-        writer = _edit_writer(api)
+        api = _api_processes(cp.proc.pid)
+        writer = _edit_writers(api)
         total = seconds * (sum(len(_runs(c)) for c in cases) + 1) + 60
         with _agents(cp.port, total):
             chunks = {"put": ids[:10_000], "patch": ids[:10_000], "delete": ids[10_000:]}
@@ -492,12 +500,21 @@ def render(
     return "\n".join(lines) + f"\nload average (1 min) before / after each round: {loads}"
 
 
+def _workers_title(n: str) -> str:
+    count = auto_workers() if n == "auto" else int(n)
+    return f"{count} API worker{'s' if count != 1 else ''}"
+
+
 def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
 def run(
-    seconds: float = 5.0, quick: bool = False, cases: list[str] | None = None, repeat: int = 1
+    seconds: float = 5.0,
+    quick: bool = False,
+    cases: list[str] | None = None,
+    repeat: int = 1,
+    workers: tuple[str, ...] = ("auto",),
 ) -> str:
     from deltawire.testing.servers import run_redis
 
@@ -507,20 +524,24 @@ def run(
     rounds = []
     with tempfile.TemporaryDirectory() as d:
         tmp = pathlib.Path(d)
-        backends: list[tuple[str, str | None]] = [("Redis off (LRU)", None)]
         with run_redis(tmp / "redis") as redis_uri:
-            if not quick:
-                backends.append(("Redis on", redis_uri))
+            backends: list[tuple[str, str | None, str]] = []
+            for n in workers:
+                named = "" if workers == ("auto",) else f", {_workers_title(n)}"
+                backends.append((f"Redis off (LRU){named}", None, n))
+                if not quick:
+                    backends.append((f"Redis on{named}", redis_uri, n))
             for i in range(repeat):  # interleaved: off, on, off, on...
-                for title, uri in backends:
+                for title, uri, n in backends:
                     print(f"round {i + 1}/{repeat}: {title}", file=sys.stderr)
                     before = _load()
-                    results, hit_rate = _round(uri, seconds, cases, tmp)
+                    results, hit_rate = _round(uri, seconds, cases, tmp, n)
                     rounds.append((title, results, hit_rate, f"{before}/{_load()}"))
     header = (
         f"== API: wrk against collector serve while {AGENTS} agents stream "
         f"{AGENT_RATE:g} samples/s; {repeat} interleaved round(s) per backend, ranges over "
-        f"rounds; {os.cpu_count()} cores shared with whatever else runs (noisy)"
+        f"rounds; API_WORKERS={','.join(workers)} (auto: {auto_workers()} here); "
+        f"{os.cpu_count()} cores shared with whatever else runs (noisy)"
     )
     return header + "\n" + render(rounds)
 
@@ -534,14 +555,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds per backend, interleaved; ranges are printed (default 1)")  # fmt: skip
     ap.add_argument("--cases", default=",".join(ALL_CASES),
                     help=f"comma-separated subset (default: all: {','.join(ALL_CASES)})")  # fmt: skip
+    ap.add_argument("--api-workers", default="auto", metavar="N[,N...]",
+                    help="API_WORKERS of the collector, or several to compare them in "
+                    "interleaved rounds, e.g. 1,auto (default auto)")  # fmt: skip
     args = ap.parse_args(argv)
+    workers = tuple(w.strip() for w in args.api_workers.split(",") if w.strip())
+    for w in workers:
+        if w != "auto" and not (w.isdigit() and int(w) >= 1):
+            ap.error(f"--api-workers: {w!r} is not a count >= 1 or auto")
+    if not workers:
+        ap.error("--api-workers: give at least one")
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         ap.error(f"unknown case(s) {sorted(unknown)}; known: {', '.join(ALL_CASES)}")
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
-    print(run(args.seconds, args.quick, cases, args.repeat), flush=True)
+    print(run(args.seconds, args.quick, cases, args.repeat, workers), flush=True)
     return 0
 
 

@@ -56,7 +56,7 @@ import psutil
 from deltawire.collector.stores.sqlite import encode_row
 from deltawire.testing.harness import collector_process
 
-from .api import _FRESH_RANDOM, AGENT_RATE, AGENTS, _agents, _api_process, _cpu, _span, _wrk
+from .api import _FRESH_RANDOM, AGENT_RATE, AGENTS, _agents, _api_processes, _cpu, _span, _wrk
 from .codec import load_recording
 from .query import T0, LinesOf, _influx, _load_deltawire, _load_influx, _workdir
 
@@ -293,7 +293,7 @@ def compare(ours: list[Listed], theirs: list[Listed]) -> str:
 class Side:
     name: str
     base: str
-    process: psutil.Process  # the server process whose CPU an answer costs
+    process: psutil.Process | list[psutil.Process]  # the server processes an answer's CPU is
     path_of: PathOf
     #: what it ingests while "ingesting" runs, for ``seconds``
     feed: Callable[[float], contextlib.AbstractContextManager[None]]
@@ -486,9 +486,9 @@ def run(plan: Plan, keep: pathlib.Path | None = None) -> str:
             sql_api = f"http://127.0.0.1:{sql_cp.http_port}"
             influxd = next(p for p in psutil.Process().children() if p.name() == "influxd")
             _settle(influx, influxd)
-            sides = [Side("deltawire", api, _api_process(cp.proc.pid), deltawire_path,
+            sides = [Side("deltawire", api, _api_processes(cp.proc.pid), deltawire_path,
                           functools.partial(_deltawire_ingest, cp.port, api)),
-                     Side(SQL_PAGES, sql_api, _api_process(sql_cp.proc.pid), deltawire_path,
+                     Side(SQL_PAGES, sql_api, _api_processes(sql_cp.proc.pid), deltawire_path,
                           functools.partial(_deltawire_ingest, sql_cp.port, sql_api))]  # fmt: skip
             sides += [
                 Side(name, influx, influxd, functools.partial(influx_path, db=schema.db),

@@ -1,14 +1,18 @@
-"""The HTTP API runs in its own process (uvicorn + Starlette; measured ~15x the
-requests/s of an HTTP server inside the trio loop). This module starts it, keeps
-it running, and feeds it over its stdin: the ingest counters for ``/stats`` and
-which sessions/names changed, so cached answers are invalidated."""
+"""The HTTP API runs in processes of its own (uvicorn + Starlette; measured ~15x
+the requests/s of an HTTP server inside the trio loop): ``API_WORKERS`` of them
+on one port (api/peers.py). This module starts them, keeps them running, and
+feeds each over its stdin: the ingest counters for ``/stats`` and which
+sessions/names changed, so cached answers are invalidated."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,75 +26,123 @@ from .child import Child
 if TYPE_CHECKING:
     from .pipeline import Chunk
 
-__all__ = ["ApiProcess"]
+__all__ = ["MAX_AUTO_WORKERS", "ApiProcess", "auto_workers"]
 
 #: An API process that keeps dying is restarted at most every 10 s; one that
 #: served this long before it died was healthy, and restarts at once.
 _RESTART_BACKOFF = Backoff(0.5, 10.0)
 _HEALTHY_AFTER_S = 30.0
+#: ``API_WORKERS=auto``: one a core, up to this many (each holds its own cache
+#: and edit writer; past the cores they only take turns).
+MAX_AUTO_WORKERS = 4
 
 log = logging.getLogger("deltawire.collector.api_process")
 
 
-class ApiProcess:
-    def __init__(self, argv: list[str], stats_text: Callable[[], str]) -> None:
-        self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin",
-                     "--parent-pid", str(os.getpid()), *argv]  # fmt: skip
-        self._child = Child(self.argv, _RESTART_BACKOFF, grace=5.0)
-        self._stats_text = stats_text
-        self._sessions: set[str] = set()
-        self._names: set[str] = set()
-        self._span = [math.inf, -math.inf]  # of the timestamps since the last bump
-        self.started = trio.Event()
+def auto_workers() -> int:
+    """API workers for this machine: its cores (at most ``MAX_AUTO_WORKERS``)
+    on Linux, whose SO_REUSEPORT spreads connections over them; 1 elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return 1
+    return max(1, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0))))
 
-    @property
-    def process(self) -> trio.Process | None:
-        """The API process, once started."""
-        return self._child.process
 
-    def on_commit(self, batch: list[Chunk]) -> None:
-        span = self._span
+class _Worker:
+    """One API process and what it has not been told yet."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.child = Child(argv, _RESTART_BACKOFF, grace=5.0)
+        self.sessions: set[str] = set()
+        self.names: set[str] = set()
+        self.span = [math.inf, -math.inf]  # of the timestamps since the last bump
+
+    def note(self, batch: list[Chunk]) -> None:
+        span = self.span
         for chunk in batch:
-            self._sessions.add(chunk.session)
-            self._names |= chunk.names
+            self.sessions.add(chunk.session)
+            self.names |= chunk.names
             if chunk.lo < span[0]:
                 span[0] = chunk.lo
             if chunk.hi > span[1]:
                 span[1] = chunk.hi
 
+    def bump_line(self) -> bytes | None:
+        if not (self.sessions or self.names):
+            return None
+        bump: dict[str, object] = {"op": "bump", "sessions": sorted(self.sessions),
+                                   "names": sorted(self.names)}  # fmt: skip
+        if all(map(math.isfinite, self.span)):
+            bump["span"] = self.span
+        self.sessions, self.names = set(), set()
+        self.span = [math.inf, -math.inf]
+        return orjson.dumps(bump)
+
+
+class ApiProcess:
+    """The API's ``workers`` processes (``API_WORKERS``), started with ``argv``."""
+
+    def __init__(self, argv: list[str], stats_text: Callable[[], str], workers: int = 1) -> None:
+        self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin",
+                     "--parent-pid", str(os.getpid()), *argv]  # fmt: skip
+        self.workers = max(1, workers)
+        self._stats_text = stats_text
+        self._peers_dir: str | None = None
+        self._workers: list[_Worker] = []
+
+    @property
+    def processes(self) -> list[trio.Process]:
+        """The API processes started so far."""
+        return [w.child.process for w in self._workers if w.child.process is not None]
+
+    def on_commit(self, batch: list[Chunk]) -> None:
+        for worker in self._workers:
+            worker.note(batch)
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the API process until cancelled; restart it (with backoff) if it dies."""
-        proc = await self._child.start()
+        """Run the API processes until cancelled; restart one (with backoff) if it dies."""
+        try:
+            argvs = [self.argv]
+            if self.workers > 1:
+                # Private to us (0700): the workers' journals and sockets (peers.py).
+                self._peers_dir = tempfile.mkdtemp(prefix="deltawire-api-")
+                argvs = [[*self.argv, "--workers", str(self.workers), "--worker", str(i),
+                          "--peers", self._peers_dir] for i in range(self.workers)]  # fmt: skip
+            self._workers = [_Worker(argv) for argv in argvs]
+            async with trio.open_nursery() as nursery:
+                for worker in self._workers:
+                    await nursery.start(self._supervise, worker)
+                task_status.started()
+        finally:
+            if self._peers_dir is not None:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(self._peers_dir)
+
+    async def _supervise(
+        self, worker: _Worker, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        proc = await worker.child.start()
         task_status.started()
         while True:
             started = trio.current_time()
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._feed, proc, nursery.cancel_scope)
+                    nursery.start_soon(self._feed, worker, proc, nursery.cancel_scope)
                     await proc.wait()
                     nursery.cancel_scope.cancel()
             finally:
-                await self._child.stop(terminate=True)
-            log.error("the HTTP API process exited; restarting it", extra={"code": proc.returncode})
+                await worker.child.stop(terminate=True)
+            log.error("an HTTP API process exited; restarting it", extra={"code": proc.returncode})
             if trio.current_time() - started > _HEALTHY_AFTER_S:
-                self._child.healthy()
-            proc = await self._child.restart()
+                worker.child.healthy()
+            proc = await worker.child.restart()
 
-    async def _feed(self, proc: trio.Process, scope: trio.CancelScope) -> None:
+    async def _feed(self, worker: _Worker, proc: trio.Process, scope: trio.CancelScope) -> None:
+        """Every 100 ms, the worker's news; the counters every second."""
         assert proc.stdin is not None
         tick = 0
         try:
             while True:
-                lines = []
-                if self._sessions or self._names:
-                    bump: dict[str, object] = {"op": "bump", "sessions": sorted(self._sessions),
-                                               "names": sorted(self._names)}  # fmt: skip
-                    if all(map(math.isfinite, self._span)):
-                        bump["span"] = self._span
-                    lines.append(orjson.dumps(bump))
-                    self._sessions.clear()
-                    self._names.clear()
-                    self._span = [math.inf, -math.inf]
+                lines = [] if (bump := worker.bump_line()) is None else [bump]
                 if tick % 10 == 0:
                     lines.append(orjson.dumps({"op": "stats", "text": self._stats_text()}))
                 if lines:

@@ -88,6 +88,8 @@ def cli() -> None:
 @click.option("--http", "http_addr", metavar="HOST:PORT",
               help=_h("HTTP API and dashboard address", "COLLECTOR_HTTP"))  # fmt: skip
 @click.option("--no-http", is_flag=True, help="Do not start the HTTP API process.")
+@click.option("--api-workers", metavar="N", help=_h("HTTP API processes on that port, or auto",
+              "API_WORKERS"))  # fmt: skip
 @click.option("--store", metavar="URI", help=_h("sqlite:///PATH or mongodb://...", "STORE_URI"))
 @click.option("--token", "tokens", multiple=True, help=_h("Accepted ingest token, repeatable "
               "(the variable: comma-separated)", "INGEST_TOKENS"))  # fmt: skip
@@ -120,6 +122,7 @@ def serve(**flags: Any) -> None:
     """Run the collector until SIGTERM/SIGINT (then drain, ack and stop)."""
     from deltawire.protocol import CODECS
 
+    from .api_process import auto_workers
     from .hub import IngestConfig
     from .pipeline import PipelineConfig
     from .server import ServeConfig
@@ -128,6 +131,7 @@ def serve(**flags: Any) -> None:
     overrides = {
         "COLLECTOR_LISTEN": flags["listen"],
         "COLLECTOR_HTTP": flags["http_addr"],
+        "API_WORKERS": flags["api_workers"],
         "STORE_URI": flags["store"],
         "INGEST_TOKENS": tuple(flags["tokens"]) or None,
         "TLS_CERT": flags["tls_cert"],
@@ -200,6 +204,7 @@ def serve(**flags: Any) -> None:
         tls_cert=s.tls_cert,
         tls_key=s.tls_key,
         api_args=tuple(api_args),
+        api_workers=s.api_workers or auto_workers(),
     )
     try:
         trio.run(run_serve, cfg)

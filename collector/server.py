@@ -61,6 +61,7 @@ class ServeConfig:
     tls_cert: str = ""
     tls_key: str = ""
     api_args: tuple[str, ...] = ()
+    api_workers: int = 1  # HTTP API processes on cfg.http (api_process.py)
     writer: str = "process"
     log_level: str = "warning"
 
@@ -143,6 +144,7 @@ async def serve(
                         *cfg.api_args,
                     ],
                     stats.render,
+                    workers=cfg.api_workers,
                 )
                 await nursery.start(api.run)
             serving: list[Any] = list(listeners)

@@ -54,6 +54,7 @@ class IngestSettings:
     # fmt: off
     listen: str = setting("COLLECTOR_LISTEN", "", "Ingest address HOST:PORT. Empty: 127.0.0.1:7700 when no INGEST_TOKENS are set\n(an open port would accept anyone's data), 0.0.0.0:7700 otherwise.", str)
     http: tuple[str, int] = setting(*_HTTP)
+    api_workers: int = setting("API_WORKERS", "auto", "HTTP API processes sharing COLLECTOR_HTTP (SO_REUSEPORT: the kernel spreads connections).\nauto: one a core, at most 4, on Linux; 1 elsewhere.", parse_auto_count)
     tokens: Words = setting("INGEST_TOKENS", "", "Comma-separated tokens agents must present in hello. Empty: no auth.", parse_list)
     tls_cert: str = setting("TLS_CERT", "", "PEM certificate file: serve ingest over TLS (with TLS_KEY).", str)
     tls_key: str = setting("TLS_KEY", "", "PEM private key file for TLS_CERT.", str)

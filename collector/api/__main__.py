@@ -2,9 +2,10 @@
 
 The ingest process (trio) starts this with ``--control-stdin`` and keeps a pipe
 to our stdin (see ``control.py``); started by hand it just serves. Serving runs
-on uvicorn (uvloop + httptools when available), one process, and the writes
+on uvicorn (uvloop + httptools when available), and the writes
 (POST/PUT/PATCH/DELETE) are committed by a child of ours, the edit writer
 (edit_writer.py), started and stopped with us and restarted if it dies.
+The collector may start several of us on one port (``--workers``, peers.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
+import pathlib
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -61,7 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=1,
-        help="HTTP worker processes; only 1 is supported for now (the control pipe feeds one process)",
+        help="API processes sharing the port, this one included (default 1). The "
+        "collector starts them (API_WORKERS) and passes --worker and --peers.",
+    )
+    p.add_argument(
+        "--worker",
+        metavar="I",
+        type=int,
+        default=0,
+        help="which of the --workers this one is, from 0 (default 0)",
+    )
+    p.add_argument(
+        "--peers",
+        metavar="DIR",
+        help="the workers' shared directory (peers.py); required with --workers > 1",
     )
     p.add_argument(
         "--control-stdin",
@@ -96,7 +113,26 @@ def _api_config(settings: ApiSettings) -> ApiConfig:
     return configure(ApiConfig, settings, keys=keys)
 
 
-async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket other API workers bind too (SO_REUSEPORT: the
+    kernel hands each new connection to one of them)."""
+    family, type_, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(2048)  # uvicorn's backlog
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
     import orjson
     import uvicorn
 
@@ -137,6 +173,10 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         log.error("%s", e)
         store.close()
         return 1
+    if args.workers > 1:
+        api_config = dataclasses.replace(
+            api_config, shared_limits=str(pathlib.Path(args.peers) / "limits")
+        )
     deps = Deps(store, cache, ingest, api_config, editor=editor)
     app = create_app(deps)
     host, port = settings.http
@@ -161,6 +201,23 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    sockets = None
+    peers = None
+    if args.workers > 1:
+        from .peers import Peers, attach
+        from .stats import counters_of
+
+        try:
+            sockets = [_shared_socket(host, port)]
+        except OSError as e:
+            log.error("cannot listen on %s:%d: %s", host, port, e)
+            await editor.aclose()
+            store.close()
+            return 1
+        peers = Peers(pathlib.Path(args.peers), args.worker, args.workers,
+                      counters=lambda: counters_of(deps.stats, deps.cache, deps.edits))  # fmt: skip
+        attach(peers, deps)
+        peers.open()
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -178,7 +235,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         server.should_exit = True
 
     consumer = asyncio.create_task(consume())
-    if control_stdin:
+    if args.control_stdin:
         ControlReader(
             sys.stdin.fileno(),
             deliver=lambda msg: loop.call_soon_threadsafe(queue.put_nowait, msg),
@@ -201,7 +258,7 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     try:
-        await server.serve()
+        await server.serve(sockets)
     except SystemExit as e:  # uvicorn exits when it cannot bind
         return int(e.code or 1) if not isinstance(e.code, str) else 1
     finally:
@@ -209,6 +266,8 @@ async def _serve(settings: ApiSettings, control_stdin: bool) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await editor.aclose()  # after the last request: nothing of theirs is under way
+        if peers is not None:
+            peers.close()
         await cache.aclose()
         store.close()
     return 0 if server.started else 1
@@ -224,8 +283,12 @@ def _has(module: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.workers != 1:
-        print("--workers: only 1 worker is supported for now", file=sys.stderr)
+    if args.workers < 1 or not 0 <= args.worker < args.workers:
+        print("error: --workers must be >= 1 and --worker within 0..N-1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.peers:
+        print("error: --workers > 1 needs --peers (run `collector serve --api-workers N`, "
+              "which starts the workers)", file=sys.stderr)  # fmt: skip
         return 2
     try:
         settings = _settings(args)
@@ -242,8 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_serve(settings, args.control_stdin))
-    return asyncio.run(_serve(settings, args.control_stdin))
+            return runner.run(_serve(settings, args))
+    return asyncio.run(_serve(settings, args))
 
 
 if __name__ == "__main__":

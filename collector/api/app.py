@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import RateLimiter, Role, require
+from .auth import RateLimiter, Role, SharedBuckets, require
 from .dashboard import dashboard_routes
 from .deps import ApiConfig, Deps
 from .errors import ApiError, exception_handlers
@@ -126,7 +126,10 @@ def create_app(
     by_path: dict[str, dict[str, Endpoint]] = {}
     for ep in endpoints:
         by_path.setdefault(ep.path, {})[ep.method] = ep
-    limiter = RateLimiter(deps.config.rate_limit, deps.config.rate_burst)
+    # Several API workers count each client's requests in one shared table.
+    shared = deps.config.shared_limits
+    limiter = RateLimiter(deps.config.rate_limit, deps.config.rate_burst,
+                          buckets=SharedBuckets(shared) if shared and deps.config.rate_limit > 0 else None)  # fmt: skip
     routes: list[BaseRoute] = [_dispatcher(p, eps, deps, limiter) for p, eps in by_path.items()]
     routes += dashboard_routes()  # static pages: no key needed
 

@@ -297,10 +297,15 @@ class LocalCache:
         self._gens: dict[str, int] = {}
         self._logs: dict[str, deque[tuple[int, Span]]] = {}
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
+        #: Called first by every lookup: the other API workers' bumps are
+        #: applied here before an answer is judged (peers.py).
+        self.before_lookup: Callable[[], None] | None = None
 
     def lookup(self, key: str, scope: str) -> tuple[bytes | None, int]:
         """(payload, its generation) on a hit, else (None, the scope's current
         generation). Counts nothing: the near cache in front of Redis uses it too."""
+        if self.before_lookup is not None:
+            self.before_lookup()
         gen = self._gens.get(scope, 0)
         entry = self._lru.get(key)
         if entry is not None:

@@ -37,12 +37,12 @@ from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
 from .admission import Doorkeeper
 from .auth import Keys
-from .cache import EVERYTHING, Answer, CachedRead, Keyed, QueryCache, Span
+from .cache import EVERYTHING, Answer, CachedRead, Keyed, QueryCache, Span, bump_scopes
 from .edit_jobs import EditDone, EditJob, apply_jobs
 from .edits import EditBatcher
 from .errors import ApiError
 from .hub import StreamHub
-from .stats import IngestStats, RequestStats
+from .stats import ApiCounters, IngestStats, RequestStats
 from .store_threads import StoreThreads, auto_size
 
 if TYPE_CHECKING:
@@ -70,12 +70,30 @@ class ApiConfig:
     page_bytes: int = 4 << 20  # a listing answer stops before this many bytes (then next)
     header_timeout: float = 10.0
     max_subscribers: int = 10_000
+    shared_limits: str = ""  # the API workers' shared rate-limit file ("": this process's own)
 
 
 class Editor(Protocol):
     """Who commits a group of writes: the edit writer process (edit_client.py)."""
 
     async def apply(self, jobs: list[EditJob]) -> list[EditDone]: ...
+
+
+class Neighbours(Protocol):
+    """The other API workers (peers.py), told what this one's writes did."""
+
+    def bumped(self, scopes: Iterable[str], span: Span) -> None: ...
+
+    def created(self, ids: Iterable[str]) -> None: ...
+
+    @property
+    def count(self) -> int:
+        """The API workers, this one included."""
+        ...
+
+    async def gather(self) -> list[ApiCounters]:
+        """The others' counters (for ``/stats``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +172,8 @@ class Deps:
         # The metric writes (writes.py; set by routes/metrics.py): the write
         # fast path (fast.py) calls the same functions as the routes.
         self.writes: MetricWrites | None = None
+        # The other API processes sharing the port (peers.py), if any.
+        self.peers: Neighbours | None = None
 
     # -- the store ------------------------------------------------------------------------
 
@@ -236,9 +256,12 @@ class Deps:
         narrower: what it spares stays valid)."""
         marks = [m for done in results for m in done.marks]
         if marks:
-            await self.bump(
-                [m.session for m in marks], [m.name for m in marks], Span.of(m.ts for m in marks)
-            )
+            sessions = [m.session for m in marks if m.session is not None]
+            names = [m.name for m in marks if m.name is not None]
+            span = Span.of(m.ts for m in marks)
+            await self.bump(sessions, names, span)
+            if self.peers is not None:  # the other API workers, before any answer
+                self.peers.bumped(bump_scopes(sessions, names), span)
 
     async def heavy_call(
         self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None

@@ -50,6 +50,8 @@ class MetricWrites:
         document goes to ``/stream``'s subscribers."""
         if done.created is not None:
             self.deps.hub.publish([done.created])
+            if self.deps.peers is not None:  # their subscribers read it from the store
+                self.deps.peers.created([done.created["id"]])
         if done.location:
             return Reply(done.status, done.payload, {"location": done.location})
         return Reply(done.status, done.payload)

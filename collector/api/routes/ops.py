@@ -11,7 +11,7 @@ from ..deps import Deps
 from ..errors import ApiError, JSONResponse
 from ..schemas import Health, Ready
 from ..spec import Endpoint
-from ..stats import render_stats
+from ..stats import counters_of, render_stats
 
 __all__ = ["READY_TIMEOUT_S", "endpoints"]
 
@@ -45,8 +45,14 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         return JSONResponse({"status": "ready", "store": "ok", "cache": cache_doc})
 
     async def stats(request: Request) -> Response:
+        counters = counters_of(deps.stats, deps.cache, deps.edits)
+        workers = 1
+        if deps.peers is not None:  # the other API workers' too
+            workers = deps.peers.count
+            for theirs in await deps.peers.gather():
+                counters.add(theirs)
         return Response(
-            render_stats(deps.ingest, deps.stats, deps.cache, deps.edits),
+            render_stats(deps.ingest, counters, workers),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
