@@ -89,7 +89,7 @@ class StoreSettings:
     mongo_max_pool_size: int = setting("MONGO_MAX_POOL_SIZE", "32", "pymongo connection pool size per collector process.", parse_int)
     mongo_timeout_ms: int = setting("MONGO_TIMEOUT_MS", "5000", "pymongo server selection / socket timeout (ms).", parse_int)
     store_writer: str = setting("STORE_WRITER", "process", "Who commits batches: process (a writer process of its own, so decoding and\nstoring each get a core; measured ~1.6x the throughput) or thread (a worker\nthread of the ingest process: one process, one core). make bench measures both.", choice('process', 'thread'))
-    store_threads: int = setting("STORE_THREADS", "auto", "HTTP API: store reads that may run at once (worker threads). auto: the cores + 1 on SQLite\n(its reads are CPU work: more threads only queue for the cores), 4 a core on MongoDB (they wait on the network).", parse_auto_count)
+    store_threads: int = setting("STORE_THREADS", "auto", "HTTP API: store reads that may run at once in each API worker (threads). auto on SQLite: the\nworker's share of the cores + 1 (its reads are CPU work: more threads only queue for the cores), 4 a core on MongoDB (they wait on the network).", parse_auto_count)
     redis_uri: str = setting("REDIS_URI", "", "Redis for the query cache (redis://127.0.0.1:6379/0). Empty: in-process LRU.", str)
     cache_ttl: float = setting("CACHE_TTL", "5", "Seconds a cached query answer may live (writes also invalidate it).", parse_float)
     cache_size: int = setting("CACHE_SIZE", "1024", "In-process LRU entries (also before Redis).", parse_int)

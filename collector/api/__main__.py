@@ -44,7 +44,7 @@ _VAR_FLAGS = {
     "--redis": ("REDIS_URI", "URI", "Redis for the query cache; none: in-process LRU"),
     "--cache-ttl": ("CACHE_TTL", "S", "seconds a cached answer may live (default 5)"),
     "--cache-size": ("CACHE_SIZE", "N", "entries of the in-process LRU, in front of Redis if set (default 1024)"),
-    "--store-threads": ("STORE_THREADS", "N", "store reads running at once, or auto (default auto: the cores + 1 on SQLite, 4 a core on MongoDB)"),
+    "--store-threads": ("STORE_THREADS", "N", "store reads running at once, or auto (default auto: its share of the cores + 1 on SQLite, 4 a core on MongoDB)"),
     "--log-level": ("LOG_LEVEL", "L", "debug, info, warning (default) or error"),
     "--log-format": ("LOG_FORMAT", "F", "auto (default), json or text"),
 }
@@ -175,7 +175,9 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         return 1
     if args.workers > 1:
         api_config = dataclasses.replace(
-            api_config, shared_limits=str(pathlib.Path(args.peers) / "limits")
+            api_config,
+            shared_limits=str(pathlib.Path(args.peers) / "limits"),
+            workers=args.workers,
         )
     deps = Deps(store, cache, ingest, api_config, editor=editor)
     app = create_app(deps)

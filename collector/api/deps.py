@@ -71,6 +71,7 @@ class ApiConfig:
     header_timeout: float = 10.0
     max_subscribers: int = 10_000
     shared_limits: str = ""  # the API workers' shared rate-limit file ("": this process's own)
+    workers: int = 1  # API processes sharing the port (peers.py)
 
 
 class Editor(Protocol):
@@ -150,7 +151,9 @@ class Deps:
         self.config = config if config is not None else ApiConfig()
         self.stats = request_stats if request_stats is not None else RequestStats()
         self.hub = StreamHub(store, self.config.max_subscribers)
-        self.reads = StoreThreads(self.config.store_threads or auto_size(store))
+        self.reads = StoreThreads(
+            self.config.store_threads or auto_size(store, self.config.workers)
+        )
         self.write_limiter = CapacityLimiter(2)  # SQLite writes one at a time anyway
         # Without a writer process (tests, in-process apps) the group
         # commits run here on a thread: the same apply_jobs.

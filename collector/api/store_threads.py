@@ -44,19 +44,26 @@ __all__ = ["StoreThreads", "auto_size"]
 T = TypeVar("T")
 
 
-def auto_size(store: Store) -> int:
-    """How many reads to run at once when STORE_THREADS is ``auto``.
+def auto_size(store: Store, workers: int = 1) -> int:
+    """How many reads to run at once when STORE_THREADS is ``auto``, in each
+    of ``workers`` API processes.
 
     SQLite's reads are CPU work (the GIL let go for the statement): the
     cores + 1, one to fill a core while another thread takes the GIL. More
     only queue for the cores, and starve the event loop and the clients on
     the same machine: on 2 cores, bench.listing's uncached pages at c=100
     (quiet, 2026-11-30) had a p99 of 74-86 ms in 5 runs with 3 threads and
-    81-276 ms in 5 with 4, for the same 1.5-2.3k pages/s. MongoDB's reads
-    mostly wait on the network: 4 a core."""
+    81-276 ms in 5 with 4, for the same 1.5-2.3k pages/s. With several API
+    workers the cores are theirs to share: each gets its share of them + 1
+    (2 cores, 2 workers, uncached pages at c=100, 5 rounds: 2 threads each
+    served 4.6-7.8k pages/s, 3 each 3.6-7.5k, 1 each 3.5-7.1k; the best
+    round of 5 went to 2 four times). MongoDB's reads mostly wait on the
+    network: 4 a core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = max(1, cores or 1)
-    return cores + 1 if store.reads_use_cpu else 4 * cores
+    if not store.reads_use_cpu:
+        return 4 * cores
+    return max(1, cores // max(1, workers)) + 1
 
 
 class _Call:

@@ -168,6 +168,7 @@ def test_auto_size_follows_the_cores_and_the_store(tmp_path: pathlib.Path) -> No
     cores = len(os.sched_getaffinity(0))
     sqlite = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")  # not opened: no file needed
     assert auto_size(sqlite) == cores + 1  # CPU work: a thread more than the cores
+    assert auto_size(sqlite, workers=cores) == 2  # API workers share the cores
     assert auto_size(MongoStore("mongodb://127.0.0.1:1")) == 4 * cores  # network waits
 
 
