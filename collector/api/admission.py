@@ -37,6 +37,11 @@ class Doorkeeper:
         self._now: set[int] = set()
         self._before: set[int] = set()
 
+    def seen(self, key: str) -> bool:
+        """Whether ``key`` was computed lately (remembering nothing)."""
+        h = hash(key)
+        return h in self._now or h in self._before
+
     def admit(self, key: str) -> bool:
         """True if ``key`` was seen lately (store its answer); else remember it."""
         h = hash(key)  # a collision only stores one answer early

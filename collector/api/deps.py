@@ -340,6 +340,19 @@ class Deps:
 
         ``compute`` may return an ``Answer`` with the span of timestamps the
         answer depends on: writes outside it then leave it cached."""
+        if cheap and not self.doorkeeper.seen(key):
+            # Not computed here lately, so not in this process's cache, and
+            # not stored this time (admission.py); asking Redis for a cheap
+            # answer nobody asked for before costs more than computing it (a
+            # round trip: ~60 µs of this loop's CPU against the page's ~150
+            # on a store thread; most listing URLs are asked once). No single
+            # flight either: without a generation, a computation that began
+            # before a write could be shared after its answer. Counted as the
+            # miss it nearly always is.
+            self.cache.stats.misses += 1
+            answer = await compute()
+            self.doorkeeper.admit(key)
+            return (answer.payload if type(answer) is Answer else answer), "miss"  # type: ignore[return-value]
         payload, gen = await self.cache.get(key, scope)
         if payload is not None:
             return payload, "hit"

@@ -9,6 +9,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,8 +180,13 @@ def _metric(text: str, name: str) -> float:
 
 
 @pytest.mark.slow
-def test_two_workers_serve_one_port_coherently(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_two_workers_serve_one_port_coherently(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     env = {"RATE_LIMIT": "0"}
+    if backend == "redis":  # the near caches in front of it take the journals' bumps too
+        env["REDIS_URI"] = request.getfixturevalue("redis_uri")
     with collector_process(tmp_path, "--api-workers", "2", http=True, env=env) as cp:
         base = f"http://127.0.0.1:{cp.http_port}"
         pids = wait_for(lambda: _api_pids(cp.proc.pid) if len(_api_pids(cp.proc.pid)) == 2
@@ -278,3 +285,15 @@ def _api_pids(collector_pid: int) -> list[int]:
         if ppid == collector_pid and b"deltawire.collector.api" in cmd:
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def test_workers_flags_are_checked() -> None:
+    for argv, says in (
+        (["--workers", "2"], "--peers"),
+        (["--workers", "2", "--worker", "2", "--peers", "/tmp"], "--worker"),
+        (["--workers", "0"], "--workers"),
+    ):
+        r = subprocess.run([sys.executable, "-m", "deltawire.collector.api", *argv],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr

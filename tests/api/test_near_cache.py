@@ -308,3 +308,47 @@ def test_a_group_of_edits_bumps_redis_once_and_drops_all_it_touched(
             store.close()
 
     asyncio.run(body())
+
+
+def test_a_listing_never_computed_here_does_not_ask_redis(redis_uri: str, tmp_path: Path) -> None:
+    """A cheap answer (a listing page) this process has not computed lately
+    is computed without a Redis round trip (it is not stored the first time
+    either, admission.py); from its second time on it is looked up, stored,
+    and then a hit."""
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+        store.open()
+        cache = _near(redis_uri, uuid.uuid4().hex)
+        deps = Deps(store, cache)
+        computed = 0
+
+        async def compute() -> bytes:
+            nonlocal computed
+            computed += 1
+            return b"page"
+
+        async def lookups() -> int:  # MGETs Redis has answered so far
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(redis_uri)
+            try:
+                info = await client.info("commandstats")
+            finally:
+                await client.aclose()
+            return int(info.get("cmdstat_mget", {}).get("calls", 0))
+
+        try:
+            before = await lookups()
+            assert await deps.cached_answer("k", "name:n", compute, cheap=True) == (b"page", "miss")
+            assert computed == 1 and await lookups() == before  # no round trip
+            assert await deps.cached_answer("k", "name:n", compute, cheap=True) == (b"page", "miss")
+            assert computed == 2 and await lookups() == before + 1  # asked, then stored
+            assert await deps.cached_answer("k", "name:n", compute, cheap=True) == (b"page", "hit")
+            assert computed == 2
+            assert cache.stats.misses == 2 and cache.stats.hits == 1
+        finally:
+            await cache.aclose()
+            store.close()
+
+    asyncio.run(body())
