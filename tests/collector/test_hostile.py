@@ -235,6 +235,12 @@ def collector(tmp_path: pathlib.Path) -> Iterator[CollectorProcess]:
 
 
 async def _walk(col: CollectorProcess, *, idle: int, huge: int) -> dict[str, Any]:
+    # The baseline is a collector that has stored something: its writer child
+    # has loaded what it needs (sampled earlier, that load counted as growth).
+    client = await Client.connect(col.port)
+    await client.send(_hello("baseline"), _snap(0))
+    await client.until(lambda c: c.acked == 0)
+    await client.aclose()
     rss = _Rss(col.pid)
     samples = make_samples(150)
     report: dict[str, Any] = {}
