@@ -30,7 +30,8 @@ def _gone(proc: psutil.Process) -> bool:
 
 
 def _children(pid: int) -> dict[str, psutil.Process]:
-    """The collector's writer and API processes, by role, once both run."""
+    """The collector's writer and API processes (and the API workers' edit
+    writers), by role, once the writer and two API workers run."""
     found = {}
     for child in psutil.Process(pid).children():
         try:
@@ -40,13 +41,18 @@ def _children(pid: int) -> dict[str, psutil.Process]:
         if "deltawire.collector.writer_child" in cmdline:
             found["writer"] = child
         elif "deltawire.collector.api" in cmdline:
-            found["api"] = child
-    return found if len(found) == 2 else {}
+            found[f"API worker {child.pid}"] = child
+            for grandchild in child.children():
+                found[f"edit writer {grandchild.pid}"] = grandchild
+    workers = sum(role.startswith("API worker") for role in found)
+    edit_writers = sum(role.startswith("edit writer") for role in found)
+    return found if "writer" in found and workers == edit_writers == 2 else {}
 
 
 @pytest.mark.slow
 def test_children_exit_when_the_collector_is_killed(tmp_path: pathlib.Path) -> None:
-    with collector_process(tmp_path, "--writer", "process", http=True) as col:
+    with collector_process(tmp_path, "--writer", "process", "--api-workers", "2",
+                           http=True) as col:  # fmt: skip
         children = wait_until(lambda: _children(col.pid), timeout=20, what="writer and API")
         col.kill()
         for role, child in children.items():
