@@ -15,7 +15,7 @@ event saying so, and its memory never grows past the bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,10 @@ class StreamHub:
         self.subscribers: set[Subscriber] = set()
         self.published = 0
         self.dropped = 0
+        #: Told the subscriber count whenever it changes (the other API
+        #: workers wake this one for documents they create only while it
+        #: has subscribers: peers.py).
+        self.on_count: Callable[[int], None] | None = None
         self._wake: anyio.Event | None = None  # made in run(): an Event needs the loop
         self._pending = False
         self._last: str | None = None  # id of the newest document seen
@@ -139,13 +143,13 @@ class StreamHub:
                     self._drop(sub)
                     break
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self.subscribers.discard(sub)
+                    self._discard(sub)
                     break
 
     def _drop(self, sub: Subscriber) -> None:
         sub.dropped = True
         self.dropped += 1
-        self.subscribers.discard(sub)
+        self._discard(sub)
         sub.send.close()  # the reader drains what is queued, then ends with _DROPPED
 
     # -- subscribers ----------------------------------------------------------------------
@@ -154,7 +158,15 @@ class StreamHub:
         send, receive = anyio.create_memory_object_stream[bytes](QUEUE_EVENTS)
         sub = Subscriber(query, paths, send, receive)
         self.subscribers.add(sub)
+        if self.on_count is not None:
+            self.on_count(len(self.subscribers))
         return sub
+
+    def _discard(self, sub: Subscriber) -> None:
+        if sub in self.subscribers:
+            self.subscribers.discard(sub)
+            if self.on_count is not None:
+                self.on_count(len(self.subscribers))
 
     def full(self) -> bool:
         return len(self.subscribers) >= self.max_subscribers
@@ -181,6 +193,6 @@ class StreamHub:
                     return
                 yield event
         finally:
-            self.subscribers.discard(sub)
+            self._discard(sub)
             sub.send.close()
             sub.receive.close()

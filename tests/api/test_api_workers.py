@@ -94,9 +94,15 @@ def test_peers_hand_bumps_and_counters_to_each_other(tmp_path: Path) -> None:
             a.bumped(["session:s", "all"], Span(1.0, 2.0))
             b.sync()  # what a lookup does first
             assert news == [PeerNews(("session:s", "all"), Span(1.0, 2.0))]
-            a.created(["7"])
+            a.created(["7"])  # b has no /stream subscriber: nothing for it
             b.sync()
-            assert news[-1] == PeerNews(created=("7",))
+            assert len(news) == 1
+            # Now it has one: a wakes it (no lookup needed).
+            b.listening(1)
+            a.created(["8"])
+            async with asyncio.timeout(DEADLINE_S):
+                while news[-1] != PeerNews(created=("8",)):
+                    await asyncio.sleep(0.005)
             a.bumped(["x" * 200] * 1000, EVERYTHING)  # too big: "everything changed"
             b.sync()
             assert news[-1] is None
