@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import logging
 import os
 import pathlib
@@ -161,6 +162,12 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         ttl=settings.cache_ttl,
         size=settings.cache_size,
         namespace=cache_namespace(uri, store_options.get("app_env", "")),
+        # One name on Redis for all the collector's API workers (cache.py)
+        origin=None
+        if args.workers == 1
+        else hashlib.sha1(
+            f"{socket.gethostname()}:{os.path.realpath(args.peers)}".encode()
+        ).hexdigest()[:32],
     )
     ingest = IngestStats()
     api_config = _api_config(settings)

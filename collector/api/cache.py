@@ -429,6 +429,7 @@ class RedisCache:
         namespace: str = "",
         retry_s: float = 3.0,
         timeout_s: float = 0.5,
+        origin: str | None = None,
     ) -> None:
         # Imported here so a deployment without Redis never needs the module.
         from redis.asyncio import ConnectionPool, Redis
@@ -457,7 +458,12 @@ class RedisCache:
             self._link.command if self._link is not None else self._redis.execute_command
         )
         self._bump_script = self._redis.register_script(_BUMP_LUA)
-        self.origin = uuid.uuid4().hex  # names this cache's bumps on the channel
+        # Names this cache's bumps on the channel. The API workers of one
+        # collector share theirs (make_cache): they tell each other their
+        # bumps through their journals (peers.py) before answering, so Redis
+        # publishes only for processes beyond them, and they ignore each
+        # other's messages.
+        self.origin = origin or uuid.uuid4().hex
         self._down = False
         self._retry_at = 0.0
 
@@ -776,10 +782,17 @@ class NearCache:
 
 
 def make_cache(
-    redis_uri: str | None, ttl: float = 5.0, size: int = 1024, namespace: str = ""
+    redis_uri: str | None,
+    ttl: float = 5.0,
+    size: int = 1024,
+    namespace: str = "",
+    origin: str | None = None,
 ) -> QueryCache:
     """Redis (behind a near cache of ``size`` entries) if a URI is given,
-    else the in-process LRU."""
+    else the in-process LRU. ``origin``: the name the bumps go by on Redis
+    (one per collector's API workers; default: this process's own)."""
     if redis_uri:
-        return NearCache(RedisCache(redis_uri, ttl=ttl, namespace=namespace), size=size)
+        return NearCache(
+            RedisCache(redis_uri, ttl=ttl, namespace=namespace, origin=origin), size=size
+        )
     return LocalCache(size=size, ttl=ttl)

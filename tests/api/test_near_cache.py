@@ -352,3 +352,41 @@ def test_a_listing_never_computed_here_does_not_ask_redis(redis_uri: str, tmp_pa
             store.close()
 
     asyncio.run(body())
+
+
+def test_api_workers_of_one_collector_do_not_publish_to_each_other(redis_uri: str) -> None:
+    """Near caches sharing an origin (one collector's API workers, which tell
+    each other their bumps through their journals) cost each other no pub/sub
+    message; a process of another collector still hears every bump, and the
+    workers hear its own."""
+
+    async def body() -> None:
+        from redis.asyncio import Redis
+
+        ns, origin = uuid.uuid4().hex, uuid.uuid4().hex
+        w1, w2 = (NearCache(RedisCache(redis_uri, ttl=60, namespace=ns, origin=origin), size=64)
+                  for _ in range(2))  # fmt: skip
+        raw = Redis.from_url(redis_uri)
+        other: NearCache | None = None
+        try:
+            await asyncio.wait_for(asyncio.gather(w1.wait_subscribed(), w2.wait_subscribed()),
+                                   DEADLINE_S)  # fmt: skip
+            for i in range(5):
+                await w1.bump(["s"], ["n"], Span(T0 + i, T0 + i))
+            await raw.publish(redis_channel(ns), b"marker")
+            await _until(lambda: w2.received >= 1, "the marker")
+            assert w2.received == 1 and w2.heard == 0  # the marker alone
+            other = _near(redis_uri, ns)
+            await asyncio.wait_for(other.wait_subscribed(), DEADLINE_S)
+            await w1.bump(["s"], ["n"], Span(T0, T0))
+            await _until(lambda: other is not None and other.heard == 1, "the other collector")
+            assert w2.heard == 0  # published for the other one; its sibling ignores it
+            await other.bump(["s"], ["n"], Span(T0, T0))
+            await _until(lambda: w1.heard == 1 and w2.heard == 1, "both workers to hear it")
+        finally:
+            for cache in (w1, w2, other):
+                if cache is not None:
+                    await cache.aclose()
+            await raw.aclose()
+
+    asyncio.run(body())
