@@ -21,6 +21,7 @@ import trio
 
 from deltawire.retry import Backoff
 
+from .api.__main__ import READY_LINE
 from .child import Child
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ class _Worker:
     """One API process and what it has not been told yet."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.child = Child(argv, _RESTART_BACKOFF, grace=5.0)
+        # stdout: the process says "ready" there once it listens.
+        self.child = Child(argv, _RESTART_BACKOFF, stdout=True, grace=5.0)
+        self.ready = False  # it said so once
         self.sessions: set[str] = set()
         self.names: set[str] = set()
         self.span = [math.inf, -math.inf]  # of the timestamps since the last bump
@@ -88,6 +91,9 @@ class ApiProcess:
         self._stats_text = stats_text
         self._peers_dir: str | None = None
         self._workers: list[_Worker] = []
+        #: Set once every worker listens (then the port's connections are
+        #: spread over all of them: the kernel hashes only among listeners).
+        self.ready = trio.Event()
 
     @property
     def processes(self) -> list[trio.Process]:
@@ -127,6 +133,7 @@ class ApiProcess:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._feed, worker, proc, nursery.cancel_scope)
+                    nursery.start_soon(self._listen, worker, proc)
                     await proc.wait()
                     nursery.cancel_scope.cancel()
             finally:
@@ -135,6 +142,18 @@ class ApiProcess:
             if trio.current_time() - started > _HEALTHY_AFTER_S:
                 worker.child.healthy()
             proc = await worker.child.restart()
+
+    async def _listen(self, worker: _Worker, proc: trio.Process) -> None:
+        """Read the worker's stdout: its "ready" line, then nothing (to EOF)."""
+        assert proc.stdout is not None
+        seen = b""
+        async for data in proc.stdout:
+            if not worker.ready:
+                seen = (seen + data)[-64:]
+                if READY_LINE in seen:
+                    worker.ready = True
+                    if all(w.ready for w in self._workers):
+                        self.ready.set()
 
     async def _feed(self, worker: _Worker, proc: trio.Process, scope: trio.CancelScope) -> None:
         """Every 100 ms, the worker's news; the counters every second."""

@@ -164,7 +164,11 @@ async def serve(
             async def announce() -> None:
                 # The line names the dashboard: print it once the API process
                 # answers, not seconds before (a newcomer clicks it at once).
-                if cfg.http is not None:
+                if api is not None:
+                    # Every API worker listens: before, the first one alone
+                    # would take every connection made at once (a bench's).
+                    with trio.move_on_after(_HTTP_UP_S):
+                        await api.ready.wait()
                     await _accepting(cfg.http)
                 log.info("collector ready", extra={"listen": f"{cfg.listen[0]}:{port}",
                             "http": f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else None,

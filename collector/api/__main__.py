@@ -32,7 +32,7 @@ from deltawire.logs import setup_logging
 if TYPE_CHECKING:
     from .deps import ApiConfig
 
-__all__ = ["build_parser", "main"]
+__all__ = ["READY_LINE", "build_parser", "main"]
 
 log = logging.getLogger("deltawire.collector.api")
 
@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-stdin",
         action="store_true",
-        help="read NDJSON control messages (stats, bump) on stdin and exit when it closes; "
-        "the ingest process passes this. Without it stdin is ignored.",
+        help="read NDJSON control messages (stats, bump) on stdin and exit when it closes, "
+        "and write 'ready' on stdout once listening; the ingest process passes this. "
+        "Without it stdin is ignored.",
     )
     p.add_argument("--parent-pid", metavar="PID", type=int,
                    help="exit at most a few seconds after this process is gone (the ingest "
@@ -112,6 +113,31 @@ def _api_config(settings: ApiSettings) -> ApiConfig:
     except ValueError as e:
         raise ConfigError(f"API_KEYS: {e}") from None
     return configure(ApiConfig, settings, keys=keys)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's, saying ``ready`` on stdout once it listens (with
+        ``--control-stdin``: the ingest process waits for every worker's
+        before it says the collector is ready, api_process.py)."""
+
+        def __init__(self, config: uvicorn.Config, announce: bool) -> None:
+            super().__init__(config)
+            self.announce = announce
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.announce and self.started:
+                with contextlib.suppress(OSError):  # nobody reads: nobody waits
+                    os.write(sys.stdout.fileno(), READY_LINE)
+
+    return Server
+
+
+#: What an API process started with --control-stdin writes on stdout once it listens.
+READY_LINE = b"ready\n"
 
 
 def _shared_socket(host: str, port: int) -> socket.socket:
@@ -147,6 +173,7 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
     from .http import protocol_class
     from .stats import IngestStats
 
+    _Server = _server_class()
     uri = settings.store_uri
     # The same options as the ingest process, from the same environment:
     # above all APP_ENV, which names the database.
@@ -209,7 +236,7 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, announce=args.control_stdin)
     sockets = None
     peers = None
     if args.workers > 1:

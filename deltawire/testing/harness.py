@@ -196,6 +196,15 @@ class CollectorProcess:
 COLLECTOR_STOP_TIMEOUT_S = 30.0
 
 
+def _wait_log(cp: CollectorProcess, text: str, deadline_s: float) -> None:
+    """Until the collector's log says ``text`` (it logs at info here)."""
+    end = time.monotonic() + deadline_s
+    while text not in cp.log():
+        if cp.proc.poll() is not None or time.monotonic() > end:
+            raise RuntimeError(f"the collector never logged {text!r}")
+        time.sleep(0.05)  # polling a file another process writes, within the deadline
+
+
 @contextlib.contextmanager
 def collector_process(
     tmp: pathlib.Path,
@@ -228,6 +237,8 @@ def collector_process(
             wait_port("127.0.0.1", port, 30, proc)
             if http_port:
                 wait_port("127.0.0.1", http_port, 30, proc)
+                # Every API worker listens (the port answers once the first does).
+                _wait_log(cp, "collector ready", 30)
         except Exception as exc:
             raise RuntimeError(f"collector did not start: {exc}\n{cp.log()}") from exc
         yield cp
