@@ -145,6 +145,7 @@ async def serve(
                     ],
                     stats.render,
                     workers=cfg.api_workers,
+                    http=cfg.http,
                 )
                 await nursery.start(api.run)
             serving: list[Any] = list(listeners)
