@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -23,7 +22,6 @@ import trio
 from deltawire.retry import Backoff
 
 from .api.__main__ import READY_LINE
-from .api.handoff import hand_over
 from .child import Child
 
 if TYPE_CHECKING:
@@ -55,11 +53,8 @@ class _Worker:
 
     def __init__(self, argv: list[str]) -> None:
         # stdout: the process says "ready" there once it listens.
-        self.argv = argv
         self.child = Child(argv, _RESTART_BACKOFF, stdout=True, grace=5.0)
         self.ready = False  # it said so once
-        self.serving = False  # it said so since its last start
-        self.channel: socket.socket | None = None  # where its connections go (handoff.py)
         self.sessions: set[str] = set()
         self.names: set[str] = set()
         self.span = [math.inf, -math.inf]  # of the timestamps since the last bump
@@ -89,28 +84,16 @@ class _Worker:
 class ApiProcess:
     """The API's ``workers`` processes (``API_WORKERS``), started with ``argv``."""
 
-    def __init__(
-        self,
-        argv: list[str],
-        stats_text: Callable[[], str],
-        workers: int = 1,
-        http: tuple[str, int] | None = None,
-    ) -> None:
-        """``http``: the address to accept on for the workers (with more than
-        one: handoff.py); one worker listens on its ``--http`` itself."""
+    def __init__(self, argv: list[str], stats_text: Callable[[], str], workers: int = 1) -> None:
         self.argv = [sys.executable, "-m", "deltawire.collector.api", "--control-stdin",
                      "--parent-pid", str(os.getpid()), *argv]  # fmt: skip
         self.workers = max(1, workers)
-        self.http = http
-        self._turn = 0  # whose turn the next connection is
         self._stats_text = stats_text
         self._peers_dir: str | None = None
         self._workers: list[_Worker] = []
         #: Set once every worker listens (then the port's connections are
         #: spread over all of them: the kernel hashes only among listeners).
         self.ready = trio.Event()
-        #: Set while some worker serves (connections wait for one otherwise).
-        self.serving = trio.Event()
 
     @property
     def processes(self) -> list[trio.Process]:
@@ -131,108 +114,44 @@ class ApiProcess:
                 argvs = [[*self.argv, "--workers", str(self.workers), "--worker", str(i),
                           "--peers", self._peers_dir] for i in range(self.workers)]  # fmt: skip
             self._workers = [_Worker(argv) for argv in argvs]
-            listener = await self._listen_http() if self.workers > 1 else None
             async with trio.open_nursery() as nursery:
                 for worker in self._workers:
                     await nursery.start(self._supervise, worker)
-                if listener is not None:
-                    nursery.start_soon(self._accept, listener)
                 task_status.started()
         finally:
             if self._peers_dir is not None:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(self._peers_dir)
 
-    async def _listen_http(self) -> trio.socket.SocketType:
-        assert self.http is not None
-        host, port = self.http
-        found = await trio.socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, addr = found[0]
-        listener = trio.socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await listener.bind(addr)
-        listener.listen(2048)  # uvicorn's backlog
-        return listener
-
-    async def _accept(self, listener: trio.socket.SocketType) -> None:
-        """Each connection to the next worker that serves, in turn (handoff.py)."""
-        with listener:
-            while True:
-                conn, _ = await listener.accept()
-                with conn:
-                    with contextlib.suppress(OSError):
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    while not self._hand_over(conn):
-                        # No worker serves now (all restarting): the ones
-                        # queued behind wait in the backlog meanwhile.
-                        await self.serving.wait()
-
-    def _hand_over(self, conn: trio.socket.SocketType) -> bool:
-        n = len(self._workers)
-        for k in range(n):
-            worker = self._workers[(self._turn + k) % n]
-            if worker.channel is None or not worker.serving:
-                continue
-            try:
-                hand_over(worker.channel, conn)  # type: ignore[arg-type]
-            except OSError:  # it is not reading (stuck) or gone: the next one
-                continue
-            self._turn = (self._turn + k + 1) % n
-            return True
-        self.serving = trio.Event()
-        return False
-
     async def _supervise(
         self, worker: _Worker, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        proc = await self._start(worker)
+        proc = await worker.child.start()
         task_status.started()
         while True:
             started = trio.current_time()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._feed, worker, proc, nursery.cancel_scope)
-                    nursery.start_soon(self._read_stdout, worker, proc)
+                    nursery.start_soon(self._listen, worker, proc)
                     await proc.wait()
                     nursery.cancel_scope.cancel()
             finally:
                 await worker.child.stop(terminate=True)
             log.error("an HTTP API process exited; restarting it", extra={"code": proc.returncode})
-            worker.serving = False
-            if worker.channel is not None:
-                worker.channel.close()
-                worker.channel = None
             if trio.current_time() - started > _HEALTHY_AFTER_S:
                 worker.child.healthy()
-            proc = await self._start(worker, again=True)
+            proc = await worker.child.restart()
 
-    async def _start(self, worker: _Worker, again: bool = False) -> trio.Process:
-        """Start (or restart) ``worker``, with a new connection channel if
-        connections are handed over."""
-        if self.workers > 1:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            ours.setblocking(False)
-            worker.channel = ours
-            worker.child.argv = [*worker.argv, "--connections-fd", str(theirs.fileno())]
-            worker.child.pass_fds = (theirs.fileno(),)
-            try:
-                return await (worker.child.restart() if again else worker.child.start())
-            finally:
-                theirs.close()  # the child has its copy
-        return await (worker.child.restart() if again else worker.child.start())
-
-    async def _read_stdout(self, worker: _Worker, proc: trio.Process) -> None:
+    async def _listen(self, worker: _Worker, proc: trio.Process) -> None:
         """Read the worker's stdout: its "ready" line, then nothing (to EOF)."""
         assert proc.stdout is not None
-        seen, said = b"", False
+        seen = b""
         async for data in proc.stdout:
-            if not said:
+            if not worker.ready:
                 seen = (seen + data)[-64:]
-                if said := READY_LINE in seen:
-                    worker.ready = worker.serving = True
-                    self.serving.set()
+                if READY_LINE in seen:
+                    worker.ready = True
                     if all(w.ready for w in self._workers):
                         self.ready.set()
 

@@ -36,7 +36,6 @@ class Child:
         #: seconds ``stop`` waits for the child to exit by itself before killing it
         self.grace = grace
         self._stdout = subprocess.PIPE if stdout else None
-        self.pass_fds: tuple[int, ...] = ()  # descriptors the next start hands down
         self.process: trio.Process | None = None
         self.failures = 0
 
@@ -48,7 +47,7 @@ class Child:
         """The child, started now unless it is running (stdin is always a pipe)."""
         if self.process is None or self.process.returncode is not None:
             self.process = await trio.lowlevel.open_process(
-                self.argv, stdin=subprocess.PIPE, stdout=self._stdout, pass_fds=self.pass_fds
+                self.argv, stdin=subprocess.PIPE, stdout=self._stdout
             )
         return self.process
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import pathlib
 import socket
@@ -64,24 +63,6 @@ def _settings(overrides: dict[str, Any]) -> CollectorSettings:
         return load(CollectorSettings, overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-log = logging.getLogger("deltawire.collector")
-
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-def _api_keys() -> bool:
-    """Whether API_KEYS names any key (a bad value: the usage error, now)."""
-    from .api.auth import parse_keys
-    from .settings import ApiSettings
-
-    try:
-        return parse_keys(load(ApiSettings).api_keys).enabled
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except ValueError as exc:
-        raise click.UsageError(f"API_KEYS: {exc}") from None
 
 
 def _hostport(name: str, text: str) -> tuple[str, int]:
@@ -177,11 +158,6 @@ def serve(**flags: Any) -> None:
                                             else f"127.0.0.1:{_DEFAULT_PORT}")  # fmt: skip
     listen = _hostport("COLLECTOR_LISTEN", listen_text)
     http = None if flags["no_http"] else s.http
-    if http is not None and not _api_keys() and http[0] not in _LOOPBACK:
-        # As the API process does when it listens itself (collector/api/__main__.py).
-        log.warning("no API_KEYS: every request is admin, so the HTTP API binds 127.0.0.1 "
-                    "instead of %s", http[0])  # fmt: skip
-        http = ("127.0.0.1", http[1])
     check_free(listen, "ingest", "--listen / COLLECTOR_LISTEN")
     if http is not None:
         check_free(http, "HTTP API", "--http / COLLECTOR_HTTP")

@@ -145,7 +145,6 @@ async def serve(
                     ],
                     stats.render,
                     workers=cfg.api_workers,
-                    http=cfg.http,
                 )
                 await nursery.start(api.run)
             serving: list[Any] = list(listeners)

@@ -29,8 +29,6 @@ from deltawire.collector.settings import ApiSettings
 from deltawire.config import ConfigError, configure, load
 from deltawire.logs import setup_logging
 
-from .handoff import Handoff
-
 if TYPE_CHECKING:
     from .deps import ApiConfig
 
@@ -83,9 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the workers' shared directory (peers.py); required with --workers > 1",
     )
-    p.add_argument("--connections-fd", metavar="FD", type=int,
-                   help="serve the connections the collector hands over on this Unix socket "
-                   "instead of listening (handoff.py; default: listen on --http)")  # fmt: skip
     p.add_argument(
         "--control-stdin",
         action="store_true",
@@ -124,23 +119,16 @@ def _server_class() -> type:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's, serving the connections ``handoff`` brings (if any:
-        API workers, handoff.py) and saying ``ready`` on stdout once it
-        serves (with ``--control-stdin``: the ingest process waits for every
-        worker's before it says the collector is ready, api_process.py)."""
+        """uvicorn's, saying ``ready`` on stdout once it listens (with
+        ``--control-stdin``: the ingest process waits for every worker's
+        before it says the collector is ready, api_process.py)."""
 
-        def __init__(self, config: uvicorn.Config, announce: bool, handoff: Handoff | None) -> None:
+        def __init__(self, config: uvicorn.Config, announce: bool) -> None:
             super().__init__(config)
             self.announce = announce
-            self.handoff = handoff
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            if self.started and self.handoff is not None:
-                config = self.config  # connections as uvicorn's listener would serve them
-                self.handoff.start(lambda: config.http_protocol_class(  # type: ignore[call-arg]
-                    config=config, server_state=self.server_state, app_state=self.lifespan.state
-                ))  # fmt: skip
             if self.announce and self.started:
                 with contextlib.suppress(OSError):  # nobody reads: nobody waits
                     os.write(sys.stdout.fileno(), READY_LINE)
@@ -150,6 +138,25 @@ def _server_class() -> type:
 
 #: What an API process started with --control-stdin writes on stdout once it listens.
 READY_LINE = b"ready\n"
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket other API workers bind too (SO_REUSEPORT: the
+    kernel hands each new connection to one of them)."""
+    family, type_, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(2048)  # uvicorn's backlog
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
@@ -209,7 +216,7 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
     deps = Deps(store, cache, ingest, api_config, editor=editor)
     app = create_app(deps)
     host, port = settings.http
-    if not api_config.keys.enabled and host not in _LOOPBACK and args.connections_fd is None:
+    if not api_config.keys.enabled and host not in _LOOPBACK:
         log.warning(
             "no API_KEYS: every request is admin, so the HTTP API binds 127.0.0.1 instead of %s",
             host,
@@ -229,16 +236,20 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    sockets: list[socket.socket] | None = None
-    handoff = None
-    if args.connections_fd is not None:  # the collector accepts; we serve (handoff.py)
-        handoff, sockets = Handoff(args.connections_fd), []
-    server = _Server(config, announce=args.control_stdin, handoff=handoff)
+    server = _Server(config, announce=args.control_stdin)
+    sockets = None
     peers = None
     if args.workers > 1:
         from .peers import Peers, attach
         from .stats import counters_of
 
+        try:
+            sockets = [_shared_socket(host, port)]
+        except OSError as e:
+            log.error("cannot listen on %s:%d: %s", host, port, e)
+            await editor.aclose()
+            store.close()
+            return 1
         peers = Peers(pathlib.Path(args.peers), args.worker, args.workers,
                       counters=lambda: counters_of(deps.stats, deps.cache, deps.edits))  # fmt: skip
         attach(peers, deps)
@@ -293,8 +304,6 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         await editor.aclose()  # after the last request: nothing of theirs is under way
         if peers is not None:
             peers.close()
-        if handoff is not None:
-            handoff.close()
         await cache.aclose()
         store.close()
     return 0 if server.started else 1
