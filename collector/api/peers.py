@@ -191,7 +191,7 @@ class Peers:
         self._sock: socket.socket | None = None
         self._buf = bytearray(_MAX_DATAGRAM)
         self._asks = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future[None], list[Any]]] = {}
+        self._waiting: dict[int, tuple[asyncio.Future[None], list[Any], list[int]]] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._waking = False  # a wake-up of the others is scheduled
         self._socks = {i: str(self.directory / f"{i}.sock") for i in range(count)}
@@ -347,9 +347,9 @@ class Peers:
                 _, ask, counters = msg
                 waiting = self._waiting.get(ask)
                 if waiting is not None:
-                    future, got = waiting
+                    future, got, asked = waiting
                     got.append(counters)
-                    if len(got) == len(self.others) and not future.done():
+                    if len(got) >= asked[0] and not future.done():
                         future.set_result(None)
         except Exception as e:  # a bad message must not stop the reader
             log.debug("peer message ignored: %r", e)
@@ -361,10 +361,12 @@ class Peers:
         ask = next(self._asks)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         got: list[Any] = []
-        self._waiting[ask] = (future, got)
+        asked = [len(self.others)]  # lowered to those the question reached
+        self._waiting[ask] = (future, got, asked)
         try:
             question = pickle.dumps(("ask", ask, self.index))
-            if sum(self._send(i, question) for i in self.others):
+            asked[0] = sum(self._send(i, question) for i in self.others)
+            if asked[0] and len(got) < asked[0]:  # not waiting for a worker that is down
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(future), wait_s)
         finally:
