@@ -81,7 +81,7 @@ SYNC_EVERY_S = 0.5
 class PeerNews:
     """What a worker's journal said since we last read it."""
 
-    scopes: tuple[str, ...] = ()  # None of these: nothing to bump
+    scopes: tuple[str, ...] = ()  # the scopes its write bumped (empty: none)
     span: Span = EVERYTHING
     created: tuple[str, ...] = ()  # ids of documents it created
 
