@@ -164,7 +164,7 @@ async def serve(
             async def announce() -> None:
                 # The line names the dashboard: print it once the API process
                 # answers, not seconds before (a newcomer clicks it at once).
-                if api is not None:
+                if api is not None and cfg.http is not None:
                     # Every API worker listens: before, the first one alone
                     # would take every connection made at once (a bench's).
                     with trio.move_on_after(_HTTP_UP_S):
