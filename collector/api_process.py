@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from .child import Child
 if TYPE_CHECKING:
     from .pipeline import Chunk
 
-__all__ = ["MAX_AUTO_WORKERS", "ApiProcess", "auto_workers"]
+__all__ = ["MAX_AUTO_WORKERS", "ApiProcess", "auto_workers", "remove_orphan_dirs"]
 
 #: An API process that keeps dying is restarted at most every 10 s; one that
 #: served this long before it died was healthy, and restarts at once.
@@ -38,6 +39,29 @@ _HEALTHY_AFTER_S = 30.0
 MAX_AUTO_WORKERS = 4
 
 log = logging.getLogger("deltawire.collector.api_process")
+
+
+_DIR_PREFIX = "deltawire-api-"
+
+
+def remove_orphan_dirs(parent: str | None = None) -> int:
+    """Remove the workers' directories whose collector is gone (killed before
+    it could remove its own); how many. Only ours: a directory of another
+    user's, or whose collector runs, stays."""
+    removed = 0
+    base = pathlib.Path(parent or tempfile.gettempdir())
+    for path in base.glob(f"{_DIR_PREFIX}*-*"):
+        pid = path.name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # raises if no such process
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        except OSError:  # not ours to signal, or gone meanwhile: leave it
+            continue
+    return removed
 
 
 def auto_workers() -> int:
@@ -109,8 +133,10 @@ class ApiProcess:
         try:
             argvs = [self.argv]
             if self.workers > 1:
-                # Private to us (0700): the workers' journals and sockets (peers.py).
-                self._peers_dir = tempfile.mkdtemp(prefix="deltawire-api-")
+                # Private to us (0700): the workers' journals and sockets (peers.py),
+                # named after us, so a later collector can tell it was left behind.
+                remove_orphan_dirs()
+                self._peers_dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
                 argvs = [[*self.argv, "--workers", str(self.workers), "--worker", str(i),
                           "--peers", self._peers_dir] for i in range(self.workers)]  # fmt: skip
             self._workers = [_Worker(argv) for argv in argvs]

@@ -303,3 +303,18 @@ def test_workers_flags_are_checked() -> None:
                            capture_output=True, text=True, timeout=60)  # fmt: skip
         assert r.returncode == 2, r.stderr
         assert says in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_killed_collectors_worker_directory_is_removed_by_the_next(tmp_path: Path) -> None:
+    from deltawire.collector.api_process import remove_orphan_dirs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    orphan = tmp_path / f"deltawire-api-{gone}-abc"  # its collector exited
+    alive = tmp_path / f"deltawire-api-{os.getpid()}-def"  # ours runs
+    other = tmp_path / "deltawire-api-notapid-x"
+    for d in (orphan, alive, other):
+        d.mkdir()
+        (d / "0.journal").write_bytes(b"x")
+    assert remove_orphan_dirs(str(tmp_path)) == 1
+    assert not orphan.exists() and alive.exists() and other.exists()
