@@ -159,7 +159,7 @@ class ApiProcess:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._feed, worker, proc, nursery.cancel_scope)
-                    nursery.start_soon(self._listen, worker, proc)
+                    nursery.start_soon(self._read_ready, worker, proc)
                     await proc.wait()
                     nursery.cancel_scope.cancel()
             finally:
@@ -169,7 +169,7 @@ class ApiProcess:
                 worker.child.healthy()
             proc = await worker.child.restart()
 
-    async def _listen(self, worker: _Worker, proc: trio.Process) -> None:
+    async def _read_ready(self, worker: _Worker, proc: trio.Process) -> None:
         """Read the worker's stdout: its "ready" line, then nothing (to EOF)."""
         assert proc.stdout is not None
         seen = b""
