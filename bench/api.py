@@ -284,8 +284,41 @@ def _warm(base: str, script: str) -> None:
             r.read()
 
 
+#: How long the agents may take to connect before the first measurement.
+AGENTS_CONNECT_S = 60.0
+
+
+def _streaming(base: str, deadline: float) -> None:
+    """Return once every agent's session is connected and the ingest port has
+    taken another AGENTS frames since: the cases measure the steady state. In
+    the first second, while 100 sessions say hello at once, a cached GET's
+    p99 was 144-454 ms with two API workers (the dashboard mix run first, 3
+    runs), 7.9-36.9 ms after."""
+    url = f"{base}/sessions?connected=true&limit={AGENTS}"
+    since = None
+    while True:
+        if since is None:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                if len(orjson.loads(r.read())["items"]) >= AGENTS:
+                    since = _frames_in(base)
+        elif _frames_in(base) >= since + AGENTS:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {AGENTS} agents were not streaming after "
+                               f"{AGENTS_CONNECT_S:g} s")  # fmt: skip
+        time.sleep(0.2)  # a poll of the collector's own state, not a synchronisation guess
+
+
+def _frames_in(base: str) -> float:
+    with urllib.request.urlopen(base + "/stats", timeout=30) as r:
+        m = re.search(r"^deltawire_frames_in_total (\S+)$", r.read().decode(), re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 @contextlib.contextmanager
-def _agents(port: int, seconds: float) -> Iterator[None]:
+def _agents(port: int, seconds: float, base: str | None = None) -> Iterator[None]:
+    """100 agents streaming into the ingest ``port``; with ``base`` (the HTTP
+    API), only once all of them stream."""
     per_session = int(AGENT_RATE * seconds / AGENTS) + 1
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--sessions", str(AGENTS),
@@ -293,6 +326,8 @@ def _agents(port: int, seconds: float) -> Iterator[None]:
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        if base is not None:
+            _streaming(base, time.monotonic() + AGENTS_CONNECT_S)
         yield
     finally:
         from deltawire.testing.servers import stop_process
@@ -375,7 +410,7 @@ def _round(
         api = _api_processes(cp.proc.pid)
         writer = _edit_writers(api)
         total = seconds * (sum(len(_runs(c)) for c in cases) + 1) + 60
-        with _agents(cp.port, total):
+        with _agents(cp.port, total, base):
             chunks = {"put": ids[:10_000], "patch": ids[:10_000], "delete": ids[10_000:]}
             # The dashboard mix first (after the reads): a write run leaves
             # the API a backlog for a while, which the mix should not measure.
