@@ -1,7 +1,8 @@
 """http.py's ``send``: an answer written on the socket directly (the send
 without the GIL) or through the transport, over a real TCP connection, must
 arrive whole and in order whatever the kernel takes at once (16 MB: more
-than its buffers hold while the client is not reading), under uvloop (what
+than its buffers hold while the client is not reading), given in one part
+or several (an answer's head and body, gathered by one writev), under uvloop (what
 the API runs) and asyncio's own loop."""
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ async def _exchange() -> None:
     try:
         fd = transport.get_extra_info("socket").fileno()
         small, big = os.urandom(100), os.urandom(16 << 20)  # big: more than the buffers hold
-        send(transport, fd, small)
+        send(transport, fd, small[:30], small[30:])  # an answer's head and body
         assert transport.get_write_buffer_size() == 0  # the kernel took it: written directly
-        send(transport, fd, big)
+        send(transport, fd, big[:4096], big[4096:])  # the kernel takes part of the second
         assert transport.get_write_buffer_size() > 0  # the rest waits in the transport
         # The client reads some (the loop does not run meanwhile): the socket
         # has room again while the transport still holds the rest of ``big``.
