@@ -259,7 +259,7 @@ export function sessionView(root, id, query) {
         ...[...byName].map(([name, list]) => loadName(name, list, r)),
       ]);
       if (mine !== loading) return;
-      events = ev.items;
+      events = mergeEvents(ev.items, r);
       renderEvents();
       note.textContent = "";
       // Data but no session: its watchdog connected after the page asked (the
@@ -272,6 +272,28 @@ export function sessionView(root, id, query) {
     } catch (e) {
       if (mine === loading) note.textContent = errorText(e);
     }
+  }
+
+  // The events fetched, and those already shown (streamed meanwhile), by id,
+  // newest first, within the window: an answer read before an event was
+  // stored must not take that streamed event off the page.
+  function mergeEvents(fetched, r) {
+    const byId = new Map();
+    for (const e of [...fetched, ...events]) {
+      const ts = toEpoch(e.timestamp);
+      if (ts == null || ts < r.from || (r.to != null && ts >= r.to) || byId.has(e.id)) continue;
+      byId.set(e.id, e);
+    }
+    return [...byId.values()].sort((a, b) => toEpoch(b.timestamp) - toEpoch(a.timestamp)).slice(0, MAX_EVENTS_SHOWN);
+  }
+
+  // Once the stream is live: the events stored before it was (after the
+  // first load read them) come only from a read after it.
+  async function loadEvents() {
+    const r = range();
+    const ev = await getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN });
+    events = mergeEvents(ev.items, r);
+    renderEvents();
   }
 
   function renderEvents() {
@@ -355,6 +377,7 @@ export function sessionView(root, id, query) {
       liveBadge.textContent = state === "live" ? "● streaming" : "reconnecting…";
       liveBadge.className = state === "live" ? "live-on" : "muted";
       if (state === "live" && wasLive) load(); // fill what the gap missed
+      else if (state === "live") loadEvents().catch((e) => (note.textContent = errorText(e)));
       if (state === "live") wasLive = true;
     });
     await load();
