@@ -255,7 +255,7 @@ export function sessionView(root, id, query) {
     for (const c of charts) byName.set(c.name, [...(byName.get(c.name) || []), c]);
     try {
       const [ev] = await Promise.all([
-        getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN }),
+        fetchEvents(r),
         ...[...byName].map(([name, list]) => loadName(name, list, r)),
       ]);
       if (mine !== loading) return;
@@ -272,6 +272,10 @@ export function sessionView(root, id, query) {
     } catch (e) {
       if (mine === loading) note.textContent = errorText(e);
     }
+  }
+
+  function fetchEvents(r) {
+    return getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN });
   }
 
   // The events fetched, and those already shown (streamed meanwhile), by id,
@@ -291,7 +295,7 @@ export function sessionView(root, id, query) {
   // first load read them) come only from a read after it.
   async function loadEvents() {
     const r = range();
-    const ev = await getJSON("/metrics", { session: id, kind: "event", from: r.from.toFixed(3), to: r.to?.toFixed(3), sort: "-timestamp", limit: MAX_EVENTS_SHOWN });
+    const ev = await fetchEvents(r);
     events = mergeEvents(ev.items, r);
     renderEvents();
   }
