@@ -290,10 +290,11 @@ AGENTS_CONNECT_S = 60.0
 
 def _streaming(base: str, deadline: float) -> None:
     """Return once every agent's session is connected and the ingest port has
-    taken another AGENTS frames since: the cases measure the steady state. In
-    the first second, while 100 sessions say hello at once, a cached GET's
-    p99 was 144-454 ms with two API workers (the dashboard mix run first, 3
-    runs), 7.9-36.9 ms after."""
+    taken another AGENTS frames since: the cases measure the steady state.
+    Before the agents' first samples land, the mix's newest-first page of
+    ``process`` walks the seed's 80,000 newer API points (docs/api-performance.md,
+    "Where the tail is"): the mix run first then had a p99 of 144-454 ms with
+    two API workers (3 runs), 7.9-36.9 ms a few seconds later."""
     url = f"{base}/sessions?connected=true&limit={AGENTS}"
     since = None
     while True:
