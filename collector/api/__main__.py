@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import gc
 import hashlib
 import logging
@@ -31,7 +30,6 @@ from deltawire.config import ConfigError, configure, load
 from deltawire.logs import setup_logging
 
 if TYPE_CHECKING:
-    from .balance import Balance
     from .deps import ApiConfig
 
 __all__ = ["READY_LINE", "build_parser", "main"]
@@ -123,33 +121,17 @@ def _server_class() -> type:
     class Server(uvicorn.Server):
         """uvicorn's, saying ``ready`` on stdout once it listens (with
         ``--control-stdin``: the ingest process waits for every worker's
-        before it says the collector is ready, api_process.py), and taking
-        connections other workers hand it while it serves (balance.py)."""
+        before it says the collector is ready, api_process.py)."""
 
-        def __init__(
-            self, config: uvicorn.Config, announce: bool, balance: Balance | None = None
-        ) -> None:
+        def __init__(self, config: uvicorn.Config, announce: bool) -> None:
             super().__init__(config)
             self.announce = announce
-            self.balance = balance
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            if self.balance is not None and self.started:
-                # The connections other workers hand us, served as uvicorn
-                # serves those it accepts (its own protocol factory's arguments).
-                protocol: Any = self.config.http_protocol_class  # uvicorn's type says Protocol
-                self.balance.start(functools.partial(
-                    protocol, config=self.config,
-                    server_state=self.server_state, app_state=self.lifespan.state))  # fmt: skip
             if self.announce and self.started:
                 with contextlib.suppress(OSError):  # nobody reads: nobody waits
                     os.write(sys.stdout.fileno(), READY_LINE)
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if self.balance is not None:
-                self.balance.stop()
-            await super().shutdown(sockets)
 
     return Server
 
@@ -184,7 +166,6 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
     from deltawire.collector.stores import open_store
 
     from .app import Deps, create_app
-    from .balance import Balance
     from .cache import cache_namespace, make_cache
     from .control import ControlReader, apply_control
     from .edit_client import EditWriter, EditWriterFailed
@@ -241,15 +222,13 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
             host,
         )
         host = "127.0.0.1"
-    # With several workers, their open connections are kept even (balance.py).
-    balance = Balance() if args.workers > 1 else None
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",  # we run the loop (uvloop) ourselves
         # JSON answers for the parser's own errors, a header deadline (http.py)
-        http=protocol_class(api_config.header_timeout, FastGets(deps), FastWrites(deps), balance),
+        http=protocol_class(api_config.header_timeout, FastGets(deps), FastWrites(deps)),
         lifespan="on",  # runs the /stream hub's task
         access_log=False,
         log_config=None,  # keep deltawire's JSON logging
@@ -257,7 +236,7 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    server = _Server(config, announce=args.control_stdin, balance=balance)
+    server = _Server(config, announce=args.control_stdin)
     sockets = None
     peers = None
     if args.workers > 1:
@@ -275,8 +254,6 @@ async def _serve(settings: ApiSettings, args: argparse.Namespace) -> int:
                       counters=lambda: counters_of(deps.stats, deps.cache, deps.edits))  # fmt: skip
         attach(peers, deps)
         peers.open()
-        assert balance is not None
-        balance.attach(peers)
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

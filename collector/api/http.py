@@ -37,7 +37,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .errors import error_body
 
 if TYPE_CHECKING:
-    from .balance import Balance
     from .fast import FastGets, FastWrites
     from .writes import Reply
 
@@ -154,13 +153,9 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     fast: FastGets | None = None
     writes: FastWrites | None = None
-    balance: Balance | None = None
-    taken = False  # another worker handed us this connection (counted): never hand it on
-    gone = False  # connection_lost ran
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._handed = False  # handed to another worker: not ours to serve
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = False  # a request began and its headers are not complete
@@ -184,16 +179,6 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
             self._reject(408, "header_timeout", "the request headers took too long")
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        balance = self.balance
-        if balance is not None and not self.taken:
-            if balance.offer(transport):
-                # Another worker holds the socket now; closing our descriptor
-                # leaves it open there (nothing was read: the loop reads
-                # only after this returns, and not from an aborted transport).
-                self._handed = True
-                transport.abort()
-                return
-            balance.opened()
         super().connection_made(transport)
         self._arm()
         # A plain TCP socket's descriptor for ``send`` (never under TLS).
@@ -205,11 +190,6 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         send(self.transport, self._fd, *parts)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._handed or self.gone:
-            return  # never served here
-        self.gone = True
-        if self.balance is not None:
-            self.balance.closed()
         self._disarm()
         self._fd = -1  # closed: the number may name another socket soon
         super().connection_lost(exc)
@@ -394,13 +374,9 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
 
 
 def protocol_class(
-    header_timeout: float,
-    fast: FastGets | None = None,
-    writes: FastWrites | None = None,
-    balance: Balance | None = None,
+    header_timeout: float, fast: FastGets | None = None, writes: FastWrites | None = None
 ) -> type[JsonHttpToolsProtocol]:
-    """The protocol with this header deadline, cache lookup, write fast
-    path and (with several workers) connection balance (uvicorn builds one
-    per connection)."""
-    attrs = {"header_timeout": header_timeout, "fast": fast, "writes": writes, "balance": balance}
+    """The protocol with this header deadline, cache lookup and write fast
+    path (uvicorn builds one per connection)."""
+    attrs = {"header_timeout": header_timeout, "fast": fast, "writes": writes}
     return type("JsonHttpTools", (JsonHttpToolsProtocol,), attrs)

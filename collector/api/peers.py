@@ -29,7 +29,6 @@ The ingest process's control pipe feeds every worker itself (api_process.py).
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import itertools
@@ -58,21 +57,12 @@ log = logging.getLogger("deltawire.collector.api.peers")
 #: A journal's ring. A reader more than this behind its writer (it was stuck
 #: for ~thousands of writes) has lost records and clears its cache instead.
 JOURNAL_BYTES = 1 << 20
-#: The header, native u64s (one aligned 8-byte load or store each, never
-#: torn), each written by the journal's owner alone: the head (bytes ever
-#: appended) at 0, its ``/stream`` subscriber count at 8, and what keeps the
-#: workers' connections even (balance.py): its open HTTP connections at 16,
-#: its process id at 24 while it takes connections handed to it (0: it does
-#: not), and from 32 on, how many connections it took from each other worker.
-_HEADER = 4096
+#: The header: the head (bytes ever appended) at 0, the owner's ``/stream``
+#: subscriber count at 8 (native u64s: one aligned 8-byte load or store
+#: each, never torn), then reserved.
+_HEADER = 64
 _HEAD = struct.Struct("Q")
 _LISTENERS_AT = 8
-_CONNECTIONS_AT = 16
-_TAKES_AT = 24
-_TAKEN_AT = 32
-#: Workers whose taken-from counts fit in the header (a count past this
-#: balances among the first ones only).
-MAX_BALANCED = (_HEADER - _TAKEN_AT) // 8
 _RECORD = struct.Struct("<IB")  # a record: its payload's length, its kind
 _BUMP, _CREATED = 1, 2
 #: A record larger than this (a group of thousands of edits) is written as
@@ -82,9 +72,6 @@ _MAX_RECORD = JOURNAL_BYTES // 8
 #: latencies as float32 plus counters), and how long /stats waits for them.
 _MAX_DATAGRAM = 1 << 20
 STATS_WAIT_S = 0.5
-#: Room for the descriptors a datagram may carry: one (a connection handed
-#: over) is all we send; more are closed unread.
-_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 #: Journals are read before every lookup; an idle worker reads them this
 #: often too, so it never falls a whole ring behind.
 SYNC_EVERY_S = 0.5
@@ -124,37 +111,6 @@ class Journal:
     @listeners.setter
     def listeners(self, n: int) -> None:
         _HEAD.pack_into(self._map, _LISTENERS_AT, n)
-
-    @property
-    def connections(self) -> int:
-        """The owner's open HTTP connections."""
-        return _HEAD.unpack_from(self._map, _CONNECTIONS_AT)[0]
-
-    @connections.setter
-    def connections(self, n: int) -> None:
-        _HEAD.pack_into(self._map, _CONNECTIONS_AT, n)
-
-    @property
-    def takes(self) -> int:
-        """The owner's process id while it takes connections handed to it, else 0."""
-        return _HEAD.unpack_from(self._map, _TAKES_AT)[0]
-
-    @takes.setter
-    def takes(self, pid: int) -> None:
-        _HEAD.pack_into(self._map, _TAKES_AT, pid)
-
-    def taken_from(self, worker: int) -> int:
-        """How many connections the owner took from ``worker`` in this life."""
-        return _HEAD.unpack_from(self._map, _TAKEN_AT + 8 * worker)[0]
-
-    def count_taken(self, worker: int) -> None:
-        at = _TAKEN_AT + 8 * worker
-        _HEAD.pack_into(self._map, at, _HEAD.unpack_from(self._map, at)[0] + 1)
-
-    def new_life(self) -> None:
-        """The owner (re)starts: none of its previous life's subscribers,
-        connections or counts are left."""
-        self._map[_LISTENERS_AT:_HEADER] = bytes(_HEADER - _LISTENERS_AT)
 
     def append(self, kind: int, payload: bytes) -> None:
         record = _RECORD.pack(len(payload), kind) + payload
@@ -240,12 +196,6 @@ class Peers:
         self._waking = False  # a wake-up of the others is scheduled
         self._socks = {i: str(self.directory / f"{i}.sock") for i in range(count)}
         self.lost = 0  # times news were lost (tests, logs)
-        #: Connections handed to us are given to this (balance.py); None: we take none.
-        self.on_connection: Callable[[socket.socket], None] | None = None
-        # Per worker: its process id when we last handed it a connection, and
-        # how many we handed it since (its ``taken_from`` us lags behind).
-        self._handed: dict[int, list[int]] = {}
-        self._handed_msg = pickle.dumps(("conn", index))
 
     def _path(self, i: int, suffix: str) -> str:
         return str(self.directory / f"{i}.{suffix}")
@@ -253,7 +203,7 @@ class Peers:
     def open(self) -> None:
         """Map the journals and bind our socket (call on the event loop)."""
         self._journal = Journal(Path(self._path(self.index, "journal")))
-        self._journal.new_life()  # our previous life's subscribers and connections are gone
+        self._journal.listeners = 0  # our previous life's subscribers are gone
         self._theirs = [Journal(Path(self._path(i, "journal"))) for i in self.others]
         sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.suppress(FileNotFoundError):
@@ -334,72 +284,6 @@ class Peers:
             return False
         return True
 
-    # -- connections (balance.py) --------------------------------------------------
-
-    def count_connections(self, n: int) -> None:
-        """Our open HTTP connections, for the others to read."""
-        if self._journal is not None:
-            self._journal.connections = n
-
-    def take_connections(self, on: Callable[[socket.socket], None] | None) -> None:
-        """Take the connections the others hand us (``on`` gets each socket),
-        or stop taking them (None: while we shut down)."""
-        self.on_connection = on
-        if self._journal is not None:
-            self._journal.takes = os.getpid() if on is not None else 0
-
-    def hand_off(self, fd: int, ours: int) -> bool:
-        """Hand the connection socket ``fd`` to the worker with the fewest
-        open connections, if that is fewer than ``ours`` (ours without this
-        one), counting those we handed it that it has not taken yet. True if
-        it went: the caller closes its own descriptor only (the socket stays
-        open in the other). False: we keep it (nobody has fewer, or nobody
-        takes connections now, or the other's queue is full)."""
-        sock = self._sock
-        if sock is None or self.index >= MAX_BALANCED:
-            return False
-        best, fewest = -1, ours
-        for i, journal in zip(self.others, self._theirs, strict=True):
-            pid = journal.takes
-            if not pid or i >= MAX_BALANCED:
-                continue
-            handed = self._handed.get(i)
-            if handed is None or handed[0] != pid:  # its new life counts from 0
-                handed = self._handed[i] = [pid, 0]
-            taken = journal.taken_from(self.index)  # before its connections: see _take
-            theirs = journal.connections + max(0, handed[1] - taken)
-            if theirs < fewest:
-                best, fewest = i, theirs
-        if best < 0:
-            return False
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-        try:
-            sock.sendmsg([self._handed_msg], rights, 0, self._socks[best])
-        except OSError as e:  # full, or gone since it said it takes them
-            log.debug("handing a connection to worker %d: %s", best, e)
-            return False
-        self._handed[best][1] += 1
-        return True
-
-    def _take(self, sender: int, fd: int) -> None:
-        """A connection ``sender`` handed us: ``on_connection`` counts it in
-        our ``connections`` first, then it stops being pending to the sender
-        (which reads the two the other way round: it may count it twice for
-        a moment, never not at all, and hand us one too many)."""
-        try:
-            conn: socket.socket | None = socket.socket(fileno=fd)
-        except OSError:
-            os.close(fd)
-            conn = None
-        on = self.on_connection
-        if conn is not None:
-            if on is None:  # shutting down: closed, as a closing server closes what it accepts
-                conn.close()
-            else:
-                on(conn)
-        if self._journal is not None and 0 <= sender < MAX_BALANCED:
-            self._journal.count_taken(sender)  # even if dropped: no longer pending
-
     # -- their news -------------------------------------------------------------
 
     def sync(self) -> None:
@@ -441,24 +325,20 @@ class Peers:
         sock = self._sock
         while sock is not None:
             try:
-                n, ancillary, _, _ = sock.recvmsg_into([self._buf], _FDS_SPACE)
+                n = sock.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
                 log.debug("peer socket: %s", e)
                 break
-            fds = _descriptors(ancillary)
-            if n or fds:
-                self._message(bytes(memoryview(self._buf)[:n]), fds)
+            if n:
+                self._message(bytes(memoryview(self._buf)[:n]))
         self.sync()
 
-    def _message(self, data: bytes, fds: list[int] | None = None) -> None:
-        fds = fds or []
+    def _message(self, data: bytes) -> None:
         try:
             msg = pickle.loads(data)  # only our own processes reach the directory
-            if msg[0] == "conn" and len(fds) == 1:
-                self._take(int(msg[1]), fds.pop())
-            elif msg[0] == "ask":
+            if msg[0] == "ask":
                 _, ask, sender = msg
                 reply = pickle.dumps(("counters", ask, self.counters()), protocol=5)
                 if len(reply) <= _MAX_DATAGRAM and not self._send(sender, reply):
@@ -473,9 +353,6 @@ class Peers:
                         future.set_result(None)
         except Exception as e:  # a bad message must not stop the reader
             log.debug("peer message ignored: %r", e)
-        finally:
-            for fd in fds:  # descriptors no message of ours carries
-                os.close(fd)
 
     async def gather(self, wait_s: float = STATS_WAIT_S) -> list[Any]:
         """The other workers' ``counters()``, those that answer within ``wait_s``."""
@@ -495,17 +372,6 @@ class Peers:
         finally:
             del self._waiting[ask]
         return list(got)
-
-
-def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    """The file descriptors a datagram carried (SCM_RIGHTS)."""
-    fds: list[int] = []
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(data[: len(data) - len(data) % got.itemsize])
-            fds.extend(got)
-    return fds
 
 
 def attach(peers: Peers, deps: Deps) -> None:

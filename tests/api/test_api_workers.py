@@ -6,13 +6,9 @@ one worker is seen by the other's cache at once, ``/stats`` sums both,
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import http.client
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -124,57 +120,6 @@ def test_peers_hand_bumps_and_counters_to_each_other(tmp_path: Path) -> None:
             assert time.monotonic() - started < 5
         finally:
             c.close()
-
-    asyncio.run(body())
-
-
-def test_peers_hand_a_connection_to_the_worker_with_fewer(tmp_path: Path) -> None:
-    """A real TCP connection goes from one Peers to the other as a socket
-    (SCM_RIGHTS) and still works there; it goes only to a worker that takes
-    connections and has fewer, counting those handed to it not yet taken."""
-
-    async def body() -> None:
-        a = Peers(tmp_path, 0, 2, counters=lambda: {})
-        b = Peers(tmp_path, 1, 2, counters=lambda: {})
-        a.open()
-        b.open()
-        listener = socket.create_server(("127.0.0.1", 0))
-        client = socket.create_connection(listener.getsockname())
-        accepted, _ = listener.accept()
-        got: asyncio.Queue[socket.socket] = asyncio.Queue()
-        try:
-            assert not a.hand_off(accepted.fileno(), 5)  # b does not take connections yet
-            b.take_connections(got.put_nowait)
-            b.count_connections(3)
-            assert not a.hand_off(accepted.fileno(), 3)  # b has as many
-            assert a.hand_off(accepted.fileno(), 4)
-            accepted.close()  # ours only: b holds the socket now
-            # Not taken yet: still counted as b's, so 4 is not more than 3 + 1.
-            assert not a.hand_off(client.fileno(), 4)
-            async with asyncio.timeout(DEADLINE_S):
-                while got.empty():
-                    b._readable()  # what its event loop does when the datagram arrives
-                    await asyncio.sleep(0.005)
-            moved = got.get_nowait()
-            b.count_connections(4)
-            moved.sendall(b"from b")
-            assert client.recv(16) == b"from b"
-            client.sendall(b"to b")
-            assert moved.recv(16) == b"to b"
-            moved.close()
-            assert a.hand_off(client.fileno(), 6)  # taken and counted: 6 > 4
-            b.take_connections(None)  # shutting down: dropped once it arrives
-            async with asyncio.timeout(DEADLINE_S):
-                while b._journal is not None and b._journal.taken_from(0) < 2:
-                    b._readable()
-                    await asyncio.sleep(0.005)
-            assert got.empty()
-            assert not a.hand_off(client.fileno(), 9)  # b takes none now
-        finally:
-            for s in (listener, client):
-                s.close()
-            a.close()
-            b.close()
 
     asyncio.run(body())
 
@@ -316,66 +261,6 @@ def test_two_workers_serve_one_port_coherently(
                 assert c.get("/healthz").status_code == 200
         wait_for(lambda: _metric(httpx.get(base + "/stats").text,
                                  "deltawire_api_workers_counted") == 2, "both counted")  # fmt: skip
-
-
-def _connections_of(pids: list[int], port: int) -> list[int]:
-    """How many established connections to ``port`` each process holds
-    (its descriptors' socket inodes in /proc/net/tcp)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED
-            inodes.add(fields[9])
-    counts = []
-    for pid in pids:
-        held = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                link = os.readlink(fd)
-                held += link.startswith("socket:[") and link[8:-1] in inodes
-        counts.append(held)
-    return counts
-
-
-@pytest.mark.slow
-def test_workers_hold_even_shares_of_the_connections(tmp_path: Path) -> None:
-    """Whichever worker the kernel gives a connection to, they hold within
-    one of each other (balance.py): at every step while connections open one
-    by one (by chance alone, 40 steps within one are ~1 in a million), and
-    within two after a burst; a connection handed over serves as any other."""
-    with collector_process(tmp_path, "--api-workers", "2", http=True,
-                           env={"RATE_LIMIT": "0"}) as cp:  # fmt: skip
-        port = cp.http_port
-        pids = wait_for(lambda: _api_pids(cp.proc.pid) if len(_api_pids(cp.proc.pid)) == 2
-                        else None, "two API processes")  # fmt: skip
-        conns: list[http.client.HTTPConnection] = []
-
-        def get(conn: http.client.HTTPConnection) -> int:
-            conn.request("GET", "/healthz")
-            answer = conn.getresponse()
-            answer.read()
-            return answer.status
-
-        try:
-            for n in range(1, 41):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
-                assert get(conn) == 200  # accepted, handed over or not, and served
-                conns.append(conn)
-                held = wait_for(lambda n=n: (c := _connections_of(pids, port)) and sum(c) == n
-                                and c, f"{n} connections held")  # fmt: skip
-                assert max(held) - min(held) <= 1, (n, held)
-            burst = [http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
-                     for _ in range(60)]  # fmt: skip
-            with concurrent.futures.ThreadPoolExecutor(60) as pool:
-                assert set(pool.map(get, burst)) == {200}
-            conns += burst
-            held = wait_for(lambda: (c := _connections_of(pids, port)) and sum(c) == 100 and c,
-                            "100 connections held")  # fmt: skip
-            assert max(held) - min(held) <= 2, held
-            assert {get(conn) for conn in conns} == {200}  # each again, where it is held
-        finally:
-            for conn in conns:
-                conn.close()
 
 
 @pytest.mark.slow
