@@ -103,6 +103,12 @@ _PAGE_SIZE: Final = 16384
 _CHECKPOINT_PERIOD_S: Final = 0.5
 _BACKSTOP_CHECKPOINT_PAGES: Final = 8192
 
+#: A write transaction (its wait for the lock included) or a log fsync that
+#: takes longer than this is logged as a warning with where the time went:
+#: every other writer (ingest acks, API writes) waited as long, and a pause
+#: of seconds was seen once under a flat-out write bench without a cause.
+SLOW_WRITE_S = 0.5
+
 #: Page cache per connection (negative = KiB). The writer gets the large one:
 #: every sample insert walks the interior pages of three b-trees (the table,
 #: ts, session+ts), and keeping them in memory is what keeps big databases
@@ -445,6 +451,28 @@ def _stop_folder(proc: subprocess.Popen[bytes]) -> None:
         log.warning("rollup folder did not exit; killing it", extra={"pid": proc.pid})
         proc.kill()
         proc.wait()
+
+
+#: When this thread's write transaction got the lock (``_slow_write_logged``).
+_write_times = threading.local()
+
+
+@contextmanager
+def _slow_write_logged(action: str, asked: float) -> Iterator[None]:
+    """Log a write transaction that took over ``SLOW_WRITE_S`` from asking
+    for the lock to letting it go, with how much was the wait (after the
+    lock is let go: never a log line while others wait)."""
+    _write_times.locked = None
+    try:
+        yield
+    finally:
+        done = time.monotonic()
+        locked = getattr(_write_times, "locked", None)
+        if done - asked > SLOW_WRITE_S:
+            wait = (locked if locked is not None else done) - asked
+            log.warning("slow write transaction", extra={
+                "action": action, "ms": round((done - asked) * 1e3),
+                "lock_wait_ms": round(wait * 1e3), "held_ms": round((done - asked - wait) * 1e3)})  # fmt: skip
 
 
 @contextmanager
@@ -882,12 +910,15 @@ class SqliteStore:
         edits (the edit writer's): the folder and the ingest writer keep
         their sorts and temporary files on disk, where a big one belongs.
         """
+        asked = time.monotonic()
         with (
+            _slow_write_logged(action, asked),
             self.lock_priority(),
             self._write_lock,
             self._wlock.across_processes(),
             _translated(action),
         ):
+            _write_times.locked = time.monotonic()
             conn = self._writer_conn()
             if edits and not self._edit_journal_in_memory:
                 conn.execute("PRAGMA temp_store = MEMORY")  # outside a transaction only
@@ -929,12 +960,16 @@ class SqliteStore:
             return  # checkpointed and removed (the last connection closed): in the database
         except OSError as exc:
             raise StoreUnavailable(f"cannot open {self.path}-wal to sync it: {exc}") from exc
+        started = time.monotonic()
         try:
             os.fsync(fd)
         except OSError as exc:
             raise StoreUnavailable(f"cannot sync {self.path}-wal: {exc}") from exc
         finally:
             os.close(fd)
+            took = time.monotonic() - started
+            if took > SLOW_WRITE_S:
+                log.warning("slow fsync of the write-ahead log", extra={"ms": round(took * 1e3)})
 
     @contextmanager
     def _reader(self, action: str) -> Iterator[sqlite3.Connection]:

@@ -575,3 +575,55 @@ def test_only_the_api_edits_keep_their_savepoint_journal_in_memory(store: Sqlite
     [created] = store.apply_edits([Create({"name": "n", "value": 1, "ts": T0})])
     assert temp_store() == 2  # memory
     assert isinstance(created, dict) and store.get(created["id"]) == created
+
+
+def _waiters_on(path: str) -> int:
+    """Processes or threads blocked on a lock of the file at ``path`` (/proc/locks)."""
+    inode = pathlib.Path(path).stat().st_ino
+    return sum(
+        1
+        for line in pathlib.Path("/proc/locks").read_text().splitlines()
+        if "->" in line and line.split()[-3].endswith(f":{inode}")
+    )
+
+
+def test_a_write_that_waited_for_the_lock_is_logged_with_the_wait(
+    store: SqliteStore, sqlite_uri: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from deltawire.collector.stores import sqlite as sqlite_module
+    from deltawire.collector.stores.sqlite_lock import WriteLock
+
+    store.write_batch(docs("s1", range(2)))
+    assert not [r for r in caplog.records if "slow" in r.getMessage()]  # a quick one: nothing
+    monkeypatch.setattr(sqlite_module, "SLOW_WRITE_S", 0.05)
+    other = WriteLock(db_path(sqlite_uri))  # another writer's (another open file: flock)
+    other.open()
+    done = threading.Event()
+    try:
+        with other.across_processes():
+
+            def write() -> None:
+                store.write_batch(docs("s1", range(2, 4)))
+                done.set()
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            deadline = threading.Event()
+            for _ in range(1000):  # until the write is blocked on our lock (<= 10 s)
+                if _waiters_on(other.path):
+                    break
+                deadline.wait(0.01)
+            else:
+                raise AssertionError("the write never waited for the lock")
+            deadline.wait(0.1)  # how long we hold it: the wait the log must report
+        assert done.wait(10)
+        writer.join()
+    finally:
+        other.close()
+    slow = [r for r in caplog.records if r.getMessage() == "slow write transaction"]
+    assert len(slow) == 1
+    assert slow[0].action == "write_batch"  # type: ignore[attr-defined]
+    assert slow[0].lock_wait_ms >= 100  # type: ignore[attr-defined]
+    assert slow[0].ms >= slow[0].lock_wait_ms + slow[0].held_ms - 1  # type: ignore[attr-defined]
+    assert store.acked("s1") == 3
