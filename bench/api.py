@@ -9,8 +9,9 @@ POST, PUT, PATCH, DELETE; then a dashboard mix of recent and filtered GETs
 with the cache hit rate from the answers' x-cache headers. Rows also say
 how many edits each store commit carried (the group commit, from /stats) and
 the API process's CPU per answer (user + system, psutil), and its edit
-writer's (the child that commits the writes). The seed's
-targets, printed beside the figures with whether every round met them: GET
+writer's (the child that commits the writes), and any write that held up
+the others (the collector's warnings of a store transaction or log fsync
+over 0.5 s, with how long it waited for the lock). The seed's targets, printed beside the figures with whether every round met them: GET
 p95 < 30 ms and p99 < 50 ms, POST p95 < 25, PUT/PATCH p95 < 30, DELETE p95 <
 20, cached GET >= 10k req/s, hit rate >= 90%. Rounds alternate Redis off and
 on (--repeat N: N each); the table gives the range over rounds and the load
@@ -376,6 +377,40 @@ def _cpu(procs: psutil.Process | list[psutil.Process] | None) -> float:
     return total
 
 
+#: The collector's warnings of a write that held up every other (the SQLite
+#: store's: a transaction or a log fsync over 0.5 s, docs/collector.md).
+_SLOW_WRITES = (b'"slow write transaction"', b'"slow fsync of the write-ahead log"')
+
+
+def _slow_writes(log_path: pathlib.Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The slow-write warnings the collector logged past ``offset`` of its
+    log (JSON lines), and the offset after them."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        text = f.read()
+    found = []
+    for line in text.splitlines():
+        if any(msg in line for msg in _SLOW_WRITES):
+            with contextlib.suppress(ValueError):
+                found.append(orjson.loads(line))
+    return found, offset + len(text)
+
+
+def _slow_note(rs: list[dict[str, Any]]) -> str:
+    """A cell's note of the slow writes its runs logged (empty: none)."""
+    slow = [w for r in rs for w in r.get("slow_writes", [])]
+    if not slow:
+        return ""
+    worst = max(slow, key=lambda w: w.get("ms", 0))
+    what = worst.get("action", "log fsync")
+    wait = (
+        f", {worst['lock_wait_ms']} ms of it waiting for the lock"
+        if "lock_wait_ms" in worst
+        else ""
+    )
+    return f" ({len(slow)} slow writes logged, the longest {worst.get('ms')} ms: {what}{wait})"
+
+
 def _delete_share(ids: list[str], runs: tuple[str, ...], n: int, seconds: float) -> list[str]:
     """The ids run ``n`` of DELETE deletes, disjoint from the other runs':
     the paced run gets ~3x what its rate needs, the flat-out runs split the
@@ -411,6 +446,7 @@ def _round(
         api = _api_processes(cp.proc.pid)
         writer = _edit_writers(api)
         total = seconds * (sum(len(_runs(c)) for c in cases) + 1) + 60
+        logged = 0  # how far the collector's log was read for slow writes
         with _agents(cp.port, total, base):
             chunks = {"put": ids[:10_000], "patch": ids[:10_000], "delete": ids[10_000:]}
             # The dashboard mix first (after the reads): a write run leaves
@@ -443,7 +479,9 @@ def _round(
                         script += _PACED_LUA
                     conns = 10 if run == "c=10" else 100
                     before, cpu, wcpu = _commits(base), _cpu(api), _cpu(writer)
+                    _, logged = _slow_writes(cp.log_path, logged)  # not this run's
                     r = results[(case, run)] = _wrk(base + URLS[case], script, conns, seconds, tmp)
+                    r["slow_writes"], logged = _slow_writes(cp.log_path, logged)
                     r["cpu_us"] = (_cpu(api) - cpu) / max(1, r["n"]) * 1e6
                     r["writer_cpu_us"] = (_cpu(writer) - wcpu) / max(1, r["n"]) * 1e6
                     edits, commits = (a - b for a, b in zip(_commits(base), before, strict=True))
@@ -516,7 +554,8 @@ def render(
                        + (f" ({_span([r['per_commit'] for r in rs], 1)} edits/commit, "
                           f"{_span([r['cpu_us'] for r in rs])} µs API CPU each"
                           f" + {_span([r.get('writer_cpu_us', 0) for r in rs])} its edit writer)"
-                          if "per_commit" in rs[0] else ""))  # fmt: skip
+                          if "per_commit" in rs[0] else "")
+                       + _slow_note(rs))  # fmt: skip
             met.append(_met(case, run, rs))
         row += [_GOALS.get(case, "") if run != "c=10" else "", " / ".join(m for m in met if m)]
         body.append(row)

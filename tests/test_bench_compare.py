@@ -3,8 +3,11 @@ bench.report.Table and bench.api's table, every numeric cell, nothing else."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
+from bench.api import _slow_writes
 from bench.api import render as render_api
 from bench.compare import Figures, Key, parse_tables, render
 from bench.report import Table
@@ -38,6 +41,27 @@ def test_figures_of_the_api_table_split_at_the_bars() -> None:
     assert got[("get_raw c=100", "off: p99 ms")] == 7.2  # printed with one digit
     assert got[("cache hit rate, dashboard mix c=100", "off")] == 50.0
     assert not [row for row, _col in got if row.startswith("load")]  # the note under the table
+
+
+def test_the_api_table_names_the_slow_writes_each_run_logged(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "collector.log"
+    log.write_bytes(b'{"level":"info","msg":"collector ready"}\n')
+    earlier, offset = _slow_writes(log, 0)
+    assert earlier == []
+    with open(log, "ab") as f:  # what the collector logs during the next run
+        f.write(b'{"level":"warning","msg":"slow write transaction","action":"apply_edits",'
+                b'"ms":1735,"lock_wait_ms":1700,"held_ms":35}\nnot json "slow write transaction"\n'
+                b'{"level":"warning","msg":"slow fsync of the write-ahead log","ms":600}\n')  # fmt: skip
+    slow, offset = _slow_writes(log, offset)
+    assert [w["ms"] for w in slow] == [1735, 600]
+    assert _slow_writes(log, offset) == ([], offset)  # read once
+    result = {"rps": 10.0, "p50": 1.0, "p95": 2.0, "p99": 3.0, "non2xx": 0, "errors": 0, "n": 9}
+    text = render_api([("off", {("put", "c=100"): dict(result, slow_writes=slow)}, None, "1/1"),
+                       ("off", {("put", "c=100"): result}, None, "1/1")])  # fmt: skip
+    assert ("(2 slow writes logged, the longest 1735 ms: apply_edits, 1700 ms of it waiting "
+            "for the lock)") in text  # fmt: skip
+    quiet = render_api([("off", {("put", "c=100"): result}, None, "1/1")])
+    assert "slow" not in quiet
 
 
 def test_render_puts_ref_and_this_tree_side_by_side() -> None:
