@@ -98,8 +98,9 @@ _DEFAULT_BUSY_TIMEOUT_MS: Final = 100
 _PAGE_SIZE: Final = 16384
 
 #: Background checkpoints (``start_checkpointer``): how often, and the WAL
-#: size in pages at which the writer's own automatic checkpoint still steps
-#: in, should the background one fall behind (128 MiB at 16 KiB pages).
+#: size in pages at which a writer's own automatic checkpoint still steps
+#: in (every writing process's), should the background one fall behind
+#: (128 MiB at 16 KiB pages).
 _CHECKPOINT_PERIOD_S: Final = 0.5
 _BACKSTOP_CHECKPOINT_PAGES: Final = 8192
 
@@ -876,6 +877,15 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if writer:
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+                # Every writing process's own automatic checkpoint only as the
+                # backstop: it copies the log into the database inside the
+                # commit, under the write lock every writer waits for. At
+                # SQLite's 1,000 pages the edit writers and the folder did it
+                # every 16 MB of log: a rollup step held the lock 1.77 s once
+                # (ingest and every API write waited it out) and edit groups
+                # ~50 ms now and then. The collector's background checkpointer
+                # (start_checkpointer) copies the log without the write lock.
+                conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}")
             else:
                 conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
                 conn.execute("PRAGMA query_only = ON")
@@ -1061,23 +1071,24 @@ class SqliteStore:
     def start_checkpointer(self, period: float = _CHECKPOINT_PERIOD_S) -> None:
         """Checkpoint the WAL from a thread of its own, off the commit path.
 
-        By default the connection that commits also checkpoints, every ~1000
-        pages: it then copies megabytes into the database file and fsyncs it
-        before the commit returns, a stall of tens of milliseconds that every
-        queued batch (and so the ack latency) waits out. A PASSIVE checkpoint
-        on another connection runs beside the writer instead of blocking it.
-        The writer's automatic checkpoint stays as a backstop at a much larger
-        WAL. For the process that does the bulk of the writing (the
-        collector's store writer). Also starts the rollup folder process
-        (unless the URI says ``fold=off``); ``close`` stops it.
+        A connection that commits may also checkpoint, SQLite's default
+        every ~1000 pages: it then copies megabytes into the database file
+        and fsyncs it before the commit returns, a stall of tens of
+        milliseconds that every queued batch (and so the ack latency) waits
+        out. A PASSIVE checkpoint on another connection runs beside the
+        writers instead of blocking them. Every writer connection's own
+        automatic checkpoint (this process's or another's: the API's edit
+        writers, the folder) stays as a backstop at a much larger WAL
+        (``_connect``). For the process that does the bulk of the writing
+        (the collector's store writer). Also starts the rollup folder
+        process (unless the URI says ``fold=off``); ``close`` stops it.
         """
         if self.fold and self._folder_proc is None:
             self._folder_proc = _start_folder(self.uri)
         with self._write_lock:
-            conn = self._writer_conn()
+            self._writer_conn()  # open, or StoreUnavailable
             if self._checkpointer is not None:
                 return
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}")
             self._stop_checkpoints.clear()
             thread = threading.Thread(
                 target=self._checkpoints, args=(period,), name="sqlite-checkpoint", daemon=True

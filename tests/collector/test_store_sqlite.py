@@ -522,17 +522,20 @@ def test_background_checkpoints_move_the_wal_into_the_database(sqlite_uri: str) 
 
 
 def test_without_the_checkpointer_a_small_wal_stays_in_the_log(sqlite_uri: str) -> None:
-    """The control for the test above: the writer's own automatic checkpoint
-    does not run for 300 rows at the backstop setting."""
+    """The control for the test above, and what every writing process does
+    (an API edit writer, the folder): its commits do not checkpoint, not
+    even past SQLite's default of 1,000 pages (16 MB of log here), since
+    a checkpoint in a commit holds the write lock every writer waits for."""
     import os
 
     path = db_path(sqlite_uri)
     s = SqliteStore(sqlite_uri)
     s.open()
     try:
-        s._writer_conn().execute("PRAGMA wal_autocheckpoint = 8192")
         size = os.path.getsize(path)
-        s.write_batch(docs("ckpt", range(300), {"pad": "x" * 500}))
+        for i in range(0, 24_000, 4_000):  # ~20 MB of log
+            s.write_batch(docs("ckpt", range(i, i + 4_000), {"pad": "x" * 700}))
+        assert os.path.getsize(path + "-wal") > 1000 * 16384
         assert os.path.getsize(path) == size
     finally:
         s.close()
