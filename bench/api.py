@@ -11,9 +11,10 @@ how many edits each store commit carried (the group commit, from /stats) and
 the API process's CPU per answer (user + system, psutil), and its edit
 writer's (the child that commits the writes), and any write that held up
 the others (the collector's warnings of a store transaction or log fsync
-over 0.5 s, with how long it waited for the lock). The seed's targets, printed beside the figures with whether every round met them: GET
-p95 < 30 ms and p99 < 50 ms, POST p95 < 25, PUT/PATCH p95 < 30, DELETE p95 <
-20, cached GET >= 10k req/s, hit rate >= 90%. Rounds alternate Redis off and
+over 0.5 s, with how long it waited for the lock). The seed's targets,
+printed beside the figures with whether every round met them: GET p95 < 30
+ms and p99 < 50 ms, POST p95 < 25, PUT/PATCH p95 < 30, DELETE p95 < 20,
+cached GET >= 10k req/s, hit rate >= 90%. Rounds alternate Redis off and
 on (--repeat N: N each); the table gives the range over rounds and the load
 average around each, since the machine may be shared.
 

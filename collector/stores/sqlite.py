@@ -106,8 +106,8 @@ _BACKSTOP_CHECKPOINT_PAGES: Final = 8192
 
 #: A write transaction (its wait for the lock included) or a log fsync that
 #: takes longer than this is logged as a warning with where the time went:
-#: every other writer (ingest acks, API writes) waited as long, and a pause
-#: of seconds was seen once under a flat-out write bench without a cause.
+#: every other writer (ingest acks, API writes) waited as long. (How a 1.8 s
+#: pause of every write under the API bench was traced to a rollup step.)
 SLOW_WRITE_S = 0.5
 
 #: Page cache per connection (negative = KiB). The writer gets the large one:
