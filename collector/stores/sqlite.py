@@ -459,10 +459,13 @@ _write_times = threading.local()
 
 
 @contextmanager
-def _slow_write_logged(action: str, asked: float) -> Iterator[None]:
+def _slow_write_logged(action: str) -> Iterator[None]:
     """Log a write transaction that took over ``SLOW_WRITE_S`` from asking
     for the lock to letting it go, with how much was the wait (after the
-    lock is let go: never a log line while others wait)."""
+    lock is let go: never a log line while others wait). Entered inside
+    ``lock_priority``: the folder rests at SCHED_IDLE outside it, where on a
+    busy machine it may not run for a second, which is no one's wait."""
+    asked = time.monotonic()
     _write_times.locked = None
     try:
         yield
@@ -920,10 +923,9 @@ class SqliteStore:
         edits (the edit writer's): the folder and the ingest writer keep
         their sorts and temporary files on disk, where a big one belongs.
         """
-        asked = time.monotonic()
         with (
-            _slow_write_logged(action, asked),
             self.lock_priority(),
+            _slow_write_logged(action),
             self._write_lock,
             self._wlock.across_processes(),
             _translated(action),
