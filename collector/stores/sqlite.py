@@ -454,26 +454,31 @@ def _stop_folder(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-#: When this thread's write transaction got the lock (``_slow_write_logged``).
-_write_times = threading.local()
+class _WriteTiming:
+    """When a write transaction got the lock (None: not yet, or never)."""
+
+    __slots__ = ("locked",)
+
+    def __init__(self) -> None:
+        self.locked: float | None = None
 
 
 @contextmanager
-def _slow_write_logged(action: str) -> Iterator[None]:
+def _slow_write_logged(action: str) -> Iterator[_WriteTiming]:
     """Log a write transaction that took over ``SLOW_WRITE_S`` from asking
-    for the lock to letting it go, with how much was the wait (after the
+    for the lock to letting it go (the caller sets ``locked`` on what it
+    yields once it holds the lock), with how much was the wait (after the
     lock is let go: never a log line while others wait). Entered inside
     ``lock_priority``: the folder rests at SCHED_IDLE outside it, where on a
     busy machine it may not run for a second, which is no one's wait."""
     asked = time.monotonic()
-    _write_times.locked = None
+    timing = _WriteTiming()
     try:
-        yield
+        yield timing
     finally:
         done = time.monotonic()
-        locked = getattr(_write_times, "locked", None)
         if done - asked > SLOW_WRITE_S:
-            wait = (locked if locked is not None else done) - asked
+            wait = (timing.locked if timing.locked is not None else done) - asked
             log.warning("slow write transaction", extra={
                 "action": action, "ms": round((done - asked) * 1e3),
                 "lock_wait_ms": round(wait * 1e3), "held_ms": round((done - asked - wait) * 1e3)})  # fmt: skip
@@ -925,12 +930,12 @@ class SqliteStore:
         """
         with (
             self.lock_priority(),
-            _slow_write_logged(action),
+            _slow_write_logged(action) as timing,
             self._write_lock,
             self._wlock.across_processes(),
             _translated(action),
         ):
-            _write_times.locked = time.monotonic()
+            timing.locked = time.monotonic()
             conn = self._writer_conn()
             if edits and not self._edit_journal_in_memory:
                 conn.execute("PRAGMA temp_store = MEMORY")  # outside a transaction only
