@@ -75,6 +75,7 @@ import orjson
 
 from deltawire.formats import redact_uri
 
+from .errors import ApiError
 from .redis_link import RedisLink
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "QueryCache",
     "RedisCache",
     "Span",
+    "StoreRead",
     "bump_scopes",
     "cache_namespace",
     "make_cache",
@@ -226,14 +228,28 @@ class Keyed(Protocol):
     def scope(self) -> str: ...
 
 
+class StoreRead(NamedTuple):
+    """An answer that is one store read: ``fn(*args)`` on a store thread,
+    then ``answer(result)`` on the loop. ``refused``: the 422 a
+    ``StoreError`` of this read stands for (``Deps.store_call``)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    answer: Callable[[Any], Answer]
+    refused: ApiError | None = None
+
+
 class CachedRead(NamedTuple):
     """A cacheable GET, parsed: its key, its scope, how to compute it, and
-    whether that is cheap (``Deps.cached_answer``'s arguments)."""
+    whether that is cheap (``Deps.cached_answer``'s arguments). ``store``:
+    the one store read it is, when it is one (a listing page), which the
+    HTTP fast path then reads with no coroutine (``Deps.read_then``)."""
 
     key: str
     scope: str
     compute: Callable[[], Awaitable[Answer]]
     cheap: bool = False
+    store: StoreRead | None = None
 
 
 @dataclass(slots=True)

@@ -37,7 +37,16 @@ from deltawire.collector.stores.base import Store, StoreError, StoreUnavailable
 
 from .admission import Doorkeeper
 from .auth import Keys
-from .cache import EVERYTHING, Answer, CachedRead, Keyed, QueryCache, Span, bump_scopes
+from .cache import (
+    EVERYTHING,
+    Answer,
+    CachedRead,
+    Keyed,
+    QueryCache,
+    Span,
+    StoreRead,
+    bump_scopes,
+)
 from .edit_jobs import EditDone, EditJob, apply_jobs
 from .edits import EditBatcher
 from .errors import ApiError
@@ -227,6 +236,33 @@ class Deps:
         self._recovered()
         return result
 
+    async def compute_read(self, read: StoreRead) -> Answer:
+        """The answer of one store read (``store_call``, then ``read.answer``)."""
+        return read.answer(await self.store_call(read.fn, *read.args, refused=read.refused))
+
+    def read_then(
+        self, read: StoreRead, done: Callable[[Answer | None, BaseException | None], None]
+    ) -> None:
+        """``compute_read`` as a callback, for the HTTP fast path (asyncio
+        only): ``done(answer, None)``, or ``done(None, error)`` with the error
+        ``store_call`` would raise (503, or the read's ``refused`` 422), on
+        the loop. An uncached listing page is one such read: no task and no
+        coroutine chain around it (store_threads.py)."""
+
+        def told(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._recovered()
+                done(read.answer(result), None)
+                return
+            if isinstance(error, Exception):
+                try:
+                    self._outcome(read.fn, error, read.refused)
+                except ApiError as e:
+                    error = e
+            done(None, error)
+
+        self.reads.then(read.fn, read.args, told)
+
     async def edit(self, job: EditJob) -> EditDone:
         """``job``'s answer once committed (with whichever others are
         pending), the cache bumped; ApiError 503 if the store failed."""
@@ -304,6 +340,21 @@ class Deps:
 
     # -- the cache ----------------------------------------------------------------------------
 
+    def uncached(self, key: str, cheap: bool) -> bool:
+        """Whether ``key``'s answer is computed without the cache: a cheap
+        one not computed here lately, so not in this process's cache, and
+        not stored this time (admission.py; ``doorkeeper.admit(key)`` once
+        computed). Asking Redis for a cheap answer nobody asked for before
+        costs more than computing it (a round trip: ~60 µs of this loop's
+        CPU against the page's ~150 on a store thread; most listing URLs are
+        asked once). No single flight either: without a generation, a
+        computation that began before a write could be shared after its
+        answer. Counted as the miss it nearly always is."""
+        if cheap and not self.doorkeeper.seen(key):
+            self.cache.stats.misses += 1
+            return True
+        return False
+
     async def cached(
         self,
         key: str,
@@ -340,16 +391,7 @@ class Deps:
 
         ``compute`` may return an ``Answer`` with the span of timestamps the
         answer depends on: writes outside it then leave it cached."""
-        if cheap and not self.doorkeeper.seen(key):
-            # Not computed here lately, so not in this process's cache, and
-            # not stored this time (admission.py); asking Redis for a cheap
-            # answer nobody asked for before costs more than computing it (a
-            # round trip: ~60 µs of this loop's CPU against the page's ~150
-            # on a store thread; most listing URLs are asked once). No single
-            # flight either: without a generation, a computation that began
-            # before a write could be shared after its answer. Counted as the
-            # miss it nearly always is.
-            self.cache.stats.misses += 1
+        if self.uncached(key, cheap):
             answer = await compute()
             self.doorkeeper.admit(key)
             return (answer.payload if type(answer) is Answer else answer), "miss"  # type: ignore[return-value]

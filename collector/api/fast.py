@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Role, require
 from .body import parse_json
-from .cache import CachedRead
+from .cache import Answer, CachedRead
 from .deps import Deps
 from .edit_jobs import EditDone, EditJob
 from .errors import ApiError, error_body
@@ -39,6 +39,7 @@ __all__ = ["CachedGets", "FastGets", "FastWrites"]
 log = logging.getLogger("deltawire.collector.api")
 
 _HEADERS = [(b"content-type", b"application/json"), (b"x-cache", b"hit")]
+_MISS = {"x-cache": "miss"}
 
 
 class FastGets:
@@ -101,8 +102,31 @@ class FastGets:
             read = cached.read(Request({"type": "http", "query_string": query, "headers": headers}))
         except ApiError:
             return False
-        self.deps.spawn(self._answer(path, read, started, answer))
+        deps = self.deps
+        if read.store is not None and deps.uncached(read.key, read.cheap):
+            # Most new listing URLs: one store read, answered from its callback.
+            key = read.key
+
+            def done(computed: Answer | None, error: BaseException | None) -> None:
+                if computed is not None:
+                    deps.doorkeeper.admit(key)
+                    self._reply(path, Reply(200, computed.payload, _MISS), started, answer)
+                else:
+                    assert error is not None
+                    self._reply(path, _error_reply("GET", path, error), started, answer)
+
+            deps.read_then(read.store, done)
+            return True
+        deps.spawn(self._answer(path, read, started, answer))
         return True
+
+    def _reply(
+        self, path: str, reply: Reply, started: float, answer: Callable[[Reply], None]
+    ) -> None:
+        stats = self.deps.stats
+        stats.fast_reads += 1
+        stats.observe(path, "GET", reply.status, time.perf_counter() - started)
+        answer(reply)
 
     async def _answer(
         self, path: str, read: CachedRead, started: float, answer: Callable[[Reply], None]
@@ -114,10 +138,7 @@ class FastGets:
             reply = Reply(200, payload, {"x-cache": how})
         except Exception as e:
             reply = _error_reply("GET", path, e)
-        stats = self.deps.stats
-        stats.fast_reads += 1
-        stats.observe(path, "GET", reply.status, time.perf_counter() - started)
-        answer(reply)
+        self._reply(path, reply, started, answer)
 
 
 class CachedGets:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from deltawire.collector.stores.base import encode_cursor
+
 from .test_api import ApiServer, stats_metric
 from .test_fast_writes import _Conn, served_with_keys
 
@@ -90,6 +92,21 @@ def test_what_the_fast_path_leaves_alone_the_full_path_refuses(
     assert got == status and headers["content-type"] == "application/json"
     assert orjson.loads(body)["error"] == code
     assert api.metric("deltawire_api_fast_reads_total") == took
+
+
+def test_a_foreign_cursor_is_refused_as_the_full_path_refuses_it(api: ApiServer) -> None:
+    """A cursor that parses but names no document of this store: the store
+    refuses it, and the fast path's answer (from its store read's callback)
+    is the full path's 422, byte for byte."""
+    took = api.metric("deltawire_api_fast_reads_total")
+    path = f"/metrics?limit=5&after={encode_cursor(1.0, 'x')}"
+    fast, full = _once(api, _get(path)), _once(api, _get(path, close=True))
+    assert fast[0] == full[0] == 422 and fast[2] == full[2]
+    assert fast[1]["content-type"] == "application/json"
+    error = orjson.loads(fast[2])
+    assert error["error"] == "bad_parameter" and error["parameter"] == "after"
+    assert "not a document id of this store" in error["detail"]
+    assert api.metric("deltawire_api_fast_reads_total") == took + 1
 
 
 def test_pipelined_misses_are_answered_in_order(api: ApiServer) -> None:

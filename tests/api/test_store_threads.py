@@ -13,8 +13,11 @@ import pytest
 import trio
 
 from deltawire.collector.api import Deps, LocalCache
+from deltawire.collector.api.cache import Answer, StoreRead
 from deltawire.collector.api.deps import ApiConfig
+from deltawire.collector.api.errors import ApiError
 from deltawire.collector.api.store_threads import StoreThreads, auto_size
+from deltawire.collector.stores.base import StoreError, StoreUnavailable
 from deltawire.collector.stores.mongo import MongoStore
 from deltawire.collector.stores.sqlite import SqliteStore
 
@@ -136,6 +139,64 @@ def test_asyncio_errors_reach_the_caller() -> None:
         threads.close()
 
 
+def test_asyncio_then_tells_the_outcome_on_the_loop() -> None:
+    """The callback form (the HTTP fast path's): ``done(result, error)``
+    on the loop's thread, once the call ran on a store thread."""
+    threads = StoreThreads(2)
+
+    def fails() -> None:
+        raise KeyError("boom")
+
+    async def main() -> list[tuple[object, str | None, bool]]:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        told: list[tuple[object, str | None, bool]] = []
+        both = asyncio.Event()
+
+        def done(result: object, error: BaseException | None) -> None:
+            told.append((result, None if error is None else repr(error),
+                         threading.get_ident() == loop_thread))  # fmt: skip
+            if len(told) == 2:
+                both.set()
+
+        threads.then(threading.get_ident, (), done)
+        threads.then(fails, (), done)
+        await asyncio.wait_for(both.wait(), DEADLINE)
+        assert loop.is_running()
+        return told
+
+    try:
+        told = asyncio.run(main())
+    finally:
+        threads.close()
+    by_error = {error: (result, on_loop) for result, error, on_loop in told}
+    assert by_error["KeyError('boom')"] == (None, True)
+    where, on_loop = by_error[None]
+    assert on_loop and isinstance(where, int) and where != threading.get_ident()
+
+
+def test_asyncio_close_tells_a_then_not_started_the_store_is_gone() -> None:
+    """A callback call no thread took is never run, and its caller is
+    told (StoreUnavailable: answered 503), never left without an answer."""
+    threads = StoreThreads(1)
+    gate = Gate()
+
+    async def main() -> BaseException | None:
+        first = asyncio.ensure_future(threads.run(gate, 1))
+        await asyncio.to_thread(gate.wait_started, 1)
+        told = asyncio.get_running_loop().create_future()
+        threads.then(gate, (2,), lambda result, error: told.set_result(error))
+        threads.close()
+        error = await asyncio.wait_for(told, DEADLINE)
+        gate.open.set()
+        assert await asyncio.wait_for(first, DEADLINE) == 2
+        return error
+
+    error = asyncio.run(main())
+    assert isinstance(error, StoreUnavailable)
+    assert gate.ran == [1]
+
+
 def test_close_then_use_again() -> None:
     """The app's lifespan closes it; an app started again gets new threads."""
     threads = StoreThreads(2)
@@ -177,3 +238,49 @@ def test_the_api_sizes_its_reads_from_the_setting(tmp_path: pathlib.Path) -> Non
     cache = LocalCache(size=0)
     assert Deps(store, cache).reads.size == auto_size(store)  # STORE_THREADS=auto
     assert Deps(store, cache, config=ApiConfig(store_threads=7)).reads.size == 7
+
+
+def _read_then(deps: Deps, read: StoreRead) -> tuple[Answer | None, BaseException | None]:
+    """``deps.read_then(read)`` on a loop, and what it told."""
+
+    async def main() -> tuple[Answer | None, BaseException | None]:
+        told: asyncio.Future[tuple[Answer | None, BaseException | None]]
+        told = asyncio.get_running_loop().create_future()
+        deps.read_then(read, lambda answer, error: told.set_result((answer, error)))
+        return await asyncio.wait_for(told, DEADLINE)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        deps.reads.close()
+
+
+def test_read_then_answers_as_store_call_would(tmp_path: pathlib.Path) -> None:
+    """Deps.read_then, the fast path's uncached listing: the answer built
+    from the read's result; a store failure a 503 (and counted); a
+    StoreError the read says is the client's (a foreign cursor) its 422."""
+    store = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.open()
+    deps = Deps(store, LocalCache(size=0))
+    try:
+        answer, error = _read_then(
+            deps, StoreRead(store.get, ("1",), lambda doc: Answer(b"%r" % doc))
+        )
+        assert error is None and answer == Answer(b"None")
+
+        def foreign() -> None:
+            raise StoreError("cursor id 'x' is not a document id of this store")
+
+        refused = ApiError(422, "bad_parameter", "after: not a cursor of this store")
+        answer, error = _read_then(deps, StoreRead(foreign, (), Answer, refused))
+        assert answer is None and isinstance(error, ApiError) and error.status == 422
+        assert error.detail.endswith("is not a document id of this store")
+        assert deps.stats.store_errors == 0
+
+        store.close()
+        answer, error = _read_then(deps, StoreRead(store.get, ("1",), Answer))
+        assert answer is None and isinstance(error, ApiError)
+        assert (error.status, error.code) == (503, "store_unavailable")
+        assert deps.stats.store_errors == 1
+    finally:
+        store.close()

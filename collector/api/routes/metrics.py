@@ -16,7 +16,7 @@ from deltawire.collector.stores.base import FoundPage, MetricQuery, Store, encod
 
 from ..auth import Role
 from ..body import read_json
-from ..cache import Answer, CachedRead, Span, scope_for
+from ..cache import Answer, CachedRead, Span, StoreRead, scope_for
 from ..deps import CachedGet, Deps
 from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
@@ -92,18 +92,20 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         ls = listing(request)
         q = ls.query
 
-        async def compute() -> Answer:
-            refused = ApiError(422, "bad_parameter", _BAD_CURSOR, parameter="after")
-            page = await deps.store_call(
-                read_page, store, ls, deps.config.page_bytes,
-                refused=refused if q.after is not None else None,
-            )  # fmt: skip
+        def answer(page: FoundPage) -> Answer:
             nxt = None if page.next is None else encode_cursor(*page.next)
             # One copy of the page's bytes (a chain of + copied them four times).
             payload = b"".join((b'{"items":[', page.items, b'],"next":', orjson.dumps(nxt), b"}"))
             return Answer(payload, listing_span(q, page.beyond))
 
-        return CachedRead(ls.key, ls.scope, compute, cheap=True)  # one short read
+        refused = (
+            None
+            if q.after is None
+            else ApiError(422, "bad_parameter", _BAD_CURSOR, parameter="after")
+        )
+        one = StoreRead(read_page, (store, ls, deps.config.page_bytes), answer, refused)
+        compute = functools.partial(deps.compute_read, one)
+        return CachedRead(ls.key, ls.scope, compute, cheap=True, store=one)  # one short read
 
     deps.cached_gets["/metrics"] = CachedGet(parsed.get, read)
 
