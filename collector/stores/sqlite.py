@@ -655,10 +655,8 @@ def _filters(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], li
 _ROLLUP_SQL: Final = sqlite_rollup.Sql(_filters, _json_path)
 
 
-def _find_sql(
-    q: MetricQuery, *, no_samples: bool = False, columns: str = _DOC_COLUMNS
-) -> tuple[str, list[Any]]:
-    """The SELECT of ``find``: filters, keyset cursor, (ts, id) order, limit."""
+def _find_where(q: MetricQuery, *, no_samples: bool = False) -> tuple[list[str], list[Any]]:
+    """``find``'s WHERE terms and parameters: the filters and the keyset cursor."""
     if q.limit < 1:
         raise StoreError(f"limit must be >= 1, got {q.limit}")
     clauses, params = _filters(q, no_samples=no_samples)
@@ -671,10 +669,31 @@ def _find_sql(
         # onto the (..., ts) indexes: those end with the rowid implicitly.
         clauses.append("(ts, id) < (?, ?)" if q.descending else "(ts, id) > (?, ?)")
         params += [float(after_ts), rowid]
+    return clauses, params
+
+
+def _find_sql(
+    q: MetricQuery, *, no_samples: bool = False, columns: str = _DOC_COLUMNS
+) -> tuple[str, list[Any]]:
+    """The SELECT of ``find``: filters, keyset cursor, (ts, id) order, limit."""
+    clauses, params = _find_where(q, no_samples=no_samples)
     order = "ts DESC, id DESC" if q.descending else "ts, id"
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     params.append(q.limit)
     return f"SELECT {columns} FROM docs{where} ORDER BY {order} LIMIT ?", params
+
+
+def _bounded_page(q: MetricQuery) -> tuple[str, list[Any]] | None:
+    """``sqlite_page.bounded_page_sql`` for ``q`` and its parameters after
+    ``dw_page``'s, where it applies: an ascending page filtered on no more
+    than ts, session and the cursor (docs_ts and docs_session_ts hold
+    those, so finding the page's edge reads no document). None elsewhere."""
+    if q.descending or q.name is not None or q.kind is not None or q.host is not None or q.tags:
+        return None
+    clauses, params = _find_where(q)
+    where = " AND ".join(clauses) if clauses else "1"
+    edge = f"SELECT ts FROM docs WHERE {where} ORDER BY ts, id LIMIT 1 OFFSET ?"
+    return sqlite_page.bounded_page_sql(where, edge), [*params, *params, q.limit]
 
 
 def _aggregate_sql(q: AggQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
@@ -1324,10 +1343,15 @@ class SqliteStore:
             no_samples = self._no_samples(conn, q)
             find_sql, params = _find_sql(q, no_samples=no_samples)
             if self._native:
-                params[-1] = q.limit + 1  # the row past the page: is there more?
                 spec = None if paths is None else sqlite_page.path_spec(paths)
-                sql = sqlite_page.native_page_sql(find_sql)
-                (answer,) = conn.execute(sql, [q.limit, spec, *params]).fetchone()
+                order = -1 if q.descending else 1  # dw_page checks the rows come so
+                bounded = _bounded_page(q)
+                if bounded is None:
+                    params[-1] = q.limit + 1  # the row past the page: is there more?
+                    sql = sqlite_page.native_page_sql(find_sql)
+                else:
+                    sql, params = bounded
+                (answer,) = conn.execute(sql, [q.limit, spec, order, *params]).fetchone()
                 return sqlite_page.native_page(answer)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1

@@ -456,14 +456,19 @@ static char *write_row(char *out, const struct row *r, struct tree *t) {
 }
 
 /* dw_page(limit, id, session, seq, kind, name, host, tags, ts, value, data,
- * paths): an aggregate over the rows of a page query asked for limit + 1 rows, in
- * their order: the first limit documents' JSON joined with commas (the
+ * paths, order): an aggregate over the rows of a page query (at least
+ * limit + 1 of them where that many match), in their order: the first limit
+ * documents' JSON joined with commas (the
  * bytes the answer sends), then a trailer of 32 bytes in the machine's
  * order: int64 how many documents, double ts and int64 id of the last one,
  * double ts of the row after it (NaN if none: no further page). NULL where
  * any document cannot be written exactly (the caller writes the page).
  * paths: NULL for whole documents, or fields='s paths of data (struct
  * tree's spec): each document's data then holds only those.
+ * order: 1 (or -1) when the rows must come in ascending (or descending)
+ * (ts, id) order, every one of them: else NULL (the caller writes the
+ * page), so a page never rests on the order a query plan happens to feed
+ * the rows in; 0: not checked.
  *
  * One buffer for the page: group_concat over a per-row function allocated,
  * copied and freed a string per row, and the (ts, id) of the page's edge
@@ -475,6 +480,9 @@ struct page {
     double last_ts, beyond_ts;
     int beyond, odd, nomem;
     int started, selecting; /* started: the paths read (at the first row) */
+    int order, seen;        /* seen: prev_ts and prev_id hold the row before */
+    double prev_ts;
+    int64_t prev_id;
     struct tree tree;
 };
 
@@ -500,6 +508,8 @@ static void dw_page_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     if (!p->started) {
         p->started = 1;
+        int64_t order = sqlite3_value_int64(argv[12]);
+        p->order = order > 0 ? 1 : order < 0 ? -1 : 0;
         if (sqlite3_value_type(argv[11]) != T_NULL) {
             const unsigned char *spec = sqlite3_value_text(argv[11]);
             int rc = spec ? parse_tree(&p->tree, spec, sqlite3_value_bytes(argv[11])) : ROW_NOMEM;
@@ -508,7 +518,23 @@ static void dw_page_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
             p->nomem = rc == ROW_NOMEM;
         }
     }
-    if (p->odd || p->nomem || p->beyond) return; /* the answer is settled */
+    if (p->odd || p->nomem) return; /* the answer is settled */
+    if (p->order) { /* each row strictly after the one before, in the page's order */
+        double ts = sqlite3_value_double(argv[8]);
+        int64_t id = sqlite3_value_int64(argv[1]);
+        if (p->seen) {
+            int later = ts > p->prev_ts || (ts == p->prev_ts && id > p->prev_id);
+            int earlier = ts < p->prev_ts || (ts == p->prev_ts && id < p->prev_id);
+            if (!(p->order > 0 ? later : earlier)) {
+                p->odd = 1;
+                return;
+            }
+        }
+        p->seen = 1;
+        p->prev_ts = ts;
+        p->prev_id = id;
+    }
+    if (p->beyond) return; /* past the row after the page: only checked */
     if (p->count >= sqlite3_value_int64(argv[0])) { /* the row after the page */
         p->beyond = 1;
         p->beyond_ts = sqlite3_value_double(argv[8]);
@@ -566,7 +592,7 @@ static void dw_page_final(sqlite3_context *ctx) {
 static int dw_init(sqlite3 *db, char **err, const void *api) {
     (void)err;
     (void)api;
-    return sqlite3_create_function_v2(db, "dw_page", 12, UTF8 | INNOCUOUS, NULL, NULL,
+    return sqlite3_create_function_v2(db, "dw_page", 13, UTF8 | INNOCUOUS, NULL, NULL,
                                       dw_page_step, dw_page_final, NULL);
 }
 

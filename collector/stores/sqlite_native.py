@@ -55,7 +55,7 @@ _BUILD_TIMEOUT_S: Final = 120.0
 #: so a library that links but misbehaves is never used.
 _CHECK_SQL: Final = (
     "SELECT dw_page(1, 7, 's\"\n', 3, 'sample', 'cpu', NULL, '[\"t\"]', 1800000000.0005,"
-    " 1.5, '{\"a\":1}', NULL)"
+    " 1.5, '{\"a\":1}', NULL, 1)"
 )
 _CHECK_OUT: Final = FoundPage(
     b'{"id":"7","session":"s\\"\\n","seq":3,"kind":"sample","name":"cpu","host":null,'

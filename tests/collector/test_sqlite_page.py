@@ -3,6 +3,7 @@ is the one the API's ``doc_out`` writes, byte for byte, or None."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import subprocess
@@ -57,11 +58,14 @@ _points = st.builds(
     st.text(min_size=1, max_size=6), _values, _stamps, st.lists(_text, max_size=2),
     st.just({}) | samples.map(lambda d: {"data": d}),
 )  # fmt: skip
+# Sessions and the end of the window too: an ascending page filtered on no
+# more than ts and session is read without a subquery (bounded_page_sql).
 _queries = st.builds(
-    lambda limit, desc, name, lo: MetricQuery(
-        name=name, ts_from=lo, limit=limit, descending=desc
+    lambda limit, desc, name, lo, hi, session: MetricQuery(
+        session=session, name=name, ts_from=lo, ts_to=hi, limit=limit, descending=desc
     ),
     st.integers(1, 12), st.booleans(), st.none() | _text, st.none() | _stamps,
+    st.none() | _stamps, st.none() | st.sampled_from(["", "a", "s\u00e9ssion"]),
 )  # fmt: skip
 
 
@@ -313,7 +317,7 @@ def _one_doc(value: float | None, text: str = "s", ts: float = 1.8e9) -> bytes |
     conn = sqlite3.connect(":memory:")
     try:
         (answer,) = conn.execute(
-            "SELECT dw_page(1, 1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL, NULL)",
+            "SELECT dw_page(1, 1, ?, 2, 'k', ?, ?, '[]', ?, ?, NULL, NULL, 0)",
             (text, text, text, ts, value),
         ).fetchone()
     finally:
@@ -343,3 +347,63 @@ def test_the_c_renderer_writes_what_orjson_writes(value: float, text: str, ts: f
     else:
         digits = len(repr(abs(value)).split("e")[0].replace(".", "").strip("0"))
         assert value != 0 and not (1e-4 <= abs(value) < 1e15 and digits <= 15)
+
+
+def _page_of(rows: list[tuple[int, float]], limit: int, order: int) -> FoundPage | None:
+    """dw_page over rows of (id, ts) fed in the order given (None: declined)."""
+    import sqlite3
+
+    from deltawire.collector.stores import sqlite_native, sqlite_page
+
+    assert sqlite_native.install()
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE r (n INTEGER PRIMARY KEY, id INTEGER, ts REAL)")
+        conn.executemany("INSERT INTO r (id, ts) VALUES (?, ?)", rows)
+        (answer,) = conn.execute(
+            "SELECT dw_page(?, id, 's', 1, 'k', 'n', NULL, '[]', ts, NULL, NULL, NULL, ?)"
+            " FROM (SELECT id, ts FROM r ORDER BY n)",  # fed as inserted
+            (limit, order),
+        ).fetchone()
+    finally:
+        conn.close()
+    return sqlite_page.native_page(answer)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 4).map(float)), max_size=8),
+    limit=st.integers(1, 8),
+)
+def test_dw_page_declines_rows_out_of_the_pages_order(
+    rows: list[tuple[int, float]], limit: int
+) -> None:
+    """A page never rests on the order a plan feeds the rows in: told the
+    order (1, -1), dw_page writes the page only if every row, the ones past
+    the page too, comes strictly after the one before in (ts, id); else it
+    declines, and the page is written in Python. Told 0, it does not check."""
+    keys = [(ts, doc_id) for doc_id, ts in rows]
+    for order in (1, -1):
+        in_order = all((b > a if order > 0 else b < a) for a, b in itertools.pairwise(keys))
+        page = _page_of(rows, limit, order)
+        assert (page is not None) == in_order, (rows, order)
+        if page is not None:
+            assert page.count == min(limit, len(rows))
+    assert _page_of(rows, limit, 0) is not None
+
+
+def test_an_ascending_page_on_ts_and_session_reads_no_subquery() -> None:
+    """Which pages take bounded_page_sql (no co-routine copying each row):
+    ascending, filtered on ts, session and the cursor only."""
+    from deltawire.collector.stores.sqlite import _bounded_page
+
+    assert _bounded_page(MetricQuery(ts_from=1.8e9, ts_to=1.9e9, limit=50)) is not None
+    assert _bounded_page(MetricQuery(session="s", after=(1.8e9, "7"))) is not None
+    for q in (
+        MetricQuery(descending=True),
+        MetricQuery(name="cpu"),
+        MetricQuery(kind="event"),
+        MetricQuery(host="h"),
+        MetricQuery(tags=("t",)),
+    ):
+        assert _bounded_page(q) is None, q
