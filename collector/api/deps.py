@@ -252,7 +252,12 @@ class Deps:
         def told(result: Any, error: BaseException | None) -> None:
             if error is None:
                 self._recovered()
-                done(read.answer(result), None)
+                try:
+                    answer = read.answer(result)
+                except Exception as e:  # a bug: answered (500, logged), never left hanging
+                    done(None, e)
+                    return
+                done(answer, None)
                 return
             if isinstance(error, Exception):
                 try:

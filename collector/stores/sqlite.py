@@ -1340,12 +1340,13 @@ class SqliteStore:
         if data is None:
             return None
         with self._reader("find") as conn:
-            no_samples = self._no_samples(conn, q)
-            find_sql, params = _find_sql(q, no_samples=no_samples)
+            bounded = _bounded_page(q) if self._native else None
+            if bounded is None:
+                no_samples = self._no_samples(conn, q)
+                find_sql, params = _find_sql(q, no_samples=no_samples)
             if self._native:
                 spec = None if paths is None else sqlite_page.path_spec(paths)
                 order = -1 if q.descending else 1  # dw_page checks the rows come so
-                bounded = _bounded_page(q)
                 if bounded is None:
                     params[-1] = q.limit + 1  # the row past the page: is there more?
                     sql = sqlite_page.native_page_sql(find_sql)

@@ -277,6 +277,12 @@ def test_read_then_answers_as_store_call_would(tmp_path: pathlib.Path) -> None:
         assert error.detail.endswith("is not a document id of this store")
         assert deps.stats.store_errors == 0
 
+        def broken(doc: object) -> Answer:
+            raise RuntimeError("a bug in building the answer")
+
+        answer, error = _read_then(deps, StoreRead(store.get, ("1",), broken))
+        assert answer is None and isinstance(error, RuntimeError)  # told, not left hanging
+
         store.close()
         answer, error = _read_then(deps, StoreRead(store.get, ("1",), Answer))
         assert answer is None and isinstance(error, ApiError)
