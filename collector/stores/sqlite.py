@@ -696,6 +696,21 @@ def _bounded_page(q: MetricQuery) -> tuple[str, list[Any]] | None:
     return sqlite_page.bounded_page_sql(where, edge), [*params, *params, q.limit]
 
 
+def _dw_page(
+    conn: sqlite3.Connection,
+    q: MetricQuery,
+    paths: Sequence[tuple[str, ...]] | None,
+    sql: str,
+    params: list[Any],
+) -> FoundPage | None:
+    """A page query of ``dw_page`` (``sqlite_page.native_page_sql`` or
+    ``bounded_page_sql``, its rows' parameters ``params``) run and read."""
+    spec = None if paths is None else sqlite_page.path_spec(paths)
+    order = -1 if q.descending else 1  # dw_page checks the rows come so
+    (answer,) = conn.execute(sql, [q.limit, spec, order, *params]).fetchone()
+    return sqlite_page.native_page(answer)
+
+
 def _aggregate_sql(q: AggQuery, *, no_samples: bool = False) -> tuple[str, list[Any]]:
     """The SELECT of ``aggregate``: rows of (group, value, count)."""
     func = _AGG_FUNCS.get(q.func)
@@ -1341,19 +1356,13 @@ class SqliteStore:
             return None
         with self._reader("find") as conn:
             bounded = _bounded_page(q) if self._native else None
-            if bounded is None:
-                no_samples = self._no_samples(conn, q)
-                find_sql, params = _find_sql(q, no_samples=no_samples)
+            if bounded is not None:  # no subquery to build
+                return _dw_page(conn, q, paths, *bounded)
+            no_samples = self._no_samples(conn, q)
+            find_sql, params = _find_sql(q, no_samples=no_samples)
             if self._native:
-                spec = None if paths is None else sqlite_page.path_spec(paths)
-                order = -1 if q.descending else 1  # dw_page checks the rows come so
-                if bounded is None:
-                    params[-1] = q.limit + 1  # the row past the page: is there more?
-                    sql = sqlite_page.native_page_sql(find_sql)
-                else:
-                    sql, params = bounded
-                (answer,) = conn.execute(sql, [q.limit, spec, order, *params]).fetchone()
-                return sqlite_page.native_page(answer)
+                params[-1] = q.limit + 1  # the row past the page: is there more?
+                return _dw_page(conn, q, paths, sqlite_page.native_page_sql(find_sql), params)
             edge_sql, edge_params = _find_sql(q, no_samples=no_samples, columns="ts, id")
             edge_params[-1:] = [2, q.limit - 1]  # LIMIT 2 OFFSET limit - 1
             sql = sqlite_page.page_sql(edge_sql + " OFFSET ?", find_sql, data)
