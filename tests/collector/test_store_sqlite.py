@@ -19,7 +19,13 @@ from deltawire.collector.stores import (
     open_store,
 )
 from deltawire.collector.stores.base import Create
-from deltawire.collector.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, encode_rows
+from deltawire.collector.stores.sqlite import (
+    _MIGRATIONS,
+    _READER_MMAP_BYTES,
+    SCHEMA_VERSION,
+    SqliteStore,
+    encode_rows,
+)
 from deltawire.protocol import Document
 
 T0 = 1_700_000_000.0
@@ -331,6 +337,24 @@ def test_a_failed_batch_stores_nothing(store: SqliteStore) -> None:
         store.write_batch(bad)  # type: ignore[arg-type]
     assert not isinstance(info.value, StoreUnavailable)  # retrying would not help
     assert store.acked("s1") == -1
+
+
+def test_readers_map_the_file_and_see_every_commit(
+    store: SqliteStore, other: sqlite3.Connection
+) -> None:
+    """Readers read the database through mmap (``_READER_MMAP_BYTES``), the
+    writer through its page cache; a mapped reader still sees each commit of
+    another connection, checkpointed into the mapped file or still in the log."""
+    with store._reader("test") as conn:
+        assert conn.execute("PRAGMA mmap_size").fetchone() == (_READER_MMAP_BYTES,)
+    assert store._writer_conn().execute("PRAGMA mmap_size").fetchone() == (0,)
+    store.write_batch(docs("m", range(50)))
+    assert len(store.find(MetricQuery(session="m", limit=1000))) == 50
+    other.execute("UPDATE docs SET data = '{\"i\": -1}' WHERE seq = 7")  # another process's commit
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # into the mapped file itself
+    assert [d["data"] for d in store.find(MetricQuery(session="m", limit=1000))][7] == {"i": -1}
+    other.execute("UPDATE docs SET data = '{\"i\": -2}' WHERE seq = 8")  # in the log only
+    assert [d["data"] for d in store.find(MetricQuery(session="m", limit=1000))][8] == {"i": -2}
 
 
 def test_many_threads_share_the_store(store: SqliteStore) -> None:
