@@ -121,10 +121,14 @@ _READER_CACHE_KIB: Final = 16384
 #: second with agents streaming) makes SQLite drop a reader's whole page
 #: cache at its next read, so an uncached page read 16 KiB pages afresh each
 #: time. Mapped, a page no longer in the log is a pointer into the OS's
-#: cache. Measured (bench.api, uncached GET at c=100, 4 interleaved rounds):
-#: 168-179 µs of API CPU a page against 180-190. Address space only, never
+#: cache. Measured (bench.api, uncached GET at c=100, 3 interleaved rounds):
+#: 179-207 µs of API CPU a page against 235-245. Address space only, never
 #: memory of its own; a larger database reads the rest as before. Writers
-#: keep pread: a page they change is copied either way.
+#: keep pread: a page they change is copied either way (mapped, measured
+#: slower). The background checkpointer's connection is not mapped either:
+#: it reads the log, not the database, and with it mapped a write held the
+#: lock 1.4-1.9 s in 2 of 4 paced POST rounds (0 of 7 unmapped; the cause
+#: inside SQLite not found: docs/api-performance.md).
 _READER_MMAP_BYTES: Final = 1 << 30
 
 #: The (name, kind) pairs the writer knows are in the ``names`` table; a bound
@@ -915,7 +919,7 @@ class SqliteStore:
 
     # -- connections ----------------------------------------------------------
 
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+    def _connect(self, *, writer: bool, mapped: bool = True) -> sqlite3.Connection:
         # isolation_level=None: autocommit, transactions only where this class
         # opens them with BEGIN IMMEDIATE (the sqlite3 module's implicit
         # BEGIN would take the write lock late, inside executemany).
@@ -940,7 +944,8 @@ class SqliteStore:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}")
             else:
                 conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
-                conn.execute(f"PRAGMA mmap_size = {_READER_MMAP_BYTES}")
+                if mapped:
+                    conn.execute(f"PRAGMA mmap_size = {_READER_MMAP_BYTES}")
                 conn.execute("PRAGMA query_only = ON")
         except BaseException:
             conn.close()
@@ -1154,7 +1159,7 @@ class SqliteStore:
             while not self._stop_checkpoints.wait(period):
                 try:
                     if conn is None:
-                        conn = self._connect(writer=False)
+                        conn = self._connect(writer=False, mapped=False)
                         conn.execute("PRAGMA query_only = OFF")
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
