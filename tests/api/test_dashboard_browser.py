@@ -224,9 +224,10 @@ def test_a_long_session_is_charted_from_a_rollup_tier(
     trio.run(partial(stream_session, collector.port, "two-hours", make_samples(7200), chunk=500))
     # The page opens a session still connected on its last 15 minutes: wait
     # until the collector has seen the agent go (asynchronous to its acks).
-    # The likely cause of a CI failure here (raw samples, not a tier; not
-    # reproduced in 37 loaded local runs): should it fail again, the
-    # message says the tier's label and the window the page chose.
+    # The likely cause of a CI failure here (raw samples, not a tier; seen
+    # once in 58 local runs beside CPU burners, before the window was in the
+    # message): should it fail again, the message says the tier's label and
+    # the window the page chose.
     url = f"{base(collector)}/sessions/two-hours"
     wait_until(lambda: httpx.get(url).json().get("connected") is False, what="disconnected")
     asked = open_charted(page, collector, "/ui/sessions/two-hours")
