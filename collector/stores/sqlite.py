@@ -1818,14 +1818,24 @@ class SqliteStore:
             os.close(fd)  # releases the lock
 
     def _repair(self) -> bool:
-        """Rebuild a batch of dirty buckets (sqlite_rollup.read_repair): read
-        in a snapshot, written in a short transaction. Only while the folder
-        holds nothing absorbed. Whether it wrote anything."""
+        """Rebuild a batch of dirty buckets (sqlite_rollup.read_repair): the
+        marks made so far claimed in a short transaction (claim_dirty), the
+        buckets read in a snapshot after it, written in another short one.
+        Only while the folder holds nothing absorbed. Whether it wrote anything."""
         minute_keep = self.rollup_retention[min(TIERS)]
+        with self._write_lock, _translated("rollup repair"):
+            if not sqlite_rollup.repair_due(self._writer_conn()):
+                return False
+        with self._transaction("rollup repair claim") as conn:
+            top = sqlite_rollup.claim_dirty(conn)
+        if top is None:
+            return False
         with self._write_lock, _translated("rollup repair"):
             conn = self._writer_conn()
             with self.lock_priority(), _snapshot(conn):
-                rep = sqlite_rollup.read_repair(conn, _ROLLUP_SQL, self._series_ids, minute_keep)
+                rep = sqlite_rollup.read_repair(
+                    conn, _ROLLUP_SQL, self._series_ids, top, minute_keep
+                )
         if rep is None:
             return False
         with self._transaction("rollup repair") as conn:

@@ -80,12 +80,14 @@ __all__ = [
     "SeriesIds",
     "Sql",
     "Touch",
+    "claim_dirty",
     "doc_buckets",
     "mark_dirty",
     "prune",
     "raw_hours",
     "read",
     "read_repair",
+    "repair_due",
     "watermark",
     "write_repair",
 ]
@@ -1186,11 +1188,50 @@ def mark_dirty(conn: sqlite3.Connection, touches: Sequence[Touch]) -> None:
         for coarse in (TEN_MINUTES, HOUR):
             keys[(*stream, path, coarse, start // coarse * coarse)] = None
     if keys:
-        conn.executemany(
-            "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            list(keys),
-        )
+        # A bucket marked already, by a mark the repair under way (if any)
+        # has not claimed, is not marked again (``claim_dirty``).
+        claimed = _claimed(conn)
+        conn.executemany(_MARK, [(*key, claimed) for key in keys])
+
+
+#: A dirty mark, unless its bucket has one past the claimed top (?9). One
+#: row per bucket, not one per edit: marked once per edit, the table grew by
+#: ~24,000 rows a second under a flat-out PUT load, and the repair that
+#: scanned and deleted them (~86,000 every 2 s) held the write lock ~100 ms.
+_MARK: Final = (
+    "INSERT INTO roll_dirty (session, kind, name, host, tags, path, tier, bucket)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM roll_dirty"
+    " WHERE path = ?6 AND tier = ?7 AND bucket = ?8 AND session = ?1 AND kind = ?2"
+    " AND name = ?3 AND host IS ?4 AND tags = ?5 AND rowid > ?9)"
+)
+
+
+def _claimed(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM roll_state WHERE key = 'dirty_top'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def claim_dirty(conn: sqlite3.Connection) -> int | None:
+    """In a write transaction of its own, before a repair's read snapshot:
+    the marks made so far (roll_dirty rowids up to the top returned; None if
+    there are none) are the repair's, which ``write_repair`` deletes once
+    their buckets are rebuilt, and ``mark_dirty`` marks a bucket again until
+    it has a mark past them. Why that is enough: a mark past the claimed top
+    is made after the claim, so a later repair claims it, and reads (in a
+    snapshot after its claim) every edit that found it there."""
+    (top,) = conn.execute("SELECT max(rowid) FROM roll_dirty").fetchone()
+    if top is None:
+        return None
+    conn.execute("INSERT OR REPLACE INTO roll_state (key, value) VALUES ('dirty_top', ?)", (top,))
+    return int(top)
+
+
+def repair_due(conn: sqlite3.Connection) -> bool:
+    """Whether a repair has anything to do: marks, and no checkpoint under way."""
+    return (
+        conn.execute("SELECT 1 FROM roll_pending LIMIT 1").fetchone() is None
+        and conn.execute("SELECT 1 FROM roll_dirty LIMIT 1").fetchone() is not None
+    )
 
 
 #: Hours (with their minutes) one repair rebuilds: bounds its write
@@ -1214,18 +1255,16 @@ class Repair:
 
 
 def read_repair(
-    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, minute_keep_s: float = 0.0
+    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, top: int, minute_keep_s: float = 0.0
 ) -> Repair | None:
-    """Rebuild up to ``_REPAIR_HOURS`` hours of dirty buckets, in a read
-    snapshot: minutes from their raw rows, each hour from its minutes (the
-    raw rows where minutes may be pruned, ``minute_keep_s``, or lack a
-    sketch). Only while the tiers hold exactly the documents up to the
-    watermark: no checkpoint under way, and the caller (the folder) holds
-    nothing absorbed. None if there is nothing to do."""
+    """Rebuild up to ``_REPAIR_HOURS`` hours of the buckets dirty by marks
+    up to ``top`` (``claim_dirty``), in a read snapshot: minutes from their
+    raw rows, each hour from its minutes (the raw rows where minutes may be
+    pruned, ``minute_keep_s``, or lack a sketch). Only while the tiers hold
+    exactly the documents up to the watermark: no checkpoint under way, and
+    the caller (the folder) holds nothing absorbed. None if there is
+    nothing to do."""
     if conn.execute("SELECT 1 FROM roll_pending LIMIT 1").fetchone() is not None:
-        return None
-    (top,) = conn.execute("SELECT max(rowid) FROM roll_dirty").fetchone()
-    if top is None:
         return None
     rep = Repair(watermark(conn), top)
     hours: dict[tuple[Stream, str, int], list[tuple[int, int]]] = defaultdict(list)
@@ -1404,7 +1443,8 @@ def write_repair(conn: sqlite3.Connection, ids: SeriesIds, rep: Repair) -> bool:
     """Write ``rep`` in the caller's write transaction and clear the dirty
     marks it covers; False (nothing written) if the tiers moved since it was
     read. A bucket an edit marked again meanwhile stays dirty: still read
-    raw, rebuilt by the next repair."""
+    raw, rebuilt by the next repair. The claim ends either way."""
+    conn.execute("DELETE FROM roll_state WHERE key = 'dirty_top'")
     if watermark(conn) != rep.mark:
         return False
     if conn.execute("SELECT 1 FROM roll_pending LIMIT 1").fetchone() is not None:
