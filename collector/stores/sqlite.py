@@ -469,19 +469,23 @@ def _stop_folder(proc: subprocess.Popen[bytes]) -> None:
 
 
 class _WriteTiming:
-    """When a write transaction got the lock (None: not yet, or never)."""
+    """When a write transaction got the lock, and when it began its COMMIT
+    (None: not yet, or never)."""
 
-    __slots__ = ("locked",)
+    __slots__ = ("committing", "locked")
 
     def __init__(self) -> None:
         self.locked: float | None = None
+        self.committing: float | None = None
 
 
 @contextmanager
 def _slow_write_logged(action: str) -> Iterator[_WriteTiming]:
     """Log a write transaction that took over ``SLOW_WRITE_S`` from asking
     for the lock to letting it go (the caller sets ``locked`` on what it
-    yields once it holds the lock), with how much was the wait (after the
+    yields once it holds the lock, and ``committing`` as it commits), with
+    how much was the wait and how much the COMMIT, where SQLite copies the
+    log into the database itself once it passes the backstop (after the
     lock is let go: never a log line while others wait). Entered inside
     ``lock_priority``: the folder rests at SCHED_IDLE outside it, where on a
     busy machine it may not run for a second, which is no one's wait."""
@@ -493,9 +497,11 @@ def _slow_write_logged(action: str) -> Iterator[_WriteTiming]:
         done = time.monotonic()
         if done - asked > SLOW_WRITE_S:
             wait = (timing.locked if timing.locked is not None else done) - asked
+            commit = done - timing.committing if timing.committing is not None else 0.0
             log.warning("slow write transaction", extra={
                 "action": action, "ms": round((done - asked) * 1e3),
-                "lock_wait_ms": round(wait * 1e3), "held_ms": round((done - asked - wait) * 1e3)})  # fmt: skip
+                "lock_wait_ms": round(wait * 1e3), "held_ms": round((done - asked - wait) * 1e3),
+                "commit_ms": round(commit * 1e3)})  # fmt: skip
 
 
 @contextmanager
@@ -999,6 +1005,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                timing.committing = time.monotonic()
                 conn.execute("COMMIT")
             except BaseException:
                 # Some errors (disk full, I/O) already rolled SQLite back.

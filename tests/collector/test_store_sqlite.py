@@ -653,4 +653,6 @@ def test_a_write_that_waited_for_the_lock_is_logged_with_the_wait(
     assert slow[0].action == "write_batch"  # type: ignore[attr-defined]
     assert slow[0].lock_wait_ms >= 100  # type: ignore[attr-defined]
     assert slow[0].ms >= slow[0].lock_wait_ms + slow[0].held_ms - 1  # type: ignore[attr-defined]
+    # the COMMIT (where SQLite's own checkpoint would copy the log) is part of the hold
+    assert 0 <= slow[0].commit_ms <= slow[0].held_ms  # type: ignore[attr-defined]
     assert store.acked("s1") == 3
