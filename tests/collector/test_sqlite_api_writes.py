@@ -351,22 +351,31 @@ def _value_minutes(db: str | pathlib.Path) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
+_T0 = 1_700_000_040.0
+
+
+def _one_folded_point(db: pathlib.Path) -> tuple[Any, dict[str, Any]]:
+    """An open store (tiers kept forever) holding one API point at ``_T0``,
+    folded: the store and the point."""
+    store = open_store(f"sqlite:///{db}", rollup_retention_days=(0, 0))
+    store.open()
+    (doc,) = store.apply_edits([Create({"name": "n", "value": 1.0, "ts": _T0})])
+    store.fold_rollups()
+    return store, doc  # type: ignore[return-value]
+
+
 def test_an_edited_bucket_keeps_one_dirty_mark_however_often_it_is_edited(
     tmp_path: pathlib.Path,
 ) -> None:
     # One mark per edit made the table grow by ~24,000 rows a second under a
     # flat-out PUT load, and the repair that scanned and deleted them held
     # the write lock ~100 ms.
-    store = open_store(f"sqlite:///{tmp_path / 'm.db'}", rollup_retention_days=(0, 0))
-    store.open()
+    store, doc = _one_folded_point(tmp_path / "m.db")
     try:
-        t0 = 1_700_000_040.0
-        (doc,) = store.apply_edits([Create({"name": "n", "value": 1.0, "ts": t0})])
-        store.fold_rollups()
         assert _marks(store.path) == []
         for v in range(30):  # one group commit each, as under a steady PUT load
-            store.apply_edits([Replace(doc["id"], {"name": "n", "value": float(v), "ts": t0})])
-        minute, ten, hour = (int(t0 // t * t) for t in (MINUTE, 600, HOUR))
+            store.apply_edits([Replace(doc["id"], {"name": "n", "value": float(v), "ts": _T0})])
+        minute, ten, hour = (int(_T0 // t * t) for t in (MINUTE, 600, HOUR))
         assert _marks(store.path) == [("value", MINUTE, minute, 1), ("value", 600, ten, 1),
                                       ("value", HOUR, hour, 1)]  # fmt: skip
         store.fold_rollups()  # the repair: clean again, and the buckets hold the last value
@@ -383,13 +392,9 @@ def test_an_edit_between_a_repairs_claim_and_its_write_keeps_its_bucket_dirty(
     # way claimed that mark: the repair rebuilt it from a snapshot taken
     # before this edit, and deleting the claimed mark must leave one.
     db = tmp_path / "r.db"
-    store = open_store(f"sqlite:///{db}", rollup_retention_days=(0, 0))
-    store.open()
+    store, doc = _one_folded_point(db)
     try:
-        t0 = 1_700_000_040.0
-        (doc,) = store.apply_edits([Create({"name": "n", "value": 1.0, "ts": t0})])
-        store.fold_rollups()
-        store.apply_edits([Replace(doc["id"], {"name": "n", "value": 2.0, "ts": t0})])
+        store.apply_edits([Replace(doc["id"], {"name": "n", "value": 2.0, "ts": _T0})])
         # The folder's repair, step by step (SqliteStore._repair), with an
         # edit of the same bucket between its read snapshot and its write.
         with store._transaction("claim") as conn:
@@ -400,13 +405,15 @@ def test_an_edit_between_a_repairs_claim_and_its_write_keeps_its_bucket_dirty(
         rep = sr.read_repair(conn, _ROLLUP_SQL, store._series_ids, top)
         conn.execute("COMMIT")
         assert rep is not None
-        store.apply_edits([Replace(doc["id"], {"name": "n", "value": 3.0, "ts": t0})])
+        store.apply_edits([Replace(doc["id"], {"name": "n", "value": 3.0, "ts": _T0})])
         with store._transaction("write") as conn:
             assert sr.write_repair(conn, store._series_ids, rep)
-        assert ("value", MINUTE, int(t0 // MINUTE * MINUTE), 1) in _marks(store.path)
+        assert ("value", MINUTE, int(_T0 // MINUTE * MINUTE), 1) in _marks(store.path)
         # over whole hours: the tiers answer it, the dirty minute read raw
-        q = AggregateQuery(fn="max", field="value",
-                           where=MetricQuery(ts_from=t0 // HOUR * HOUR - HOUR, ts_to=t0 // HOUR * HOUR + 2 * HOUR))  # fmt: skip
+        hour = _T0 // HOUR * HOUR
+        q = AggregateQuery(
+            fn="max", field="value", where=MetricQuery(ts_from=hour - HOUR, ts_to=hour + 2 * HOUR)
+        )
         assert [r.value for r in run_aggregate(store, q)] == [3.0]  # read raw: still dirty
         store.fold_rollups()
         assert _marks(store.path) == []
