@@ -1893,7 +1893,7 @@ class SqliteStore:
                     # only keeps the log from starting over, and a starved
                     # folder rests niced after sqlite_folder.STARVED_S)
                     with _snapshot(conn):
-                        step = folder.read_step(conn, self._series_ids, series)
+                        step = folder.read_step(conn, _ROLLUP_SQL, self._series_ids, series)
                 with self._transaction("rollup checkpoint") as conn:
                     if step is None:
                         folder.finish(conn, _ROLLUP_SQL, self._series_ids)

@@ -874,7 +874,9 @@ class Folder:
                     coarser[stream, path, HOUR, start // HOUR * HOUR].append(built)
         self.columns.clear()
 
-    def read_step(self, conn: sqlite3.Connection, ids: SeriesIds, max_series: int) -> Step | None:
+    def read_step(
+        self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, max_series: int
+    ) -> Step | None:
         """The next ``max_series`` series of the checkpoint, merged with their
         stored buckets: all the work, done in a read snapshot so that the write
         transaction (``write_step``) only writes rows. None once every series
@@ -899,8 +901,8 @@ class Folder:
                 part = self.parts[key]
                 merged = None if part.inc is None else _merged(stored.get((tier, start)), part,
                                                                 self.sketches.get(key), tier)  # fmt: skip
-                if merged is None:
-                    step.redo.append(key)
+                if merged is None:  # rebuilt here, in the snapshot, not in the write
+                    step.redo.append((key, *_recomputed(conn, sql, key, self.through)))
                 else:
                     step.rows[tier].append((stream, path, start, *merged))
                     if key in self.vals:
@@ -917,7 +919,7 @@ class Folder:
         if self.base < 0 or watermark(conn) != self.base:
             return False
         if _edits(conn) != step.edits:  # an API edit in between: merge again, in here
-            fresh = self.read_step_again(conn, ids, step)
+            fresh = self.read_step_again(conn, sql, ids, step)
             step = fresh
         for tier, rows in step.rows.items():
             _insert_buckets(conn, tier, [(ids.get(conn, r[0], r[1]), *r[2:]) for r in rows])
@@ -925,8 +927,8 @@ class Folder:
         rollup_vals.hours_changed(
             conn, [(ids.get(conn, r[0], r[1]), r[2]) for r in step.rows[HOUR] if r[1] != DOCS]
         )
-        for key in step.redo:
-            _recompute(conn, sql, ids, key, self.through)
+        for key, built, values in step.redo:
+            _write_recomputed(conn, ids, key, built, values)
         # A dirty bucket stays dirty (read raw) whatever is written to it:
         # the repair rebuilds it once the checkpoint is done (``read_repair``).
         marks = []
@@ -938,9 +940,11 @@ class Folder:
         conn.executemany("INSERT OR REPLACE INTO roll_pending (series, mark) VALUES (?, ?)", marks)
         return True
 
-    def read_step_again(self, conn: sqlite3.Connection, ids: SeriesIds, step: Step) -> Step:
+    def read_step_again(
+        self, conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, step: Step
+    ) -> Step:
         self._queue = [*(self._queue or []), *step.series]
-        again = self.read_step(conn, ids, len(step.series))
+        again = self.read_step(conn, sql, ids, len(step.series))
         assert again is not None
         return again
 
@@ -961,8 +965,11 @@ class Step:
     series: list[tuple[Stream, str, list[BucketKey]]]
     #: per tier: (stream, path, bucket start, then the bucket's columns and sketch)
     rows: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
-    #: buckets the new rows overlap in time: rebuilt from the raw rows
-    redo: list[BucketKey] = field(default_factory=list)
+    #: buckets the new rows overlap in time, rebuilt from the raw rows
+    #: (``_recomputed``): in the read snapshot, not the write transaction,
+    #: where an hour of an API stream written flat out (~50,000 rows) held
+    #: the write lock 1.4 s
+    redo: list[tuple[BucketKey, Rebuilt, list[float]]] = field(default_factory=list)
     #: (stream, path, minute start, rollup_vals.merged's blob)
     vals: list[tuple[Stream, str, int, bytes]] = field(default_factory=list)
 
@@ -1090,13 +1097,32 @@ def _write_bucket(
     _insert_buckets(conn, tier, [(sid, start, *_bucket_row(p, sketch, tier))])
 
 
+#: A bucket rebuilt from its raw rows: its Partial and sketch (None: no rows).
+Rebuilt = tuple[Partial, "Sketch | None"] | None
+
+
 def _recompute(
     conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, key: BucketKey, upto: int
 ) -> None:
     """Rebuild one bucket from the raw rows with ``id <= upto``."""
+    _write_recomputed(conn, ids, key, *_recomputed(conn, sql, key, upto))
+
+
+def _recomputed(
+    conn: sqlite3.Connection, sql: Sql, key: BucketKey, upto: int
+) -> tuple[Rebuilt, list[float]]:
+    """One bucket from the raw rows with ``id <= upto`` (no write), and a
+    minute's values (for roll_vals)."""
     stream, path, tier, start = key
     values: list[float] = []
-    built = _rebuilt(conn, sql, stream, path, tier, start, upto, values)
+    return _rebuilt(conn, sql, stream, path, tier, start, upto, values), values
+
+
+def _write_recomputed(
+    conn: sqlite3.Connection, ids: SeriesIds, key: BucketKey, built: Rebuilt, values: list[float]
+) -> None:
+    """Write a bucket ``_recomputed`` gave (delete it if it has no rows)."""
+    stream, path, tier, start = key
     sid = ids.get(conn, stream, path)
     if tier == MINUTE:
         rollup_vals.write(conn, sid, start, values)
