@@ -1098,7 +1098,7 @@ def _write_bucket(
 
 
 #: A bucket rebuilt from its raw rows: its Partial and sketch (None: no rows).
-Rebuilt = tuple[Partial, "Sketch | None"] | None
+Rebuilt = tuple[Partial, Sketch | None] | None
 
 
 def _recompute(
