@@ -126,9 +126,9 @@ _READER_CACHE_KIB: Final = 16384
 #: memory of its own; a larger database reads the rest as before. Writers
 #: keep pread: a page they change is copied either way (mapped, measured
 #: slower). The background checkpointer's connection is not mapped either:
-#: it reads the log, not the database, and with it mapped a write held the
-#: lock 1.4-1.9 s in 2 of 4 paced POST rounds (0 of 7 unmapped; the cause
-#: inside SQLite not found: docs/api-performance.md).
+#: it reads the log, not the database. (The 1.4-1.9 s pauses first blamed on
+#: mapping it were a checkpoint step's rebuild inside the write lock, since
+#: moved into its read snapshot: docs/api-performance.md.)
 _READER_MMAP_BYTES: Final = 1 << 30
 
 #: The (name, kind) pairs the writer knows are in the ``names`` table; a bound

@@ -1101,13 +1101,6 @@ def _write_bucket(
 Rebuilt = tuple[Partial, Sketch | None] | None
 
 
-def _recompute(
-    conn: sqlite3.Connection, sql: Sql, ids: SeriesIds, key: BucketKey, upto: int
-) -> None:
-    """Rebuild one bucket from the raw rows with ``id <= upto``."""
-    _write_recomputed(conn, ids, key, *_recomputed(conn, sql, key, upto))
-
-
 def _recomputed(
     conn: sqlite3.Connection, sql: Sql, key: BucketKey, upto: int
 ) -> tuple[Rebuilt, list[float]]:

@@ -136,7 +136,10 @@ def _assert_hours_match_raw(tmp_path: pathlib.Path, db: pathlib.Path) -> None:
         want_conn.execute("BEGIN")
         for key in got:
             stream, path, start = key[:5], key[5], key[6]
-            sr._recompute(want_conn, _ROLLUP_SQL, ids, (stream, path, HOUR, start), mark)
+            key = (stream, path, HOUR, start)
+            sr._write_recomputed(
+                want_conn, ids, key, *sr._recomputed(want_conn, _ROLLUP_SQL, key, mark)
+            )
         want_conn.execute("COMMIT")
         want = _hours(want_conn)
     finally:
