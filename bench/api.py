@@ -412,15 +412,27 @@ def _slow_note(rs: list[dict[str, Any]]) -> str:
     return f" ({len(slow)} slow writes logged, the longest {worst.get('ms')} ms: {what}{wait})"
 
 
+#: How the flat-out DELETE runs share their ids: by the rates they reach
+#: (c=10 ~2-3k deletes a second here, c=100 ~8-13k). Split evenly, c=100 ran
+#: out of ids past ~6 s while c=10 left most of its share.
+_DELETE_WEIGHTS = {"c=10": 1, "c=100": 4}
+
+
 def _delete_share(ids: list[str], runs: tuple[str, ...], n: int, seconds: float) -> list[str]:
     """The ids run ``n`` of DELETE deletes, disjoint from the other runs':
     the paced run gets ~3x what its rate needs, the flat-out runs split the
-    rest. An even count: wrk's two threads take alternate ids."""
-    paced = min(len(ids) // 4, int(1500 * seconds))
-    flat = (len(ids) - paced) // (len(runs) - 1) // 2 * 2
-    bounds = {run: i * flat for i, run in enumerate(r for r in runs if r != PACED)}
-    lo = bounds.get(runs[n], len(ids) - paced)
-    return ids[lo : lo + (paced if runs[n] == PACED else flat)]
+    rest by ``_DELETE_WEIGHTS``. Even counts: wrk's two threads take
+    alternate ids."""
+    paced = min(len(ids) // 4, int(1500 * seconds)) // 2 * 2
+    flat = [r for r in runs if r != PACED]
+    total = sum(_DELETE_WEIGHTS.get(r, 1) for r in flat)
+    lo, bounds = 0, {}
+    for run in flat:
+        size = (len(ids) - paced) * _DELETE_WEIGHTS.get(run, 1) // total // 2 * 2
+        bounds[run] = (lo, lo + size)
+        lo += size
+    lo, hi = bounds.get(runs[n], (len(ids) - paced, len(ids)))
+    return ids[lo:hi]
 
 
 def _round(
