@@ -52,11 +52,11 @@ AGENTS = 100
 AGENT_RATE = 1000.0  # samples/s offered by all agents together (10/s each)
 SEED_DOCS = 100_000
 #: API points seeded: PUT and PATCH edit the first 10,000, DELETE takes each of
-#: the rest once (the paced run a share for its rate, the flat-out runs half
-#: of the rest each). 20,000, then 50,000, then 130,000 ran out (404s, which
-#: the run then counts as failures: a delete of a deleted id) once deletes
-#: went past ~2,000, ~3,300, then 13,800/s flat out (4 s runs); this is
-#: enough for 16,000/s over 5 s.
+#: the rest once (the paced run a share for its rate, the flat-out runs the
+#: rest by ``_DELETE_WEIGHTS``). 20,000, then 50,000, then 130,000 ran out
+#: (404s, which the run then counts as failures: a delete of a deleted id)
+#: once deletes went past ~2,000, ~3,300, then 13,800/s flat out (4 s runs);
+#: c=100's four fifths are enough for 13,000/s over 9 s.
 API_POINTS = 180_000
 # The seed starts two days ago on a whole hour: recent enough for the rollup
 # tiers' minute buckets (kept 30 days) and for "today" questions.
