@@ -705,15 +705,25 @@ def _find_sql(
 
 def _bounded_page(q: MetricQuery) -> tuple[str, list[Any]] | None:
     """``sqlite_page.bounded_page_sql`` for ``q`` and its parameters after
-    ``dw_page``'s, where it applies: an ascending page filtered on no more
-    than ts, session and the cursor (docs_ts and docs_session_ts hold
-    those, so finding the page's edge reads no document). None elsewhere."""
-    if q.descending or q.name is not None or q.kind is not None or q.host is not None or q.tags:
+    ``dw_page``'s, where it applies: a page filtered on no more than ts,
+    session and the cursor (docs_ts and docs_session_ts hold those, so
+    finding the page's edge reads no document). None elsewhere.
+
+    A descending page must be run on a reader that walks backwards
+    (``_reader(reversed_scans=True)``): its rows then come newest first,
+    down to the edge. ``dw_page`` checks they do (``order`` -1), so a plan
+    that walked forwards anyway would make the page NULL, written in Python,
+    never wrong. Newest-first pages (a dashboard's latest points) read so:
+    ~80-115 µs for 100 documents on the bench's store, against 150-215 µs
+    through the subquery (interleaved, 2026-12-01)."""
+    if q.name is not None or q.kind is not None or q.host is not None or q.tags:
         return None
     clauses, params = _find_where(q)
     where = " AND ".join(clauses) if clauses else "1"
-    edge = f"SELECT ts FROM docs WHERE {where} ORDER BY ts, id LIMIT 1 OFFSET ?"
-    return sqlite_page.bounded_page_sql(where, edge), [*params, *params, q.limit]
+    order = "ts DESC, id DESC" if q.descending else "ts, id"
+    edge = f"SELECT ts FROM docs WHERE {where} ORDER BY {order} LIMIT 1 OFFSET ?"
+    sql = sqlite_page.bounded_page_sql(where, edge, descending=q.descending)
+    return sql, [*params, *params, q.limit]
 
 
 def _dw_page(
@@ -891,7 +901,9 @@ class SqliteStore:
         self._write_lock = self._wlock.local
         self._pool_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._idle_readers: list[sqlite3.Connection] = []
+        # Idle readers by whether they walk unordered scans backwards
+        # (``_connect``'s ``reversed_scans``: descending pages).
+        self._idle_readers: dict[bool, list[sqlite3.Connection]] = {False: [], True: []}
         self._all_readers: list[sqlite3.Connection] = []
         # (name, kind) pairs committed to the names table; only touched under
         # the write lock.
@@ -925,7 +937,15 @@ class SqliteStore:
 
     # -- connections ----------------------------------------------------------
 
-    def _connect(self, *, writer: bool, mapped: bool = True) -> sqlite3.Connection:
+    def _connect(
+        self, *, writer: bool, mapped: bool = True, reversed_scans: bool = False
+    ) -> sqlite3.Connection:
+        """A connection to the database: the writer, or a reader (``mapped``:
+        reading the file through mmap; ``reversed_scans``: walking the
+        index of a query without ORDER BY backwards, for a descending
+        page, see ``_bounded_page``). The pragma is the connection's for
+        good: setting it expires every statement the connection prepared,
+        so a reader that walks one way never switches."""
         # isolation_level=None: autocommit, transactions only where this class
         # opens them with BEGIN IMMEDIATE (the sqlite3 module's implicit
         # BEGIN would take the write lock late, inside executemany).
@@ -953,6 +973,8 @@ class SqliteStore:
                 if mapped:
                     conn.execute(f"PRAGMA mmap_size = {_READER_MMAP_BYTES}")
                 conn.execute("PRAGMA query_only = ON")
+                if reversed_scans:
+                    conn.execute("PRAGMA reverse_unordered_selects = ON")
         except BaseException:
             conn.close()
             raise
@@ -1046,14 +1068,15 @@ class SqliteStore:
                 log.warning("slow fsync of the write-ahead log", extra={"ms": round(took * 1e3)})
 
     @contextmanager
-    def _reader(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _reader(self, action: str, *, reversed_scans: bool = False) -> Iterator[sqlite3.Connection]:
         with self._pool_lock:
             if self._writer is None:
                 raise StoreUnavailable(f"{self!r} is not open")
-            conn = self._idle_readers.pop() if self._idle_readers else None
+            idle = self._idle_readers[reversed_scans]
+            conn = idle.pop() if idle else None
         with _translated(action):
             if conn is None:
-                conn = self._connect(writer=False)
+                conn = self._connect(writer=False, reversed_scans=reversed_scans)
                 with self._pool_lock:
                     if self._writer is None:  # closed while we were connecting
                         conn.close()
@@ -1064,7 +1087,7 @@ class SqliteStore:
             finally:
                 with self._pool_lock:
                     if self._writer is not None:
-                        self._idle_readers.append(conn)
+                        self._idle_readers[reversed_scans].append(conn)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -1186,7 +1209,8 @@ class SqliteStore:
             thread.join()
         with self._write_lock, self._pool_lock:
             writer, self._writer = self._writer, None
-            readers, self._all_readers, self._idle_readers = self._all_readers, [], []
+            readers, self._all_readers = self._all_readers, []
+            self._idle_readers = {False: [], True: []}
             self._wlock.close()
         for conn in readers:
             conn.close()
@@ -1377,8 +1401,9 @@ class SqliteStore:
             return None
         if data is None:
             return None
-        with self._reader("find") as conn:
-            bounded = _bounded_page(q) if self._native else None
+        bounded = _bounded_page(q) if self._native else None
+        # A descending bounded page is read by a reader that walks backwards.
+        with self._reader("find", reversed_scans=bounded is not None and q.descending) as conn:
             if bounded is not None:  # no subquery to build
                 return _dw_page(conn, q, paths, *bounded)
             no_samples = self._no_samples(conn, q)

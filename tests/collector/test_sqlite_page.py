@@ -151,6 +151,51 @@ def test_ordinary_documents_are_written_by_sqlite(
         store.close()
 
 
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=_SUPPRESS)
+@given(
+    stamps=st.lists(st.integers(1_700_000_000, 1_700_000_020).map(float), min_size=1, max_size=40),
+    sessions=st.lists(st.sampled_from(["a", "b"]), min_size=40, max_size=40),
+    q=_queries.map(
+        lambda q: MetricQuery(
+            session=q.session or None,
+            ts_from=q.ts_from,
+            ts_to=q.ts_to,
+            limit=q.limit,
+            descending=True,
+        )
+    ),
+    cursor=st.booleans(),
+)
+def test_a_newest_first_page_walks_its_index_backwards(
+    tmp_path: pathlib.Path, stamps: list[float], sessions: list[str], q: MetricQuery, cursor: bool
+) -> None:
+    """A descending page filtered on ts and session (a dashboard's latest
+    points) is read by dw_page without a subquery, on a reader that walks
+    docs_ts or docs_session_ts backwards: written in C (not declined for
+    rows out of order), and the same page as doc_out's, ties in ts and the
+    next page's cursor included."""
+    from dataclasses import replace
+
+    from deltawire.collector.stores.sqlite import _bounded_page
+
+    docs: list[tuple[str, Any]] = [
+        ("doc", Document(sessions[i], i, "sample", "process", ts, None, (), {"v": i}))
+        for i, ts in enumerate(stamps)
+    ]
+    store = _store(tmp_path, docs)
+    try:
+        if cursor:  # from the cursor of a first page, where there is one
+            first = store.find_page(replace(q, limit=1))
+            if first is not None and first.next is not None:
+                q = replace(q, after=first.next)
+        assert _bounded_page(q) is not None
+        page = store.find_page(q)
+        assert page is not None, "dw_page declined: the reader walked forwards"
+        assert page == _by_doc_out(store, q)
+    finally:
+        store.close()
+
+
 @RENDERS
 def test_the_timestamp_rounds_half_a_millisecond_to_even(
     tmp_path: pathlib.Path, render: str
@@ -392,15 +437,16 @@ def test_dw_page_declines_rows_out_of_the_pages_order(
     assert _page_of(rows, limit, 0) is not None
 
 
-def test_an_ascending_page_on_ts_and_session_reads_no_subquery() -> None:
+def test_a_page_on_ts_and_session_reads_no_subquery() -> None:
     """Which pages take bounded_page_sql (no co-routine copying each row):
-    ascending, filtered on ts, session and the cursor only."""
+    filtered on ts, session and the cursor only, either order."""
     from deltawire.collector.stores.sqlite import _bounded_page
 
     assert _bounded_page(MetricQuery(ts_from=1.8e9, ts_to=1.9e9, limit=50)) is not None
     assert _bounded_page(MetricQuery(session="s", after=(1.8e9, "7"))) is not None
+    assert _bounded_page(MetricQuery(descending=True)) is not None
+    assert _bounded_page(MetricQuery(session="s", ts_to=1.9e9, descending=True)) is not None
     for q in (
-        MetricQuery(descending=True),
         MetricQuery(name="cpu"),
         MetricQuery(kind="event"),
         MetricQuery(host="h"),
