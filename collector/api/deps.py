@@ -114,8 +114,10 @@ class CachedGet:
     #: A query string validated before -> its cache key (no parsing: a hit
     #: costs a dict lookup); None for one not seen yet.
     known: Callable[[bytes], Keyed | None]
-    #: The request parsed (ApiError: 422) -> its key and how to compute it.
-    read: Callable[[Request], CachedRead]
+    #: The request parsed (ApiError: 422) -> its key and how to compute it;
+    #: None where parsing needs the event loop (``/query`` reads the names
+    #: it knows from the store): a miss then takes the full path.
+    read: Callable[[Request], CachedRead] | None
 
 
 class _Flight:

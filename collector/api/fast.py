@@ -95,7 +95,7 @@ class FastGets:
         False (the full path answers) for a path it does not serve, a check
         it leaves to the dispatcher, or bad parameters (the full path's 422)."""
         cached = self.deps.cached_gets.get(path)
-        if cached is None or not self._allowed(headers):
+        if cached is None or cached.read is None or not self._allowed(headers):
             return False
         started = time.perf_counter()
         try:

@@ -273,3 +273,7 @@ class VocabCache:
 
     def age(self) -> float:
         return self._clock() - self._loaded_at if self._vocab is not None else float("inf")
+
+    def current(self, vocab: Vocabulary) -> bool:
+        """Whether ``vocab`` is what ``get`` would return now, without a reload."""
+        return vocab is self._vocab and not self._stale(False)

@@ -67,3 +67,31 @@ async def test_rate_limits_still_apply_to_cached_answers(store: Store) -> None:
     async with client(store, ApiConfig(rate_limit=0.01, rate_burst=3)) as (c, _):
         codes = [(await c.get(URL)).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
+
+
+async def test_a_prompt_read_before_is_answered_from_the_cache(store: Store) -> None:
+    """``/query``'s answers are cached by prompt; a query string the full
+    path has read is then answered from the cache by the fast path, without
+    reading the prompt again, with the full path's bytes and headers, and
+    never past an invalidation of its scope or a key check."""
+    url, raw = "/query?prompt=count+samples+by+host", b"prompt=count+samples+by+host"
+    async with client(store, ApiConfig(keys=parse_keys("r1:read"))) as (c, deps):
+        known = deps.cached_gets["/query"].known
+        assert known(raw) is None  # not read yet
+        first = await c.get(url, headers=bearer("r1"))
+        assert first.status_code == 200 and first.headers["x-cache"] == "miss"
+        keyed = known(raw)
+        assert keyed is not None and keyed.key == "q:count samples by host"
+        assert deps.cache.peek(keyed.key, keyed.scope) == first.content  # what a hit sends
+        second = await c.get(url, headers=bearer("r1"))
+        assert second.headers["x-cache"] == "hit" and second.content == first.content
+        assert second.headers["content-type"] == first.headers["content-type"]
+        assert deps.stats.requests[("/query", "GET", 200)] == 2
+        # A key is still checked, and a write in its scope still invalidates it.
+        assert (await c.get(url)).status_code == 401
+        await deps.bump(["s1"], ["proc"])
+        assert deps.cache.peek(keyed.key, keyed.scope) is None
+        third = await c.get(url, headers=bearer("r1"))
+        assert third.status_code == 200 and third.headers["x-cache"] == "miss"
+        # Another spelling of the same prompt is another query string: read once.
+        assert known(b"prompt=count%20samples%20by%20host") is None

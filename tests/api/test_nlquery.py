@@ -227,6 +227,14 @@ async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
     now[0] = 5.7
     await cache.get(load)
     assert loads == [0.0, 0.6, 5.7]
+    # current(): what get() would give now without a reload (the HTTP fast
+    # path answers a known prompt from the cache only while it is).
+    vocab = await cache.get(load)
+    assert cache.current(vocab)
+    now[0] = 10.8  # past the TTL (loaded at 5.7): the next get() reloads
+    assert not cache.current(vocab)
+    newer = await cache.get(load)
+    assert newer is not vocab and cache.current(newer) and not cache.current(vocab)
 
 
 @given(
