@@ -95,3 +95,26 @@ async def test_a_prompt_read_before_is_answered_from_the_cache(store: Store) -> 
         assert third.status_code == 200 and third.headers["x-cache"] == "miss"
         # Another spelling of the same prompt is another query string: read once.
         assert known(b"prompt=count%20samples%20by%20host") is None
+
+
+async def test_an_aggregate_read_before_is_answered_from_the_cache(store: Store) -> None:
+    """``/aggregate`` too: a query string the full path has validated is
+    answered from the cache by the fast path, with the full path's bytes,
+    and never past an invalidation of its scope."""
+    url = f"/aggregate?fn=avg&field=v&by=host&name=proc&from={T0:.0f}&to={T0 + 50:.0f}"
+    raw = url.split("?", 1)[1].encode()
+    async with client(store) as (c, deps):
+        known = deps.cached_gets["/aggregate"].known
+        assert known(raw) is None
+        assert (await c.get(url + "&bucket=nonsense")).status_code == 422
+        first = await c.get(url)
+        assert first.status_code == 200 and first.headers["x-cache"] == "miss"
+        assert first.json()["rows"] == [{"group": "web-1", "value": 9.5, "count": 20}]
+        keyed = known(raw)
+        assert keyed is not None and deps.cache.peek(keyed.key, keyed.scope) == first.content
+        second = await c.get(url)
+        assert second.headers["x-cache"] == "hit" and second.content == first.content
+        assert deps.stats.requests[("/aggregate", "GET", 200)] == 2
+        await deps.bump(["s1"], ["proc"])
+        third = await c.get(url)
+        assert third.headers["x-cache"] == "miss" and third.content == first.content
