@@ -250,6 +250,8 @@ class VocabCache:
         self._vocab: Vocabulary | None = None
         self._loaded_at = 0.0
         self._lock: anyio.Lock | None = None  # made in the event loop that uses it
+        #: Which vocabulary ``get`` returns: one more at each reload (``current``).
+        self.generation = 0
 
     def _stale(self, fresh: bool) -> bool:
         age = self._clock() - self._loaded_at
@@ -268,12 +270,15 @@ class VocabCache:
                     catalog = await load()
                     self._vocab = await anyio.to_thread.run_sync(Vocabulary, catalog)
                     self._loaded_at = self._clock()
+                    self.generation += 1
         assert self._vocab is not None
         return self._vocab
 
     def age(self) -> float:
         return self._clock() - self._loaded_at if self._vocab is not None else float("inf")
 
-    def current(self, vocab: Vocabulary) -> bool:
-        """Whether ``vocab`` is what ``get`` would return now, without a reload."""
-        return vocab is self._vocab and not self._stale(False)
+    def current(self, generation: int) -> bool:
+        """Whether the vocabulary of ``generation`` is what ``get`` would
+        return now, without a reload. (A number, not the vocabulary: what
+        remembers it must not keep an old one alive.)"""
+        return generation == self.generation and not self._stale(False)

@@ -229,12 +229,13 @@ async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
     assert loads == [0.0, 0.6, 5.7]
     # current(): what get() would give now without a reload (the HTTP fast
     # path answers a known prompt from the cache only while it is).
-    vocab = await cache.get(load)
-    assert cache.current(vocab)
+    vocab, generation = await cache.get(load), cache.generation
+    assert cache.current(generation)
     now[0] = 10.8  # past the TTL (loaded at 5.7): the next get() reloads
-    assert not cache.current(vocab)
+    assert not cache.current(generation)
     newer = await cache.get(load)
-    assert newer is not vocab and cache.current(newer) and not cache.current(vocab)
+    assert newer is not vocab and cache.generation == generation + 1
+    assert cache.current(cache.generation) and not cache.current(generation)
 
 
 @given(

@@ -15,7 +15,7 @@ from ..cache import scope_for
 from ..deps import CachedGet, Deps
 from ..errors import ApiError
 from ..nl_run import answer as nl_answer
-from ..nl_vocab import VocabCache, Vocabulary
+from ..nl_vocab import VocabCache
 from ..nlquery import EXAMPLES, PromptError, parse_prompt
 from ..params import PromptParams, parse
 from ..schemas import QueryAnswer
@@ -32,11 +32,11 @@ _KNOWN_PROMPTS = 4096
 @dataclass(frozen=True, slots=True)
 class _Read:
     """A prompt read: its answer's cache key and scope, and the vocabulary
-    it was read with (the fast path's ``Keyed``)."""
+    it was read with (its ``VocabCache.generation``; the fast path's ``Keyed``)."""
 
     key: str
     scope: str
-    vocab: Vocabulary
+    generation: int
 
 
 def endpoints(deps: Deps) -> list[Endpoint]:
@@ -54,7 +54,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
 
     def known_prompt(raw: bytes) -> _Read | None:
         read = known.get(raw)
-        return read if read is not None and vocab_cache.current(read.vocab) else None
+        return read if read is not None and vocab_cache.current(read.generation) else None
 
     deps.cached_gets["/query"] = CachedGet(known_prompt, None)
 
@@ -95,7 +95,9 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         # Keyed by the prompt, not the resolved times: "last hour" stays cacheable,
         # and its window is at most the cache TTL old.
         p = plan.params
-        read = _Read("q:" + prompt, scope_for(p.get("session"), p.get("name")), vocab)
+        # No await since the vocabulary was got: its generation is the current one.
+        generation = vocab_cache.generation
+        read = _Read("q:" + prompt, scope_for(p.get("session"), p.get("name")), generation)
         if len(known) >= _KNOWN_PROMPTS:
             known.clear()
         known[request.scope["query_string"]] = read
