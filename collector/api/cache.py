@@ -83,6 +83,7 @@ __all__ = [
     "EVERYTHING",
     "REDIS_PREFIX",
     "Answer",
+    "CacheKey",
     "CacheStats",
     "CachedRead",
     "Keyed",
@@ -226,6 +227,14 @@ class Keyed(Protocol):
 
     @property
     def scope(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """A ``Keyed`` that is only that: an answer's cache key and scope."""
+
+    key: str
+    scope: str
 
 
 class StoreRead(NamedTuple):

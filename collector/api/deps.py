@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -57,11 +57,12 @@ from .store_threads import StoreThreads, auto_size
 if TYPE_CHECKING:
     from .writes import MetricWrites
 
-__all__ = ["ApiConfig", "Deps"]
+__all__ = ["ApiConfig", "CachedGet", "Deps", "KnownQueries"]
 
 log = logging.getLogger("deltawire.collector.api")
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Keyed)
 _NO_SLOT: Any = object()  # heavy_call: no slot came free within the deadline
 
 
@@ -118,6 +119,27 @@ class CachedGet:
     #: None where parsing needs the event loop (``/query`` reads the names
     #: it knows from the store): a miss then takes the full path.
     read: Callable[[Request], CachedRead] | None
+
+
+class KnownQueries(Generic[K]):
+    """Query strings a route's full path has read, and what it read each as
+    (``K``: at least its answer's cache key and scope), for ``CachedGet.known``:
+    a hit on a query string seen before then costs a dict lookup, not a parse.
+    At most ``size`` of them (a crude bound: emptied when full; refilling
+    costs one read each)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._reads: dict[bytes, K] = {}
+
+    def get(self, raw: bytes) -> K | None:
+        return self._reads.get(raw)
+
+    def remember(self, raw: bytes, read: K) -> K:
+        if len(self._reads) >= self.size:
+            self._reads.clear()
+        self._reads[raw] = read
+        return read
 
 
 class _Flight:

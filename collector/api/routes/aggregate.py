@@ -10,7 +10,6 @@ Answer: ``{"interpreted": {...}, "rows": [{"group"?, "bucket"?, "value", "count"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,8 +29,8 @@ from deltawire.collector.aggregate import (
     run_aggregate,
 )
 
-from ..cache import scope_for
-from ..deps import CachedGet, Deps
+from ..cache import CacheKey, scope_for
+from ..deps import CachedGet, Deps, KnownQueries
 from ..errors import ApiError
 from ..params import MAX_LIMIT, DocFilters, parse
 from ..schemas import AggregateAnswer
@@ -39,18 +38,6 @@ from ..spec import Endpoint
 from ..views import rfc3339
 
 __all__ = ["AggregateParams", "endpoints", "interpreted", "row_json"]
-
-#: Query strings read before, kept to answer them from the cache without
-#: validating them again (a crude bound: refilling costs one parse each).
-_KNOWN_QUERIES = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """A query string read: its answer's cache key and scope (fast.py's ``Keyed``)."""
-
-    key: str
-    scope: str
 
 
 class AggregateParams(DocFilters):
@@ -131,7 +118,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
     # pure function of the string (times are absolute: no "now" in them), so
     # the key it gave is the key it would give again. A miss takes the full
     # path (``read`` None): an aggregate is computed on a heavy thread anyway.
-    known: dict[bytes, _Read] = {}
+    known: KnownQueries[CacheKey] = KnownQueries()
     deps.cached_gets["/aggregate"] = CachedGet(known.get, None)
 
     async def aggregate(request: Request) -> Response:
@@ -148,10 +135,9 @@ def endpoints(deps: Deps) -> list[Endpoint]:
                 {"interpreted": interpreted(q), "rows": [row_json(q, r) for r in rows]}
             )
 
-        read = _Read(key, scope_for(w.session, w.name))
-        if len(known) >= _KNOWN_QUERIES:
-            known.clear()
-        known[request.scope["query_string"]] = read
+        read = known.remember(
+            request.scope["query_string"], CacheKey(key, scope_for(w.session, w.name))
+        )
         return await deps.cached(read.key, read.scope, compute)
 
     return [

@@ -17,7 +17,7 @@ from deltawire.collector.stores.base import FoundPage, MetricQuery, Store, encod
 from ..auth import Role
 from ..body import read_json
 from ..cache import Answer, CachedRead, Span, StoreRead, scope_for
-from ..deps import CachedGet, Deps
+from ..deps import CachedGet, Deps, KnownQueries
 from ..errors import ApiError, JSONResponse
 from ..params import MetricFilters, parse
 from ..schemas import Document, Page
@@ -26,8 +26,6 @@ from ..views import doc_out, found_page, within
 from ..writes import MetricWrites, Reply, not_found
 
 __all__ = ["endpoints"]
-
-_PARSED_QUERIES = 4096  # memoized GET /metrics query strings
 
 _BAD_CURSOR = "after: not a cursor of this store"
 
@@ -77,15 +75,13 @@ def read_page(store: Store, ls: _Listing, budget: int) -> FoundPage:
 
 def endpoints(deps: Deps) -> list[Endpoint]:
     store = deps.store
-    parsed: dict[bytes, _Listing] = {}
+    parsed: KnownQueries[_Listing] = KnownQueries()
 
     def listing(request: Request) -> _Listing:
         raw: bytes = request.scope["query_string"]
         hit = parsed.get(raw)
         if hit is None:
-            if len(parsed) >= _PARSED_QUERIES:
-                parsed.clear()  # a crude bound; refilling costs one parse per URL
-            hit = parsed[raw] = _Listing(parse(request, MetricFilters))
+            hit = parsed.remember(raw, _Listing(parse(request, MetricFilters)))
         return hit
 
     def read(request: Request) -> CachedRead:

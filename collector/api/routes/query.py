@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..cache import scope_for
-from ..deps import CachedGet, Deps
+from ..deps import CachedGet, Deps, KnownQueries
 from ..errors import ApiError
 from ..nl_run import answer as nl_answer
 from ..nl_vocab import VocabCache
@@ -23,10 +23,6 @@ from ..spec import Endpoint
 from ..views import doc_out, session_out
 
 __all__ = ["endpoints"]
-
-#: Query strings of prompts read before, kept to answer them from the cache
-#: without reading them again (a crude bound: refilling costs one read each).
-_KNOWN_PROMPTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +46,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
     # current: a newer one may read the same words as other names, and the
     # full path then reads it again. The key has no "now" in it (see below),
     # so a hit is the same answer either way.
-    known: dict[bytes, _Read] = {}
+    known: KnownQueries[_Read] = KnownQueries()
 
     def known_prompt(raw: bytes) -> _Read | None:
         read = known.get(raw)
@@ -98,9 +94,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         # No await since the vocabulary was got: its generation is the current one.
         generation = vocab_cache.generation
         read = _Read("q:" + prompt, scope_for(p.get("session"), p.get("name")), generation)
-        if len(known) >= _KNOWN_PROMPTS:
-            known.clear()
-        known[request.scope["query_string"]] = read
+        known.remember(request.scope["query_string"], read)
         return await deps.cached(read.key, read.scope, compute)
 
     return [
