@@ -241,16 +241,21 @@ class VocabCache:
     One reload at a time (requests arriving meanwhile wait for it rather than
     read the catalog again), and the index is built on a worker thread: with
     many thousands of sessions it takes tens of milliseconds, which the event
-    loop must not spend.
+    loop must not spend. A reload that reads the catalog it read before (no
+    new name, host, session or tag: nearly all of them) keeps the vocabulary
+    it has, and its ``generation``: the index is not built again, and the
+    prompts the HTTP fast path knows stay known (routes/query.py).
     """
 
     def __init__(self, ttl: float = VOCAB_TTL_S, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self._clock = clock
         self._vocab: Vocabulary | None = None
+        self._catalog: Catalog | None = None  # what _vocab was built from
         self._loaded_at = 0.0
         self._lock: anyio.Lock | None = None  # made in the event loop that uses it
-        #: Which vocabulary ``get`` returns: one more at each reload (``current``).
+        #: Which vocabulary ``get`` returns: one more each time a reload
+        #: builds another (``current``).
         self.generation = 0
 
     def _stale(self, fresh: bool) -> bool:
@@ -268,9 +273,11 @@ class VocabCache:
             async with self._lock:
                 if self._stale(fresh):  # not reloaded while this one waited
                     catalog = await load()
-                    self._vocab = await anyio.to_thread.run_sync(Vocabulary, catalog)
+                    if self._vocab is None or catalog != self._catalog:
+                        self._vocab = await anyio.to_thread.run_sync(Vocabulary, catalog)
+                        self._catalog = catalog
+                        self.generation += 1
                     self._loaded_at = self._clock()
-                    self.generation += 1
         assert self._vocab is not None
         return self._vocab
 

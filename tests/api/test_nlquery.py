@@ -202,6 +202,8 @@ def test_any_text_is_a_plan_or_a_prompt_error(text: str) -> None:
 
 
 async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
+    from dataclasses import replace
+
     import trio
 
     from deltawire.collector.api.nl_vocab import VocabCache
@@ -209,11 +211,12 @@ async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
     now = [0.0]
     loads: list[float] = []
     cache = VocabCache(ttl=5.0, clock=lambda: now[0])
+    catalogs = [nl_dataset.catalog()]  # what load() reads (its last one)
 
     async def load() -> Catalog:
         loads.append(now[0])
         await trio.lowlevel.checkpoint()  # let the other callers pile up behind the reload
-        return nl_dataset.catalog()
+        return catalogs[-1]
 
     async with trio.open_nursery() as nursery:
         for _ in range(5):
@@ -233,6 +236,14 @@ async def test_vocabulary_cache_reloads_when_stale_and_once_at_a_time() -> None:
     assert cache.current(generation)
     now[0] = 10.8  # past the TTL (loaded at 5.7): the next get() reloads
     assert not cache.current(generation)
+    # The same catalog again (an equal one, read anew): the same vocabulary.
+    catalogs.append(nl_dataset.catalog())
+    assert await cache.get(load) is vocab and loads[-1] == 10.8
+    assert cache.generation == generation and cache.current(generation)
+    # A new name: another vocabulary, another generation.
+    old = catalogs[-1]
+    catalogs.append(replace(old, hosts=old.hosts | {"brand-new-host"}))
+    now[0] = 16.0
     newer = await cache.get(load)
     assert newer is not vocab and cache.generation == generation + 1
     assert cache.current(cache.generation) and not cache.current(generation)
