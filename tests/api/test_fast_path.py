@@ -118,3 +118,23 @@ async def test_an_aggregate_read_before_is_answered_from_the_cache(store: Store)
         await deps.bump(["s1"], ["proc"])
         third = await c.get(url)
         assert third.headers["x-cache"] == "miss" and third.content == first.content
+
+
+async def test_an_aggregate_of_a_past_window_outlives_writes_outside_it(store: Store) -> None:
+    """An aggregate over a closed window depends on the documents in it only:
+    a write after it (all of ingest's, for a window in the past) leaves it
+    cached; a write inside it is seen at once."""
+    from deltawire.collector.api.cache import Span
+
+    url = f"/aggregate?fn=count&name=proc&from={T0:.0f}&to={T0 + 100:.0f}"
+    async with client(store) as (c, deps):
+        first = await c.get(url)
+        assert first.json()["rows"] == [{"value": 20, "count": 20}]
+        await deps.bump(["s1"], ["proc"], Span(T0 + 500, T0 + 600))  # after the window
+        again = await c.get(url)
+        assert again.headers["x-cache"] == "hit" and again.content == first.content
+        r = await c.post("/metrics", json={"name": "proc", "value": 7.0, "timestamp": T0 + 50})
+        assert r.status_code == 201
+        inside = await c.get(url)
+        assert inside.headers["x-cache"] == "miss"
+        assert inside.json()["rows"] == [{"value": 21, "count": 21}]
