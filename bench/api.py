@@ -51,13 +51,24 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 AGENTS = 100
 AGENT_RATE = 1000.0  # samples/s offered by all agents together (10/s each)
 SEED_DOCS = 100_000
-#: API points seeded: PUT and PATCH edit the first 10,000, DELETE takes each of
-#: the rest once (the paced run a share for its rate, the flat-out runs the
-#: rest by ``_DELETE_WEIGHTS``). 20,000, then 50,000, then 130,000 ran out
-#: (404s, which the run then counts as failures: a delete of a deleted id)
-#: once deletes went past ~2,000, ~3,300, then 13,800/s flat out (4 s runs);
-#: c=100's four fifths are enough for 13,000/s over 9 s.
-API_POINTS = 180_000
+#: API points seeded: PUT and PATCH edit the first ``EDITED`` (10,000), DELETE
+#: takes each of the rest once (the paced run a share for its rate, the
+#: flat-out runs the rest by ``_DELETE_WEIGHTS``). A delete of a deleted id
+#: is a 404, which the run counts as a failure, so the seed grows with the
+#: runs' length (``api_points``): ``DELETES_PER_S`` ids a second of a run.
+#: A fixed 20,000, then 50,000, then 130,000, then 180,000 ran out as the
+#: API got faster (or the VM did): on 2026-12-01 deletes reached 6.9k/s at
+#: c=10 and 29.5k/s at c=100 (with some 404s, cheaper than deletes).
+EDITED = 10_000
+DELETES_PER_S = 45_000  # c=10 + c=100 + paced at their fastest so far, with ~25% to spare
+MIN_API_POINTS = 180_000
+
+
+def api_points(seconds: float) -> int:
+    """How many API points to seed for DELETE runs of ``seconds`` each."""
+    return max(MIN_API_POINTS, EDITED + int(DELETES_PER_S * seconds))
+
+
 # The seed starts two days ago on a whole hour: recent enough for the rollup
 # tiers' minute buckets (kept 30 days) and for "today" questions.
 _T0 = float(int(time.time()) // 3600 * 3600 - 2 * 86400)
@@ -222,7 +233,9 @@ URLS = {
 TARGETS = {"get_cached": 30, "get_uncached": 30, "post": 25, "put": 30, "patch": 30, "delete": 20}
 
 
-def _seed(uri: str, api_points: int) -> list[str]:
+def _seed(uri: str, count: int) -> list[str]:
+    """Seed the store at ``uri``: SEED_DOCS streamed samples, then ``count``
+    API points; the API points' ids, in order."""
     store = open_store(uri)
     store.open()
     try:
@@ -236,13 +249,13 @@ def _seed(uri: str, api_points: int) -> list[str]:
         # Created as the API creates them, a thousand per transaction (one
         # fsync each, not one per point: the seed took minutes on a busy disk).
         ids = []
-        for lo in range(0, api_points, 1000):
+        for lo in range(0, count, 1000):
             batch = [Create({"name": "bench.point", "value": float(i), "ts": _T0 + i})
-                     for i in range(lo, min(api_points, lo + 1000))]  # fmt: skip
+                     for i in range(lo, min(count, lo + 1000))]  # fmt: skip
             ids += [doc["id"] for doc in store.apply_edits(batch)]  # type: ignore[index]
         # Fold the seed into the rollup tiers now: the run measures ingest at
         # its steady state, not the writer's catch-up on 130k seeded documents.
-        store.fold_rollups(SEED_DOCS + api_points)
+        store.fold_rollups(SEED_DOCS + count)
         return ids
     finally:
         store.close()
@@ -413,7 +426,7 @@ def _slow_note(rs: list[dict[str, Any]]) -> str:
 
 
 #: How the flat-out DELETE runs share their ids: by the rates they reach
-#: (c=10 ~2-3k deletes a second here, c=100 ~8-13k). Split evenly, c=100 ran
+#: (c=10 ~2-7k deletes a second here, c=100 ~8-30k). Split evenly, c=100 ran
 #: out of ids past ~6 s while c=10 left most of its share.
 _DELETE_WEIGHTS = {"c=10": 1, "c=100": 4}
 
@@ -446,7 +459,7 @@ def _round(
 
     seed = tmp / "seed.db"
     if not (tmp / "seed.ids").exists():  # seeded (and folded) once, copied per round
-        (tmp / "seed.ids").write_text("\n".join(_seed(f"sqlite:///{seed}", API_POINTS)))
+        (tmp / "seed.ids").write_text("\n".join(_seed(f"sqlite:///{seed}", api_points(seconds))))
     ids = (tmp / "seed.ids").read_text().split("\n")
     db = tmp / f"api-{'redis' if redis_uri else 'local'}.db"
     shutil.copyfile(seed, db)
@@ -461,7 +474,7 @@ def _round(
         total = seconds * (sum(len(_runs(c)) for c in cases) + 1) + 60
         logged = 0  # how far the collector's log was read for slow writes
         with _agents(cp.port, total, base):
-            chunks = {"put": ids[:10_000], "patch": ids[:10_000], "delete": ids[10_000:]}
+            chunks = {"put": ids[:EDITED], "patch": ids[:EDITED], "delete": ids[EDITED:]}
             # The dashboard mix first (after the reads): a write run leaves
             # the API a backlog for a while, which the mix should not measure.
             reads = [c for c in cases if c not in WRITES]
