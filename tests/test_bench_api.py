@@ -35,3 +35,13 @@ def test_the_delete_runs_get_ids_for_their_fastest_rates(seconds: float) -> None
     assert len(c100) >= 29_500 * seconds
     assert len(c10) >= 6_900 * seconds
     assert len(paced) >= 1_000 * seconds  # ~500/s, with room
+
+
+def test_no_seeded_point_is_newer_than_the_first_api_points() -> None:
+    """However many are seeded, API points end where a fixed seed of
+    MIN_API_POINTS ended (a newest-first page of samples walks whatever is
+    newer), and never two share a timestamp."""
+    stamps = [api.point_ts(i) for i in range(api.api_points(30.0))]
+    assert max(stamps) == api.point_ts(api.MIN_API_POINTS - 1)
+    assert len(set(stamps)) == len(stamps)
+    assert [api.point_ts(k - 1) for k in (1, api.EDITED)] == [api._T0, api._T0 + api.EDITED - 1]
