@@ -81,6 +81,7 @@ class _Worker:
         self.ready = False  # it said so once
         self.sessions: set[str] = set()
         self.names: set[str] = set()
+        self.kinds: set[str | None] = set()  # None among them: not known, so all
         self.span = [math.inf, -math.inf]  # of the timestamps since the last bump
 
     def note(self, batch: list[Chunk]) -> None:
@@ -88,6 +89,7 @@ class _Worker:
         for chunk in batch:
             self.sessions.add(chunk.session)
             self.names |= chunk.names
+            self.kinds |= chunk.kinds
             if chunk.lo < span[0]:
                 span[0] = chunk.lo
             if chunk.hi > span[1]:
@@ -98,9 +100,11 @@ class _Worker:
             return None
         bump: dict[str, object] = {"op": "bump", "sessions": sorted(self.sessions),
                                    "names": sorted(self.names)}  # fmt: skip
+        if None not in self.kinds:  # else left out: every kind's scope is bumped
+            bump["kinds"] = sorted(self.kinds)  # type: ignore[type-var]
         if all(map(math.isfinite, self.span)):
             bump["span"] = self.span
-        self.sessions, self.names = set(), set()
+        self.sessions, self.names, self.kinds = set(), set(), set()
         self.span = [math.inf, -math.inf]
         return orjson.dumps(bump)
 

@@ -69,7 +69,7 @@ class PipelineConfig:
 class Chunk:
     """One connection's run of documents, packed for the writer."""
 
-    __slots__ = ("committer", "hi", "lo", "names", "packed", "seqs", "session")
+    __slots__ = ("committer", "hi", "kinds", "lo", "names", "packed", "seqs", "session")
 
     def __init__(self, committer: Committer, items: list[Item], packed: Any) -> None:
         self.committer = committer
@@ -80,6 +80,7 @@ class Chunk:
         self.session: str = items[0].session
         #: what the HTTP API's cache must forget once this is stored
         self.names: set[str] = {item.name for item in items}
+        self.kinds: set[str | None] = {item.kind for item in items}
         #: and the range of their timestamps: answers outside it stay cached
         stamps = [item.ts for item in items]
         self.lo: float = min(stamps)

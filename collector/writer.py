@@ -67,6 +67,9 @@ class Item(NamedTuple):
     name: str
     ts: float  # what the HTTP API's cache must know of it (see api.cache.Span)
     row: Any
+    #: and its kind (the cache's ``kind:K`` scopes); None: not known, so the
+    #: cache forgets the answers of every kind
+    kind: str | None = None
 
 
 #: ``Item(...)`` without the Python-level ``__new__`` of named tuples: one
@@ -80,7 +83,7 @@ def item_factory(encode: DocumentFactory) -> DocumentFactory:
     def make_item(session, seq, kind, name, ts, host, tags, data):
         # the DocumentFactory signature; named, not *fields: no index reads
         row = encode(session, seq, kind, name, ts, host, tags, data)
-        return _new_item(Item, (session, seq, name, ts, row))
+        return _new_item(Item, (session, seq, name, ts, row, kind))
 
     return make_item
 
@@ -140,7 +143,7 @@ class ThreadWriter:
 
     async def write(self, docs: list[Document]) -> BatchResult:
         return await (
-            await self.submit([[Item(d.session, d.seq, d.name, d.ts, d) for d in docs]])
+            await self.submit([[Item(d.session, d.seq, d.name, d.ts, d, d.kind) for d in docs]])
         )()
 
     async def start(self) -> None:

@@ -1,13 +1,17 @@
 """The HTTP API's query cache: answers of ``GET /metrics`` and ``GET /query``.
 
 Invalidation is by *generations*, never by finding and deleting entries. There is
-one counter per session (``session:S``), per name (``name:N``) and a global one
-(``all``). Every write of documents bumps the counters of their sessions and
-names *and* ``all``. A query depends on one counter, its *scope*:
+one counter per session (``session:S``), per name (``name:N``), per kind
+(``kind:K``: sample, event, session, metric) and a global one (``all``). Every
+write of documents bumps the counters of their sessions, names and kinds *and*
+``all``. A query depends on one counter, its *scope*:
 
 - it filters on a session S -> ``session:S`` (every write that could change its
   answer touched a document of S; an extra name filter only narrows it);
 - else it filters on a name N -> ``name:N``;
+- else it filters on a kind K -> ``kind:K`` (so "the events of today" stays
+  cached while agents stream samples: they bump ``kind:sample``, not
+  ``kind:event``);
 - else -> ``all``.
 
 An entry remembers the generation of its scope that was read *before* the store
@@ -69,7 +73,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -81,6 +85,7 @@ from .redis_link import RedisLink
 __all__ = [
     "ALL_SCOPE",
     "EVERYTHING",
+    "KINDS",
     "REDIS_PREFIX",
     "Answer",
     "CacheKey",
@@ -160,19 +165,33 @@ def _unchanged(log: Sequence[tuple[int, Span]] | None, since: int, span: Span) -
     return True
 
 
-def scope_for(session: str | None, name: str | None) -> str:
+def scope_for(session: str | None, name: str | None, kind: str | None = None) -> str:
     """The one generation counter a query filtered this way depends on."""
     if session is not None:
         return f"session:{session}"
     if name is not None:
         return f"name:{name}"
+    if kind is not None:
+        return f"kind:{kind}"
     return ALL_SCOPE
 
 
-def bump_scopes(sessions: Iterable[str], names: Iterable[str]) -> list[str]:
-    """The counters a write of documents of these sessions and names must bump."""
+#: Every kind a document can have (the API's ``kind`` filter takes these):
+#: a write whose kinds are not known bumps all of their scopes.
+KINDS: Final = ("sample", "event", "session", "metric")
+
+
+def bump_scopes(
+    sessions: Iterable[str], names: Iterable[str], kinds: Iterable[str | None] | None = None
+) -> list[str]:
+    """The counters a write of documents of these sessions, names and kinds
+    must bump. ``kinds`` None, or one of them None: not known, so every
+    kind's (a bump too many costs a recomputation; one too few, a stale
+    answer)."""
     scopes = [f"session:{s}" for s in dict.fromkeys(sessions)]
     scopes += [f"name:{n}" for n in dict.fromkeys(names)]
+    written = KINDS if kinds is None else tuple(dict.fromkeys(kinds))
+    scopes += [f"kind:{k}" for k in (KINDS if None in written else written)]
     scopes.append(ALL_SCOPE)
     return scopes
 
@@ -294,8 +313,15 @@ class QueryCache(Protocol):
     async def put(self, key: str, gen: Any, payload: bytes, span: Span = EVERYTHING) -> None: ...
 
     async def bump(
-        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
-    ) -> None: ...
+        self,
+        sessions: Iterable[str],
+        names: Iterable[str],
+        span: Span = EVERYTHING,
+        kinds: Iterable[str | None] | None = None,
+    ) -> None:
+        """Forget the answers a write of documents of these sessions, names
+        and kinds (None: not known), with timestamps in ``span``, may
+        have changed (``bump_scopes``)."""
 
     def healthy(self) -> bool: ...
 
@@ -387,10 +413,14 @@ class LocalCache:
         self.store(key, gen, payload, span)
 
     async def bump(
-        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+        self,
+        sessions: Iterable[str],
+        names: Iterable[str],
+        span: Span = EVERYTHING,
+        kinds: Iterable[str | None] | None = None,
     ) -> None:
         self.stats.bumps += 1
-        self.bump_scopes(bump_scopes(sessions, names), span)
+        self.bump_scopes(bump_scopes(sessions, names, kinds), span)
 
     def healthy(self) -> bool:
         return True
@@ -577,12 +607,16 @@ class RedisCache:
             self._ok()
 
     async def bump(
-        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+        self,
+        sessions: Iterable[str],
+        names: Iterable[str],
+        span: Span = EVERYTHING,
+        kinds: Iterable[str | None] | None = None,
     ) -> None:
         self.stats.bumps += 1
         if not self._usable():
             return  # missed bumps are bounded by the TTL (see module doc)
-        scopes = bump_scopes(sessions, names)
+        scopes = bump_scopes(sessions, names, kinds)
         keys = [redis_gen_key(scope, self.namespace) for scope in scopes]
         keys += [_redis_log_key(scope, self.namespace) for scope in scopes]
         # A log entry matters only while an entry older than it lives (ttl).
@@ -785,13 +819,18 @@ class NearCache:
             self.near.store(key, gen.local, payload, span)
 
     async def bump(
-        self, sessions: Iterable[str], names: Iterable[str], span: Span = EVERYTHING
+        self,
+        sessions: Iterable[str],
+        names: Iterable[str],
+        span: Span = EVERYTHING,
+        kinds: Iterable[str | None] | None = None,
     ) -> None:
         sessions, names = list(sessions), list(names)
+        kinds = None if kinds is None else list(kinds)
         try:
-            await self.remote.bump(sessions, names, span)  # counts the bump
+            await self.remote.bump(sessions, names, span, kinds)  # counts the bump
         finally:
-            self.near.bump_scopes(bump_scopes(sessions, names), span)
+            self.near.bump_scopes(bump_scopes(sessions, names, kinds), span)
 
     def healthy(self) -> bool:
         return self.remote.healthy() and not self._lost

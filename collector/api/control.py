@@ -1,9 +1,10 @@
 """The control pipe from the ingest process: NDJSON messages on our stdin.
 
 - ``{"op": "stats", "text": "<Prometheus text>"}`` about once a second;
-- ``{"op": "bump", "sessions": [...], "names": [...], "span": [lo, hi]}`` after
-  store commits: what was written, and the range of its timestamps (optional:
-  without it, every cached answer of those scopes is dropped).
+- ``{"op": "bump", "sessions": [...], "names": [...], "kinds": [...], "span":
+  [lo, hi]}`` after store commits: what was written, and the range of its
+  timestamps (optional: without it, every cached answer of those scopes is
+  dropped). Without ``kinds``, every kind's scope is bumped.
 
 Stdin is read by a daemon thread (a blocking read cannot be cancelled, and the
 event loop must never block on it); each message is handed to the event loop,
@@ -48,7 +49,7 @@ def parse_control(line: bytes) -> dict[str, Any]:
         if not isinstance(msg.get("text"), str):
             raise ControlError("stats: 'text' must be a string")
     elif op == "bump":
-        for key in ("sessions", "names"):
+        for key in ("sessions", "names", "kinds"):
             items = msg.get(key, [])
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
                 raise ControlError(f"bump: {key!r} must be a list of strings")
@@ -74,6 +75,7 @@ async def apply_control(msg: dict[str, Any], cache: QueryCache, ingest: IngestSt
             msg.get("sessions", []),
             msg.get("names", []),
             EVERYTHING if span is None else Span(float(span[0]), float(span[1])),
+            msg.get("kinds"),  # absent: not known, so every kind
         )
 
 

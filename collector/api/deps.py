@@ -326,10 +326,11 @@ class Deps:
         if marks:
             sessions = [m.session for m in marks if m.session is not None]
             names = [m.name for m in marks if m.name is not None]
+            kinds = [m.kind for m in marks]  # a None among them: every kind
             span = Span.of(m.ts for m in marks)
-            await self.bump(sessions, names, span)
+            await self.bump(sessions, names, span, kinds)
             if self.peers is not None:  # the other API workers, before any answer
-                self.peers.bumped(bump_scopes(sessions, names), span)
+                self.peers.bumped(bump_scopes(sessions, names, kinds), span)
 
     async def heavy_call(
         self, fn: Callable[..., T], *args: Any, refused: ApiError | None = None
@@ -451,7 +452,11 @@ class Deps:
         sessions: Iterable[str | None],
         names: Iterable[str | None],
         span: Span = EVERYTHING,
+        kinds: Iterable[str | None] | None = None,
     ) -> None:
         await self.cache.bump(
-            [s for s in sessions if s is not None], [n for n in names if n is not None], span
+            [s for s in sessions if s is not None],
+            [n for n in names if n is not None],
+            span,
+            kinds,
         )

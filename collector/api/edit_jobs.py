@@ -65,9 +65,10 @@ class Mark:
     session: str | None
     name: str | None
     ts: float | None
+    kind: str | None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Mark, (self.session, self.name, self.ts)  # see EditJob's
+        return Mark, (self.session, self.name, self.ts, self.kind)  # see EditJob's
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def _change(job: EditJob) -> Change:
 
 
 def _mark(doc: dict[str, Any]) -> Mark:
-    return Mark(doc.get("session"), doc.get("name"), doc.get("ts"))
+    return Mark(doc.get("session"), doc.get("name"), doc.get("ts"), doc.get("kind"))
 
 
 def _done(job: EditJob, result: stores.EditResult) -> EditDone:

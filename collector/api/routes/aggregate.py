@@ -144,7 +144,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
             return Answer(payload, span)
 
         read = known.remember(
-            request.scope["query_string"], CacheKey(key, scope_for(w.session, w.name))
+            request.scope["query_string"], CacheKey(key, scope_for(w.session, w.name, w.kind))
         )
         return await deps.cached(read.key, read.scope, compute)
 

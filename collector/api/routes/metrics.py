@@ -43,7 +43,7 @@ class _Listing:
         self.paths = f.fields
         fields = [q.session, q.name, q.kind, q.host, q.tags, q.ts_from, q.ts_to]
         self.key = "m:" + orjson.dumps([*fields, q.limit, q.descending, q.after, f.fields]).decode()
-        self.scope = scope_for(q.session, q.name)
+        self.scope = scope_for(q.session, q.name, q.kind)
 
 
 def listing_span(q: MetricQuery, beyond: float | None) -> Span:

@@ -93,7 +93,8 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         p = plan.params
         # No await since the vocabulary was got: its generation is the current one.
         generation = vocab_cache.generation
-        read = _Read("q:" + prompt, scope_for(p.get("session"), p.get("name")), generation)
+        scope = scope_for(p.get("session"), p.get("name"), p.get("kind"))
+        read = _Read("q:" + prompt, scope, generation)
         known.remember(request.scope["query_string"], read)
         return await deps.cached(read.key, read.scope, compute)
 
