@@ -57,7 +57,12 @@ def test_a_write_that_matches_a_filter_bumps_its_scope(
 
 
 def test_only_the_kinds_written_are_bumped_when_they_are_known() -> None:
-    assert bump_scopes(["s"], ["cpu"], ["sample"]) == ["session:s", "name:cpu", "kind:sample", "all"]
+    assert bump_scopes(["s"], ["cpu"], ["sample"]) == [
+        "session:s",
+        "name:cpu",
+        "kind:sample",
+        "all",
+    ]
     every = [f"kind:{k}" for k in KINDS]
     assert bump_scopes(["s"], ["cpu"]) == ["session:s", "name:cpu", *every, "all"]
     assert bump_scopes([], [], ["sample", None]) == [*every, "all"]  # one not known: all
