@@ -62,6 +62,7 @@ SEED_DOCS = 100_000
 EDITED = 10_000
 DELETES_PER_S = 45_000  # c=10 + c=100 + paced at their fastest so far, with ~25% to spare
 MIN_API_POINTS = 180_000
+_EXTRA_SPAN = 60_000.0  # seconds the points past MIN_API_POINTS are spread over
 
 
 def api_points(seconds: float) -> int:
@@ -69,13 +70,19 @@ def api_points(seconds: float) -> int:
     return max(MIN_API_POINTS, EDITED + int(DELETES_PER_S * seconds))
 
 
-def point_ts(i: int) -> float:
-    """The timestamp of API point ``i``: a second apart from T0 on (PUT
-    sends point k's back as T0 + k - 1), and past MIN_API_POINTS before T0.
-    Seeded on from T0, 370,000 of them reached 2 days past now, and every
-    miss of the mix's newest-first page of ``process`` walked those future
-    points first: its p99 went from 4 ms to 64-229 ms."""
-    return _T0 + i if i < MIN_API_POINTS else _T0 - 1 - (i - MIN_API_POINTS)
+def point_ts(i: int, count: int) -> float:
+    """The timestamp of API point ``i`` of ``count``: a second apart from T0
+    on for the first MIN_API_POINTS (PUT sends point k's back as T0 + k -
+    1); the rest between them, in [T0 + 100,000, T0 + 160,000): past the seed's samples
+    (the uncached pages and the mix's windows read those) and hours before
+    now. Where they go matters: 370,000 seeded on from T0 reached 2 days past
+    now, and then placed before T0, and each time the mix's misses of its
+    newest-first (then first) pages of ``process`` walked ~190,000 of them
+    (mix p99 4 ms before, 64-469 ms with them)."""
+    if i < MIN_API_POINTS:
+        return _T0 + i
+    step = min(0.25, _EXTRA_SPAN / max(1, count - MIN_API_POINTS))
+    return _T0 + SEED_DOCS + (i - MIN_API_POINTS + 0.5) * step
 
 
 # The seed starts two days ago on a whole hour: recent enough for the rollup
@@ -259,7 +266,7 @@ def _seed(uri: str, count: int) -> list[str]:
         # fsync each, not one per point: the seed took minutes on a busy disk).
         ids = []
         for lo in range(0, count, 1000):
-            batch = [Create({"name": "bench.point", "value": float(i), "ts": point_ts(i)})
+            batch = [Create({"name": "bench.point", "value": float(i), "ts": point_ts(i, count)})
                      for i in range(lo, min(count, lo + 1000))]  # fmt: skip
             ids += [doc["id"] for doc in store.apply_edits(batch)]  # type: ignore[index]
         # Fold the seed into the rollup tiers now: the run measures ingest at

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,11 +39,15 @@ def test_the_delete_runs_get_ids_for_their_fastest_rates(seconds: float) -> None
     assert len(paced) >= 1_000 * seconds  # ~500/s, with room
 
 
-def test_no_seeded_point_is_newer_than_the_first_api_points() -> None:
-    """However many are seeded, API points end where a fixed seed of
-    MIN_API_POINTS ended (a newest-first page of samples walks whatever is
-    newer), and never two share a timestamp."""
-    stamps = [api.point_ts(i) for i in range(api.api_points(30.0))]
-    assert max(stamps) == api.point_ts(api.MIN_API_POINTS - 1)
-    assert len(set(stamps)) == len(stamps)
-    assert [api.point_ts(k - 1) for k in (1, api.EDITED)] == [api._T0, api._T0 + api.EDITED - 1]
+@given(seconds=st.floats(2, 60))
+def test_seeded_points_stay_clear_of_what_the_reads_walk(seconds: float) -> None:
+    """However many are seeded, API points past the first MIN_API_POINTS lie
+    after the seed's samples and before the first points end (hours before
+    now), in order; the first ones keep the timestamps PUT sends back."""
+    count = api.api_points(seconds)
+    first, last = api.MIN_API_POINTS, count - 1
+    at = partial(api.point_ts, count=count)
+    if last > first:
+        assert api._T0 + api.SEED_DOCS < at(first) < at(first + 1) < at(last)
+        assert at(last) < api._T0 + 160_000 < at(first - 1)
+    assert [at(0), at(api.EDITED - 1)] == [api._T0, api._T0 + api.EDITED - 1]
