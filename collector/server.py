@@ -2,7 +2,12 @@
 
 Shutdown on SIGTERM/SIGINT: stop accepting, stop reading, let the writer drain
 the queue, ack what was stored, close. A second signal exits at once (nothing
-acked is lost either way: acks only ever follow a commit).
+acked is lost either way: acks only ever follow a commit), unless it comes
+within ``_SAME_SIGNAL_S`` of the first: then it is the same request delivered
+twice. ``kill -TERM -- -PGID`` of ``make run`` (a service manager stopping the
+group) reaches us from the group and again from make, which passes SIGTERM
+on to its children; the second one, a millisecond later, cut the drain short
+and left the API workers' directory behind.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import functools
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 from dataclasses import dataclass, field
@@ -34,6 +40,9 @@ __all__ = ["ServeConfig", "serve"]
 log = logging.getLogger("deltawire.collector.server")
 
 _HTTP_UP_S = 60.0  # how long "ready" waits for the API process's port (a slow start logs anyway)
+#: A signal this soon after the first is the same request again (see above); a
+#: person's second Ctrl-C to hurry a drain comes later than this.
+_SAME_SIGNAL_S = 0.5
 
 
 async def _accepting(addr: tuple[str, int]) -> None:
@@ -183,24 +192,43 @@ async def serve(
                         "shutting down: draining", extra={"signal": signal.Signals(signum).name}
                     )
                     break
-            # Phase 1: no new connections; readers stop, connections drain and ack.
-            accept_scope.cancel()
-            hub.stop_reading()
-            with trio.move_on_after(cfg.ingest.shutdown_grace + 1) as scope:
-                await hub.all_left()
-            if scope.cancelled_caught:
-                log.warning("closing connections that did not drain in time",
-                            extra={"left": len(hub.connections)})  # fmt: skip
-            # Phase 2: the writer commits whatever is still queued, then stops.
-            pipeline.close()
-            with trio.move_on_after(cfg.ingest.shutdown_grace):
-                await writer_done.wait()
-            nursery.cancel_scope.cancel()
+                # Still ours while draining (a signal outside a receiver takes
+                # its default action: the process ends on the spot).
+                nursery.start_soon(_exit_on_another, signals, trio.current_time())
+                # Phase 1: no new connections; readers stop, connections drain and ack.
+                accept_scope.cancel()
+                hub.stop_reading()
+                with trio.move_on_after(cfg.ingest.shutdown_grace + 1) as scope:
+                    await hub.all_left()
+                if scope.cancelled_caught:
+                    log.warning("closing connections that did not drain in time",
+                                extra={"left": len(hub.connections)})  # fmt: skip
+                # Phase 2: the writer commits whatever is still queued, then stops.
+                pipeline.close()
+                with trio.move_on_after(cfg.ingest.shutdown_grace):
+                    await writer_done.wait()
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await writer.aclose()
             await trio.to_thread.run_sync(store.close)
     log.warning("collector stopped", extra={"stored": stats.documents_stored})
+
+
+async def _exit_on_another(signals: Any, first_at: float) -> None:
+    """While the collector drains: a signal later than ``_SAME_SIGNAL_S``
+    after the first ends the process at once, by that signal's default
+    action (as before a receiver was ever installed); an earlier one is the
+    first again, and ignored."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if trio.current_time() - first_at < _SAME_SIGNAL_S:
+            log.info("signal ignored: the same request as the first", extra={"signal": name})
+            continue
+        log.warning("second signal: exiting at once", extra={"signal": name})
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        await trio.sleep_forever()  # the signal ends us
 
 
 async def _listeners(cfg: ServeConfig) -> list[trio.SocketListener]:

@@ -7,11 +7,13 @@ import os
 import pathlib
 import signal
 import sqlite3
+import tempfile
 
 import psutil
 import pytest
 import trio
 
+from deltawire.collector import server
 from deltawire.collector.stores import MetricQuery, open_store
 from deltawire.testing.harness import (
     Client,
@@ -126,6 +128,68 @@ async def test_sigterm_during_ingest_loses_nothing_acked(tmp_path: pathlib.Path)
     assert acked.value >= 1000
     assert set(range(acked.value + 1)) <= stored, "every acked seq is stored"
     assert stored == set(range(len(stored))), "stored in order: no holes"
+
+
+async def test_a_signal_delivered_twice_at_once_still_drains(tmp_path: pathlib.Path) -> None:
+    """SIGTERM from the process group and again from a parent that passes it
+    on (make does), a moment apart: one request. The collector drains and
+    stops as for one, and removes its API workers' directory."""
+    db = tmp_path / "twice.db"
+    env = {"API_WORKERS": "2"}  # two workers share a directory (peers.py)
+    with collector_process(tmp_path, store_uri=f"sqlite:///{db}", http=True, env=env) as col:
+        dirs = list(pathlib.Path(tempfile.gettempdir()).glob(f"deltawire-api-{col.pid}-*"))
+        assert len(dirs) == 1
+        agent = Client(await trio.open_tcp_stream("127.0.0.1", col.port))
+        await agent.send({"t": "hello", "v": 1, "session": "twice"})
+        await agent.until(lambda c: c.welcome)
+        # The drain waits for the store, so the second signal comes during it.
+        blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        await agent.send(*({"t": "snap", "seq": i, "ts": 1000.0 + i, "name": "p", "data": {}}
+                           for i in range(5)))  # fmt: skip
+        col.proc.send_signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(
+            lambda: wait_until(lambda: "shutting down" in col.log(), what="the drain")
+        )
+        col.proc.send_signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(
+            lambda: wait_until(lambda: "signal ignored" in col.log(), what="the second")
+        )
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await agent.until(lambda c: c.acked == 4)  # the drain stored and acked them
+        assert await trio.to_thread.run_sync(lambda: col.proc.wait(timeout=30)) == 0
+        log = col.log()
+    assert "collector stopped" in log and "exiting at once" not in log
+    assert not dirs[0].exists()
+
+
+async def test_a_later_second_signal_exits_at_once(tmp_path: pathlib.Path) -> None:
+    """A second signal once the first is past (a person's second Ctrl-C)
+    still ends a drain that waits for a locked store, by that signal."""
+    db = tmp_path / "held.db"
+    with collector_process(tmp_path, store_uri=f"sqlite:///{db}") as col:
+        agent = Client(await trio.open_tcp_stream("127.0.0.1", col.port))
+        await agent.send({"t": "hello", "v": 1, "session": "held"})
+        await agent.until(lambda c: c.welcome)
+        blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # nothing commits: the drain waits
+        try:
+            await agent.send({"t": "snap", "seq": 0, "ts": 1000.0, "name": "p", "data": {}})
+            col.proc.send_signal(signal.SIGTERM)
+            await trio.to_thread.run_sync(
+                lambda: wait_until(lambda: "shutting down" in col.log(), what="the drain")
+            )
+            # The property under test: a signal later than the window counts.
+            await trio.sleep(server._SAME_SIGNAL_S + 0.2)
+            assert col.proc.poll() is None, "still draining (the store is locked)"
+            col.proc.send_signal(signal.SIGTERM)
+            code = await trio.to_thread.run_sync(lambda: col.proc.wait(timeout=5))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert code == -signal.SIGTERM
+        assert "second signal: exiting at once" in col.log()
 
 
 async def test_kill_9_restart_resend_exactly_once(tmp_path: pathlib.Path) -> None:
