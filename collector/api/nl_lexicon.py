@@ -201,6 +201,10 @@ FILLER: Final = frozenset(
     "someone", "somebody", "anyone", "anybody", "people", "times", "things", "stuff",
     # "I'm on call", "got paged": never a host after "on"
     "call", "paged",
+    # the people and programs around a ticket: "a question from support: a customer says
+    # their app died" (a name of the data set is looked up before this list counts)
+    "support", "team", "customer", "customers", "client", "clients", "app", "apps",
+    "application", "applications",
     # hedges around a number or a window: "roughly the last few hours", "approx 2h"
     "roughly", "approximately", "approx", "around", "about", "maybe", "perhaps", "probably",
     "basically", "actually", "really", "nearly", "almost", "exactly", "precisely", "kinda",
@@ -215,6 +219,8 @@ ORDINAL_RE: Final = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
 PCT_RE: Final = re.compile(r"^(?:p|pct|perc)(\d{2,3})$")
 #: A time of day, UTC: "10:00", "9:30", "9am", "2pm", "11:15pm".
 CLOCK_RE: Final = re.compile(r"^(\d{1,2})(?::(\d{2}))?(am|pm)?$")
+#: An hour (and minutes) that "am" or "pm" may follow as a word of its own.
+CLOCK_NUMBER_RE: Final = re.compile(r"^\d{1,2}(?::\d{2})?$")
 #: Words that exclude what follows ("excluding web-1"): no endpoint takes a
 #: negated filter, so a prompt with one is refused rather than answered for
 #: the very thing it excludes.

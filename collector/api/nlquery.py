@@ -35,6 +35,7 @@ from .nl_lexicon import (
     BAD_EXIT_WORDS,
     BUCKET_NOUNS,
     BUCKET_WORDS,
+    CLOCK_NUMBER_RE,
     CLOCK_RE,
     DATE_RE,
     DAY_PARTS,
@@ -176,8 +177,18 @@ def _tokenize(prompt: str) -> list[_Tok]:
                 out.append(_Tok(word[:-1], low[:-1], sentence=sentence))
             out.append(_Tok("percent", "percent", sentence=sentence))
             continue
+        if low in _HALF_DAY and out and CLOCK_NUMBER_RE.match(out[-1].low):
+            # "10 am", "3 p.m.": one time of day, as "10am" is
+            prev = out.pop()
+            out.append(_Tok(f"{prev.text} {word}", prev.low + _HALF_DAY[low], sentence=sentence))
+            continue
         out.append(_Tok(word, low, sentence=sentence))
     return out
+
+
+#: A half of the day written apart from its hour ("10 am", "3 p.m."; the
+#: tokenizer has already dropped a last ".").
+_HALF_DAY: Final = {"am": "am", "pm": "pm", "a.m": "am", "p.m": "pm"}
 
 
 def _number(low: str) -> float | None:
@@ -399,7 +410,8 @@ class _Parser:
         return at.timestamp()
 
     def _day_times(self) -> None:
-        """Merge "yesterday 3pm", "today at 9:30", "yesterday noon" into one
+        """Merge "yesterday 3pm", "today at 9:30", "yesterday noon", "3pm
+        yesterday" into one
         token at that instant, for "since", "between", "from", "until"."""
         toks = self.toks
         i = 0
@@ -411,9 +423,18 @@ class _Parser:
                 and j < len(toks)
                 and (hm := self._time_of_day(toks[j].low)) is not None
             ):
-                text = " ".join(t.text for t in toks[i : j + 1])
-                at = self._clock(*hm, days_back=1 if w == "yesterday" else 0)
-                toks[i : j + 1] = [_Tok(text, text.lower(), at=at, sentence=toks[i].sentence)]
+                day, first, last = w, i, j
+            elif (
+                toks[i + 1].low in ("yesterday", "today")
+                and (hm := self._time_of_day(w)) is not None
+            ):  # the time first: "since 3pm yesterday"
+                day, first, last = toks[i + 1].low, i, i + 1
+            else:
+                i += 1
+                continue
+            text = " ".join(t.text for t in toks[first : last + 1])
+            at = self._clock(*hm, days_back=1 if day == "yesterday" else 0)
+            toks[first : last + 1] = [_Tok(text, text.lower(), at=at, sentence=toks[i].sentence)]
             i += 1
 
     def _recent(self, seconds: float) -> None:
@@ -741,7 +762,12 @@ class _Parser:
         for i in range(len(toks)):
             w = self.low(i)
             if (
-                w in ("which", "what", "whats", "what's")
+                (
+                    w in ("which", "what", "whats", "what's")
+                    # "any host over 400M rss?" asks which ("did any session crash": a
+                    # sessions question, no threshold)
+                    or (w == "any" and self.s.threshold is not None)
+                )
                 and self.low(i + 1) in GROUP_NOUNS
                 and not self._is_value(i + 2)
             ):
@@ -796,6 +822,10 @@ class _Parser:
                     self.s.group = GROUP_NOUNS[w]
                     self.s.singular_rank = not w.endswith("s")
                     self.use(i)
+                    n = self.num(i - 1) if i > 0 and not self.toks[i - 1].used else None
+                    if n is not None and self.s.limit is None and w.endswith("s"):
+                        self.s.limit = int(n)  # "3 sessions with the highest p90 rss"
+                        self.use(i - 1)
                     break
             else:
                 if not self._uses_near():

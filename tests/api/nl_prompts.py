@@ -783,4 +783,57 @@ PROMPTS: list[tuple[str, dict[str, Any]]] = [
     ("memory above 2 GiB", {"endpoint": A, "where": "mem.rss > 2147483648"}),
     ("memory over 512 MiB by host", {"endpoint": A, "where": "mem.rss > 536870912"}),
     ("memory > 2G", {"endpoint": A, "where": "mem.rss > 2147483648"}),
+    # -- set 14's kinds (its first measurement: 45 of 50), each with siblings
+    # a time of day before its day, and "am"/"pm" written apart from the hour
+    (
+        "avg cpu per host since 9pm yesterday",
+        {"endpoint": A, "fn": "avg", "by": "host", "from": "2026-11-22T21:00:00Z"},
+    ),
+    (
+        "count job_error between 1pm yesterday and 9am today",
+        {
+            "endpoint": A,
+            "fn": "count",
+            "from": "2026-11-22T13:00:00Z",
+            "to": "2026-11-23T09:00:00Z",
+        },
+    ),
+    ("user logins since 9 am", {"endpoint": A, "fn": "count", "from": "2026-11-23T09:00:00Z"}),
+    (
+        "p95 latency since 7:30 p.m. yesterday",
+        {"endpoint": A, "fn": "p95", "name": "http_latency_ms", "from": "2026-11-22T19:30:00Z"},
+    ),
+    # N of a group before "with the highest/lowest"
+    (
+        "2 hosts with the lowest avg cpu",
+        {"endpoint": A, "fn": "avg", "by": "host", "order": "value", "limit": "2"},
+    ),
+    (
+        "4 sessions with the most job errors",
+        {"endpoint": A, "fn": "count", "by": "session", "order": "-value", "limit": "4"},
+    ),
+    # "any host over X": which hosts (with a threshold; "did any session crash" is not)
+    (
+        "is any host above 90% cpu",
+        {"endpoint": A, "fn": "count", "by": "host", "where": "cpu.percent > 90"},
+    ),
+    (
+        "any session using more than 500MB?",
+        {"endpoint": A, "by": "session", "where": "mem.rss > 500000000"},
+    ),
+    # the people and programs around a ticket are not names
+    (
+        "a customer on web-1 says the app is slow: avg latency in the last hour",
+        {
+            "endpoint": A,
+            "fn": "avg",
+            "name": "http_latency_ms",
+            "host": "web-1",
+            "from": "2026-11-23T11:00:00Z",
+        },
+    ),
+    (
+        "question from our support team: how many user logins today",
+        {"endpoint": A, "fn": "count", "name": "user_login", "from": "2026-11-23T00:00:00Z"},
+    ),
 ]
