@@ -14,7 +14,7 @@ measurements are 44 + 43 + 49 = 136 of 150 (90.7%).
 
 Set 14 (``prompts_heldout14.jsonl``: 50 prompts, a fourth writer, the same
 rules; committed before it was measured) was measured once, on main aa20625
-(2026-12-01 11:50 UTC): **45 of 50 (90%)**. It is seen now: its misses led to
+(2026-12-01 11:30 UTC): **45 of 50 (90%)**. It is seen now: its misses led to
 fixes by category, each with siblings in the tuning table: a time of day
 before its day ("since 3pm yesterday" was refused as two windows); "am" or
 "pm" apart from the hour ("since 10 am" lost its window); a count before the
