@@ -411,8 +411,8 @@ class _Parser:
 
     def _day_times(self) -> None:
         """Merge "yesterday 3pm", "today at 9:30", "yesterday noon", "3pm
-        yesterday" into one
-        token at that instant, for "since", "between", "from", "until"."""
+        yesterday" into one token at that instant, for "since", "between",
+        "from", "until"."""
         toks = self.toks
         i = 0
         while i < len(toks) - 1:
